@@ -1,0 +1,157 @@
+use std::time::SystemTime;
+
+use super::{
+    Generation, ProtocolError, RunId, ServiceRef, Step, StoreRef, required_time, wire_time,
+};
+use crate::wire::agent as wire;
+
+/// One step of a run for an agent to perform. It names where things are, never their values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The run.
+    pub run_id: RunId,
+    /// The generation fencing the run.
+    pub generation: Generation,
+    /// The step.
+    pub step: Step,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The environment, e.g. `prod`.
+    pub env: String,
+    /// The variable within the environment.
+    pub key: String,
+    /// Where the value lives; always names a field.
+    pub store_ref: StoreRef,
+    /// The target; `None` for the `random` strategy.
+    pub service_ref: Option<ServiceRef>,
+    /// The strategy name.
+    pub strategy: String,
+    /// Strategy configuration (JSON text, validated by the control plane before dispatch).
+    pub config_json: String,
+    /// When the control plane stops waiting for the receipt.
+    pub deadline: SystemTime,
+}
+
+impl TryFrom<wire::Job> for Job {
+    type Error = ProtocolError;
+
+    fn try_from(job: wire::Job) -> Result<Job, ProtocolError> {
+        let wire::Job {
+            run_id,
+            generation,
+            step,
+            attempt,
+            env,
+            key,
+            store_ref,
+            service_ref,
+            strategy,
+            config_json,
+            deadline,
+        } = job;
+        if attempt == 0 {
+            return Err(ProtocolError::missing("attempt"));
+        }
+        for (field, value) in [("env", &env), ("key", &key), ("strategy", &strategy)] {
+            if value.is_empty() {
+                return Err(ProtocolError::missing(field));
+            }
+        }
+        let store_ref = StoreRef::parse(&store_ref)
+            .map_err(|error| ProtocolError::invalid("store_ref", error.to_string()))?;
+        if store_ref.field.is_none() {
+            return Err(ProtocolError::invalid("store_ref", "must name a field (#<field>)"));
+        }
+        let service_ref = if service_ref.is_empty() {
+            None
+        } else {
+            Some(
+                ServiceRef::parse(&service_ref)
+                    .map_err(|error| ProtocolError::invalid("service_ref", error.to_string()))?,
+            )
+        };
+        Ok(Job {
+            run_id: RunId::parse(&run_id, "run_id")?,
+            generation: Generation::parse(generation, "generation")?,
+            step: Step::from_wire(step, "step")?,
+            attempt,
+            env,
+            key,
+            store_ref,
+            service_ref,
+            strategy,
+            config_json,
+            deadline: required_time(deadline, "deadline")?,
+        })
+    }
+}
+
+impl From<&Job> for wire::Job {
+    fn from(job: &Job) -> wire::Job {
+        wire::Job {
+            run_id: job.run_id.to_string(),
+            generation: job.generation.get(),
+            step: job.step.to_wire(),
+            attempt: job.attempt,
+            env: job.env.clone(),
+            key: job.key.clone(),
+            store_ref: job.store_ref.to_string(),
+            service_ref: job.service_ref.as_ref().map(ToString::to_string).unwrap_or_default(),
+            strategy: job.strategy.clone(),
+            config_json: job.config_json.clone(),
+            deadline: Some(wire_time(job.deadline)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn wire_job() -> wire::Job {
+        wire::Job {
+            run_id: "run-9".into(),
+            generation: 2,
+            step: Step::Stage.to_wire(),
+            attempt: 1,
+            env: "dev".into(),
+            key: "DB_PASSWORD".into(),
+            store_ref: "store://local/app/db#password".into(),
+            service_ref: "svc://pg-dev?kind=db_password".into(),
+            strategy: "immediate".into(),
+            config_json: "{\"username\":\"app\"}".into(),
+            deadline: Some(wire_time(UNIX_EPOCH + Duration::from_secs(1_800_000_000))),
+        }
+    }
+
+    #[test]
+    fn job_round_trips() {
+        let job = Job::try_from(wire_job()).unwrap();
+        assert_eq!(job.service_ref.as_ref().unwrap().kind.as_deref(), Some("db_password"));
+        assert_eq!(wire::Job::from(&job), wire_job());
+    }
+
+    #[test]
+    fn job_rejects_missing_and_malformed_fields() {
+        let cases: Vec<(fn(&mut wire::Job), &str)> = vec![
+            (|j| j.run_id.clear(), "run_id"),
+            (|j| j.generation = 0, "generation"),
+            (|j| j.step = 0, "step"),
+            (|j| j.attempt = 0, "attempt"),
+            (|j| j.env.clear(), "env"),
+            (|j| j.store_ref = "store://local/app/db".into(), "store_ref"),
+            (|j| j.store_ref = "vault://x".into(), "store_ref"),
+            (|j| j.service_ref = "svc://pg/x".into(), "service_ref"),
+            (|j| j.deadline = None, "deadline"),
+        ];
+        for (mutate, field) in cases {
+            let mut job = wire_job();
+            mutate(&mut job);
+            let error = Job::try_from(job).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            assert_eq!(tonic::Status::from(error).code(), tonic::Code::InvalidArgument);
+        }
+    }
+}

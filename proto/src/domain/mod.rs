@@ -1,0 +1,36 @@
+//! Strict domain types, converted from the loose wire types once, on the receiving side.
+//!
+//! Each conversion destructures the wire struct exhaustively, so adding a field to a `.proto`
+//! file is a compile error here until the conversion decides what to do with it.
+
+mod ids;
+mod job;
+mod protocol_error;
+mod receipt;
+mod refs;
+mod session;
+mod step;
+
+pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
+pub use job::Job;
+pub use protocol_error::ProtocolError;
+pub use receipt::{Fingerprint, ReceiptBody, SignedReceipt};
+pub use refs::{RefError, ServiceRef, StoreRef};
+pub use session::{Capabilities, EnrollRequest, Heartbeat, Hello};
+pub use step::{Outcome, Step};
+
+use std::time::SystemTime;
+
+/// Converts a required wire timestamp.
+fn required_time(
+    value: Option<prost_types::Timestamp>,
+    field: &'static str,
+) -> Result<SystemTime, ProtocolError> {
+    let value = value.ok_or_else(|| ProtocolError::missing(field))?;
+    SystemTime::try_from(value).map_err(|_| ProtocolError::invalid(field, "timestamp out of range"))
+}
+
+/// Converts a time to the wire.
+fn wire_time(value: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(value)
+}

@@ -1,0 +1,213 @@
+use std::fmt;
+use std::time::SystemTime;
+
+use prost::Message;
+
+use super::{AgentId, Generation, Outcome, ProtocolError, RunId, Step, required_time, wire_time};
+use crate::wire::common as wire;
+
+/// A keyed fingerprint of a secret value (HMAC-SHA-256, 32 bytes). It identifies a value in
+/// receipts and the audit log without revealing it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// Converts wire bytes, which must be exactly 32 long.
+    pub fn from_wire(bytes: &[u8], field: &str) -> Result<Fingerprint, ProtocolError> {
+        let array: [u8; 32] = bytes.try_into().map_err(|_| {
+            ProtocolError::invalid(field, format!("must be 32 bytes, got {}", bytes.len()))
+        })?;
+        Ok(Fingerprint(array))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// What one agent did for one step of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptBody {
+    /// The run.
+    pub run_id: RunId,
+    /// The generation the run was dispatched with.
+    pub generation: Generation,
+    /// The step performed.
+    pub step: Step,
+    /// The target, `svc://...` or `store://...`.
+    pub target: String,
+    /// Fingerprint of the new value, if the step involved one.
+    pub value_fingerprint: Option<Fingerprint>,
+    /// When the agent finished the step.
+    pub performed_at: SystemTime,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Explanation for failures; never a secret value.
+    pub detail: String,
+    /// Who performed it.
+    pub agent_id: AgentId,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+}
+
+impl TryFrom<wire::ReceiptBody> for ReceiptBody {
+    type Error = ProtocolError;
+
+    fn try_from(body: wire::ReceiptBody) -> Result<ReceiptBody, ProtocolError> {
+        let wire::ReceiptBody {
+            run_id,
+            generation,
+            step,
+            target,
+            value_fingerprint,
+            performed_at,
+            outcome,
+            detail,
+            agent_id,
+            attempt,
+        } = body;
+        if target.is_empty() {
+            return Err(ProtocolError::missing("target"));
+        }
+        if attempt == 0 {
+            return Err(ProtocolError::missing("attempt"));
+        }
+        Ok(ReceiptBody {
+            run_id: RunId::parse(&run_id, "run_id")?,
+            generation: Generation::parse(generation, "generation")?,
+            step: Step::from_wire(step, "step")?,
+            target,
+            value_fingerprint: if value_fingerprint.is_empty() {
+                None
+            } else {
+                Some(Fingerprint::from_wire(&value_fingerprint, "value_fingerprint")?)
+            },
+            performed_at: required_time(performed_at, "performed_at")?,
+            outcome: Outcome::from_wire(outcome, "outcome")?,
+            detail,
+            agent_id: AgentId::parse(&agent_id, "agent_id")?,
+            attempt,
+        })
+    }
+}
+
+impl From<&ReceiptBody> for wire::ReceiptBody {
+    fn from(body: &ReceiptBody) -> wire::ReceiptBody {
+        wire::ReceiptBody {
+            run_id: body.run_id.to_string(),
+            generation: body.generation.get(),
+            step: body.step.to_wire(),
+            target: body.target.clone(),
+            value_fingerprint: body.value_fingerprint.map(|f| f.0.to_vec()).unwrap_or_default(),
+            performed_at: Some(wire_time(body.performed_at)),
+            outcome: body.outcome.to_wire(),
+            detail: body.detail.clone(),
+            agent_id: body.agent_id.to_string(),
+            attempt: body.attempt,
+        }
+    }
+}
+
+/// A receipt as received: the exact signed bytes, the signature, and the decoded body. The
+/// signature is checked against `body_bytes` (never a re-encoding) by the receiver, which knows
+/// the agent's public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedReceipt {
+    /// The protobuf encoding of the body, as signed.
+    pub body_bytes: Vec<u8>,
+    /// The Ed25519 signature over `body_bytes`.
+    pub signature: [u8; 64],
+    /// The decoded body.
+    pub body: ReceiptBody,
+}
+
+impl TryFrom<wire::Receipt> for SignedReceipt {
+    type Error = ProtocolError;
+
+    fn try_from(receipt: wire::Receipt) -> Result<SignedReceipt, ProtocolError> {
+        let wire::Receipt { body, signature } = receipt;
+        let signature: [u8; 64] = signature.as_slice().try_into().map_err(|_| {
+            ProtocolError::invalid(
+                "signature",
+                format!("must be 64 bytes, got {}", signature.len()),
+            )
+        })?;
+        if body.is_empty() {
+            return Err(ProtocolError::missing("body"));
+        }
+        let decoded = wire::ReceiptBody::decode(body.as_slice()).map_err(|error| {
+            ProtocolError::invalid("body", format!("not a ReceiptBody: {error}"))
+        })?;
+        let decoded = ReceiptBody::try_from(decoded).map_err(|error| error.within("body"))?;
+        Ok(SignedReceipt { body_bytes: body, signature, body: decoded })
+    }
+}
+
+impl From<&SignedReceipt> for wire::Receipt {
+    fn from(receipt: &SignedReceipt) -> wire::Receipt {
+        wire::Receipt { body: receipt.body_bytes.clone(), signature: receipt.signature.to_vec() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn sample() -> ReceiptBody {
+        ReceiptBody {
+            run_id: RunId::parse("run-1", "run_id").unwrap(),
+            generation: Generation::parse(7, "generation").unwrap(),
+            step: Step::Apply,
+            target: "svc://pg?kind=db_password".to_owned(),
+            value_fingerprint: Some(Fingerprint([0xab; 32])),
+            performed_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            outcome: Outcome::Succeeded,
+            detail: String::new(),
+            agent_id: AgentId::parse("agent-a", "agent_id").unwrap(),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn signed_receipt_round_trips_through_the_wire() {
+        let body = sample();
+        let bytes = wire::ReceiptBody::from(&body).encode_to_vec();
+        let receipt = wire::Receipt { body: bytes.clone(), signature: vec![1; 64] };
+        let signed = SignedReceipt::try_from(receipt).unwrap();
+        assert_eq!(signed.body, body);
+        assert_eq!(signed.body_bytes, bytes);
+        assert_eq!(wire::Receipt::from(&signed).body, bytes);
+    }
+
+    #[test]
+    fn malformed_receipts_name_the_field() {
+        let bytes = wire::ReceiptBody::from(&sample()).encode_to_vec();
+        let short = wire::Receipt { body: bytes.clone(), signature: vec![1; 10] };
+        assert_eq!(SignedReceipt::try_from(short).unwrap_err().field, "signature");
+        let garbage = wire::Receipt { body: vec![0xff, 0xff, 0xff], signature: vec![1; 64] };
+        assert_eq!(SignedReceipt::try_from(garbage).unwrap_err().field, "body");
+        let mut body = wire::ReceiptBody::from(&sample());
+        body.generation = 0;
+        let stale = wire::Receipt { body: body.encode_to_vec(), signature: vec![1; 64] };
+        assert_eq!(SignedReceipt::try_from(stale).unwrap_err().field, "body.generation");
+        let mut body = wire::ReceiptBody::from(&sample());
+        body.value_fingerprint = vec![1, 2, 3];
+        assert!(ReceiptBody::try_from(body).unwrap_err().reason.contains("32 bytes"));
+    }
+
+    #[test]
+    fn fingerprint_prints_hex_only() {
+        let text = format!("{:?}", Fingerprint([0x0f; 32]));
+        assert!(text.starts_with("Fingerprint(0f0f"));
+    }
+}

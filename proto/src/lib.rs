@@ -1,0 +1,63 @@
+//! The dsops wire contract.
+//!
+//! This crate is what every other dsops crate shares: the gRPC services generated from
+//! `proto/` (wire types, loose), the domain types they are converted into once on the receiving
+//! side (strict, [`TryFrom`] with a [`ProtocolError`]), and the one table that maps dsops error
+//! codes to gRPC and HTTP statuses ([`ErrorCode`]). It does no I/O.
+//!
+//! ```text
+//!   wire (prost, every field optional) ──TryFrom──▶ domain (validated)   ──into()──▶ wire
+//!                                         │
+//!                                         └─ ProtocolError { field, reason } → INVALID_ARGUMENT
+//! ```
+
+pub mod domain;
+pub mod error;
+
+pub use domain::ProtocolError;
+pub use error::ErrorCode;
+
+/// Generated code, laid out as the protobuf packages are (the generated code refers to sibling
+/// packages by relative path). Use it through [`wire`].
+#[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+pub mod generated {
+    /// `dsops.*`
+    pub mod dsops {
+        /// `dsops.common`
+        pub mod common {
+            /// `dsops.common.v1`: steps, outcomes, receipts, error info.
+            pub mod v1 {
+                tonic::include_proto!("dsops.common.v1");
+            }
+        }
+        /// `dsops.raft`
+        pub mod raft {
+            /// `dsops.raft.v1`: the raft peer service.
+            pub mod v1 {
+                tonic::include_proto!("dsops.raft.v1");
+            }
+        }
+        /// `dsops.agent`
+        pub mod agent {
+            /// `dsops.agent.v1`: agent enrolment and sessions.
+            pub mod v1 {
+                tonic::include_proto!("dsops.agent.v1");
+            }
+        }
+        /// `dsops.admin`
+        pub mod admin {
+            /// `dsops.admin.v1`: the operator API used by the CLI.
+            pub mod v1 {
+                tonic::include_proto!("dsops.admin.v1");
+            }
+        }
+    }
+}
+
+/// Wire types and service stubs, one module per protobuf package (current versions).
+pub mod wire {
+    pub use crate::generated::dsops::admin::v1 as admin;
+    pub use crate::generated::dsops::agent::v1 as agent;
+    pub use crate::generated::dsops::common::v1 as common;
+    pub use crate::generated::dsops::raft::v1 as raft;
+}
