@@ -1,0 +1,11 @@
+//! Reading user-written files: a YAML tree that remembers where every value came from, the
+//! diagnostics that point back into the file, and a field reader that reports unknown keys with a
+//! "did you mean" hint.
+
+mod diagnostic;
+mod fields;
+mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use fields::{Fields, suggest};
+pub use yaml::{Node, Pos, ScalarKind, Value, parse_yaml};

@@ -1,0 +1,9 @@
+//! Time as users write it: durations (`24h`, `90d`), cron schedules, and maintenance windows.
+
+mod duration;
+mod schedule;
+mod window;
+
+pub use duration::{Duration, DurationError};
+pub use schedule::{Schedule, ScheduleError};
+pub use window::{MaintenanceWindow, WindowError, next_due_in_windows};
