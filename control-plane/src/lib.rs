@@ -11,5 +11,6 @@
 //!  dsops-data/ (bundled) + rotation.dataDir ──load──▶ catalog::Catalog ──┴─▶ plan::Plan
 //! ```
 
+pub mod catalog;
 pub mod source;
 pub mod time;

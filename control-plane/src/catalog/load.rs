@@ -1,0 +1,160 @@
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use super::checks;
+use super::{Catalog, DocKind, Entry, Layer, SchemaSet, SourceFile};
+use crate::source::{Diagnostics, Pos, parse_yaml};
+
+pub(super) fn load(layers: &[Layer], diagnostics: &mut Diagnostics) -> Catalog {
+    // dsops's own schemas apply to every document: they describe what dsops understands. A
+    // layer's own schemas apply, in addition, to that layer's documents.
+    let bundled_schemas = SchemaSet::compile(&Layer::bundled(), diagnostics);
+    let mut catalog = Catalog::default();
+    for layer in layers {
+        let own_schemas = if layer.label == "bundled" {
+            SchemaSet::default()
+        } else {
+            SchemaSet::compile(layer, diagnostics)
+        };
+        let mut seen: BTreeMap<(DocKind, String), String> = BTreeMap::new();
+        for file in &layer.documents {
+            let Some((kind, node)) = read_document(file, diagnostics) else { continue };
+            let json = node.to_json();
+            let passed_ours = bundled_schemas.check(kind, &node, &json, &file.display, diagnostics);
+            let passed_theirs = own_schemas.check(kind, &node, &json, &file.display, diagnostics);
+            if !(passed_ours && passed_theirs) {
+                continue;
+            }
+            let key = match kind {
+                DocKind::ServiceType => add(
+                    &mut catalog.service_types,
+                    file,
+                    layer,
+                    node,
+                    json,
+                    diagnostics,
+                    |v: &super::ServiceType| v.metadata.name.clone(),
+                ),
+                DocKind::ServiceInstance => add(
+                    &mut catalog.service_instances,
+                    file,
+                    layer,
+                    node,
+                    json,
+                    diagnostics,
+                    super::ServiceInstance::key,
+                ),
+                DocKind::RotationPolicy => add(
+                    &mut catalog.rotation_policies,
+                    file,
+                    layer,
+                    node,
+                    json,
+                    diagnostics,
+                    |v: &super::RotationPolicy| v.metadata.name.clone(),
+                ),
+                DocKind::Principal => add(
+                    &mut catalog.principals,
+                    file,
+                    layer,
+                    node,
+                    json,
+                    diagnostics,
+                    |v: &super::Principal| v.metadata.name.clone(),
+                ),
+            };
+            let Some(key) = key else { continue };
+            if let Some(first) = seen.insert((kind, key.clone()), file.display.clone()) {
+                diagnostics.error(
+                    &file.display,
+                    Pos { line: 1, column: 1 },
+                    "metadata",
+                    format!("duplicate {} {key:?}: also defined in {first}", kind.name()),
+                );
+            }
+        }
+    }
+    checks::check_documents(&mut catalog, diagnostics);
+    checks::check_references(&catalog, diagnostics);
+    catalog
+}
+
+/// Parses a file and checks that its `kind` matches its folder.
+fn read_document(
+    file: &SourceFile,
+    diagnostics: &mut Diagnostics,
+) -> Option<(DocKind, crate::source::Node)> {
+    let node = parse_yaml(&file.text, &file.display, diagnostics)?;
+    let folder = file.rel_path.split('/').next().unwrap_or_default();
+    let folder_kind = DocKind::from_folder(folder)?;
+    let Some(kind_node) = node.get("kind") else {
+        diagnostics.error(
+            &file.display,
+            node.pos,
+            "kind",
+            format!("missing required field (expected {:?} in {folder}/)", folder_kind.name()),
+        );
+        return None;
+    };
+    let declared = kind_node.scalar_text().unwrap_or_default();
+    match DocKind::from_name(declared) {
+        Some(kind) if kind == folder_kind => Some((kind, node)),
+        Some(kind) => {
+            diagnostics.error(
+                &file.display,
+                kind_node.pos,
+                "kind",
+                format!(
+                    "a {declared} document belongs in {}/, but this file is in {folder}/",
+                    kind.folder()
+                ),
+            );
+            None
+        }
+        None => {
+            let names = DocKind::ALL.map(DocKind::name);
+            let mut message = format!(
+                "unknown kind {declared:?}; expected {:?} in {folder}/",
+                folder_kind.name()
+            );
+            if let Some(hint) = crate::source::suggest(declared, names) {
+                message = format!("unknown kind {declared:?}; did you mean {hint:?}?");
+            }
+            diagnostics.error(&file.display, kind_node.pos, "kind", message);
+            None
+        }
+    }
+}
+
+/// Converts a schema-valid document to its type and inserts it (overriding earlier layers).
+fn add<T: DeserializeOwned>(
+    map: &mut BTreeMap<String, Entry<T>>,
+    file: &SourceFile,
+    layer: &Layer,
+    node: crate::source::Node,
+    json: serde_json::Value,
+    diagnostics: &mut Diagnostics,
+    key_of: impl Fn(&T) -> String,
+) -> Option<String> {
+    let value: T = match serde_json::from_value(json) {
+        Ok(value) => value,
+        Err(error) => {
+            // Only reachable when a layer's own schema is looser than the model.
+            diagnostics.error(
+                &file.display,
+                node.pos,
+                "",
+                format!(
+                    "does not match the {} model: {error}",
+                    std::any::type_name::<T>().rsplit("::").next().unwrap_or_default()
+                ),
+            );
+            return None;
+        }
+    };
+    let key = key_of(&value);
+    let entry = Entry { value, file: file.display.clone(), layer: layer.label.clone(), node };
+    map.insert(key.clone(), entry);
+    Some(key)
+}
