@@ -12,5 +12,7 @@
 //! ```
 
 pub mod catalog;
+pub mod config;
+pub mod plan;
 pub mod source;
 pub mod time;

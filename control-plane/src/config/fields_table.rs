@@ -1,0 +1,165 @@
+//! The settings each store type and service type takes in `dsops.yaml`.
+//!
+//! The catalog says what a service type *is*; this table says what dsops needs to *reach* one
+//! (host, port, admin credential, ...). Service types that dsops has no adapter for take any
+//! settings, which are passed to `script` and `webhook` rotations as they are.
+
+/// What a setting's value must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Any non-empty text.
+    Text,
+    /// A host name or IP address.
+    Host,
+    /// A TCP port, 1 to 65535.
+    Port,
+    /// `store://<store>/<path>` naming a whole entry (fields `user` and `password`).
+    StoreEntry,
+    /// `store://<store>/<path>#<field>` naming one value.
+    StoreField,
+    /// An `http://` or `https://` URL.
+    Url,
+    /// A duration such as `30s`.
+    Duration,
+    /// A list of non-empty texts.
+    TextList,
+    /// A command: one text or a list of arguments.
+    Command,
+    /// `true` or `false`.
+    Bool,
+    /// One of the given words.
+    Choice(&'static [&'static str]),
+}
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    /// Its key.
+    pub name: &'static str,
+    /// What its value must be.
+    pub kind: FieldKind,
+    /// Whether it must be present.
+    pub required: bool,
+}
+
+const fn req(name: &'static str, kind: FieldKind) -> FieldSpec {
+    FieldSpec { name, kind, required: true }
+}
+
+const fn opt(name: &'static str, kind: FieldKind) -> FieldSpec {
+    FieldSpec { name, kind, required: false }
+}
+
+/// Keys every service and store takes besides its type's settings.
+pub const COMMON_KEYS: [&str; 3] = ["type", "segment", "description"];
+
+const POSTGRES: &[FieldSpec] = &[
+    req("host", FieldKind::Host),
+    opt("port", FieldKind::Port),
+    req("database", FieldKind::Text),
+    req("admin_store", FieldKind::StoreEntry),
+    opt(
+        "sslmode",
+        FieldKind::Choice(&["disable", "prefer", "require", "verify-ca", "verify-full"]),
+    ),
+];
+const MYSQL: &[FieldSpec] = &[
+    req("host", FieldKind::Host),
+    opt("port", FieldKind::Port),
+    opt("database", FieldKind::Text),
+    req("admin_store", FieldKind::StoreEntry),
+    opt(
+        "tls",
+        FieldKind::Choice(&["disabled", "preferred", "required", "verify-ca", "verify-identity"]),
+    ),
+    opt("user_host", FieldKind::Text),
+];
+const REDIS: &[FieldSpec] = &[
+    req("host", FieldKind::Host),
+    opt("port", FieldKind::Port),
+    req("admin_store", FieldKind::StoreEntry),
+    opt("tls", FieldKind::Bool),
+];
+const STRIPE: &[FieldSpec] =
+    &[req("admin_store", FieldKind::StoreField), opt("endpoint", FieldKind::Url)];
+const GITHUB: &[FieldSpec] = &[
+    req("admin_store", FieldKind::StoreEntry),
+    req("organization", FieldKind::Text),
+    opt("endpoint", FieldKind::Url),
+];
+const AWS_IAM: &[FieldSpec] = &[
+    req("admin_store", FieldKind::StoreEntry),
+    req("region", FieldKind::Text),
+    opt("endpoint", FieldKind::Url),
+];
+const ACME: &[FieldSpec] = &[
+    req("directory", FieldKind::Url),
+    req("account_store", FieldKind::StoreEntry),
+    req("domains", FieldKind::TextList),
+    opt("contact", FieldKind::Text),
+    opt("ca_bundle", FieldKind::Text),
+];
+const INTERNAL_CA: &[FieldSpec] = &[
+    req("ca_store", FieldKind::StoreEntry),
+    opt("validity", FieldKind::Duration),
+    opt(
+        "key_type",
+        FieldKind::Choice(&["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072"]),
+    ),
+];
+const WEBHOOK: &[FieldSpec] = &[
+    req("url", FieldKind::Url),
+    opt("timeout", FieldKind::Duration),
+    opt("auth_store", FieldKind::StoreField),
+];
+const SCRIPT: &[FieldSpec] = &[
+    req("command", FieldKind::Command),
+    opt("timeout", FieldKind::Duration),
+    opt("working_dir", FieldKind::Text),
+];
+const APP_SECRET: &[FieldSpec] = &[];
+
+/// The settings of a service type dsops has an adapter for; `None` for other types.
+pub fn service_fields(service_type: &str) -> Option<&'static [FieldSpec]> {
+    Some(match service_type {
+        "postgresql" => POSTGRES,
+        "mysql" => MYSQL,
+        "redis" => REDIS,
+        "stripe" => STRIPE,
+        "github" => GITHUB,
+        "aws-iam" => AWS_IAM,
+        "acme-certificate" => ACME,
+        "internal-ca-certificate" => INTERNAL_CA,
+        "webhook" => WEBHOOK,
+        "script" => SCRIPT,
+        "app-secret" => APP_SECRET,
+        _ => return None,
+    })
+}
+
+/// The store types dsops has, with their settings.
+pub const STORE_TYPES: [(&str, &[FieldSpec]); 3] = [
+    ("file", &[opt("path", FieldKind::Text), opt("key_file", FieldKind::Text)]),
+    (
+        "vault",
+        &[
+            req("address", FieldKind::Url),
+            opt("mount", FieldKind::Text),
+            opt("namespace", FieldKind::Text),
+            opt("auth", FieldKind::Choice(&["token", "approle", "kubernetes"])),
+        ],
+    ),
+    (
+        "aws-secrets-manager",
+        &[
+            req("region", FieldKind::Text),
+            opt("endpoint", FieldKind::Url),
+            opt("kms_key_id", FieldKind::Text),
+        ],
+    ),
+];
+
+/// The settings of a store type, if dsops has it.
+pub fn store_fields(store_type: &str) -> Option<&'static [FieldSpec]> {
+    STORE_TYPES.iter().find(|(name, _)| *name == store_type).map(|(_, fields)| *fields)
+}

@@ -1,0 +1,125 @@
+//! The validated configuration, as `dsops.yaml` describes it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use dsops_proto::domain::{ServiceRef, StoreRef};
+
+use crate::catalog::Strategy;
+use crate::source::Node;
+use crate::time::{Duration, Schedule};
+
+/// A whole `dsops.yaml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, as named in messages.
+    pub file: String,
+    /// The format version (1).
+    pub version: u32,
+    /// `secretStores`, by name.
+    pub secret_stores: BTreeMap<String, StoreConfig>,
+    /// `services`, by name.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// `rotation`.
+    pub rotation: RotationConfig,
+    /// `envs`, by name.
+    pub envs: BTreeMap<String, EnvConfig>,
+}
+
+/// One secret store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Its name.
+    pub name: String,
+    /// `file`, `vault` or `aws-secrets-manager`.
+    pub store_type: String,
+    /// The network segment whose agents can reach it; `None` for the default segment.
+    pub segment: Option<String>,
+    /// Type-specific settings, validated against the store type's fields.
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+/// One service (a rotation target).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Its name.
+    pub name: String,
+    /// A ServiceType name from the catalog.
+    pub service_type: String,
+    /// The network segment whose agents can reach it; `None` for the default segment.
+    pub segment: Option<String>,
+    /// Where the admin credential lives (an entry with `user` and `password` fields, or a field).
+    pub admin_store: Option<StoreRef>,
+    /// Type-specific settings (host, port, ...), validated against the type's fields.
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// The parsed node, for positions in later checks.
+    pub node: Node,
+}
+
+/// `rotation`: catalog location and defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RotationConfig {
+    /// `dataDir`: an extra catalog directory, resolved against the config file's directory.
+    pub data_dir: Option<PathBuf>,
+    /// `defaults`.
+    pub defaults: RotationDefaults,
+}
+
+/// `rotation.defaults`.
+#[derive(Debug, Clone, Default)]
+pub struct RotationDefaults {
+    /// The schedule of secrets that name none (and whose policy names none).
+    pub schedule: Option<Schedule>,
+    /// How long an old credential stays valid after promotion.
+    pub grace_period: Option<Duration>,
+    /// Who hears about rotations.
+    pub notification: Notification,
+}
+
+/// Notification targets such as `slack:#ops` or `email:ops@example.com`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Notification {
+    /// On success.
+    pub on_success: Vec<String>,
+    /// On failure or quarantine.
+    pub on_failure: Vec<String>,
+}
+
+/// One environment.
+#[derive(Debug, Clone)]
+pub struct EnvConfig {
+    /// Its name.
+    pub name: String,
+    /// Its variables, by name.
+    pub secrets: BTreeMap<String, SecretConfig>,
+}
+
+/// One variable of an environment.
+#[derive(Debug, Clone)]
+pub struct SecretConfig {
+    /// The environment.
+    pub env: String,
+    /// The variable name.
+    pub key: String,
+    /// `from.store`: where the value lives.
+    pub store: StoreRef,
+    /// `from.service`: the rotation target, if any.
+    pub service: Option<ServiceRef>,
+    /// `rotation`, if the variable rotates at all.
+    pub rotation: Option<SecretRotation>,
+    /// The parsed node, for positions in later checks.
+    pub node: Node,
+}
+
+/// `rotation` of one variable.
+#[derive(Debug, Clone, Default)]
+pub struct SecretRotation {
+    /// A RotationPolicy name.
+    pub policy: Option<String>,
+    /// The strategy, if given here.
+    pub strategy: Option<Strategy>,
+    /// The schedule, if given here.
+    pub schedule: Option<Schedule>,
+    /// Strategy settings (`username`, `usernames`, `length`, ...).
+    pub config: serde_json::Map<String, serde_json::Value>,
+}

@@ -1,0 +1,455 @@
+//! `dsops.yaml` text → [`Config`], reporting every structural problem at once. Checks that need
+//! the catalog happen afterwards, in `resolve`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dsops_proto::domain::{ServiceRef, StoreRef};
+
+use super::fields_table::{COMMON_KEYS, STORE_TYPES, service_fields, store_fields};
+use super::model::*;
+use super::settings::{read_settings, unknown_store};
+use crate::catalog::Strategy;
+use crate::source::{Diagnostics, Fields, Node, suggest};
+use crate::time::{Duration, Schedule};
+
+const TOP_KEYS: [&str; 5] = ["version", "secretStores", "services", "rotation", "envs"];
+const SECRET_KEYS: [&str; 3] = ["from", "rotation", "description"];
+const FROM_KEYS: [&str; 2] = ["store", "service"];
+const SECRET_ROTATION_KEYS: [&str; 4] = ["policy", "strategy", "schedule", "config"];
+
+/// Reads a parsed document as a configuration. `base_dir` resolves a relative `dataDir`.
+pub fn parse_config(
+    root: &Node,
+    file: &str,
+    base_dir: &Path,
+    diagnostics: &mut Diagnostics,
+) -> Option<Config> {
+    let top = Fields::read(root, file, "", &TOP_KEYS, diagnostics)?;
+    let version = match top.get("version") {
+        None => {
+            top.missing("version", "the configuration format version, 1", diagnostics);
+            None
+        }
+        Some(_) => match top.integer("version", 0..=i64::MAX, diagnostics) {
+            Some(1) => Some(1),
+            Some(other) => {
+                top.error(
+                    "version",
+                    format!("unsupported version {other}; this dsops reads version 1"),
+                    diagnostics,
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let secret_stores = parse_stores(&top, diagnostics);
+    let store_names: Vec<&str> = secret_stores.keys().map(String::as_str).collect();
+    let services = parse_services(&top, &store_names, diagnostics);
+    let rotation = parse_rotation(&top, base_dir, diagnostics);
+    let envs = parse_envs(&top, &store_names, &services, diagnostics);
+    Some(Config {
+        file: file.to_owned(),
+        version: version.unwrap_or(1),
+        secret_stores,
+        services,
+        rotation,
+        envs,
+    })
+}
+
+/// Checks a user-chosen name (store, service, environment).
+fn check_name(
+    key: &Node,
+    file: &str,
+    path: &str,
+    what: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<String> {
+    let name = key.scalar_text().unwrap_or_default();
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        diagnostics.error(file, key.pos, path, format!("{what} name {name:?} must be 1-63 letters, digits, '-' or '_', starting with a letter or digit"));
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+fn parse_stores(top: &Fields<'_>, diagnostics: &mut Diagnostics) -> BTreeMap<String, StoreConfig> {
+    let mut stores = BTreeMap::new();
+    for (key, node) in top.entries("secretStores", diagnostics).unwrap_or_default() {
+        let path = top.child("secretStores");
+        let path = format!("{path}.{}", key.scalar_text().unwrap_or_default());
+        let Some(name) = check_name(key, top.file(), &path, "store", diagnostics) else { continue };
+        let type_name = node.get("type").and_then(Node::scalar_text).unwrap_or_default().to_owned();
+        let specs = store_fields(&type_name);
+        // With an unknown type, only the type is reported: its fields cannot be judged.
+        let mut allowed: Vec<&str> = COMMON_KEYS.to_vec();
+        match specs {
+            Some(specs) => allowed.extend(specs.iter().map(|s| s.name)),
+            None => allowed.extend(map_keys(node)),
+        }
+        let Some(fields) = Fields::read(node, top.file(), &path, &allowed, diagnostics) else {
+            continue;
+        };
+        let known: Vec<&str> = STORE_TYPES.iter().map(|(n, _)| *n).collect();
+        let Some(store_type) = fields.required_string(
+            "type",
+            &format!("the store type, one of: {}", known.join(", ")),
+            diagnostics,
+        ) else {
+            continue;
+        };
+        let Some(specs) = specs else {
+            let mut message =
+                format!("unknown store type {store_type:?}; expected one of: {}", known.join(", "));
+            if let Some(hint) = suggest(&store_type, known.iter().copied()) {
+                message = format!("unknown store type {store_type:?}; did you mean {hint:?}?");
+            }
+            fields.error("type", message, diagnostics);
+            continue;
+        };
+        let segment = fields.string("segment", diagnostics);
+        let settings = read_settings(&fields, specs, &[], diagnostics);
+        stores.insert(name.clone(), StoreConfig { name, store_type, segment, settings });
+    }
+    stores
+}
+
+fn parse_services(
+    top: &Fields<'_>,
+    stores: &[&str],
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, ServiceConfig> {
+    let mut services = BTreeMap::new();
+    for (key, node) in top.entries("services", diagnostics).unwrap_or_default() {
+        let path = format!("{}.{}", top.child("services"), key.scalar_text().unwrap_or_default());
+        let Some(name) = check_name(key, top.file(), &path, "service", diagnostics) else {
+            continue;
+        };
+        let type_name = node.get("type").and_then(Node::scalar_text).unwrap_or_default().to_owned();
+        let specs = service_fields(&type_name);
+        let fields = match specs {
+            Some(specs) => {
+                let mut allowed: Vec<&str> = COMMON_KEYS.to_vec();
+                allowed.extend(specs.iter().map(|s| s.name));
+                Fields::read(node, top.file(), &path, &allowed, diagnostics)
+            }
+            // A type dsops has no adapter for (from a user catalog): any settings, checked later
+            // against the catalog.
+            None => Fields::read(node, top.file(), &path, &map_keys(node), diagnostics),
+        };
+        let Some(fields) = fields else { continue };
+        let Some(service_type) = fields.required_string(
+            "type",
+            "a service type from the catalog, e.g. postgresql",
+            diagnostics,
+        ) else {
+            continue;
+        };
+        let segment = fields.string("segment", diagnostics);
+        let settings = match specs {
+            Some(specs) => read_settings(&fields, specs, stores, diagnostics),
+            None => match node.to_json() {
+                serde_json::Value::Object(map) => {
+                    map.into_iter().filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str())).collect()
+                }
+                _ => BTreeMap::new(),
+            },
+        };
+        let admin_store = settings
+            .get("admin_store")
+            .and_then(|v| v.as_str())
+            .and_then(|s| StoreRef::parse(s).ok());
+        services.insert(
+            name.clone(),
+            ServiceConfig {
+                name,
+                service_type,
+                segment,
+                admin_store,
+                settings,
+                node: node.clone(),
+            },
+        );
+    }
+    services
+}
+
+/// The keys of a mapping node (empty for anything else).
+fn map_keys(node: &Node) -> Vec<&str> {
+    match &node.value {
+        crate::source::Value::Map(entries) => {
+            entries.iter().filter_map(|(k, _)| k.scalar_text()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn parse_rotation(
+    top: &Fields<'_>,
+    base_dir: &Path,
+    diagnostics: &mut Diagnostics,
+) -> RotationConfig {
+    let mut rotation = RotationConfig::default();
+    let Some(node) = top.get("rotation") else { return rotation };
+    let Some(fields) =
+        Fields::read(node, top.file(), "rotation", &["dataDir", "defaults"], diagnostics)
+    else {
+        return rotation;
+    };
+    if let Some(dir) = fields.string("dataDir", diagnostics) {
+        if dir.trim().is_empty() {
+            fields.error("dataDir", "must not be empty", diagnostics);
+        } else {
+            let written = std::path::PathBuf::from(&dir);
+            let resolved = if written.is_absolute() || base_dir == Path::new(".") {
+                written
+            } else {
+                base_dir.join(written)
+            };
+            rotation.data_dir = Some(resolved);
+        }
+    }
+    let Some(defaults) = fields.get("defaults") else { return rotation };
+    let Some(defaults) = Fields::read(
+        defaults,
+        top.file(),
+        "rotation.defaults",
+        &["schedule", "grace_period", "notification"],
+        diagnostics,
+    ) else {
+        return rotation;
+    };
+    rotation.defaults.schedule = read_schedule(&defaults, diagnostics);
+    if let Some(text) = defaults.string("grace_period", diagnostics) {
+        match Duration::parse(&text) {
+            Ok(duration) => rotation.defaults.grace_period = Some(duration),
+            Err(error) => defaults.error("grace_period", error.to_string(), diagnostics),
+        }
+    }
+    if let Some(node) = defaults.get("notification") {
+        if let Some(notification) = Fields::read(
+            node,
+            top.file(),
+            "rotation.defaults.notification",
+            &["on_success", "on_failure"],
+            diagnostics,
+        ) {
+            rotation.defaults.notification = Notification {
+                on_success: read_targets(&notification, "on_success", diagnostics),
+                on_failure: read_targets(&notification, "on_failure", diagnostics),
+            };
+        }
+    }
+    rotation
+}
+
+const TARGET_SCHEMES: [&str; 5] = ["slack", "email", "webhook", "pagerduty", "log"];
+
+fn read_targets(fields: &Fields<'_>, key: &str, diagnostics: &mut Diagnostics) -> Vec<String> {
+    let targets = fields.string_list(key, diagnostics).unwrap_or_default();
+    for (index, target) in targets.iter().enumerate() {
+        let scheme = target.split_once(':').map(|(s, rest)| (s, rest.is_empty()));
+        let ok = matches!(scheme, Some((s, false)) if TARGET_SCHEMES.contains(&s));
+        if !ok {
+            let pos = match fields.get(key).map(|n| &n.value) {
+                Some(crate::source::Value::Seq(items)) => items[index].pos,
+                _ => fields.pos(),
+            };
+            diagnostics.error(
+                fields.file(),
+                pos,
+                &format!("{}[{index}]", fields.child(key)),
+                format!("{target:?} is not a notification target; expected <kind>:<address> with kind one of: {}", TARGET_SCHEMES.join(", ")),
+            );
+        }
+    }
+    targets
+}
+
+fn read_schedule(fields: &Fields<'_>, diagnostics: &mut Diagnostics) -> Option<Schedule> {
+    let text = fields.string("schedule", diagnostics)?;
+    match Schedule::parse(&text) {
+        Ok(schedule) => Some(schedule),
+        Err(error) => {
+            fields.error("schedule", error.to_string(), diagnostics);
+            None
+        }
+    }
+}
+
+fn parse_envs(
+    top: &Fields<'_>,
+    stores: &[&str],
+    services: &BTreeMap<String, ServiceConfig>,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, EnvConfig> {
+    let mut envs = BTreeMap::new();
+    for (key, node) in top.entries("envs", diagnostics).unwrap_or_default() {
+        let path = format!("envs.{}", key.scalar_text().unwrap_or_default());
+        let Some(env) = check_name(key, top.file(), &path, "environment", diagnostics) else {
+            continue;
+        };
+        let crate::source::Value::Map(vars) = &node.value else {
+            diagnostics.error(
+                top.file(),
+                node.pos,
+                &path,
+                format!("expected a mapping of variable names, found {}", node.describe()),
+            );
+            continue;
+        };
+        let mut secrets = BTreeMap::new();
+        for (var, spec) in vars {
+            let name = var.scalar_text().unwrap_or_default();
+            let var_path = format!("{path}.{name}");
+            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                diagnostics.error(top.file(), var.pos, &var_path, format!("{name:?} is not a valid environment variable name (letters, digits and '_', not starting with a digit)"));
+                continue;
+            }
+            if let Some(secret) =
+                parse_secret(spec, top.file(), &env, name, &var_path, stores, services, diagnostics)
+            {
+                secrets.insert(name.to_owned(), secret);
+            }
+        }
+        envs.insert(env.clone(), EnvConfig { name: env, secrets });
+    }
+    envs
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_secret(
+    node: &Node,
+    file: &str,
+    env: &str,
+    key: &str,
+    path: &str,
+    stores: &[&str],
+    services: &BTreeMap<String, ServiceConfig>,
+    diagnostics: &mut Diagnostics,
+) -> Option<SecretConfig> {
+    // A variable with any structural error is left out, so later checks do not pile further
+    // errors on top of the first one.
+    let errors_before = diagnostics.error_count();
+    let fields = Fields::read(node, file, path, &SECRET_KEYS, diagnostics)?;
+    let Some(from_node) = fields.get("from") else {
+        fields.missing(
+            "from",
+            "where the value lives: from: { store: \"store://<store>/<path>#<field>\" }",
+            diagnostics,
+        );
+        return None;
+    };
+    let from = Fields::read(from_node, file, &fields.child("from"), &FROM_KEYS, diagnostics)?;
+    let store = from
+        .required_string("store", "store://<store>/<path>#<field>", diagnostics)
+        .and_then(|text| match StoreRef::parse(&text) {
+            Ok(reference) if reference.field.is_none() => {
+                from.error(
+                    "store",
+                    format!("{text:?} must name a field: store://<store>/<path>#<field>"),
+                    diagnostics,
+                );
+                None
+            }
+            Ok(reference) if !stores.contains(&reference.store.as_str()) => {
+                from.error("store", unknown_store(&reference.store, stores), diagnostics);
+                None
+            }
+            Ok(reference) => Some(reference),
+            Err(error) => {
+                from.error("store", error.to_string(), diagnostics);
+                None
+            }
+        });
+    let service = match from.string("service", diagnostics) {
+        None => None,
+        Some(text) => match ServiceRef::parse(&text) {
+            Ok(reference) if reference.kind.is_none() => {
+                from.error(
+                    "service",
+                    format!("{text:?} must name a credential kind: svc://<service>?kind=<kind>"),
+                    diagnostics,
+                );
+                None
+            }
+            Ok(reference) if !services.contains_key(&reference.service) => {
+                let mut message = format!("unknown service {:?}", reference.service);
+                match suggest(&reference.service, services.keys().map(String::as_str)) {
+                    Some(hint) => message.push_str(&format!("; did you mean {hint:?}?")),
+                    None => message.push_str("; it must be defined under `services`"),
+                }
+                from.error("service", message, diagnostics);
+                None
+            }
+            Ok(reference) => Some(reference),
+            Err(error) => {
+                from.error("service", error.to_string(), diagnostics);
+                None
+            }
+        },
+    };
+    let rotation = fields.get("rotation").and_then(|node| {
+        let rotation = Fields::read(
+            node,
+            file,
+            &fields.child("rotation"),
+            &SECRET_ROTATION_KEYS,
+            diagnostics,
+        )?;
+        let strategy = rotation.string("strategy", diagnostics).and_then(|name| {
+            match Strategy::from_name(&name) {
+                Some(strategy) => Some(strategy),
+                None => {
+                    let names = Strategy::ALL.map(Strategy::name);
+                    let mut message =
+                        format!("unknown strategy {name:?}; expected one of: {}", names.join(", "));
+                    if let Some(hint) = suggest(&name, names) {
+                        message = format!("unknown strategy {name:?}; did you mean {hint:?}?");
+                    }
+                    rotation.error("strategy", message, diagnostics);
+                    None
+                }
+            }
+        });
+        let config = match rotation.get("config") {
+            None => serde_json::Map::new(),
+            Some(config) => match config.to_json() {
+                serde_json::Value::Object(map) => map,
+                _ => {
+                    rotation.error(
+                        "config",
+                        format!("expected a mapping, found {}", config.describe()),
+                        diagnostics,
+                    );
+                    serde_json::Map::new()
+                }
+            },
+        };
+        Some(SecretRotation {
+            policy: rotation.string("policy", diagnostics),
+            strategy,
+            schedule: read_schedule(&rotation, diagnostics),
+            config,
+        })
+    });
+    if diagnostics.error_count() > errors_before {
+        return None;
+    }
+    Some(SecretConfig {
+        env: env.to_owned(),
+        key: key.to_owned(),
+        store: store?,
+        service,
+        rotation,
+        node: node.clone(),
+    })
+}

@@ -1,0 +1,296 @@
+//! Checks of a configuration against the catalog, and what each variable resolves to: its
+//! service type, credential kind, policy, strategy and schedule (and where each came from).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::model::{Config, SecretConfig, ServiceConfig};
+use crate::catalog::{Capability, Catalog, CredentialKind, RotationPolicy, ServiceType, Strategy};
+use crate::source::{Diagnostics, suggest};
+use crate::time::{Duration, MaintenanceWindow, Schedule};
+
+/// Where a resolved setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// The variable's own `rotation` block.
+    Variable,
+    /// The variable's rotation policy.
+    Policy,
+    /// The service type's defaults in the catalog.
+    ServiceType,
+    /// `rotation.defaults` in dsops.yaml.
+    Defaults,
+}
+
+/// One variable with everything it refers to resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedSecret<'a> {
+    /// The variable as configured.
+    pub secret: &'a SecretConfig,
+    /// Its service, if it has one.
+    pub service: Option<&'a ServiceConfig>,
+    /// That service's type.
+    pub service_type: Option<&'a ServiceType>,
+    /// The credential kind named by `?kind=`.
+    pub kind: Option<&'a CredentialKind>,
+    /// The rotation policy, with its name.
+    pub policy: Option<(&'a str, &'a RotationPolicy)>,
+    /// The strategy; `None` when the variable does not rotate.
+    pub strategy: Option<(Strategy, Origin)>,
+    /// The schedule; `None` for manual rotation only.
+    pub schedule: Option<(Schedule, Origin)>,
+    /// Maintenance windows of the policy.
+    pub windows: &'a [MaintenanceWindow],
+    /// Whether a rotation waits for approval.
+    pub approval_required: bool,
+    /// How long the old credential stays valid after promotion.
+    pub grace_period: Option<Duration>,
+}
+
+/// Resolves every variable, reporting each problem. Variables with errors are left out.
+pub fn resolve<'a>(
+    config: &'a Config,
+    catalog: &'a Catalog,
+    diagnostics: &mut Diagnostics,
+) -> Vec<ResolvedSecret<'a>> {
+    check_services(config, catalog, diagnostics);
+    let mut resolved = Vec::new();
+    for env in config.envs.values() {
+        for secret in env.secrets.values() {
+            let before = diagnostics.error_count();
+            let candidate = resolve_one(config, catalog, secret, diagnostics);
+            if diagnostics.error_count() == before {
+                if let Some(candidate) = candidate {
+                    resolved.push(candidate);
+                }
+            }
+        }
+    }
+    check_conflicts(config, &resolved, diagnostics);
+    resolved
+}
+
+fn check_services(config: &Config, catalog: &Catalog, diagnostics: &mut Diagnostics) {
+    for service in config.services.values() {
+        let path = format!("services.{}.type", service.name);
+        let pos = service.node.at_pointer("/type").pos;
+        if catalog.service_type(&service.service_type).is_none() {
+            let mut message = format!("unknown service type {:?}", service.service_type);
+            if let Some(hint) =
+                suggest(&service.service_type, catalog.service_types.keys().map(String::as_str))
+            {
+                message.push_str(&format!("; did you mean {hint:?}?"));
+            } else {
+                message.push_str("; add it to the catalog (rotation.dataDir) or use one of: ");
+                message.push_str(
+                    &catalog.service_types.keys().cloned().collect::<Vec<_>>().join(", "),
+                );
+            }
+            diagnostics.error(&config.file, pos, &path, message);
+        } else if super::fields_table::service_fields(&service.service_type).is_none() {
+            diagnostics.warning(
+                &config.file,
+                pos,
+                &path,
+                format!("dsops has no adapter for {:?}; only the script and webhook strategies can rotate its credentials", service.service_type),
+            );
+        }
+    }
+}
+
+fn resolve_one<'a>(
+    config: &'a Config,
+    catalog: &'a Catalog,
+    secret: &'a SecretConfig,
+    diagnostics: &mut Diagnostics,
+) -> Option<ResolvedSecret<'a>> {
+    let file = config.file.as_str();
+    let base = format!("envs.{}.{}", secret.env, secret.key);
+    let at = |pointer: &str| secret.node.at_pointer(pointer).pos;
+    let service = secret.service.as_ref().and_then(|r| config.services.get(&r.service));
+    let service_type = service.and_then(|s| catalog.service_type(&s.service_type));
+    if service.is_some() && service_type.is_none() {
+        return None; // Reported on the service.
+    }
+    let kind = match (secret.service.as_ref(), service_type) {
+        (Some(reference), Some(service_type)) => {
+            let wanted = reference.kind.as_deref().unwrap_or_default();
+            match service_type.credential_kind(wanted) {
+                Some(kind) => Some(kind),
+                None => {
+                    let known: Vec<&str> = service_type
+                        .spec
+                        .credential_kinds
+                        .iter()
+                        .map(|k| k.name.as_str())
+                        .collect();
+                    let mut message = format!(
+                        "service type {:?} has no credential kind {wanted:?}",
+                        service_type.metadata.name
+                    );
+                    match suggest(wanted, known.iter().copied()) {
+                        Some(hint) => message.push_str(&format!("; did you mean {hint:?}?")),
+                        None => message.push_str(&format!(" (it has: {})", known.join(", "))),
+                    }
+                    diagnostics.error(
+                        file,
+                        at("/from/service"),
+                        &format!("{base}.from.service"),
+                        message,
+                    );
+                    return None;
+                }
+            }
+        }
+        _ => None,
+    };
+    let Some(rotation) = &secret.rotation else {
+        return Some(ResolvedSecret {
+            secret,
+            service,
+            service_type,
+            kind,
+            policy: None,
+            strategy: None,
+            schedule: None,
+            windows: &[],
+            approval_required: false,
+            grace_period: None,
+        });
+    };
+    let policy = match &rotation.policy {
+        None => None,
+        Some(name) => match catalog.rotation_policies.get_key_value(name) {
+            Some((name, entry)) => Some((name.as_str(), &entry.value)),
+            None => {
+                let mut message = format!("unknown rotation policy {name:?}");
+                match suggest(name, catalog.rotation_policies.keys().map(String::as_str)) {
+                    Some(hint) => message.push_str(&format!("; did you mean {hint:?}?")),
+                    None => message.push_str(&format!(
+                        " (the catalog has: {})",
+                        catalog.rotation_policies.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                }
+                diagnostics.error(
+                    file,
+                    at("/rotation/policy"),
+                    &format!("{base}.rotation.policy"),
+                    message,
+                );
+                return None;
+            }
+        },
+    };
+    if let Some((name, policy)) = policy {
+        let excluded = policy
+            .spec
+            .constraints
+            .as_ref()
+            .is_some_and(|c| c.exclude_environments.contains(&secret.env));
+        if excluded {
+            diagnostics.error(
+                file,
+                at("/rotation/policy"),
+                &format!("{base}.rotation.policy"),
+                format!("policy {name:?} excludes environment {:?}", secret.env),
+            );
+        }
+    }
+    let strategy = rotation
+        .strategy
+        .map(|s| (s, Origin::Variable))
+        .or_else(|| policy.map(|(_, p)| (p.spec.strategy, Origin::Policy)))
+        .or_else(|| {
+            service_type.and_then(ServiceType::default_strategy).map(|s| (s, Origin::ServiceType))
+        });
+    let Some((chosen, _)) = strategy else {
+        diagnostics.error(
+            file,
+            at("/rotation"),
+            &format!("{base}.rotation"),
+            "no strategy: set `strategy`, or a `policy` that has one",
+        );
+        return None;
+    };
+    super::strategy_rules::check(
+        file,
+        &base,
+        secret,
+        service,
+        service_type,
+        kind,
+        chosen,
+        diagnostics,
+    );
+    let schedule = rotation
+        .schedule
+        .clone()
+        .map(|s| (s, Origin::Variable))
+        .or_else(|| {
+            policy
+                .and_then(|(_, p)| p.spec.schedule.as_deref())
+                .and_then(|s| Schedule::parse(s).ok())
+                .map(|s| (s, Origin::Policy))
+        })
+        .or_else(|| config.rotation.defaults.schedule.clone().map(|s| (s, Origin::Defaults)));
+    let grace_period = policy
+        .and_then(|(_, p)| p.spec.cutover.as_ref())
+        .and_then(|c| c.grace_period.as_deref())
+        .and_then(|g| Duration::parse(g).ok())
+        .or(config.rotation.defaults.grace_period);
+    Some(ResolvedSecret {
+        secret,
+        service,
+        service_type,
+        kind,
+        policy,
+        strategy,
+        schedule,
+        windows: policy.map(|(name, _)| catalog.policy_windows(name)).unwrap_or_default(),
+        approval_required: policy.is_some_and(|(_, p)| p.requires_approval()),
+        grace_period,
+    })
+}
+
+/// Whether the kind can be rotated at all.
+pub(super) fn rotatable(kind: &CredentialKind) -> bool {
+    kind.capabilities.contains(&Capability::Rotate)
+        || kind.capabilities.contains(&Capability::Create)
+}
+
+/// Two variables must not write the same store location, nor rotate the same database user.
+fn check_conflicts(
+    config: &Config,
+    resolved: &[ResolvedSecret<'_>],
+    diagnostics: &mut Diagnostics,
+) {
+    let mut locations: BTreeMap<String, String> = BTreeMap::new();
+    let mut users: BTreeMap<(String, String), String> = BTreeMap::new();
+    for item in resolved {
+        let secret = item.secret;
+        let here = format!("envs.{}.{}", secret.env, secret.key);
+        if item.strategy.is_some() {
+            if let Some(first) = locations.insert(secret.store.to_string(), here.clone()) {
+                diagnostics.error(
+                    &config.file,
+                    secret.node.at_pointer("/from/store").pos,
+                    &format!("{here}.from.store"),
+                    format!("{} is also rotated by {first}; two rotations writing one location would overwrite each other", secret.store),
+                );
+            }
+        }
+        let Some(service) = item.service else { continue };
+        for user in super::strategy_rules::target_users(item) {
+            if let Some(first) = users.insert((service.name.clone(), user.clone()), here.clone()) {
+                diagnostics.error(
+                    &config.file,
+                    secret.node.at_pointer("/rotation/config").pos,
+                    &format!("{here}.rotation.config"),
+                    format!("user {user:?} on service {:?} is also rotated by {first}; one user's password cannot belong to two variables", service.name),
+                );
+            }
+        }
+    }
+}

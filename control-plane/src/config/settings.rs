@@ -1,0 +1,178 @@
+//! Reading the type-specific settings of stores and services against the field table.
+
+use std::collections::BTreeMap;
+
+use dsops_proto::domain::StoreRef;
+
+use super::fields_table::{FieldKind, FieldSpec};
+use crate::source::{Diagnostics, Fields, Node, ScalarKind, Value};
+use crate::time::Duration;
+
+/// Reads every setting of `fields` listed in `specs` (unknown keys were already reported by
+/// [`Fields::read`]). Store references must name a store in `stores`.
+pub(super) fn read_settings(
+    fields: &Fields<'_>,
+    specs: &[FieldSpec],
+    stores: &[&str],
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut settings = BTreeMap::new();
+    for spec in specs {
+        let Some(node) = fields.get(spec.name) else {
+            if spec.required {
+                fields.missing(spec.name, expectation(spec.kind), diagnostics);
+            }
+            continue;
+        };
+        if let Some(value) = read_one(fields, spec, node, stores, diagnostics) {
+            settings.insert(spec.name.to_owned(), value);
+        }
+    }
+    settings
+}
+
+fn expectation(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Text => "a text value",
+        FieldKind::Host => "a host name or IP address",
+        FieldKind::Port => "a port number from 1 to 65535",
+        FieldKind::StoreEntry => "a store entry, store://<store>/<path>",
+        FieldKind::StoreField => "a store value, store://<store>/<path>#<field>",
+        FieldKind::Url => "an http:// or https:// URL",
+        FieldKind::Duration => "a duration such as 30s or 5m",
+        FieldKind::TextList => "a list of text values",
+        FieldKind::Command => "a command (text, or a list of arguments)",
+        FieldKind::Bool => "true or false",
+        FieldKind::Choice(_) => "one of the listed values",
+    }
+}
+
+fn read_one(
+    fields: &Fields<'_>,
+    spec: &FieldSpec,
+    node: &Node,
+    stores: &[&str],
+    diagnostics: &mut Diagnostics,
+) -> Option<serde_json::Value> {
+    let name = spec.name;
+    let fail = |message: String, diagnostics: &mut Diagnostics| {
+        diagnostics.error(fields.file(), node.pos, &fields.child(name), message);
+        None
+    };
+    match spec.kind {
+        FieldKind::Port => {
+            fields.integer(name, 1..=65_535, diagnostics).map(serde_json::Value::from)
+        }
+        FieldKind::Bool => fields.boolean(name, diagnostics).map(serde_json::Value::from),
+        FieldKind::TextList => {
+            let list = fields.string_list(name, diagnostics)?;
+            if list.is_empty() {
+                return fail("must list at least one value".to_owned(), diagnostics);
+            }
+            Some(serde_json::Value::from(list))
+        }
+        FieldKind::Command => match &node.value {
+            Value::Seq(_) => {
+                let list = fields.string_list(name, diagnostics)?;
+                if list.is_empty() {
+                    return fail("the command is empty".to_owned(), diagnostics);
+                }
+                Some(serde_json::Value::from(list))
+            }
+            _ => {
+                fields.required_string(name, "a command", diagnostics).map(serde_json::Value::from)
+            }
+        },
+        FieldKind::Text
+        | FieldKind::Host
+        | FieldKind::Url
+        | FieldKind::Duration
+        | FieldKind::StoreEntry
+        | FieldKind::StoreField
+        | FieldKind::Choice(_) => {
+            if matches!(node.value, Value::Scalar { kind: ScalarKind::Bool, .. })
+                && !matches!(spec.kind, FieldKind::Choice(_))
+            {
+                return fail(
+                    format!("expected {}, found a boolean", expectation(spec.kind)),
+                    diagnostics,
+                );
+            }
+            let text = fields.required_string(name, expectation(spec.kind), diagnostics)?;
+            match check_text(spec.kind, &text, stores) {
+                Ok(text) => Some(serde_json::Value::from(text)),
+                Err(message) => fail(message, diagnostics),
+            }
+        }
+    }
+}
+
+/// Checks a text setting; the error says what is wrong.
+fn check_text(kind: FieldKind, text: &str, stores: &[&str]) -> Result<String, String> {
+    match kind {
+        FieldKind::Host => {
+            if text.contains("://") {
+                return Err(format!(
+                    "expected a host name, not a URL: {text:?} (put the port in `port`)"
+                ));
+            }
+            if let Some(bad) =
+                text.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._:[]".contains(*c)))
+            {
+                return Err(format!(
+                    "{text:?} is not a host name or IP address (contains {bad:?})"
+                ));
+            }
+        }
+        FieldKind::Url => {
+            let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+            match rest {
+                Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
+                _ => return Err(format!("{text:?} is not an http:// or https:// URL")),
+            }
+        }
+        FieldKind::Duration => {
+            Duration::parse(text).map_err(|error| error.to_string())?;
+        }
+        FieldKind::StoreEntry | FieldKind::StoreField => {
+            let reference = StoreRef::parse(text).map_err(|error| error.to_string())?;
+            if kind == FieldKind::StoreEntry && reference.field.is_some() {
+                return Err(format!(
+                    "{text:?} must name a whole entry, without a #field (the entry holds `user` and `password`)"
+                ));
+            }
+            if kind == FieldKind::StoreField && reference.field.is_none() {
+                return Err(format!("{text:?} must name a field: store://<store>/<path>#<field>"));
+            }
+            if !stores.contains(&reference.store.as_str()) {
+                return Err(unknown_store(&reference.store, stores));
+            }
+        }
+        FieldKind::Choice(choices) => {
+            if !choices.contains(&text) {
+                let mut message = format!("{text:?} is not one of: {}", choices.join(", "));
+                if let Some(hint) = crate::source::suggest(text, choices.iter().copied()) {
+                    message.push_str(&format!("; did you mean {hint:?}?"));
+                }
+                return Err(message);
+            }
+        }
+        FieldKind::Text
+        | FieldKind::Port
+        | FieldKind::TextList
+        | FieldKind::Command
+        | FieldKind::Bool => {}
+    }
+    Ok(text.to_owned())
+}
+
+/// The message for a reference to a store that `secretStores` does not define.
+pub(super) fn unknown_store(name: &str, stores: &[&str]) -> String {
+    let mut message = format!("unknown secret store {name:?}");
+    match crate::source::suggest(name, stores.iter().copied()) {
+        Some(hint) => message.push_str(&format!("; did you mean {hint:?}?")),
+        None if stores.is_empty() => message.push_str("; `secretStores` defines none"),
+        None => message.push_str(&format!("; `secretStores` defines: {}", stores.join(", "))),
+    }
+    message
+}
