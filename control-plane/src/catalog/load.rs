@@ -66,10 +66,17 @@ pub(super) fn load(layers: &[Layer], diagnostics: &mut Diagnostics) -> Catalog {
             };
             let Some(key) = key else { continue };
             if let Some(first) = seen.insert((kind, key.clone()), file.display.clone()) {
+                let (pointer, path) = if kind == DocKind::ServiceInstance {
+                    ("/metadata/id", "metadata.id")
+                } else {
+                    ("/metadata/name", "metadata.name")
+                };
+                let pos =
+                    doc_pos(kind, &catalog, &key, pointer).unwrap_or(Pos { line: 1, column: 1 });
                 diagnostics.error(
                     &file.display,
-                    Pos { line: 1, column: 1 },
-                    "metadata",
+                    pos,
+                    path,
                     format!("duplicate {} {key:?}: also defined in {first}", kind.name()),
                 );
             }
@@ -78,6 +85,16 @@ pub(super) fn load(layers: &[Layer], diagnostics: &mut Diagnostics) -> Catalog {
     checks::check_documents(&mut catalog, diagnostics);
     checks::check_references(&catalog, diagnostics);
     catalog
+}
+
+/// The position of a field of the document just inserted under `key`.
+fn doc_pos(kind: DocKind, catalog: &Catalog, key: &str, pointer: &str) -> Option<Pos> {
+    match kind {
+        DocKind::ServiceType => catalog.service_types.get(key).map(|e| e.pos(pointer)),
+        DocKind::ServiceInstance => catalog.service_instances.get(key).map(|e| e.pos(pointer)),
+        DocKind::RotationPolicy => catalog.rotation_policies.get(key).map(|e| e.pos(pointer)),
+        DocKind::Principal => catalog.principals.get(key).map(|e| e.pos(pointer)),
+    }
 }
 
 /// Parses a file and checks that its `kind` matches its folder.

@@ -109,12 +109,22 @@ impl SchemaSet {
                     }
                     diagnostics.error(file, node.pos, &path, message);
                 }
-                _ => diagnostics.error(
-                    file,
-                    node.pos,
-                    &path,
-                    format!("{error} (schema {})", short(&compiled.display)),
-                ),
+                _ => {
+                    // A schema node's `description` says what was expected in words.
+                    let expected = schema_node(&compiled.raw, error.schema_path().as_str(), true)
+                        .and_then(|n| n.get("description"))
+                        .and_then(Json::as_str);
+                    let message = match (error.kind(), expected) {
+                        (
+                            ValidationErrorKind::OneOfNotValid { .. }
+                            | ValidationErrorKind::AnyOf { .. },
+                            Some(expected),
+                        ) => format!("{} is not valid: expected {expected}", error.instance()),
+                        (_, Some(expected)) => format!("{error}: expected {expected}"),
+                        (_, None) => format!("{error} (schema {})", short(&compiled.display)),
+                    };
+                    diagnostics.error(file, node.pos, &path, message);
+                }
             }
         }
         ok
@@ -159,34 +169,35 @@ fn join_path(path: &str, name: &str) -> String {
 /// schema along the error's schema path (following local `$ref`s).
 fn allowed_properties(schema: &Json, schema_path: &str) -> Vec<String> {
     let Some(parent) = schema_path.strip_suffix("/additionalProperties") else { return Vec::new() };
-    let mut node = schema;
-    for raw in parent.split('/').skip(1) {
-        let token = raw.replace("~1", "/").replace("~0", "~");
-        if token == "$ref" {
-            let Some(target) =
-                node.get("$ref").and_then(Json::as_str).and_then(|r| r.strip_prefix('#'))
-            else {
-                return Vec::new();
-            };
-            match schema.pointer(target) {
-                Some(next) => node = next,
-                None => return Vec::new(),
-            }
-            continue;
-        }
-        let next = match node {
-            Json::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => node.get(&token),
-        };
-        match next {
-            Some(next) => node = next,
-            None => return Vec::new(),
-        }
-    }
-    node.get("properties")
+    schema_node(schema, parent, false)
+        .and_then(|node| node.get("properties"))
         .and_then(Json::as_object)
         .map(|props| props.keys().cloned().collect())
         .unwrap_or_default()
+}
+
+/// The schema node at an error's schema path, following local `$ref`s. With `parent`, the
+/// keyword that failed (the last segment, e.g. `pattern`) is dropped first.
+fn schema_node<'s>(schema: &'s Json, schema_path: &str, parent: bool) -> Option<&'s Json> {
+    let mut segments: Vec<&str> = schema_path.split('/').skip(1).collect();
+    if parent {
+        segments.pop();
+    }
+    let mut node = schema;
+    for raw in segments {
+        let token = raw.replace("~1", "/").replace("~0", "~");
+        if token == "$ref" {
+            let target =
+                node.get("$ref").and_then(Json::as_str).and_then(|r| r.strip_prefix('#'))?;
+            node = schema.pointer(target)?;
+            continue;
+        }
+        node = match node {
+            Json::Array(items) => items.get(token.parse::<usize>().ok()?)?,
+            _ => node.get(&token)?,
+        };
+    }
+    Some(node)
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ fn duplicate_keys_in_one_layer_name_both_files() {
     assert_eq!(
         messages,
         [
-            "service-types/b/again.yaml:1:1: error: metadata: duplicate ServiceType \"vault-token\": also defined in service-types/a.yaml"
+            "service-types/b/again.yaml:4:9: error: metadata.name: duplicate ServiceType \"vault-token\": also defined in service-types/a.yaml"
         ]
     );
 }

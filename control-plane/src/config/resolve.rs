@@ -140,7 +140,8 @@ fn resolve_one<'a>(
                         &format!("{base}.from.service"),
                         message,
                     );
-                    return None;
+                    // Carry on: the policy can still be checked.
+                    None
                 }
             }
         }
@@ -214,16 +215,18 @@ fn resolve_one<'a>(
         );
         return None;
     };
-    super::strategy_rules::check(
-        file,
-        &base,
-        secret,
-        service,
-        service_type,
-        kind,
-        chosen,
-        diagnostics,
-    );
+    if service.is_none() || kind.is_some() {
+        super::strategy_rules::check(
+            file,
+            &base,
+            secret,
+            service,
+            service_type,
+            kind,
+            chosen,
+            diagnostics,
+        );
+    }
     let schedule = rotation
         .schedule
         .clone()

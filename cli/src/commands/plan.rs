@@ -1,0 +1,91 @@
+use chrono::{DateTime, Utc};
+use dsops_control_plane::plan::{PlanRow, plan};
+
+use crate::args::{Cli, OutputFormat, PlanArgs};
+use crate::context::require_config;
+use crate::failure::Failure;
+use crate::output::{print_json, print_table, table};
+
+/// `dsops plan --env ENV`.
+pub fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
+    let loaded = require_config(cli)?;
+    let now = args.at.unwrap_or_else(Utc::now);
+    let rows = plan(&loaded, &args.env, now).map_err(|e| Failure::invalid(e.to_string()))?;
+    if cli.output == OutputFormat::Json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("environment {} has no secrets", args.env);
+        return Ok(());
+    }
+    let mut out = table(&[
+        "SECRET",
+        "STORE",
+        "SERVICE",
+        "KIND",
+        "STRATEGY",
+        "SCHEDULE",
+        "NEXT DUE",
+        "CONSTRAINTS",
+    ]);
+    for row in &rows {
+        out.add_row(vec![
+            row.key.clone(),
+            row.store.clone(),
+            service_cell(row),
+            row.kind.clone().unwrap_or_else(|| "-".into()),
+            row.strategy.clone().unwrap_or_else(|| "-".into()),
+            row.schedule.clone().unwrap_or_else(|| "-".into()),
+            due_cell(row, now),
+            constraints_cell(row),
+        ]);
+    }
+    print_table(&out);
+    Ok(())
+}
+
+fn service_cell(row: &PlanRow) -> String {
+    match (&row.service, &row.service_type) {
+        (Some(service), Some(kind)) => {
+            let name = service.trim_start_matches("svc://").split('?').next().unwrap_or_default();
+            let segment =
+                if row.segment == "default" { String::new() } else { format!(" @{}", row.segment) };
+            format!("{name} ({kind}){segment}")
+        }
+        _ => "-".into(),
+    }
+}
+
+/// `2026-11-29 03:00 UTC (in 15h)`, or why there is no due time.
+pub fn due_cell(row: &PlanRow, now: DateTime<Utc>) -> String {
+    match row.next_due {
+        Some(due) => format!("{} ({})", due.format("%Y-%m-%d %H:%M UTC"), relative(due - now)),
+        None => row.next_due_note.clone().unwrap_or_else(|| "-".into()),
+    }
+}
+
+fn relative(delta: chrono::TimeDelta) -> String {
+    let minutes = delta.num_minutes();
+    match minutes {
+        m if m < 60 => format!("in {m}m"),
+        m if m < 48 * 60 => format!("in {}h", m / 60),
+        m => format!("in {}d", m / (24 * 60)),
+    }
+}
+
+fn constraints_cell(row: &PlanRow) -> String {
+    let mut parts = Vec::new();
+    if let Some(policy) = &row.policy {
+        parts.push(format!("policy {policy}"));
+    }
+    if row.approval_required {
+        parts.push("approval required".to_owned());
+    }
+    for window in &row.maintenance_windows {
+        parts.push(format!("window {window}"));
+    }
+    if let Some(grace) = &row.grace_period {
+        parts.push(format!("grace {grace}"));
+    }
+    if parts.is_empty() { "-".into() } else { parts.join("; ") }
+}

@@ -1,0 +1,92 @@
+//! `dsops validate` on the examples: the valid one passes, each invalid one gives exactly the
+//! result documented beside it (`examples/invalid/NAME.expected`), with exit code 2.
+
+mod common;
+
+use common::{dsops, root, stderr, stdout};
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let output = dsops(&["validate", "-f", "examples/dsops.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("examples/dsops.yaml: valid: 2 environment(s), 6 secret(s) (5 rotated)"),
+        "{text}"
+    );
+    assert!(text.contains("catalog: 11 service types"), "{text}");
+}
+
+#[test]
+fn every_invalid_example_gives_its_documented_result() {
+    let dir = root().join("examples/invalid");
+    let mut checked = 0;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let relative = format!("examples/invalid/{name}");
+        let expected = std::fs::read_to_string(path.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{relative} has no .expected file documenting its result"));
+        let output = dsops(&["validate", "-f", &relative]);
+        assert_eq!(output.status.code(), Some(2), "{relative}: {}", stderr(&output));
+        assert_eq!(stderr(&output), expected, "{relative}");
+        assert_eq!(stdout(&output), "", "{relative}: nothing on stdout for a failure");
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} invalid examples found");
+}
+
+#[test]
+fn json_output_reports_diagnostics_as_data() {
+    let output = dsops(&["validate", "-f", "examples/invalid/typos.yaml", "--output", "json"]);
+    assert_eq!(output.status.code(), Some(2));
+    let body: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(body["ok"], false);
+    let diagnostics = body["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 4);
+    assert_eq!(diagnostics[1]["path"], "services.pg.hots");
+    assert_eq!(diagnostics[1]["line"], 7);
+    assert_eq!(diagnostics[1]["column"], 5);
+    assert_eq!(diagnostics[1]["severity"], "error");
+
+    let output = dsops(&["validate", "-f", "examples/dsops.yaml", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let body: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["secrets"], 6);
+}
+
+#[test]
+fn a_missing_file_is_invalid_input() {
+    let output = dsops(&["validate", "-f", "no/such/dsops.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).starts_with("no/such/dsops.yaml: error: cannot read configuration:"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_usage() {
+    let output = dsops(&["plan"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--env <ENV>"), "{}", stderr(&output));
+    let output = dsops(&["list", "services", "--tag", "prod"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("expected KEY:VALUE such as env:prod"), "{}", stderr(&output));
+    let output = dsops(&["plan", "--env", "dev", "--at", "tomorrow", "-f", "examples/dsops.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("expected an RFC 3339 time"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_default_file_is_dsops_yaml_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("examples/dsops.yaml"), dir.path().join("dsops.yaml")).unwrap();
+    let output = common::dsops_in(dir.path(), &["validate"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("dsops.yaml: valid"));
+}
