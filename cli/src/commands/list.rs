@@ -51,17 +51,17 @@ fn matches(catalog: &Catalog, instance: &ServiceInstance, args: &ListServicesArg
 }
 
 fn services(cli: &Cli, catalog: &Catalog, args: &ListServicesArgs) -> Result<(), Failure> {
-    if let Some(name) = &args.service_type {
-        if catalog.service_type(name).is_none() {
-            let mut message = format!("unknown service type {name:?}");
-            if let Some(hint) = dsops_control_plane::source::suggest(
-                name,
-                catalog.service_types.keys().map(String::as_str),
-            ) {
-                message.push_str(&format!("; did you mean {hint:?}?"));
-            }
-            return Err(Failure::invalid(message));
+    if let Some(name) = &args.service_type
+        && catalog.service_type(name).is_none()
+    {
+        let mut message = format!("unknown service type {name:?}");
+        if let Some(hint) = dsops_control_plane::source::suggest(
+            name,
+            catalog.service_types.keys().map(String::as_str),
+        ) {
+            message.push_str(&format!("; did you mean {hint:?}?"));
         }
+        return Err(Failure::invalid(message));
     }
     let rows: Vec<ServiceRow<'_>> = catalog
         .service_instances

@@ -65,37 +65,36 @@ pub(super) fn check_documents(catalog: &mut Catalog, diagnostics: &mut Diagnosti
                 constraints.ttl.as_ref(),
                 diagnostics,
             );
-            if let Some(format) = &constraints.format {
-                if !CHARSETS.contains(&format.as_str()) {
-                    if let Err(error) = regex::Regex::new(format) {
-                        let pointer = format!("{base}/constraints/format");
-                        diagnostics.error(
-                            &entry.file,
-                            entry.pos(&pointer),
-                            &super::schema::pointer_to_path(&pointer),
-                            format!(
-                                "neither a charset ({}) nor a valid regular expression: {}",
-                                CHARSETS.join(", "),
-                                regex_reason(&error)
-                            ),
-                        );
-                    }
-                }
+            if let Some(format) = &constraints.format
+                && !CHARSETS.contains(&format.as_str())
+                && let Err(error) = regex::Regex::new(format)
+            {
+                let pointer = format!("{base}/constraints/format");
+                diagnostics.error(
+                    &entry.file,
+                    entry.pos(&pointer),
+                    &super::schema::pointer_to_path(&pointer),
+                    format!(
+                        "neither a charset ({}) nor a valid regular expression: {}",
+                        CHARSETS.join(", "),
+                        regex_reason(&error)
+                    ),
+                );
             }
         }
     }
     let mut windows = std::collections::BTreeMap::new();
     for (name, entry) in &catalog.rotation_policies {
         let spec = &entry.value.spec;
-        if let Some(schedule) = &spec.schedule {
-            if let Err(error) = Schedule::parse(schedule) {
-                diagnostics.error(
-                    &entry.file,
-                    entry.pos("/spec/schedule"),
-                    "spec.schedule",
-                    error.to_string(),
-                );
-            }
+        if let Some(schedule) = &spec.schedule
+            && let Err(error) = Schedule::parse(schedule)
+        {
+            diagnostics.error(
+                &entry.file,
+                entry.pos("/spec/schedule"),
+                "spec.schedule",
+                error.to_string(),
+            );
         }
         if let Some(verification) = &spec.verification {
             check_duration(
@@ -196,42 +195,38 @@ pub(super) fn check_references(catalog: &Catalog, diagnostics: &mut Diagnostics)
                     format!("credential kind {:?} is listed twice", credential.name),
                 );
             }
-            if let Some(service_type) = service_type {
-                if service_type.credential_kind(&credential.name).is_none() {
-                    let known: Vec<&str> = service_type
-                        .spec
-                        .credential_kinds
-                        .iter()
-                        .map(|k| k.name.as_str())
-                        .collect();
-                    diagnostics.error(
-                        &entry.file,
-                        entry.pos(&format!("{base}/name")),
-                        &format!("{path}.name"),
-                        format!(
-                            "service type {type_name:?} has no credential kind {:?} (it has: {})",
-                            credential.name,
-                            known.join(", ")
-                        ),
-                    );
-                }
+            if let Some(service_type) = service_type
+                && service_type.credential_kind(&credential.name).is_none()
+            {
+                let known: Vec<&str> =
+                    service_type.spec.credential_kinds.iter().map(|k| k.name.as_str()).collect();
+                diagnostics.error(
+                    &entry.file,
+                    entry.pos(&format!("{base}/name")),
+                    &format!("{path}.name"),
+                    format!(
+                        "service type {type_name:?} has no credential kind {:?} (it has: {})",
+                        credential.name,
+                        known.join(", ")
+                    ),
+                );
             }
-            if let Some(policy) = &credential.policy {
-                if !catalog.rotation_policies.contains_key(policy) {
-                    let mut message = format!("unknown rotation policy {policy:?}");
-                    if let Some(hint) = crate::source::suggest(
-                        policy,
-                        catalog.rotation_policies.keys().map(String::as_str),
-                    ) {
-                        message.push_str(&format!("; did you mean {hint:?}?"));
-                    }
-                    diagnostics.error(
-                        &entry.file,
-                        entry.pos(&format!("{base}/policy")),
-                        &format!("{path}.policy"),
-                        message,
-                    );
+            if let Some(policy) = &credential.policy
+                && !catalog.rotation_policies.contains_key(policy)
+            {
+                let mut message = format!("unknown rotation policy {policy:?}");
+                if let Some(hint) = crate::source::suggest(
+                    policy,
+                    catalog.rotation_policies.keys().map(String::as_str),
+                ) {
+                    message.push_str(&format!("; did you mean {hint:?}?"));
                 }
+                diagnostics.error(
+                    &entry.file,
+                    entry.pos(&format!("{base}/policy")),
+                    &format!("{path}.policy"),
+                    message,
+                );
             }
             for (p, principal) in credential.principals.iter().enumerate() {
                 if !catalog.principals.contains_key(principal) {

@@ -232,19 +232,19 @@ fn parse_rotation(
             Err(error) => defaults.error("grace_period", error.to_string(), diagnostics),
         }
     }
-    if let Some(node) = defaults.get("notification") {
-        if let Some(notification) = Fields::read(
+    if let Some(node) = defaults.get("notification")
+        && let Some(notification) = Fields::read(
             node,
             top.file(),
             "rotation.defaults.notification",
             &["on_success", "on_failure"],
             diagnostics,
-        ) {
-            rotation.defaults.notification = Notification {
-                on_success: read_targets(&notification, "on_success", diagnostics),
-                on_failure: read_targets(&notification, "on_failure", diagnostics),
-            };
-        }
+        )
+    {
+        rotation.defaults.notification = Notification {
+            on_success: read_targets(&notification, "on_success", diagnostics),
+            on_failure: read_targets(&notification, "on_failure", diagnostics),
+        };
     }
     rotation
 }

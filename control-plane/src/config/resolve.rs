@@ -61,10 +61,10 @@ pub fn resolve<'a>(
         for secret in env.secrets.values() {
             let before = diagnostics.error_count();
             let candidate = resolve_one(config, catalog, secret, diagnostics);
-            if diagnostics.error_count() == before {
-                if let Some(candidate) = candidate {
-                    resolved.push(candidate);
-                }
+            if diagnostics.error_count() == before
+                && let Some(candidate) = candidate
+            {
+                resolved.push(candidate);
             }
         }
     }
@@ -274,15 +274,15 @@ fn check_conflicts(
     for item in resolved {
         let secret = item.secret;
         let here = format!("envs.{}.{}", secret.env, secret.key);
-        if item.strategy.is_some() {
-            if let Some(first) = locations.insert(secret.store.to_string(), here.clone()) {
-                diagnostics.error(
+        if item.strategy.is_some()
+            && let Some(first) = locations.insert(secret.store.to_string(), here.clone())
+        {
+            diagnostics.error(
                     &config.file,
                     secret.node.at_pointer("/from/store").pos,
                     &format!("{here}.from.store"),
                     format!("{} is also rotated by {first}; two rotations writing one location would overwrite each other", secret.store),
                 );
-            }
         }
         let Some(service) = item.service else { continue };
         for user in super::strategy_rules::target_users(item) {

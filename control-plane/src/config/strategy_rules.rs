@@ -34,17 +34,18 @@ pub(super) fn check(
     let mut error = |pos, path: &str, message: String| diagnostics.error(file, pos, path, message);
     let type_name = service_type.map(|t| t.metadata.name.as_str()).unwrap_or_default();
 
-    if let Some(kind) = kind {
-        if strategy != Strategy::Random && !rotatable(kind) {
-            error(
-                strategy_pos,
-                &strategy_path,
-                format!(
-                    "credential kind {type_name}/{} cannot be created or rotated (capabilities: {:?})",
-                    kind.name, kind.capabilities
-                ),
-            );
-        }
+    if let Some(kind) = kind
+        && strategy != Strategy::Random
+        && !rotatable(kind)
+    {
+        error(
+            strategy_pos,
+            &strategy_path,
+            format!(
+                "credential kind {type_name}/{} cannot be created or rotated (capabilities: {:?})",
+                kind.name, kind.capabilities
+            ),
+        );
     }
     match strategy {
         Strategy::Random => {
@@ -67,14 +68,14 @@ pub(super) fn check(
                     ),
                 }
             }
-            if let Some(charset) = get("charset") {
-                if !charset.as_str().is_some_and(|c| CHARSETS.contains(&c)) {
-                    error(
-                        config_pos,
-                        &format!("{base}.rotation.config.charset"),
-                        format!("charset must be one of: {}", CHARSETS.join(", ")),
-                    );
-                }
+            if let Some(charset) = get("charset")
+                && !charset.as_str().is_some_and(|c| CHARSETS.contains(&c))
+            {
+                error(
+                    config_pos,
+                    &format!("{base}.rotation.config.charset"),
+                    format!("charset must be one of: {}", CHARSETS.join(", ")),
+                );
             }
             return;
         }
@@ -103,20 +104,20 @@ pub(super) fn check(
             return;
         }
     }
-    if strategy == Strategy::Overlap {
-        if let Some(kind) = kind {
-            let max = kind.constraints.as_ref().and_then(|c| c.max_active);
-            if !max.is_some_and(|m| m.allows_two()) {
-                let shown = max.map_or("not declared".to_owned(), |m| m.to_string());
-                error(
-                    strategy_pos,
-                    &strategy_path,
-                    format!(
-                        "`overlap` needs two valid credentials at once, but {type_name}/{} allows maxActive {shown}; use two-key (two users taking turns) or immediate",
-                        kind.name
-                    ),
-                );
-            }
+    if strategy == Strategy::Overlap
+        && let Some(kind) = kind
+    {
+        let max = kind.constraints.as_ref().and_then(|c| c.max_active);
+        if !max.is_some_and(|m| m.allows_two()) {
+            let shown = max.map_or("not declared".to_owned(), |m| m.to_string());
+            error(
+                strategy_pos,
+                &strategy_path,
+                format!(
+                    "`overlap` needs two valid credentials at once, but {type_name}/{} allows maxActive {shown}; use two-key (two users taking turns) or immediate",
+                    kind.name
+                ),
+            );
         }
     }
     if !is_database(service_type) {

@@ -83,7 +83,7 @@ impl fmt::Display for Duration {
         for (unit, size) in UNITS {
             // Weeks are only used when they divide the whole duration: `10d` reads better
             // than `1w3d`.
-            if unit == 'w' && rest % size != 0 {
+            if unit == 'w' && !rest.is_multiple_of(size) {
                 continue;
             }
             if rest >= size {

@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn job_rejects_missing_and_malformed_fields() {
-        let cases: Vec<(fn(&mut wire::Job), &str)> = vec![
+        type Mutation = fn(&mut wire::Job);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|j| j.run_id.clear(), "run_id"),
             (|j| j.generation = 0, "generation"),
             (|j| j.step = 0, "step"),

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The read-only gate: formatting, clippy with warnings as errors, the whole test suite against
+# real servers, and the documentation build. Changes no file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_tools
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "==> cargo clippy -D warnings" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> tests" >&2
+scripts/test.sh
+echo "==> cargo doc" >&2
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+echo "==> gate passed" >&2

@@ -1,0 +1,63 @@
+# Shared helpers for dsops scripts. Source it; do not run it.
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages whose marker command or file is missing. Arguments are pairs
+# "package:marker", where marker is a command name or an absolute path (globs allowed).
+_apt_updated=""
+ensure_packages() {
+    local missing=() pair package marker
+    for pair in "$@"; do
+        package=${pair%%:*}
+        marker=${pair#*:}
+        if [[ "$marker" == /* ]]; then
+            # shellcheck disable=SC2086
+            compgen -G "$marker" >/dev/null && continue
+        else
+            command -v "$marker" >/dev/null 2>&1 && continue
+        fi
+        missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "==> installing Debian packages: ${missing[*]}" >&2
+    if [ -z "$_apt_updated" ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        _apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# Prints a free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Prints a random password of letters and digits.
+random_password() {
+    python3 -c 'import secrets, string; print("".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24)))'
+}
+
+# Waits (up to $2 seconds, default 30) until command "$1" succeeds.
+wait_for() {
+    local check=$1 limit=${2:-30} waited=0
+    until eval "$check" >/dev/null 2>&1; do
+        sleep 0.1
+        waited=$((waited + 1))
+        if [ "$waited" -ge $((limit * 10)) ]; then
+            echo "timed out waiting for: $check" >&2
+            return 1
+        fi
+    done
+}
+
+# The build needs a C compiler (ring) and python3 (these scripts).
+ensure_build_tools() {
+    ensure_packages build-essential:cc python3:python3 ca-certificates:/etc/ssl/certs/ca-certificates.crt
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found. Install Rust with rustup (https://rustup.rs); the repository's rust-toolchain.toml selects the version." >&2
+        exit 1
+    fi
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the whole dsops test suite against real servers.
+#
+# Installs what is missing (C compiler; PostgreSQL, MariaDB, Redis from Debian's packages), starts
+# private instances in temporary directories on free loopback ports, runs `cargo test` for the
+# whole workspace, and stops and removes the instances again, whatever the outcome.
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p dsops-control-plane).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/services.sh
+
+ensure_build_tools
+trap stop_services EXIT
+start_services
+
+cargo test --workspace --locked "$@"
