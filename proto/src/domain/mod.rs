@@ -3,6 +3,7 @@
 //! Each conversion destructures the wire struct exhaustively, so adding a field to a `.proto`
 //! file is a compile error here until the conversion decides what to do with it.
 
+mod admin;
 mod ids;
 mod job;
 mod protocol_error;
@@ -11,6 +12,7 @@ mod refs;
 mod session;
 mod step;
 
+pub use admin::{ApplyConfig, MAX_DOCUMENT_BYTES, RotateRequest, RotateSelector, SecretKey};
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
 pub use job::Job;
 pub use protocol_error::ProtocolError;

@@ -1,0 +1,263 @@
+//! Admin API requests as domain types.
+
+use std::collections::BTreeMap;
+
+use super::{ProtocolError, RequestId, ServiceRef};
+use crate::wire::admin as wire;
+
+/// A secret is named by its environment and variable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretKey {
+    /// The environment.
+    pub env: String,
+    /// The variable.
+    pub key: String,
+}
+
+impl SecretKey {
+    /// Validates an environment and variable name pair.
+    pub fn parse(env: &str, key: &str) -> Result<SecretKey, ProtocolError> {
+        let env_ok = !env.is_empty()
+            && env.len() <= 63
+            && env.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && env.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !env_ok {
+            return Err(ProtocolError::invalid(
+                "env",
+                format!("{env:?} is not an environment name"),
+            ));
+        }
+        let key_ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !key_ok {
+            return Err(ProtocolError::invalid("key", format!("{key:?} is not a variable name")));
+        }
+        Ok(SecretKey { env: env.to_owned(), key: key.to_owned() })
+    }
+}
+
+impl TryFrom<wire::SecretKey> for SecretKey {
+    type Error = ProtocolError;
+
+    fn try_from(secret: wire::SecretKey) -> Result<SecretKey, ProtocolError> {
+        let wire::SecretKey { env, key } = secret;
+        SecretKey::parse(&env, &key)
+    }
+}
+
+impl From<&SecretKey> for wire::SecretKey {
+    fn from(secret: &SecretKey) -> wire::SecretKey {
+        wire::SecretKey { env: secret.env.clone(), key: secret.key.clone() }
+    }
+}
+
+/// `ApplyConfig`: store a configuration and catalog files in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyConfig {
+    /// Makes a retry apply once.
+    pub request_id: RequestId,
+    /// The dsops.yaml text (validated again by the server).
+    pub config_yaml: String,
+    /// The file name, for messages.
+    pub config_path: String,
+    /// Catalog documents by relative path.
+    pub catalog_files: BTreeMap<String, String>,
+    /// Optimistic concurrency: apply only over this stored version.
+    pub expected_version: Option<u64>,
+}
+
+/// The largest configuration or catalog file accepted (the raft log carries it).
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+impl TryFrom<wire::ApplyConfigRequest> for ApplyConfig {
+    type Error = ProtocolError;
+
+    fn try_from(request: wire::ApplyConfigRequest) -> Result<ApplyConfig, ProtocolError> {
+        let wire::ApplyConfigRequest {
+            request_id,
+            config_yaml,
+            config_path,
+            catalog_files,
+            expected_version,
+        } = request;
+        if config_yaml.trim().is_empty() {
+            return Err(ProtocolError::missing("config_yaml"));
+        }
+        if config_yaml.len() > MAX_DOCUMENT_BYTES {
+            return Err(ProtocolError::invalid(
+                "config_yaml",
+                format!("is larger than {MAX_DOCUMENT_BYTES} bytes"),
+            ));
+        }
+        for (path, text) in &catalog_files {
+            let bad_path = path.is_empty()
+                || path.starts_with('/')
+                || path.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+            if bad_path {
+                return Err(ProtocolError::invalid(
+                    format!("catalog_files[{path:?}]"),
+                    "must be a relative path without '.' or '..' segments",
+                ));
+            }
+            if text.len() > MAX_DOCUMENT_BYTES {
+                return Err(ProtocolError::invalid(
+                    format!("catalog_files[{path:?}]"),
+                    format!("is larger than {MAX_DOCUMENT_BYTES} bytes"),
+                ));
+            }
+        }
+        Ok(ApplyConfig {
+            request_id: RequestId::parse(&request_id, "request_id")?,
+            config_yaml,
+            config_path: if config_path.is_empty() { "dsops.yaml".to_owned() } else { config_path },
+            catalog_files: catalog_files.into_iter().collect(),
+            expected_version: (expected_version != 0).then_some(expected_version),
+        })
+    }
+}
+
+/// Which secrets a rotation request selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateSelector {
+    /// One secret.
+    Secret(SecretKey),
+    /// Every secret of an environment that is due.
+    AllDueInEnv(String),
+    /// Every secret using a service (optionally one kind) under a policy.
+    ServicePolicy {
+        /// `svc://...`
+        service: ServiceRef,
+        /// A RotationPolicy name.
+        policy: String,
+    },
+}
+
+/// `Rotate`: start rotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateRequest {
+    /// Makes a retry apply once.
+    pub request_id: RequestId,
+    /// What to rotate.
+    pub selector: RotateSelector,
+    /// Rotate even if not due and outside windows (audited).
+    pub force: bool,
+    /// Only say what would run.
+    pub dry_run: bool,
+}
+
+impl TryFrom<wire::RotateRequest> for RotateRequest {
+    type Error = ProtocolError;
+
+    fn try_from(request: wire::RotateRequest) -> Result<RotateRequest, ProtocolError> {
+        let wire::RotateRequest { request_id, selector, force, dry_run } = request;
+        let selector = match selector.ok_or_else(|| ProtocolError::missing("selector"))? {
+            wire::rotate_request::Selector::Secret(secret) => {
+                RotateSelector::Secret(SecretKey::try_from(secret).map_err(|e| e.within("secret"))?)
+            }
+            wire::rotate_request::Selector::AllDueInEnv(env) => {
+                SecretKey::parse(&env, "_").map_err(|_| {
+                    ProtocolError::invalid(
+                        "all_due_in_env",
+                        format!("{env:?} is not an environment name"),
+                    )
+                })?;
+                RotateSelector::AllDueInEnv(env)
+            }
+            wire::rotate_request::Selector::ServicePolicy(wire::ServicePolicy {
+                service_ref,
+                policy,
+            }) => {
+                let service = ServiceRef::parse(&service_ref).map_err(|e| {
+                    ProtocolError::invalid("service_policy.service_ref", e.to_string())
+                })?;
+                if policy.is_empty() {
+                    return Err(ProtocolError::missing("service_policy.policy"));
+                }
+                RotateSelector::ServicePolicy { service, policy }
+            }
+        };
+        Ok(RotateRequest {
+            request_id: RequestId::parse(&request_id, "request_id")?,
+            selector,
+            force,
+            dry_run,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef-0001";
+
+    #[test]
+    fn apply_config_checks_paths_and_sizes() {
+        let request = wire::ApplyConfigRequest {
+            request_id: ID.into(),
+            config_yaml: "version: 1\n".into(),
+            config_path: String::new(),
+            catalog_files: [("service-types/x.yaml".to_owned(), "a: 1".to_owned())].into(),
+            expected_version: 0,
+        };
+        let apply = ApplyConfig::try_from(request.clone()).unwrap();
+        assert_eq!(apply.config_path, "dsops.yaml");
+        assert_eq!(apply.expected_version, None);
+        let mut escape = request.clone();
+        escape.catalog_files = [("../etc/passwd".to_owned(), String::new())].into();
+        assert!(ApplyConfig::try_from(escape).unwrap_err().reason.contains("relative path"));
+        let mut big = request.clone();
+        big.config_yaml = "x".repeat(MAX_DOCUMENT_BYTES + 1);
+        assert_eq!(ApplyConfig::try_from(big).unwrap_err().field, "config_yaml");
+        let mut no_id = request;
+        no_id.request_id = "x".into();
+        assert_eq!(ApplyConfig::try_from(no_id).unwrap_err().field, "request_id");
+    }
+
+    #[test]
+    fn rotate_request_converts_each_selector() {
+        let secret = wire::RotateRequest {
+            request_id: ID.into(),
+            selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
+                env: "prod".into(),
+                key: "DB_PASSWORD".into(),
+            })),
+            force: false,
+            dry_run: true,
+        };
+        assert!(matches!(
+            RotateRequest::try_from(secret).unwrap().selector,
+            RotateSelector::Secret(_)
+        ));
+        let bad_key = wire::RotateRequest {
+            request_id: ID.into(),
+            selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
+                env: "prod".into(),
+                key: "DB-PASSWORD".into(),
+            })),
+            force: false,
+            dry_run: false,
+        };
+        assert_eq!(RotateRequest::try_from(bad_key).unwrap_err().field, "secret.key");
+        let service = wire::RotateRequest {
+            request_id: ID.into(),
+            selector: Some(wire::rotate_request::Selector::ServicePolicy(wire::ServicePolicy {
+                service_ref: "svc://pg".into(),
+                policy: "p".into(),
+            })),
+            force: true,
+            dry_run: false,
+        };
+        assert!(matches!(
+            RotateRequest::try_from(service).unwrap().selector,
+            RotateSelector::ServicePolicy { .. }
+        ));
+        let none = wire::RotateRequest {
+            request_id: ID.into(),
+            selector: None,
+            force: false,
+            dry_run: false,
+        };
+        assert_eq!(RotateRequest::try_from(none).unwrap_err().field, "selector");
+    }
+}
