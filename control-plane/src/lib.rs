@@ -15,4 +15,5 @@ pub mod catalog;
 pub mod config;
 pub mod plan;
 pub mod source;
+pub mod state;
 pub mod time;

@@ -1,0 +1,446 @@
+use std::collections::BTreeSet;
+
+use super::{
+    CONFIG_HISTORY, Command, ConfigChange, JoinToken, NodeRecord, NodeRole, Outcome, Request,
+    Response, State, StoredConfig,
+};
+
+/// What the log says about the entry being applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The entry's log index.
+    pub index: u64,
+}
+
+fn rejected(code: &str, message: impl Into<String>) -> Outcome {
+    Outcome::Rejected { code: code.to_owned(), message: message.into() }
+}
+
+/// Applies one committed request. Deterministic: the same state and request give the same
+/// result on every node.
+pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Response {
+    if let Some(previous) = state.dedup.get(&request.request_id) {
+        return Response { duplicate: true, ..previous.clone() };
+    }
+    let now = request.proposed_at_ms;
+    let outcome = match &request.command {
+        Command::StoreConfig {
+            config_yaml,
+            config_path,
+            catalog_files,
+            fingerprints,
+            expected_version,
+        } => {
+            let current = state.config_version();
+            match expected_version {
+                Some(expected) if *expected != current => rejected(
+                    "conflict",
+                    format!(
+                        "the stored configuration is version {current}, not {expected}; review the changes and apply again"
+                    ),
+                ),
+                _ => {
+                    let changes =
+                        diff(state.current_config().map(|c| &c.fingerprints), fingerprints);
+                    let version = current + 1;
+                    state.configs.push(StoredConfig {
+                        version,
+                        config_yaml: config_yaml.clone(),
+                        config_path: config_path.clone(),
+                        catalog_files: catalog_files.clone(),
+                        fingerprints: fingerprints.clone(),
+                        changes: changes.clone(),
+                        applied_at_ms: now,
+                        applied_by: request.actor.clone(),
+                        index: ctx.index,
+                    });
+                    if state.configs.len() > CONFIG_HISTORY {
+                        state.configs.remove(0);
+                    }
+                    let detail = format!("version {version}, {} change(s)", changes.len());
+                    state.audit.append(
+                        ctx.index,
+                        now,
+                        &request.actor,
+                        "config.stored",
+                        config_path,
+                        &detail,
+                    );
+                    Outcome::ConfigStored { version, previous_version: current, changes }
+                }
+            }
+        }
+        Command::RegisterNode { node_id, address, role } => {
+            let joined_at_ms = state.nodes.get(node_id).map_or(now, |n| n.joined_at_ms);
+            state.nodes.insert(
+                *node_id,
+                NodeRecord {
+                    node_id: *node_id,
+                    address: address.clone(),
+                    role: *role,
+                    joined_at_ms,
+                },
+            );
+            state.max_node_id = state.max_node_id.max(*node_id);
+            state.audit.append(
+                ctx.index,
+                now,
+                &request.actor,
+                "node.registered",
+                &format!("node {node_id}"),
+                address,
+            );
+            Outcome::NodeUpdated { node_id: *node_id }
+        }
+        Command::ForgetNode { node_id } => {
+            if state.nodes.remove(node_id).is_some() {
+                state.audit.append(
+                    ctx.index,
+                    now,
+                    &request.actor,
+                    "node.removed",
+                    &format!("node {node_id}"),
+                    "",
+                );
+                Outcome::NodeUpdated { node_id: *node_id }
+            } else {
+                rejected("not_found", format!("node {node_id} is not a member"))
+            }
+        }
+        Command::CreateJoinToken { token_hash, expires_at_ms } => {
+            if *expires_at_ms <= now {
+                rejected("invalid_argument", "the token would already be expired")
+            } else {
+                state.join_tokens.insert(
+                    token_hash.clone(),
+                    JoinToken { expires_at_ms: *expires_at_ms, used_by: None },
+                );
+                // Tokens are few; forget expired ones here so the table does not grow.
+                state.join_tokens.retain(|_, t| t.expires_at_ms > now || t.used_by.is_some());
+                state.audit.append(
+                    ctx.index,
+                    now,
+                    &request.actor,
+                    "join_token.created",
+                    "cluster",
+                    &format!("expires at {expires_at_ms}"),
+                );
+                Outcome::TokenCreated
+            }
+        }
+        Command::ConsumeJoinToken { token_hash, address } => {
+            match state.join_tokens.get_mut(token_hash) {
+                None => rejected("permission_denied", "unknown join token"),
+                Some(token) if token.used_by.is_some() => {
+                    rejected("permission_denied", "the join token was already used")
+                }
+                Some(token) if token.expires_at_ms <= now => {
+                    rejected("permission_denied", "the join token has expired")
+                }
+                Some(token) => {
+                    let node_id = state.max_node_id + 1;
+                    token.used_by = Some(node_id);
+                    state.max_node_id = node_id;
+                    state.nodes.insert(
+                        node_id,
+                        NodeRecord {
+                            node_id,
+                            address: address.clone(),
+                            role: NodeRole::Voter,
+                            joined_at_ms: now,
+                        },
+                    );
+                    state.audit.append(
+                        ctx.index,
+                        now,
+                        &request.actor,
+                        "node.joined",
+                        &format!("node {node_id}"),
+                        address,
+                    );
+                    Outcome::TokenConsumed { node_id }
+                }
+            }
+        }
+        Command::AppendAudit { action, subject, detail } => {
+            let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
+            Outcome::Audited { seq }
+        }
+    };
+    let response = Response { index: ctx.index, outcome, duplicate: false };
+    state.dedup.remember(&request.request_id, response.clone(), now);
+    response
+}
+
+/// Changes between two fingerprint maps, sorted by path.
+fn diff(
+    previous: Option<&std::collections::BTreeMap<String, String>>,
+    next: &std::collections::BTreeMap<String, String>,
+) -> Vec<ConfigChange> {
+    let empty = std::collections::BTreeMap::new();
+    let previous = previous.unwrap_or(&empty);
+    let paths: BTreeSet<&String> = previous.keys().chain(next.keys()).collect();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let action = match (previous.get(path), next.get(path)) {
+                (None, Some(_)) => "added",
+                (Some(_), None) => "removed",
+                (Some(a), Some(b)) if a != b => "modified",
+                _ => return None,
+            };
+            Some(ConfigChange { action: action.to_owned(), path: path.clone() })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::AuditLog;
+
+    fn request(id: &str, at: u64, command: Command) -> Request {
+        Request {
+            request_id: id.to_owned(),
+            actor: "admin".to_owned(),
+            proposed_at_ms: at,
+            command,
+        }
+    }
+
+    fn store(fingerprints: &[(&str, &str)], expected: Option<u64>) -> Command {
+        Command::StoreConfig {
+            config_yaml: "version: 1\n".into(),
+            config_path: "dsops.yaml".into(),
+            catalog_files: BTreeMap::new(),
+            fingerprints: fingerprints
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expected_version: expected,
+        }
+    }
+
+    #[test]
+    fn config_versions_and_diffs() {
+        let mut state = State::default();
+        let first = apply(
+            &mut state,
+            &request("r1", 10, store(&[("services.pg", "a"), ("envs.dev.X", "b")], None)),
+            ApplyContext { index: 1 },
+        );
+        assert!(
+            matches!(&first.outcome, Outcome::ConfigStored { version: 1, previous_version: 0, changes } if changes.len() == 2)
+        );
+        let second = apply(
+            &mut state,
+            &request("r2", 20, store(&[("services.pg", "a2"), ("envs.dev.Y", "c")], Some(1))),
+            ApplyContext { index: 2 },
+        );
+        let Outcome::ConfigStored { version, changes, .. } = second.outcome else {
+            panic!("{second:?}")
+        };
+        assert_eq!(version, 2);
+        let lines: Vec<String> =
+            changes.iter().map(|c| format!("{} {}", c.action, c.path)).collect();
+        assert_eq!(lines, ["removed envs.dev.X", "added envs.dev.Y", "modified services.pg"]);
+        // A stale expected version is a committed rejection; nothing changes.
+        let stale =
+            apply(&mut state, &request("r3", 30, store(&[], Some(1))), ApplyContext { index: 3 });
+        assert!(matches!(&stale.outcome, Outcome::Rejected { code, .. } if code == "conflict"));
+        assert_eq!(state.config_version(), 2);
+    }
+
+    #[test]
+    fn a_retried_request_is_applied_once() {
+        let mut state = State::default();
+        let command =
+            Command::AppendAudit { action: "x".into(), subject: "y".into(), detail: String::new() };
+        let first =
+            apply(&mut state, &request("same", 1, command.clone()), ApplyContext { index: 5 });
+        let again = apply(&mut state, &request("same", 2, command), ApplyContext { index: 6 });
+        assert_eq!(state.audit.events().len(), 1);
+        assert!(again.duplicate);
+        assert_eq!(again.index, 5);
+        assert_eq!(again.outcome, first.outcome);
+    }
+
+    #[test]
+    fn join_tokens_are_single_use_and_expire() {
+        let mut state = State::default();
+        apply(
+            &mut state,
+            &request(
+                "n1",
+                1,
+                Command::RegisterNode { node_id: 1, address: "a:1".into(), role: NodeRole::Voter },
+            ),
+            ApplyContext { index: 1 },
+        );
+        apply(
+            &mut state,
+            &request(
+                "t",
+                1,
+                Command::CreateJoinToken { token_hash: "h".into(), expires_at_ms: 100 },
+            ),
+            ApplyContext { index: 2 },
+        );
+        let used = apply(
+            &mut state,
+            &request(
+                "c1",
+                50,
+                Command::ConsumeJoinToken { token_hash: "h".into(), address: "b:2".into() },
+            ),
+            ApplyContext { index: 3 },
+        );
+        assert_eq!(used.outcome, Outcome::TokenConsumed { node_id: 2 });
+        let reuse = apply(
+            &mut state,
+            &request(
+                "c2",
+                60,
+                Command::ConsumeJoinToken { token_hash: "h".into(), address: "c:3".into() },
+            ),
+            ApplyContext { index: 4 },
+        );
+        assert!(
+            matches!(reuse.outcome, Outcome::Rejected { ref message, .. } if message.contains("already used"))
+        );
+        apply(
+            &mut state,
+            &request(
+                "t2",
+                70,
+                Command::CreateJoinToken { token_hash: "h2".into(), expires_at_ms: 80 },
+            ),
+            ApplyContext { index: 5 },
+        );
+        let late = apply(
+            &mut state,
+            &request(
+                "c3",
+                90,
+                Command::ConsumeJoinToken { token_hash: "h2".into(), address: "d:4".into() },
+            ),
+            ApplyContext { index: 6 },
+        );
+        assert!(
+            matches!(late.outcome, Outcome::Rejected { ref message, .. } if message.contains("expired"))
+        );
+        let unknown = apply(
+            &mut state,
+            &request(
+                "c4",
+                90,
+                Command::ConsumeJoinToken { token_hash: "zz".into(), address: "d:4".into() },
+            ),
+            ApplyContext { index: 7 },
+        );
+        assert!(
+            matches!(unknown.outcome, Outcome::Rejected { ref code, .. } if code == "permission_denied")
+        );
+    }
+
+    fn arb_command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            (
+                proptest::collection::btree_map("[a-c]{1,2}", "[x-z]", 0..4),
+                proptest::option::of(0u64..4)
+            )
+                .prop_map(|(fingerprints, expected_version)| Command::StoreConfig {
+                    config_yaml: "version: 1\n".into(),
+                    config_path: "dsops.yaml".into(),
+                    catalog_files: BTreeMap::new(),
+                    fingerprints,
+                    expected_version,
+                }),
+            (1u64..5, "[a-d]").prop_map(|(node_id, address)| Command::RegisterNode {
+                node_id,
+                address,
+                role: NodeRole::Voter
+            }),
+            (1u64..5).prop_map(|node_id| Command::ForgetNode { node_id }),
+            ("[a-c]", 0u64..200).prop_map(|(token_hash, expires_at_ms)| Command::CreateJoinToken {
+                token_hash,
+                expires_at_ms
+            }),
+            ("[a-c]", "[a-d]").prop_map(|(token_hash, address)| Command::ConsumeJoinToken {
+                token_hash,
+                address
+            }),
+            ("[a-c]", "[a-c]").prop_map(|(action, subject)| Command::AppendAudit {
+                action,
+                subject,
+                detail: String::new()
+            }),
+        ]
+    }
+
+    fn arb_log() -> impl Strategy<Value = Vec<Request>> {
+        proptest::collection::vec((arb_command(), "[a-f]", 0u64..50), 0..40).prop_map(|items| {
+            let mut at = 0;
+            items
+                .into_iter()
+                .map(|(command, id, step)| {
+                    at += step;
+                    request(&id, at, command)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn replaying_the_same_log_gives_the_same_state(log in arb_log()) {
+            let run = |log: &[Request]| {
+                let mut state = State::default();
+                let responses: Vec<Response> = log.iter().enumerate().map(|(i, r)| apply(&mut state, r, ApplyContext { index: i as u64 + 1 })).collect();
+                (state, responses)
+            };
+            let (a, ra) = run(&log);
+            let (b, rb) = run(&log);
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(ra, rb);
+        }
+
+        #[test]
+        fn invariants_hold_after_any_log(log in arb_log()) {
+            let mut state = State::default();
+            let mut last_version = 0;
+            for (i, r) in log.iter().enumerate() {
+                let before_events = state.audit.events().len();
+                let response = apply(&mut state, r, ApplyContext { index: i as u64 + 1 });
+                // Versions only grow, by one per stored configuration.
+                prop_assert!(state.config_version() == last_version || state.config_version() == last_version + 1);
+                last_version = state.config_version();
+                // A rejection or a duplicate writes no audit event.
+                if response.duplicate || matches!(response.outcome, Outcome::Rejected { .. }) {
+                    prop_assert_eq!(state.audit.events().len(), before_events);
+                }
+                // Node ids are never reused.
+                prop_assert!(state.nodes.keys().all(|id| *id <= state.max_node_id));
+            }
+            prop_assert!(AuditLog::verify(state.audit.events()).is_ok());
+            prop_assert!(state.configs.len() <= CONFIG_HISTORY);
+        }
+
+        #[test]
+        fn a_tampered_audit_log_is_detected(log in arb_log(), victim in 0usize..40) {
+            let mut state = State::default();
+            for (i, r) in log.iter().enumerate() {
+                apply(&mut state, r, ApplyContext { index: i as u64 + 1 });
+            }
+            let mut events = state.audit.events().to_vec();
+            prop_assume!(!events.is_empty());
+            let victim = victim % events.len();
+            events[victim].detail.push('!');
+            prop_assert_eq!(AuditLog::verify(&events), Err(events[victim].seq));
+        }
+    }
+}

@@ -1,0 +1,160 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A command proposed to the raft log, with what makes it deterministic and idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Client-chosen id; a retry with the same id is applied once.
+    pub request_id: String,
+    /// Who asked (operator or node identity from its certificate).
+    pub actor: String,
+    /// Wall-clock time on the proposing node, milliseconds since the Unix epoch. Fixed in the
+    /// log entry, so every node applies the same time.
+    pub proposed_at_ms: u64,
+    /// What to do.
+    pub command: Command,
+}
+
+/// A control-plane node's role hint, recorded when it joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeRole {
+    /// Joins as a learner and is promoted to voter when caught up.
+    Voter,
+    /// Stays a learner (read replica, or a spare).
+    Learner,
+}
+
+/// What the state machine can be asked to do. Commands carry references, hashes and
+/// fingerprints, never secret values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Store a validated configuration (validated by the proposing node before proposal).
+    StoreConfig {
+        /// The dsops.yaml text.
+        config_yaml: String,
+        /// Its file name.
+        config_path: String,
+        /// Catalog documents from `rotation.dataDir`, by relative path.
+        catalog_files: BTreeMap<String, String>,
+        /// A content hash per item (`services.pg`, `envs.prod.DB_PASSWORD`, `catalog/...`),
+        /// from which the change list is computed.
+        fingerprints: BTreeMap<String, String>,
+        /// Refuse unless the stored version is this one.
+        expected_version: Option<u64>,
+    },
+    /// Record a control-plane node (address and role); raft membership itself changes through
+    /// openraft's own membership entries.
+    RegisterNode {
+        /// The raft node id.
+        node_id: u64,
+        /// `host:port`.
+        address: String,
+        /// Voter or learner.
+        role: NodeRole,
+    },
+    /// Forget a node's record after it left the membership.
+    ForgetNode {
+        /// The raft node id.
+        node_id: u64,
+    },
+    /// Create a one-time join token; only its SHA-256 is stored.
+    CreateJoinToken {
+        /// Hex SHA-256 of the token secret.
+        token_hash: String,
+        /// Expiry, ms since the epoch.
+        expires_at_ms: u64,
+    },
+    /// Use a join token for a new node; refused if unknown, used or expired. On success the node
+    /// gets the next node id.
+    ConsumeJoinToken {
+        /// Hex SHA-256 of the token secret.
+        token_hash: String,
+        /// The new node's address.
+        address: String,
+    },
+    /// Append an event to the audit log.
+    AppendAudit {
+        /// What happened (`cluster.init`, `node.removed`, ...).
+        action: String,
+        /// What it happened to.
+        subject: String,
+        /// Details (never a secret value).
+        detail: String,
+    },
+}
+
+impl Command {
+    /// A short name for logs and audit events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::StoreConfig { .. } => "store_config",
+            Command::RegisterNode { .. } => "register_node",
+            Command::ForgetNode { .. } => "forget_node",
+            Command::CreateJoinToken { .. } => "create_join_token",
+            Command::ConsumeJoinToken { .. } => "consume_join_token",
+            Command::AppendAudit { .. } => "append_audit",
+        }
+    }
+}
+
+/// One line of a configuration diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// `added`, `removed` or `modified`.
+    pub action: String,
+    /// The item, e.g. `envs.prod.DB_PASSWORD`.
+    pub path: String,
+}
+
+/// What applying a request produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A configuration was stored.
+    ConfigStored {
+        /// The new version.
+        version: u64,
+        /// The version it replaced (0 for none).
+        previous_version: u64,
+        /// What changed.
+        changes: Vec<ConfigChange>,
+    },
+    /// A node record was written or removed.
+    NodeUpdated {
+        /// The node id.
+        node_id: u64,
+    },
+    /// A join token was created.
+    TokenCreated,
+    /// A join token was consumed; the node id assigned.
+    TokenConsumed {
+        /// The new node's id.
+        node_id: u64,
+    },
+    /// An audit event was appended.
+    Audited {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// The command was refused; nothing changed.
+    Rejected {
+        /// An error-code name from `dsops_proto::ErrorCode` (`failed_precondition`, ...).
+        code: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The response to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The log index at which the request was first applied.
+    pub index: u64,
+    /// What happened.
+    pub outcome: Outcome,
+    /// True when this is the remembered response to an earlier identical request id.
+    pub duplicate: bool,
+}

@@ -1,0 +1,28 @@
+//! The replicated state machine, pure and deterministic.
+//!
+//! ```text
+//!   Request { request_id, actor, proposed_at_ms, command }
+//!        │  (committed in the raft log at `index`)
+//!        ▼
+//!   apply(&mut State, &Request, ApplyContext { index }) ──▶ Response
+//! ```
+//!
+//! `apply` reads no clock, draws no random number and does no I/O: time comes from the request
+//! (stamped by the proposing node and fixed in the log), ids from the log index. Every node that
+//! applies the same log reaches the same state. A refused command is a committed *outcome*
+//! ([`Outcome::Rejected`]), not a raft failure. A retried request (same request id) is applied
+//! once: the second time the first response is returned ([`Dedup`]).
+
+mod apply;
+mod audit;
+mod command;
+mod dedup;
+mod snapshot;
+mod state;
+
+pub use apply::{ApplyContext, apply};
+pub use audit::{AuditEvent, AuditLog, GENESIS_HASH};
+pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
+pub use dedup::Dedup;
+pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};
+pub use state::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};

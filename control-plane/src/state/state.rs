@@ -1,0 +1,82 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AuditLog, ConfigChange, Dedup, NodeRole};
+
+/// How many configuration versions are kept.
+pub const CONFIG_HISTORY: usize = 50;
+
+/// A stored configuration version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredConfig {
+    /// 1, 2, 3, ...
+    pub version: u64,
+    /// The dsops.yaml text.
+    pub config_yaml: String,
+    /// Its file name.
+    pub config_path: String,
+    /// Catalog documents by relative path.
+    pub catalog_files: BTreeMap<String, String>,
+    /// Content hash per item.
+    pub fingerprints: BTreeMap<String, String>,
+    /// What changed from the previous version.
+    pub changes: Vec<ConfigChange>,
+    /// When, ms since the epoch.
+    pub applied_at_ms: u64,
+    /// Who.
+    pub applied_by: String,
+    /// The log index that stored it.
+    pub index: u64,
+}
+
+/// A control-plane node as recorded in the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Raft node id.
+    pub node_id: u64,
+    /// `host:port`.
+    pub address: String,
+    /// Voter or learner.
+    pub role: NodeRole,
+    /// When it joined, ms since the epoch.
+    pub joined_at_ms: u64,
+}
+
+/// A join token (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    /// Expiry, ms since the epoch.
+    pub expires_at_ms: u64,
+    /// Set once used: the node id it admitted.
+    pub used_by: Option<u64>,
+}
+
+/// Everything the control plane replicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Configuration versions, newest last (at most [`CONFIG_HISTORY`]).
+    pub configs: Vec<StoredConfig>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<u64, NodeRecord>,
+    /// The highest node id ever assigned (ids are never reused).
+    pub max_node_id: u64,
+    /// Join tokens by hash.
+    pub join_tokens: BTreeMap<String, JoinToken>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Responses of recent requests, for idempotent retries.
+    pub dedup: Dedup,
+}
+
+impl State {
+    /// The current configuration.
+    pub fn current_config(&self) -> Option<&StoredConfig> {
+        self.configs.last()
+    }
+
+    /// The current configuration version (0 when none).
+    pub fn config_version(&self) -> u64 {
+        self.current_config().map_or(0, |c| c.version)
+    }
+}
