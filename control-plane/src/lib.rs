@@ -14,6 +14,9 @@
 pub mod catalog;
 pub mod config;
 pub mod plan;
+// openraft's traits fix the (large) StorageError type of every storage function.
+#[allow(clippy::result_large_err)]
+pub mod raft;
 pub mod source;
 pub mod state;
 pub mod time;

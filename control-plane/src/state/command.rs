@@ -139,6 +139,8 @@ pub enum Outcome {
         /// Its sequence number.
         seq: u64,
     },
+    /// A raft-internal entry (blank or membership) with nothing to report.
+    Noop,
     /// The command was refused; nothing changed.
     Rejected {
         /// An error-code name from `dsops_proto::ErrorCode` (`failed_precondition`, ...).

@@ -17,12 +17,12 @@ mod apply;
 mod audit;
 mod command;
 mod dedup;
+mod model;
 mod snapshot;
-mod state;
 
 pub use apply::{ApplyContext, apply};
 pub use audit::{AuditEvent, AuditLog, GENESIS_HASH};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::Dedup;
+pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};
-pub use state::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};

@@ -1,0 +1,60 @@
+//! The raft layer: openraft's type configuration, durable storage in redb, and (in
+//! `network`/`service`) the gRPC transport between peers.
+//!
+//! ```text
+//!  Raft<TypeConfig> ──append/vote/truncate/purge──▶ LogStore        (raft-log.redb)
+//!        │          ──apply/snapshot──────────────▶ StateMachineStore (state in memory,
+//!        │                                            snapshots in state.redb)
+//!        └── RaftNetworkFactory ──tonic + mTLS──▶ peers' RaftPeer service
+//! ```
+//!
+//! The state machine is held in memory and made durable by the log plus snapshots: on restart
+//! the last snapshot is loaded and openraft re-applies the committed entries after it (the
+//! committed index is saved with the log).
+
+mod log_store;
+mod sm_store;
+mod types;
+
+pub use log_store::LogStore;
+pub use sm_store::StateMachineStore;
+pub use types::{NodeId, TypeConfig};
+
+/// Wraps any error as an openraft storage I/O error.
+pub(crate) fn storage_error<E>(
+    make: fn(openraft::AnyError) -> openraft::StorageIOError<NodeId>,
+    error: E,
+) -> openraft::StorageError<NodeId>
+where
+    E: std::error::Error + 'static,
+{
+    openraft::StorageError::IO { source: make(openraft::AnyError::new(&error)) }
+}
+
+#[cfg(test)]
+mod suite {
+    use openraft::StorageError;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::{LogStore, NodeId, StateMachineStore, TypeConfig};
+
+    /// Builds a fresh pair of stores in a temporary directory, kept alive by the returned guard.
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>>
+        {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("open log");
+            let sm = StateMachineStore::open(&dir.path().join("state.redb")).expect("open state");
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn storage_passes_openraft_suite() {
+        Suite::test_all(Builder).expect("openraft storage suite");
+    }
+}

@@ -1,0 +1,223 @@
+//! The state machine store: the [`State`] in memory, applied entry by entry, with snapshots
+//! persisted in redb so a restart resumes from the last snapshot plus the log after it.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::{NodeId, TypeConfig, storage_error};
+use crate::state::{
+    ApplyContext, Outcome, Response, State, apply, decode_snapshot, encode_snapshot,
+};
+
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+const CURRENT: &str = "current";
+
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// What is applied: the state, and where in the log it stands.
+#[derive(Debug, Default)]
+struct Applied {
+    state: State,
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, openraft::BasicNode>,
+}
+
+/// A snapshot as stored: its metadata and the encoded state.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine. Cheap to clone; clones share the state.
+#[derive(Debug, Clone)]
+pub struct StateMachineStore {
+    applied: Arc<RwLock<Applied>>,
+    db: Arc<Database>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+fn sm_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
+    storage_error(StorageIOError::write_state_machine, error)
+}
+
+fn snapshot_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
+    storage_error(|e| StorageIOError::write_snapshot(None, e), error)
+}
+
+impl StateMachineStore {
+    /// Opens the snapshot database at `path` and loads the last snapshot, if any.
+    pub fn open(
+        path: &Path,
+    ) -> std::result::Result<StateMachineStore, Box<dyn std::error::Error + Send + Sync>> {
+        let db = Database::create(path)?;
+        let store = StateMachineStore {
+            applied: Arc::default(),
+            db: Arc::new(db),
+            snapshot_seq: Arc::default(),
+        };
+        if let Some(stored) = store.read_stored()? {
+            let state = decode_snapshot(&stored.data)?;
+            let mut applied = store.applied.try_write().expect("no other holder while opening");
+            *applied = Applied {
+                state,
+                last_applied: stored.meta.last_log_id,
+                last_membership: stored.meta.last_membership,
+            };
+        }
+        Ok(store)
+    }
+
+    fn read_stored(
+        &self,
+    ) -> std::result::Result<Option<StoredSnapshot>, Box<dyn std::error::Error + Send + Sync>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(SNAPSHOTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        match table.get(CURRENT)? {
+            Some(value) => Ok(Some(serde_json::from_slice(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn write_stored(&self, stored: &StoredSnapshot) -> Result<()> {
+        let bytes = serde_json::to_vec(stored).map_err(snapshot_err)?;
+        let txn = self.db.begin_write().map_err(snapshot_err)?;
+        txn.open_table(SNAPSHOTS)
+            .map_err(snapshot_err)?
+            .insert(CURRENT, bytes.as_slice())
+            .map_err(snapshot_err)?;
+        txn.commit().map_err(snapshot_err)
+    }
+
+    /// Reads the state (for queries; make the read linearizable through raft first when it must
+    /// be current).
+    pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.applied.read().await.state)
+    }
+
+    /// The last applied log id.
+    pub async fn last_applied(&self) -> Option<LogId<NodeId>> {
+        self.applied.read().await.last_applied
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        let (data, last_applied, last_membership) = {
+            let applied = self.applied.read().await;
+            (encode_snapshot(&applied.state), applied.last_applied, applied.last_membership.clone())
+        };
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(id) => {
+                format!("{}-{}-{}-{seq}", id.leader_id.term, id.leader_id.node_id, id.index)
+            }
+            None => format!("empty-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.write_stored(&stored)?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>)> {
+        let applied = self.applied.read().await;
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut applied = self.applied.write().await;
+        let mut responses = Vec::new();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let index = entry.log_id.index;
+            let response = match entry.payload {
+                EntryPayload::Blank => Response { index, outcome: Outcome::Noop, duplicate: false },
+                EntryPayload::Normal(request) => {
+                    apply(&mut applied.state, &request, ApplyContext { index })
+                }
+                EntryPayload::Membership(membership) => {
+                    applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Response { index, outcome: Outcome::Noop, duplicate: false }
+                }
+            };
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let data = snapshot.into_inner();
+        let state = decode_snapshot(&data)
+            .map_err(|e| storage_error(|e| StorageIOError::read_snapshot(None, e), e))?;
+        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
+        let mut applied = self.applied.write().await;
+        *applied = Applied {
+            state,
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+        };
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        let stored = self.read_stored().map_err(|e| {
+            storage_error(|e| StorageIOError::read_snapshot(None, e), BoxedError(e))
+        })?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+/// Adapts a boxed error to `std::error::Error + 'static` for [`storage_error`].
+#[derive(Debug)]
+struct BoxedError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BoxedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxedError {}
+
+#[allow(dead_code)]
+fn _assert_send(_: &StateMachineStore) {
+    let _ = sm_err::<std::io::Error>;
+}
