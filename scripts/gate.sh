@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The read-only gate: formatting, clippy with warnings as errors, the whole test suite against
-# real servers, and the documentation build. Changes no file.
+# The gate: formatting, clippy with warnings as errors, the whole test suite against real
+# servers, and the documentation build. It changes no file of the repository (it may install
+# missing Debian packages and starts temporary servers, as scripts/test.sh does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

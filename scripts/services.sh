@@ -17,9 +17,18 @@ _service_user() {
     if [ "$(id -u)" -eq 0 ]; then echo "$1"; else id -un; fi
 }
 _run_as() {
+    # From the services directory: PostgreSQL's tools chdir back to the caller's working
+    # directory, which its user may not be allowed to enter (e.g. a clone under /root).
     local user=$1; shift
-    if [ "$(id -u)" -eq 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then
+        (cd "$DSOPS_SERVICES_DIR" && runuser -u "$user" -- "$@")
+    else
+        (cd "$DSOPS_SERVICES_DIR" && "$@")
+    fi
 }
+
+# Debian puts the server binaries in sbin directories, which a sudo user's PATH may lack.
+MARIADBD=/usr/sbin/mariadbd
 
 start_postgres() {
     local bin dir port password user
@@ -55,13 +64,13 @@ start_mariadb() {
     _run_as "$user" mariadb-install-db --no-defaults --datadir="$dir/data" \
         --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
         || { cat "$dir/install.log" >&2; return 1; }
-    _run_as "$user" mariadbd --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
+    _run_as "$user" "$MARIADBD" --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
         --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --skip-log-bin \
         --innodb-flush-log-at-trx-commit=0 --max-connections=300 >"$dir/server.log" 2>&1 &
     wait_for "mariadb-admin --no-defaults --socket='$dir/mysqld.sock' -uroot ping" 60 \
         || { cat "$dir/server.log" >&2; return 1; }
     # Remove anonymous users, give root a password, and create the admin the tests use.
-    mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot <<SQL
+    mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot <<SQL || { echo "could not set up MariaDB users" >&2; return 1; }
 DELETE FROM mysql.global_priv WHERE User = '';
 FLUSH PRIVILEGES;
 CREATE USER 'dsops_admin'@'%' IDENTIFIED BY '$password';
@@ -71,7 +80,7 @@ SQL
     export DSOPS_TEST_MYSQL_URL="mysql://dsops_admin:$password@127.0.0.1:$port/mysql"
     MARIADB_SOCKET="$dir/mysqld.sock"
     MARIADB_PID="$dir/mysqld.pid"
-    echo "==> MariaDB $(mariadbd --version | awk '{print $3}') on 127.0.0.1:$port" >&2
+    echo "==> MariaDB $("$MARIADBD" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
 }
 
 start_redis() {
@@ -94,16 +103,19 @@ logfile $dir/redis.log
 CONF
     chmod 600 "$dir/redis.conf"
     redis-server "$dir/redis.conf"
-    wait_for "[ -s '$dir/redis.pid' ] && redis-cli -p $port -a '$password' --no-auth-warning ping | grep -q PONG" 30 \
+    # The password reaches redis-cli through its environment, not its command line.
+    export REDISCLI_AUTH="$password"
+    wait_for "[ -s '$dir/redis.pid' ] && redis-cli -p $port ping | grep -q PONG" 30 \
         || { cat "$dir/redis.log" >&2; return 1; }
+    unset REDISCLI_AUTH
     export DSOPS_TEST_REDIS_URL="redis://:$password@127.0.0.1:$port"
     REDIS_PID="$dir/redis.pid"
     echo "==> Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2) on 127.0.0.1:$port (requirepass)" >&2
 }
 
 start_services() {
-    ensure_packages postgresql:'/usr/lib/postgresql/*/bin/initdb' mariadb-server:mariadbd \
-        mariadb-client:mariadb redis-server:redis-server redis-tools:redis-cli python3:python3
+    ensure_packages postgresql:'/usr/lib/postgresql/*/bin/initdb' mariadb-server:"$MARIADBD" \
+        mariadb-client:mariadb redis-server:/usr/bin/redis-server redis-tools:redis-cli python3:python3
     DSOPS_SERVICES_DIR=$(mktemp -d -t dsops-services.XXXXXX)
     chmod 755 "$DSOPS_SERVICES_DIR"
     start_postgres && start_mariadb && start_redis

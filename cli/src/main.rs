@@ -4,11 +4,12 @@
 //! and prints a table or, with `--output json`, JSON. Exit codes: 0 success, 1 runtime failure,
 //! 2 invalid input.
 
+#[macro_use]
+mod output;
 mod args;
 mod commands;
 mod context;
 mod failure;
-mod output;
 
 use clap::Parser;
 

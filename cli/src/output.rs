@@ -7,6 +7,30 @@ use serde::Serialize;
 
 use crate::failure::Failure;
 
+/// Like `println!`, but a closed standard output (`dsops list services | head`) ends the program
+/// quietly with status 0 instead of a panic.
+macro_rules! out {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to standard output (see [`out!`]).
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{args}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
+
 /// A table with the house look: no borders, bold-free header, wrapped to the terminal.
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -20,14 +44,14 @@ pub fn table(header: &[&str]) -> Table {
 /// Prints a table (no trailing spaces).
 pub fn print_table(table: &Table) {
     for line in table.to_string().lines() {
-        println!("{}", line.trim_end());
+        out!("{}", line.trim_end());
     }
 }
 
 /// Prints a value as pretty JSON.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(anyhow::Error::from)?;
-    println!("{text}");
+    out!("{text}");
     Ok(())
 }
 
@@ -50,7 +74,7 @@ pub fn print_failure(failure: &Failure, json: bool) {
                     "error": message.clone().unwrap_or_else(|| format!("{errors} error(s)")),
                     "diagnostics": diagnostics,
                 });
-                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                out!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
                 return;
             }
             for diagnostic in diagnostics {
@@ -67,7 +91,7 @@ pub fn print_failure(failure: &Failure, json: bool) {
         Failure::Runtime(error) => {
             if json {
                 let body = serde_json::json!({ "ok": false, "error": format!("{error:#}") });
-                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                out!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
             } else {
                 eprintln!("error: {error:#}");
             }

@@ -18,12 +18,11 @@ pub fn run(cli: &Cli, command: &CatalogCommand) -> Result<(), Failure> {
         return Err(diagnostics.sorted().into());
     }
     let warnings = diagnostics.sorted();
-    let from_dir = |layer: &str| layer != "bundled";
     let counts = [
-        catalog.service_types.values().filter(|e| from_dir(&e.layer)).count(),
-        catalog.service_instances.values().filter(|e| from_dir(&e.layer)).count(),
-        catalog.rotation_policies.values().filter(|e| from_dir(&e.layer)).count(),
-        catalog.principals.values().filter(|e| from_dir(&e.layer)).count(),
+        catalog.service_types.values().filter(|e| !e.bundled).count(),
+        catalog.service_instances.values().filter(|e| !e.bundled).count(),
+        catalog.rotation_policies.values().filter(|e| !e.bundled).count(),
+        catalog.principals.values().filter(|e| !e.bundled).count(),
     ];
     if cli.output == OutputFormat::Json {
         return print_json(&serde_json::json!({
@@ -38,7 +37,7 @@ pub fn run(cli: &Cli, command: &CatalogCommand) -> Result<(), Failure> {
         }));
     }
     print_warnings(&warnings);
-    println!(
+    out!(
         "{}: valid: {documents} document(s): {} service types, {} instances, {} rotation policies, {} principals",
         dir.display(),
         counts[0],

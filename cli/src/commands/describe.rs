@@ -15,13 +15,20 @@ pub fn run(cli: &Cli, command: &DescribeCommand) -> Result<(), Failure> {
     if let Some(service) = context.loaded.as_ref().and_then(|l| l.config.services.get(name)) {
         return configured(cli, catalog, service);
     }
-    let instance = catalog.service_instances.get(name).map(|e| &e.value).or_else(|| {
-        let mut by_id = catalog.service_instances.values().filter(|e| &e.value.metadata.id == name);
-        match (by_id.next(), by_id.next()) {
-            (Some(only), None) => Some(&only.value),
-            _ => None,
-        }
-    });
+    let by_id: Vec<&ServiceInstance> = catalog
+        .service_instances
+        .values()
+        .map(|e| &e.value)
+        .filter(|i| &i.metadata.id == name)
+        .collect();
+    if by_id.len() > 1 && !catalog.service_instances.contains_key(name) {
+        let keys: Vec<String> = by_id.iter().map(|i| i.key()).collect();
+        return Err(Failure::invalid(format!(
+            "{name:?} is the id of several instances; name one of: {}",
+            keys.join(", ")
+        )));
+    }
+    let instance = catalog.service_instances.get(name).map(|e| &e.value).or(by_id.first().copied());
     if let Some(instance) = instance {
         return describe_instance(cli, catalog, instance);
     }
@@ -43,7 +50,7 @@ pub fn run(cli: &Cli, command: &DescribeCommand) -> Result<(), Failure> {
 }
 
 fn field(label: &str, value: impl std::fmt::Display) {
-    println!("{:<16}{value}", format!("{label}:"));
+    out!("{:<16}{value}", format!("{label}:"));
 }
 
 fn configured(cli: &Cli, catalog: &Catalog, service: &ServiceConfig) -> Result<(), Failure> {
@@ -63,7 +70,7 @@ fn configured(cli: &Cli, catalog: &Catalog, service: &ServiceConfig) -> Result<(
         field(key, shown);
     }
     if let Some(service_type) = catalog.service_type(&service.service_type) {
-        println!();
+        out!();
         kinds_table(service_type);
     }
     Ok(())
@@ -97,7 +104,7 @@ fn describe_instance(
             instance.metadata.tags.join(" ")
         },
     );
-    println!();
+    out!();
     let mut out = table(&["CREDENTIAL KIND", "POLICY", "STRATEGY", "SCHEDULE", "PRINCIPALS"]);
     for credential in &instance.spec.credential_kinds {
         let policy = credential.policy.as_deref().and_then(|p| catalog.policy(p));
@@ -145,7 +152,7 @@ fn describe_type(
         .map(|e| e.value.key())
         .collect();
     field("Instances", if instances.is_empty() { "-".to_owned() } else { instances.join(", ") });
-    println!();
+    out!();
     kinds_table(service_type);
     Ok(())
 }

@@ -95,7 +95,7 @@ fn services(cli: &Cli, catalog: &Catalog, args: &ListServicesArgs) -> Result<(),
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no service instances match");
+        out!("no service instances match");
         return Ok(());
     }
     let mut out = table(&["ID", "TYPE", "CATEGORY", "ENDPOINT", "CREDENTIALS", "TAGS"]);

@@ -15,7 +15,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!("environment {} has no secrets", args.env);
+        out!("environment {} has no secrets", args.env);
         return Ok(());
     }
     let mut out = table(&[

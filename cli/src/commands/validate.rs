@@ -56,7 +56,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     if cli.output == OutputFormat::Json {
         return print_json(&summary);
     }
-    println!(
+    out!(
         "{}: valid: {} environment(s), {} secret(s) ({} rotated), {} service(s), {} secret store(s)",
         summary.file,
         summary.environments,
@@ -65,7 +65,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         summary.services,
         summary.secret_stores
     );
-    println!(
+    out!(
         "catalog: {} service types, {} instances, {} rotation policies, {} principals",
         summary.catalog.service_types,
         summary.catalog.service_instances,

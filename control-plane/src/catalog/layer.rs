@@ -27,6 +27,8 @@ pub struct SourceFile {
 pub struct Layer {
     /// `bundled` or the directory's path.
     pub label: String,
+    /// Whether this is the catalog compiled into dsops (whose schemas apply to every layer).
+    pub bundled: bool,
     /// YAML documents inside the four kind folders.
     pub documents: Vec<SourceFile>,
     /// JSON Schemas from `schemas/`, by file name.
@@ -41,8 +43,12 @@ impl Layer {
     /// Builds a layer from relative paths and texts, sorting files into documents and schemas.
     /// YAML files outside the four kind folders are reported as warnings and skipped.
     pub fn from_files(label: &str, files: Vec<SourceFile>, diagnostics: &mut Diagnostics) -> Layer {
-        let mut layer =
-            Layer { label: label.to_owned(), documents: Vec::new(), schemas: BTreeMap::new() };
+        let mut layer = Layer {
+            label: label.to_owned(),
+            bundled: false,
+            documents: Vec::new(),
+            schemas: BTreeMap::new(),
+        };
         for file in files {
             let (top, rest) = file.rel_path.split_once('/').unwrap_or(("", file.rel_path.as_str()));
             if top == "schemas" && rest.ends_with(".schema.json") && !rest.contains('/') {
@@ -68,7 +74,9 @@ impl Layer {
     pub fn bundled() -> Layer {
         let mut files = Vec::new();
         collect_bundled(&BUNDLED, &mut files);
-        Layer::from_files("bundled", files, &mut Diagnostics::new())
+        let mut layer = Layer::from_files("bundled", files, &mut Diagnostics::new());
+        layer.bundled = true;
+        layer
     }
 
     /// Reads a catalog directory recursively. A missing or unreadable directory or file is an

@@ -12,7 +12,7 @@ pub(super) fn load(layers: &[Layer], diagnostics: &mut Diagnostics) -> Catalog {
     let bundled_schemas = SchemaSet::compile(&Layer::bundled(), diagnostics);
     let mut catalog = Catalog::default();
     for layer in layers {
-        let own_schemas = if layer.label == "bundled" {
+        let own_schemas = if layer.bundled {
             SchemaSet::default()
         } else {
             SchemaSet::compile(layer, diagnostics)
@@ -171,7 +171,13 @@ fn add<T: DeserializeOwned>(
         }
     };
     let key = key_of(&value);
-    let entry = Entry { value, file: file.display.clone(), layer: layer.label.clone(), node };
+    let entry = Entry {
+        value,
+        file: file.display.clone(),
+        layer: layer.label.clone(),
+        bundled: layer.bundled,
+        node,
+    };
     map.insert(key.clone(), entry);
     Some(key)
 }

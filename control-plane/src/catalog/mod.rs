@@ -21,6 +21,7 @@ mod schema;
 
 use std::collections::BTreeMap;
 
+pub use checks::CHARSETS;
 pub use kind::DocKind;
 pub use layer::{Layer, SourceFile};
 pub use model::{
@@ -42,6 +43,8 @@ pub struct Entry<T> {
     pub file: String,
     /// The layer it came from (`bundled` or a directory).
     pub layer: String,
+    /// Whether that layer is the bundled catalog.
+    pub bundled: bool,
     /// The parsed tree, for positions of fields.
     pub node: Node,
 }

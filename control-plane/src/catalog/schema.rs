@@ -6,7 +6,7 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value as Json;
 
 use super::{DocKind, Layer};
-use crate::source::{Diagnostics, Node, Pos, Value, suggest};
+use crate::source::{Diagnostics, Node, Pos, Value, join, suggest, unescape_pointer_token};
 
 /// A compiled schema and the raw JSON it came from (to look up allowed property names).
 #[derive(Debug)]
@@ -85,17 +85,12 @@ impl SchemaSet {
                         } else if !allowed.is_empty() {
                             message.push_str(&format!("; expected one of: {}", allowed.join(", ")));
                         }
-                        diagnostics.error(file, key_pos, &join_path(&path, name), message);
+                        diagnostics.error(file, key_pos, &join(&path, name), message);
                     }
                 }
                 ValidationErrorKind::Required { property } => {
                     let name = property.as_str().unwrap_or_default();
-                    diagnostics.error(
-                        file,
-                        node.pos,
-                        &join_path(&path, name),
-                        "missing required field",
-                    );
+                    diagnostics.error(file, node.pos, &join(&path, name), "missing required field");
                 }
                 ValidationErrorKind::Enum { options } => {
                     let choices: Vec<&str> = options
@@ -148,7 +143,7 @@ fn key_position(node: &Node, name: &str) -> Option<Pos> {
 pub(crate) fn pointer_to_path(pointer: &str) -> String {
     let mut path = String::new();
     for raw in pointer.split('/').skip(1) {
-        let token = raw.replace("~1", "/").replace("~0", "~");
+        let token = unescape_pointer_token(raw);
         if token.chars().all(|c| c.is_ascii_digit()) && !token.is_empty() {
             path.push_str(&format!("[{token}]"));
         } else {
@@ -159,10 +154,6 @@ pub(crate) fn pointer_to_path(pointer: &str) -> String {
         }
     }
     path
-}
-
-fn join_path(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
 }
 
 /// The property names allowed where an `additionalProperties` error was raised, by walking the
@@ -185,7 +176,7 @@ fn schema_node<'s>(schema: &'s Json, schema_path: &str, parent: bool) -> Option<
     }
     let mut node = schema;
     for raw in segments {
-        let token = raw.replace("~1", "/").replace("~0", "~");
+        let token = unescape_pointer_token(raw);
         if token == "$ref" {
             let target =
                 node.get("$ref").and_then(Json::as_str).and_then(|r| r.strip_prefix('#'))?;

@@ -65,7 +65,7 @@ fn a_valid_external_directory_adds_and_overrides() {
     assert!(messages.is_empty(), "{messages:#?}");
     assert!(catalog.service_type("vault-token").is_some());
     let pg = catalog.service_types.get("postgresql").unwrap();
-    assert_ne!(pg.layer, "bundled");
+    assert!(!pg.bundled);
     assert_eq!(
         pg.value.spec.credential_kinds[0]
             .constraints

@@ -72,7 +72,9 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Loaded, Vec<D
     };
     let mut layers = vec![Layer::bundled()];
     if let Some(dir) = &config.rotation.data_dir {
-        match Layer::from_dir(dir, &mut Diagnostics::new()) {
+        // A missing directory is reported at the `dataDir` line; problems inside it (unreadable
+        // files, stray YAML) are reported by the walk itself.
+        match dir.is_dir().then(|| Layer::from_dir(dir, &mut diagnostics)).flatten() {
             Some(layer) => layers.push(layer),
             None => {
                 let pos = root.at_pointer("/rotation/dataDir").pos;

@@ -8,9 +8,11 @@ use dsops_proto::domain::{ServiceRef, StoreRef};
 
 use super::fields_table::{COMMON_KEYS, STORE_TYPES, service_fields, store_fields};
 use super::model::*;
-use super::settings::{read_settings, unknown_store};
+use super::settings::{check_store_reference, read_settings, unknown_store};
 use crate::catalog::Strategy;
-use crate::source::{Diagnostics, Fields, Node, suggest};
+use dsops_proto::domain::names::{check_config_name, check_variable_name};
+
+use crate::source::{Diagnostics, Fields, Node, unknown_name};
 use crate::time::{Duration, Schedule};
 
 const TOP_KEYS: [&str; 5] = ["version", "secretStores", "services", "rotation", "envs"];
@@ -31,7 +33,7 @@ pub fn parse_config(
             top.missing("version", "the configuration format version, 1", diagnostics);
             None
         }
-        Some(_) => match top.integer("version", 0..=i64::MAX, diagnostics) {
+        Some(_) => match top.integer("version", i64::MIN..=i64::MAX, diagnostics) {
             Some(1) => Some(1),
             Some(other) => {
                 top.error(
@@ -44,11 +46,14 @@ pub fn parse_config(
             None => None,
         },
     };
-    let secret_stores = parse_stores(&top, diagnostics);
-    let store_names: Vec<&str> = secret_stores.keys().map(String::as_str).collect();
+    // References are checked against every *declared* name, so a store or service with an error
+    // of its own does not also make each reference to it an "unknown" error.
+    let store_names = declared(top.get("secretStores"));
+    let service_names = declared(top.get("services"));
+    let secret_stores = parse_stores(&top, &store_names, diagnostics);
     let services = parse_services(&top, &store_names, diagnostics);
     let rotation = parse_rotation(&top, base_dir, diagnostics);
-    let envs = parse_envs(&top, &store_names, &services, diagnostics);
+    let envs = parse_envs(&top, &store_names, &service_names, diagnostics);
     Some(Config {
         file: file.to_owned(),
         version: version.unwrap_or(1),
@@ -57,6 +62,11 @@ pub fn parse_config(
         rotation,
         envs,
     })
+}
+
+/// The keys of an optional mapping (empty for anything else).
+fn declared(node: Option<&Node>) -> Vec<&str> {
+    node.map(map_keys).unwrap_or_default()
 }
 
 /// Checks a user-chosen name (store, service, environment).
@@ -68,18 +78,33 @@ fn check_name(
     diagnostics: &mut Diagnostics,
 ) -> Option<String> {
     let name = key.scalar_text().unwrap_or_default();
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if !valid {
-        diagnostics.error(file, key.pos, path, format!("{what} name {name:?} must be 1-63 letters, digits, '-' or '_', starting with a letter or digit"));
-        return None;
+    match check_config_name(name, what) {
+        Ok(()) => Some(name.to_owned()),
+        Err(message) => {
+            diagnostics.error(file, key.pos, path, message);
+            None
+        }
     }
-    Some(name.to_owned())
 }
 
-fn parse_stores(top: &Fields<'_>, diagnostics: &mut Diagnostics) -> BTreeMap<String, StoreConfig> {
+/// Reads the keys every store and service has besides its type's settings.
+fn read_common(fields: &Fields<'_>, diagnostics: &mut Diagnostics) -> Option<String> {
+    fields.string("description", diagnostics);
+    let segment = fields.string("segment", diagnostics)?;
+    match check_config_name(&segment, "segment") {
+        Ok(()) => Some(segment),
+        Err(message) => {
+            fields.error("segment", message, diagnostics);
+            None
+        }
+    }
+}
+
+fn parse_stores(
+    top: &Fields<'_>,
+    declared_stores: &[&str],
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, StoreConfig> {
     let mut stores = BTreeMap::new();
     for (key, node) in top.entries("secretStores", diagnostics).unwrap_or_default() {
         let path = top.child("secretStores");
@@ -105,16 +130,15 @@ fn parse_stores(top: &Fields<'_>, diagnostics: &mut Diagnostics) -> BTreeMap<Str
             continue;
         };
         let Some(specs) = specs else {
-            let mut message =
-                format!("unknown store type {store_type:?}; expected one of: {}", known.join(", "));
-            if let Some(hint) = suggest(&store_type, known.iter().copied()) {
-                message = format!("unknown store type {store_type:?}; did you mean {hint:?}?");
-            }
-            fields.error("type", message, diagnostics);
+            fields.error(
+                "type",
+                unknown_name("store type", &store_type, &known, None),
+                diagnostics,
+            );
             continue;
         };
-        let segment = fields.string("segment", diagnostics);
-        let settings = read_settings(&fields, specs, &[], diagnostics);
+        let segment = read_common(&fields, diagnostics);
+        let settings = read_settings(&fields, specs, declared_stores, diagnostics);
         stores.insert(name.clone(), StoreConfig { name, store_type, segment, settings });
     }
     stores
@@ -151,15 +175,26 @@ fn parse_services(
         ) else {
             continue;
         };
-        let segment = fields.string("segment", diagnostics);
+        let segment = read_common(&fields, diagnostics);
         let settings = match specs {
             Some(specs) => read_settings(&fields, specs, stores, diagnostics),
-            None => match node.to_json() {
-                serde_json::Value::Object(map) => {
-                    map.into_iter().filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str())).collect()
+            None => {
+                // No adapter, so no field table: still check every `*_store` reference.
+                for key in map_keys(node).into_iter().filter(|key| key.ends_with("_store")) {
+                    if let Some(text) = fields.string(key, diagnostics)
+                        && let Err(message) = check_store_reference(&text, None, stores)
+                    {
+                        fields.error(key, message, diagnostics);
+                    }
                 }
-                _ => BTreeMap::new(),
-            },
+                match node.to_json() {
+                    serde_json::Value::Object(map) => map
+                        .into_iter()
+                        .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
+                        .collect(),
+                    _ => BTreeMap::new(),
+                }
+            }
         };
         let admin_store = settings
             .get("admin_store")
@@ -286,7 +321,7 @@ fn read_schedule(fields: &Fields<'_>, diagnostics: &mut Diagnostics) -> Option<S
 fn parse_envs(
     top: &Fields<'_>,
     stores: &[&str],
-    services: &BTreeMap<String, ServiceConfig>,
+    services: &[&str],
     diagnostics: &mut Diagnostics,
 ) -> BTreeMap<String, EnvConfig> {
     let mut envs = BTreeMap::new();
@@ -308,10 +343,8 @@ fn parse_envs(
         for (var, spec) in vars {
             let name = var.scalar_text().unwrap_or_default();
             let var_path = format!("{path}.{name}");
-            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                diagnostics.error(top.file(), var.pos, &var_path, format!("{name:?} is not a valid environment variable name (letters, digits and '_', not starting with a digit)"));
+            if let Err(message) = check_variable_name(name) {
+                diagnostics.error(top.file(), var.pos, &var_path, message);
                 continue;
             }
             if let Some(secret) =
@@ -333,7 +366,7 @@ fn parse_secret(
     key: &str,
     path: &str,
     stores: &[&str],
-    services: &BTreeMap<String, ServiceConfig>,
+    services: &[&str],
     diagnostics: &mut Diagnostics,
 ) -> Option<SecretConfig> {
     // A variable with any structural error is left out, so later checks do not pile further
@@ -381,12 +414,13 @@ fn parse_secret(
                 );
                 None
             }
-            Ok(reference) if !services.contains_key(&reference.service) => {
-                let mut message = format!("unknown service {:?}", reference.service);
-                match suggest(&reference.service, services.keys().map(String::as_str)) {
-                    Some(hint) => message.push_str(&format!("; did you mean {hint:?}?")),
-                    None => message.push_str("; it must be defined under `services`"),
-                }
+            Ok(reference) if !services.contains(&reference.service.as_str()) => {
+                let message = unknown_name(
+                    "service",
+                    &reference.service,
+                    services,
+                    Some("it must be defined under `services`"),
+                );
                 from.error("service", message, diagnostics);
                 None
             }
@@ -406,19 +440,16 @@ fn parse_secret(
             diagnostics,
         )?;
         let strategy = rotation.string("strategy", diagnostics).and_then(|name| {
-            match Strategy::from_name(&name) {
-                Some(strategy) => Some(strategy),
-                None => {
-                    let names = Strategy::ALL.map(Strategy::name);
-                    let mut message =
-                        format!("unknown strategy {name:?}; expected one of: {}", names.join(", "));
-                    if let Some(hint) = suggest(&name, names) {
-                        message = format!("unknown strategy {name:?}; did you mean {hint:?}?");
-                    }
-                    rotation.error("strategy", message, diagnostics);
-                    None
-                }
+            let strategy = Strategy::from_name(&name);
+            if strategy.is_none() {
+                let names = Strategy::ALL.map(Strategy::name);
+                rotation.error(
+                    "strategy",
+                    unknown_name("strategy", &name, &names, None),
+                    diagnostics,
+                );
             }
+            strategy
         });
         let config = match rotation.get("config") {
             None => serde_json::Map::new(),

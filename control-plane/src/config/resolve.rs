@@ -111,8 +111,10 @@ fn resolve_one<'a>(
     let at = |pointer: &str| secret.node.at_pointer(pointer).pos;
     let service = secret.service.as_ref().and_then(|r| config.services.get(&r.service));
     let service_type = service.and_then(|s| catalog.service_type(&s.service_type));
-    if service.is_some() && service_type.is_none() {
-        return None; // Reported on the service.
+    if (secret.service.is_some() && service.is_none())
+        || (service.is_some() && service_type.is_none())
+    {
+        return None; // Reported where the service is defined.
     }
     let kind = match (secret.service.as_ref(), service_type) {
         (Some(reference), Some(service_type)) => {

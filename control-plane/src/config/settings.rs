@@ -19,7 +19,13 @@ pub(super) fn read_settings(
     let mut settings = BTreeMap::new();
     for spec in specs {
         let Some(node) = fields.get(spec.name) else {
-            if spec.required {
+            if spec.required && fields.node().get(spec.name).is_some() {
+                fields.error(
+                    spec.name,
+                    format!("must not be empty: {}", expectation(spec.kind)),
+                    diagnostics,
+                );
+            } else if spec.required {
                 fields.missing(spec.name, expectation(spec.kind), diagnostics);
             }
             continue;
@@ -110,43 +116,24 @@ fn read_one(
 /// Checks a text setting; the error says what is wrong.
 fn check_text(kind: FieldKind, text: &str, stores: &[&str]) -> Result<String, String> {
     match kind {
-        FieldKind::Host => {
-            if text.contains("://") {
-                return Err(format!(
-                    "expected a host name, not a URL: {text:?} (put the port in `port`)"
-                ));
-            }
-            if let Some(bad) =
-                text.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._:[]".contains(*c)))
-            {
-                return Err(format!(
-                    "{text:?} is not a host name or IP address (contains {bad:?})"
-                ));
-            }
-        }
+        FieldKind::Host => check_host(text)?,
         FieldKind::Url => {
             let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
-            match rest {
-                Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
-                _ => return Err(format!("{text:?} is not an http:// or https:// URL")),
+            let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+            let valid =
+                authority.is_some_and(|a| !a.is_empty()) && !text.chars().any(char::is_whitespace);
+            if !valid {
+                return Err(format!("{text:?} is not an http:// or https:// URL"));
             }
         }
         FieldKind::Duration => {
             Duration::parse(text).map_err(|error| error.to_string())?;
         }
-        FieldKind::StoreEntry | FieldKind::StoreField => {
-            let reference = StoreRef::parse(text).map_err(|error| error.to_string())?;
-            if kind == FieldKind::StoreEntry && reference.field.is_some() {
-                return Err(format!(
-                    "{text:?} must name a whole entry, without a #field (the entry holds `user` and `password`)"
-                ));
-            }
-            if kind == FieldKind::StoreField && reference.field.is_none() {
-                return Err(format!("{text:?} must name a field: store://<store>/<path>#<field>"));
-            }
-            if !stores.contains(&reference.store.as_str()) {
-                return Err(unknown_store(&reference.store, stores));
-            }
+        FieldKind::StoreEntry => {
+            check_store_reference(text, Some(false), stores)?;
+        }
+        FieldKind::StoreField => {
+            check_store_reference(text, Some(true), stores)?;
         }
         FieldKind::Choice(choices) => {
             if !choices.contains(&text) {
@@ -164,6 +151,60 @@ fn check_text(kind: FieldKind, text: &str, stores: &[&str]) -> Result<String, St
         | FieldKind::Bool => {}
     }
     Ok(text.to_owned())
+}
+
+/// A host name (letters, digits, '-', '.'), an IPv4 address, or an IPv6 address (bare or in
+/// brackets). Never a URL or `host:port`.
+fn check_host(text: &str) -> Result<(), String> {
+    if text.contains("://") {
+        return Err(format!("expected a host name, not a URL: {text:?} (put the port in `port`)"));
+    }
+    let bracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+    if bracketed.unwrap_or(text).parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(());
+    }
+    if let Some((_, port)) = text.rsplit_once(':')
+        && port.chars().all(|c| c.is_ascii_digit())
+    {
+        return Err(format!(
+            "expected a host name without a port: {text:?} (put the port in `port`)"
+        ));
+    }
+    let labels_ok = !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if labels_ok { Ok(()) } else { Err(format!("{text:?} is not a host name or IP address")) }
+}
+
+/// Checks a store reference: its form, whether it names a field (`Some(true)`), a whole entry
+/// (`Some(false)`) or either (`None`), and that its store is declared.
+pub(super) fn check_store_reference(
+    text: &str,
+    field: Option<bool>,
+    stores: &[&str],
+) -> Result<StoreRef, String> {
+    let reference = StoreRef::parse(text).map_err(|error| error.to_string())?;
+    match (field, reference.field.is_some()) {
+        (Some(false), true) => {
+            return Err(format!(
+                "{text:?} must name a whole entry, without a #field (the entry holds `user` and `password`)"
+            ));
+        }
+        (Some(true), false) => {
+            return Err(format!("{text:?} must name a field: store://<store>/<path>#<field>"));
+        }
+        _ => {}
+    }
+    if !stores.contains(&reference.store.as_str()) {
+        return Err(unknown_store(&reference.store, stores));
+    }
+    Ok(reference)
 }
 
 /// The message for a reference to a store that `secretStores` does not define.

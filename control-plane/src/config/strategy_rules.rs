@@ -4,14 +4,45 @@ use serde_json::Value as Json;
 
 use super::model::{SecretConfig, ServiceConfig};
 use super::resolve::{ResolvedSecret, rotatable};
-use crate::catalog::{CredentialKind, ServiceType, Strategy};
-use crate::source::Diagnostics;
-
-const CHARSETS: [&str; 7] =
-    ["alphanumeric", "alpha", "numeric", "hex", "base64", "base64url", "ascii-printable"];
+use crate::catalog::{CHARSETS, CredentialKind, ServiceType, Strategy};
+use crate::source::{Diagnostics, Fields, Pos};
 
 fn is_database(service_type: Option<&ServiceType>) -> bool {
     service_type.and_then(|t| t.metadata.category.as_deref()) == Some("database")
+}
+
+/// The `rotation.config` keys a strategy takes, when dsops knows them (for other targets the
+/// adapter defines them).
+fn config_keys(strategy: Strategy, database: bool) -> Option<&'static [&'static str]> {
+    match strategy {
+        Strategy::Random => Some(&["length", "charset"]),
+        Strategy::Script => Some(&["command", "args", "timeout"]),
+        Strategy::Webhook => Some(&["url", "timeout"]),
+        Strategy::Immediate | Strategy::Overlap if database => Some(&["username"]),
+        Strategy::TwoKey if database => Some(&["usernames"]),
+        _ => None,
+    }
+}
+
+/// Reports problems at the right place in one variable.
+struct Reporter<'a> {
+    file: &'a str,
+    base: &'a str,
+    secret: &'a SecretConfig,
+    diagnostics: &'a mut Diagnostics,
+}
+
+impl Reporter<'_> {
+    fn pos(&self, pointer: &str) -> Pos {
+        self.secret.node.at_pointer(pointer).pos
+    }
+
+    /// An error about `rotation.<field>` (or `rotation.config.<key>`).
+    fn at(&mut self, field: &str, message: String) {
+        let pointer = format!("/rotation/{}", field.replace('.', "/"));
+        let pos = self.pos(&pointer);
+        self.diagnostics.error(self.file, pos, &format!("{}.rotation.{field}", self.base), message);
+    }
 }
 
 /// Checks the strategy against everything it depends on.
@@ -26,21 +57,23 @@ pub(super) fn check(
     strategy: Strategy,
     diagnostics: &mut Diagnostics,
 ) {
-    let strategy_pos = secret.node.at_pointer("/rotation/strategy").pos;
-    let config_pos = secret.node.at_pointer("/rotation/config").pos;
-    let strategy_path = format!("{base}.rotation.strategy");
+    let database = is_database(service_type);
+    if let (Some(keys), Some(config)) =
+        (config_keys(strategy, database), secret.node.at_pointer("/rotation").get("config"))
+    {
+        Fields::read(config, file, &format!("{base}.rotation.config"), keys, diagnostics);
+    }
+    let mut report = Reporter { file, base, secret, diagnostics };
     let config = secret.rotation.as_ref().map(|r| &r.config);
     let get = |key: &str| config.and_then(|c| c.get(key));
-    let mut error = |pos, path: &str, message: String| diagnostics.error(file, pos, path, message);
     let type_name = service_type.map(|t| t.metadata.name.as_str()).unwrap_or_default();
 
     if let Some(kind) = kind
         && strategy != Strategy::Random
         && !rotatable(kind)
     {
-        error(
-            strategy_pos,
-            &strategy_path,
+        report.at(
+            "strategy",
             format!(
                 "credential kind {type_name}/{} cannot be created or rotated (capabilities: {:?})",
                 kind.name, kind.capabilities
@@ -50,107 +83,116 @@ pub(super) fn check(
     match strategy {
         Strategy::Random => {
             if service.is_some() && type_name != "app-secret" {
-                error(
-                    strategy_pos,
-                    &strategy_path,
-                    format!(
-                        "`random` generates a value with no target, but from.service points at a {type_name} service; remove from.service or choose immediate, two-key or overlap"
-                    ),
+                report.at(
+                    "strategy",
+                    format!("`random` generates a value with no target, but from.service points at a {type_name} service; remove from.service or choose immediate, two-key or overlap"),
                 );
             }
-            if let Some(length) = get("length") {
-                match length.as_u64() {
-                    Some(n) if (16..=4096).contains(&n) => {}
-                    _ => error(
-                        config_pos,
-                        &format!("{base}.rotation.config.length"),
-                        format!("length must be an integer from 16 to 4096, got {length}"),
-                    ),
-                }
+            if let Some(length) = get("length")
+                && !length.as_u64().is_some_and(|n| (16..=4096).contains(&n))
+            {
+                report.at(
+                    "config.length",
+                    format!("length must be an integer from 16 to 4096, got {length}"),
+                );
             }
             if let Some(charset) = get("charset")
                 && !charset.as_str().is_some_and(|c| CHARSETS.contains(&c))
             {
-                error(
-                    config_pos,
-                    &format!("{base}.rotation.config.charset"),
+                report.at(
+                    "config.charset",
                     format!("charset must be one of: {}", CHARSETS.join(", ")),
                 );
-            }
-            return;
-        }
-        Strategy::Immediate | Strategy::TwoKey | Strategy::Overlap => {
-            if service.is_none() {
-                error(
-                    secret.node.at_pointer("/from").pos,
-                    &format!("{base}.from.service"),
-                    format!(
-                        "the `{strategy}` strategy changes a credential on a service: set from.service to svc://<service>?kind=<kind>"
-                    ),
-                );
-                return;
             }
         }
         Strategy::Script => {
             if type_name != "script" && get("command").is_none() {
-                error(strategy_pos, &strategy_path, "the `script` strategy needs a service of type script, or rotation.config.command".to_owned());
+                report.at("strategy", "the `script` strategy needs a service of type script, or rotation.config.command".to_owned());
             }
-            return;
         }
         Strategy::Webhook => {
             if type_name != "webhook" && get("url").is_none() {
-                error(strategy_pos, &strategy_path, "the `webhook` strategy needs a service of type webhook, or rotation.config.url".to_owned());
+                report.at("strategy", "the `webhook` strategy needs a service of type webhook, or rotation.config.url".to_owned());
             }
-            return;
+        }
+        Strategy::Immediate | Strategy::TwoKey | Strategy::Overlap => {
+            if service.is_none() {
+                let pos = report.pos("/from");
+                report.diagnostics.error(
+                    file,
+                    pos,
+                    &format!("{base}.from.service"),
+                    format!("the `{strategy}` strategy changes a credential on a service: set from.service to svc://<service>?kind=<kind>"),
+                );
+                return;
+            }
+            if strategy == Strategy::Overlap
+                && let Some(kind) = kind
+            {
+                let max = kind.constraints.as_ref().and_then(|c| c.max_active);
+                if !max.is_some_and(|m| m.allows_two()) {
+                    let shown = max.map_or("not declared".to_owned(), |m| m.to_string());
+                    report.at(
+                        "strategy",
+                        format!("`overlap` needs two valid credentials at once, but {type_name}/{} allows maxActive {shown}; use two-key (two users taking turns) or immediate", kind.name),
+                    );
+                }
+            }
+            if database {
+                check_database_users(&mut report, strategy, get("username"), get("usernames"));
+            }
         }
     }
-    if strategy == Strategy::Overlap
-        && let Some(kind) = kind
-    {
-        let max = kind.constraints.as_ref().and_then(|c| c.max_active);
-        if !max.is_some_and(|m| m.allows_two()) {
-            let shown = max.map_or("not declared".to_owned(), |m| m.to_string());
-            error(
-                strategy_pos,
-                &strategy_path,
-                format!(
-                    "`overlap` needs two valid credentials at once, but {type_name}/{} allows maxActive {shown}; use two-key (two users taking turns) or immediate",
-                    kind.name
-                ),
-            );
-        }
-    }
-    if !is_database(service_type) {
-        return;
-    }
+}
+
+/// `immediate` changes one named user; `two-key` needs two different users.
+fn check_database_users(
+    report: &mut Reporter<'_>,
+    strategy: Strategy,
+    username: Option<&Json>,
+    usernames: Option<&Json>,
+) {
     match strategy {
-        Strategy::Immediate => match get("username") {
+        Strategy::Immediate => match username {
             Some(Json::String(user)) if !user.is_empty() => {}
-            Some(other) => error(
-                config_pos,
-                &format!("{base}.rotation.config.username"),
+            Some(other) => report.at(
+                "config.username",
                 format!("expected the database user name as text, got {other}"),
             ),
-            None => error(
-                secret.node.at_pointer("/rotation").pos,
-                &format!("{base}.rotation.config.username"),
-                "is required: the database user whose password `immediate` changes".to_owned(),
-            ),
+            None => {
+                let pos = report.pos("/rotation");
+                let path = format!("{}.rotation.config.username", report.base);
+                report.diagnostics.error(
+                    report.file,
+                    pos,
+                    &path,
+                    "is required: the database user whose password `immediate` changes".to_owned(),
+                );
+            }
         },
         Strategy::TwoKey => {
-            let users: Option<Vec<&str>> = get("usernames")
+            let users: Option<Vec<&str>> = usernames
                 .and_then(Json::as_array)
                 .map(|a| a.iter().filter_map(Json::as_str).collect());
             match users {
                 Some(users) if users.len() == 2 && users[0] != users[1] && users.iter().all(|u| !u.is_empty()) => {}
                 Some(users) if users.len() == 2 && users[0] == users[1] => {
-                    error(config_pos, &format!("{base}.rotation.config.usernames"), format!("the two users must differ, both are {:?}", users[0]));
+                    report.at("config.usernames", format!("the two users must differ, both are {:?}", users[0]));
                 }
-                _ => error(
-                    if get("usernames").is_some() { config_pos } else { secret.node.at_pointer("/rotation").pos },
-                    &format!("{base}.rotation.config.usernames"),
+                _ if usernames.is_some() => report.at(
+                    "config.usernames",
                     "`two-key` needs exactly two database users that take turns, e.g. usernames: [app_a, app_b]".to_owned(),
                 ),
+                _ => {
+                    let pos = report.pos("/rotation");
+                    let path = format!("{}.rotation.config.usernames", report.base);
+                    report.diagnostics.error(
+                        report.file,
+                        pos,
+                        &path,
+                        "`two-key` needs exactly two database users that take turns, e.g. usernames: [app_a, app_b]".to_owned(),
+                    );
+                }
             }
         }
         _ => {}

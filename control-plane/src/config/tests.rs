@@ -273,7 +273,7 @@ fn t22_two_key_needs_two_distinct_users() {
             "    K:\n      from: { store: \"store://local/a#b\", service: \"svc://pg?kind=db_password\" }\n      rotation: { strategy: two-key, config: { usernames: [app, app] } }\n",
         ),
         &[
-            "dsops.yaml:14:46: error: envs.dev.K.rotation.config.usernames: the two users must differ, both are \"app\"",
+            "dsops.yaml:14:59: error: envs.dev.K.rotation.config.usernames: the two users must differ, both are \"app\"",
         ],
     );
 }
@@ -446,5 +446,79 @@ fn data_dir_catalog_adds_types_and_reports_its_own_errors() {
             "{}/service-types/broken.yaml:1:1: error: spec: missing required field",
             dir.path().display()
         )]
+    );
+}
+
+#[test]
+fn t34_unknown_strategy_config_key_suggests() {
+    assert_findings(
+        &with_var(
+            "    K:\n      from: { store: \"store://local/a#b\" }\n      rotation: { strategy: random, config: { lenght: 32 } }\n",
+        ),
+        &[
+            "dsops.yaml:14:47: error: envs.dev.K.rotation.config.lenght: unknown field \"lenght\"; did you mean \"length\"?",
+        ],
+    );
+}
+
+#[test]
+fn t35_host_with_a_port() {
+    let text = HEAD.replace("host: 127.0.0.1", "host: db.internal:5432");
+    assert_findings(
+        &text,
+        &[
+            "dsops.yaml:7:11: error: services.pg.host: expected a host name without a port: \"db.internal:5432\" (put the port in `port`)",
+        ],
+    );
+    let ipv6 = HEAD.replace("host: 127.0.0.1", "host: \"::1\"");
+    assert_findings(&ipv6, &[]);
+}
+
+#[test]
+fn t36_a_broken_store_does_not_make_its_references_unknown() {
+    let text = HEAD.replace("local: { type: file }", "local: { type: s3 }");
+    assert_findings(
+        &text,
+        &[
+            "dsops.yaml:3:18: error: secretStores.local.type: unknown store type \"s3\"; expected one of: file, vault, aws-secrets-manager",
+        ],
+    );
+}
+
+#[test]
+fn t37_segment_names_follow_the_name_rules() {
+    let text = HEAD.replace("    database: app\n", "    database: app\n    segment: \"prod db\"\n");
+    assert_findings(
+        &text,
+        &[
+            "dsops.yaml:9:14: error: services.pg.segment: segment name \"prod db\" must be 1-63 letters, digits, '-' or '_', starting with a letter or digit",
+        ],
+    );
+}
+
+#[test]
+fn t38_present_but_empty_required_field() {
+    let text = HEAD.replace("host: 127.0.0.1", "host:");
+    assert_findings(
+        &text,
+        &["dsops.yaml:7:9: error: services.pg.host: must not be empty: a host name or IP address"],
+    );
+}
+
+#[test]
+fn t39_numbers_in_other_notations_and_overflow() {
+    let text = HEAD.replace("    database: app\n", "    database: app\n    port: 0x1538\n");
+    assert_findings(&text, &[]);
+    let text =
+        HEAD.replace("    database: app\n", "    database: app\n    port: 99999999999999999999\n");
+    assert_findings(
+        &text,
+        &[
+            "dsops.yaml:9:11: error: services.pg.port: 99999999999999999999 is out of range; expected 1 to 65535",
+        ],
+    );
+    assert_findings(
+        &HEAD.replace("version: 1", "version: -1"),
+        &["dsops.yaml:1:10: error: version: unsupported version -1; this dsops reads version 1"],
     );
 }

@@ -14,9 +14,32 @@ pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) ->
         .map(|(_, candidate)| candidate)
 }
 
+/// The message for a name that refers to nothing: `unknown {what} "{name}"`, then a "did you
+/// mean" hint when a candidate is close, else `fallback`, else the candidates when there are few.
+pub fn unknown_name(what: &str, name: &str, candidates: &[&str], fallback: Option<&str>) -> String {
+    let mut message = format!("unknown {what} {name:?}");
+    if let Some(hint) = suggest(name, candidates.iter().copied()) {
+        message.push_str(&format!("; did you mean {hint:?}?"));
+    } else if let Some(fallback) = fallback {
+        message.push_str(&format!("; {fallback}"));
+    } else if !candidates.is_empty() && candidates.len() <= 12 {
+        message.push_str(&format!("; expected one of: {}", candidates.join(", ")));
+    }
+    message
+}
+
 /// Joins a field path: `envs` + `dev` → `envs.dev`.
 pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// The hint after "unknown field": a close match, else the whole list of allowed keys.
+fn expected_keys(name: &str, allowed: &[&str]) -> String {
+    match suggest(name, allowed.iter().copied()) {
+        Some(hint) => format!("; did you mean {hint:?}?"),
+        None if allowed.is_empty() => String::new(),
+        None => format!("; expected one of: {}", allowed.join(", ")),
+    }
 }
 
 /// A mapping being read as a set of known fields.
@@ -52,11 +75,11 @@ impl<'a> Fields<'a> {
         for (key, _) in entries {
             let name = key.scalar_text().unwrap_or_default();
             if !allowed.contains(&name) {
-                let mut message = format!("unknown field {name:?}");
-                match suggest(name, allowed.iter().copied()) {
-                    Some(hint) => message.push_str(&format!("; did you mean {hint:?}?")),
-                    None => message.push_str(&format!("; expected one of: {}", allowed.join(", "))),
-                }
+                let message = format!(
+                    "{}{}",
+                    unknown_name("field", name, &[], None),
+                    expected_keys(name, allowed)
+                );
                 diagnostics.error(file, key.pos, &join(path, name), message);
             }
         }
@@ -157,8 +180,19 @@ impl<'a> Fields<'a> {
         diagnostics: &mut Diagnostics,
     ) -> Option<i64> {
         let node = self.get(key)?;
+        if let Value::Scalar { text, kind: ScalarKind::Int } = &node.value
+            && super::yaml::parse_int(text).is_none()
+        {
+            diagnostics.error(
+                self.file,
+                node.pos,
+                &self.child(key),
+                format!("{text} is out of range; expected {} to {}", range.start(), range.end()),
+            );
+            return None;
+        }
         let value = match &node.value {
-            Value::Scalar { text, kind: ScalarKind::Int } => text.parse::<i64>().ok(),
+            Value::Scalar { text, kind: ScalarKind::Int } => super::yaml::parse_int(text),
             _ => None,
         };
         match value {

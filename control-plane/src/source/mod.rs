@@ -7,5 +7,7 @@ mod fields;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
-pub use fields::{Fields, suggest};
+pub(crate) use fields::join;
+pub use fields::{Fields, suggest, unknown_name};
+pub(crate) use yaml::unescape_pointer_token;
 pub use yaml::{Node, Pos, ScalarKind, Value, parse_yaml};

@@ -104,7 +104,7 @@ impl Node {
     pub fn at_pointer(&self, pointer: &str) -> &Node {
         let mut node = self;
         for raw in pointer.split('/').skip(1) {
-            let token = raw.replace("~1", "/").replace("~0", "~");
+            let token = unescape_pointer_token(raw);
             let next = match &node.value {
                 Value::Map(_) => node.get(&token),
                 Value::Seq(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
@@ -146,7 +146,7 @@ impl Node {
     }
 }
 
-fn parse_int(text: &str) -> Option<i64> {
+pub(crate) fn parse_int(text: &str) -> Option<i64> {
     if let Some(hex) = text.strip_prefix("0x") {
         return i64::from_str_radix(hex, 16).ok();
     }
@@ -154,6 +154,11 @@ fn parse_int(text: &str) -> Option<i64> {
         return i64::from_str_radix(oct, 8).ok();
     }
     text.parse().ok()
+}
+
+/// Unescapes one JSON-pointer token (`~1` is `/`, `~0` is `~`).
+pub(crate) fn unescape_pointer_token(raw: &str) -> String {
+    raw.replace("~1", "/").replace("~0", "~")
 }
 
 fn parse_float(text: &str) -> Option<f64> {
@@ -193,10 +198,22 @@ fn resolve_plain(text: &str) -> ScalarKind {
     ScalarKind::Str
 }
 
+/// The deepest nesting accepted (files that describe configuration need a handful of levels).
+pub const MAX_DEPTH: usize = 64;
+/// The most nodes a document may expand to, aliases included ("billion laughs" protection).
+pub const MAX_NODES: usize = 1_000_000;
+
 /// Parses one YAML document into a tree. Syntax errors, duplicate keys, non-scalar keys and
 /// extra documents are reported to `diagnostics`; `None` means there is no usable tree.
 pub fn parse_yaml(text: &str, file: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
-    let mut builder = Builder { file, diagnostics, anchors: HashMap::new(), stack: Vec::new() };
+    let mut builder = Builder {
+        file,
+        diagnostics,
+        anchors: HashMap::new(),
+        stack: Vec::new(),
+        nodes: 0,
+        limit: None,
+    };
     let mut documents = Vec::new();
     let mut parser = Parser::new_from_str(text);
     while let Some(next) = parser.next_event() {
@@ -211,6 +228,10 @@ pub fn parse_yaml(text: &str, file: &str, diagnostics: &mut Diagnostics) -> Opti
         };
         if let Some(done) = builder.event(event, span) {
             documents.push(done);
+        }
+        if let Some((pos, message)) = builder.limit.take() {
+            builder.diagnostics.error(file, pos, "", message);
+            return None;
         }
     }
     let mut documents = documents.into_iter();
@@ -239,12 +260,35 @@ struct Builder<'a> {
     diagnostics: &'a mut Diagnostics,
     anchors: HashMap<usize, Node>,
     stack: Vec<Frame>,
+    /// Nodes created so far, alias copies included.
+    nodes: usize,
+    /// A limit that was exceeded: parsing stops.
+    limit: Option<(Pos, String)>,
+}
+
+/// How many nodes a tree holds.
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Scalar { .. } => 0,
+        Value::Seq(items) => items.iter().map(count_nodes).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum(),
+    }
 }
 
 impl Builder<'_> {
     /// Feeds one event; returns a finished document's root.
     fn event(&mut self, event: Event<'_>, span: Span) -> Option<Node> {
         let pos = Pos::from_span(&span);
+        if self.limit.is_some() {
+            return None;
+        }
+        self.nodes += 1;
+        if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..))
+            && self.stack.len() >= MAX_DEPTH
+        {
+            self.limit = Some((pos, format!("the document nests deeper than {MAX_DEPTH} levels")));
+            return None;
+        }
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
                 let kind = if style == ScalarStyle::Plain {
@@ -280,6 +324,17 @@ impl Builder<'_> {
                 self.add(node)
             }
             Event::Alias(anchor) => {
+                let size = self.anchors.get(&anchor).map_or(0, count_nodes);
+                self.nodes += size;
+                if self.nodes > MAX_NODES {
+                    self.limit = Some((
+                        pos,
+                        format!(
+                            "the document expands to more than {MAX_NODES} values (through aliases)"
+                        ),
+                    ));
+                    return None;
+                }
                 let node = match self.anchors.get(&anchor) {
                     Some(target) => Node { value: target.value.clone(), pos },
                     None => {
@@ -429,6 +484,22 @@ mod tests {
             node.unwrap().to_json(),
             serde_json::json!({"base": {"x": 1}, "other": {"x": 1}})
         );
+    }
+
+    #[test]
+    fn refuses_alias_bombs_and_deep_nesting() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f", "g"][i];
+            bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let (node, errors) = parse(&bomb);
+        assert!(node.is_none());
+        assert!(errors[0].contains("more than 1000000 values"), "{errors:?}");
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let (node, errors) = parse(&deep);
+        assert!(node.is_none());
+        assert!(errors[0].contains("deeper than 64 levels"), "{errors:?}");
     }
 
     #[test]

@@ -17,21 +17,10 @@ pub struct SecretKey {
 impl SecretKey {
     /// Validates an environment and variable name pair.
     pub fn parse(env: &str, key: &str) -> Result<SecretKey, ProtocolError> {
-        let env_ok = !env.is_empty()
-            && env.len() <= 63
-            && env.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && env.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !env_ok {
-            return Err(ProtocolError::invalid(
-                "env",
-                format!("{env:?} is not an environment name"),
-            ));
-        }
-        let key_ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !key_ok {
-            return Err(ProtocolError::invalid("key", format!("{key:?} is not a variable name")));
-        }
+        super::names::check_config_name(env, "environment")
+            .map_err(|reason| ProtocolError::invalid("env", reason))?;
+        super::names::check_variable_name(key)
+            .map_err(|reason| ProtocolError::invalid("key", reason))?;
         Ok(SecretKey { env: env.to_owned(), key: key.to_owned() })
     }
 }

@@ -60,11 +60,29 @@ identifier!(
     AgentId,
     128
 );
-identifier!(
-    /// A network segment name, as in dsops.yaml.
-    SegmentName,
-    63
-);
+/// A network segment name, as in dsops.yaml (a config name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentName(String);
+
+impl SegmentName {
+    /// Validates a segment name.
+    pub fn parse(value: &str, field: &str) -> Result<SegmentName, ProtocolError> {
+        super::names::check_config_name(value, "segment")
+            .map_err(|reason| ProtocolError::invalid(field, reason))?;
+        Ok(SegmentName(value.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SegmentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A client-chosen id that makes a retried request apply once: 16 to 64 characters of
 /// `[A-Za-z0-9_-]` (a UUID fits).

@@ -52,11 +52,10 @@ impl TryFrom<wire::Job> for Job {
         if attempt == 0 {
             return Err(ProtocolError::missing("attempt"));
         }
-        for (field, value) in [("env", &env), ("key", &key), ("strategy", &strategy)] {
-            if value.is_empty() {
-                return Err(ProtocolError::missing(field));
-            }
+        if strategy.is_empty() {
+            return Err(ProtocolError::missing("strategy"));
         }
+        super::SecretKey::parse(&env, &key)?;
         let store_ref = StoreRef::parse(&store_ref)
             .map_err(|error| ProtocolError::invalid("store_ref", error.to_string()))?;
         if store_ref.field.is_none() {

@@ -6,6 +6,7 @@
 mod admin;
 mod ids;
 mod job;
+pub mod names;
 mod protocol_error;
 mod receipt;
 mod refs;
