@@ -13,6 +13,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod pki;
 pub mod plan;
 // openraft's traits fix the (large) StorageError type of every storage function.
 #[allow(clippy::result_large_err)]

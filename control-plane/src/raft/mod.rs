@@ -12,6 +12,7 @@
 //! the last snapshot is loaded and openraft re-applies the committed entries after it (the
 //! committed index is saved with the log).
 
+mod convert;
 mod log_store;
 mod sm_store;
 mod types;

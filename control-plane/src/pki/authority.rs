@@ -1,0 +1,255 @@
+//! Creating and loading the cluster's CAs, and issuing certificates.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use super::files::{write_private, write_public};
+
+/// Why key material could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen failed.
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// A certificate or CSR is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An issuing CA: its certificate and key.
+pub struct Authority {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    /// The CA key, PEM.
+    pub key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Authority").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// Rebuilds an authority from its PEM files' contents.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        Ok(Authority { cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned(), issuer })
+    }
+
+    fn generate(common_name: &str, parent: Option<&Authority>, years: i64) -> Result<Authority, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(if parent.is_some() { 0 } else { 1 }));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(365 * years);
+        let cert = match parent {
+            Some(parent) => params.signed_by(&key, &parent.issuer)?,
+            None => params.self_signed(&key)?,
+        };
+        let cert_pem = cert.pem();
+        let key_pem = key.serialize_pem();
+        let issuer = Issuer::new(params, key);
+        Ok(Authority { cert_pem, key_pem, issuer })
+    }
+
+    /// The CA certificate in DER.
+    pub fn cert_der(&self) -> Result<Vec<u8>, PkiError> {
+        pem_to_der(&self.cert_pem)
+    }
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "dsops");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// The first certificate of a PEM text, as DER.
+pub(crate) fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| PkiError::Invalid(format!("not a PEM certificate: {e}")))
+}
+
+/// A node's (or operator's) certificate and key.
+#[derive(Clone)]
+pub struct NodeCertificate {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for NodeCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCertificate").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
+/// The CAs of one cluster.
+#[derive(Debug)]
+pub struct ClusterPki {
+    /// A random id naming the cluster in certificate subjects.
+    pub cluster_id: String,
+    /// The root CA certificate, PEM (its key is kept only by the node that ran `init`).
+    pub root_cert_pem: String,
+    /// Issues node certificates.
+    pub peer: Authority,
+    /// Issues agent certificates.
+    pub agent: Authority,
+    /// Issues operator certificates.
+    pub operator: Authority,
+}
+
+/// The file names under a node's `tls/` directory.
+const FILES: [(&str, &str); 3] = [("peer", "peer-ca"), ("agent", "agent-ca"), ("operator", "operator-ca")];
+
+/// The names a node certificate always carries, whatever address it is reached at: clients
+/// connect with these as the TLS server name (which also selects the listener's trust rules).
+pub const NODE_NAMES: [&str; 2] = [super::RAFT_SERVER_NAME, super::API_SERVER_NAME];
+
+impl ClusterPki {
+    /// Creates a new cluster's CAs. Returns the root key PEM separately: only `init` keeps it.
+    pub fn generate(cluster_id: &str) -> Result<(ClusterPki, String), PkiError> {
+        let root = Authority::generate(&format!("dsops root CA {cluster_id}"), None, 10)?;
+        let peer = Authority::generate(&format!("dsops peer CA {cluster_id}"), Some(&root), 10)?;
+        let agent = Authority::generate(&format!("dsops agent CA {cluster_id}"), Some(&root), 10)?;
+        let operator = Authority::generate(&format!("dsops operator CA {cluster_id}"), Some(&root), 10)?;
+        let root_key = root.key_pem.clone();
+        Ok((ClusterPki { cluster_id: cluster_id.to_owned(), root_cert_pem: root.cert_pem, peer, agent, operator }, root_key))
+    }
+
+    /// Loads the CAs from a node's `tls/` directory.
+    pub fn load(dir: &Path) -> Result<ClusterPki, PkiError> {
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read_to_string(&path).map_err(|source| PkiError::Io { path: path.display().to_string(), source })
+        };
+        let cluster_id = read("cluster-id")?.trim().to_owned();
+        let mut authorities = Vec::new();
+        for (_, base) in FILES {
+            authorities.push(Authority::from_pem(&read(&format!("{base}.pem"))?, &read(&format!("{base}.key"))?)?);
+        }
+        let operator = authorities.pop().expect("three authorities");
+        let agent = authorities.pop().expect("three authorities");
+        let peer = authorities.pop().expect("three authorities");
+        Ok(ClusterPki { cluster_id, root_cert_pem: read("root-ca.pem")?, peer, agent, operator })
+    }
+
+    /// Saves the CAs into a node's `tls/` directory (keys mode 0600).
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| PkiError::Io { path, source }
+        };
+        write_public(&dir.join("cluster-id"), &self.cluster_id).map_err(io(&dir.join("cluster-id")))?;
+        write_public(&dir.join("root-ca.pem"), &self.root_cert_pem).map_err(io(&dir.join("root-ca.pem")))?;
+        for ((_, base), authority) in FILES.iter().zip([&self.peer, &self.agent, &self.operator]) {
+            let cert = dir.join(format!("{base}.pem"));
+            let key = dir.join(format!("{base}.key"));
+            write_public(&cert, &authority.cert_pem).map_err(io(&cert))?;
+            write_private(&key, &authority.key_pem).map_err(io(&key))?;
+        }
+        Ok(())
+    }
+
+    fn leaf_params(common_name: &str, hosts: &[String], days: i64, server: bool) -> Result<CertificateParams, PkiError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(common_name);
+        let mut sans = Vec::new();
+        for host in hosts {
+            let san = match host.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.as_str().try_into().map_err(|_| PkiError::Invalid(format!("{host:?} is not a valid host name")))?),
+            };
+            sans.push(san);
+        }
+        params.subject_alt_names = sans;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = if server {
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
+        params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(days);
+        Ok(params)
+    }
+
+    /// Issues a node certificate (server and client) for `node-<id>`, valid for its hosts and
+    /// the fixed cluster names.
+    pub fn issue_node(&self, node_id: u64, hosts: &[String]) -> Result<NodeCertificate, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
+        all.extend(hosts.iter().cloned());
+        let params = Self::leaf_params(&format!("node-{node_id}"), &all, 365, true)?;
+        let cert = params.signed_by(&key, &self.peer.issuer)?;
+        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Signs a joining node's CSR. The subject, names, usages and lifetime are set here: the
+    /// CSR contributes only its public key.
+    pub fn sign_node_csr(&self, csr_pem: &str, node_id: u64, hosts: &[String]) -> Result<String, PkiError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::Invalid(format!("invalid certificate signing request: {e}")))?;
+        let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
+        all.extend(hosts.iter().cloned());
+        csr.params = Self::leaf_params(&format!("node-{node_id}"), &all, 365, true)?;
+        Ok(csr.signed_by(&self.peer.issuer)?.pem())
+    }
+
+    /// Issues an operator (CLI) certificate for `name`, valid for `days`.
+    pub fn issue_operator(&self, name: &str, days: i64) -> Result<NodeCertificate, PkiError> {
+        let key = KeyPair::generate()?;
+        let params = Self::leaf_params(name, &[], days, false)?;
+        let cert = params.signed_by(&key, &self.operator.issuer)?;
+        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Issues a certificate with an explicit validity window from one of the authorities (tests
+    /// use it for expired certificates).
+    pub fn issue_with_validity(
+        authority: &Authority,
+        common_name: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<NodeCertificate, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = Self::leaf_params(common_name, &NODE_NAMES.map(str::to_owned), 1, true)?;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(&key, &authority.issuer)?;
+        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+/// Creates a CSR for a new key (the key never leaves the node).
+pub fn new_csr(common_name: &str) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(common_name);
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
