@@ -28,6 +28,12 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// A control-plane node to talk to, HOST:PORT (any node: calls follow the leader).
+    #[arg(long, global = true, env = "DSOPS_SERVER", value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// The operator credential bundle (ca.pem, operator.pem, operator.key).
+    #[arg(long, global = true, env = "DSOPS_CREDENTIALS", value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -62,6 +68,14 @@ pub enum Command {
     /// Work with a catalog directory on its own.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Validate a configuration locally, then store it in the cluster and show what changed.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops apply -f dsops.yaml --server 10.0.0.1:7400 --credentials ./admin\n  dsops apply --expected-version 7"
+    )]
+    Apply(ApplyArgs),
+    /// Inspect and change the control-plane cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "EXAMPLES:\n  dsops completions bash > ~/.local/share/bash-completion/completions/dsops\n  dsops completions zsh > \"${fpath[1]}/_dsops\""
@@ -88,6 +102,38 @@ fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| format!("expected an RFC 3339 time such as 2026-12-01T03:00:00Z: {e}"))
+}
+
+/// `dsops apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Refuse unless the stored configuration is this version (optimistic concurrency).
+    #[arg(long, value_name = "N")]
+    pub expected_version: Option<u64>,
+}
+
+/// `dsops cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members with id, address and role; the leader, term, applied index and each follower's lag.
+    Status,
+    /// Create a one-time join token for a new control-plane node.
+    Token {
+        /// How long the token stays valid (e.g. 30m, 1h, 1d).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// The node id (see `dsops cluster status`).
+        node_id: u64,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    dsops_control_plane::time::Duration::parse(text)
+        .map(|d| std::time::Duration::from_secs(d.as_secs()))
+        .map_err(|e| e.to_string())
 }
 
 /// `dsops list ...`.

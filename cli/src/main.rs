@@ -10,12 +10,14 @@ mod args;
 mod commands;
 mod context;
 mod failure;
+mod remote;
 
 use clap::Parser;
 
 use crate::args::{Cli, Command, OutputFormat};
 
 fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let json = cli.output == OutputFormat::Json;
     let result = match &cli.command {
@@ -24,6 +26,8 @@ fn main() {
         Command::List(list) => commands::list::run(&cli, list),
         Command::Describe(describe) => commands::describe::run(&cli, describe),
         Command::Catalog(catalog) => commands::catalog::run(&cli, catalog),
+        Command::Apply(args) => block_on(commands::apply::run(&cli, args)),
+        Command::Cluster(command) => block_on(commands::cluster::run(&cli, command)),
         Command::Completions { shell } => {
             commands::completions::run(*shell);
             Ok(())
@@ -33,4 +37,15 @@ fn main() {
         output::print_failure(&failure, json);
         std::process::exit(failure.exit_code());
     }
+}
+
+/// Runs an async command on a small runtime (only commands that talk to a cluster need one).
+fn block_on<F: std::future::Future<Output = Result<(), failure::Failure>>>(
+    future: F,
+) -> Result<(), failure::Failure> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+            failure::Failure::Runtime(anyhow::anyhow!("starting the async runtime: {e}"))
+        })?;
+    runtime.block_on(future)
 }

@@ -13,6 +13,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod node;
 pub mod pki;
 pub mod plan;
 // openraft's traits fix the (large) StorageError type of every storage function.
@@ -21,3 +22,4 @@ pub mod raft;
 pub mod source;
 pub mod state;
 pub mod time;
+pub mod transport;

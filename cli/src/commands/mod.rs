@@ -1,6 +1,8 @@
 //! One module per command.
 
+pub mod apply;
 pub mod catalog;
+pub mod cluster;
 pub mod completions;
 pub mod describe;
 pub mod list;

@@ -22,7 +22,9 @@ pub use model::{
 pub use parse::parse_config;
 pub use resolve::{Origin, ResolvedSecret, resolve};
 
-use crate::catalog::{Catalog, Layer};
+use std::collections::BTreeMap;
+
+use crate::catalog::{Catalog, Layer, SourceFile};
 use crate::source::{Diagnostic, Diagnostics, Pos, parse_yaml};
 
 /// A configuration that validated, with its catalog and any warnings.
@@ -34,6 +36,8 @@ pub struct Loaded {
     pub catalog: Catalog,
     /// Warnings (never errors).
     pub warnings: Vec<Diagnostic>,
+    /// A content hash per item (see [`Loaded::fingerprints`]).
+    pub fingerprints: BTreeMap<String, String>,
 }
 
 impl Loaded {
@@ -61,32 +65,67 @@ pub fn load_file(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     load_str(&text, &display, base)
 }
 
+/// Where the extra catalog of `rotation.dataDir` comes from.
+#[derive(Debug, Clone)]
+pub enum CatalogFiles<'a> {
+    /// Read the directory the configuration names (relative to `base_dir`).
+    FromDisk {
+        /// The directory the configuration file is in.
+        base_dir: &'a Path,
+    },
+    /// Files sent along with the configuration (by `dsops apply`), by relative path.
+    Given(&'a BTreeMap<String, String>),
+}
+
 /// Validates configuration text; `base_dir` resolves a relative `rotation.dataDir`.
 pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
+    load_with(text, file, CatalogFiles::FromDisk { base_dir })
+}
+
+/// Validates configuration text with its extra catalog from `catalog`.
+pub fn load_with(
+    text: &str,
+    file: &str,
+    catalog: CatalogFiles<'_>,
+) -> Result<Loaded, Vec<Diagnostic>> {
     let mut diagnostics = Diagnostics::new();
     let Some(root) = parse_yaml(text, file, &mut diagnostics) else {
         return Err(diagnostics.sorted());
+    };
+    let base_dir = match catalog {
+        CatalogFiles::FromDisk { base_dir } => base_dir,
+        CatalogFiles::Given(_) => Path::new("."),
     };
     let Some(config) = parse_config(&root, file, base_dir, &mut diagnostics) else {
         return Err(diagnostics.sorted());
     };
     let mut layers = vec![Layer::bundled()];
-    if let Some(dir) = &config.rotation.data_dir {
-        // A missing directory is reported at the `dataDir` line; problems inside it (unreadable
-        // files, stray YAML) are reported by the walk itself.
-        match dir.is_dir().then(|| Layer::from_dir(dir, &mut diagnostics)).flatten() {
-            Some(layer) => layers.push(layer),
-            None => {
-                let pos = root.at_pointer("/rotation/dataDir").pos;
-                diagnostics.error(
-                    file,
-                    pos,
-                    "rotation.dataDir",
-                    format!(
+    match (catalog, &config.rotation.data_dir) {
+        (CatalogFiles::Given(files), _) if !files.is_empty() => {
+            let files = files
+                .iter()
+                .map(|(rel_path, text)| SourceFile {
+                    rel_path: rel_path.clone(),
+                    display: format!("<dataDir>/{rel_path}"),
+                    text: text.clone(),
+                })
+                .collect();
+            layers.push(Layer::from_files("dataDir", files, &mut diagnostics));
+        }
+        (CatalogFiles::Given(_), _) | (_, None) => {}
+        (CatalogFiles::FromDisk { .. }, Some(dir)) => {
+            // A missing directory is reported at the `dataDir` line; problems inside it
+            // (unreadable files, stray YAML) are reported by the walk itself.
+            match dir.is_dir().then(|| Layer::from_dir(dir, &mut diagnostics)).flatten() {
+                Some(layer) => layers.push(layer),
+                None => {
+                    let pos = root.at_pointer("/rotation/dataDir").pos;
+                    let message = format!(
                         "catalog directory {} does not exist or is not a directory",
                         dir.display()
-                    ),
-                );
+                    );
+                    diagnostics.error(file, pos, "rotation.dataDir", message);
+                }
             }
         }
     }
@@ -95,7 +134,68 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Loaded, Vec<D
     if diagnostics.has_errors() {
         return Err(diagnostics.sorted());
     }
-    Ok(Loaded { config, catalog, warnings: diagnostics.sorted() })
+    Ok(Loaded {
+        config,
+        catalog,
+        warnings: diagnostics.sorted(),
+        fingerprints: fingerprints(&root),
+    })
+}
+
+/// A content hash per configuration item, from which the stored versions' change lists are
+/// computed: `secretStores.<name>`, `services.<name>`, `rotation`, `envs.<env>.<VAR>`.
+fn fingerprints(root: &crate::source::Node) -> BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    let hash = |node: &crate::source::Node| -> String {
+        // serde_json's map is ordered by key, so the text is canonical.
+        let text = serde_json::to_string(&node.to_json()).unwrap_or_default();
+        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let mut items = BTreeMap::new();
+    let entries = |node: Option<&crate::source::Node>| match node.map(|n| &n.value) {
+        Some(crate::source::Value::Map(entries)) => entries.clone(),
+        _ => Vec::new(),
+    };
+    for section in ["secretStores", "services"] {
+        for (key, value) in entries(root.get(section)) {
+            items.insert(
+                format!("{section}.{}", key.scalar_text().unwrap_or_default()),
+                hash(&value),
+            );
+        }
+    }
+    if let Some(rotation) = root.get("rotation") {
+        items.insert("rotation".to_owned(), hash(rotation));
+    }
+    for (env, vars) in entries(root.get("envs")) {
+        for (var, value) in entries(Some(&vars)) {
+            items.insert(
+                format!(
+                    "envs.{}.{}",
+                    env.scalar_text().unwrap_or_default(),
+                    var.scalar_text().unwrap_or_default()
+                ),
+                hash(&value),
+            );
+        }
+    }
+    items
+}
+
+/// The files of a catalog directory as `dsops apply` sends them: relative path → text.
+pub fn catalog_files(dir: &Path) -> Result<BTreeMap<String, String>, Vec<Diagnostic>> {
+    let mut diagnostics = Diagnostics::new();
+    let layer = Layer::from_dir(dir, &mut diagnostics);
+    if diagnostics.has_errors() {
+        return Err(diagnostics.sorted());
+    }
+    let layer = layer.expect("no errors means the directory was read");
+    Ok(layer
+        .documents
+        .into_iter()
+        .chain(layer.schemas.into_values())
+        .map(|f| (f.rel_path, f.text))
+        .collect())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -54,12 +54,21 @@ impl Authority {
         Ok(Authority { cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned(), issuer })
     }
 
-    fn generate(common_name: &str, parent: Option<&Authority>, years: i64) -> Result<Authority, PkiError> {
+    fn generate(
+        common_name: &str,
+        parent: Option<&Authority>,
+        years: i64,
+    ) -> Result<Authority, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(if parent.is_some() { 0 } else { 1 }));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.is_ca =
+            IsCa::Ca(BasicConstraints::Constrained(if parent.is_some() { 0 } else { 1 }));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(365 * years);
         let cert = match parent {
@@ -125,7 +134,8 @@ pub struct ClusterPki {
 }
 
 /// The file names under a node's `tls/` directory.
-const FILES: [(&str, &str); 3] = [("peer", "peer-ca"), ("agent", "agent-ca"), ("operator", "operator-ca")];
+const FILES: [(&str, &str); 3] =
+    [("peer", "peer-ca"), ("agent", "agent-ca"), ("operator", "operator-ca")];
 
 /// The names a node certificate always carries, whatever address it is reached at: clients
 /// connect with these as the TLS server name (which also selects the listener's trust rules).
@@ -137,21 +147,35 @@ impl ClusterPki {
         let root = Authority::generate(&format!("dsops root CA {cluster_id}"), None, 10)?;
         let peer = Authority::generate(&format!("dsops peer CA {cluster_id}"), Some(&root), 10)?;
         let agent = Authority::generate(&format!("dsops agent CA {cluster_id}"), Some(&root), 10)?;
-        let operator = Authority::generate(&format!("dsops operator CA {cluster_id}"), Some(&root), 10)?;
+        let operator =
+            Authority::generate(&format!("dsops operator CA {cluster_id}"), Some(&root), 10)?;
         let root_key = root.key_pem.clone();
-        Ok((ClusterPki { cluster_id: cluster_id.to_owned(), root_cert_pem: root.cert_pem, peer, agent, operator }, root_key))
+        Ok((
+            ClusterPki {
+                cluster_id: cluster_id.to_owned(),
+                root_cert_pem: root.cert_pem,
+                peer,
+                agent,
+                operator,
+            },
+            root_key,
+        ))
     }
 
     /// Loads the CAs from a node's `tls/` directory.
     pub fn load(dir: &Path) -> Result<ClusterPki, PkiError> {
         let read = |file: &str| {
             let path = dir.join(file);
-            std::fs::read_to_string(&path).map_err(|source| PkiError::Io { path: path.display().to_string(), source })
+            std::fs::read_to_string(&path)
+                .map_err(|source| PkiError::Io { path: path.display().to_string(), source })
         };
         let cluster_id = read("cluster-id")?.trim().to_owned();
         let mut authorities = Vec::new();
         for (_, base) in FILES {
-            authorities.push(Authority::from_pem(&read(&format!("{base}.pem"))?, &read(&format!("{base}.key"))?)?);
+            authorities.push(Authority::from_pem(
+                &read(&format!("{base}.pem"))?,
+                &read(&format!("{base}.key"))?,
+            )?);
         }
         let operator = authorities.pop().expect("three authorities");
         let agent = authorities.pop().expect("three authorities");
@@ -165,8 +189,10 @@ impl ClusterPki {
             let path = path.display().to_string();
             move |source| PkiError::Io { path, source }
         };
-        write_public(&dir.join("cluster-id"), &self.cluster_id).map_err(io(&dir.join("cluster-id")))?;
-        write_public(&dir.join("root-ca.pem"), &self.root_cert_pem).map_err(io(&dir.join("root-ca.pem")))?;
+        write_public(&dir.join("cluster-id"), &self.cluster_id)
+            .map_err(io(&dir.join("cluster-id")))?;
+        write_public(&dir.join("root-ca.pem"), &self.root_cert_pem)
+            .map_err(io(&dir.join("root-ca.pem")))?;
         for ((_, base), authority) in FILES.iter().zip([&self.peer, &self.agent, &self.operator]) {
             let cert = dir.join(format!("{base}.pem"));
             let key = dir.join(format!("{base}.key"));
@@ -176,14 +202,21 @@ impl ClusterPki {
         Ok(())
     }
 
-    fn leaf_params(common_name: &str, hosts: &[String], days: i64, server: bool) -> Result<CertificateParams, PkiError> {
+    fn leaf_params(
+        common_name: &str,
+        hosts: &[String],
+        days: i64,
+        server: bool,
+    ) -> Result<CertificateParams, PkiError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name);
         let mut sans = Vec::new();
         for host in hosts {
             let san = match host.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(host.as_str().try_into().map_err(|_| PkiError::Invalid(format!("{host:?} is not a valid host name")))?),
+                Err(_) => SanType::DnsName(host.as_str().try_into().map_err(|_| {
+                    PkiError::Invalid(format!("{host:?} is not a valid host name"))
+                })?),
             };
             sans.push(san);
         }
@@ -212,8 +245,14 @@ impl ClusterPki {
 
     /// Signs a joining node's CSR. The subject, names, usages and lifetime are set here: the
     /// CSR contributes only its public key.
-    pub fn sign_node_csr(&self, csr_pem: &str, node_id: u64, hosts: &[String]) -> Result<String, PkiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::Invalid(format!("invalid certificate signing request: {e}")))?;
+    pub fn sign_node_csr(
+        &self,
+        csr_pem: &str,
+        node_id: u64,
+        hosts: &[String],
+    ) -> Result<String, PkiError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Invalid(format!("invalid certificate signing request: {e}")))?;
         let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
         all.extend(hosts.iter().cloned());
         csr.params = Self::leaf_params(&format!("node-{node_id}"), &all, 365, true)?;

@@ -3,8 +3,8 @@
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{ClusterPki, PkiError};
 use super::authority::pem_to_der;
+use super::{ClusterPki, PkiError};
 
 /// The trust domain a certificate belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,8 @@ pub struct CallerIdentity {
 }
 
 fn subject_raw(der: &[u8]) -> Result<Vec<u8>, PkiError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Invalid(format!("bad CA certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| PkiError::Invalid(format!("bad CA certificate: {e}")))?;
     Ok(cert.subject().as_raw().to_vec())
 }
 
@@ -65,8 +66,15 @@ impl RoleNames {
         let leaf = chain.first()?;
         let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
         let issuer = cert.issuer().as_raw();
-        let role = self.names.iter().find(|(_, name)| name.as_slice() == issuer).map(|(role, _)| *role)?;
-        let name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or_default().to_owned();
+        let role =
+            self.names.iter().find(|(_, name)| name.as_slice() == issuer).map(|(role, _)| *role)?;
+        let name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         Some(CallerIdentity { role, name })
     }
 }

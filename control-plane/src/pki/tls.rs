@@ -40,7 +40,8 @@ fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
 }
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Invalid(format!("bad private key PEM: {e}")))
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| PkiError::Invalid(format!("bad private key PEM: {e}")))
 }
 
 fn roots(pems: &[&str]) -> Result<Arc<RootCertStore>, PkiError> {
@@ -70,11 +71,14 @@ impl ServerTls {
         let mut chain = certs(&node.cert_pem)?;
         chain.extend(certs(&pki.peer.cert_pem)?);
         let tls_error = |e: rustls::Error| PkiError::Invalid(format!("TLS configuration: {e}"));
-        let verifier_error = |e: rustls::server::VerifierBuilderError| PkiError::Invalid(format!("TLS verifier: {e}"));
+        let verifier_error = |e: rustls::server::VerifierBuilderError| {
+            PkiError::Invalid(format!("TLS verifier: {e}"))
+        };
 
-        let peer_only = WebPkiClientVerifier::builder_with_provider(roots(&[&pki.peer.cert_pem])?, provider())
-            .build()
-            .map_err(verifier_error)?;
+        let peer_only =
+            WebPkiClientVerifier::builder_with_provider(roots(&[&pki.peer.cert_pem])?, provider())
+                .build()
+                .map_err(verifier_error)?;
         let mut raft = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
@@ -133,13 +137,21 @@ impl tonic::transport::server::Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -174,7 +186,10 @@ impl ServerTls {
                 let conn_tx = tx.clone();
                 tokio::spawn(async move {
                     let _ = tcp.set_nodelay(true);
-                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), tls.handshake(tcp, remote));
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        tls.handshake(tcp, remote),
+                    );
                     match handshake.await {
                         Ok(Ok(conn)) => {
                             let _ = conn_tx.send(Ok(conn)).await;
@@ -196,21 +211,31 @@ impl ServerTls {
         let server_name = start.client_hello().server_name().map(str::to_owned);
         let config = self.for_server_name(server_name.as_deref());
         let stream = start.into_stream(config).await?;
-        let certs = stream.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default();
+        let certs = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
         Ok(TlsConn { stream, info: ConnInfo { remote: Some(remote), certs, server_name } })
     }
 }
 
 /// A client configuration that trusts the cluster's peer CA and, when given, presents an
 /// identity (node or operator certificate).
-pub fn client_config(peer_ca_pem: &str, identity: Option<&NodeCertificate>) -> Result<Arc<ClientConfig>, PkiError> {
+pub fn client_config(
+    peer_ca_pem: &str,
+    identity: Option<&NodeCertificate>,
+) -> Result<Arc<ClientConfig>, PkiError> {
     let tls_error = |e: rustls::Error| PkiError::Invalid(format!("TLS configuration: {e}"));
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?
         .with_root_certificates(roots(&[peer_ca_pem])?);
     let mut config = match identity {
-        Some(identity) => builder.with_client_auth_cert(certs(&identity.cert_pem)?, key(&identity.key_pem)?).map_err(tls_error)?,
+        Some(identity) => builder
+            .with_client_auth_cert(certs(&identity.cert_pem)?, key(&identity.key_pem)?)
+            .map_err(tls_error)?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -221,7 +246,8 @@ pub fn client_config(peer_ca_pem: &str, identity: Option<&NodeCertificate>) -> R
 /// the server only if the server's chain contains the CA whose SHA-256 fingerprint the join
 /// token carries, and the server certificate verifies against that CA.
 pub fn pinned_client_config(ca_fingerprint: &str) -> Result<Arc<ClientConfig>, PkiError> {
-    let verifier = PinnedVerifier { fingerprint: ca_fingerprint.to_ascii_lowercase(), provider: provider() };
+    let verifier =
+        PinnedVerifier { fingerprint: ca_fingerprint.to_ascii_lowercase(), provider: provider() };
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| PkiError::Invalid(format!("TLS configuration: {e}")))?
@@ -250,21 +276,48 @@ impl ServerCertVerifier for PinnedVerifier {
         let pinned = intermediates
             .iter()
             .find(|cert| super::fingerprint(cert.as_ref()) == self.fingerprint)
-            .ok_or_else(|| rustls::Error::General("the server's CA does not match the join token".into()))?;
+            .ok_or_else(|| {
+                rustls::Error::General("the server's CA does not match the join token".into())
+            })?;
         let mut store = RootCertStore::empty();
-        store.add(pinned.clone().into_owned()).map_err(|e| rustls::Error::General(e.to_string()))?;
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
-            .build()
+        store
+            .add(pinned.clone().into_owned())
             .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(store),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use dsops_proto::ProtocolError;
 use dsops_proto::wire::raft as wire;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
-use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote};
+use openraft::{
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta,
+    StoredMembership, Vote,
+};
 
 use super::{NodeId, TypeConfig};
 use crate::state::Request;
@@ -27,37 +30,61 @@ pub fn log_id_from_wire(id: wire::LogId) -> LogId<NodeId> {
 
 /// A vote to the wire.
 pub fn vote_to_wire(vote: &Vote<NodeId>) -> wire::Vote {
-    wire::Vote { term: vote.leader_id.term, node_id: vote.leader_id.node_id, committed: vote.committed }
+    wire::Vote {
+        term: vote.leader_id.term,
+        node_id: vote.leader_id.node_id,
+        committed: vote.committed,
+    }
 }
 
 /// A vote from the wire (required).
 pub fn vote_from_wire(vote: Option<wire::Vote>, field: &str) -> Result<Vote<NodeId>> {
-    let wire::Vote { term, node_id, committed } = vote.ok_or_else(|| ProtocolError::missing(field))?;
+    let wire::Vote { term, node_id, committed } =
+        vote.ok_or_else(|| ProtocolError::missing(field))?;
     Ok(if committed { Vote::new_committed(term, node_id) } else { Vote::new(term, node_id) })
 }
 
 /// A membership to the wire.
 pub fn membership_to_wire(membership: &Membership<NodeId, BasicNode>) -> wire::Membership {
     wire::Membership {
-        configs: membership.get_joint_config().iter().map(|set| wire::VoterSet { voter_ids: set.iter().copied().collect() }).collect(),
-        nodes: membership.nodes().map(|(id, node)| wire::Node { id: *id, address: node.addr.clone() }).collect(),
+        configs: membership
+            .get_joint_config()
+            .iter()
+            .map(|set| wire::VoterSet { voter_ids: set.iter().copied().collect() })
+            .collect(),
+        nodes: membership
+            .nodes()
+            .map(|(id, node)| wire::Node { id: *id, address: node.addr.clone() })
+            .collect(),
     }
 }
 
 /// A membership from the wire: one or two non-empty voter sets whose members all have nodes.
-pub fn membership_from_wire(membership: wire::Membership, field: &str) -> Result<Membership<NodeId, BasicNode>> {
+pub fn membership_from_wire(
+    membership: wire::Membership,
+    field: &str,
+) -> Result<Membership<NodeId, BasicNode>> {
     let wire::Membership { configs, nodes } = membership;
     if configs.is_empty() || configs.len() > 2 {
-        return Err(ProtocolError::invalid(format!("{field}.configs"), format!("must hold one or two voter sets, got {}", configs.len())));
+        return Err(ProtocolError::invalid(
+            format!("{field}.configs"),
+            format!("must hold one or two voter sets, got {}", configs.len()),
+        ));
     }
     let nodes: BTreeMap<NodeId, BasicNode> = nodes
         .into_iter()
         .map(|wire::Node { id, address }| (id, BasicNode { addr: address }))
         .collect();
-    let configs: Vec<BTreeSet<NodeId>> = configs.into_iter().map(|wire::VoterSet { voter_ids }| voter_ids.into_iter().collect()).collect();
+    let configs: Vec<BTreeSet<NodeId>> = configs
+        .into_iter()
+        .map(|wire::VoterSet { voter_ids }| voter_ids.into_iter().collect())
+        .collect();
     for voter in configs.iter().flatten() {
         if !nodes.contains_key(voter) {
-            return Err(ProtocolError::invalid(format!("{field}.nodes"), format!("voter {voter} has no node entry")));
+            return Err(ProtocolError::invalid(
+                format!("{field}.nodes"),
+                format!("voter {voter} has no node entry"),
+            ));
         }
     }
     Ok(Membership::new(configs, nodes))
@@ -67,10 +94,12 @@ pub fn membership_from_wire(membership: wire::Membership, field: &str) -> Result
 pub fn entry_to_wire(entry: &Entry<TypeConfig>) -> wire::Entry {
     let payload = match &entry.payload {
         EntryPayload::Blank => wire::entry::Payload::Blank(wire::Blank {}),
-        EntryPayload::Normal(request) => {
-            wire::entry::Payload::Command(serde_json::to_vec(request).expect("a Request always serializes"))
+        EntryPayload::Normal(request) => wire::entry::Payload::Command(
+            serde_json::to_vec(request).expect("a Request always serializes"),
+        ),
+        EntryPayload::Membership(membership) => {
+            wire::entry::Payload::Membership(membership_to_wire(membership))
         }
-        EntryPayload::Membership(membership) => wire::entry::Payload::Membership(membership_to_wire(membership)),
     };
     wire::Entry { log_id: Some(log_id_to_wire(&entry.log_id)), payload: Some(payload) }
 }
@@ -78,23 +107,30 @@ pub fn entry_to_wire(entry: &Entry<TypeConfig>) -> wire::Entry {
 /// An entry from the wire.
 pub fn entry_from_wire(entry: wire::Entry, field: &str) -> Result<Entry<TypeConfig>> {
     let wire::Entry { log_id, payload } = entry;
-    let log_id = log_id_from_wire(log_id.ok_or_else(|| ProtocolError::missing(format!("{field}.log_id")))?);
+    let log_id =
+        log_id_from_wire(log_id.ok_or_else(|| ProtocolError::missing(format!("{field}.log_id")))?);
     let payload = match payload.ok_or_else(|| ProtocolError::missing(format!("{field}.payload")))? {
         wire::entry::Payload::Blank(wire::Blank {}) => EntryPayload::Blank,
         wire::entry::Payload::Command(bytes) => {
-            let request: Request = serde_json::from_slice(&bytes)
-                .map_err(|error| ProtocolError::invalid(format!("{field}.command"), format!("not a dsops command: {error}")))?;
+            let request: Request = serde_json::from_slice(&bytes).map_err(|error| {
+                ProtocolError::invalid(
+                    format!("{field}.command"),
+                    format!("not a dsops command: {error}"),
+                )
+            })?;
             EntryPayload::Normal(request)
         }
-        wire::entry::Payload::Membership(membership) => {
-            EntryPayload::Membership(membership_from_wire(membership, &format!("{field}.membership"))?)
-        }
+        wire::entry::Payload::Membership(membership) => EntryPayload::Membership(
+            membership_from_wire(membership, &format!("{field}.membership"))?,
+        ),
     };
     Ok(Entry { log_id, payload })
 }
 
 /// AppendEntries to the wire.
-pub fn append_request_to_wire(request: &AppendEntriesRequest<TypeConfig>) -> wire::AppendEntriesRequest {
+pub fn append_request_to_wire(
+    request: &AppendEntriesRequest<TypeConfig>,
+) -> wire::AppendEntriesRequest {
     wire::AppendEntriesRequest {
         vote: Some(vote_to_wire(&request.vote)),
         prev_log_id: request.prev_log_id.as_ref().map(log_id_to_wire),
@@ -104,7 +140,9 @@ pub fn append_request_to_wire(request: &AppendEntriesRequest<TypeConfig>) -> wir
 }
 
 /// AppendEntries from the wire.
-pub fn append_request_from_wire(request: wire::AppendEntriesRequest) -> Result<AppendEntriesRequest<TypeConfig>> {
+pub fn append_request_from_wire(
+    request: wire::AppendEntriesRequest,
+) -> Result<AppendEntriesRequest<TypeConfig>> {
     let wire::AppendEntriesRequest { vote, prev_log_id, entries, leader_commit } = request;
     let entries = entries
         .into_iter()
@@ -120,12 +158,16 @@ pub fn append_request_from_wire(request: wire::AppendEntriesRequest) -> Result<A
 }
 
 /// An AppendEntries answer to the wire.
-pub fn append_response_to_wire(response: &AppendEntriesResponse<NodeId>) -> wire::AppendEntriesResponse {
+pub fn append_response_to_wire(
+    response: &AppendEntriesResponse<NodeId>,
+) -> wire::AppendEntriesResponse {
     use wire::append_entries_response::Result as R;
     let result = match response {
         AppendEntriesResponse::Success => R::Success(wire::Success {}),
         AppendEntriesResponse::PartialSuccess(matching) => {
-            R::PartialSuccess(wire::PartialSuccess { matching: matching.as_ref().map(log_id_to_wire) })
+            R::PartialSuccess(wire::PartialSuccess {
+                matching: matching.as_ref().map(log_id_to_wire),
+            })
         }
         AppendEntriesResponse::Conflict => R::Conflict(wire::Conflict {}),
         AppendEntriesResponse::HigherVote(vote) => R::HigherVote(vote_to_wire(vote)),
@@ -134,26 +176,38 @@ pub fn append_response_to_wire(response: &AppendEntriesResponse<NodeId>) -> wire
 }
 
 /// An AppendEntries answer from the wire.
-pub fn append_response_from_wire(response: wire::AppendEntriesResponse) -> Result<AppendEntriesResponse<NodeId>> {
+pub fn append_response_from_wire(
+    response: wire::AppendEntriesResponse,
+) -> Result<AppendEntriesResponse<NodeId>> {
     use wire::append_entries_response::Result as R;
     let wire::AppendEntriesResponse { result } = response;
     Ok(match result.ok_or_else(|| ProtocolError::missing("result"))? {
         R::Success(wire::Success {}) => AppendEntriesResponse::Success,
-        R::PartialSuccess(wire::PartialSuccess { matching }) => AppendEntriesResponse::PartialSuccess(matching.map(log_id_from_wire)),
+        R::PartialSuccess(wire::PartialSuccess { matching }) => {
+            AppendEntriesResponse::PartialSuccess(matching.map(log_id_from_wire))
+        }
         R::Conflict(wire::Conflict {}) => AppendEntriesResponse::Conflict,
-        R::HigherVote(vote) => AppendEntriesResponse::HigherVote(vote_from_wire(Some(vote), "higher_vote")?),
+        R::HigherVote(vote) => {
+            AppendEntriesResponse::HigherVote(vote_from_wire(Some(vote), "higher_vote")?)
+        }
     })
 }
 
 /// A vote request to the wire.
 pub fn vote_request_to_wire(request: &VoteRequest<NodeId>) -> wire::VoteRequest {
-    wire::VoteRequest { vote: Some(vote_to_wire(&request.vote)), last_log_id: request.last_log_id.as_ref().map(log_id_to_wire) }
+    wire::VoteRequest {
+        vote: Some(vote_to_wire(&request.vote)),
+        last_log_id: request.last_log_id.as_ref().map(log_id_to_wire),
+    }
 }
 
 /// A vote request from the wire.
 pub fn vote_request_from_wire(request: wire::VoteRequest) -> Result<VoteRequest<NodeId>> {
     let wire::VoteRequest { vote, last_log_id } = request;
-    Ok(VoteRequest { vote: vote_from_wire(vote, "vote")?, last_log_id: last_log_id.map(log_id_from_wire) })
+    Ok(VoteRequest {
+        vote: vote_from_wire(vote, "vote")?,
+        last_log_id: last_log_id.map(log_id_from_wire),
+    })
 }
 
 /// A vote answer to the wire.
@@ -168,7 +222,11 @@ pub fn vote_response_to_wire(response: &VoteResponse<NodeId>) -> wire::VoteRespo
 /// A vote answer from the wire.
 pub fn vote_response_from_wire(response: wire::VoteResponse) -> Result<VoteResponse<NodeId>> {
     let wire::VoteResponse { vote, vote_granted, last_log_id } = response;
-    Ok(VoteResponse { vote: vote_from_wire(vote, "vote")?, vote_granted, last_log_id: last_log_id.map(log_id_from_wire) })
+    Ok(VoteResponse {
+        vote: vote_from_wire(vote, "vote")?,
+        vote_granted,
+        last_log_id: last_log_id.map(log_id_from_wire),
+    })
 }
 
 /// Snapshot metadata to the wire.
@@ -182,8 +240,11 @@ pub fn snapshot_meta_to_wire(meta: &SnapshotMeta<NodeId, BasicNode>) -> wire::Sn
 }
 
 /// Snapshot metadata from the wire.
-pub fn snapshot_meta_from_wire(meta: wire::SnapshotMeta) -> Result<SnapshotMeta<NodeId, BasicNode>> {
-    let wire::SnapshotMeta { last_log_id, last_membership_log_id, last_membership, snapshot_id } = meta;
+pub fn snapshot_meta_from_wire(
+    meta: wire::SnapshotMeta,
+) -> Result<SnapshotMeta<NodeId, BasicNode>> {
+    let wire::SnapshotMeta { last_log_id, last_membership_log_id, last_membership, snapshot_id } =
+        meta;
     if snapshot_id.is_empty() {
         return Err(ProtocolError::missing("meta.snapshot_id"));
     }
@@ -193,7 +254,10 @@ pub fn snapshot_meta_from_wire(meta: wire::SnapshotMeta) -> Result<SnapshotMeta<
     };
     Ok(SnapshotMeta {
         last_log_id: last_log_id.map(log_id_from_wire),
-        last_membership: StoredMembership::new(last_membership_log_id.map(log_id_from_wire), membership),
+        last_membership: StoredMembership::new(
+            last_membership_log_id.map(log_id_from_wire),
+            membership,
+        ),
         snapshot_id,
     })
 }
@@ -209,12 +273,29 @@ mod tests {
 
     #[test]
     fn append_entries_round_trip() {
-        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], BTreeMap::from([(1, BasicNode::new("a:1")), (2, BasicNode::new("b:2")), (3, BasicNode::new("c:3")), (4, BasicNode::new("d:4"))]));
-        let request = Request { request_id: "r".into(), actor: "x".into(), proposed_at_ms: 9, command: Command::ForgetNode { node_id: 4 } };
+        let membership = Membership::new(
+            vec![BTreeSet::from([1, 2, 3])],
+            BTreeMap::from([
+                (1, BasicNode::new("a:1")),
+                (2, BasicNode::new("b:2")),
+                (3, BasicNode::new("c:3")),
+                (4, BasicNode::new("d:4")),
+            ]),
+        );
+        let request = Request {
+            request_id: "r".into(),
+            actor: "x".into(),
+            proposed_at_ms: 9,
+            command: Command::ForgetNode { node_id: 4 },
+        };
         let original = AppendEntriesRequest::<TypeConfig> {
             vote: Vote::new_committed(3, 1),
             prev_log_id: Some(LogId::new(CommittedLeaderId::new(2, 2), 7)),
-            entries: vec![entry(8, EntryPayload::Blank), entry(9, EntryPayload::Normal(request)), entry(10, EntryPayload::Membership(membership))],
+            entries: vec![
+                entry(8, EntryPayload::Blank),
+                entry(9, EntryPayload::Normal(request)),
+                entry(10, EntryPayload::Membership(membership)),
+            ],
             leader_commit: None,
         };
         let back = append_request_from_wire(append_request_to_wire(&original)).unwrap();
@@ -222,23 +303,47 @@ mod tests {
         assert_eq!(back.prev_log_id, original.prev_log_id);
         assert_eq!(back.entries, original.entries);
         assert_eq!(back.leader_commit, None);
-        for response in [AppendEntriesResponse::Success, AppendEntriesResponse::Conflict, AppendEntriesResponse::PartialSuccess(None), AppendEntriesResponse::HigherVote(Vote::new(5, 2))] {
-            assert_eq!(append_response_from_wire(append_response_to_wire(&response)).unwrap(), response);
+        for response in [
+            AppendEntriesResponse::Success,
+            AppendEntriesResponse::Conflict,
+            AppendEntriesResponse::PartialSuccess(None),
+            AppendEntriesResponse::HigherVote(Vote::new(5, 2)),
+        ] {
+            assert_eq!(
+                append_response_from_wire(append_response_to_wire(&response)).unwrap(),
+                response
+            );
         }
     }
 
     #[test]
     fn malformed_messages_are_refused() {
-        let no_vote = wire::AppendEntriesRequest { vote: None, prev_log_id: None, entries: vec![], leader_commit: None };
+        let no_vote = wire::AppendEntriesRequest {
+            vote: None,
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
         assert_eq!(append_request_from_wire(no_vote).unwrap_err().field, "vote");
         let bad_command = wire::AppendEntriesRequest {
             vote: Some(wire::Vote { term: 1, node_id: 1, committed: true }),
             prev_log_id: None,
-            entries: vec![wire::Entry { log_id: Some(wire::LogId { term: 1, leader_id: 1, index: 1 }), payload: Some(wire::entry::Payload::Command(b"{}".to_vec())) }],
+            entries: vec![wire::Entry {
+                log_id: Some(wire::LogId { term: 1, leader_id: 1, index: 1 }),
+                payload: Some(wire::entry::Payload::Command(b"{}".to_vec())),
+            }],
             leader_commit: None,
         };
         assert_eq!(append_request_from_wire(bad_command).unwrap_err().field, "entries[0].command");
-        let orphan_voter = wire::Membership { configs: vec![wire::VoterSet { voter_ids: vec![7] }], nodes: vec![] };
-        assert!(membership_from_wire(orphan_voter, "m").unwrap_err().reason.contains("voter 7 has no node entry"));
+        let orphan_voter = wire::Membership {
+            configs: vec![wire::VoterSet { voter_ids: vec![7] }],
+            nodes: vec![],
+        };
+        assert!(
+            membership_from_wire(orphan_voter, "m")
+                .unwrap_err()
+                .reason
+                .contains("voter 7 has no node entry")
+        );
     }
 }

@@ -14,10 +14,14 @@
 
 mod convert;
 mod log_store;
+mod network;
+mod service;
 mod sm_store;
 mod types;
 
 pub use log_store::LogStore;
+pub use network::{LinkAction, LinkFilter, Network, OpenLinks};
+pub use service::RaftPeerService;
 pub use sm_store::StateMachineStore;
 pub use types::{NodeId, TypeConfig};
 

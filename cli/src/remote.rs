@@ -1,0 +1,128 @@
+//! Talking to a cluster: the admin client, found through `--server`/`DSOPS_SERVER` and
+//! authenticated with the operator bundle in `--credentials`/`DSOPS_CREDENTIALS`.
+//!
+//! A follower answers `not_leader` with the leader's address: the call is retried there with the
+//! same request id (so a write is applied once). While no leader is known, a spinner shows that
+//! the CLI is waiting, for up to 30 seconds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use dsops_control_plane::node::Credentials;
+use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
+use dsops_proto::ErrorCode;
+use dsops_proto::wire::admin::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::args::Cli;
+use crate::failure::Failure;
+
+/// How long to wait for a leader before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// A connection to the cluster.
+#[derive(Debug)]
+pub struct Remote {
+    server: String,
+    credentials: Credentials,
+    spinner: bool,
+}
+
+/// A fresh request id (32 hex digits): the same for every retry of one command.
+pub fn request_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Remote {
+    /// From the command line; `None` when no server is configured (the embedded default).
+    pub fn from_cli(cli: &Cli) -> Result<Option<Remote>, Failure> {
+        let Some(server) = cli.server.clone() else { return Ok(None) };
+        let dir = cli.credentials.clone().ok_or_else(|| Failure::invalid("--server needs --credentials DIR (or DSOPS_CREDENTIALS): the operator bundle from `dsops-server init`"))?;
+        let credentials =
+            Credentials::read(&dir).map_err(|e| Failure::invalid(format!("credentials: {e}")))?;
+        Ok(Some(Remote {
+            server,
+            credentials,
+            spinner: cli.output == crate::args::OutputFormat::Table,
+        }))
+    }
+
+    /// Requires a server.
+    pub fn require(cli: &Cli) -> Result<Remote, Failure> {
+        Remote::from_cli(cli)?.ok_or_else(|| Failure::invalid("this command needs a cluster: give --server HOST:PORT (or DSOPS_SERVER) and --credentials DIR"))
+    }
+
+    fn client(&self, address: &str) -> anyhow::Result<AdminClient<Channel>> {
+        let tls = client_config(&self.credentials.ca_pem, Some(&self.credentials.identity))
+            .context("TLS configuration from the credentials")?;
+        let channel = dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls)?;
+        Ok(AdminClient::new(channel))
+    }
+
+    /// Calls `call` at the leader: follows `not_leader` redirects and waits (with a spinner)
+    /// while the cluster has no leader. `call` must reuse its request id on every attempt.
+    pub async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, Failure>
+    where
+        F: FnMut(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let mut target = self.server.clone();
+        let mut spinner: Option<indicatif::ProgressBar> = None;
+        let mut pause = Duration::from_millis(100);
+        let result = loop {
+            let client = self.client(&target).map_err(Failure::Runtime)?;
+            match call(client).await {
+                Ok(response) => break Ok(response.into_inner()),
+                Err(status) => {
+                    let code = ErrorCode::from_status(&status);
+                    if code == ErrorCode::NotLeader
+                        && let Some(leader) = dsops_proto::error::leader_hint(&status)
+                        && leader != target
+                    {
+                        target = leader;
+                        continue;
+                    }
+                    if code.is_retryable() && started.elapsed() < LEADER_WAIT {
+                        if self.spinner && spinner.is_none() {
+                            let bar = indicatif::ProgressBar::new_spinner();
+                            bar.set_message(format!(
+                                "{what}: waiting for a leader ({})",
+                                status.message()
+                            ));
+                            bar.enable_steady_tick(Duration::from_millis(120));
+                            spinner = Some(bar);
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                        // Start over from the configured server: the old leader may be gone.
+                        target = self.server.clone();
+                        continue;
+                    }
+                    break Err(status_failure(what, &target, &status));
+                }
+            }
+        };
+        if let Some(bar) = spinner {
+            bar.finish_and_clear();
+        }
+        result
+    }
+}
+
+/// An error for a failed call: invalid input (exit 2) or a runtime failure (exit 1).
+fn status_failure(what: &str, target: &str, status: &tonic::Status) -> Failure {
+    let code = ErrorCode::from_status(status);
+    let message = format!("{what}: {code}: {}", status.message());
+    match code {
+        ErrorCode::InvalidArgument
+        | ErrorCode::NotFound
+        | ErrorCode::AlreadyExists
+        | ErrorCode::FailedPrecondition
+        | ErrorCode::Conflict => Failure::invalid(message),
+        _ => Failure::Runtime(anyhow!("{message} (server {target})")),
+    }
+}

@@ -1,0 +1,133 @@
+//! `dsops-server`: a control-plane node.
+//!
+//! `init` creates a new cluster in a data directory, `join` prepares a data directory to join an
+//! existing one, and `run` serves (and restarts a node from its directory).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dsops_control_plane::node::{DataDir, NodeOptions, init, join, start};
+
+/// A dsops control-plane node.
+#[derive(Debug, Parser)]
+#[command(name = "dsops-server", version, max_term_width = 100)]
+#[command(
+    after_help = "EXAMPLES:\n  dsops-server init --data-dir /var/lib/dsops --listen 10.0.0.1:7400\n  dsops-server run --data-dir /var/lib/dsops\n  dsops-server join --data-dir /var/lib/dsops --listen 10.0.0.2:7400 --peer 10.0.0.1:7400 --token DSJ1...."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new cluster: its CAs, this node's certificate, an admin credential bundle in
+    /// DATA_DIR/admin/, and a one-time join token for the next node. Then exits.
+    Init {
+        /// Where the node keeps its state.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The address to listen on, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: String,
+        /// The address other nodes and clients use, if different from --listen.
+        #[arg(long, value_name = "HOST:PORT")]
+        advertise: Option<String>,
+    },
+    /// Prepare DATA_DIR to join an existing cluster through one of its nodes, with a join token.
+    /// Then exits; `run` starts the node, and the leader promotes it to voter once it has caught up.
+    Join {
+        /// Where the node keeps its state.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The address to listen on, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: String,
+        /// The address other nodes and clients use, if different from --listen.
+        #[arg(long, value_name = "HOST:PORT")]
+        advertise: Option<String>,
+        /// Any node of the cluster, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        peer: String,
+        /// The join token from `dsops-server init` or `dsops cluster token`.
+        #[arg(long, env = "DSOPS_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Serve: start (or restart) the node in DATA_DIR and run until SIGINT or SIGTERM.
+    Run {
+        /// Where the node keeps its state.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(error) = run(cli).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { data_dir, listen, advertise } => {
+            let dir = DataDir::new(&data_dir);
+            let done = init(&dir, &listen, advertise.as_deref())
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("init")?;
+            println!(
+                "initialized node {} of a new cluster in {}",
+                done.node_id,
+                data_dir.display()
+            );
+            println!("admin credentials: {}", done.admin_dir.display());
+            println!("join token (valid 1h, single use): {}", done.join_token);
+            println!("start it with: dsops-server run --data-dir {}", data_dir.display());
+        }
+        Command::Join { data_dir, listen, advertise, peer, token } => {
+            let dir = DataDir::new(&data_dir);
+            let node_id = join(&dir, &listen, advertise.as_deref(), &peer, &token)
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("join")?;
+            println!(
+                "joined as node {node_id}; start it with: dsops-server run --data-dir {}",
+                data_dir.display()
+            );
+        }
+        Command::Run { data_dir } => {
+            let dir = DataDir::new(&data_dir);
+            let node = start(&dir, None, NodeOptions::default())
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("run")?;
+            eprintln!(
+                "dsops-server: node {} listening on {}",
+                node.control.node_id(),
+                node.address
+            );
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("signal handler")?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("dsops-server: shutting down");
+            node.shutdown().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The `Admin` gRPC service: what the CLI calls. Every handler authenticates the caller from its
+//! certificate, converts the request, writes through raft (or reads linearizably), and maps the
+//! result to a status; a follower answers `not_leader` with the leader's address.
+
+use dsops_proto::ErrorCode;
+use dsops_proto::domain::ApplyConfig;
+use dsops_proto::wire::admin as wire;
+use dsops_proto::wire::admin::admin_server::Admin;
+use openraft::{ChangeMembers, ServerState};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use super::api::{ControlPlane, WriteError};
+use super::token::JoinToken;
+use crate::config::{CatalogFiles, load_with};
+use crate::pki::{CallerIdentity, ConnInfo, Role};
+use crate::state::{Command, Outcome};
+
+/// Serves `Admin`.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    control: ControlPlane,
+}
+
+impl AdminService {
+    /// An admin service for `control`.
+    pub fn new(control: ControlPlane) -> AdminService {
+        AdminService { control }
+    }
+
+    /// Only operators (and peers, for tooling) may use the admin API.
+    fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
+        let chain =
+            request.extensions().get::<ConnInfo>().map(|i| i.certs.as_slice()).unwrap_or_default();
+        match self.control.roles().identify(chain) {
+            Some(identity) if identity.role == Role::Operator => Ok(identity),
+            Some(identity) => Err(ErrorCode::PermissionDenied
+                .to_status(format!("{} certificates may not use the admin API", identity.role))),
+            None => Err(ErrorCode::Unauthenticated
+                .to_status("an operator certificate is required (see --credentials)")),
+        }
+    }
+}
+
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn request_id(id: &str) -> Result<String, Status> {
+    dsops_proto::domain::RequestId::parse(id, "request_id")
+        .map(|r| r.as_str().to_owned())
+        .map_err(Status::from)
+}
+
+fn unavailable_here(what: &str) -> Status {
+    ErrorCode::FailedPrecondition
+        .to_status(format!("{what} is not available in this release of dsops-server"))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn apply_config(
+        &self,
+        request: Request<wire::ApplyConfigRequest>,
+    ) -> Result<Response<wire::ApplyConfigResponse>, Status> {
+        let caller = self.operator(&request)?;
+        let apply = ApplyConfig::try_from(request.into_inner())?;
+        // Validate here too: the server never stores a configuration it would refuse to load.
+        let loaded = load_with(
+            &apply.config_yaml,
+            &apply.config_path,
+            CatalogFiles::Given(&apply.catalog_files),
+        )
+        .map_err(|diagnostics| {
+            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            ErrorCode::InvalidArgument
+                .to_status(format!("the configuration is invalid:\n{}", lines.join("\n")))
+        })?;
+        let mut fingerprints = loaded.fingerprints;
+        for (path, text) in &apply.catalog_files {
+            let hash: String =
+                Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+            fingerprints.insert(format!("catalog/{path}"), hash);
+        }
+        let command = Command::StoreConfig {
+            config_yaml: apply.config_yaml,
+            config_path: apply.config_path,
+            catalog_files: apply.catalog_files,
+            fingerprints,
+            expected_version: apply.expected_version,
+        };
+        let response = self
+            .control
+            .write(&caller.name, apply.request_id.as_str(), command)
+            .await
+            .map_err(|e| e.to_status())?;
+        match response.outcome {
+            Outcome::ConfigStored { version, previous_version, changes } => {
+                Ok(Response::new(wire::ApplyConfigResponse {
+                    version,
+                    previous_version,
+                    changes: changes
+                        .into_iter()
+                        .map(|c| wire::ConfigChange { action: c.action, path: c.path })
+                        .collect(),
+                }))
+            }
+            other => Err(ErrorCode::Internal.to_status(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<wire::GetConfigRequest>,
+    ) -> Result<Response<wire::GetConfigResponse>, Status> {
+        self.operator(&request)?;
+        let stored = self
+            .control
+            .read_current(|state| state.current_config().cloned())
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(match stored {
+            Some(config) => wire::GetConfigResponse {
+                version: config.version,
+                config_yaml: config.config_yaml,
+                applied_at: Some(timestamp(config.applied_at_ms)),
+                applied_by: config.applied_by,
+            },
+            None => wire::GetConfigResponse::default(),
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<wire::ClusterStatusRequest>,
+    ) -> Result<Response<wire::ClusterStatusResponse>, Status> {
+        self.operator(&request)?;
+        let metrics = self.control.metrics();
+        // Follower lag is known only to the leader: send the caller there when there is one.
+        if metrics.state != ServerState::Leader
+            && let Some((_, address)) = self.control.leader()
+        {
+            return Err(WriteError::NotLeader { leader: Some(address) }.to_status());
+        }
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let role = if metrics.current_leader == Some(*id) {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let matched = if Some(*id) == metrics.current_leader {
+                    Some(last)
+                } else {
+                    replication.get(id).copied().flatten().map(|l| l.index)
+                };
+                wire::Member {
+                    id: *id,
+                    address: node.addr.clone(),
+                    role: role.to_owned(),
+                    matched_index: matched.unwrap_or(0),
+                    lag: matched.map_or(last, |m| last.saturating_sub(m)),
+                }
+            })
+            .collect();
+        Ok(Response::new(wire::ClusterStatusResponse {
+            leader_id: metrics.current_leader.unwrap_or(0),
+            term: metrics.current_term,
+            last_applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            members,
+        }))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<wire::CreateJoinTokenRequest>,
+    ) -> Result<Response<wire::CreateJoinTokenResponse>, Status> {
+        let caller = self.operator(&request)?;
+        let wire::CreateJoinTokenRequest { request_id: id, ttl_seconds } = request.into_inner();
+        let id = request_id(&id)?;
+        let ttl = if ttl_seconds == 0 { 3600 } else { ttl_seconds };
+        if ttl > 7 * 24 * 3600 {
+            return Err(ErrorCode::InvalidArgument.to_status("ttl_seconds: at most 7 days"));
+        }
+        let token = self.new_token()?;
+        let expires_at_ms = now_ms() + ttl * 1000;
+        let command = Command::CreateJoinToken {
+            token_hash: JoinToken::secret_hash(&token.secret),
+            expires_at_ms,
+        };
+        self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(wire::CreateJoinTokenResponse {
+            token: token.encode(),
+            expires_at: Some(timestamp(expires_at_ms)),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<wire::RemoveNodeRequest>,
+    ) -> Result<Response<wire::RemoveNodeResponse>, Status> {
+        let caller = self.operator(&request)?;
+        let wire::RemoveNodeRequest { request_id: id, node_id } = request.into_inner();
+        let id = request_id(&id)?;
+        let control = &self.control;
+        if control.metrics().current_leader != Some(control.node_id()) {
+            return Err(
+                WriteError::NotLeader { leader: control.leader().map(|(_, a)| a) }.to_status()
+            );
+        }
+        let membership = control.metrics().membership_config.membership().clone();
+        if membership.get_node(&node_id).is_none() {
+            return Err(ErrorCode::NotFound.to_status(format!("node {node_id} is not a member")));
+        }
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.contains(&node_id) {
+            if voters.len() == 1 {
+                return Err(ErrorCode::FailedPrecondition.to_status("cannot remove the last voter"));
+            }
+            control
+                .raft()
+                .change_membership(ChangeMembers::RemoveVoters([node_id].into()), false)
+                .await
+                .map_err(|e| {
+                    ErrorCode::Unavailable.to_status(format!("removing voter {node_id}: {e}"))
+                })?;
+        }
+        // The leader may have been the one removed; the next step then runs on the new leader
+        // when the client retries (the request id keeps the audit entry single).
+        if let Err(error) = control
+            .raft()
+            .change_membership(ChangeMembers::RemoveNodes([node_id].into()), false)
+            .await
+        {
+            return Err(
+                ErrorCode::Unavailable.to_status(format!("removing node {node_id}: {error}"))
+            );
+        }
+        match control.write(&caller.name, &id, Command::ForgetNode { node_id }).await {
+            Ok(_) | Err(WriteError::Rejected { .. }) => {}
+            Err(error) => return Err(error.to_status()),
+        }
+        let voter_ids = control.metrics().membership_config.membership().voter_ids().collect();
+        Ok(Response::new(wire::RemoveNodeResponse { voter_ids }))
+    }
+
+    async fn rotate(
+        &self,
+        _request: Request<wire::RotateRequest>,
+    ) -> Result<Response<wire::RotateResponse>, Status> {
+        Err(unavailable_here("rotation through a cluster"))
+    }
+
+    async fn rotation_status(
+        &self,
+        _request: Request<wire::RotationStatusRequest>,
+    ) -> Result<Response<wire::RotationStatusResponse>, Status> {
+        Err(unavailable_here("rotation status through a cluster"))
+    }
+
+    async fn rotation_history(
+        &self,
+        _request: Request<wire::RotationHistoryRequest>,
+    ) -> Result<Response<wire::RotationHistoryResponse>, Status> {
+        Err(unavailable_here("rotation history through a cluster"))
+    }
+
+    async fn rollback(
+        &self,
+        _request: Request<wire::RollbackRequest>,
+    ) -> Result<Response<wire::RotateResponse>, Status> {
+        Err(unavailable_here("rollback through a cluster"))
+    }
+
+    async fn create_agent_token(
+        &self,
+        _request: Request<wire::CreateAgentTokenRequest>,
+    ) -> Result<Response<wire::CreateAgentTokenResponse>, Status> {
+        Err(unavailable_here("agent enrolment"))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<wire::ListAgentsRequest>,
+    ) -> Result<Response<wire::ListAgentsResponse>, Status> {
+        Err(unavailable_here("agent listing"))
+    }
+
+    async fn revoke_agent(
+        &self,
+        _request: Request<wire::RevokeAgentRequest>,
+    ) -> Result<Response<wire::RevokeAgentResponse>, Status> {
+        Err(unavailable_here("agent revocation"))
+    }
+}
+
+impl AdminService {
+    fn new_token(&self) -> Result<JoinToken, Status> {
+        let der = self
+            .control
+            .pki()
+            .peer
+            .cert_der()
+            .map_err(|e| ErrorCode::Internal.to_status(e.to_string()))?;
+        Ok(JoinToken::generate(&crate::pki::fingerprint(&der)))
+    }
+}

@@ -1,0 +1,183 @@
+//! The control plane as the services (and the embedded default) use it: replicated writes,
+//! linearizable reads, and who leads.
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Raft, RaftMetrics};
+
+use crate::pki::{ClusterPki, RoleNames};
+use crate::raft::{NodeId, StateMachineStore, TypeConfig};
+use crate::state::{Command, Outcome, Request, Response, State};
+
+/// Why a write or a current read did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// This node is not the leader; retry at the leader with the same request id.
+    #[error("not the leader{}", leader.as_ref().map(|l| format!("; the leader is at {l}")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's address, when known.
+        leader: Option<String>,
+    },
+    /// The state machine refused the command (committed, nothing changed).
+    #[error("{message}")]
+    Rejected {
+        /// An error-code name.
+        code: String,
+        /// Why.
+        message: String,
+    },
+    /// Raft cannot serve (shutting down, membership change in progress, ...).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl WriteError {
+    /// The gRPC status for this error.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            WriteError::NotLeader { leader } => {
+                dsops_proto::error::not_leader_status(leader.as_deref())
+            }
+            WriteError::Rejected { code, message } => dsops_proto::ErrorCode::from_name(code)
+                .unwrap_or(dsops_proto::ErrorCode::FailedPrecondition)
+                .to_status(message.clone()),
+            WriteError::Unavailable(message) => {
+                dsops_proto::ErrorCode::Unavailable.to_status(message.clone())
+            }
+        }
+    }
+}
+
+struct Inner {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    state: StateMachineStore,
+    pki: ClusterPki,
+    roles: RoleNames,
+}
+
+/// A handle on one node's control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").field("node_id", &self.inner.node_id).finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ControlPlane {
+    /// Wraps a running raft node.
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft<TypeConfig>,
+        state: StateMachineStore,
+        pki: ClusterPki,
+        roles: RoleNames,
+    ) -> ControlPlane {
+        ControlPlane { inner: Arc::new(Inner { node_id, raft, state, pki, roles }) }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The raft handle.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// The state machine.
+    pub fn state(&self) -> &StateMachineStore {
+        &self.inner.state
+    }
+
+    /// The cluster's CAs.
+    pub fn pki(&self) -> &ClusterPki {
+        &self.inner.pki
+    }
+
+    /// Certificate roles.
+    pub fn roles(&self) -> &RoleNames {
+        &self.inner.roles
+    }
+
+    /// The latest raft metrics.
+    pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The leader's id and address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        let address =
+            metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())?;
+        Some((leader, address))
+    }
+
+    fn not_leader(&self, forward: Option<&ForwardToLeader<NodeId, BasicNode>>) -> WriteError {
+        let leader = forward
+            .and_then(|f| f.leader_node.as_ref().map(|n| n.addr.clone()))
+            .or_else(|| self.leader().map(|(_, a)| a));
+        WriteError::NotLeader { leader }
+    }
+
+    /// Proposes a command and waits for it to be applied. A refused command is returned as
+    /// [`WriteError::Rejected`]; a retried request id returns the first response.
+    pub async fn write(
+        &self,
+        actor: &str,
+        request_id: &str,
+        command: Command,
+    ) -> Result<Response, WriteError> {
+        let request = Request {
+            request_id: request_id.to_owned(),
+            actor: actor.to_owned(),
+            proposed_at_ms: now_ms(),
+            command,
+        };
+        match self.inner.raft.client_write(request).await {
+            Ok(written) => {
+                let response = written.data;
+                match &response.outcome {
+                    Outcome::Rejected { code, message } => {
+                        Err(WriteError::Rejected { code: code.clone(), message: message.clone() })
+                    }
+                    _ => Ok(response),
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(Some(&forward)))
+            }
+            Err(error) => Err(WriteError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Reads the state after making sure it is current (this node is the leader and has applied
+    /// everything committed before the read began).
+    pub async fn read_current<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, WriteError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.inner.state.read(f).await),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                forward,
+            ))) => Err(self.not_leader(Some(&forward))),
+            Err(error) => Err(WriteError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Reads the local state, which may lag the leader (for status displays).
+    pub async fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        self.inner.state.read(f).await
+    }
+}

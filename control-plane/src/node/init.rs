@@ -1,0 +1,186 @@
+//! `dsops-server init` and `join`: preparing a data directory.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dsops_proto::wire::raft as wire;
+use dsops_proto::wire::raft::node_join_client::NodeJoinClient;
+use openraft::BasicNode;
+use rand::RngCore;
+
+use super::layout::{Credentials, DataDir, NodeFile};
+use super::server::{NodeOptions, open_raft};
+use super::token::JoinToken;
+use crate::pki::{API_SERVER_NAME, Authority, ClusterPki, new_csr, pinned_client_config};
+use crate::state::{Command, NodeRole};
+
+/// What `init` produced.
+#[derive(Debug)]
+pub struct Initialized {
+    /// The first node's id (1).
+    pub node_id: u64,
+    /// A one-time join token for the next node (valid one hour).
+    pub join_token: String,
+    /// Where the admin credential bundle was written.
+    pub admin_dir: std::path::PathBuf,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn host_of(address: &str) -> Result<String, String> {
+    super::join_service::split_address(address).map(|(host, _)| host)
+}
+
+fn refuse_existing(dir: &DataDir) -> Result<(), String> {
+    if dir.is_initialized() {
+        return Err(format!(
+            "{} already holds a node (node.json exists); use `dsops-server run`",
+            dir.root().display()
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a new cluster in `dir`: CAs, the first node's certificate, the admin credentials, a
+/// one-node raft membership, and a join token.
+pub async fn init(
+    dir: &DataDir,
+    listen: &str,
+    advertise: Option<&str>,
+) -> Result<Initialized, String> {
+    refuse_existing(dir)?;
+    let advertise = advertise.unwrap_or(listen).to_owned();
+    let host = host_of(&advertise)?;
+    if host == "0.0.0.0" || host == "::" {
+        return Err(format!(
+            "{advertise} cannot be reached by other nodes; give --advertise HOST:PORT"
+        ));
+    }
+    std::fs::create_dir_all(dir.root()).map_err(|e| format!("{}: {e}", dir.root().display()))?;
+    let cluster_id = random_hex(8);
+    let (pki, root_key) = ClusterPki::generate(&cluster_id).map_err(|e| e.to_string())?;
+    pki.save(&dir.tls()).map_err(|e| e.to_string())?;
+    crate::pki::write_private(&dir.tls().join("root-ca.key"), &root_key)
+        .map_err(|e| e.to_string())?;
+    let node_id = 1;
+    let node_cert = pki.issue_node(node_id, &[host]).map_err(|e| e.to_string())?;
+    dir.write_node_cert(&node_cert).map_err(|e| e.to_string())?;
+    let admin = pki.issue_operator("admin", 365).map_err(|e| e.to_string())?;
+    Credentials { ca_pem: pki.peer.cert_pem.clone(), identity: admin }
+        .write(&dir.admin())
+        .map_err(|e| e.to_string())?;
+    dir.write_node(&NodeFile {
+        node_id,
+        listen: listen.to_owned(),
+        advertise: advertise.clone(),
+        cluster_id: cluster_id.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+
+    // Bring the one-node cluster up without serving, record the node and a first join token.
+    let (raft, _state, pki, roles) = open_raft(dir, node_id, &NodeOptions::default()).await?;
+    raft.initialize(BTreeMap::from([(node_id, BasicNode { addr: advertise.clone() })]))
+        .await
+        .map_err(|e| format!("initializing raft: {e}"))?;
+    raft.wait(Some(Duration::from_secs(10)))
+        .current_leader(node_id, "the new node becomes leader")
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = JoinToken::generate(&crate::pki::fingerprint(
+        &pki.peer.cert_der().map_err(|e| e.to_string())?,
+    ));
+    let control = super::api::ControlPlane::new(node_id, raft.clone(), _state, pki, roles);
+    let writes = [
+        Command::RegisterNode { node_id, address: advertise.clone(), role: NodeRole::Voter },
+        Command::AppendAudit {
+            action: "cluster.init".into(),
+            subject: format!("cluster {cluster_id}"),
+            detail: format!("node 1 at {advertise}"),
+        },
+        Command::CreateJoinToken {
+            token_hash: JoinToken::secret_hash(&token.secret),
+            expires_at_ms: now_ms() + 3_600_000,
+        },
+    ];
+    for (i, command) in writes.into_iter().enumerate() {
+        control
+            .write("init", &format!("init-{cluster_id}-{i:08}"), command)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    raft.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(Initialized { node_id, join_token: token.encode(), admin_dir: dir.admin() })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Joins an existing cluster through the node at `peer`: checks the cluster against the token's
+/// CA fingerprint, exchanges a CSR for a certificate, and writes the data directory. The node is
+/// a learner until it runs and catches up; then the leader promotes it.
+pub async fn join(
+    dir: &DataDir,
+    listen: &str,
+    advertise: Option<&str>,
+    peer: &str,
+    token: &str,
+) -> Result<u64, String> {
+    refuse_existing(dir)?;
+    let token = JoinToken::parse(token)?;
+    let advertise = advertise.unwrap_or(listen).to_owned();
+    host_of(&advertise)?;
+    let (csr, key) = new_csr("joining node").map_err(|e| e.to_string())?;
+    let tls = pinned_client_config(&token.ca_fingerprint).map_err(|e| e.to_string())?;
+    let mut target = peer.to_owned();
+    let response = loop {
+        let channel = crate::transport::channel(&target, API_SERVER_NAME, tls.clone())
+            .map_err(|e| e.to_string())?;
+        let mut client = NodeJoinClient::new(channel);
+        let request = wire::JoinRequest {
+            token_secret: token.secret.clone(),
+            csr_pem: csr.clone(),
+            address: advertise.clone(),
+        };
+        match client.join(request).await {
+            Ok(response) => break response.into_inner(),
+            Err(status) => match dsops_proto::error::leader_hint(&status) {
+                // A follower answered: retry at the leader (the token hash makes it idempotent).
+                Some(leader) if leader != target => target = leader,
+                _ => return Err(format!("join through {target} failed: {}", status.message())),
+            },
+        }
+    };
+    let material = |m: Option<wire::CaMaterial>, what: &str| -> Result<Authority, String> {
+        let m = m.ok_or_else(|| format!("the cluster sent no {what} CA"))?;
+        Authority::from_pem(&m.certificate_pem, &m.key_pem).map_err(|e| e.to_string())
+    };
+    let pki = ClusterPki {
+        cluster_id: response.cluster_id.clone(),
+        root_cert_pem: response.root_ca_pem.clone(),
+        peer: material(response.peer_ca, "peer")?,
+        agent: material(response.agent_ca, "agent")?,
+        operator: material(response.operator_ca, "operator")?,
+    };
+    std::fs::create_dir_all(dir.root()).map_err(|e| format!("{}: {e}", dir.root().display()))?;
+    pki.save(&dir.tls()).map_err(|e| e.to_string())?;
+    dir.write_node_cert(&crate::pki::NodeCertificate {
+        cert_pem: response.certificate_pem,
+        key_pem: key,
+    })
+    .map_err(|e| e.to_string())?;
+    dir.write_node(&NodeFile {
+        node_id: response.node_id,
+        listen: listen.to_owned(),
+        advertise,
+        cluster_id: response.cluster_id,
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(response.node_id)
+}

@@ -1,0 +1,99 @@
+//! The server side of joining: a node with a valid one-time token gets an id, a certificate and
+//! the cluster's CAs, and is added as a learner. The leader promotes it later (see `promote`).
+
+use dsops_proto::ErrorCode;
+use dsops_proto::wire::raft as wire;
+use dsops_proto::wire::raft::node_join_server::NodeJoin;
+use openraft::BasicNode;
+use tonic::{Request, Response, Status};
+
+use super::api::ControlPlane;
+use super::token::JoinToken;
+use crate::state::{Command, Outcome};
+
+/// Serves `NodeJoin`.
+#[derive(Debug, Clone)]
+pub struct JoinService {
+    control: ControlPlane,
+}
+
+impl JoinService {
+    /// A join service for `control`.
+    pub fn new(control: ControlPlane) -> JoinService {
+        JoinService { control }
+    }
+}
+
+/// Splits `host:port`, checking both parts.
+pub(crate) fn split_address(address: &str) -> Result<(String, u16), String> {
+    let (host, port) =
+        address.rsplit_once(':').ok_or_else(|| format!("{address:?} is not host:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{address:?} has no valid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(format!("{address:?} is not host:port with a non-zero port"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+#[tonic::async_trait]
+impl NodeJoin for JoinService {
+    async fn join(
+        &self,
+        request: Request<wire::JoinRequest>,
+    ) -> Result<Response<wire::JoinResponse>, Status> {
+        let wire::JoinRequest { token_secret, csr_pem, address } = request.into_inner();
+        if token_secret.len() != 64 || !token_secret.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(
+                ErrorCode::InvalidArgument.to_status("token_secret: expected 64 hex digits")
+            );
+        }
+        let (host, _) = split_address(&address)
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(format!("address: {e}")))?;
+        if !csr_pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
+            return Err(ErrorCode::InvalidArgument
+                .to_status("csr_pem: not a PEM certificate signing request"));
+        }
+        let control = &self.control;
+        // The request id covers the token, the CSR and the address: the same joiner retrying
+        // (after a leader change, say) gets the first response again, while anyone else
+        // presenting the same token is refused because it was used.
+        let hash = JoinToken::secret_hash(&token_secret.to_ascii_lowercase());
+        let request_id = JoinToken::secret_hash(&format!("{hash}\n{csr_pem}\n{address}"));
+        let command = Command::ConsumeJoinToken { token_hash: hash, address: address.clone() };
+        let response = control
+            .write("join", &format!("join-{}", &request_id[..48]), command)
+            .await
+            .map_err(|e| e.to_status())?;
+        let Outcome::TokenConsumed { node_id } = response.outcome else {
+            return Err(ErrorCode::Internal.to_status("unexpected outcome of a join"));
+        };
+        let pki = control.pki();
+        let certificate_pem = pki
+            .sign_node_csr(&csr_pem, node_id, &[host])
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
+        control
+            .raft()
+            .add_learner(node_id, BasicNode { addr: address.clone() }, false)
+            .await
+            .map_err(|e| {
+                ErrorCode::Unavailable
+                    .to_status(format!("could not add node {node_id} as a learner: {e}"))
+            })?;
+        tracing::info!(node_id, %address, "node joined as a learner");
+        let material = |authority: &crate::pki::Authority| wire::CaMaterial {
+            certificate_pem: authority.cert_pem.clone(),
+            key_pem: authority.key_pem.clone(),
+        };
+        Ok(Response::new(wire::JoinResponse {
+            node_id,
+            certificate_pem,
+            cluster_id: pki.cluster_id.clone(),
+            root_ca_pem: pki.root_cert_pem.clone(),
+            peer_ca: Some(material(&pki.peer)),
+            agent_ca: Some(material(&pki.agent)),
+            operator_ca: Some(material(&pki.operator)),
+            leader_id: control.node_id(),
+        }))
+    }
+}

@@ -1,0 +1,140 @@
+//! What a node keeps in its data directory.
+//!
+//! ```text
+//! DATA_DIR/
+//!   node.json          node id, addresses, cluster id
+//!   raft-log.redb      the raft log, vote, committed index
+//!   state.redb         state-machine snapshots
+//!   tls/               root-ca.pem, {peer,agent,operator}-ca.{pem,key}, node.{pem,key}, cluster-id
+//!   admin/             ca.pem, operator.pem, operator.key (written by `init` only)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pki::NodeCertificate;
+
+/// The paths of a node's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// `node.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFile {
+    /// This node's raft id.
+    pub node_id: u64,
+    /// Where it listens, `host:port`.
+    pub listen: String,
+    /// Where others reach it, `host:port`.
+    pub advertise: String,
+    /// The cluster it belongs to.
+    pub cluster_id: String,
+}
+
+impl DataDir {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> DataDir {
+        DataDir { root: root.to_path_buf() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `node.json`.
+    pub fn node_file(&self) -> PathBuf {
+        self.root.join("node.json")
+    }
+
+    /// `tls/`.
+    pub fn tls(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// `admin/`.
+    pub fn admin(&self) -> PathBuf {
+        self.root.join("admin")
+    }
+
+    /// `raft-log.redb`.
+    pub fn log_db(&self) -> PathBuf {
+        self.root.join("raft-log.redb")
+    }
+
+    /// `state.redb`.
+    pub fn state_db(&self) -> PathBuf {
+        self.root.join("state.redb")
+    }
+
+    /// Whether the directory already holds a node.
+    pub fn is_initialized(&self) -> bool {
+        self.node_file().exists()
+    }
+
+    /// Reads `node.json`.
+    pub fn read_node(&self) -> Result<NodeFile, String> {
+        let path = self.node_file();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!("{}: {e} (run `dsops-server init` or `join` first)", path.display())
+        })?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a node file: {e}", path.display()))
+    }
+
+    /// Writes `node.json`.
+    pub fn write_node(&self, node: &NodeFile) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(node).expect("NodeFile serializes");
+        crate::pki::write_public(&self.node_file(), &text)
+    }
+
+    /// Reads the node's certificate and key.
+    pub fn read_node_cert(&self) -> Result<NodeCertificate, String> {
+        let read = |name: &str| {
+            let path = self.tls().join(name);
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        Ok(NodeCertificate { cert_pem: read("node.pem")?, key_pem: read("node.key")? })
+    }
+
+    /// Writes the node's certificate and key (key mode 0600).
+    pub fn write_node_cert(&self, cert: &NodeCertificate) -> std::io::Result<()> {
+        crate::pki::write_public(&self.tls().join("node.pem"), &cert.cert_pem)?;
+        crate::pki::write_private(&self.tls().join("node.key"), &cert.key_pem)
+    }
+}
+
+/// An operator credential bundle: what the CLI needs to reach a cluster.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The CA that issued the nodes' certificates (the peer CA), PEM.
+    pub ca_pem: String,
+    /// The operator's certificate and key.
+    pub identity: NodeCertificate,
+}
+
+impl Credentials {
+    /// Reads `ca.pem`, `operator.pem` and `operator.key` from a directory.
+    pub fn read(dir: &Path) -> Result<Credentials, String> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        Ok(Credentials {
+            ca_pem: read("ca.pem")?,
+            identity: NodeCertificate {
+                cert_pem: read("operator.pem")?,
+                key_pem: read("operator.key")?,
+            },
+        })
+    }
+
+    /// Writes the bundle (key mode 0600).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        crate::pki::write_public(&dir.join("ca.pem"), &self.ca_pem)?;
+        crate::pki::write_public(&dir.join("operator.pem"), &self.identity.cert_pem)?;
+        crate::pki::write_private(&dir.join("operator.key"), &self.identity.key_pem)
+    }
+}

@@ -1,0 +1,20 @@
+//! A control-plane node: its data directory, how it is created (`init`, `join`), how it runs
+//! (raft + TLS listener + services), and the API the services share.
+
+mod admin_service;
+mod api;
+mod init;
+mod join_service;
+mod layout;
+mod promote;
+mod server;
+mod token;
+
+pub use admin_service::AdminService;
+pub use api::{ControlPlane, WriteError};
+pub use init::{Initialized, init, join};
+pub use join_service::JoinService;
+pub use layout::{Credentials, DataDir, NodeFile};
+pub use promote::target_voters;
+pub use server::{NodeOptions, RunningNode, start};
+pub use token::JoinToken;

@@ -1,0 +1,160 @@
+//! Starting a node: storage, raft, the TLS listener and the three gRPC services.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsops_proto::wire::admin::admin_server::AdminServer;
+use dsops_proto::wire::raft::node_join_server::NodeJoinServer;
+use dsops_proto::wire::raft::raft_peer_server::RaftPeerServer;
+use openraft::{Config, Raft, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::admin_service::AdminService;
+use super::api::ControlPlane;
+use super::join_service::JoinService;
+use super::layout::DataDir;
+use crate::pki::{ClusterPki, RoleNames, ServerTls, client_config};
+use crate::raft::{
+    LinkFilter, LogStore, Network, OpenLinks, RaftPeerService, StateMachineStore, TypeConfig,
+};
+
+/// Knobs for starting a node (tests shorten timeouts and inject link faults).
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Leader heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout range (a follower that hears nothing for this long campaigns).
+    pub election_timeout: (Duration, Duration),
+    /// Take a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (for followers slightly behind).
+    pub keep_logs: u64,
+    /// Decides the fate of each outgoing raft RPC.
+    pub links: Arc<dyn LinkFilter>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> NodeOptions {
+        NodeOptions {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            links: Arc::new(OpenLinks),
+        }
+    }
+}
+
+impl NodeOptions {
+    fn raft_config(&self) -> Result<Config, String> {
+        let config = Config {
+            cluster_name: "dsops".to_owned(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election_timeout.0.as_millis() as u64,
+            election_timeout_max: self.election_timeout.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            max_payload_entries: 512,
+            ..Config::default()
+        };
+        config.validate().map_err(|e| format!("raft configuration: {e}"))
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The control plane of this node.
+    pub control: ControlPlane,
+    /// The address it listens on.
+    pub address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Stops serving and shuts raft down (a clean stop; for a crash, drop the runtime instead).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.control.raft().shutdown().await;
+        let _ = self.server.await;
+    }
+
+    /// Stops abruptly: no graceful shutdown of raft or connections (as close to a crash as one
+    /// process can get for an in-process node).
+    pub fn kill(self) {
+        let _ = self.shutdown.send(true);
+        self.server.abort();
+        let raft = self.control.raft().clone();
+        tokio::spawn(async move {
+            let _ = raft.shutdown().await;
+        });
+    }
+}
+
+/// Builds raft for the node in `dir` (storage opened, not serving yet).
+pub(crate) async fn open_raft(
+    dir: &DataDir,
+    node_id: u64,
+    options: &NodeOptions,
+) -> Result<(Raft<TypeConfig>, StateMachineStore, ClusterPki, RoleNames), String> {
+    let pki = ClusterPki::load(&dir.tls()).map_err(|e| e.to_string())?;
+    let roles = RoleNames::new(&pki).map_err(|e| e.to_string())?;
+    let node_cert = dir.read_node_cert()?;
+    let log =
+        LogStore::open(&dir.log_db()).map_err(|e| format!("{}: {e}", dir.log_db().display()))?;
+    let state = StateMachineStore::open(&dir.state_db())
+        .map_err(|e| format!("{}: {e}", dir.state_db().display()))?;
+    let tls = client_config(&pki.peer.cert_pem, Some(&node_cert)).map_err(|e| e.to_string())?;
+    let network = Network::new(node_id, tls, options.links.clone());
+    let config = Arc::new(options.raft_config()?);
+    let raft = Raft::new(node_id, config, network, log, state.clone())
+        .await
+        .map_err(|e| format!("starting raft: {e}"))?;
+    Ok((raft, state, pki, roles))
+}
+
+/// Starts the node in `dir`, serving on `listener` (or binding its configured address).
+pub async fn start(
+    dir: &DataDir,
+    listener: Option<TcpListener>,
+    options: NodeOptions,
+) -> Result<RunningNode, String> {
+    let node = dir.read_node()?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(&node.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", node.listen))?,
+    };
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let (raft, state, pki, roles) = open_raft(dir, node.node_id, &options).await?;
+    let tls = Arc::new(ServerTls::new(&dir.read_node_cert()?, &pki).map_err(|e| e.to_string())?);
+    let control = ControlPlane::new(node.node_id, raft.clone(), state, pki, roles.clone());
+    let (shutdown, mut stopped) = watch::channel(false);
+    let incoming = tls.incoming(listener);
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .add_service(
+            RaftPeerServer::new(RaftPeerService::new(raft, roles))
+                .max_decoding_message_size(64 << 20),
+        )
+        .add_service(
+            AdminServer::new(AdminService::new(control.clone()))
+                .max_decoding_message_size(16 << 20),
+        )
+        .add_service(NodeJoinServer::new(JoinService::new(control.clone())));
+    let server = tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(error) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(%error, "server stopped");
+        }
+    });
+    tokio::spawn(super::promote::run(control.clone(), shutdown.subscribe()));
+    tracing::info!(node_id = node.node_id, %address, "node serving");
+    Ok(RunningNode { control, address, shutdown, server })
+}

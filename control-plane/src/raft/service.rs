@@ -1,0 +1,109 @@
+//! The raft transport, server side: the `RaftPeer` gRPC service. Only callers with a peer
+//! certificate are served (the raft TLS name already demands one; the check here also covers a
+//! peer certificate arriving through the API name, and refuses every other role).
+
+use dsops_proto::ErrorCode;
+use dsops_proto::wire::raft as wire;
+use dsops_proto::wire::raft::raft_peer_server::RaftPeer;
+use futures::StreamExt;
+use openraft::{Raft, Snapshot};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{TypeConfig, convert};
+use crate::pki::{ConnInfo, Role, RoleNames};
+
+/// Serves raft RPCs for one node.
+#[derive(Clone)]
+pub struct RaftPeerService {
+    raft: Raft<TypeConfig>,
+    roles: RoleNames,
+}
+
+impl std::fmt::Debug for RaftPeerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftPeerService").finish_non_exhaustive()
+    }
+}
+
+impl RaftPeerService {
+    /// A service in front of `raft`.
+    pub fn new(raft: Raft<TypeConfig>, roles: RoleNames) -> RaftPeerService {
+        RaftPeerService { raft, roles }
+    }
+
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let chain =
+            request.extensions().get::<ConnInfo>().map(|i| i.certs.as_slice()).unwrap_or_default();
+        match self.roles.identify(chain) {
+            Some(identity) if identity.role == Role::Peer => Ok(()),
+            Some(identity) => Err(ErrorCode::PermissionDenied.to_status(format!(
+                "{} certificates may not call the raft service",
+                identity.role
+            ))),
+            None => Err(ErrorCode::Unauthenticated.to_status("a peer certificate is required")),
+        }
+    }
+}
+
+fn raft_status(error: impl std::fmt::Display) -> Status {
+    ErrorCode::Unavailable.to_status(format!("raft: {error}"))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for RaftPeerService {
+    async fn append_entries(
+        &self,
+        request: Request<wire::AppendEntriesRequest>,
+    ) -> Result<Response<wire::AppendEntriesResponse>, Status> {
+        self.authenticate(&request)?;
+        let rpc = convert::append_request_from_wire(request.into_inner())?;
+        let response = self.raft.append_entries(rpc).await.map_err(raft_status)?;
+        Ok(Response::new(convert::append_response_to_wire(&response)))
+    }
+
+    async fn vote(
+        &self,
+        request: Request<wire::VoteRequest>,
+    ) -> Result<Response<wire::VoteResponse>, Status> {
+        self.authenticate(&request)?;
+        let rpc = convert::vote_request_from_wire(request.into_inner())?;
+        let response = self.raft.vote(rpc).await.map_err(raft_status)?;
+        Ok(Response::new(convert::vote_response_to_wire(&response)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<wire::SnapshotChunk>>,
+    ) -> Result<Response<wire::InstallSnapshotResponse>, Status> {
+        self.authenticate(&request)?;
+        let mut stream = request.into_inner();
+        let Some(first) = stream.next().await.transpose()? else {
+            return Err(ErrorCode::InvalidArgument.to_status("empty snapshot stream"));
+        };
+        let wire::SnapshotChunk { vote, part } = first;
+        let vote = convert::vote_from_wire(vote, "vote")?;
+        let meta = match part {
+            Some(wire::snapshot_chunk::Part::Meta(meta)) => convert::snapshot_meta_from_wire(meta)?,
+            _ => {
+                return Err(ErrorCode::InvalidArgument
+                    .to_status("the first snapshot chunk must carry the metadata"));
+            }
+        };
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await.transpose()? {
+            match chunk.part {
+                Some(wire::snapshot_chunk::Part::Data(bytes)) => data.extend_from_slice(&bytes),
+                _ => {
+                    return Err(ErrorCode::InvalidArgument
+                        .to_status("only the first snapshot chunk may carry metadata"));
+                }
+            }
+        }
+        let snapshot = Snapshot { meta, snapshot: Box::new(std::io::Cursor::new(data)) };
+        let response =
+            self.raft.install_full_snapshot(vote, snapshot).await.map_err(raft_status)?;
+        Ok(Response::new(wire::InstallSnapshotResponse {
+            vote: Some(convert::vote_to_wire(&response.vote)),
+        }))
+    }
+}
