@@ -2,9 +2,12 @@
 //! scram-sha-256, MariaDB, Redis with requirepass), and helpers that give each test its own
 //! databases and roles so tests run in parallel and clean up after themselves.
 //!
-//! Later issues add the cluster harness (`TestCluster`) here.
+//! [`cluster::TestCluster`] runs N control-plane nodes in one process over real mTLS, with link
+//! faults, kills and restarts.
 
+pub mod cluster;
 pub mod redis;
 pub mod services;
 
+pub use cluster::{TestCluster, wait_for};
 pub use services::{Service, unique_name};

@@ -174,7 +174,12 @@ impl ServerTls {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (tcp, remote) = match listener.accept().await {
+                // Stop accepting (and close the port) as soon as the server is gone.
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = tx.closed() => break,
+                };
+                let (tcp, remote) = match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
@@ -198,9 +203,6 @@ impl ServerTls {
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                     }
                 });
-                if tx.is_closed() {
-                    break;
-                }
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)

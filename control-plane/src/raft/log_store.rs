@@ -38,7 +38,7 @@ fn read_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
 impl LogStore {
     /// Opens (or creates) the log database at `path`.
     pub fn open(path: &Path) -> std::result::Result<LogStore, redb::DatabaseError> {
-        let db = Database::create(path)?;
+        let db = super::open_database(path)?;
         Ok(LogStore { db: Arc::new(db) })
     }
 

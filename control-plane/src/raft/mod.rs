@@ -25,6 +25,20 @@ pub use service::RaftPeerService;
 pub use sm_store::StateMachineStore;
 pub use types::{NodeId, TypeConfig};
 
+/// Opens (or creates) a redb database. A database this process still holds (a node that is
+/// shutting down while it restarts) is waited for, up to ten seconds.
+pub(crate) fn open_database(path: &std::path::Path) -> Result<redb::Database, redb::DatabaseError> {
+    let started = std::time::Instant::now();
+    loop {
+        match redb::Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Wraps any error as an openraft storage I/O error.
 pub(crate) fn storage_error<E>(
     make: fn(openraft::AnyError) -> openraft::StorageIOError<NodeId>,

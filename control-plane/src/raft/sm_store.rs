@@ -61,7 +61,7 @@ impl StateMachineStore {
     pub fn open(
         path: &Path,
     ) -> std::result::Result<StateMachineStore, Box<dyn std::error::Error + Send + Sync>> {
-        let db = Database::create(path)?;
+        let db = super::open_database(path)?;
         let store = StateMachineStore {
             applied: Arc::default(),
             db: Arc::new(db),

@@ -1,0 +1,37 @@
+//! A cluster elects exactly one leader that every node recognises; status reports it.
+
+use dsops_proto::wire::admin::ClusterStatusRequest;
+use dsops_tests::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_one_leader() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let terms: Vec<u64> = cluster.ids().iter().map(|id| cluster.control(*id).metrics().current_term).collect();
+    assert!(terms.iter().all(|t| *t == terms[0]), "terms differ: {terms:?}");
+    let status = cluster.admin_client(leader).cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.leader_id, leader);
+    assert_eq!(status.members.len(), 3);
+    let roles: Vec<&str> = status.members.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{roles:?}");
+    assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "{roles:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_leads_itself() {
+    let cluster = TestCluster::start(1).await;
+    assert_eq!(cluster.leader().await, 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_redirects_status_to_the_leader() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let status = cluster.admin_client(follower).cluster_status(ClusterStatusRequest {}).await.unwrap_err();
+    assert_eq!(dsops_proto::ErrorCode::from_status(&status), dsops_proto::ErrorCode::NotLeader);
+    assert_eq!(dsops_proto::error::leader_hint(&status).as_deref(), Some(cluster.address(leader)));
+    cluster.shutdown().await;
+}
