@@ -6,7 +6,14 @@
 //! faults, kills and restarts.
 
 pub mod cluster;
+pub mod processes;
 pub mod redis;
+
+/// The etcd KV client (put only) used by the raft benchmark.
+#[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
 pub mod services;
 
 pub use cluster::{TestCluster, wait_for};
