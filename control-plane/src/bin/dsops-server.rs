@@ -59,6 +59,14 @@ enum Command {
         /// Where the node keeps its state.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// How often the leader sends heartbeats, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 50)]
+        heartbeat_ms: u64,
+        /// The shortest election timeout in milliseconds (the longest is twice that). A follower
+        /// campaigns after hearing nothing for the longest timeout plus a random one in the
+        /// range. Every node of a cluster should use the same values.
+        #[arg(long, value_name = "MS", default_value_t = 200)]
+        election_timeout_ms: u64,
     },
 }
 
@@ -107,9 +115,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
-        Command::Run { data_dir } => {
+        Command::Run { data_dir, heartbeat_ms, election_timeout_ms } => {
+            anyhow::ensure!(
+                heartbeat_ms >= 1 && heartbeat_ms < election_timeout_ms,
+                "--heartbeat-ms must be at least 1 and below --election-timeout-ms"
+            );
             let dir = DataDir::new(&data_dir);
-            let node = start(&dir, None, NodeOptions::default())
+            let options = NodeOptions {
+                heartbeat: std::time::Duration::from_millis(heartbeat_ms),
+                election_timeout: (
+                    std::time::Duration::from_millis(election_timeout_ms),
+                    std::time::Duration::from_millis(election_timeout_ms * 2),
+                ),
+                ..NodeOptions::default()
+            };
+            let node = start(&dir, None, options)
                 .await
                 .map_err(anyhow::Error::msg)
                 .context("run")?;

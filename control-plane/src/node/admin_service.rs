@@ -309,12 +309,6 @@ impl Admin for AdminService {
 
 impl AdminService {
     fn new_token(&self) -> Result<JoinToken, Status> {
-        let der = self
-            .control
-            .pki()
-            .peer
-            .cert_der()
-            .map_err(|e| ErrorCode::Internal.to_status(e.to_string()))?;
-        Ok(JoinToken::generate(&crate::pki::fingerprint(&der)))
+        Ok(JoinToken::generate(self.control.peer_fingerprint()))
     }
 }

@@ -6,9 +6,22 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics};
 
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
 use crate::pki::{ClusterPki, RoleNames};
-use crate::raft::{NodeId, StateMachineStore, TypeConfig};
+use crate::raft::{NodeId, Proposal, StateMachineStore, TypeConfig};
 use crate::state::{Command, Outcome, Request, Response, State};
+
+/// The most requests in one raft entry.
+const MAX_BATCH: usize = 512;
+/// Proposals in flight at once: while one is being made durable and replicated, the next forms.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// A request waiting for a proposal.
+struct Pending {
+    request: Request,
+    reply: oneshot::Sender<Result<Response, WriteError>>,
+}
 
 /// Why a write or a current read did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +68,10 @@ struct Inner {
     state: StateMachineStore,
     pki: ClusterPki,
     roles: RoleNames,
+    /// SHA-256 of the peer CA certificate, as join tokens carry it.
+    peer_fingerprint: String,
+    /// Requests for the batching proposer.
+    proposals: mpsc::UnboundedSender<Pending>,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -84,7 +101,10 @@ impl ControlPlane {
         pki: ClusterPki,
         roles: RoleNames,
     ) -> ControlPlane {
-        ControlPlane { inner: Arc::new(Inner { node_id, raft, state, pki, roles }) }
+        let peer_fingerprint = pki.peer.cert_der().map(|der| crate::pki::fingerprint(&der)).unwrap_or_default();
+        let (proposals, queue) = mpsc::unbounded_channel();
+        tokio::spawn(propose(raft.clone(), queue));
+        ControlPlane { inner: Arc::new(Inner { node_id, raft, state, pki, roles, peer_fingerprint, proposals }) }
     }
 
     /// This node's id.
@@ -105,6 +125,11 @@ impl ControlPlane {
     /// The cluster's CAs.
     pub fn pki(&self) -> &ClusterPki {
         &self.inner.pki
+    }
+
+    /// SHA-256 of the peer CA certificate (what join tokens pin).
+    pub fn peer_fingerprint(&self) -> &str {
+        &self.inner.peer_fingerprint
     }
 
     /// Certificate roles.
@@ -134,33 +159,16 @@ impl ControlPlane {
     }
 
     /// Proposes a command and waits for it to be applied. A refused command is returned as
-    /// [`WriteError::Rejected`]; a retried request id returns the first response.
-    pub async fn write(
-        &self,
-        actor: &str,
-        request_id: &str,
-        command: Command,
-    ) -> Result<Response, WriteError> {
-        let request = Request {
-            request_id: request_id.to_owned(),
-            actor: actor.to_owned(),
-            proposed_at_ms: now_ms(),
-            command,
-        };
-        match self.inner.raft.client_write(request).await {
-            Ok(written) => {
-                let response = written.data;
-                match &response.outcome {
-                    Outcome::Rejected { code, message } => {
-                        Err(WriteError::Rejected { code: code.clone(), message: message.clone() })
-                    }
-                    _ => Ok(response),
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(self.not_leader(Some(&forward)))
-            }
-            Err(error) => Err(WriteError::Unavailable(error.to_string())),
+    /// [`WriteError::Rejected`]; a retried request id returns the first response. Concurrent
+    /// writes are batched into one raft entry.
+    pub async fn write(&self, actor: &str, request_id: &str, command: Command) -> Result<Response, WriteError> {
+        let request = Request { request_id: request_id.to_owned(), actor: actor.to_owned(), proposed_at_ms: now_ms(), command };
+        let (reply, response) = oneshot::channel();
+        self.inner.proposals.send(Pending { request, reply }).map_err(|_| WriteError::Unavailable("the node is shutting down".into()))?;
+        let response = response.await.map_err(|_| WriteError::Unavailable("the node is shutting down".into()))??;
+        match &response.outcome {
+            Outcome::Rejected { code, message } => Err(WriteError::Rejected { code: code.clone(), message: message.clone() }),
+            _ => Ok(response),
         }
     }
 
@@ -179,5 +187,45 @@ impl ControlPlane {
     /// Reads the local state, which may lag the leader (for status displays).
     pub async fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         self.inner.state.read(f).await
+    }
+}
+
+/// The batching proposer: every request queued when a proposal slot frees up goes into one raft
+/// entry. Runs until every handle on the control plane is gone.
+async fn propose(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        // Waiting for a slot lets more requests queue up behind `first`.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (requests, replies): (Vec<Request>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+            match raft.client_write(Proposal(requests)).await {
+                Ok(written) => {
+                    for (reply, response) in replies.into_iter().zip(written.data.0) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+                Err(error) => {
+                    let error = match error {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                            WriteError::NotLeader { leader: forward.leader_node.map(|n| n.addr) }
+                        }
+                        other => WriteError::Unavailable(other.to_string()),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+            drop(slot);
+        });
     }
 }

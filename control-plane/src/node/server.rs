@@ -38,8 +38,10 @@ pub struct NodeOptions {
 impl Default for NodeOptions {
     fn default() -> NodeOptions {
         NodeOptions {
-            heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            // A follower campaigns after the leader lease (the maximum) plus a random timeout
+            // in the range: 600-800 ms of silence here. Raise both for links slower than a LAN.
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
             snapshot_every: 10_000,
             keep_logs: 1_000,
             links: Arc::new(OpenLinks),

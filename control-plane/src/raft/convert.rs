@@ -13,7 +13,7 @@ use openraft::{
 };
 
 use super::{NodeId, TypeConfig};
-use crate::state::Request;
+use super::Proposal;
 
 type Result<T> = std::result::Result<T, ProtocolError>;
 
@@ -95,7 +95,7 @@ pub fn entry_to_wire(entry: &Entry<TypeConfig>) -> wire::Entry {
     let payload = match &entry.payload {
         EntryPayload::Blank => wire::entry::Payload::Blank(wire::Blank {}),
         EntryPayload::Normal(request) => wire::entry::Payload::Command(
-            serde_json::to_vec(request).expect("a Request always serializes"),
+            serde_json::to_vec(request).expect("a Proposal always serializes"),
         ),
         EntryPayload::Membership(membership) => {
             wire::entry::Payload::Membership(membership_to_wire(membership))
@@ -112,7 +112,7 @@ pub fn entry_from_wire(entry: wire::Entry, field: &str) -> Result<Entry<TypeConf
     let payload = match payload.ok_or_else(|| ProtocolError::missing(format!("{field}.payload")))? {
         wire::entry::Payload::Blank(wire::Blank {}) => EntryPayload::Blank,
         wire::entry::Payload::Command(bytes) => {
-            let request: Request = serde_json::from_slice(&bytes).map_err(|error| {
+            let request: Proposal = serde_json::from_slice(&bytes).map_err(|error| {
                 ProtocolError::invalid(
                     format!("{field}.command"),
                     format!("not a dsops command: {error}"),
@@ -265,7 +265,7 @@ pub fn snapshot_meta_from_wire(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Command;
+    use crate::state::{Command, Request};
 
     fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
         Entry { log_id: LogId::new(CommittedLeaderId::new(3, 1), index), payload }
@@ -282,12 +282,12 @@ mod tests {
                 (4, BasicNode::new("d:4")),
             ]),
         );
-        let request = Request {
+        let request = Proposal(vec![Request {
             request_id: "r".into(),
             actor: "x".into(),
             proposed_at_ms: 9,
             command: Command::ForgetNode { node_id: 4 },
-        };
+        }]);
         let original = AppendEntriesRequest::<TypeConfig> {
             vote: Vote::new_committed(3, 1),
             prev_log_id: Some(LogId::new(CommittedLeaderId::new(2, 2), 7)),

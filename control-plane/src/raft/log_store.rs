@@ -1,11 +1,21 @@
-//! The raft log in redb: one table of entries by index, one of metadata (vote, committed,
-//! last purged). Every append is one write transaction committed durably before openraft is told
-//! the entries are flushed.
+//! The raft log in redb, with group commit.
+//!
+//! One table holds entries by index, another the metadata (vote, last purged id). Appends do
+//! not wait for the disk: they go to a single writer thread that takes every operation queued
+//! at that moment, applies them in order in **one** write transaction, commits it durably, and
+//! only then tells openraft (through each append's `LogFlushed` callback) that the entries are
+//! on disk. Under load, many appends share one fsync.
+//!
+//! Entries appended but not yet committed are kept in memory so readers (replication to
+//! followers) see the log openraft believes it has. Votes, truncations and purges go through the
+//! same writer, in order, and their callers wait for them to be durable.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -19,12 +29,6 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
-/// The durable raft log. Cheap to clone (one shared database).
-#[derive(Debug, Clone)]
-pub struct LogStore {
-    db: Arc<Database>,
-}
-
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
 fn write_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
@@ -35,11 +39,50 @@ fn read_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
     storage_error(StorageIOError::read_logs, error)
 }
 
+/// One operation for the writer thread.
+enum Op {
+    /// Entries (index, id, encoded) and the callback to fire once they are durable.
+    Append(Vec<(u64, LogId<NodeId>, Vec<u8>)>, LogFlushed<TypeConfig>),
+    /// A metadata key and value, and who waits for it.
+    Meta(&'static str, Vec<u8>, tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
+    /// Delete entries from this index on.
+    Truncate(u64, tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
+    /// Delete entries up to this index, recording the purged id.
+    Purge(u64, Vec<u8>, tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
+}
+
+/// The durable raft log. Cheap to clone (shared database, writer and cache).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Op>,
+    /// Appended entries the writer has not committed yet, by index.
+    pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+    /// The latest committed log id (encoded), written along with the writer's next batch.
+    committed: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
 impl LogStore {
-    /// Opens (or creates) the log database at `path`.
+    /// Opens (or creates) the log database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> std::result::Result<LogStore, redb::DatabaseError> {
-        let db = super::open_database(path)?;
-        Ok(LogStore { db: Arc::new(db) })
+        let db = Arc::new(super::open_database(path)?);
+        let pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>> = Arc::default();
+        let committed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let (writer, queue) = mpsc::channel();
+        let thread_db = db.clone();
+        let thread_pending = pending.clone();
+        let thread_committed = committed.clone();
+        std::thread::Builder::new()
+            .name("dsops-raft-log".into())
+            .spawn(move || write_loop(&thread_db, &thread_pending, &thread_committed, &queue))
+            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        Ok(LogStore { db, writer, pending, committed })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -55,40 +98,111 @@ impl LogStore {
         }
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T, durable: bool) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(write_err)?;
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        if !durable {
-            txn.set_durability(redb::Durability::None).map_err(write_err)?;
+    async fn submit(&self, op: impl FnOnce(tokio::sync::oneshot::Sender<std::result::Result<(), String>>) -> Op) -> Result<()> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.writer.send(op(done)).map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(write_err(std::io::Error::other(message))),
+            Err(_) => Err(write_err(std::io::Error::other("the log writer has stopped"))),
         }
-        txn.open_table(META)
-            .map_err(write_err)?
-            .insert(key, bytes.as_slice())
-            .map_err(write_err)?;
-        txn.commit().map_err(write_err)
     }
 
-    fn read_range(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>> {
+    fn read_range(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry<TypeConfig>>> {
+        let mut entries: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
         let txn = self.db.begin_read().map_err(read_err)?;
-        let table = match txn.open_table(LOGS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        match txn.open_table(LOGS) {
+            Ok(table) => {
+                for item in table.range::<u64>(range).map_err(read_err)? {
+                    let (index, value) = item.map_err(read_err)?;
+                    entries.insert(index.value(), serde_json::from_slice(value.value()).map_err(read_err)?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(error) => return Err(read_err(error)),
-        };
-        let mut entries = Vec::new();
-        for item in table.range(range).map_err(read_err)? {
-            let (_, value) = item.map_err(read_err)?;
-            entries.push(serde_json::from_slice(value.value()).map_err(read_err)?);
         }
-        Ok(entries)
+        // Entries not yet committed by the writer win (they are newer than anything on disk).
+        let pending = self.pending.lock().expect("log cache lock");
+        for (index, entry) in pending.range(range) {
+            entries.insert(*index, entry.clone());
+        }
+        Ok(entries.into_values().collect())
     }
 }
 
+/// The writer thread: batches every queued operation into one durable transaction.
+fn write_loop(
+    db: &Database,
+    pending: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    committed: &Mutex<Option<Vec<u8>>>,
+    queue: &mpsc::Receiver<Op>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            batch.push(next);
+        }
+        let committed = committed.lock().expect("committed lock").take();
+        let result = commit(db, &batch, committed.as_deref()).map_err(|e| e.to_string());
+        let mut appended = Vec::new();
+        for op in batch {
+            match op {
+                Op::Append(entries, callback) => {
+                    appended.extend(entries.iter().map(|(index, id, _)| (*index, *id)));
+                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                }
+                Op::Meta(_, _, done) | Op::Truncate(_, done) | Op::Purge(_, _, done) => {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+        if result.is_ok() {
+            let mut cache = pending.lock().expect("log cache lock");
+            // Only the very entry that was written: a truncated-and-rewritten index (a new
+            // entry with another log id) stays cached until its own batch commits.
+            for (index, id) in appended {
+                if cache.get(&index).is_some_and(|entry| entry.log_id == id) {
+                    cache.remove(&index);
+                }
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Op], committed: Option<&[u8]>) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut logs = txn.open_table(LOGS)?;
+        let mut meta = txn.open_table(META)?;
+        if let Some(committed) = committed {
+            meta.insert(COMMITTED, committed)?;
+        }
+        for op in batch {
+            match op {
+                Op::Append(entries, _) => {
+                    for (index, _, bytes) in entries {
+                        logs.insert(index, bytes.as_slice())?;
+                    }
+                }
+                Op::Meta(key, value, _) => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+                Op::Truncate(since, _) => {
+                    logs.retain_in(*since.., |_, _| false)?;
+                }
+                Op::Purge(upto, purged, _) => {
+                    meta.insert(LAST_PURGED, purged.as_slice())?;
+                    logs.retain_in(..=*upto, |_, _| false)?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry<TypeConfig>>> {
         let store = self.clone();
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
         tokio::task::spawn_blocking(move || store.read_range(range)).await.map_err(read_err)?
@@ -100,12 +214,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
+        let cached = self.pending.lock().expect("log cache lock").last_key_value().map(|(_, e)| e.log_id);
         let txn = self.db.begin_read().map_err(read_err)?;
-        let last = match txn.open_table(LOGS) {
+        let stored = match txn.open_table(LOGS) {
             Ok(table) => match table.last().map_err(read_err)? {
                 Some((_, value)) => {
-                    let entry: Entry<TypeConfig> =
-                        serde_json::from_slice(value.value()).map_err(read_err)?;
+                    let entry: Entry<TypeConfig> = serde_json::from_slice(value.value()).map_err(read_err)?;
                     Some(entry.log_id)
                 }
                 None => None,
@@ -113,7 +227,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(error) => return Err(read_err(error)),
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
+        let last = cached.max(stored).or(last_purged);
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -121,7 +236,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
-        self.put_meta(VOTE, vote, true)
+        let bytes = serde_json::to_vec(vote).map_err(write_err)?;
+        self.submit(|done| Op::Meta(VOTE, bytes, done)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
@@ -129,9 +245,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        // Not forced to disk: after a crash the leader re-establishes the commit index; the
-        // saved value only lets a restarting node re-apply its log sooner.
-        self.put_meta(COMMITTED, &committed, false)
+        // Not a write of its own: the value rides along with the writer's next batch. After a
+        // crash the leader re-establishes the commit index; the saved value only lets a
+        // restarting node re-apply its log before it hears from a leader.
+        let bytes = serde_json::to_vec(&committed).map_err(write_err)?;
+        *self.committed.lock().expect("committed lock") = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
@@ -143,58 +262,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let encoded: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|entry| serde_json::to_vec(&entry).map(|bytes| (entry.log_id.index, bytes)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(write_err)?;
-        let db = self.db.clone();
-        let result =
-            tokio::task::spawn_blocking(move || -> std::result::Result<(), redb::Error> {
-                let txn = db.begin_write()?;
-                {
-                    let mut table = txn.open_table(LOGS)?;
-                    for (index, bytes) in &encoded {
-                        table.insert(index, bytes.as_slice())?;
-                    }
-                }
-                txn.commit()?;
-                Ok(())
-            })
-            .await
-            .map_err(write_err)?;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
-                Err(write_err(error))
+        let mut encoded = Vec::new();
+        {
+            let mut cache = self.pending.lock().expect("log cache lock");
+            for entry in entries {
+                encoded.push((entry.log_id.index, entry.log_id, serde_json::to_vec(&entry).map_err(write_err)?));
+                cache.insert(entry.log_id.index, entry);
             }
         }
+        self.writer.send(Op::Append(encoded, callback)).map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
-        let txn = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut table = txn.open_table(LOGS).map_err(write_err)?;
-            table.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)
+        self.pending.lock().expect("log cache lock").retain(|index, _| *index < log_id.index);
+        self.submit(|done| Op::Truncate(log_id.index, done)).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         let bytes = serde_json::to_vec(&log_id).map_err(write_err)?;
-        let txn = self.db.begin_write().map_err(write_err)?;
-        {
-            txn.open_table(META)
-                .map_err(write_err)?
-                .insert(LAST_PURGED, bytes.as_slice())
-                .map_err(write_err)?;
-            let mut table = txn.open_table(LOGS).map_err(write_err)?;
-            table.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)
+        self.pending.lock().expect("log cache lock").retain(|index, _| *index > log_id.index);
+        self.submit(|done| Op::Purge(log_id.index, bytes, done)).await
     }
 }

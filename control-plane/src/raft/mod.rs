@@ -23,7 +23,7 @@ pub use log_store::LogStore;
 pub use network::{LinkAction, LinkFilter, Network, OpenLinks};
 pub use service::RaftPeerService;
 pub use sm_store::StateMachineStore;
-pub use types::{NodeId, TypeConfig};
+pub use types::{Applied, NodeId, Proposal, TypeConfig};
 
 /// Opens (or creates) a redb database. A database this process still holds (a node that is
 /// shutting down while it restarts) is waited for, up to ten seconds.

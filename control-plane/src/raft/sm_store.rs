@@ -15,9 +15,9 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
-use super::{NodeId, TypeConfig, storage_error};
+use super::{Applied, NodeId, TypeConfig, storage_error};
 use crate::state::{
-    ApplyContext, Outcome, Response, State, apply, decode_snapshot, encode_snapshot,
+    ApplyContext, State, apply, decode_snapshot, encode_snapshot,
 };
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
@@ -27,7 +27,7 @@ type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
 /// What is applied: the state, and where in the log it stands.
 #[derive(Debug, Default)]
-struct Applied {
+struct Current {
     state: State,
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, openraft::BasicNode>,
@@ -43,7 +43,7 @@ struct StoredSnapshot {
 /// The state machine. Cheap to clone; clones share the state.
 #[derive(Debug, Clone)]
 pub struct StateMachineStore {
-    applied: Arc<RwLock<Applied>>,
+    applied: Arc<RwLock<Current>>,
     db: Arc<Database>,
     snapshot_seq: Arc<AtomicU64>,
 }
@@ -70,7 +70,7 @@ impl StateMachineStore {
         if let Some(stored) = store.read_stored()? {
             let state = decode_snapshot(&stored.data)?;
             let mut applied = store.applied.try_write().expect("no other holder while opening");
-            *applied = Applied {
+            *applied = Current {
                 state,
                 last_applied: stored.meta.last_log_id,
                 last_membership: stored.meta.last_membership,
@@ -146,7 +146,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -157,13 +157,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.last_applied = Some(entry.log_id);
             let index = entry.log_id.index;
             let response = match entry.payload {
-                EntryPayload::Blank => Response { index, outcome: Outcome::Noop, duplicate: false },
-                EntryPayload::Normal(request) => {
-                    apply(&mut applied.state, &request, ApplyContext { index })
-                }
+                EntryPayload::Blank => Applied(Vec::new()),
+                EntryPayload::Normal(proposal) => Applied(
+                    proposal.0.iter().map(|request| apply(&mut applied.state, request, ApplyContext { index })).collect(),
+                ),
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Response { index, outcome: Outcome::Noop, duplicate: false }
+                    Applied(Vec::new())
                 }
             };
             responses.push(response);
@@ -189,7 +189,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| storage_error(|e| StorageIOError::read_snapshot(None, e), e))?;
         self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
         let mut applied = self.applied.write().await;
-        *applied = Applied {
+        *applied = Current {
             state,
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),

@@ -1,15 +1,33 @@
 use std::io::Cursor;
 
+use serde::{Deserialize, Serialize};
+
 use crate::state::{Request, Response};
 
 /// A control-plane node id (never reused).
 pub type NodeId = u64;
 
+/// What one raft log entry carries: the requests proposed together. The leader batches the
+/// requests that arrive while the previous entry is being made durable, so one fsync (and one
+/// round of replication) serves many requests, as etcd does with its proposals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal(pub Vec<Request>);
+
+/// The responses to a proposal's requests, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied(pub Vec<Response>);
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proposal of {} request(s)", self.0.len())
+    }
+}
+
 openraft::declare_raft_types!(
     /// The raft types of the dsops control plane.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Proposal,
+        R = Applied,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,

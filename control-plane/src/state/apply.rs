@@ -111,12 +111,17 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             if *expires_at_ms <= now {
                 rejected("invalid_argument", "the token would already be expired")
             } else {
-                state.join_tokens.insert(
-                    token_hash.clone(),
-                    JoinToken { expires_at_ms: *expires_at_ms, used_by: None },
-                );
-                // Tokens are few; forget expired ones here so the table does not grow.
-                state.join_tokens.retain(|_, t| t.expires_at_ms > now || t.used_by.is_some());
+                state.join_tokens.insert(token_hash.clone(), JoinToken { expires_at_ms: *expires_at_ms, used_by: None });
+                state.token_expiry.insert((*expires_at_ms, token_hash.clone()));
+                // Tokens past their expiry are forgotten (used or not), oldest first, without
+                // scanning the table.
+                while let Some((expiry, hash)) = state.token_expiry.first().cloned() {
+                    if expiry > now {
+                        break;
+                    }
+                    state.token_expiry.pop_first();
+                    state.join_tokens.remove(&hash);
+                }
                 state.audit.append(
                     ctx.index,
                     now,

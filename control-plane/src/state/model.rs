@@ -63,6 +63,9 @@ pub struct State {
     pub max_node_id: u64,
     /// Join tokens by hash.
     pub join_tokens: BTreeMap<String, JoinToken>,
+    /// (expiry, hash) of every token, so expired ones are dropped without a scan.
+    #[serde(default)]
+    pub token_expiry: std::collections::BTreeSet<(u64, String)>,
     /// The audit log.
     pub audit: AuditLog,
     /// Responses of recent requests, for idempotent retries.
