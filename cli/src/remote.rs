@@ -33,7 +33,7 @@ pub fn request_id() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    dsops_proto::hex(&bytes)
 }
 
 impl Remote {

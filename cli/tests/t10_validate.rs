@@ -1,6 +1,8 @@
 //! `dsops validate` on the examples: the valid one passes, each invalid one gives exactly the
 //! result documented beside it (`examples/invalid/NAME.expected`), with exit code 2.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 mod common;
 
 use common::{dsops, root, stderr, stdout};

@@ -1,6 +1,8 @@
 //! `dsops plan --env`: from configuration alone, each secret with its store, service, kind,
 //! strategy, schedule, next due time and constraints.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 mod common;
 
 use common::{dsops, stderr, stdout};

@@ -1,5 +1,7 @@
 //! Catalog queries: `list`, `describe`, `catalog validate`, and shell completions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 mod common;
 
 use common::{dsops, root, stderr, stdout};

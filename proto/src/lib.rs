@@ -15,6 +15,17 @@ pub mod domain;
 pub mod error;
 
 pub use domain::ProtocolError;
+
+/// Lower-case hex of some bytes (digests, fingerprints, random ids).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
+    }
+    text
+}
 pub use error::ErrorCode;
 
 /// Generated code, laid out as the protobuf packages are (the generated code refers to sibling

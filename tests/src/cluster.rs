@@ -9,7 +9,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dsops_control_plane::node::{ControlPlane, Credentials, DataDir, JoinToken, NodeOptions, RunningNode, init, join, start};
+use dsops_control_plane::node::{
+    ControlPlane, Credentials, DataDir, JoinToken, NodeOptions, RunningNode, init, join, start,
+};
 use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
 use dsops_control_plane::raft::{LinkAction, LinkFilter};
 use dsops_control_plane::state::{Command, Response};
@@ -25,7 +27,12 @@ pub struct Faults {
 
 impl LinkFilter for Faults {
     fn check(&self, from: u64, to: u64) -> LinkAction {
-        self.rules.lock().expect("faults lock").get(&(from, to)).copied().unwrap_or(LinkAction::Pass)
+        self.rules
+            .lock()
+            .expect("faults lock")
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(LinkAction::Pass)
     }
 }
 
@@ -57,7 +64,9 @@ pub struct TestCluster {
 
 impl std::fmt::Debug for TestCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCluster").field("nodes", &self.slots.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        f.debug_struct("TestCluster")
+            .field("nodes", &self.slots.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,15 +142,24 @@ impl TestCluster {
         let expires = now_ms() + 600_000;
         let id = format!("token-{}", &token.secret[..32]);
         control
-            .write("test", &id, Command::CreateJoinToken { token_hash: JoinToken::secret_hash(&token.secret), expires_at_ms: expires })
+            .write(
+                "test",
+                &id,
+                Command::CreateJoinToken {
+                    token_hash: JoinToken::secret_hash(&token.secret),
+                    expires_at_ms: expires,
+                },
+            )
             .await
             .expect("create a join token");
         let index = self.slots.len() + 1;
         let dir = DataDir::new(&self.root.path().join(format!("node-{index}")));
         let (listener, address) = bind().await;
         let leader_address = self.slots[&leader].address.clone();
-        let node_id = join(&dir, &address, None, &leader_address, &token.encode()).await.expect("join");
-        let running = start(&dir, Some(listener), self.options.clone()).await.expect("start the joined node");
+        let node_id =
+            join(&dir, &address, None, &leader_address, &token.encode()).await.expect("join");
+        let running =
+            start(&dir, Some(listener), self.options.clone()).await.expect("start the joined node");
         self.slots.insert(node_id, Slot { dir, address, running: Some(running) });
         node_id
     }
@@ -158,7 +176,11 @@ impl TestCluster {
 
     /// A running node's control plane.
     pub fn control(&self, id: u64) -> &ControlPlane {
-        &self.slots[&id].running.as_ref().unwrap_or_else(|| panic!("node {id} is not running")).control
+        &self.slots[&id]
+            .running
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .control
     }
 
     /// A node's address.
@@ -184,7 +206,8 @@ impl TestCluster {
     /// Waits (5 s) until the given running nodes agree on a leader among them.
     pub async fn leader_among(&self, nodes: &[u64]) -> u64 {
         wait_for("an agreed leader", Duration::from_secs(5), || async {
-            let leaders: Vec<Option<u64>> = nodes.iter().map(|id| self.control(*id).metrics().current_leader).collect();
+            let leaders: Vec<Option<u64>> =
+                nodes.iter().map(|id| self.control(*id).metrics().current_leader).collect();
             let first = leaders.first().copied().flatten()?;
             (nodes.contains(&first) && leaders.iter().all(|l| *l == Some(first))).then_some(first)
         })
@@ -213,7 +236,11 @@ impl TestCluster {
 
     /// Kills a node (its server and raft stop; its data directory stays).
     pub async fn kill(&mut self, id: u64) {
-        let running = self.slots.get_mut(&id).and_then(|s| s.running.take()).unwrap_or_else(|| panic!("node {id} is not running"));
+        let running = self
+            .slots
+            .get_mut(&id)
+            .and_then(|s| s.running.take())
+            .unwrap_or_else(|| panic!("node {id} is not running"));
         running.kill();
         // Free the port before a restart binds it again.
         wait_for(&format!("node {id}'s port to close"), Duration::from_secs(5), || async {
@@ -227,7 +254,8 @@ impl TestCluster {
         let slot = self.slots.get_mut(&id).expect("known node");
         assert!(slot.running.is_none(), "node {id} is running");
         let listener = TcpListener::bind(&slot.address).await.expect("rebind the node's port");
-        slot.running = Some(start(&slot.dir, Some(listener), self.options.clone()).await.expect("restart"));
+        slot.running =
+            Some(start(&slot.dir, Some(listener), self.options.clone()).await.expect("restart"));
     }
 
     /// Drops (or restores) RPCs from `from` to `to`.
@@ -252,8 +280,11 @@ impl TestCluster {
 
     /// An admin client for a node, over mTLS with the operator certificate.
     pub fn admin_client(&self, id: u64) -> AdminClient<Channel> {
-        let tls = client_config(&self.admin.ca_pem, Some(&self.admin.identity)).expect("client TLS");
-        let channel = dsops_control_plane::transport::channel(self.address(id), API_SERVER_NAME, tls).expect("channel");
+        let tls =
+            client_config(&self.admin.ca_pem, Some(&self.admin.identity)).expect("client TLS");
+        let channel =
+            dsops_control_plane::transport::channel(self.address(id), API_SERVER_NAME, tls)
+                .expect("channel");
         AdminClient::new(channel)
     }
 
@@ -268,5 +299,7 @@ impl TestCluster {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use dsops_control_plane::node::Credentials;
 use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
 use dsops_proto::wire::admin::admin_client::AdminClient;
-use dsops_proto::wire::admin::{ClusterStatusRequest, ClusterStatusResponse, CreateJoinTokenRequest};
+use dsops_proto::wire::admin::{
+    ClusterStatusRequest, ClusterStatusResponse, CreateJoinTokenRequest,
+};
 use tonic::transport::Channel;
 
 /// A free loopback address (the port is released again for the process to bind).
@@ -50,7 +52,11 @@ impl Drop for ProcessCluster {
 
 fn run_ok(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(binary).args(args).output()?;
-    anyhow::ensure!(output.status.success(), "dsops-server {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "dsops-server {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
@@ -61,30 +67,55 @@ impl ProcessCluster {
         let root = tempfile::tempdir()?;
         let first = root.path().join("n1");
         let address = free_address();
-        let out = run_ok(binary, &["init", "--data-dir", &first.to_string_lossy(), "--listen", &address])?;
+        let out = run_ok(
+            binary,
+            &["init", "--data-dir", &first.to_string_lossy(), "--listen", &address],
+        )?;
         let credentials = Credentials::read(&first.join("admin")).map_err(anyhow::Error::msg)?;
-        let mut cluster = ProcessCluster { binary: binary.to_path_buf(), root, nodes: Vec::new(), credentials };
+        let mut cluster =
+            ProcessCluster { binary: binary.to_path_buf(), root, nodes: Vec::new(), credentials };
         cluster.nodes.push(NodeProcess { address, dir: first, child: None });
         cluster.spawn(1)?;
         cluster.wait_status(1, Duration::from_secs(20)).await?;
-        let mut token = out.lines().find_map(|l| l.strip_prefix("join token (valid 1h, single use): ")).map(str::to_owned);
+        let mut token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("join token (valid 1h, single use): "))
+            .map(str::to_owned);
         for i in 2..=n {
             let token = match token.take() {
                 Some(token) => token,
                 None => {
                     let leader = cluster.leader_address().await?;
-                    let request = CreateJoinTokenRequest { request_id: format!("process-cluster-token-{i:04}"), ttl_seconds: 600 };
+                    let request = CreateJoinTokenRequest {
+                        request_id: format!("process-cluster-token-{i:04}"),
+                        ttl_seconds: 600,
+                    };
                     cluster.admin(&leader).create_join_token(request).await?.into_inner().token
                 }
             };
             let dir = cluster.root.path().join(format!("n{i}"));
             let address = free_address();
             let peer = cluster.nodes[0].address.clone();
-            run_ok(&cluster.binary, &["join", "--data-dir", &dir.to_string_lossy(), "--listen", &address, "--peer", &peer, "--token", &token])?;
+            run_ok(
+                &cluster.binary,
+                &[
+                    "join",
+                    "--data-dir",
+                    &dir.to_string_lossy(),
+                    "--listen",
+                    &address,
+                    "--peer",
+                    &peer,
+                    "--token",
+                    &token,
+                ],
+            )?;
             cluster.nodes.push(NodeProcess { address, dir, child: None });
             cluster.spawn(i as u64)?;
         }
-        cluster.wait_status(dsops_control_plane::node::target_voters(n), Duration::from_secs(30)).await?;
+        cluster
+            .wait_status(dsops_control_plane::node::target_voters(n), Duration::from_secs(30))
+            .await?;
         Ok(cluster)
     }
 
@@ -92,7 +123,13 @@ impl ProcessCluster {
     pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let node = &mut self.nodes[id as usize - 1];
         let log = std::fs::File::create(node.dir.with_extension("log"))?;
-        let child = Command::new(&self.binary).arg("run").arg("--data-dir").arg(&node.dir).stdout(Stdio::null()).stderr(log).spawn()?;
+        let child = Command::new(&self.binary)
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
         node.child = Some(child);
         Ok(())
     }
@@ -108,23 +145,38 @@ impl ProcessCluster {
 
     /// An admin client for an address.
     pub fn admin(&self, address: &str) -> AdminClient<Channel> {
-        let tls = client_config(&self.credentials.ca_pem, Some(&self.credentials.identity)).expect("client TLS");
-        AdminClient::new(dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls).expect("channel"))
+        let tls = client_config(&self.credentials.ca_pem, Some(&self.credentials.identity))
+            .expect("client TLS");
+        AdminClient::new(
+            dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls)
+                .expect("channel"),
+        )
     }
 
     /// Asks the running nodes until one answers as leader with `voters` voters.
-    pub async fn wait_status(&self, voters: usize, deadline: Duration) -> anyhow::Result<ClusterStatusResponse> {
+    pub async fn wait_status(
+        &self,
+        voters: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<ClusterStatusResponse> {
         let started = Instant::now();
         loop {
             for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-                if let Ok(status) = self.admin(&node.address).cluster_status(ClusterStatusRequest {}).await {
+                if let Ok(status) =
+                    self.admin(&node.address).cluster_status(ClusterStatusRequest {}).await
+                {
                     let status = status.into_inner();
-                    if status.leader_id != 0 && status.members.iter().filter(|m| m.role != "learner").count() == voters {
+                    if status.leader_id != 0
+                        && status.members.iter().filter(|m| m.role != "learner").count() == voters
+                    {
                         return Ok(status);
                     }
                 }
             }
-            anyhow::ensure!(started.elapsed() < deadline, "no leader with {voters} voters within {deadline:?}");
+            anyhow::ensure!(
+                started.elapsed() < deadline,
+                "no leader with {voters} voters within {deadline:?}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -132,7 +184,12 @@ impl ProcessCluster {
     /// The leader's address.
     pub async fn leader_address(&self) -> anyhow::Result<String> {
         let status = self.wait_status(self.voters(), Duration::from_secs(20)).await?;
-        Ok(status.members.iter().find(|m| m.id == status.leader_id).map(|m| m.address.clone()).unwrap_or_default())
+        Ok(status
+            .members
+            .iter()
+            .find(|m| m.id == status.leader_id)
+            .map(|m| m.address.clone())
+            .unwrap_or_default())
     }
 
     /// How many voters the cluster should have.

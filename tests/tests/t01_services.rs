@@ -1,6 +1,8 @@
 //! The test servers are real and enforce passwords: a server that trusted every connection would
 //! let every later rotation test pass without proving anything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 use dsops_tests::redis::{Connection, Reply, parse_url};
 use dsops_tests::services::{with_credentials, with_database};
 use dsops_tests::{Service, unique_name};

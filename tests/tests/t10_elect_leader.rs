@@ -1,5 +1,7 @@
 //! A cluster elects exactly one leader that every node recognises; status reports it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 use dsops_proto::wire::admin::ClusterStatusRequest;
 use dsops_tests::TestCluster;
 
@@ -7,9 +9,15 @@ use dsops_tests::TestCluster;
 async fn three_nodes_elect_one_leader() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
-    let terms: Vec<u64> = cluster.ids().iter().map(|id| cluster.control(*id).metrics().current_term).collect();
+    let terms: Vec<u64> =
+        cluster.ids().iter().map(|id| cluster.control(*id).metrics().current_term).collect();
     assert!(terms.iter().all(|t| *t == terms[0]), "terms differ: {terms:?}");
-    let status = cluster.admin_client(leader).cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
+    let status = cluster
+        .admin_client(leader)
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.leader_id, leader);
     assert_eq!(status.members.len(), 3);
     let roles: Vec<&str> = status.members.iter().map(|m| m.role.as_str()).collect();
@@ -30,7 +38,8 @@ async fn a_follower_redirects_status_to_the_leader() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-    let status = cluster.admin_client(follower).cluster_status(ClusterStatusRequest {}).await.unwrap_err();
+    let status =
+        cluster.admin_client(follower).cluster_status(ClusterStatusRequest {}).await.unwrap_err();
     assert_eq!(dsops_proto::ErrorCode::from_status(&status), dsops_proto::ErrorCode::NotLeader);
     assert_eq!(dsops_proto::error::leader_hint(&status).as_deref(), Some(cluster.address(leader)));
     cluster.shutdown().await;

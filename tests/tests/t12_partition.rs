@@ -1,13 +1,19 @@
 //! A leader cut off from the majority cannot commit, and steps down when the partition heals;
 //! the majority elects a new leader and keeps committing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 use std::time::Duration;
 
 use dsops_control_plane::state::Command;
 use dsops_tests::{TestCluster, wait_for};
 
 fn audit(subject: &str) -> Command {
-    Command::AppendAudit { action: "test.write".into(), subject: subject.into(), detail: String::new() }
+    Command::AppendAudit {
+        action: "test.write".into(),
+        subject: subject.into(),
+        detail: String::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,9 +25,14 @@ async fn the_minority_cannot_commit_and_its_stale_leader_steps_down() {
 
     // The isolated leader's write never commits.
     let isolated = cluster.control(old).clone();
-    let stuck = tokio::spawn(async move { isolated.write("test", "minority-write-0001", audit("minority")).await });
+    let stuck = tokio::spawn(async move {
+        isolated.write("test", "minority-write-0001", audit("minority")).await
+    });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!stuck.is_finished() || stuck.await.unwrap().is_err(), "a write on the minority side committed");
+    assert!(
+        !stuck.is_finished() || stuck.await.unwrap().is_err(),
+        "a write on the minority side committed"
+    );
 
     // The majority elects a new leader and commits.
     let new = cluster.leader_among(&majority).await;
@@ -32,19 +43,31 @@ async fn the_minority_cannot_commit_and_its_stale_leader_steps_down() {
     cluster.heal();
     wait_for("the stale leader to step down", Duration::from_secs(10), || async {
         let metrics = cluster.control(old).metrics();
-        (metrics.current_leader == Some(new) && metrics.state == openraft::ServerState::Follower).then_some(())
+        (metrics.current_leader == Some(new) && metrics.state == openraft::ServerState::Follower)
+            .then_some(())
     })
     .await;
     cluster.control(new).write("test", "after-heal-000001", audit("after-heal")).await.unwrap();
     for id in cluster.ids() {
         wait_for("every node to apply the healed log", Duration::from_secs(10), || async {
-            let subjects = cluster.control(id).read_local(|s| s.audit.events().iter().map(|e| e.subject.clone()).collect::<Vec<_>>()).await;
+            let subjects = cluster
+                .control(id)
+                .read_local(|s| {
+                    s.audit.events().iter().map(|e| e.subject.clone()).collect::<Vec<_>>()
+                })
+                .await;
             (subjects.contains(&"after-heal".to_owned())).then_some(subjects)
         })
         .await;
-        let subjects = cluster.control(id).read_local(|s| s.audit.events().iter().map(|e| e.subject.clone()).collect::<Vec<_>>()).await;
+        let subjects = cluster
+            .control(id)
+            .read_local(|s| s.audit.events().iter().map(|e| e.subject.clone()).collect::<Vec<_>>())
+            .await;
         assert!(subjects.contains(&"majority".to_owned()), "node {id} lost the majority's write");
-        assert!(!subjects.contains(&"minority".to_owned()), "node {id} applied the minority's uncommitted write");
+        assert!(
+            !subjects.contains(&"minority".to_owned()),
+            "node {id} applied the minority's uncommitted write"
+        );
     }
     cluster.shutdown().await;
 }

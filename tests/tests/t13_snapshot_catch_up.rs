@@ -1,5 +1,7 @@
 //! A node that was down while the log moved past what is kept catches up from a snapshot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 use std::time::Duration;
 
 use dsops_control_plane::state::Command;
@@ -18,7 +20,11 @@ async fn a_node_that_was_down_catches_up_by_snapshot() {
     let before = cluster.data_dir(lagging).clone();
 
     for i in 0..120 {
-        let command = Command::AppendAudit { action: "test.write".into(), subject: format!("s{i:03}"), detail: String::new() };
+        let command = Command::AppendAudit {
+            action: "test.write".into(),
+            subject: format!("s{i:03}"),
+            detail: String::new(),
+        };
         cluster.write(&format!("snapshot-write-{i:06}"), command).await;
     }
     // The leader has snapshotted and purged the log the lagging node would need.
@@ -30,14 +36,24 @@ async fn a_node_that_was_down_catches_up_by_snapshot() {
 
     cluster.restart(lagging).await;
     let _ = before;
-    wait_for("the lagging node to install a snapshot and catch up", Duration::from_secs(15), || async {
-        let metrics = cluster.control(lagging).metrics();
-        let snapshot = metrics.snapshot?.index;
-        let caught_up = cluster.control(lagging).read_local(|s| s.audit.events().iter().any(|e| e.subject == "s119")).await;
-        (snapshot >= purged && caught_up).then_some(())
-    })
+    wait_for(
+        "the lagging node to install a snapshot and catch up",
+        Duration::from_secs(15),
+        || async {
+            let metrics = cluster.control(lagging).metrics();
+            let snapshot = metrics.snapshot?.index;
+            let caught_up = cluster
+                .control(lagging)
+                .read_local(|s| s.audit.events().iter().any(|e| e.subject == "s119"))
+                .await;
+            (snapshot >= purged && caught_up).then_some(())
+        },
+    )
     .await;
-    let count = cluster.control(lagging).read_local(|s| s.audit.events().iter().filter(|e| e.action == "test.write").count()).await;
+    let count = cluster
+        .control(lagging)
+        .read_local(|s| s.audit.events().iter().filter(|e| e.action == "test.write").count())
+        .await;
     assert_eq!(count, 120);
     cluster.shutdown().await;
 }

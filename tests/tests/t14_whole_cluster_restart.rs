@@ -1,5 +1,7 @@
 //! Every node stops; all restart from their data directories with nothing lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
 use dsops_control_plane::state::Command;
 use dsops_tests::TestCluster;
 
@@ -7,10 +9,18 @@ use dsops_tests::TestCluster;
 async fn the_whole_cluster_restarts_from_disk() {
     let mut cluster = TestCluster::start(3).await;
     for i in 0..25 {
-        let command = Command::AppendAudit { action: "test.write".into(), subject: format!("r{i:03}"), detail: String::new() };
+        let command = Command::AppendAudit {
+            action: "test.write".into(),
+            subject: format!("r{i:03}"),
+            detail: String::new(),
+        };
         cluster.write(&format!("restart-write-{i:06}"), command).await;
     }
-    let version_before = cluster.control(cluster.leader().await).read_current(|s| s.audit.events().len()).await.unwrap();
+    let version_before = cluster
+        .control(cluster.leader().await)
+        .read_current(|s| s.audit.events().len())
+        .await
+        .unwrap();
     for id in cluster.ids() {
         cluster.kill(id).await;
     }
@@ -21,9 +31,24 @@ async fn the_whole_cluster_restarts_from_disk() {
     let events = cluster.control(leader).read_current(|s| s.audit.events().to_vec()).await.unwrap();
     assert_eq!(events.len(), version_before);
     for i in 0..25 {
-        assert!(events.iter().any(|e| e.subject == format!("r{i:03}")), "r{i:03} lost in the restart");
+        assert!(
+            events.iter().any(|e| e.subject == format!("r{i:03}")),
+            "r{i:03} lost in the restart"
+        );
     }
-    assert!(dsops_control_plane::state::AuditLog::verify(&events).is_ok(), "the audit chain broke across the restart");
-    cluster.write("restart-after-00001", Command::AppendAudit { action: "test.write".into(), subject: "after".into(), detail: String::new() }).await;
+    assert!(
+        dsops_control_plane::state::AuditLog::verify(&events).is_ok(),
+        "the audit chain broke across the restart"
+    );
+    cluster
+        .write(
+            "restart-after-00001",
+            Command::AppendAudit {
+                action: "test.write".into(),
+                subject: "after".into(),
+                detail: String::new(),
+            },
+        )
+        .await;
     cluster.shutdown().await;
 }

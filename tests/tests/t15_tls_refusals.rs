@@ -2,7 +2,11 @@
 //! a certificate from another cluster's CA, an expired one, an operator's one, or none is
 //! refused during the TLS handshake. The admin API needs an operator certificate.
 
-use dsops_control_plane::pki::{API_SERVER_NAME, ClusterPki, NodeCertificate, RAFT_SERVER_NAME, client_config};
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
+use dsops_control_plane::pki::{
+    API_SERVER_NAME, ClusterPki, NodeCertificate, RAFT_SERVER_NAME, client_config,
+};
 use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin::ClusterStatusRequest;
 use dsops_proto::wire::admin::admin_client::AdminClient;
@@ -15,18 +19,32 @@ fn vote() -> VoteRequest {
     VoteRequest { vote: Some(Vote { term: 1, node_id: 99, committed: false }), last_log_id: None }
 }
 
-async fn raft_call(cluster: &TestCluster, server_name: &str, identity: Option<&NodeCertificate>) -> Result<(), tonic::Status> {
+async fn raft_call(
+    cluster: &TestCluster,
+    server_name: &str,
+    identity: Option<&NodeCertificate>,
+) -> Result<(), tonic::Status> {
     let tls = client_config(&cluster.admin().ca_pem, identity).unwrap();
-    let channel = dsops_control_plane::transport::channel(cluster.address(1), server_name, tls).unwrap();
+    let channel =
+        dsops_control_plane::transport::channel(cluster.address(1), server_name, tls).unwrap();
     RaftPeerClient::new(channel).vote(vote()).await.map(|_| ())
 }
 
 /// A refusal by the TLS layer carries no dsops error code: the request never reached a service.
 fn refused_in_handshake(result: Result<(), tonic::Status>, what: &str) {
     let status = result.expect_err(what);
-    assert!(status.metadata().get(dsops_proto::error::ERROR_CODE_METADATA).is_none(), "{what}: refused by a service, not the handshake: {status:?}");
     assert!(
-        matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled),
+        status.metadata().get(dsops_proto::error::ERROR_CODE_METADATA).is_none(),
+        "{what}: refused by a service, not the handshake: {status:?}"
+    );
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Cancelled
+        ),
         "{what}: {status:?}"
     );
 }
@@ -38,20 +56,37 @@ async fn raft_refuses_every_certificate_but_this_clusters_peers() {
 
     // The node's own kind of certificate works.
     let peer = pki.issue_node(42, &["127.0.0.1".into()]).unwrap();
-    raft_call(&cluster, RAFT_SERVER_NAME, Some(&peer)).await.expect("a peer certificate is accepted");
+    raft_call(&cluster, RAFT_SERVER_NAME, Some(&peer))
+        .await
+        .expect("a peer certificate is accepted");
 
     let (other, _) = ClusterPki::generate("other-cluster").unwrap();
     let foreign = other.issue_node(2, &["127.0.0.1".into()]).unwrap();
-    refused_in_handshake(raft_call(&cluster, RAFT_SERVER_NAME, Some(&foreign)).await, "a certificate from another CA");
+    refused_in_handshake(
+        raft_call(&cluster, RAFT_SERVER_NAME, Some(&foreign)).await,
+        "a certificate from another CA",
+    );
 
     let now = OffsetDateTime::now_utc();
-    let expired = ClusterPki::issue_with_validity(&pki.peer, "node-7", now - Duration::days(10), now - Duration::days(1)).unwrap();
-    refused_in_handshake(raft_call(&cluster, RAFT_SERVER_NAME, Some(&expired)).await, "an expired certificate");
+    let expired = ClusterPki::issue_with_validity(
+        &pki.peer,
+        "node-7",
+        now - Duration::days(10),
+        now - Duration::days(1),
+    )
+    .unwrap();
+    refused_in_handshake(
+        raft_call(&cluster, RAFT_SERVER_NAME, Some(&expired)).await,
+        "an expired certificate",
+    );
 
     refused_in_handshake(raft_call(&cluster, RAFT_SERVER_NAME, None).await, "no certificate");
 
     let operator = pki.issue_operator("mallory", 1).unwrap();
-    refused_in_handshake(raft_call(&cluster, RAFT_SERVER_NAME, Some(&operator)).await, "an operator certificate");
+    refused_in_handshake(
+        raft_call(&cluster, RAFT_SERVER_NAME, Some(&operator)).await,
+        "an operator certificate",
+    );
 
     // Through the API name the handshake admits an operator, but the raft service refuses it.
     let status = raft_call(&cluster, API_SERVER_NAME, Some(&operator)).await.unwrap_err();
@@ -67,9 +102,15 @@ async fn the_admin_api_needs_an_operator_certificate() {
     let pki = ClusterPki::load(&cluster.data_dir(1).tls()).unwrap();
     let admin = |identity: Option<&NodeCertificate>| {
         let tls = client_config(&cluster.admin().ca_pem, identity).unwrap();
-        AdminClient::new(dsops_control_plane::transport::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap())
+        AdminClient::new(
+            dsops_control_plane::transport::channel(cluster.address(1), API_SERVER_NAME, tls)
+                .unwrap(),
+        )
     };
-    admin(Some(&cluster.admin().identity)).cluster_status(ClusterStatusRequest {}).await.expect("the admin bundle works");
+    admin(Some(&cluster.admin().identity))
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .expect("the admin bundle works");
     let status = admin(None).cluster_status(ClusterStatusRequest {}).await.unwrap_err();
     assert_eq!(ErrorCode::from_status(&status), ErrorCode::Unauthenticated);
     let peer = pki.issue_node(43, &["127.0.0.1".into()]).unwrap();
@@ -77,7 +118,8 @@ async fn the_admin_api_needs_an_operator_certificate() {
     assert_eq!(ErrorCode::from_status(&status), ErrorCode::PermissionDenied);
     let (other, _) = ClusterPki::generate("elsewhere").unwrap();
     let foreign_operator = other.issue_operator("admin", 1).unwrap();
-    let result = admin(Some(&foreign_operator)).cluster_status(ClusterStatusRequest {}).await.map(|_| ());
+    let result =
+        admin(Some(&foreign_operator)).cluster_status(ClusterStatusRequest {}).await.map(|_| ());
     refused_in_handshake(result, "an operator certificate from another cluster");
     cluster.shutdown().await;
 }

@@ -129,10 +129,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 ..NodeOptions::default()
             };
-            let node = start(&dir, None, options)
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("run")?;
+            let node =
+                start(&dir, None, options).await.map_err(anyhow::Error::msg).context("run")?;
             eprintln!(
                 "dsops-server: node {} listening on {}",
                 node.control.node_id(),

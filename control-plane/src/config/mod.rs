@@ -149,7 +149,7 @@ fn fingerprints(root: &crate::source::Node) -> BTreeMap<String, String> {
     let hash = |node: &crate::source::Node| -> String {
         // serde_json's map is ordered by key, so the text is canonical.
         let text = serde_json::to_string(&node.to_json()).unwrap_or_default();
-        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        dsops_proto::hex(&Sha256::digest(text.as_bytes()))
     };
     let mut items = BTreeMap::new();
     let entries = |node: Option<&crate::source::Node>| match node.map(|n| &n.value) {

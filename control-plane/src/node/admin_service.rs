@@ -30,9 +30,7 @@ impl AdminService {
 
     /// Only operators (and peers, for tooling) may use the admin API.
     fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
-        let chain =
-            request.extensions().get::<ConnInfo>().map(|i| i.certs.as_slice()).unwrap_or_default();
-        match self.control.roles().identify(chain) {
+        match request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone()) {
             Some(identity) if identity.role == Role::Operator => Ok(identity),
             Some(identity) => Err(ErrorCode::PermissionDenied
                 .to_status(format!("{} certificates may not use the admin API", identity.role))),
@@ -84,8 +82,7 @@ impl Admin for AdminService {
         })?;
         let mut fingerprints = loaded.fingerprints;
         for (path, text) in &apply.catalog_files {
-            let hash: String =
-                Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+            let hash: String = dsops_proto::hex(&Sha256::digest(text.as_bytes()));
             fingerprints.insert(format!("catalog/{path}"), hash);
         }
         let command = Command::StoreConfig {

@@ -101,10 +101,21 @@ impl ControlPlane {
         pki: ClusterPki,
         roles: RoleNames,
     ) -> ControlPlane {
-        let peer_fingerprint = pki.peer.cert_der().map(|der| crate::pki::fingerprint(&der)).unwrap_or_default();
+        let peer_fingerprint =
+            pki.peer.cert_der().map(|der| crate::pki::fingerprint(&der)).unwrap_or_default();
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(propose(raft.clone(), queue));
-        ControlPlane { inner: Arc::new(Inner { node_id, raft, state, pki, roles, peer_fingerprint, proposals }) }
+        ControlPlane {
+            inner: Arc::new(Inner {
+                node_id,
+                raft,
+                state,
+                pki,
+                roles,
+                peer_fingerprint,
+                proposals,
+            }),
+        }
     }
 
     /// This node's id.
@@ -161,13 +172,30 @@ impl ControlPlane {
     /// Proposes a command and waits for it to be applied. A refused command is returned as
     /// [`WriteError::Rejected`]; a retried request id returns the first response. Concurrent
     /// writes are batched into one raft entry.
-    pub async fn write(&self, actor: &str, request_id: &str, command: Command) -> Result<Response, WriteError> {
-        let request = Request { request_id: request_id.to_owned(), actor: actor.to_owned(), proposed_at_ms: now_ms(), command };
+    pub async fn write(
+        &self,
+        actor: &str,
+        request_id: &str,
+        command: Command,
+    ) -> Result<Response, WriteError> {
+        let request = Request {
+            request_id: request_id.to_owned(),
+            actor: actor.to_owned(),
+            proposed_at_ms: now_ms(),
+            command,
+        };
         let (reply, response) = oneshot::channel();
-        self.inner.proposals.send(Pending { request, reply }).map_err(|_| WriteError::Unavailable("the node is shutting down".into()))?;
-        let response = response.await.map_err(|_| WriteError::Unavailable("the node is shutting down".into()))??;
+        self.inner
+            .proposals
+            .send(Pending { request, reply })
+            .map_err(|_| WriteError::Unavailable("the node is shutting down".into()))?;
+        let response = response
+            .await
+            .map_err(|_| WriteError::Unavailable("the node is shutting down".into()))??;
         match &response.outcome {
-            Outcome::Rejected { code, message } => Err(WriteError::Rejected { code: code.clone(), message: message.clone() }),
+            Outcome::Rejected { code, message } => {
+                Err(WriteError::Rejected { code: code.clone(), message: message.clone() })
+            }
             _ => Ok(response),
         }
     }
@@ -206,7 +234,8 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Pend
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let (requests, replies): (Vec<Request>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+            let (requests, replies): (Vec<Request>, Vec<_>) =
+                batch.into_iter().map(|p| (p.request, p.reply)).unzip();
             match raft.client_write(Proposal(requests)).await {
                 Ok(written) => {
                     for (reply, response) in replies.into_iter().zip(written.data.0) {

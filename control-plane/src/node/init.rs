@@ -28,7 +28,7 @@ pub struct Initialized {
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    dsops_proto::hex(&buf)
 }
 
 fn host_of(address: &str) -> Result<String, String> {

@@ -140,8 +140,7 @@ pub async fn start(
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(
-            RaftPeerServer::new(RaftPeerService::new(raft, roles))
-                .max_decoding_message_size(64 << 20),
+            RaftPeerServer::new(RaftPeerService::new(raft)).max_decoding_message_size(64 << 20),
         )
         .add_service(
             AdminServer::new(AdminService::new(control.clone()))

@@ -36,10 +36,7 @@ impl JoinToken {
     pub fn generate(ca_fingerprint: &str) -> JoinToken {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
-        JoinToken {
-            ca_fingerprint: ca_fingerprint.to_owned(),
-            secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
-        }
+        JoinToken { ca_fingerprint: ca_fingerprint.to_owned(), secret: dsops_proto::hex(&secret) }
     }
 
     /// Parses the text form.
@@ -60,7 +57,7 @@ impl JoinToken {
 
     /// What the cluster stores: SHA-256 of the secret, hex.
     pub fn secret_hash(secret: &str) -> String {
-        Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        dsops_proto::hex(&Sha256::digest(secret.as_bytes()))
     }
 }
 

@@ -29,5 +29,5 @@ use sha2::{Digest, Sha256};
 
 /// SHA-256 of a certificate's DER bytes, lower-case hex: how a join token pins the cluster.
 pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect()
+    dsops_proto::hex(&Sha256::digest(der))
 }

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
-use super::{ClusterPki, NodeCertificate, PkiError};
+use super::{CallerIdentity, ClusterPki, NodeCertificate, PkiError, RoleNames};
 
 /// The TLS server name peers use for raft: it selects mandatory peer-CA client certificates.
 pub const RAFT_SERVER_NAME: &str = "raft.dsops.internal";
@@ -63,6 +63,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub struct ServerTls {
     raft: Arc<ServerConfig>,
     api: Arc<ServerConfig>,
+    roles: RoleNames,
 }
 
 impl ServerTls {
@@ -101,7 +102,7 @@ impl ServerTls {
             .with_single_cert(chain, key(&node.key_pem)?)
             .map_err(tls_error)?;
         api.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(ServerTls { raft: Arc::new(raft), api: Arc::new(api) })
+        Ok(ServerTls { raft: Arc::new(raft), api: Arc::new(api), roles: RoleNames::new(pki)? })
     }
 
     fn for_server_name(&self, name: Option<&str>) -> Arc<ServerConfig> {
@@ -119,6 +120,8 @@ pub struct ConnInfo {
     pub certs: Vec<CertificateDer<'static>>,
     /// The TLS server name the client asked for.
     pub server_name: Option<String>,
+    /// Who the verified certificate says the client is (worked out once per connection).
+    pub identity: Option<CallerIdentity>,
 }
 
 /// A server-side TLS connection, as tonic sees it.
@@ -213,13 +216,17 @@ impl ServerTls {
         let server_name = start.client_hello().server_name().map(str::to_owned);
         let config = self.for_server_name(server_name.as_deref());
         let stream = start.into_stream(config).await?;
-        let certs = stream
+        let certs: Vec<CertificateDer<'static>> = stream
             .get_ref()
             .1
             .peer_certificates()
             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default();
-        Ok(TlsConn { stream, info: ConnInfo { remote: Some(remote), certs, server_name } })
+        let identity = self.roles.identify(&certs);
+        Ok(TlsConn {
+            stream,
+            info: ConnInfo { remote: Some(remote), certs, server_name, identity },
+        })
     }
 }
 

@@ -12,8 +12,8 @@ use openraft::{
     StoredMembership, Vote,
 };
 
-use super::{NodeId, TypeConfig};
 use super::Proposal;
+use super::{NodeId, TypeConfig};
 
 type Result<T> = std::result::Result<T, ProtocolError>;
 

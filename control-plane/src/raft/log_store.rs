@@ -98,9 +98,14 @@ impl LogStore {
         }
     }
 
-    async fn submit(&self, op: impl FnOnce(tokio::sync::oneshot::Sender<std::result::Result<(), String>>) -> Op) -> Result<()> {
+    async fn submit(
+        &self,
+        op: impl FnOnce(tokio::sync::oneshot::Sender<std::result::Result<(), String>>) -> Op,
+    ) -> Result<()> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.writer.send(op(done)).map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))?;
+        self.writer
+            .send(op(done))
+            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(write_err(std::io::Error::other(message))),
@@ -115,7 +120,10 @@ impl LogStore {
             Ok(table) => {
                 for item in table.range::<u64>(range).map_err(read_err)? {
                     let (index, value) = item.map_err(read_err)?;
-                    entries.insert(index.value(), serde_json::from_slice(value.value()).map_err(read_err)?);
+                    entries.insert(
+                        index.value(),
+                        serde_json::from_slice(value.value()).map_err(read_err)?,
+                    );
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -169,7 +177,11 @@ fn write_loop(
     }
 }
 
-fn commit(db: &Database, batch: &[Op], committed: Option<&[u8]>) -> std::result::Result<(), redb::Error> {
+fn commit(
+    db: &Database,
+    batch: &[Op],
+    committed: Option<&[u8]>,
+) -> std::result::Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
         let mut logs = txn.open_table(LOGS)?;
@@ -202,7 +214,10 @@ fn commit(db: &Database, batch: &[Op], committed: Option<&[u8]>) -> std::result:
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry<TypeConfig>>> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
         let store = self.clone();
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
         tokio::task::spawn_blocking(move || store.read_range(range)).await.map_err(read_err)?
@@ -214,12 +229,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
-        let cached = self.pending.lock().expect("log cache lock").last_key_value().map(|(_, e)| e.log_id);
+        let cached =
+            self.pending.lock().expect("log cache lock").last_key_value().map(|(_, e)| e.log_id);
         let txn = self.db.begin_read().map_err(read_err)?;
         let stored = match txn.open_table(LOGS) {
             Ok(table) => match table.last().map_err(read_err)? {
                 Some((_, value)) => {
-                    let entry: Entry<TypeConfig> = serde_json::from_slice(value.value()).map_err(read_err)?;
+                    let entry: Entry<TypeConfig> =
+                        serde_json::from_slice(value.value()).map_err(read_err)?;
                     Some(entry.log_id)
                 }
                 None => None,
@@ -266,11 +283,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut cache = self.pending.lock().expect("log cache lock");
             for entry in entries {
-                encoded.push((entry.log_id.index, entry.log_id, serde_json::to_vec(&entry).map_err(write_err)?));
+                encoded.push((
+                    entry.log_id.index,
+                    entry.log_id,
+                    serde_json::to_vec(&entry).map_err(write_err)?,
+                ));
                 cache.insert(entry.log_id.index, entry);
             }
         }
-        self.writer.send(Op::Append(encoded, callback)).map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
+        self.writer
+            .send(Op::Append(encoded, callback))
+            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {

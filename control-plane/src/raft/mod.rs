@@ -31,7 +31,9 @@ pub(crate) fn open_database(path: &std::path::Path) -> Result<redb::Database, re
     let started = std::time::Instant::now();
     loop {
         match redb::Database::create(path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < std::time::Duration::from_secs(10) => {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,

@@ -10,13 +10,12 @@ use openraft::{Raft, Snapshot};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{TypeConfig, convert};
-use crate::pki::{ConnInfo, Role, RoleNames};
+use crate::pki::{ConnInfo, Role};
 
 /// Serves raft RPCs for one node.
 #[derive(Clone)]
 pub struct RaftPeerService {
     raft: Raft<TypeConfig>,
-    roles: RoleNames,
 }
 
 impl std::fmt::Debug for RaftPeerService {
@@ -27,14 +26,12 @@ impl std::fmt::Debug for RaftPeerService {
 
 impl RaftPeerService {
     /// A service in front of `raft`.
-    pub fn new(raft: Raft<TypeConfig>, roles: RoleNames) -> RaftPeerService {
-        RaftPeerService { raft, roles }
+    pub fn new(raft: Raft<TypeConfig>) -> RaftPeerService {
+        RaftPeerService { raft }
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let chain =
-            request.extensions().get::<ConnInfo>().map(|i| i.certs.as_slice()).unwrap_or_default();
-        match self.roles.identify(chain) {
+        match request.extensions().get::<ConnInfo>().and_then(|i| i.identity.as_ref()) {
             Some(identity) if identity.role == Role::Peer => Ok(()),
             Some(identity) => Err(ErrorCode::PermissionDenied.to_status(format!(
                 "{} certificates may not call the raft service",

@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 use super::{Applied, NodeId, TypeConfig, storage_error};
-use crate::state::{
-    ApplyContext, State, apply, decode_snapshot, encode_snapshot,
-};
+use crate::state::{ApplyContext, State, apply, decode_snapshot, encode_snapshot};
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const CURRENT: &str = "current";
@@ -159,7 +157,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let response = match entry.payload {
                 EntryPayload::Blank => Applied(Vec::new()),
                 EntryPayload::Normal(proposal) => Applied(
-                    proposal.0.iter().map(|request| apply(&mut applied.state, request, ApplyContext { index })).collect(),
+                    proposal
+                        .0
+                        .iter()
+                        .map(|request| apply(&mut applied.state, request, ApplyContext { index }))
+                        .collect(),
                 ),
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);

@@ -111,7 +111,10 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             if *expires_at_ms <= now {
                 rejected("invalid_argument", "the token would already be expired")
             } else {
-                state.join_tokens.insert(token_hash.clone(), JoinToken { expires_at_ms: *expires_at_ms, used_by: None });
+                state.join_tokens.insert(
+                    token_hash.clone(),
+                    JoinToken { expires_at_ms: *expires_at_ms, used_by: None },
+                );
                 state.token_expiry.insert((*expires_at_ms, token_hash.clone()));
                 // Tokens past their expiry are forgotten (used or not), oldest first, without
                 // scanning the table.

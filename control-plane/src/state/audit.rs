@@ -51,7 +51,7 @@ impl AuditEvent {
 
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    dsops_proto::hex(bytes)
 }
 
 /// The hash-chained audit log.

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,8 @@ pub const DEDUP_CAPACITY: usize = 100_000;
 /// are held (oldest first). Both rules depend only on the log, so every node forgets the same ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dedup {
-    responses: BTreeMap<String, Response>,
+    // A hash map: ids are only looked up, never iterated, so its order cannot leak into `apply`.
+    responses: HashMap<String, Response>,
     /// (request id, time first applied) in order of application.
     order: VecDeque<(String, u64)>,
 }

@@ -25,7 +25,13 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { server: PathBuf::from("target/release/dsops-server"), etcd: None, seconds: 5, trials: 20, concurrency: vec![1, 16, 64] };
+    let mut args = Args {
+        server: PathBuf::from("target/release/dsops-server"),
+        etcd: None,
+        seconds: 5,
+        trials: 20,
+        concurrency: vec![1, 16, 64],
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -34,9 +40,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--etcd-bin" => args.etcd = Some(PathBuf::from(value()?)),
             "--seconds" => args.seconds = value()?.parse()?,
             "--trials" => args.trials = value()?.parse()?,
-            "--concurrency" => args.concurrency = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--concurrency" => {
+                args.concurrency = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
             "--help" | "-h" => {
-                println!("dsops-bench-raft [--server-bin PATH] [--etcd-bin PATH] [--seconds N] [--trials N] [--concurrency 1,16,64]");
+                println!(
+                    "dsops-bench-raft [--server-bin PATH] [--etcd-bin PATH] [--seconds N] [--trials N] [--concurrency 1,16,64]"
+                );
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown flag {other}"),
@@ -90,7 +100,11 @@ where
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pick = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     Figures { per_second: all.len() as f64 / elapsed, p50: pick(0.50), p99: pick(0.99), errors }
 }
 
@@ -108,7 +122,10 @@ async fn dsops_load(args: &Args, nodes: usize) -> anyhow::Result<Vec<(usize, Fig
         let figures = load(clients, Duration::from_secs(args.seconds), move |client, seq| {
             let mut admin = channels[client].clone();
             async move {
-                let request = CreateJoinTokenRequest { request_id: format!("bench-{nodes}-{clients:03}-{client:03}-{seq:010}"), ttl_seconds: 60 };
+                let request = CreateJoinTokenRequest {
+                    request_id: format!("bench-{nodes}-{clients:03}-{client:03}-{seq:010}"),
+                    ttl_seconds: 60,
+                };
                 admin.create_join_token(request).await.map(|_| ()).map_err(|e| e.to_string())
             }
         })
@@ -147,7 +164,8 @@ async fn start_etcd(binary: &PathBuf, pki: &ClusterPki) -> anyhow::Result<Etcd> 
     let key = write("etcd.key", &cert.key_pem)?;
     let peers: Vec<String> = (0..3).map(|_| free_address()).collect();
     let clients: Vec<String> = (0..3).map(|_| free_address()).collect();
-    let initial: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("e{i}=https://{p}")).collect();
+    let initial: Vec<String> =
+        peers.iter().enumerate().map(|(i, p)| format!("e{i}=https://{p}")).collect();
     let mut children = Vec::new();
     for i in 0..3 {
         let data = dir.path().join(format!("e{i}"));
@@ -156,12 +174,50 @@ async fn start_etcd(binary: &PathBuf, pki: &ClusterPki) -> anyhow::Result<Etcd> 
             .args(["--name", &format!("e{i}")])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &format!("https://{}", clients[i]), "--advertise-client-urls", &format!("https://{}", clients[i])])
-            .args(["--listen-peer-urls", &format!("https://{}", peers[i]), "--initial-advertise-peer-urls", &format!("https://{}", peers[i])])
-            .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new", "--initial-cluster-token", "dsops-bench"])
-            .arg("--cert-file").arg(&crt).arg("--key-file").arg(&key).arg("--trusted-ca-file").arg(&ca).arg("--client-cert-auth")
-            .arg("--peer-cert-file").arg(&crt).arg("--peer-key-file").arg(&key).arg("--peer-trusted-ca-file").arg(&ca).arg("--peer-client-cert-auth")
-            .args(["--logger", "zap", "--log-level", "error", "--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .args([
+                "--listen-client-urls",
+                &format!("https://{}", clients[i]),
+                "--advertise-client-urls",
+                &format!("https://{}", clients[i]),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("https://{}", peers[i]),
+                "--initial-advertise-peer-urls",
+                &format!("https://{}", peers[i]),
+            ])
+            .args([
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "dsops-bench",
+            ])
+            .arg("--cert-file")
+            .arg(&crt)
+            .arg("--key-file")
+            .arg(&key)
+            .arg("--trusted-ca-file")
+            .arg(&ca)
+            .arg("--client-cert-auth")
+            .arg("--peer-cert-file")
+            .arg(&crt)
+            .arg("--peer-key-file")
+            .arg(&key)
+            .arg("--peer-trusted-ca-file")
+            .arg(&ca)
+            .arg("--peer-client-cert-auth")
+            .args([
+                "--logger",
+                "zap",
+                "--log-level",
+                "error",
+                "--heartbeat-interval",
+                "100",
+                "--election-timeout",
+                "1000",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -173,12 +229,21 @@ async fn start_etcd(binary: &PathBuf, pki: &ClusterPki) -> anyhow::Result<Etcd> 
     let started = Instant::now();
     let tls = client_config(&pki.peer.cert_pem, Some(&cert))?;
     loop {
-        let channel = dsops_control_plane::transport::channel(&etcd.client_urls[0], "127.0.0.1", tls.clone())?;
-        let put = KvClient::new(channel).put(PutRequest { key: b"ready".to_vec(), value: b"1".to_vec(), ..Default::default() }).await;
+        let channel = dsops_control_plane::transport::channel(
+            &etcd.client_urls[0],
+            "127.0.0.1",
+            tls.clone(),
+        )?;
+        let put = KvClient::new(channel)
+            .put(PutRequest { key: b"ready".to_vec(), value: b"1".to_vec(), ..Default::default() })
+            .await;
         if put.is_ok() {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "etcd did not become ready: {put:?}");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "etcd did not become ready: {put:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(etcd)
@@ -192,13 +257,24 @@ async fn etcd_load(args: &Args, binary: &PathBuf) -> anyhow::Result<Vec<(usize, 
     let mut results = Vec::new();
     for &clients in &args.concurrency {
         let channels: Vec<_> = (0..clients)
-            .map(|i| dsops_control_plane::transport::channel(&etcd.client_urls[i % 3], "127.0.0.1", tls.clone()).map(KvClient::new))
+            .map(|i| {
+                dsops_control_plane::transport::channel(
+                    &etcd.client_urls[i % 3],
+                    "127.0.0.1",
+                    tls.clone(),
+                )
+                .map(KvClient::new)
+            })
             .collect::<Result<_, _>>()?;
         let channels = Arc::new(channels);
         let figures = load(clients, Duration::from_secs(args.seconds), move |client, seq| {
             let mut kv = channels[client].clone();
             async move {
-                let request = PutRequest { key: format!("bench/{client:03}/{seq:010}").into_bytes(), value: vec![b'x'; 64], ..Default::default() };
+                let request = PutRequest {
+                    key: format!("bench/{client:03}/{seq:010}").into_bytes(),
+                    value: vec![b'x'; 64],
+                    ..Default::default()
+                };
                 kv.put(request).await.map(|_| ()).map_err(|e| e.to_string())
             }
         })
@@ -217,19 +293,31 @@ async fn failover(args: &Args) -> anyhow::Result<Vec<Duration>> {
         let leader = status.leader_id;
         cluster.kill(leader)?;
         let killed_at = Instant::now();
-        let survivors: Vec<String> = cluster.nodes.iter().enumerate().filter(|(i, _)| *i as u64 + 1 != leader).map(|(_, n)| n.address.clone()).collect();
+        let survivors: Vec<String> = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u64 + 1 != leader)
+            .map(|(_, n)| n.address.clone())
+            .collect();
         let mut attempt = 0u64;
         'committed: loop {
             for address in &survivors {
                 attempt += 1;
                 let mut admin = cluster.admin(address);
-                let mut request = tonic::Request::new(CreateJoinTokenRequest { request_id: format!("failover-{trial:03}-{attempt:010}"), ttl_seconds: 60 });
+                let mut request = tonic::Request::new(CreateJoinTokenRequest {
+                    request_id: format!("failover-{trial:03}-{attempt:010}"),
+                    ttl_seconds: 60,
+                });
                 request.set_timeout(Duration::from_millis(300));
                 if admin.create_join_token(request).await.is_ok() {
                     break 'committed;
                 }
             }
-            anyhow::ensure!(killed_at.elapsed() < Duration::from_secs(30), "trial {trial}: no write committed within 30 s");
+            anyhow::ensure!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "trial {trial}: no write committed within 30 s"
+            );
         }
         times.push(killed_at.elapsed());
         cluster.spawn(leader)?;
@@ -240,7 +328,10 @@ async fn failover(args: &Args) -> anyhow::Result<Vec<Duration>> {
             if status.members.iter().all(|m| m.lag <= 2) {
                 break;
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "node {leader} did not catch up");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "node {leader} did not catch up"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -263,7 +354,10 @@ fn print(label: &str, results: &[(usize, Figures)]) {
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = parse_args()?;
-    println!("# dsops raft benchmark: {} s per point, loopback, durable storage, mutual TLS", args.seconds);
+    println!(
+        "# dsops raft benchmark: {} s per point, loopback, durable storage, mutual TLS",
+        args.seconds
+    );
     let one = dsops_load(&args, 1).await.context("dsops, 1 node")?;
     print("dsops 1 node", &one);
     let three = dsops_load(&args, 3).await.context("dsops, 3 nodes")?;
@@ -272,7 +366,10 @@ async fn main() -> anyhow::Result<()> {
         let etcd_results = etcd_load(&args, etcd).await.context("etcd, 3 nodes")?;
         print("etcd 3 nodes", &etcd_results);
         for ((clients, ours), (_, theirs)) in three.iter().zip(&etcd_results) {
-            println!("ratio dsops/etcd 3 nodes clients={clients:<3} {:.2}x", ours.per_second / theirs.per_second.max(f64::MIN_POSITIVE));
+            println!(
+                "ratio dsops/etcd 3 nodes clients={clients:<3} {:.2}x",
+                ours.per_second / theirs.per_second.max(f64::MIN_POSITIVE)
+            );
         }
     } else {
         println!("etcd: skipped (no --etcd-bin)");
@@ -281,6 +378,11 @@ async fn main() -> anyhow::Result<()> {
     times.sort_unstable();
     let p50 = times[times.len() / 2];
     let max = times.last().copied().unwrap_or_default();
-    println!("failover (SIGKILL leader -> next committed write) trials={} p50={:.0}ms max={:.0}ms", times.len(), ms(p50), ms(max));
+    println!(
+        "failover (SIGKILL leader -> next committed write) trials={} p50={:.0}ms max={:.0}ms",
+        times.len(),
+        ms(p50),
+        ms(max)
+    );
     Ok(())
 }
