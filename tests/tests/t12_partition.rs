@@ -71,3 +71,24 @@ async fn the_minority_cannot_commit_and_its_stale_leader_steps_down() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_and_one_way_links_still_commit_through_the_majority() {
+    use dsops_control_plane::raft::LinkAction;
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
+    // One follower is slow to reach, the other cannot be reached from the leader at all (but can
+    // still reach the leader): the slow one keeps the majority.
+    cluster.set_link(leader, followers[0], LinkAction::Delay(Duration::from_millis(30)));
+    cluster.set_link(leader, followers[1], LinkAction::Drop);
+    let started = std::time::Instant::now();
+    cluster.control(leader).write("test", "slow-link-write-0001", audit("slow")).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(30), "the write did not wait for the delayed link");
+    cluster.heal();
+    wait_for("the cut-off follower to catch up", Duration::from_secs(10), || async {
+        cluster.control(followers[1]).read_local(|s| s.audit.events().iter().any(|e| e.subject == "slow")).await.then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}

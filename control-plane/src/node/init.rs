@@ -35,6 +35,14 @@ fn host_of(address: &str) -> Result<String, String> {
     super::join_service::split_address(address).map(|(host, _)| host)
 }
 
+/// Creates the data directory readable by its owner only (it holds the cluster's CA keys).
+fn create_private_dir(dir: &DataDir) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.root();
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", root.display()))
+}
+
 fn refuse_existing(dir: &DataDir) -> Result<(), String> {
     if dir.is_initialized() {
         return Err(format!(
@@ -60,7 +68,7 @@ pub async fn init(
             "{advertise} cannot be reached by other nodes; give --advertise HOST:PORT"
         ));
     }
-    std::fs::create_dir_all(dir.root()).map_err(|e| format!("{}: {e}", dir.root().display()))?;
+    create_private_dir(dir)?;
     let cluster_id = random_hex(8);
     let (pki, root_key) = ClusterPki::generate(&cluster_id).map_err(|e| e.to_string())?;
     pki.save(&dir.tls()).map_err(|e| e.to_string())?;
@@ -168,7 +176,7 @@ pub async fn join(
         agent: material(response.agent_ca, "agent")?,
         operator: material(response.operator_ca, "operator")?,
     };
-    std::fs::create_dir_all(dir.root()).map_err(|e| format!("{}: {e}", dir.root().display()))?;
+    create_private_dir(dir)?;
     pki.save(&dir.tls()).map_err(|e| e.to_string())?;
     dir.write_node_cert(&crate::pki::NodeCertificate {
         cert_pem: response.certificate_pem,
