@@ -120,7 +120,7 @@ pub enum ClusterCommand {
     /// Create a one-time join token for a new control-plane node.
     Token {
         /// How long the token stays valid (e.g. 30m, 1h, 1d).
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = parse_token_ttl)]
         ttl: std::time::Duration,
     },
     /// Remove a node from the cluster.
@@ -128,6 +128,14 @@ pub enum ClusterCommand {
         /// The node id (see `dsops cluster status`).
         node_id: u64,
     },
+}
+
+fn parse_token_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = parse_duration(text)?;
+    if !(60..=7 * 24 * 3600).contains(&ttl.as_secs()) {
+        return Err("a join token lives between 1m and 7d".to_owned());
+    }
+    Ok(ttl)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

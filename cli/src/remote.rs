@@ -73,6 +73,7 @@ impl Remote {
         let mut target = self.server.clone();
         let mut spinner: Option<indicatif::ProgressBar> = None;
         let mut pause = Duration::from_millis(100);
+        let mut hops = 0;
         let result = loop {
             let client = self.client(&target).map_err(Failure::Runtime)?;
             match call(client).await {
@@ -82,7 +83,10 @@ impl Remote {
                     if code == ErrorCode::NotLeader
                         && let Some(leader) = dsops_proto::error::leader_hint(&status)
                         && leader != target
+                        && hops < 5
                     {
+                        // Bounded: two nodes pointing at each other must not loop forever.
+                        hops += 1;
                         target = leader;
                         continue;
                     }

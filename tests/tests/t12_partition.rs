@@ -84,10 +84,17 @@ async fn delayed_and_one_way_links_still_commit_through_the_majority() {
     cluster.set_link(leader, followers[1], LinkAction::Drop);
     let started = std::time::Instant::now();
     cluster.control(leader).write("test", "slow-link-write-0001", audit("slow")).await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(30), "the write did not wait for the delayed link");
+    assert!(
+        started.elapsed() >= Duration::from_millis(30),
+        "the write did not wait for the delayed link"
+    );
     cluster.heal();
     wait_for("the cut-off follower to catch up", Duration::from_secs(10), || async {
-        cluster.control(followers[1]).read_local(|s| s.audit.events().iter().any(|e| e.subject == "slow")).await.then_some(())
+        cluster
+            .control(followers[1])
+            .read_local(|s| s.audit.events().iter().any(|e| e.subject == "slow"))
+            .await
+            .then_some(())
     })
     .await;
     cluster.shutdown().await;

@@ -54,11 +54,15 @@ async fn raft_refuses_every_certificate_but_this_clusters_peers() {
     let cluster = TestCluster::start(1).await;
     let pki = ClusterPki::load(&cluster.data_dir(1).tls()).unwrap();
 
-    // The node's own kind of certificate works.
-    let peer = pki.issue_node(42, &["127.0.0.1".into()]).unwrap();
-    raft_call(&cluster, RAFT_SERVER_NAME, Some(&peer))
+    // A member's certificate works; a peer certificate of a node that is not a member passes
+    // the handshake (same CA) but the service refuses it.
+    let member = pki.issue_node(1, &["127.0.0.1".into()]).unwrap();
+    raft_call(&cluster, RAFT_SERVER_NAME, Some(&member))
         .await
-        .expect("a peer certificate is accepted");
+        .expect("a member's certificate is accepted");
+    let stranger = pki.issue_node(42, &["127.0.0.1".into()]).unwrap();
+    let status = raft_call(&cluster, RAFT_SERVER_NAME, Some(&stranger)).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&status), ErrorCode::PermissionDenied, "{status:?}");
 
     let (other, _) = ClusterPki::generate("other-cluster").unwrap();
     let foreign = other.issue_node(2, &["127.0.0.1".into()]).unwrap();

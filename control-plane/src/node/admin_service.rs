@@ -28,7 +28,8 @@ impl AdminService {
         AdminService { control }
     }
 
-    /// Only operators (and peers, for tooling) may use the admin API.
+    /// Only operators may use the admin API (every operator is an administrator until roles
+    /// arrive with governance).
     fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
         match request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone()) {
             Some(identity) if identity.role == Role::Operator => Ok(identity),
@@ -44,12 +45,6 @@ fn timestamp(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn request_id(id: &str) -> Result<String, Status> {
     dsops_proto::domain::RequestId::parse(id, "request_id")
         .map(|r| r.as_str().to_owned())
@@ -57,8 +52,22 @@ fn request_id(id: &str) -> Result<String, Status> {
 }
 
 fn unavailable_here(what: &str) -> Status {
-    ErrorCode::FailedPrecondition
-        .to_status(format!("{what} is not available in this release of dsops-server"))
+    Status::unimplemented(format!("{what} is not available in this release of dsops-server"))
+}
+
+/// A membership change; a follower's refusal becomes `not_leader` with the leader's address.
+async fn change_membership(
+    control: &ControlPlane,
+    change: ChangeMembers<u64, openraft::BasicNode>,
+) -> Result<(), Status> {
+    use openraft::error::{ClientWriteError, RaftError};
+    match control.raft().change_membership(change, false).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Err(WriteError::NotLeader { leader: forward.leader_node.map(|n| n.addr) }.to_status())
+        }
+        Err(error) => Err(ErrorCode::Unavailable.to_status(format!("membership change: {error}"))),
+    }
 }
 
 #[tonic::async_trait]
@@ -189,16 +198,25 @@ impl Admin for AdminService {
         let wire::CreateJoinTokenRequest { request_id: id, ttl_seconds } = request.into_inner();
         let id = request_id(&id)?;
         let ttl = if ttl_seconds == 0 { 3600 } else { ttl_seconds };
-        if ttl > 7 * 24 * 3600 {
-            return Err(ErrorCode::InvalidArgument.to_status("ttl_seconds: at most 7 days"));
+        if !(60..=7 * 24 * 3600).contains(&ttl) {
+            return Err(
+                ErrorCode::InvalidArgument.to_status("ttl_seconds: between 1 minute and 7 days")
+            );
         }
         let token = self.new_token()?;
-        let expires_at_ms = now_ms() + ttl * 1000;
+        let expires_at_ms = super::now_ms() + ttl * 1000;
         let command = Command::CreateJoinToken {
             token_hash: JoinToken::secret_hash(&token.secret),
             expires_at_ms,
         };
-        self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+        let response =
+            self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+        if response.duplicate {
+            // The first attempt created a token whose secret only that attempt knew.
+            return Err(ErrorCode::FailedPrecondition.to_status(
+                "this request already created a token, which cannot be shown again; ask for a new token",
+            ));
+        }
         Ok(Response::new(wire::CreateJoinTokenResponse {
             token: token.encode(),
             expires_at: Some(timestamp(expires_at_ms)),
@@ -218,8 +236,11 @@ impl Admin for AdminService {
                 WriteError::NotLeader { leader: control.leader().map(|(_, a)| a) }.to_status()
             );
         }
+        // Each step is skipped when already done, so a retry (after a failover, or when the
+        // leader removed itself) finishes the job instead of failing.
         let membership = control.metrics().membership_config.membership().clone();
-        if membership.get_node(&node_id).is_none() {
+        let recorded = control.read_local(|state| state.nodes.contains_key(&node_id)).await;
+        if membership.get_node(&node_id).is_none() && !recorded {
             return Err(ErrorCode::NotFound.to_status(format!("node {node_id} is not a member")));
         }
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -227,24 +248,10 @@ impl Admin for AdminService {
             if voters.len() == 1 {
                 return Err(ErrorCode::FailedPrecondition.to_status("cannot remove the last voter"));
             }
-            control
-                .raft()
-                .change_membership(ChangeMembers::RemoveVoters([node_id].into()), false)
-                .await
-                .map_err(|e| {
-                    ErrorCode::Unavailable.to_status(format!("removing voter {node_id}: {e}"))
-                })?;
+            change_membership(control, ChangeMembers::RemoveVoters([node_id].into())).await?;
         }
-        // The leader may have been the one removed; the next step then runs on the new leader
-        // when the client retries (the request id keeps the audit entry single).
-        if let Err(error) = control
-            .raft()
-            .change_membership(ChangeMembers::RemoveNodes([node_id].into()), false)
-            .await
-        {
-            return Err(
-                ErrorCode::Unavailable.to_status(format!("removing node {node_id}: {error}"))
-            );
+        if control.metrics().membership_config.membership().get_node(&node_id).is_some() {
+            change_membership(control, ChangeMembers::RemoveNodes([node_id].into())).await?;
         }
         match control.write(&caller.name, &id, Command::ForgetNode { node_id }).await {
             Ok(_) | Err(WriteError::Rejected { .. }) => {}

@@ -14,6 +14,11 @@ use crate::state::{Command, Outcome, Request, Response, State};
 
 /// The most requests in one raft entry.
 const MAX_BATCH: usize = 512;
+/// The most bytes (roughly) in one raft entry; a larger request goes alone.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// How long a proposal may take to commit before its requests are answered `unavailable` (the
+/// caller retries with the same request id, so a late commit is not applied twice).
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Proposals in flight at once: while one is being made durable and replicated, the next forms.
 const MAX_IN_FLIGHT: usize = 2;
 
@@ -84,12 +89,6 @@ impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane").field("node_id", &self.inner.node_id).finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ControlPlane {
@@ -181,7 +180,7 @@ impl ControlPlane {
         let request = Request {
             request_id: request_id.to_owned(),
             actor: actor.to_owned(),
-            proposed_at_ms: now_ms(),
+            proposed_at_ms: super::now_ms(),
             command,
         };
         let (reply, response) = oneshot::channel();
@@ -225,10 +224,14 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Pend
     while let Some(first) = queue.recv().await {
         // Waiting for a slot lets more requests queue up behind `first`.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut bytes = first.request.command.approx_size();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    bytes += next.request.command.approx_size();
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -236,7 +239,26 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Pend
         tokio::spawn(async move {
             let (requests, replies): (Vec<Request>, Vec<_>) =
                 batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-            match raft.client_write(Proposal(requests)).await {
+            let written = match tokio::time::timeout(
+                COMMIT_TIMEOUT,
+                raft.client_write(Proposal(requests)),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    let error = WriteError::Unavailable(format!(
+                        "the write was not committed within {}s (is a majority of voters reachable?); retry with the same request id",
+                        COMMIT_TIMEOUT.as_secs()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    drop(slot);
+                    return;
+                }
+            };
+            match written {
                 Ok(written) => {
                     for (reply, response) in replies.into_iter().zip(written.data.0) {
                         let _ = reply.send(Ok(response));

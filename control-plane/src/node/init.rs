@@ -31,16 +31,13 @@ fn random_hex(bytes: usize) -> String {
     dsops_proto::hex(&buf)
 }
 
-fn host_of(address: &str) -> Result<String, String> {
-    super::join_service::split_address(address).map(|(host, _)| host)
-}
-
 /// Creates the data directory readable by its owner only (it holds the cluster's CA keys).
 fn create_private_dir(dir: &DataDir) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let root = dir.root();
     std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", root.display()))
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", root.display()))
 }
 
 fn refuse_existing(dir: &DataDir) -> Result<(), String> {
@@ -62,12 +59,7 @@ pub async fn init(
 ) -> Result<Initialized, String> {
     refuse_existing(dir)?;
     let advertise = advertise.unwrap_or(listen).to_owned();
-    let host = host_of(&advertise)?;
-    if host == "0.0.0.0" || host == "::" {
-        return Err(format!(
-            "{advertise} cannot be reached by other nodes; give --advertise HOST:PORT"
-        ));
-    }
+    let host = super::join_service::reachable_host(&advertise)?;
     create_private_dir(dir)?;
     let cluster_id = random_hex(8);
     let (pki, root_key) = ClusterPki::generate(&cluster_id).map_err(|e| e.to_string())?;
@@ -111,7 +103,7 @@ pub async fn init(
         },
         Command::CreateJoinToken {
             token_hash: JoinToken::secret_hash(&token.secret),
-            expires_at_ms: now_ms() + 3_600_000,
+            expires_at_ms: super::now_ms() + 3_600_000,
         },
     ];
     for (i, command) in writes.into_iter().enumerate() {
@@ -122,12 +114,6 @@ pub async fn init(
     }
     raft.shutdown().await.map_err(|e| e.to_string())?;
     Ok(Initialized { node_id, join_token: token.encode(), admin_dir: dir.admin() })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Joins an existing cluster through the node at `peer`: checks the cluster against the token's
@@ -143,10 +129,11 @@ pub async fn join(
     refuse_existing(dir)?;
     let token = JoinToken::parse(token)?;
     let advertise = advertise.unwrap_or(listen).to_owned();
-    host_of(&advertise)?;
+    super::join_service::reachable_host(&advertise)?;
     let (csr, key) = new_csr("joining node").map_err(|e| e.to_string())?;
     let tls = pinned_client_config(&token.ca_fingerprint).map_err(|e| e.to_string())?;
     let mut target = peer.to_owned();
+    let mut hops = 0;
     let response = loop {
         let channel = crate::transport::channel(&target, API_SERVER_NAME, tls.clone())
             .map_err(|e| e.to_string())?;
@@ -160,7 +147,10 @@ pub async fn join(
             Ok(response) => break response.into_inner(),
             Err(status) => match dsops_proto::error::leader_hint(&status) {
                 // A follower answered: retry at the leader (the token hash makes it idempotent).
-                Some(leader) if leader != target => target = leader,
+                Some(leader) if leader != target && hops < 5 => {
+                    hops += 1;
+                    target = leader;
+                }
                 _ => return Err(format!("join through {target} failed: {}", status.message())),
             },
         }
@@ -169,12 +159,21 @@ pub async fn join(
         let m = m.ok_or_else(|| format!("the cluster sent no {what} CA"))?;
         Authority::from_pem(&m.certificate_pem, &m.key_pem).map_err(|e| e.to_string())
     };
+    let peer_ca = material(response.peer_ca, "peer")?;
+    let der = peer_ca.cert_der().map_err(|e| e.to_string())?;
+    if crate::pki::fingerprint(&der) != token.ca_fingerprint {
+        return Err("the cluster sent a peer CA that does not match the join token".to_owned());
+    }
     let pki = ClusterPki {
         cluster_id: response.cluster_id.clone(),
         root_cert_pem: response.root_ca_pem.clone(),
-        peer: material(response.peer_ca, "peer")?,
+        peer: peer_ca,
         agent: material(response.agent_ca, "agent")?,
-        operator: material(response.operator_ca, "operator")?,
+        operator_cert_pem: response
+            .operator_ca
+            .ok_or("the cluster sent no operator CA")?
+            .certificate_pem,
+        operator: None,
     };
     create_private_dir(dir)?;
     pki.save(&dir.tls()).map_err(|e| e.to_string())?;

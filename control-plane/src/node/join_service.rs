@@ -24,6 +24,17 @@ impl JoinService {
     }
 }
 
+/// The host of an address other nodes can reach: not a wildcard.
+pub(crate) fn reachable_host(address: &str) -> Result<String, String> {
+    let (host, _) = split_address(address)?;
+    if host == "0.0.0.0" || host == "::" {
+        return Err(format!(
+            "{address} cannot be reached by other nodes; give --advertise HOST:PORT"
+        ));
+    }
+    Ok(host)
+}
+
 /// Splits `host:port`, checking both parts.
 pub(crate) fn split_address(address: &str) -> Result<(String, u16), String> {
     let (host, port) =
@@ -48,17 +59,34 @@ impl NodeJoin for JoinService {
                 ErrorCode::InvalidArgument.to_status("token_secret: expected 64 hex digits")
             );
         }
-        let (host, _) = split_address(&address)
-            .map_err(|e| ErrorCode::InvalidArgument.to_status(format!("address: {e}")))?;
-        if !csr_pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
-            return Err(ErrorCode::InvalidArgument
-                .to_status("csr_pem: not a PEM certificate signing request"));
+        if address.len() > 255 || csr_pem.len() > 16 * 1024 {
+            return Err(ErrorCode::InvalidArgument.to_status("address or csr_pem is too long"));
         }
+        let host = reachable_host(&address)
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(format!("address: {e}")))?;
         let control = &self.control;
+        if control.metrics().current_leader != Some(control.node_id()) {
+            return Err(super::api::WriteError::NotLeader {
+                leader: control.leader().map(|(_, a)| a),
+            }
+            .to_status());
+        }
+        // Everything that can be wrong with the request is checked before the token is spent:
+        // the CSR and the host must make a certificate (a throw-away one, for node 0).
+        control
+            .pki()
+            .sign_node_csr(&csr_pem, 0, std::slice::from_ref(&host))
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(format!("csr_pem: {e}")))?;
         // The request id covers the token, the CSR and the address: the same joiner retrying
         // (after a leader change, say) gets the first response again, while anyone else
         // presenting the same token is refused because it was used.
         let hash = JoinToken::secret_hash(&token_secret.to_ascii_lowercase());
+        // Unknown tokens are refused here, without writing to the raft log (anyone can call
+        // this service); the state machine checks again when the token is consumed.
+        let known = control.read_local(|state| state.join_tokens.contains_key(&hash)).await;
+        if !known {
+            return Err(ErrorCode::PermissionDenied.to_status("unknown join token"));
+        }
         let request_id = JoinToken::secret_hash(&format!("{hash}\n{csr_pem}\n{address}"));
         let command = Command::ConsumeJoinToken { token_hash: hash, address: address.clone() };
         let response = control
@@ -92,7 +120,11 @@ impl NodeJoin for JoinService {
             root_ca_pem: pki.root_cert_pem.clone(),
             peer_ca: Some(material(&pki.peer)),
             agent_ca: Some(material(&pki.agent)),
-            operator_ca: Some(material(&pki.operator)),
+            // The operator CA's key stays on the node that ran init.
+            operator_ca: Some(wire::CaMaterial {
+                certificate_pem: pki.operator_cert_pem.clone(),
+                key_pem: String::new(),
+            }),
             leader_id: control.node_id(),
         }))
     }

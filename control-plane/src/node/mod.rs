@@ -18,3 +18,10 @@ pub use layout::{Credentials, DataDir, NodeFile};
 pub use promote::target_voters;
 pub use server::{NodeOptions, RunningNode, start};
 pub use token::JoinToken;
+
+/// Wall-clock time in milliseconds since the Unix epoch, as requests carry it into the log.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -58,7 +58,8 @@ impl NodeOptions {
             election_timeout_max: self.election_timeout.1.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
-            max_payload_entries: 512,
+            // At most 32 entries of at most 4 MiB (the proposer's limit) per AppendEntries.
+            max_payload_entries: 32,
             ..Config::default()
         };
         config.validate().map_err(|e| format!("raft configuration: {e}"))
@@ -140,7 +141,7 @@ pub async fn start(
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(
-            RaftPeerServer::new(RaftPeerService::new(raft)).max_decoding_message_size(64 << 20),
+            RaftPeerServer::new(RaftPeerService::new(raft)).max_decoding_message_size(160 << 20),
         )
         .add_service(
             AdminServer::new(AdminService::new(control.clone()))

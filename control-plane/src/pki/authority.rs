@@ -54,7 +54,8 @@ impl Authority {
         Ok(Authority { cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned(), issuer })
     }
 
-    fn generate(
+    /// A new CA, self-signed or signed by `parent`.
+    pub(crate) fn generate(
         common_name: &str,
         parent: Option<&Authority>,
         years: i64,
@@ -129,13 +130,15 @@ pub struct ClusterPki {
     pub peer: Authority,
     /// Issues agent certificates.
     pub agent: Authority,
-    /// Issues operator certificates.
-    pub operator: Authority,
+    /// The operator CA certificate, PEM (every node trusts it).
+    pub operator_cert_pem: String,
+    /// The operator CA with its key: only on the node that ran `init` (joining nodes are not
+    /// given it, so neither a node nor a join token can mint operator credentials).
+    pub operator: Option<Authority>,
 }
 
-/// The file names under a node's `tls/` directory.
-const FILES: [(&str, &str); 3] =
-    [("peer", "peer-ca"), ("agent", "agent-ca"), ("operator", "operator-ca")];
+/// How long node certificates last. There is no automatic renewal yet (see docs/operations.md).
+pub const NODE_CERT_DAYS: i64 = 3 * 365;
 
 /// The names a node certificate always carries, whatever address it is reached at: clients
 /// connect with these as the TLS server name (which also selects the listener's trust rules).
@@ -156,7 +159,8 @@ impl ClusterPki {
                 root_cert_pem: root.cert_pem,
                 peer,
                 agent,
-                operator,
+                operator_cert_pem: operator.cert_pem.clone(),
+                operator: Some(operator),
             },
             root_key,
         ))
@@ -170,17 +174,22 @@ impl ClusterPki {
                 .map_err(|source| PkiError::Io { path: path.display().to_string(), source })
         };
         let cluster_id = read("cluster-id")?.trim().to_owned();
-        let mut authorities = Vec::new();
-        for (_, base) in FILES {
-            authorities.push(Authority::from_pem(
-                &read(&format!("{base}.pem"))?,
-                &read(&format!("{base}.key"))?,
-            )?);
-        }
-        let operator = authorities.pop().expect("three authorities");
-        let agent = authorities.pop().expect("three authorities");
-        let peer = authorities.pop().expect("three authorities");
-        Ok(ClusterPki { cluster_id, root_cert_pem: read("root-ca.pem")?, peer, agent, operator })
+        let authority = |base: &str| {
+            Authority::from_pem(&read(&format!("{base}.pem"))?, &read(&format!("{base}.key"))?)
+        };
+        let operator_cert_pem = read("operator-ca.pem")?;
+        let operator = match dir.join("operator-ca.key").exists() {
+            true => Some(Authority::from_pem(&operator_cert_pem, &read("operator-ca.key")?)?),
+            false => None,
+        };
+        Ok(ClusterPki {
+            cluster_id,
+            root_cert_pem: read("root-ca.pem")?,
+            peer: authority("peer-ca")?,
+            agent: authority("agent-ca")?,
+            operator_cert_pem,
+            operator,
+        })
     }
 
     /// Saves the CAs into a node's `tls/` directory (keys mode 0600).
@@ -193,7 +202,13 @@ impl ClusterPki {
             .map_err(io(&dir.join("cluster-id")))?;
         write_public(&dir.join("root-ca.pem"), &self.root_cert_pem)
             .map_err(io(&dir.join("root-ca.pem")))?;
-        for ((_, base), authority) in FILES.iter().zip([&self.peer, &self.agent, &self.operator]) {
+        let operator_cert = dir.join("operator-ca.pem");
+        write_public(&operator_cert, &self.operator_cert_pem).map_err(io(&operator_cert))?;
+        let mut keyed = vec![("peer-ca", &self.peer), ("agent-ca", &self.agent)];
+        if let Some(operator) = &self.operator {
+            keyed.push(("operator-ca", operator));
+        }
+        for (base, authority) in keyed {
             let cert = dir.join(format!("{base}.pem"));
             let key = dir.join(format!("{base}.key"));
             write_public(&cert, &authority.cert_pem).map_err(io(&cert))?;
@@ -238,7 +253,7 @@ impl ClusterPki {
         let key = KeyPair::generate()?;
         let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
         all.extend(hosts.iter().cloned());
-        let params = Self::leaf_params(&format!("node-{node_id}"), &all, 365, true)?;
+        let params = Self::leaf_params(&format!("node-{node_id}"), &all, NODE_CERT_DAYS, true)?;
         let cert = params.signed_by(&key, &self.peer.issuer)?;
         Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
@@ -255,7 +270,7 @@ impl ClusterPki {
             .map_err(|e| PkiError::Invalid(format!("invalid certificate signing request: {e}")))?;
         let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
         all.extend(hosts.iter().cloned());
-        csr.params = Self::leaf_params(&format!("node-{node_id}"), &all, 365, true)?;
+        csr.params = Self::leaf_params(&format!("node-{node_id}"), &all, NODE_CERT_DAYS, true)?;
         Ok(csr.signed_by(&self.peer.issuer)?.pem())
     }
 
@@ -263,7 +278,10 @@ impl ClusterPki {
     pub fn issue_operator(&self, name: &str, days: i64) -> Result<NodeCertificate, PkiError> {
         let key = KeyPair::generate()?;
         let params = Self::leaf_params(name, &[], days, false)?;
-        let cert = params.signed_by(&key, &self.operator.issuer)?;
+        let operator = self.operator.as_ref().ok_or_else(|| {
+            PkiError::Invalid("this node does not hold the operator CA key; issue operator certificates on the node that ran `init`".into())
+        })?;
+        let cert = params.signed_by(&key, &operator.issuer)?;
         Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 

@@ -1,13 +1,16 @@
 //! Writing key material: atomically (write, fsync, rename), private keys with mode 0600.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
+    // `<name>.tmp` next to the target: unique per target (`node.pem` and `node.key` differ).
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
     {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -15,6 +18,8 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> 
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        // `mode` applies only when the file is created: set it explicitly for a leftover file.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;
         file.sync_all()?;
     }

@@ -1,7 +1,7 @@
 //! Who is calling: the role and name in a verified client certificate.
 
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
 
 use super::authority::pem_to_der;
 use super::{ClusterPki, PkiError};
@@ -27,10 +27,11 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// The subject names of the three issuing CAs, to tell which one issued a verified certificate.
+/// The three issuing CAs, to tell which one issued a verified certificate.
 #[derive(Debug, Clone)]
 pub struct RoleNames {
-    names: Vec<(Role, Vec<u8>)>,
+    /// Each role's CA: its subject name and its public key (SubjectPublicKeyInfo, DER).
+    cas: Vec<(Role, Vec<u8>, Vec<u8>)>,
 }
 
 /// A caller identified by its certificate.
@@ -42,32 +43,44 @@ pub struct CallerIdentity {
     pub name: String,
 }
 
-fn subject_raw(der: &[u8]) -> Result<Vec<u8>, PkiError> {
-    let (_, cert) = X509Certificate::from_der(der)
+/// A CA certificate's subject name and public key.
+fn subject_and_key(pem: &str) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+    let der = pem_to_der(pem)?;
+    let (_, cert) = X509Certificate::from_der(&der)
         .map_err(|e| PkiError::Invalid(format!("bad CA certificate: {e}")))?;
-    Ok(cert.subject().as_raw().to_vec())
+    Ok((cert.subject().as_raw().to_vec(), cert.public_key().raw.to_vec()))
 }
 
 impl RoleNames {
     /// From the cluster's CAs.
     pub fn new(pki: &ClusterPki) -> Result<RoleNames, PkiError> {
-        Ok(RoleNames {
-            names: vec![
-                (Role::Peer, subject_raw(&pem_to_der(&pki.peer.cert_pem)?)?),
-                (Role::Agent, subject_raw(&pem_to_der(&pki.agent.cert_pem)?)?),
-                (Role::Operator, subject_raw(&pem_to_der(&pki.operator.cert_pem)?)?),
-            ],
-        })
+        let mut cas = Vec::new();
+        for (role, pem) in [
+            (Role::Peer, &pki.peer.cert_pem),
+            (Role::Agent, &pki.agent.cert_pem),
+            (Role::Operator, &pki.operator_cert_pem),
+        ] {
+            let (subject, key) = subject_and_key(pem)?;
+            cas.push((role, subject, key));
+        }
+        Ok(RoleNames { cas })
     }
 
-    /// Identifies the leaf of a chain that TLS already verified against the cluster's CAs.
-    /// `None` when there is no certificate or it was issued by none of them.
+    /// Identifies the leaf of a chain that TLS already verified against the cluster's CAs. The
+    /// leaf must be signed *directly* by the role's CA (checked with the CA's key, not only by
+    /// name), so whoever holds one CA cannot pass as another role through an intermediate named
+    /// like it. `None` when there is no certificate or no CA signed it.
     pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<CallerIdentity> {
         let leaf = chain.first()?;
         let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
         let issuer = cert.issuer().as_raw();
-        let role =
-            self.names.iter().find(|(_, name)| name.as_slice() == issuer).map(|(role, _)| *role)?;
+        let role = self.cas.iter().find_map(|(role, subject, key)| {
+            if subject.as_slice() != issuer {
+                return None;
+            }
+            let (_, spki) = SubjectPublicKeyInfo::from_der(key).ok()?;
+            cert.verify_signature(Some(&spki)).ok().map(|()| *role)
+        })?;
         let name = cert
             .subject()
             .iter_common_name()
@@ -76,5 +89,51 @@ impl RoleNames {
             .unwrap_or_default()
             .to_owned();
         Some(CallerIdentity { role, name })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls_pki_types::pem::PemObject;
+    use time::{Duration, OffsetDateTime};
+
+    use super::*;
+    use crate::pki::Authority;
+
+    fn chain(pems: &[&str]) -> Vec<CertificateDer<'static>> {
+        pems.iter().map(|pem| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).collect()
+    }
+
+    #[test]
+    fn roles_come_from_the_signing_ca_not_only_its_name() {
+        let (pki, _) = ClusterPki::generate("roles").unwrap();
+        let roles = RoleNames::new(&pki).unwrap();
+        let node = pki.issue_node(4, &["127.0.0.1".into()]).unwrap();
+        assert_eq!(
+            roles.identify(&chain(&[&node.cert_pem])),
+            Some(CallerIdentity { role: Role::Peer, name: "node-4".into() })
+        );
+        let operator = pki.issue_operator("alice", 1).unwrap();
+        assert_eq!(
+            roles.identify(&chain(&[&operator.cert_pem])).map(|i| i.role),
+            Some(Role::Operator)
+        );
+
+        // Whoever holds the agent CA forges an intermediate named like the operator CA.
+        let forged = Authority::generate("dsops operator CA roles", Some(&pki.agent), 1).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mallory = ClusterPki::issue_with_validity(
+            &forged,
+            "mallory",
+            now - Duration::hours(1),
+            now + Duration::hours(1),
+        )
+        .unwrap();
+        assert_eq!(roles.identify(&chain(&[&mallory.cert_pem, &forged.cert_pem])), None);
+
+        let (other, _) = ClusterPki::generate("elsewhere").unwrap();
+        let stranger = other.issue_node(1, &[]).unwrap();
+        assert_eq!(roles.identify(&chain(&[&stranger.cert_pem])), None);
+        assert_eq!(roles.identify(&[]), None);
     }
 }

@@ -89,7 +89,7 @@ impl ServerTls {
         raft.alpn_protocols = vec![b"h2".to_vec()];
 
         let any_cluster_ca = WebPkiClientVerifier::builder_with_provider(
-            roots(&[&pki.peer.cert_pem, &pki.agent.cert_pem, &pki.operator.cert_pem])?,
+            roots(&[&pki.peer.cert_pem, &pki.agent.cert_pem, &pki.operator_cert_pem])?,
             provider(),
         )
         .allow_unauthenticated()

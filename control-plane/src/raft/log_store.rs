@@ -1,14 +1,18 @@
-//! The raft log in redb, with group commit.
+//! The raft log in redb.
 //!
-//! One table holds entries by index, another the metadata (vote, last purged id). Appends do
-//! not wait for the disk: they go to a single writer thread that takes every operation queued
-//! at that moment, applies them in order in **one** write transaction, commits it durably, and
-//! only then tells openraft (through each append's `LogFlushed` callback) that the entries are
-//! on disk. Under load, many appends share one fsync.
+//! One table holds entries by index, another the metadata (vote, committed index, last purged
+//! id). Writes go to a single writer thread that takes every operation queued at that moment,
+//! applies them in order in **one** write transaction, commits it durably, and only then tells
+//! openraft (through each append's `LogFlushed` callback) that the entries are on disk.
 //!
-//! Entries appended but not yet committed are kept in memory so readers (replication to
-//! followers) see the log openraft believes it has. Votes, truncations and purges go through the
-//! same writer, in order, and their callers wait for them to be durable.
+//! openraft 0.9 waits for each append to be flushed before it issues the next one, so appends
+//! rarely share a transaction; what batches requests is the proposer in `node::api`, which puts
+//! every request that arrived meanwhile into one entry. The writer still folds votes, purges
+//! and the committed index into the transaction of the next append.
+//!
+//! Entries appended but not yet committed are kept in memory so readers see the log openraft
+//! believes it has. Votes, truncations and purges go through the same writer, in order, and
+//! their callers wait for them to be durable.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -114,6 +118,15 @@ impl LogStore {
     }
 
     fn read_range(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry<TypeConfig>>> {
+        // The cache first: an entry leaves it only after it is on disk, so whatever is missing
+        // from this copy of the cache is found by the disk read that follows.
+        let cached: Vec<(u64, Entry<TypeConfig>)> = self
+            .pending
+            .lock()
+            .expect("log cache lock")
+            .range(range)
+            .map(|(i, e)| (*i, e.clone()))
+            .collect();
         let mut entries: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
         let txn = self.db.begin_read().map_err(read_err)?;
         match txn.open_table(LOGS) {
@@ -130,10 +143,7 @@ impl LogStore {
             Err(error) => return Err(read_err(error)),
         }
         // Entries not yet committed by the writer win (they are newer than anything on disk).
-        let pending = self.pending.lock().expect("log cache lock");
-        for (index, entry) in pending.range(range) {
-            entries.insert(*index, entry.clone());
-        }
+        entries.extend(cached);
         Ok(entries.into_values().collect())
     }
 }

@@ -109,8 +109,8 @@ impl PeerClient {
         }
         let channel = self.channel.clone().map_err(|e| Unreachable::new(&LinkError(e)))?;
         Ok(RaftPeerClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20))
+            .max_decoding_message_size(160 << 20)
+            .max_encoding_message_size(160 << 20))
     }
 }
 

@@ -11,7 +11,7 @@ use openraft::{
     Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
@@ -44,10 +44,6 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Current>>,
     db: Arc<Database>,
     snapshot_seq: Arc<AtomicU64>,
-}
-
-fn sm_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
-    storage_error(StorageIOError::write_state_machine, error)
 }
 
 fn snapshot_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
@@ -92,13 +88,23 @@ impl StateMachineStore {
         }
     }
 
+    /// Stores a snapshot unless the stored one is newer: a snapshot built from older state may
+    /// finish after a newer one was installed, and must not replace it (the log before the newer
+    /// one may already be purged).
     fn write_stored(&self, stored: &StoredSnapshot) -> Result<()> {
         let bytes = serde_json::to_vec(stored).map_err(snapshot_err)?;
         let txn = self.db.begin_write().map_err(snapshot_err)?;
-        txn.open_table(SNAPSHOTS)
-            .map_err(snapshot_err)?
-            .insert(CURRENT, bytes.as_slice())
-            .map_err(snapshot_err)?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(snapshot_err)?;
+            let current: Option<StoredSnapshot> = match table.get(CURRENT).map_err(snapshot_err)? {
+                Some(value) => serde_json::from_slice(value.value()).ok(),
+                None => None,
+            };
+            if current.is_some_and(|c| c.meta.last_log_id > stored.meta.last_log_id) {
+                return Ok(());
+            }
+            table.insert(CURRENT, bytes.as_slice()).map_err(snapshot_err)?;
+        }
         txn.commit().map_err(snapshot_err)
     }
 
@@ -189,8 +195,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let state = decode_snapshot(&data)
             .map_err(|e| storage_error(|e| StorageIOError::read_snapshot(None, e), e))?;
-        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
+        // Hold the state while storing, so a snapshot being built cannot interleave.
         let mut applied = self.applied.write().await;
+        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
         *applied = Current {
             state,
             last_applied: meta.last_log_id,
@@ -218,8 +225,3 @@ impl std::fmt::Display for BoxedError {
 }
 
 impl std::error::Error for BoxedError {}
-
-#[allow(dead_code)]
-fn _assert_send(_: &StateMachineStore) {
-    let _ = sm_err::<std::io::Error>;
-}

@@ -87,6 +87,18 @@ pub enum Command {
 }
 
 impl Command {
+    /// Roughly how many bytes the command takes in the log (for batching).
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Command::StoreConfig { config_yaml, catalog_files, fingerprints, .. } => {
+                config_yaml.len()
+                    + catalog_files.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                    + fingerprints.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            }
+            _ => 256,
+        }
+    }
+
     /// A short name for logs and audit events.
     pub fn name(&self) -> &'static str {
         match self {

@@ -23,6 +23,6 @@ mod snapshot;
 pub use apply::{ApplyContext, apply};
 pub use audit::{AuditEvent, AuditLog, GENESIS_HASH};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
-pub use dedup::Dedup;
+pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};

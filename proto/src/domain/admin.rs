@@ -57,6 +57,8 @@ pub struct ApplyConfig {
 
 /// The largest configuration or catalog file accepted (the raft log carries it).
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// The largest configuration plus catalog files accepted in one apply.
+pub const MAX_APPLY_BYTES: usize = 4 << 20;
 
 impl TryFrom<wire::ApplyConfigRequest> for ApplyConfig {
     type Error = ProtocolError;
@@ -94,6 +96,16 @@ impl TryFrom<wire::ApplyConfigRequest> for ApplyConfig {
                     format!("is larger than {MAX_DOCUMENT_BYTES} bytes"),
                 ));
             }
+        }
+        let total =
+            config_yaml.len() + catalog_files.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if total > MAX_APPLY_BYTES {
+            return Err(ProtocolError::invalid(
+                "catalog_files",
+                format!(
+                    "the configuration and catalog files together are larger than {MAX_APPLY_BYTES} bytes"
+                ),
+            ));
         }
         Ok(ApplyConfig {
             request_id: RequestId::parse(&request_id, "request_id")?,

@@ -13,7 +13,9 @@ mod refs;
 mod session;
 mod step;
 
-pub use admin::{ApplyConfig, MAX_DOCUMENT_BYTES, RotateRequest, RotateSelector, SecretKey};
+pub use admin::{
+    ApplyConfig, MAX_APPLY_BYTES, MAX_DOCUMENT_BYTES, RotateRequest, RotateSelector, SecretKey,
+};
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
 pub use job::Job;
 pub use protocol_error::ProtocolError;

@@ -1,0 +1,183 @@
+//! Joining and leaving, from the cluster's side: a join token is spent only by a valid request
+//! and only once; unknown tokens write nothing; a joined node is not handed the operator CA
+//! key; a removed node's certificate no longer speaks raft; a retried token request cannot
+//! hand out a token that does not work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
+use dsops_control_plane::node::JoinToken;
+use dsops_control_plane::pki::{
+    API_SERVER_NAME, NodeCertificate, RAFT_SERVER_NAME, client_config, new_csr,
+    pinned_client_config,
+};
+use dsops_control_plane::state::Command;
+use dsops_proto::ErrorCode;
+use dsops_proto::wire::admin::{CreateJoinTokenRequest, RemoveNodeRequest};
+use dsops_proto::wire::raft::node_join_client::NodeJoinClient;
+use dsops_proto::wire::raft::raft_peer_client::RaftPeerClient;
+use dsops_proto::wire::raft::{JoinRequest, Vote, VoteRequest};
+use dsops_tests::TestCluster;
+
+async fn token(cluster: &TestCluster, id: &str) -> JoinToken {
+    let leader = cluster.control(cluster.leader().await);
+    let token = JoinToken::generate(leader.peer_fingerprint());
+    let expires =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64
+            + 600_000;
+    leader
+        .write(
+            "test",
+            id,
+            Command::CreateJoinToken {
+                token_hash: JoinToken::secret_hash(&token.secret),
+                expires_at_ms: expires,
+            },
+        )
+        .await
+        .unwrap();
+    token
+}
+
+fn join_client(
+    cluster: &TestCluster,
+    token: &JoinToken,
+) -> NodeJoinClient<tonic::transport::Channel> {
+    let tls = pinned_client_config(&token.ca_fingerprint).unwrap();
+    NodeJoinClient::new(
+        dsops_control_plane::transport::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_join_request_does_not_spend_the_token() {
+    let cluster = TestCluster::start(1).await;
+    let token = token(&cluster, "token-bad-join-0001").await;
+    let mut client = join_client(&cluster, &token);
+    let log_before = cluster.control(1).metrics().last_log_index;
+
+    // Garbage CSR: refused, nothing written.
+    let bad = JoinRequest {
+        token_secret: token.secret.clone(),
+        csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+            .into(),
+        address: "127.0.0.1:1".into(),
+    };
+    let status = client.join(bad).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&status), ErrorCode::InvalidArgument, "{status:?}");
+    // A wildcard address: refused.
+    let (csr, _key) = new_csr("x").unwrap();
+    let wildcard = JoinRequest {
+        token_secret: token.secret.clone(),
+        csr_pem: csr.clone(),
+        address: "0.0.0.0:7400".into(),
+    };
+    assert_eq!(
+        ErrorCode::from_status(&client.join(wildcard).await.unwrap_err()),
+        ErrorCode::InvalidArgument
+    );
+    // An unknown token: refused without a raft write.
+    let stranger = JoinRequest {
+        token_secret: "ab".repeat(32),
+        csr_pem: csr.clone(),
+        address: "127.0.0.1:2".into(),
+    };
+    assert_eq!(
+        ErrorCode::from_status(&client.join(stranger).await.unwrap_err()),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        cluster.control(1).metrics().last_log_index,
+        log_before,
+        "a refused join wrote to the log"
+    );
+
+    // The token still works for a proper request, once.
+    let good = JoinRequest {
+        token_secret: token.secret.clone(),
+        csr_pem: csr.clone(),
+        address: "127.0.0.1:3".into(),
+    };
+    let response = client.join(good.clone()).await.unwrap().into_inner();
+    assert_eq!(response.node_id, 2);
+    assert!(
+        response.operator_ca.unwrap().key_pem.is_empty(),
+        "a joining node must not receive the operator CA key"
+    );
+    assert!(!response.agent_ca.unwrap().key_pem.is_empty());
+    // The same joiner retrying gets the same answer; anyone else is refused.
+    assert_eq!(client.join(good).await.unwrap().into_inner().node_id, 2);
+    let (other_csr, _) = new_csr("y").unwrap();
+    let other = JoinRequest {
+        token_secret: token.secret.clone(),
+        csr_pem: other_csr,
+        address: "127.0.0.1:4".into(),
+    };
+    let status = client.join(other).await.unwrap_err();
+    assert!(status.message().contains("already used"), "{status:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_cannot_speak_raft_and_joined_nodes_hold_no_operator_key() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    assert!(
+        !cluster.data_dir(victim).tls().join("operator-ca.key").exists(),
+        "a joined node holds the operator CA key"
+    );
+    let dir = cluster.data_dir(victim).clone();
+    let identity = NodeCertificate {
+        cert_pem: std::fs::read_to_string(dir.tls().join("node.pem")).unwrap(),
+        key_pem: std::fs::read_to_string(dir.tls().join("node.key")).unwrap(),
+    };
+    let vote = || VoteRequest {
+        vote: Some(Vote { term: 1, node_id: victim, committed: false }),
+        last_log_id: None,
+    };
+    let ca = cluster.admin().ca_pem.clone();
+    let leader_address = cluster.address(leader).to_owned();
+    let raft_client = || {
+        let tls = client_config(&ca, Some(&identity)).unwrap();
+        RaftPeerClient::new(
+            dsops_control_plane::transport::channel(&leader_address, RAFT_SERVER_NAME, tls)
+                .unwrap(),
+        )
+    };
+    raft_client().vote(vote()).await.expect("a member's certificate speaks raft");
+
+    cluster.kill(victim).await;
+    cluster
+        .admin_client(leader)
+        .remove_node(RemoveNodeRequest {
+            request_id: "remove-for-raft-0001".into(),
+            node_id: victim,
+        })
+        .await
+        .unwrap();
+    let status = raft_client().vote(vote()).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&status), ErrorCode::PermissionDenied, "{status:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_token_request_is_refused_instead_of_printing_a_dead_token() {
+    let cluster = TestCluster::start(1).await;
+    let request =
+        CreateJoinTokenRequest { request_id: "token-request-twice-01".into(), ttl_seconds: 600 };
+    let first =
+        cluster.admin_client(1).create_join_token(request.clone()).await.unwrap().into_inner();
+    assert!(JoinToken::parse(&first.token).is_ok());
+    let again = cluster.admin_client(1).create_join_token(request).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&again), ErrorCode::FailedPrecondition, "{again:?}");
+    let short =
+        CreateJoinTokenRequest { request_id: "token-request-short-1".into(), ttl_seconds: 5 };
+    assert_eq!(
+        ErrorCode::from_status(
+            &cluster.admin_client(1).create_join_token(short).await.unwrap_err()
+        ),
+        ErrorCode::InvalidArgument
+    );
+    cluster.shutdown().await;
+}
