@@ -228,9 +228,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        let store = self.clone();
+        // Read in place: replication reads recent entries, which come from the in-memory cache
+        // or from pages redb has cached; a hop to the blocking pool would cost more than that.
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
-        tokio::task::spawn_blocking(move || store.read_range(range)).await.map_err(read_err)?
+        self.read_range(range)
     }
 }
 
