@@ -20,33 +20,33 @@ struct Cli {
     command: Command,
 }
 
+/// Where a new node keeps its state and how it is reached.
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// Where the node keeps its state.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// The address to listen on, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: String,
+    /// The address other nodes and clients use, if different from --listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a new cluster: its CAs, this node's certificate, an admin credential bundle in
     /// DATA_DIR/admin/, and a one-time join token for the next node. Then exits.
     Init {
-        /// Where the node keeps its state.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// The address to listen on, HOST:PORT.
-        #[arg(long, value_name = "HOST:PORT")]
-        listen: String,
-        /// The address other nodes and clients use, if different from --listen.
-        #[arg(long, value_name = "HOST:PORT")]
-        advertise: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Prepare DATA_DIR to join an existing cluster through one of its nodes, with a join token.
     /// Then exits; `run` starts the node, and the leader promotes it to voter once it has caught up.
     Join {
-        /// Where the node keeps its state.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// The address to listen on, HOST:PORT.
-        #[arg(long, value_name = "HOST:PORT")]
-        listen: String,
-        /// The address other nodes and clients use, if different from --listen.
-        #[arg(long, value_name = "HOST:PORT")]
-        advertise: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
         /// Any node of the cluster, HOST:PORT.
         #[arg(long, value_name = "HOST:PORT")]
         peer: String,
@@ -89,7 +89,7 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir, listen, advertise } => {
+        Command::Init { node: NodeArgs { data_dir, listen, advertise } } => {
             let dir = DataDir::new(&data_dir);
             let done = init(&dir, &listen, advertise.as_deref())
                 .await
@@ -104,7 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("join token (valid 1h, single use): {}", done.join_token);
             println!("start it with: dsops-server run --data-dir {}", data_dir.display());
         }
-        Command::Join { data_dir, listen, advertise, peer, token } => {
+        Command::Join { node: NodeArgs { data_dir, listen, advertise }, peer, token } => {
             let dir = DataDir::new(&data_dir);
             let node_id = join(&dir, &listen, advertise.as_deref(), &peer, &token)
                 .await
