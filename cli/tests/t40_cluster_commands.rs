@@ -1,0 +1,91 @@
+//! `dsops cluster status|token|remove` and `dsops apply` against a real cluster (in-process
+//! nodes over mutual TLS), run as a user would: the `dsops` binary with --server and
+//! --credentials.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
+mod common;
+
+use common::{root, stderr, stdout};
+use dsops_tests::TestCluster;
+
+fn dsops(cluster: &TestCluster, server: u64, args: &[&str]) -> std::process::Output {
+    let credentials = cluster.data_dir(1).admin();
+    std::process::Command::new(env!("CARGO_BIN_EXE_dsops"))
+        .args(args)
+        .args(["--server", cluster.address(server), "--credentials", credentials.to_str().unwrap()])
+        .current_dir(root())
+        .env_remove("DSOPS_CONFIG")
+        .output()
+        .expect("run dsops")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_commands_work_through_any_node() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+
+    // Status through a follower: the CLI follows the redirect to the leader.
+    // (The CLI runs as a child process; waiting for it blocks one of the test runtime's two
+    // threads, the other serves the cluster.)
+    let output = dsops(&cluster, follower, &["cluster", "status", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(status["leader_id"], leader);
+    assert_eq!(status["members"].as_array().unwrap().len(), 3);
+
+    let table = dsops(&cluster, leader, &["cluster", "status"]);
+    let text = stdout(&table);
+    assert!(text.starts_with(&format!("leader: {leader}")), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("follower")).count(), 2, "{text}");
+
+    // apply: validates locally, stores, prints the changes; a stale expected version is refused.
+    let output = dsops(&cluster, follower, &["apply", "-f", "examples/dsops.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("stored configuration version 1 (was 0)"), "{text}");
+    assert!(text.contains("  + envs.prod.ORDERS_DB_PASSWORD"), "{text}");
+    let output =
+        dsops(&cluster, leader, &["apply", "-f", "examples/dsops.yaml", "--expected-version", "7"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the stored configuration is version 1, not 7"),
+        "{}",
+        stderr(&output)
+    );
+    let output = dsops(&cluster, leader, &["apply", "-f", "examples/invalid/typos.yaml"]);
+    assert_eq!(output.status.code(), Some(2), "an invalid configuration is refused before sending");
+
+    // token: one line, a token that parses.
+    let output = dsops(&cluster, leader, &["cluster", "token", "--ttl", "10m"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        dsops_control_plane::node::JoinToken::parse(stdout(&output).trim()).is_ok(),
+        "{}",
+        stdout(&output)
+    );
+
+    // remove: the node leaves the membership.
+    let output = dsops(&cluster, leader, &["cluster", "remove", &follower.to_string()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with(&format!("removed node {follower}; voters now:")),
+        "{}",
+        stdout(&output)
+    );
+    let output = dsops(&cluster, leader, &["cluster", "remove", "99"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("node 99 is not a member"), "{}", stderr(&output));
+    cluster.shutdown().await;
+}
+
+#[test]
+fn cluster_commands_need_a_server_and_credentials() {
+    let output = common::dsops(&["cluster", "status"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("this command needs a cluster"), "{}", stderr(&output));
+    let output = common::dsops(&["cluster", "status", "--server", "127.0.0.1:1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--server needs --credentials"), "{}", stderr(&output));
+}
