@@ -18,7 +18,13 @@ async fn the_whole_cluster_restarts_from_disk() {
     }
     let version_before = cluster
         .control(cluster.leader().await)
-        .read_current(|s| s.audit.events().len())
+        .read_current(|s| {
+            s.audit
+                .events()
+                .iter()
+                .map(|e| (e.seq, e.action.clone(), e.subject.clone()))
+                .collect::<Vec<_>>()
+        })
         .await
         .unwrap();
     for id in cluster.ids() {
@@ -29,7 +35,9 @@ async fn the_whole_cluster_restarts_from_disk() {
     }
     let leader = cluster.leader().await;
     let events = cluster.control(leader).read_current(|s| s.audit.events().to_vec()).await.unwrap();
-    assert_eq!(events.len(), version_before);
+    let after: Vec<_> =
+        events.iter().map(|e| (e.seq, e.action.clone(), e.subject.clone())).collect();
+    assert_eq!(after, version_before, "audit events before and after the restart differ");
     for i in 0..25 {
         assert!(
             events.iter().any(|e| e.subject == format!("r{i:03}")),
