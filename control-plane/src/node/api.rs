@@ -199,16 +199,30 @@ impl ControlPlane {
         }
     }
 
-    /// Reads the state after making sure it is current (this node is the leader and has applied
-    /// everything committed before the read began).
+    /// Reads the state after making sure it is current: this node is the leader, and it has
+    /// applied every entry its log held when the read began (so every write acknowledged
+    /// before the read is in it, even right after a leader restarted and resumed its term with a
+    /// commit index behind what it had acknowledged, which openraft 0.9 allows).
     pub async fn read_current<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, WriteError> {
+        let last = self.inner.raft.metrics().borrow().last_log_index;
         match self.inner.raft.ensure_linearizable().await {
-            Ok(_) => Ok(self.inner.state.read(f).await),
+            Ok(_) => {}
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
                 forward,
-            ))) => Err(self.not_leader(Some(&forward))),
-            Err(error) => Err(WriteError::Unavailable(error.to_string())),
+            ))) => {
+                return Err(self.not_leader(Some(&forward)));
+            }
+            Err(error) => return Err(WriteError::Unavailable(error.to_string())),
         }
+        self.inner
+            .raft
+            .wait(Some(COMMIT_TIMEOUT))
+            .applied_index_at_least(last, "a current read")
+            .await
+            .map_err(|e| {
+                WriteError::Unavailable(format!("the leader could not apply its log: {e}"))
+            })?;
+        Ok(self.inner.state.read(f).await)
     }
 
     /// Reads the local state, which may lag the leader (for status displays).

@@ -106,9 +106,8 @@ pub(crate) async fn open_raft(
     let pki = ClusterPki::load(&dir.tls()).map_err(|e| e.to_string())?;
     let roles = RoleNames::new(&pki).map_err(|e| e.to_string())?;
     let node_cert = dir.read_node_cert()?;
-    let mut log =
+    let log =
         LogStore::open(&dir.log_db()).map_err(|e| format!("{}: {e}", dir.log_db().display()))?;
-    log.forget_leadership().await.map_err(|e| format!("{}: {e}", dir.log_db().display()))?;
     let state = StateMachineStore::open(&dir.state_db())
         .map_err(|e| format!("{}: {e}", dir.state_db().display()))?;
     let tls = client_config(&pki.peer.cert_pem, Some(&node_cert)).map_err(|e| e.to_string())?;

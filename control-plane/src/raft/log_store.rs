@@ -89,25 +89,6 @@ impl LogStore {
         Ok(LogStore { db, writer, pending, committed })
     }
 
-    /// Makes a saved committed vote an ordinary one, before raft starts on this store.
-    ///
-    /// openraft 0.9 lets a node whose saved vote is a committed vote for itself resume as
-    /// leader after a restart, in the same term and without a new entry of its own; until it
-    /// replicates again, its commit index can be behind what it acknowledged before the restart,
-    /// so a "linearizable" read could miss an acknowledged write. With an ordinary vote it still
-    /// votes for no one else in that term (the durable promise raft needs) but must win an
-    /// election in a new term, whose first entry commits everything before it.
-    pub async fn forget_leadership(&mut self) -> Result<()> {
-        if let Some(vote) = self.get_meta::<Vote<NodeId>>(VOTE)?
-            && vote.committed
-        {
-            let demoted = Vote::new(vote.leader_id.term, vote.leader_id.node_id);
-            let bytes = serde_json::to_vec(&demoted).map_err(write_err)?;
-            self.submit(|done| Op::Meta(VOTE, bytes, done)).await?;
-        }
-        Ok(())
-    }
-
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = match txn.open_table(META) {

@@ -78,25 +78,4 @@ mod suite {
     fn storage_passes_openraft_suite() {
         Suite::test_all(Builder).expect("openraft storage suite");
     }
-
-    #[tokio::test]
-    async fn a_restarting_leader_forgets_its_leadership_but_not_its_vote() {
-        use openraft::Vote;
-        use openraft::storage::RaftLogStorage;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft-log.redb");
-        {
-            let mut log = LogStore::open(&path).unwrap();
-            log.save_vote(&Vote::new_committed(7, 3)).await.unwrap();
-        }
-        let mut log = LogStore::open(&path).unwrap();
-        log.forget_leadership().await.unwrap();
-        let vote = log.read_vote().await.unwrap().unwrap();
-        assert_eq!(
-            vote,
-            Vote::new(7, 3),
-            "same term and candidate, no longer an established leader"
-        );
-        assert!(!vote.committed);
-    }
 }
