@@ -19,6 +19,8 @@ use crate::failure::Failure;
 
 /// How long to wait for a leader before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
+/// How long one call may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection to the cluster.
 #[derive(Debug)]
@@ -76,7 +78,15 @@ impl Remote {
         let mut hops = 0;
         let result = loop {
             let client = self.client(&target).map_err(Failure::Runtime)?;
-            match call(client).await {
+            // A node that accepts the connection but never answers must not hang the CLI.
+            let answer =
+                tokio::time::timeout(REQUEST_TIMEOUT, call(client)).await.unwrap_or_else(|_| {
+                    Err(tonic::Status::unavailable(format!(
+                        "no answer from {target} within {}s",
+                        REQUEST_TIMEOUT.as_secs()
+                    )))
+                });
+            match answer {
                 Ok(response) => break Ok(response.into_inner()),
                 Err(status) => {
                     let code = ErrorCode::from_status(&status);

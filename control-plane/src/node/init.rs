@@ -143,7 +143,10 @@ pub async fn join(
             csr_pem: csr.clone(),
             address: advertise.clone(),
         };
-        match client.join(request).await {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), client.join(request))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::unavailable("no answer within 30 s")));
+        match answer {
             Ok(response) => break response.into_inner(),
             Err(status) => match dsops_proto::error::leader_hint(&status) {
                 // A follower answered: retry at the leader (the token hash makes it idempotent).
