@@ -219,7 +219,9 @@ impl TestCluster {
         wait_for(&format!("{count} voters"), Duration::from_secs(10), || async {
             let leader = self.control(self.leader().await).metrics();
             let voters = leader.membership_config.membership().voter_ids().count();
-            let settled = leader.membership_config.membership().get_joint_config().len() == 1;
+            // One voter set, and that membership is committed (applied), not merely proposed.
+            let settled = leader.membership_config.membership().get_joint_config().len() == 1
+                && leader.membership_config.log_id() <= &leader.last_applied;
             (voters == count && settled).then_some(())
         })
         .await;

@@ -56,17 +56,30 @@ fn unavailable_here(what: &str) -> Status {
 }
 
 /// A membership change; a follower's refusal becomes `not_leader` with the leader's address.
+/// While another change (a learner's promotion, say) is still committing, it waits for it, up to
+/// ten seconds.
 async fn change_membership(
     control: &ControlPlane,
     change: ChangeMembers<u64, openraft::BasicNode>,
 ) -> Result<(), Status> {
-    use openraft::error::{ClientWriteError, RaftError};
-    match control.raft().change_membership(change, false).await {
-        Ok(_) => Ok(()),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            Err(WriteError::NotLeader { leader: forward.leader_node.map(|n| n.addr) }.to_status())
+    use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+    let started = std::time::Instant::now();
+    loop {
+        match control.raft().change_membership(change.clone(), false).await {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                return Err(WriteError::NotLeader { leader: forward.leader_node.map(|n| n.addr) }
+                    .to_status());
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => {
+                return Err(ErrorCode::Unavailable.to_status(format!("membership change: {error}")));
+            }
         }
-        Err(error) => Err(ErrorCode::Unavailable.to_status(format!("membership change: {error}"))),
     }
 }
 
