@@ -54,13 +54,11 @@ fn services(cli: &Cli, catalog: &Catalog, args: &ListServicesArgs) -> Result<(),
     if let Some(name) = &args.service_type
         && catalog.service_type(name).is_none()
     {
-        let mut message = format!("unknown service type {name:?}");
-        if let Some(hint) = dsops_control_plane::source::suggest(
+        let message = dsops_control_plane::source::unknown_hinted(
+            "service type",
             name,
             catalog.service_types.keys().map(String::as_str),
-        ) {
-            message.push_str(&format!("; did you mean {hint:?}?"));
-        }
+        );
         return Err(Failure::invalid(message));
     }
     let rows: Vec<ServiceRow<'_>> = catalog

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{Catalog, Entry};
-use crate::source::Diagnostics;
+use crate::source::{Diagnostics, unknown_hinted};
 use crate::time::{Duration, MaintenanceWindow, Schedule};
 
 /// Named charsets accepted in `constraints.format` instead of a regular expression.
@@ -175,12 +175,11 @@ pub(super) fn check_references(catalog: &Catalog, diagnostics: &mut Diagnostics)
         let type_name = &instance.metadata.type_name;
         let service_type = catalog.service_type(type_name);
         if service_type.is_none() {
-            let mut message = format!("unknown service type {type_name:?}");
-            if let Some(hint) =
-                crate::source::suggest(type_name, catalog.service_types.keys().map(String::as_str))
-            {
-                message.push_str(&format!("; did you mean {hint:?}?"));
-            }
+            let message = unknown_hinted(
+                "service type",
+                type_name,
+                catalog.service_types.keys().map(String::as_str),
+            );
             diagnostics.error(&entry.file, entry.pos("/metadata/type"), "metadata.type", message);
         }
         let mut seen = BTreeSet::new();
@@ -214,13 +213,11 @@ pub(super) fn check_references(catalog: &Catalog, diagnostics: &mut Diagnostics)
             if let Some(policy) = &credential.policy
                 && !catalog.rotation_policies.contains_key(policy)
             {
-                let mut message = format!("unknown rotation policy {policy:?}");
-                if let Some(hint) = crate::source::suggest(
+                let message = unknown_hinted(
+                    "rotation policy",
                     policy,
                     catalog.rotation_policies.keys().map(String::as_str),
-                ) {
-                    message.push_str(&format!("; did you mean {hint:?}?"));
-                }
+                );
                 diagnostics.error(
                     &entry.file,
                     entry.pos(&format!("{base}/policy")),
@@ -230,13 +227,11 @@ pub(super) fn check_references(catalog: &Catalog, diagnostics: &mut Diagnostics)
             }
             for (p, principal) in credential.principals.iter().enumerate() {
                 if !catalog.principals.contains_key(principal) {
-                    let mut message = format!("unknown principal {principal:?}");
-                    if let Some(hint) = crate::source::suggest(
+                    let message = unknown_hinted(
+                        "principal",
                         principal,
                         catalog.principals.keys().map(String::as_str),
-                    ) {
-                        message.push_str(&format!("; did you mean {hint:?}?"));
-                    }
+                    );
                     diagnostics.error(
                         &entry.file,
                         entry.pos(&format!("{base}/principals/{p}")),

@@ -8,7 +8,7 @@ use openraft::{BasicNode, Raft, RaftMetrics};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::pki::{ClusterPki, RoleNames};
+use crate::pki::ClusterPki;
 use crate::raft::{NodeId, Proposal, StateMachineStore, TypeConfig};
 use crate::state::{Command, Outcome, Request, Response, State};
 
@@ -72,7 +72,6 @@ struct Inner {
     raft: Raft<TypeConfig>,
     state: StateMachineStore,
     pki: ClusterPki,
-    roles: RoleNames,
     /// SHA-256 of the peer CA certificate, as join tokens carry it.
     peer_fingerprint: String,
     /// Requests for the batching proposer.
@@ -98,22 +97,13 @@ impl ControlPlane {
         raft: Raft<TypeConfig>,
         state: StateMachineStore,
         pki: ClusterPki,
-        roles: RoleNames,
     ) -> ControlPlane {
         let peer_fingerprint =
             pki.peer.cert_der().map(|der| crate::pki::fingerprint(&der)).unwrap_or_default();
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(propose(raft.clone(), queue));
         ControlPlane {
-            inner: Arc::new(Inner {
-                node_id,
-                raft,
-                state,
-                pki,
-                roles,
-                peer_fingerprint,
-                proposals,
-            }),
+            inner: Arc::new(Inner { node_id, raft, state, pki, peer_fingerprint, proposals }),
         }
     }
 
@@ -140,11 +130,6 @@ impl ControlPlane {
     /// SHA-256 of the peer CA certificate (what join tokens pin).
     pub fn peer_fingerprint(&self) -> &str {
         &self.inner.peer_fingerprint
-    }
-
-    /// Certificate roles.
-    pub fn roles(&self) -> &RoleNames {
-        &self.inner.roles
     }
 
     /// The latest raft metrics.

@@ -82,7 +82,7 @@ pub async fn init(
     .map_err(|e| e.to_string())?;
 
     // Bring the one-node cluster up without serving, record the node and a first join token.
-    let (raft, _state, pki, roles) = open_raft(dir, node_id, &NodeOptions::default()).await?;
+    let (raft, state, pki) = open_raft(dir, node_id, &NodeOptions::default()).await?;
     raft.initialize(BTreeMap::from([(node_id, BasicNode { addr: advertise.clone() })]))
         .await
         .map_err(|e| format!("initializing raft: {e}"))?;
@@ -93,7 +93,7 @@ pub async fn init(
     let token = JoinToken::generate(&crate::pki::fingerprint(
         &pki.peer.cert_der().map_err(|e| e.to_string())?,
     ));
-    let control = super::api::ControlPlane::new(node_id, raft.clone(), _state, pki, roles);
+    let control = super::api::ControlPlane::new(node_id, raft.clone(), state, pki);
     let writes = [
         Command::RegisterNode { node_id, address: advertise.clone(), role: NodeRole::Voter },
         Command::AppendAudit {

@@ -15,7 +15,7 @@ use super::admin_service::AdminService;
 use super::api::ControlPlane;
 use super::join_service::JoinService;
 use super::layout::DataDir;
-use crate::pki::{ClusterPki, RoleNames, ServerTls, client_config};
+use crate::pki::{ClusterPki, ServerTls, client_config};
 use crate::raft::{
     LinkFilter, LogStore, Network, OpenLinks, RaftPeerService, StateMachineStore, TypeConfig,
 };
@@ -102,9 +102,8 @@ pub(crate) async fn open_raft(
     dir: &DataDir,
     node_id: u64,
     options: &NodeOptions,
-) -> Result<(Raft<TypeConfig>, StateMachineStore, ClusterPki, RoleNames), String> {
+) -> Result<(Raft<TypeConfig>, StateMachineStore, ClusterPki), String> {
     let pki = ClusterPki::load(&dir.tls()).map_err(|e| e.to_string())?;
-    let roles = RoleNames::new(&pki).map_err(|e| e.to_string())?;
     let node_cert = dir.read_node_cert()?;
     let log =
         LogStore::open(&dir.log_db()).map_err(|e| format!("{}: {e}", dir.log_db().display()))?;
@@ -116,7 +115,7 @@ pub(crate) async fn open_raft(
     let raft = Raft::new(node_id, config, network, log, state.clone())
         .await
         .map_err(|e| format!("starting raft: {e}"))?;
-    Ok((raft, state, pki, roles))
+    Ok((raft, state, pki))
 }
 
 /// Starts the node in `dir`, serving on `listener` (or binding its configured address).
@@ -133,9 +132,9 @@ pub async fn start(
             .map_err(|e| format!("cannot listen on {}: {e}", node.listen))?,
     };
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let (raft, state, pki, roles) = open_raft(dir, node.node_id, &options).await?;
+    let (raft, state, pki) = open_raft(dir, node.node_id, &options).await?;
     let tls = Arc::new(ServerTls::new(&dir.read_node_cert()?, &pki).map_err(|e| e.to_string())?);
-    let control = ControlPlane::new(node.node_id, raft.clone(), state, pki, roles.clone());
+    let control = ControlPlane::new(node.node_id, raft.clone(), state, pki);
     let (shutdown, mut stopped) = watch::channel(false);
     let incoming = tls.incoming(listener);
     let router = tonic::transport::Server::builder()

@@ -14,6 +14,18 @@ pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) ->
         .map(|(_, candidate)| candidate)
 }
 
+/// `unknown {what} "{name}"`, with a "did you mean" hint when a candidate is close.
+pub fn unknown_hinted<'c>(
+    what: &str,
+    name: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> String {
+    match suggest(name, candidates) {
+        Some(hint) => format!("unknown {what} {name:?}; did you mean {hint:?}?"),
+        None => format!("unknown {what} {name:?}"),
+    }
+}
+
 /// The message for a name that refers to nothing: `unknown {what} "{name}"`, then a "did you
 /// mean" hint when a candidate is close, else `fallback`, else the candidates when there are few.
 pub fn unknown_name(what: &str, name: &str, candidates: &[&str], fallback: Option<&str>) -> String {

@@ -8,6 +8,6 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub(crate) use fields::join;
-pub use fields::{Fields, suggest, unknown_name};
+pub use fields::{Fields, suggest, unknown_hinted, unknown_name};
 pub(crate) use yaml::unescape_pointer_token;
 pub use yaml::{Node, Pos, ScalarKind, Value, parse_yaml};
