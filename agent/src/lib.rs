@@ -1,10 +1,20 @@
 //! The dsops agent: the process on a bastion host inside a network segment.
 //!
-//! It will hold the segment's admin credentials (encrypted at rest), keep one outbound mTLS
-//! session with the control plane, and run rotation steps with its adapters and secret stores,
-//! returning a signed receipt for each (see `DESIGN.md` section 2). The executor, adapters and
-//! stores arrive with the rotation-engine issue, enrolment and sessions with the remote-agent
-//! issue; today the crate only fixes its place in the workspace and its dependency on the wire
-//! contract ([`dsops_proto`]).
+//! It holds the segment's admin credentials (encrypted at rest), runs rotation steps with its
+//! adapters and secret stores, and returns a signed receipt for each (see `DESIGN.md` section 2).
+//!
+//! ```text
+//!   control plane ── Job{run, generation, step} ──▶ Executor ──▶ adapter (PostgreSQL, MySQL, …)
+//!         ▲                                            │  └────▶ secret store (pending/current)
+//!         └──────────── signed Receipt ◀───────────────┘
+//! ```
+//!
+//! Secret values live in [`SecretValue`], which prints `***` and is zeroized on drop; outside
+//! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).
+
+pub mod generate;
+pub mod secret;
+pub mod store;
 
 pub use dsops_proto as proto;
+pub use secret::SecretValue;

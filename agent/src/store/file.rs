@@ -1,0 +1,618 @@
+//! The encrypted local file store: the embedded default's store.
+//!
+//! One file per entry under the store directory, named by a hash of the entry's address, holding
+//! the entry's versions and labels as JSON sealed with AES-256-GCM. The key is a separate file
+//! (32 random bytes, hex, mode 0600), never inside the store directory's files. Writes go to a
+//! temporary file that is fsynced and renamed over the old one, then the directory is fsynced:
+//! a crash leaves either the old or the new file, never a torn one. A lock file per entry
+//! serialises writers across processes (the agent and `dsops store put` may run at once).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use dsops_proto::domain::Fingerprint;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{Fields, Label, SecretStore, StoreError, VersionInfo};
+use crate::secret::{Fingerprinter, SecretValue, random_bytes};
+
+const MAGIC: &[u8; 8] = b"DSOPSIT1";
+/// Unlabelled versions kept per entry besides the labelled ones.
+const KEEP_UNLABELLED: usize = 5;
+
+/// Where a file store keeps its entries and key.
+#[derive(Debug, Clone)]
+pub struct FileStoreOptions {
+    /// The directory of entry files.
+    pub dir: PathBuf,
+    /// The key file; created (0600) if missing.
+    pub key_file: PathBuf,
+}
+
+/// The encrypted file store.
+pub struct FileStore {
+    name: String,
+    dir: PathBuf,
+    key: LessSafeKey,
+    fingerprinter: Fingerprinter,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore").field("name", &self.name).field("dir", &self.dir).finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredVersion {
+    version: u64,
+    fields: BTreeMap<String, String>,
+    fingerprints: BTreeMap<String, String>,
+    created_at_ms: u64,
+    run_id: String,
+}
+
+impl Drop for StoredVersion {
+    fn drop(&mut self) {
+        for value in self.fields.values_mut() {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct StoredEntry {
+    path: String,
+    next_version: u64,
+    versions: Vec<StoredVersion>,
+    labels: BTreeMap<Label, u64>,
+}
+
+impl StoredEntry {
+    fn labelled(&self, label: Label) -> Option<&StoredVersion> {
+        let version = *self.labels.get(&label)?;
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    fn values(version: &StoredVersion) -> Fields {
+        version.fields.iter().map(|(k, v)| (k.clone(), SecretValue::new(v.clone()))).collect()
+    }
+}
+
+fn io_error(path: &Path, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io { path: path.display().to_string(), message: error.to_string() }
+}
+
+fn corrupt(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { path: path.display().to_string(), message: message.into() }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Reads the key file, creating it with a fresh random key (mode 0600) if it does not exist.
+fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = fs::metadata(path).map_err(|e| io_error(path, e))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "key file is readable by others (mode {:o}); chmod 600 it",
+                        mode & 0o777
+                    ),
+                ));
+            }
+            let bytes = Zeroizing::new(hex_decode(&text).unwrap_or_default());
+            let key: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt(path, "not a key file (expected 64 hex digits)"))?;
+            Ok(Zeroizing::new(key))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+            }
+            let key = Zeroizing::new(
+                random_bytes::<32>().map_err(|_| io_error(path, "random source failed"))?,
+            );
+            let text = Zeroizing::new(dsops_proto::hex(key.as_slice()));
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| io_error(path, e))?;
+            file.write_all(text.as_bytes()).map_err(|e| io_error(path, e))?;
+            file.sync_all().map_err(|e| io_error(path, e))?;
+            Ok(key)
+        }
+        Err(error) => Err(io_error(path, error)),
+    }
+}
+
+/// Derives a sub-key for one purpose from the store key.
+fn derive(key: &[u8; 32], purpose: &str) -> Zeroizing<[u8; 32]> {
+    let tag =
+        ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), purpose.as_bytes());
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store `name`.
+    pub fn open(name: &str, options: &FileStoreOptions) -> Result<FileStore, StoreError> {
+        fs::create_dir_all(&options.dir).map_err(|e| io_error(&options.dir, e))?;
+        fs::set_permissions(&options.dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_error(&options.dir, e))?;
+        let master = load_or_create_key(&options.key_file)?;
+        let sealing = derive(&master, "dsops file store: sealing");
+        let key = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, sealing.as_slice())
+                .map_err(|_| corrupt(&options.key_file, "bad key"))?,
+        );
+        let fingerprinter = Fingerprinter::new(&derive(&master, "dsops file store: fingerprints"));
+        Ok(FileStore { name: name.to_owned(), dir: options.dir.clone(), key, fingerprinter })
+    }
+
+    fn file_name(entry: &str) -> String {
+        let digest = Sha256::digest(entry.as_bytes());
+        format!("{}.entry", dsops_proto::hex(&digest[..16]))
+    }
+
+    fn label(&self, entry: &str) -> String {
+        format!("store://{}/{entry}", self.name)
+    }
+
+    /// Runs `f` on the entry under its lock (exclusive to write); writes it back if `f` says so.
+    fn with_entry<T>(
+        &self,
+        entry: &str,
+        write: bool,
+        f: impl FnOnce(&mut StoredEntry) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
+        let name = Self::file_name(entry);
+        let path = self.dir.join(&name);
+        let lock_path = self.dir.join(format!("{name}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, e))?;
+        if write { lock.lock() } else { lock.lock_shared() }
+            .map_err(|e| io_error(&lock_path, e))?;
+        let mut stored = match self.load(&path, &name)? {
+            Some(stored) => stored,
+            None => {
+                StoredEntry { path: entry.to_owned(), next_version: 1, ..StoredEntry::default() }
+            }
+        };
+        if stored.path != entry {
+            return Err(corrupt(&path, "holds another entry than its name says"));
+        }
+        let (result, changed) = f(&mut stored)?;
+        if changed {
+            self.save(&path, &name, &stored)?;
+        }
+        Ok(result)
+    }
+
+    fn load(&self, path: &Path, name: &str) -> Result<Option<StoredEntry>, StoreError> {
+        let mut data = Vec::new();
+        match File::open(path) {
+            Ok(mut file) => file.read_to_end(&mut data).map_err(|e| io_error(path, e))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error(path, error)),
+        };
+        let mut data = Zeroizing::new(data);
+        if data.len() < MAGIC.len() + 12 + 16 || &data[..MAGIC.len()] != MAGIC {
+            return Err(corrupt(path, "not a dsops store file"));
+        }
+        let nonce_bytes: [u8; 12] =
+            data[MAGIC.len()..MAGIC.len() + 12].try_into().map_err(|_| corrupt(path, "short"))?;
+        let body = &mut data[MAGIC.len() + 12..];
+        let plain = self
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(name.as_bytes()),
+                body,
+            )
+            .map_err(|_| {
+                corrupt(path, "cannot decrypt: wrong key file, or the file was altered")
+            })?;
+        let stored: StoredEntry = serde_json::from_slice(plain)
+            .map_err(|e| corrupt(path, format!("bad contents: {e}")))?;
+        Ok(Some(stored))
+    }
+
+    fn save(&self, path: &Path, name: &str, stored: &StoredEntry) -> Result<(), StoreError> {
+        let mut plain = Zeroizing::new(
+            serde_json::to_vec(stored).map_err(|e| io_error(path, format!("encoding: {e}")))?,
+        );
+        let nonce_bytes =
+            random_bytes::<12>().map_err(|_| io_error(path, "random source failed"))?;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(name.as_bytes()),
+                plain.as_mut_slice(),
+            )
+            .map_err(|_| io_error(path, "encryption failed"))?;
+        let temp = self.dir.join(format!("{name}.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| io_error(&temp, e))?;
+        for part in [MAGIC.as_slice(), &nonce_bytes, plain.as_slice(), tag.as_ref()] {
+            file.write_all(part).map_err(|e| io_error(&temp, e))?;
+        }
+        file.sync_all().map_err(|e| io_error(&temp, e))?;
+        fs::rename(&temp, path).map_err(|e| io_error(path, e))?;
+        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|e| io_error(&self.dir, e))
+    }
+
+    fn info(stored: &StoredEntry, version: &StoredVersion) -> Result<VersionInfo, StoreError> {
+        let mut fingerprints = BTreeMap::new();
+        for (field, hex) in &version.fingerprints {
+            let bytes = hex_decode(hex).unwrap_or_default();
+            let fingerprint = Fingerprint::from_wire(&bytes, field).map_err(|e| {
+                StoreError::Corrupt { path: stored.path.clone(), message: e.to_string() }
+            })?;
+            fingerprints.insert(field.clone(), fingerprint);
+        }
+        Ok(VersionInfo {
+            version: version.version,
+            fingerprints,
+            created_at_ms: version.created_at_ms,
+            run_id: version.run_id.clone(),
+            labels: stored
+                .labels
+                .iter()
+                .filter(|(_, v)| **v == version.version)
+                .map(|(l, _)| *l)
+                .collect(),
+        })
+    }
+
+    /// Adds a version: the current fields with `changes` laid over them.
+    fn add_version(&self, stored: &mut StoredEntry, changes: &Fields, run_id: &str) -> u64 {
+        let mut fields: BTreeMap<String, String> =
+            stored.labelled(Label::Current).map(|v| v.fields.clone()).unwrap_or_default();
+        for (field, value) in changes {
+            fields.insert(field.clone(), value.expose().to_owned());
+        }
+        let fingerprints = fields
+            .iter()
+            .map(|(field, value)| {
+                let value = SecretValue::new(value.clone());
+                (field.clone(), self.fingerprinter.fingerprint(&value).to_string())
+            })
+            .collect();
+        let version = stored.next_version.max(1);
+        stored.next_version = version + 1;
+        stored.versions.push(StoredVersion {
+            version,
+            fields,
+            fingerprints,
+            created_at_ms: now_ms(),
+            run_id: run_id.to_owned(),
+        });
+        version
+    }
+
+    /// Drops old unlabelled versions beyond the retention.
+    fn prune(stored: &mut StoredEntry) {
+        let labelled: Vec<u64> = stored.labels.values().copied().collect();
+        let mut unlabelled = 0;
+        let mut keep = Vec::new();
+        for version in stored.versions.drain(..).rev() {
+            let is_labelled = labelled.contains(&version.version);
+            if is_labelled || unlabelled < KEEP_UNLABELLED {
+                unlabelled += usize::from(!is_labelled);
+                keep.push(version);
+            }
+        }
+        keep.reverse();
+        stored.versions = keep;
+    }
+
+    fn version_info(stored: &StoredEntry, version: u64) -> Result<VersionInfo, StoreError> {
+        let found = stored
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .expect("labelled versions are kept");
+        Self::info(stored, found)
+    }
+
+    fn conflict(&self, entry: &str, pending: &StoredVersion) -> StoreError {
+        StoreError::PendingConflict { entry: self.label(entry), other_run: pending.run_id.clone() }
+    }
+
+    /// The store's fingerprinter (the same keyed fingerprints as [`VersionInfo`] carries).
+    pub fn fingerprinter(&self) -> &Fingerprinter {
+        &self.fingerprinter
+    }
+}
+
+impl SecretStore for FileStore {
+    fn read(&self, entry: &str, label: Label) -> Result<Option<Fields>, StoreError> {
+        self.with_entry(entry, false, |stored| {
+            Ok((stored.labelled(label).map(StoredEntry::values), false))
+        })
+    }
+
+    fn versions(&self, entry: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        self.with_entry(entry, false, |stored| {
+            let infos = stored
+                .versions
+                .iter()
+                .rev()
+                .map(|v| Self::info(stored, v))
+                .collect::<Result<_, _>>()?;
+            Ok((infos, false))
+        })
+    }
+
+    fn put(
+        &self,
+        entry: &str,
+        field: &str,
+        value: &SecretValue,
+    ) -> Result<VersionInfo, StoreError> {
+        self.with_entry(entry, true, |stored| {
+            if let Some(pending) = stored.labelled(Label::Pending) {
+                return Err(self.conflict(entry, pending));
+            }
+            let changes = Fields::from([(field.to_owned(), value.clone())]);
+            let version = self.add_version(stored, &changes, "");
+            if let Some(old) = stored.labels.insert(Label::Current, version) {
+                stored.labels.insert(Label::Previous, old);
+            }
+            Self::prune(stored);
+            Ok((Self::version_info(stored, version)?, true))
+        })
+    }
+
+    fn stage(
+        &self,
+        entry: &str,
+        run_id: &str,
+        fields: &Fields,
+    ) -> Result<(VersionInfo, Fields), StoreError> {
+        self.with_entry(entry, true, |stored| {
+            if let Some(pending) = stored.labelled(Label::Pending) {
+                if pending.run_id != run_id {
+                    return Err(self.conflict(entry, pending));
+                }
+                return Ok(((Self::info(stored, pending)?, StoredEntry::values(pending)), false));
+            }
+            // Staged earlier by this run and already promoted: staging again changes nothing.
+            if let Some(current) = stored.labelled(Label::Current)
+                && current.run_id == run_id
+                && !run_id.is_empty()
+            {
+                return Ok(((Self::info(stored, current)?, StoredEntry::values(current)), false));
+            }
+            let version = self.add_version(stored, fields, run_id);
+            stored.labels.insert(Label::Pending, version);
+            Self::prune(stored);
+            let staged =
+                stored.labelled(Label::Pending).map(StoredEntry::values).unwrap_or_default();
+            Ok(((Self::version_info(stored, version)?, staged), true))
+        })
+    }
+
+    fn promote(&self, entry: &str, run_id: &str) -> Result<VersionInfo, StoreError> {
+        self.with_entry(entry, true, |stored| {
+            let pending = match stored.labelled(Label::Pending) {
+                Some(pending) if pending.run_id == run_id => pending.version,
+                Some(pending) => return Err(self.conflict(entry, pending)),
+                None => {
+                    return match stored.labelled(Label::Current) {
+                        Some(current) if current.run_id == run_id => {
+                            Ok((Self::info(stored, current)?, false))
+                        }
+                        _ => Err(StoreError::Missing {
+                            entry: self.label(entry),
+                            label: Label::Pending,
+                        }),
+                    };
+                }
+            };
+            stored.labels.remove(&Label::Pending);
+            if let Some(old) = stored.labels.insert(Label::Current, pending) {
+                stored.labels.insert(Label::Previous, old);
+            }
+            Self::prune(stored);
+            Ok((Self::version_info(stored, pending)?, true))
+        })
+    }
+
+    fn discard(&self, entry: &str, run_id: &str) -> Result<(), StoreError> {
+        self.with_entry(entry, true, |stored| {
+            let mine =
+                stored.labelled(Label::Pending).is_some_and(|pending| pending.run_id == run_id);
+            if mine {
+                stored.labels.remove(&Label::Pending);
+            }
+            Ok(((), mine))
+        })
+    }
+
+    fn list(&self) -> Result<BTreeMap<String, Vec<VersionInfo>>, StoreError> {
+        let mut out = BTreeMap::new();
+        let entries = fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, e))?;
+        for file in entries {
+            let file = file.map_err(|e| io_error(&self.dir, e))?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".entry") {
+                continue;
+            }
+            if let Some(stored) = self.load(&file.path(), &name)? {
+                let infos = stored
+                    .versions
+                    .iter()
+                    .rev()
+                    .map(|v| Self::info(&stored, v))
+                    .collect::<Result<_, _>>()?;
+                out.insert(stored.path.clone(), infos);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> FileStore {
+        let options =
+            FileStoreOptions { dir: dir.join("items"), key_file: dir.join("keys/local.key") };
+        FileStore::open("local", &options).unwrap()
+    }
+
+    fn one(field: &str, text: &str) -> Fields {
+        Fields::from([(field.to_owned(), SecretValue::new(text.to_owned()))])
+    }
+
+    fn current(store: &FileStore, entry: &str, field: &str) -> Option<String> {
+        store
+            .read(entry, Label::Current)
+            .unwrap()
+            .and_then(|f| f.get(field).map(|v| v.expose().to_owned()))
+    }
+
+    #[test]
+    fn stage_promote_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        assert!(store.read("app/db", Label::Current).unwrap().is_none());
+        store.put("app/db", "password", &SecretValue::new("first".to_owned())).unwrap();
+        store.put("app/db", "username", &SecretValue::new("app_a".to_owned())).unwrap();
+        let (_, staged) = store.stage("app/db", "run-1", &one("password", "second")).unwrap();
+        assert_eq!(staged["password"].expose(), "second");
+        assert_eq!(staged["username"].expose(), "app_a", "other fields are carried over");
+        // A retried stage keeps the first staged value, whatever it is given.
+        let (_, again) = store.stage("app/db", "run-1", &one("password", "other")).unwrap();
+        assert_eq!(again["password"].expose(), "second");
+        assert!(matches!(
+            store.stage("app/db", "run-2", &one("password", "x")),
+            Err(StoreError::PendingConflict { .. })
+        ));
+        let conflict =
+            store.put("app/db", "password", &SecretValue::new("x".to_owned())).unwrap_err();
+        assert_eq!(
+            conflict.to_string(),
+            "store://local/app/db: a pending value of run run-1 is staged; it must be promoted or discarded first"
+        );
+        assert_eq!(current(&store, "app/db", "password").as_deref(), Some("first"));
+        store.promote("app/db", "run-1").unwrap();
+        store.promote("app/db", "run-1").unwrap();
+        assert_eq!(current(&store, "app/db", "password").as_deref(), Some("second"));
+        let previous = store.read("app/db", Label::Previous).unwrap().unwrap();
+        assert_eq!(previous["password"].expose(), "first");
+        assert!(store.read("app/db", Label::Pending).unwrap().is_none());
+        // Staging again after promotion (a retried stage of a finished run) changes nothing.
+        let (info, kept) = store.stage("app/db", "run-1", &one("password", "third")).unwrap();
+        assert_eq!(kept["password"].expose(), "second");
+        assert_eq!(info.labels, vec![Label::Current]);
+        let versions = store.versions("app/db").unwrap();
+        assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(
+            store.fingerprinter().fingerprint(&SecretValue::new("second".to_owned())),
+            versions[0].fingerprints["password"]
+        );
+        assert!(matches!(store.promote("app/db", "run-9"), Err(StoreError::Missing { .. })));
+    }
+
+    #[test]
+    fn discard_only_drops_its_own_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.put("a", "f", &SecretValue::new("v1".to_owned())).unwrap();
+        store.stage("a", "run-1", &one("f", "v2")).unwrap();
+        store.discard("a", "run-2").unwrap();
+        assert!(store.read("a", Label::Pending).unwrap().is_some());
+        store.discard("a", "run-1").unwrap();
+        store.discard("a", "run-1").unwrap();
+        assert!(store.read("a", Label::Pending).unwrap().is_none());
+        assert_eq!(current(&store, "a", "f").as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn files_are_encrypted_private_and_bound_to_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .put("app/jwt", "key", &SecretValue::new("canary-value-0123456789".to_owned()))
+            .unwrap();
+        for file in fs::read_dir(dir.path().join("items")).unwrap() {
+            let path = file.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            assert!(!bytes.windows(6).any(|w| w == b"canary"), "{}", path.display());
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let key_mode =
+            fs::metadata(dir.path().join("keys/local.key")).unwrap().permissions().mode();
+        assert_eq!(key_mode & 0o777, 0o600);
+        // Another key cannot read it.
+        fs::remove_file(dir.path().join("keys/local.key")).unwrap();
+        let other = open(dir.path());
+        let error = other.read("app/jwt", Label::Current).unwrap_err().to_string();
+        assert!(error.contains("cannot decrypt"), "{error}");
+    }
+
+    #[test]
+    fn a_loose_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path());
+        let key = dir.path().join("keys/local.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let options = FileStoreOptions { dir: dir.path().join("items"), key_file: key };
+        let error = FileStore::open("local", &options).unwrap_err();
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+    }
+
+    #[test]
+    fn old_versions_are_pruned_but_labels_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for n in 0..20 {
+            store.put("a", "f", &SecretValue::new(format!("v{n}"))).unwrap();
+        }
+        let versions = store.versions("a").unwrap();
+        assert_eq!(versions.len(), KEEP_UNLABELLED + 2);
+        assert_eq!(versions[0].labels, vec![Label::Current]);
+        assert_eq!(versions[1].labels, vec![Label::Previous]);
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+}
