@@ -12,6 +12,7 @@
 //! Secret values live in [`SecretValue`], which prints `***` and is zeroized on drop; outside
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).
 
+pub mod adapter;
 pub mod generate;
 pub mod secret;
 pub mod store;

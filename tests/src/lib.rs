@@ -6,6 +6,7 @@
 //! faults, kills and restarts.
 
 pub mod cluster;
+pub mod databases;
 pub mod processes;
 pub mod redis;
 

@@ -1,0 +1,199 @@
+//! PostgreSQL: `ALTER ROLE … PASSWORD` with a SCRAM verifier computed here, logins checked by a
+//! fresh connection, `NOLOGIN` to retire, `pg_stat_activity` for open sessions.
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+
+use super::{AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, scram, within};
+use crate::secret::{SecretValue, random_bytes};
+
+/// A PostgreSQL server, reached with the agent's admin credential.
+#[derive(Debug, Clone)]
+pub struct PostgresAdapter {
+    target: DatabaseTarget,
+    pool: PgPool,
+}
+
+/// Quotes an identifier: `"` doubled, the whole wrapped in `"`.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A dollar-quoted literal whose tag does not occur in the text, so nothing in it can end it.
+fn dollar_quote(text: &str) -> Result<String, AdapterError> {
+    let random = random_bytes::<8>()
+        .map_err(|_| AdapterError::new(ErrorClass::Retryable, "the system random source failed"))?;
+    let tag = format!("dsops_{}", dsops_proto::hex(&random));
+    if text.contains(&tag) {
+        return Err(AdapterError::new(ErrorClass::NotApplied, "cannot quote the value"));
+    }
+    Ok(format!("${tag}${text}${tag}$"))
+}
+
+/// Whether a login failure means "this credential was refused" (as opposed to "could not ask").
+fn is_auth_refusal(error: &sqlx::Error) -> bool {
+    match error {
+        // 28P01 invalid_password, 28000 invalid_authorization_specification (no such role, or
+        // pg_hba rejects it), 42704 undefined_object.
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("28P01" | "28000")),
+        _ => false,
+    }
+}
+
+impl PostgresAdapter {
+    /// An adapter for `target`. Connects lazily.
+    pub fn new(target: DatabaseTarget) -> PostgresAdapter {
+        let options = Self::options(&target, &target.admin_user, &target.admin_password);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(target.timeout)
+            .connect_lazy_with(options);
+        PostgresAdapter { target, pool }
+    }
+
+    fn options(target: &DatabaseTarget, user: &str, password: &SecretValue) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host(&target.host)
+            .port(target.port)
+            .username(user)
+            .password(password.expose())
+            .database(target.database.as_deref().unwrap_or("postgres"))
+            .application_name("dsops-agent")
+            .disable_statement_logging()
+    }
+
+    fn describe(&self) -> String {
+        format!("postgresql {}:{}", self.target.host, self.target.port)
+    }
+
+    /// Runs one statement as admin. Failing to get a connection is retryable; the server
+    /// refusing the statement means it did not happen; anything else after sending it is
+    /// indeterminate.
+    async fn execute(&self, what: &str, sql: String) -> Result<(), AdapterError> {
+        let label = format!("{}: {what}", self.describe());
+        within(self.target.timeout, ErrorClass::Indeterminate, &label, async {
+            let mut conn = self.pool.acquire().await.map_err(|e| {
+                AdapterError::new(
+                    ErrorClass::Retryable,
+                    format!("{label}: cannot connect as admin: {e}"),
+                )
+            })?;
+            match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+                Ok(_) => Ok(()),
+                Err(sqlx::Error::Database(db)) => Err(AdapterError::new(
+                    ErrorClass::NotApplied,
+                    format!("{label}: refused by the server: {}", db.message()),
+                )),
+                Err(error) => {
+                    Err(AdapterError::new(ErrorClass::Indeterminate, format!("{label}: {error}")))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn query_rows(
+        &self,
+        what: &str,
+        sql: &'static str,
+        user: &str,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, AdapterError> {
+        let label = format!("{}: {what}", self.describe());
+        within(self.target.timeout, ErrorClass::Retryable, &label, async {
+            sqlx::query(sql)
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| AdapterError::new(ErrorClass::Retryable, format!("{label}: {e}")))
+        })
+        .await
+    }
+}
+
+const PRIVILEGES: &str = "
+    with r as (select * from pg_roles where rolname = $1)
+    select 'attributes:' || concat_ws(',', rolsuper, rolinherit, rolcreaterole, rolcreatedb,
+           rolreplication, rolbypassrls, rolconnlimit) from r
+    union all
+    select 'member-of:' || g.rolname from pg_auth_members m
+      join r on m.member = r.oid join pg_roles g on g.oid = m.roleid
+    union all
+    select 'database:' || d.datname || ':' || a.privilege_type
+      from pg_database d, aclexplode(d.datacl) a, r where a.grantee = r.oid
+    union all
+    select 'schema:' || n.nspname || ':' || a.privilege_type
+      from pg_namespace n, aclexplode(n.nspacl) a, r where a.grantee = r.oid
+    union all
+    select 'relation:' || n.nspname || '.' || c.relname || ':' || a.privilege_type
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace, aclexplode(c.relacl) a, r
+      where a.grantee = r.oid
+    union all
+    select 'default:' || n.nspname || ':' || d.defaclobjtype::text || ':' || a.privilege_type
+      from pg_default_acl d left join pg_namespace n on n.oid = d.defaclnamespace,
+           aclexplode(d.defaclacl) a, r
+      where a.grantee = r.oid";
+
+impl PasswordTarget for PostgresAdapter {
+    async fn set_password(&self, user: &str, value: &SecretValue) -> Result<(), AdapterError> {
+        let literal = if scram::supported(value) {
+            let verifier = scram::verifier(value).map_err(|_| {
+                AdapterError::new(ErrorClass::Retryable, "the system random source failed")
+            })?;
+            format!("'{verifier}'")
+        } else {
+            dollar_quote(value.expose())?
+        };
+        let sql = format!("ALTER ROLE {} WITH PASSWORD {literal}", quote_ident(user));
+        self.execute(&format!("set the password of role {user:?}"), sql).await
+    }
+
+    async fn login(&self, user: &str, value: &SecretValue) -> Result<Login, AdapterError> {
+        let label = format!("{}: log in as {user:?}", self.describe());
+        within(self.target.timeout, ErrorClass::Retryable, &label, async {
+            let options = Self::options(&self.target, user, value);
+            match options.connect().await {
+                Ok(conn) => {
+                    let _ = conn.close().await;
+                    Ok(Login::Accepted)
+                }
+                Err(error) if is_auth_refusal(&error) => Ok(Login::Refused),
+                Err(error) => {
+                    Err(AdapterError::new(ErrorClass::Retryable, format!("{label}: {error}")))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn set_login_enabled(&self, user: &str, enabled: bool) -> Result<(), AdapterError> {
+        let what = if enabled { "LOGIN" } else { "NOLOGIN" };
+        let sql = format!("ALTER ROLE {} WITH {what}", quote_ident(user));
+        self.execute(&format!("set {what} on role {user:?}"), sql).await
+    }
+
+    async fn open_sessions(&self, user: &str) -> Result<u64, AdapterError> {
+        let rows = self
+            .query_rows(
+                "count sessions",
+                "select count(*) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()",
+                user,
+            )
+            .await?;
+        let count: i64 = rows.first().map(|row| row.get(0)).unwrap_or(0);
+        Ok(count.max(0) as u64)
+    }
+
+    async fn privileges(&self, user: &str) -> Result<Vec<String>, AdapterError> {
+        let rows = self.query_rows("read privileges", PRIVILEGES, user).await?;
+        let mut out: Vec<String> = rows.iter().map(|row| row.get::<String, _>(0)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn user_exists(&self, user: &str) -> Result<bool, AdapterError> {
+        let rows = self
+            .query_rows("look up role", "select 1 from pg_roles where rolname = $1", user)
+            .await?;
+        Ok(!rows.is_empty())
+    }
+}

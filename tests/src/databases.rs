@@ -1,0 +1,171 @@
+//! Database fixtures for rotation tests: users created for one test (with grants), dropped at the
+//! end, and the agent's view of the server ([`DatabaseTarget`]).
+
+use std::time::Duration;
+
+use dsops_agent::SecretValue;
+use dsops_agent::adapter::DatabaseTarget;
+use sqlx::{AssertSqlSafe, Connection as _};
+
+use crate::services::{Service, unique_name};
+
+/// The parts of a server URL.
+#[derive(Debug, Clone)]
+pub struct ServerUrl {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Admin user.
+    pub user: String,
+    /// Admin password (test servers' passwords are not secrets).
+    pub password: String,
+    /// Database in the path, if any.
+    pub database: Option<String>,
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl ServerUrl {
+    /// Parses `scheme://user:password@host:port/database`.
+    pub fn parse(url: &str) -> ServerUrl {
+        let (_, rest) = url.split_once("://").expect("URL has a scheme");
+        let (credentials, rest) = rest.rsplit_once('@').expect("URL has credentials");
+        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+        let (authority, database) =
+            rest.split_once('/').map_or((rest, None), |(a, d)| (a, Some(d)));
+        let (host, port) = authority.rsplit_once(':').expect("URL has a port");
+        ServerUrl {
+            host: host.to_owned(),
+            port: port.parse().expect("numeric port"),
+            user: percent_decode(user),
+            password: percent_decode(password),
+            database: database.filter(|d| !d.is_empty()).map(str::to_owned),
+        }
+    }
+}
+
+/// Which kind of database a fixture is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// PostgreSQL.
+    Postgres,
+    /// MariaDB (MySQL protocol).
+    MariaDb,
+}
+
+impl Flavor {
+    /// The test service.
+    pub fn service(self) -> Service {
+        match self {
+            Flavor::Postgres => Service::Postgres,
+            Flavor::MariaDb => Service::MariaDb,
+        }
+    }
+
+    /// The admin's view of the server, as the agent gets it.
+    pub fn target(self) -> DatabaseTarget {
+        let url = ServerUrl::parse(&self.service().url());
+        DatabaseTarget {
+            host: url.host,
+            port: url.port,
+            database: url.database,
+            admin_user: url.user,
+            admin_password: SecretValue::new(url.password),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Runs admin statements (test-made names only).
+    pub async fn admin(self, statements: &[String]) {
+        let url = self.service().url();
+        match self {
+            Flavor::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&url).await.expect("admin login");
+                for sql in statements {
+                    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+            }
+            Flavor::MariaDb => {
+                let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("admin login");
+                for sql in statements {
+                    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Creates a login user with `password` and read access to a table of a test schema
+    /// (`grants: false` leaves it without), returning its name.
+    pub async fn create_user(self, prefix: &str, password: &str, grants: bool) -> TestUser {
+        let name = unique_name(prefix);
+        let literal = password.replace('\'', "''");
+        let mut statements = match self {
+            Flavor::Postgres => vec![format!("create role \"{name}\" login password '{literal}'")],
+            Flavor::MariaDb => vec![format!("create user '{name}'@'%' identified by '{literal}'")],
+        };
+        if grants {
+            statements.extend(match self {
+                Flavor::Postgres => vec![
+                    "create table if not exists public.dsops_fixture (id int)".to_owned(),
+                    format!("grant select, insert on public.dsops_fixture to \"{name}\""),
+                ],
+                Flavor::MariaDb => vec![
+                    "create database if not exists dsops_fixture".to_owned(),
+                    format!("grant select, insert on dsops_fixture.* to '{name}'@'%'"),
+                ],
+            });
+        }
+        self.admin(&statements).await;
+        TestUser { flavor: self, name }
+    }
+}
+
+/// A user made for one test; call [`TestUser::drop_user`] at the end.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Which server.
+    pub flavor: Flavor,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestUser {
+    /// Drops the user (closing its sessions first on PostgreSQL).
+    pub async fn drop_user(&self) {
+        let name = &self.name;
+        let statements = match self.flavor {
+            Flavor::Postgres => vec![
+                format!(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{name}'"
+                ),
+                format!("drop owned by \"{name}\""),
+                format!("drop role if exists \"{name}\""),
+            ],
+            Flavor::MariaDb => vec![format!("drop user if exists '{name}'@'%'")],
+        };
+        self.flavor.admin(&statements).await;
+    }
+}
