@@ -26,6 +26,16 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     text
 }
+
+/// Decodes hex (either case); `None` for odd lengths or non-hex characters.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
 pub use error::ErrorCode;
 
 /// Generated code, laid out as the protobuf packages are (the generated code refers to sibling

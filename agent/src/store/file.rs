@@ -99,14 +99,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
-}
-
 /// Reads the key file, creating it with a fresh random key (mode 0600) if it does not exist.
 fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     match fs::read_to_string(path) {
@@ -121,7 +113,7 @@ fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
                     ),
                 ));
             }
-            let bytes = Zeroizing::new(hex_decode(&text).unwrap_or_default());
+            let bytes = Zeroizing::new(dsops_proto::hex_decode(&text).unwrap_or_default());
             let key: [u8; 32] = bytes
                 .as_slice()
                 .try_into()
@@ -281,7 +273,7 @@ impl FileStore {
     fn info(stored: &StoredEntry, version: &StoredVersion) -> Result<VersionInfo, StoreError> {
         let mut fingerprints = BTreeMap::new();
         for (field, hex) in &version.fingerprints {
-            let bytes = hex_decode(hex).unwrap_or_default();
+            let bytes = dsops_proto::hex_decode(hex).unwrap_or_default();
             let fingerprint = Fingerprint::from_wire(&bytes, field).map_err(|e| {
                 StoreError::Corrupt { path: stored.path.clone(), message: e.to_string() }
             })?;

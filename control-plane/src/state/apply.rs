@@ -1,5 +1,6 @@
 use std::collections::BTreeSet;
 
+use super::run_apply;
 use super::{
     CONFIG_HISTORY, Command, ConfigChange, JoinToken, NodeRecord, NodeRole, Outcome, Request,
     Response, State, StoredConfig,
@@ -169,6 +170,63 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                     Outcome::TokenConsumed { node_id }
                 }
             }
+        }
+        Command::RegisterAgent { agent_id, segment, public_key } => {
+            run_apply::register_agent(state, request, ctx, agent_id, segment, public_key)
+        }
+        Command::RequestRun { run_id, env, key, spec, restore_previous, reason } => {
+            run_apply::request_run(
+                state,
+                request,
+                ctx,
+                run_id,
+                env,
+                key,
+                spec,
+                *restore_previous,
+                reason,
+            )
+        }
+        Command::DispatchStep {
+            run_id,
+            generation,
+            step,
+            checked_step,
+            attempt,
+            agent_id,
+            deadline_ms,
+        } => run_apply::dispatch(
+            state,
+            request,
+            run_id,
+            *generation,
+            *step,
+            *checked_step,
+            *attempt,
+            agent_id,
+            *deadline_ms,
+        ),
+        Command::RecordReceipt { body_hex, signature_hex, jitter_permille } => {
+            run_apply::record_receipt(
+                state,
+                request,
+                ctx,
+                body_hex,
+                signature_hex,
+                *jitter_permille,
+            )
+        }
+        Command::StepTimedOut { run_id, generation, step, attempt, jitter_permille } => {
+            run_apply::time_out(
+                state,
+                request,
+                ctx,
+                run_id,
+                *generation,
+                *step,
+                *attempt,
+                *jitter_permille,
+            )
         }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);

@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::runs::{RunPhase, RunSpec, StepKind};
+
 /// A command proposed to the raft log, with what makes it deterministic and idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -75,6 +77,69 @@ pub enum Command {
         /// The new node's address.
         address: String,
     },
+    /// Register an agent (or re-key one) so its receipts can be verified.
+    RegisterAgent {
+        /// The agent id (the subject of its certificate).
+        agent_id: String,
+        /// Its segment.
+        segment: String,
+        /// Its Ed25519 public key, hex.
+        public_key: String,
+    },
+    /// Start a rotation (or rollback) run for a secret.
+    RequestRun {
+        /// The new run's id.
+        run_id: String,
+        /// The environment.
+        env: String,
+        /// The variable.
+        key: String,
+        /// What the run does, resolved from the stored configuration.
+        spec: RunSpec,
+        /// Stage the store's previous version instead of a new value.
+        restore_previous: bool,
+        /// Why (`manual`, `schedule`, an operator's text).
+        reason: String,
+    },
+    /// A step was sent to an agent.
+    DispatchStep {
+        /// The run.
+        run_id: String,
+        /// Its generation.
+        generation: u64,
+        /// The step.
+        step: StepKind,
+        /// For a check: the step checked.
+        checked_step: Option<StepKind>,
+        /// The attempt.
+        attempt: u32,
+        /// The agent.
+        agent_id: String,
+        /// When to stop waiting, ms since the epoch.
+        deadline_ms: u64,
+    },
+    /// An agent's signed receipt for a step (verified when applied).
+    RecordReceipt {
+        /// The signed `ReceiptBody` bytes, hex.
+        body_hex: String,
+        /// The Ed25519 signature, hex.
+        signature_hex: String,
+        /// Random 0..=1000 drawn by the proposer for retry jitter.
+        jitter_permille: u16,
+    },
+    /// No receipt came for a dispatched step before its deadline.
+    StepTimedOut {
+        /// The run.
+        run_id: String,
+        /// Its generation.
+        generation: u64,
+        /// The step.
+        step: StepKind,
+        /// The attempt.
+        attempt: u32,
+        /// Random 0..=1000 drawn by the proposer for retry jitter.
+        jitter_permille: u16,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -95,6 +160,10 @@ impl Command {
                     + catalog_files.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
                     + fingerprints.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
             }
+            Command::RecordReceipt { body_hex, signature_hex, .. } => {
+                64 + body_hex.len() + signature_hex.len()
+            }
+            Command::RequestRun { spec, .. } => 256 + spec.config_json.len(),
             _ => 256,
         }
     }
@@ -108,6 +177,11 @@ impl Command {
             Command::CreateJoinToken { .. } => "create_join_token",
             Command::ConsumeJoinToken { .. } => "consume_join_token",
             Command::AppendAudit { .. } => "append_audit",
+            Command::RegisterAgent { .. } => "register_agent",
+            Command::RequestRun { .. } => "request_run",
+            Command::DispatchStep { .. } => "dispatch_step",
+            Command::RecordReceipt { .. } => "record_receipt",
+            Command::StepTimedOut { .. } => "step_timed_out",
         }
     }
 }
@@ -150,6 +224,31 @@ pub enum Outcome {
     Audited {
         /// Its sequence number.
         seq: u64,
+    },
+    /// An agent was registered.
+    AgentRegistered {
+        /// Its id.
+        agent_id: String,
+    },
+    /// A run was started.
+    RunStarted {
+        /// Its id.
+        run_id: String,
+        /// The generation it holds.
+        generation: u64,
+    },
+    /// A run moved (or a step was recorded).
+    RunUpdated {
+        /// The run.
+        run_id: String,
+        /// Its phase now.
+        phase: RunPhase,
+    },
+    /// A receipt was refused (bad signature, stale generation, unknown agent, late result);
+    /// the refusal is in the audit log.
+    ReceiptRefused {
+        /// Why.
+        reason: String,
     },
     /// A raft-internal entry (blank or membership) with nothing to report.
     Noop,

@@ -18,6 +18,8 @@ mod audit;
 mod command;
 mod dedup;
 mod model;
+mod run_apply;
+mod runs;
 mod snapshot;
 
 pub use apply::{ApplyContext, apply};
@@ -25,4 +27,8 @@ pub use audit::{AuditEvent, AuditLog, GENESIS_HASH};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};
+pub use runs::{
+    AgentRecord, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec, SecretRecord,
+    StepKind, Transition, backoff_ms, secret_id,
+};
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};

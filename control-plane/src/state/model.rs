@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::runs::{AgentRecord, Run, SecretRecord};
 use super::{AuditLog, ConfigChange, Dedup, NodeRole};
 
 /// How many configuration versions are kept.
@@ -68,6 +69,18 @@ pub struct State {
     pub token_expiry: std::collections::BTreeSet<(u64, String)>,
     /// The audit log.
     pub audit: AuditLog,
+    /// Secrets that have had runs, by `env/KEY`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretRecord>,
+    /// Runs by id (the last [`super::RUN_HISTORY`] per secret).
+    #[serde(default)]
+    pub runs: BTreeMap<String, Run>,
+    /// Ids of runs in flight: what the dispatcher looks at, without scanning history.
+    #[serde(default)]
+    pub active_runs: std::collections::BTreeSet<String>,
+    /// Agents by id.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentRecord>,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
 }

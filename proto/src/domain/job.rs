@@ -30,6 +30,10 @@ pub struct Job {
     pub config_json: String,
     /// When the control plane stops waiting for the receipt.
     pub deadline: SystemTime,
+    /// For [`Step::Check`]: the step being checked (never `Check` itself).
+    pub checked_step: Option<Step>,
+    /// Stage the store's previous version instead of a new value (a rollback run).
+    pub restore_previous: bool,
 }
 
 impl TryFrom<wire::Job> for Job {
@@ -48,6 +52,8 @@ impl TryFrom<wire::Job> for Job {
             strategy,
             config_json,
             deadline,
+            checked_step,
+            restore_previous,
         } = job;
         if attempt == 0 {
             return Err(ProtocolError::missing("attempt"));
@@ -69,10 +75,23 @@ impl TryFrom<wire::Job> for Job {
                     .map_err(|error| ProtocolError::invalid("service_ref", error.to_string()))?,
             )
         };
+        let step = Step::from_wire(step, "step")?;
+        let checked_step = match (step, checked_step) {
+            (Step::Check, value) => match Step::from_wire(value, "checked_step")? {
+                Step::Check => {
+                    return Err(ProtocolError::invalid("checked_step", "cannot check a check"));
+                }
+                checked => Some(checked),
+            },
+            (_, 0) => None,
+            (_, _) => {
+                return Err(ProtocolError::invalid("checked_step", "only a check step names one"));
+            }
+        };
         Ok(Job {
             run_id: RunId::parse(&run_id, "run_id")?,
             generation: Generation::parse(generation, "generation")?,
-            step: Step::from_wire(step, "step")?,
+            step,
             attempt,
             env,
             key,
@@ -81,6 +100,8 @@ impl TryFrom<wire::Job> for Job {
             strategy,
             config_json,
             deadline: required_time(deadline, "deadline")?,
+            checked_step,
+            restore_previous,
         })
     }
 }
@@ -99,6 +120,8 @@ impl From<&Job> for wire::Job {
             strategy: job.strategy.clone(),
             config_json: job.config_json.clone(),
             deadline: Some(wire_time(job.deadline)),
+            checked_step: job.checked_step.map_or(0, Step::to_wire),
+            restore_previous: job.restore_previous,
         }
     }
 }
@@ -122,6 +145,8 @@ mod tests {
             strategy: "immediate".into(),
             config_json: "{\"username\":\"app\"}".into(),
             deadline: Some(wire_time(UNIX_EPOCH + Duration::from_secs(1_800_000_000))),
+            checked_step: 0,
+            restore_previous: false,
         }
     }
 
@@ -145,6 +170,21 @@ mod tests {
             (|j| j.store_ref = "vault://x".into(), "store_ref"),
             (|j| j.service_ref = "svc://pg/x".into(), "service_ref"),
             (|j| j.deadline = None, "deadline"),
+            (|j| j.checked_step = Step::Apply.to_wire(), "checked_step"),
+            (
+                |j| {
+                    j.step = Step::Check.to_wire();
+                    j.checked_step = 0;
+                },
+                "checked_step",
+            ),
+            (
+                |j| {
+                    j.step = Step::Check.to_wire();
+                    j.checked_step = Step::Check.to_wire();
+                },
+                "checked_step",
+            ),
         ];
         for (mutate, field) in cases {
             let mut job = wire_job();

@@ -1,0 +1,552 @@
+//! Applying run commands: requests, dispatches, receipts and time-outs. Pure, like the rest of
+//! `apply`: the receipt's signature is checked here because Ed25519 verification needs neither a
+//! clock nor I/O, so every node reaches the same verdict.
+
+use dsops_proto::domain::{Outcome as StepOutcome, SignedReceipt};
+use dsops_proto::wire::common as wire;
+
+use super::runs::{
+    AgentRecord, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec, SecretRecord,
+    StepKind, Transition, backoff_ms, secret_id,
+};
+use super::{ApplyContext, Outcome, Request, State};
+
+fn rejected(code: &str, message: impl Into<String>) -> Outcome {
+    Outcome::Rejected { code: code.to_owned(), message: message.into() }
+}
+
+/// What a step came to, from a receipt or a time-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Result_ {
+    Succeeded,
+    NotApplied,
+    Retryable,
+    Indeterminate,
+    Refused,
+    TimedOut,
+}
+
+impl Result_ {
+    fn from_outcome(outcome: StepOutcome) -> Result_ {
+        match outcome {
+            StepOutcome::Succeeded => Result_::Succeeded,
+            StepOutcome::NotApplied => Result_::NotApplied,
+            StepOutcome::Retryable => Result_::Retryable,
+            StepOutcome::Indeterminate => Result_::Indeterminate,
+            StepOutcome::Refused => Result_::Refused,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Result_::Succeeded => "succeeded",
+            Result_::NotApplied => "not_applied",
+            Result_::Retryable => "retryable",
+            Result_::Indeterminate => "indeterminate",
+            Result_::Refused => "refused",
+            Result_::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Registers (or re-keys) an agent.
+pub(super) fn register_agent(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    agent_id: &str,
+    segment: &str,
+    public_key: &str,
+) -> Outcome {
+    let key_ok = dsops_proto::hex_decode(public_key)
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .is_some_and(|key| ed25519_dalek::VerifyingKey::from_bytes(&key).is_ok());
+    if !key_ok {
+        return rejected("invalid_argument", "public_key: not a hex Ed25519 public key");
+    }
+    let now = request.proposed_at_ms;
+    if let Some(existing) = state.agents.get(agent_id)
+        && existing.revoked_at_ms.is_some()
+    {
+        return rejected("permission_denied", format!("agent {agent_id} is revoked"));
+    }
+    let record = AgentRecord {
+        agent_id: agent_id.to_owned(),
+        segment: segment.to_owned(),
+        public_key: public_key.to_owned(),
+        registered_at_ms: state.agents.get(agent_id).map_or(now, |a| a.registered_at_ms),
+        revoked_at_ms: None,
+    };
+    if state.agents.get(agent_id) != Some(&record) {
+        state.audit.append(
+            ctx.index,
+            now,
+            &request.actor,
+            "agent.registered",
+            agent_id,
+            &format!("segment {segment}, key {public_key}"),
+        );
+        state.agents.insert(agent_id.to_owned(), record);
+    }
+    Outcome::AgentRegistered { agent_id: agent_id.to_owned() }
+}
+
+/// Starts a run for a secret, unless one is in flight.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn request_run(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    run_id: &str,
+    env: &str,
+    key: &str,
+    spec: &RunSpec,
+    restore_previous: bool,
+    reason: &str,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    let id = secret_id(env, key);
+    if state.runs.contains_key(run_id) {
+        return rejected("already_exists", format!("run {run_id} already exists"));
+    }
+    let secret = state.secrets.entry(id.clone()).or_default();
+    if let Some(active) = &secret.active_run {
+        let phase = state.runs.get(active).map_or("unknown", |r| r.phase.name());
+        return rejected("conflict", format!("{id}: run {active} is in flight ({phase})"));
+    }
+    if restore_previous && secret.last_rotated_at_ms.is_none() {
+        return rejected(
+            "failed_precondition",
+            format!("{id}: no completed rotation to roll back"),
+        );
+    }
+    secret.generation += 1;
+    secret.active_run = Some(run_id.to_owned());
+    secret.history.push_back(run_id.to_owned());
+    let generation = secret.generation;
+    let mut dropped = Vec::new();
+    while secret.history.len() > RUN_HISTORY {
+        dropped.extend(secret.history.pop_front());
+    }
+    for old in dropped {
+        state.runs.remove(&old);
+    }
+    let run = Run {
+        id: run_id.to_owned(),
+        env: env.to_owned(),
+        key: key.to_owned(),
+        generation,
+        spec: spec.clone(),
+        restore_previous,
+        phase: RunPhase::Requested,
+        step: Some(StepKind::Stage),
+        checked_step: None,
+        attempt: 1,
+        not_before_ms: now,
+        dispatched: None,
+        new_fingerprint: None,
+        receipts: Vec::new(),
+        transitions: vec![Transition { phase: RunPhase::Requested, at_ms: now }],
+        requested_by: request.actor.clone(),
+        reason: reason.to_owned(),
+        last_error: String::new(),
+        requested_at_ms: now,
+        finished_at_ms: None,
+    };
+    state.runs.insert(run_id.to_owned(), run);
+    state.active_runs.insert(run_id.to_owned());
+    let what = if restore_previous { "rollback" } else { "rotation" };
+    state.audit.append(
+        ctx.index,
+        now,
+        &request.actor,
+        "run.requested",
+        &id,
+        &format!(
+            "run {run_id}, generation {generation}, {what}, strategy {}, {reason}",
+            spec.strategy
+        ),
+    );
+    Outcome::RunStarted { run_id: run_id.to_owned(), generation }
+}
+
+/// Records that a step was sent to an agent.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dispatch(
+    state: &mut State,
+    request: &Request,
+    run_id: &str,
+    generation: u64,
+    step: StepKind,
+    checked_step: Option<StepKind>,
+    attempt: u32,
+    agent_id: &str,
+    deadline_ms: u64,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    let Some(agent) = state.agents.get(agent_id).filter(|a| a.revoked_at_ms.is_none()) else {
+        return rejected(
+            "failed_precondition",
+            format!("agent {agent_id} is not registered or revoked"),
+        );
+    };
+    let agent_segment = agent.segment.clone();
+    let Some(run) = state.runs.get_mut(run_id) else {
+        return rejected("not_found", format!("run {run_id} does not exist"));
+    };
+    if run.generation != generation || run.phase.is_terminal() {
+        return rejected(
+            "failed_precondition",
+            format!("run {run_id} generation {generation} is not in flight"),
+        );
+    }
+    if run.step != Some(step) || run.checked_step != checked_step || run.attempt != attempt {
+        return rejected(
+            "failed_precondition",
+            format!("run {run_id} is not waiting for {step} attempt {attempt}"),
+        );
+    }
+    if let Some(d) = &run.dispatched {
+        return rejected(
+            "failed_precondition",
+            format!(
+                "run {run_id}: {} attempt {} is already with agent {}",
+                d.step, d.attempt, d.agent_id
+            ),
+        );
+    }
+    if now < run.not_before_ms {
+        return rejected(
+            "failed_precondition",
+            format!("run {run_id} is not due before {}", run.not_before_ms),
+        );
+    }
+    if agent_segment != run.spec.segment {
+        return rejected(
+            "permission_denied",
+            format!(
+                "agent {agent_id} is in segment {agent_segment}, run {run_id} in {}",
+                run.spec.segment
+            ),
+        );
+    }
+    run.dispatched =
+        Some(Dispatch { step, checked_step, attempt, agent_id: agent_id.to_owned(), deadline_ms });
+    if run.phase == RunPhase::Requested {
+        enter(run, RunPhase::Dispatched, now);
+    }
+    Outcome::RunUpdated { run_id: run_id.to_owned(), phase: run.phase }
+}
+
+/// Checks and records a signed receipt, then moves the run on.
+pub(super) fn record_receipt(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    body_hex: &str,
+    signature_hex: &str,
+    jitter_permille: u16,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    let refuse = |state: &mut State, subject: &str, reason: String| {
+        state.audit.append(ctx.index, now, &request.actor, "receipt.refused", subject, &reason);
+        Outcome::ReceiptRefused { reason }
+    };
+    let (Some(body), Some(signature)) =
+        (dsops_proto::hex_decode(body_hex), dsops_proto::hex_decode(signature_hex))
+    else {
+        return refuse(state, "receipt", "not hex".to_owned());
+    };
+    let receipt = match SignedReceipt::try_from(wire::Receipt { body, signature }) {
+        Ok(receipt) => receipt,
+        Err(error) => return refuse(state, "receipt", format!("malformed: {error}")),
+    };
+    let body = &receipt.body;
+    let agent_id = body.agent_id.to_string();
+    let run_id = body.run_id.to_string();
+    let subject = format!("run {run_id}");
+    let Some(agent) = state.agents.get(&agent_id) else {
+        return refuse(state, &subject, format!("unknown agent {agent_id}"));
+    };
+    if agent.revoked_at_ms.is_some() {
+        return refuse(state, &subject, format!("agent {agent_id} is revoked"));
+    }
+    let key = dsops_proto::hex_decode(&agent.public_key).and_then(|k| <[u8; 32]>::try_from(k).ok());
+    let verified = key.map(|key| receipt.verify(&key));
+    if verified != Some(Ok(())) {
+        return refuse(state, &subject, format!("signature of agent {agent_id} does not verify"));
+    }
+    let agent_segment = agent.segment.clone();
+    let Some(run) = state.runs.get(&run_id) else {
+        return refuse(state, &subject, "unknown run".to_owned());
+    };
+    if run.spec.segment != agent_segment {
+        let reason = format!(
+            "agent {agent_id} (segment {agent_segment}) sent a receipt for a run of segment {}",
+            run.spec.segment
+        );
+        return refuse(state, &subject, reason);
+    }
+    if body.generation.get() != run.generation {
+        let reason = format!(
+            "stale generation {} (the run holds {})",
+            body.generation.get(),
+            run.generation
+        );
+        return refuse(state, &subject, reason);
+    }
+    let step = StepKind::from_domain(body.step);
+    let expected = run
+        .dispatched
+        .as_ref()
+        .filter(|d| d.step == step && d.attempt == body.attempt && d.agent_id == agent_id);
+    let Some(dispatch) = expected.cloned() else {
+        let waiting = run.dispatched.as_ref().map_or("nothing".to_owned(), |d| {
+            format!("{} attempt {} from {}", d.step, d.attempt, d.agent_id)
+        });
+        let reason = format!(
+            "late or unexpected {step} attempt {} from {agent_id}; waiting for {waiting}",
+            body.attempt
+        );
+        return refuse(state, &subject, reason);
+    };
+    let result = Result_::from_outcome(body.outcome);
+    let fingerprint = body.value_fingerprint.map(|f| f.to_string());
+    let record = ReceiptRecord {
+        step,
+        checked_step: dispatch.checked_step,
+        attempt: body.attempt,
+        outcome: result.name().to_owned(),
+        agent_id: agent_id.clone(),
+        fingerprint: fingerprint.clone(),
+        detail: body.detail.clone(),
+        at_ms: now,
+        body_hex: body_hex.to_owned(),
+        signature_hex: signature_hex.to_owned(),
+    };
+    let detail = format!(
+        "{step}{} attempt {} by {agent_id}: {}{}{}",
+        dispatch.checked_step.map(|s| format!(" of {s}")).unwrap_or_default(),
+        body.attempt,
+        result.name(),
+        fingerprint.as_ref().map(|f| format!(", value {}", &f[..16])).unwrap_or_default(),
+        if body.detail.is_empty() { String::new() } else { format!(" ({})", body.detail) },
+    );
+    state.audit.append(
+        ctx.index,
+        now,
+        &request.actor,
+        "run.step",
+        &format!("run {run_id}"),
+        &detail,
+    );
+    let run = state.runs.get_mut(&run_id).expect("checked above");
+    if step == StepKind::Stage && result == Result_::Succeeded {
+        run.new_fingerprint = fingerprint;
+    }
+    if result != Result_::Succeeded {
+        run.last_error = format!("{step}: {} {}", result.name(), body.detail).trim().to_owned();
+    }
+    run.receipts.push(record);
+    advance(state, &run_id, result, now, jitter_permille, ctx, &request.actor);
+    let phase = state.runs.get(&run_id).map_or(RunPhase::Completed, |r| r.phase);
+    Outcome::RunUpdated { run_id, phase }
+}
+
+/// No receipt came before the deadline: the step's effect is unknown.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn time_out(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    run_id: &str,
+    generation: u64,
+    step: StepKind,
+    attempt: u32,
+    jitter_permille: u16,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    let Some(run) = state.runs.get_mut(run_id) else {
+        return rejected("not_found", format!("run {run_id} does not exist"));
+    };
+    let Some(dispatch) = run
+        .dispatched
+        .clone()
+        .filter(|d| run.generation == generation && d.step == step && d.attempt == attempt)
+    else {
+        return rejected(
+            "failed_precondition",
+            format!("run {run_id} is not waiting for {step} attempt {attempt}"),
+        );
+    };
+    if now < dispatch.deadline_ms {
+        return rejected(
+            "failed_precondition",
+            format!("run {run_id}: {step} attempt {attempt} is not past its deadline"),
+        );
+    }
+    run.receipts.push(ReceiptRecord {
+        step,
+        checked_step: dispatch.checked_step,
+        attempt,
+        outcome: Result_::TimedOut.name().to_owned(),
+        agent_id: dispatch.agent_id.clone(),
+        fingerprint: None,
+        detail: "no receipt before the deadline".to_owned(),
+        at_ms: now,
+        body_hex: String::new(),
+        signature_hex: String::new(),
+    });
+    run.last_error = format!("{step}: no receipt from {} before the deadline", dispatch.agent_id);
+    let detail = format!("{step} attempt {attempt} by {}: timed out", dispatch.agent_id);
+    state.audit.append(
+        ctx.index,
+        now,
+        &request.actor,
+        "run.step",
+        &format!("run {run_id}"),
+        &detail,
+    );
+    advance(state, run_id, Result_::TimedOut, now, jitter_permille, ctx, &request.actor);
+    let phase = state.runs.get(run_id).map_or(RunPhase::Completed, |r| r.phase);
+    Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
+}
+
+fn enter(run: &mut Run, phase: RunPhase, now: u64) {
+    run.phase = phase;
+    run.transitions.push(Transition { phase, at_ms: now });
+}
+
+/// Moves a run on after `result` of its current step.
+fn advance(
+    state: &mut State,
+    run_id: &str,
+    result: Result_,
+    now: u64,
+    jitter: u16,
+    ctx: ApplyContext,
+    actor: &str,
+) {
+    let run = state.runs.get_mut(run_id).expect("caller checked");
+    run.dispatched = None;
+    let Some(step) = run.step else { return };
+    let finished = match (step, run.checked_step, result) {
+        (StepKind::Check, Some(checked), Result_::Succeeded) => success(run, checked, now),
+        (StepKind::Check, Some(checked), Result_::NotApplied) => {
+            again(run, checked, None, now, jitter)
+        }
+        (StepKind::Check, Some(checked), Result_::Refused) => give_up(run, checked, now),
+        (StepKind::Check, Some(checked), _) => {
+            again(run, StepKind::Check, Some(checked), now, jitter)
+        }
+        (step, _, Result_::Succeeded) => success(run, step, now),
+        (step, _, Result_::NotApplied | Result_::Retryable) => again(run, step, None, now, jitter),
+        (step, _, Result_::Indeterminate | Result_::TimedOut) => {
+            again(run, StepKind::Check, Some(step), now, jitter)
+        }
+        (step, _, Result_::Refused) => give_up(run, step, now),
+    };
+    if finished {
+        finish(state, run_id, now, ctx, actor);
+    }
+}
+
+/// The step's effect is in place. Returns whether the run is over.
+fn success(run: &mut Run, step: StepKind, now: u64) -> bool {
+    run.attempt = 1;
+    run.checked_step = None;
+    run.not_before_ms = now;
+    let (phase, next) = match step {
+        StepKind::Stage if run.spec.has_target() => (RunPhase::Staged, Some(StepKind::Apply)),
+        StepKind::Stage => (RunPhase::Staged, Some(StepKind::Promote)),
+        StepKind::Apply => (RunPhase::Applied, Some(StepKind::Verify)),
+        StepKind::Verify => (RunPhase::Verified, Some(StepKind::Promote)),
+        StepKind::Promote if run.spec.has_target() => {
+            run.not_before_ms = now.saturating_add(run.spec.grace_ms);
+            (RunPhase::Promoted, Some(StepKind::Retire))
+        }
+        StepKind::Promote => {
+            enter(run, RunPhase::Promoted, now);
+            (RunPhase::Completed, None)
+        }
+        StepKind::Retire => {
+            enter(run, RunPhase::Retired, now);
+            (RunPhase::Completed, None)
+        }
+        StepKind::Rollback => (RunPhase::RolledBack, None),
+        StepKind::Check => (run.phase, run.step),
+    };
+    enter(run, phase, now);
+    run.step = next;
+    next.is_none()
+}
+
+/// Tries `step` again (or checks `checked`) after a backoff, unless attempts are exhausted.
+fn again(run: &mut Run, step: StepKind, checked: Option<StepKind>, now: u64, jitter: u16) -> bool {
+    let logical = checked.unwrap_or(step);
+    if run.attempt >= run.spec.max_attempts.max(1) {
+        return give_up(run, logical, now);
+    }
+    run.attempt += 1;
+    run.step = Some(step);
+    run.checked_step = checked;
+    run.not_before_ms = now.saturating_add(backoff_ms(run.attempt, jitter));
+    false
+}
+
+/// Attempts are exhausted (or the agent refused): roll back before promotion, quarantine after.
+fn give_up(run: &mut Run, step: StepKind, now: u64) -> bool {
+    run.attempt = 1;
+    run.checked_step = None;
+    run.not_before_ms = now;
+    match step {
+        StepKind::Stage | StepKind::Apply | StepKind::Verify => {
+            enter(run, RunPhase::RollingBack, now);
+            run.step = Some(StepKind::Rollback);
+            false
+        }
+        StepKind::Promote | StepKind::Retire | StepKind::Rollback | StepKind::Check => {
+            enter(run, RunPhase::Quarantined, now);
+            run.step = None;
+            true
+        }
+    }
+}
+
+/// Bookkeeping when a run ends.
+fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &str) {
+    let Some(run) = state.runs.get_mut(run_id) else { return };
+    run.finished_at_ms = Some(now);
+    run.step = None;
+    let phase = run.phase;
+    let fingerprint = run.new_fingerprint.clone();
+    let secret = run.secret();
+    let error = run.last_error.clone();
+    state.active_runs.remove(run_id);
+    let record: &mut SecretRecord = state.secrets.entry(secret.clone()).or_default();
+    if record.active_run.as_deref() == Some(run_id) {
+        record.active_run = None;
+    }
+    record.last_run = Some(run_id.to_owned());
+    record.last_phase = Some(phase);
+    if phase == RunPhase::Completed {
+        record.last_rotated_at_ms = Some(now);
+        record.current_fingerprint = fingerprint;
+    }
+    let detail = match phase {
+        RunPhase::Completed => format!("run {run_id} completed"),
+        _ => format!("run {run_id} ended {}: {error}", phase.name()),
+    };
+    state.audit.append(
+        ctx.index,
+        now,
+        actor,
+        &format!("run.{}", phase.name().to_lowercase()),
+        &secret,
+        &detail,
+    );
+}
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

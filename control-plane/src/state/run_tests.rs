@@ -1,0 +1,417 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use dsops_proto::domain::{AgentId, Fingerprint, Generation, ReceiptBody, RunId, Step};
+use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
+
+use super::super::{ApplyContext, AuditLog, Command, Outcome, Request, State, apply};
+use super::*;
+
+struct World {
+    state: State,
+    index: u64,
+    now: u64,
+    key: SigningKey,
+}
+
+fn spec(strategy: &str) -> RunSpec {
+    RunSpec {
+        strategy: strategy.to_owned(),
+        store_ref: "store://local/app/db#password".to_owned(),
+        service_ref: (strategy != "random").then(|| "svc://pg?kind=db_password".to_owned()),
+        config_json: "{}".to_owned(),
+        segment: "default".to_owned(),
+        grace_ms: 1_000,
+        max_attempts: 3,
+        step_timeout_ms: 5_000,
+        config_version: 1,
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let mut world = World {
+            state: State::default(),
+            index: 0,
+            now: 1_000_000,
+            key: SigningKey::from_bytes(&[9; 32]),
+        };
+        let public_key = dsops_proto::hex(&world.key.verifying_key().to_bytes());
+        let outcome = world.apply(Command::RegisterAgent {
+            agent_id: "agent-1".into(),
+            segment: "default".into(),
+            public_key,
+        });
+        assert!(matches!(outcome, Outcome::AgentRegistered { .. }), "{outcome:?}");
+        world
+    }
+
+    fn apply(&mut self, command: Command) -> Outcome {
+        self.index += 1;
+        let request = Request {
+            request_id: format!("r{}", self.index),
+            actor: "test".into(),
+            proposed_at_ms: self.now,
+            command,
+        };
+        apply(&mut self.state, &request, ApplyContext { index: self.index }).outcome
+    }
+
+    fn request(&mut self, strategy: &str) -> Outcome {
+        self.request_with(spec(strategy))
+    }
+
+    fn request_with(&mut self, spec: RunSpec) -> Outcome {
+        let run_id = format!("run-{}", self.index + 1);
+        self.apply(Command::RequestRun {
+            run_id,
+            env: "dev".into(),
+            key: "DB_PASSWORD".into(),
+            spec,
+            restore_previous: false,
+            reason: "test".into(),
+        })
+    }
+
+    fn run(&self, id: &str) -> &Run {
+        &self.state.runs[id]
+    }
+
+    /// Dispatches the run's current step to agent-1 (waiting out any backoff first).
+    fn dispatch(&mut self, id: &str) -> Outcome {
+        let run = self.run(id).clone();
+        self.now = self.now.max(run.not_before_ms);
+        self.apply(Command::DispatchStep {
+            run_id: id.into(),
+            generation: run.generation,
+            step: run.step.expect("not terminal"),
+            checked_step: run.checked_step,
+            attempt: run.attempt,
+            agent_id: "agent-1".into(),
+            deadline_ms: self.now + 5_000,
+        })
+    }
+
+    fn body(&self, id: &str, outcome: dsops_proto::domain::Outcome) -> ReceiptBody {
+        let run = self.run(id);
+        let dispatch = run.dispatched.clone().expect("dispatched");
+        ReceiptBody {
+            run_id: RunId::parse(id, "run_id").unwrap(),
+            generation: Generation::parse(run.generation, "g").unwrap(),
+            step: dispatch.step.to_domain(),
+            target: "svc://pg?kind=db_password".into(),
+            value_fingerprint: Some(Fingerprint([7; 32])),
+            performed_at: UNIX_EPOCH + Duration::from_millis(self.now),
+            outcome,
+            detail: String::new(),
+            agent_id: AgentId::parse("agent-1", "agent_id").unwrap(),
+            attempt: dispatch.attempt,
+        }
+    }
+
+    fn submit(&mut self, body: ReceiptBody, key: &SigningKey) -> Outcome {
+        let signed = SignedReceipt::sign(body, key);
+        self.apply(Command::RecordReceipt {
+            body_hex: dsops_proto::hex(&signed.body_bytes),
+            signature_hex: dsops_proto::hex(&signed.signature),
+            jitter_permille: 500,
+        })
+    }
+
+    /// Dispatches the current step and answers it with `outcome`.
+    fn step(&mut self, id: &str, outcome: dsops_proto::domain::Outcome) -> Outcome {
+        let dispatched = self.dispatch(id);
+        assert!(matches!(dispatched, Outcome::RunUpdated { .. }), "{dispatched:?}");
+        let key = self.key.clone();
+        let body = self.body(id, outcome);
+        self.submit(body, &key)
+    }
+
+    fn phases(&self, id: &str) -> Vec<RunPhase> {
+        self.run(id).transitions.iter().map(|t| t.phase).collect()
+    }
+}
+
+fn started(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::RunStarted { run_id, .. } => run_id,
+        other => panic!("not started: {other:?}"),
+    }
+}
+
+use dsops_proto::domain::Outcome::{Indeterminate, NotApplied, Refused, Retryable, Succeeded};
+
+#[test]
+fn a_rotation_walks_every_phase() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    for _ in 0..5 {
+        world.step(&id, Succeeded);
+    }
+    let run = world.run(&id);
+    assert_eq!(
+        world.phases(&id),
+        [
+            RunPhase::Requested,
+            RunPhase::Dispatched,
+            RunPhase::Staged,
+            RunPhase::Applied,
+            RunPhase::Verified,
+            RunPhase::Promoted,
+            RunPhase::Retired,
+            RunPhase::Completed
+        ]
+    );
+    assert_eq!(run.receipts.len(), 5);
+    assert!(
+        run.not_before_ms >= run.transitions[5].at_ms + 1_000,
+        "retire waits for the grace period"
+    );
+    let secret = &world.state.secrets["dev/DB_PASSWORD"];
+    assert_eq!(secret.active_run, None);
+    assert_eq!(secret.last_phase, Some(RunPhase::Completed));
+    assert_eq!(
+        secret.current_fingerprint.as_deref(),
+        Some(Fingerprint([7; 32]).to_string().as_str())
+    );
+    assert!(world.state.active_runs.is_empty());
+    assert!(AuditLog::verify(world.state.audit.events()).is_ok());
+    assert!(world.state.audit.events().iter().any(|e| e.action == "run.completed"));
+}
+
+#[test]
+fn random_secrets_skip_the_target_steps() {
+    let mut world = World::new();
+    let id = started(world.request("random"));
+    world.step(&id, Succeeded);
+    assert_eq!(world.run(&id).step, Some(StepKind::Promote));
+    world.step(&id, Succeeded);
+    assert_eq!(world.run(&id).phase, RunPhase::Completed);
+}
+
+#[test]
+fn one_run_per_secret_and_generations_increase() {
+    let mut world = World::new();
+    let first = started(world.request("immediate"));
+    match world.request("immediate") {
+        Outcome::Rejected { code, message } => {
+            assert_eq!(code, "conflict");
+            assert!(message.contains(&first), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    while world.run(&first).step.is_some() {
+        world.step(&first, Succeeded);
+    }
+    let second = started(world.request("immediate"));
+    assert_eq!(world.run(&second).generation, world.run(&first).generation + 1);
+}
+
+#[test]
+fn bad_receipts_are_refused_recorded_and_change_nothing() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    world.dispatch(&id);
+    let before = world.run(&id).clone();
+    let key = world.key.clone();
+    let refused = |outcome: Outcome| match outcome {
+        Outcome::ReceiptRefused { reason } => reason,
+        other => panic!("accepted: {other:?}"),
+    };
+
+    let mut stale = world.body(&id, Succeeded);
+    stale.generation = Generation::parse(before.generation + 1, "g").unwrap();
+    assert!(refused(world.submit(stale, &key)).contains("stale generation"));
+
+    let forged = world.body(&id, Succeeded);
+    assert!(
+        refused(world.submit(forged, &SigningKey::from_bytes(&[1; 32])))
+            .contains("does not verify")
+    );
+
+    let mut stranger = world.body(&id, Succeeded);
+    stranger.agent_id = AgentId::parse("agent-x", "a").unwrap();
+    assert!(refused(world.submit(stranger, &key)).contains("unknown agent"));
+
+    let mut late = world.body(&id, Succeeded);
+    late.attempt = 7;
+    assert!(refused(world.submit(late, &key)).contains("late or unexpected"));
+
+    let mut wrong_step = world.body(&id, Succeeded);
+    wrong_step.step = Step::Promote;
+    assert!(refused(world.submit(wrong_step, &key)).contains("late or unexpected"));
+
+    // An agent of another segment.
+    let other = SigningKey::from_bytes(&[3; 32]);
+    world.apply(Command::RegisterAgent {
+        agent_id: "agent-b".into(),
+        segment: "prod".into(),
+        public_key: dsops_proto::hex(&other.verifying_key().to_bytes()),
+    });
+    let mut foreign = world.body(&id, Succeeded);
+    foreign.agent_id = AgentId::parse("agent-b", "a").unwrap();
+    assert!(refused(world.submit(foreign, &other)).contains("segment"));
+
+    assert_eq!(world.run(&id), &before);
+    let refusals =
+        world.state.audit.events().iter().filter(|e| e.action == "receipt.refused").count();
+    assert_eq!(refusals, 6);
+    // A genuine receipt still works after all that.
+    let good = world.body(&id, Succeeded);
+    assert!(matches!(
+        world.submit(good, &key),
+        Outcome::RunUpdated { phase: RunPhase::Staged, .. }
+    ));
+}
+
+#[test]
+fn failures_back_off_then_roll_back() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    world.step(&id, Succeeded); // staged
+    world.step(&id, Retryable);
+    let run = world.run(&id);
+    assert_eq!((run.step, run.attempt), (Some(StepKind::Apply), 2));
+    assert!(run.not_before_ms > world.now, "backoff");
+    // Dispatching early is refused.
+    let early = world.apply(Command::DispatchStep {
+        run_id: id.clone(),
+        generation: run.generation,
+        step: StepKind::Apply,
+        checked_step: None,
+        attempt: 2,
+        agent_id: "agent-1".into(),
+        deadline_ms: world.now + 5_000,
+    });
+    assert!(matches!(early, Outcome::Rejected { .. }), "{early:?}");
+    world.step(&id, NotApplied);
+    world.step(&id, Retryable);
+    assert_eq!(world.run(&id).phase, RunPhase::RollingBack);
+    assert_eq!(world.run(&id).step, Some(StepKind::Rollback));
+    world.step(&id, Succeeded);
+    assert_eq!(world.run(&id).phase, RunPhase::RolledBack);
+    assert_eq!(world.state.secrets["dev/DB_PASSWORD"].last_rotated_at_ms, None);
+    assert!(world.run(&id).last_error.contains("apply"), "{}", world.run(&id).last_error);
+}
+
+#[test]
+fn indeterminate_outcomes_are_resolved_by_checking() {
+    let mut world = World::new();
+    let id = started(world.request_with(RunSpec { max_attempts: 5, ..spec("immediate") }));
+    world.step(&id, Succeeded);
+    world.step(&id, Indeterminate);
+    assert_eq!(world.run(&id).step, Some(StepKind::Check));
+    assert_eq!(world.run(&id).checked_step, Some(StepKind::Apply));
+    // The check finds the change was not made: apply again.
+    world.step(&id, NotApplied);
+    assert_eq!((world.run(&id).step, world.run(&id).checked_step), (Some(StepKind::Apply), None));
+    world.step(&id, Indeterminate);
+    // This time the check finds it in place: move on without applying again.
+    world.step(&id, Succeeded);
+    assert_eq!(world.run(&id).phase, RunPhase::Applied);
+    assert_eq!(world.run(&id).step, Some(StepKind::Verify));
+}
+
+#[test]
+fn a_silent_agent_times_out_into_a_check() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    world.dispatch(&id);
+    let run = world.run(&id).clone();
+    let timeout = |world: &mut World| {
+        world.apply(Command::StepTimedOut {
+            run_id: id.clone(),
+            generation: run.generation,
+            step: StepKind::Stage,
+            attempt: 1,
+            jitter_permille: 0,
+        })
+    };
+    assert!(matches!(timeout(&mut world), Outcome::Rejected { .. }), "not yet past the deadline");
+    world.now += 5_000;
+    assert!(matches!(timeout(&mut world), Outcome::RunUpdated { .. }));
+    assert_eq!(world.run(&id).step, Some(StepKind::Check));
+    // The first agent's late answer is refused: the step is no longer waiting for it.
+    let key = world.key.clone();
+    let mut late = world.body_for_dispatch(&id, &run);
+    late.outcome = Succeeded;
+    assert!(matches!(world.submit(late, &key), Outcome::ReceiptRefused { .. }));
+}
+
+impl World {
+    fn body_for_dispatch(&self, id: &str, run: &Run) -> ReceiptBody {
+        let dispatch = run.dispatched.clone().expect("dispatched");
+        ReceiptBody {
+            run_id: RunId::parse(id, "run_id").unwrap(),
+            generation: Generation::parse(run.generation, "g").unwrap(),
+            step: dispatch.step.to_domain(),
+            target: "svc://pg?kind=db_password".into(),
+            value_fingerprint: None,
+            performed_at: UNIX_EPOCH,
+            outcome: Succeeded,
+            detail: String::new(),
+            agent_id: AgentId::parse("agent-1", "agent_id").unwrap(),
+            attempt: dispatch.attempt,
+        }
+    }
+}
+
+#[test]
+fn failing_after_promotion_quarantines() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    for _ in 0..3 {
+        world.step(&id, Succeeded);
+    }
+    world.step(&id, Refused);
+    assert_eq!(world.run(&id).phase, RunPhase::Quarantined);
+    assert_eq!(world.state.secrets["dev/DB_PASSWORD"].active_run, None);
+    assert!(world.state.audit.events().iter().any(|e| e.action == "run.quarantined"));
+}
+
+fn outcome_strategy() -> impl Strategy<Value = dsops_proto::domain::Outcome> {
+    prop_oneof![
+        4 => Just(Succeeded),
+        1 => Just(NotApplied),
+        1 => Just(Retryable),
+        1 => Just(Indeterminate),
+        1 => Just(Refused),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever agents answer, every run ends (no endless loop) in one of the three terminal
+    /// phases within a bounded number of steps, and Completed only after every step succeeded.
+    #[test]
+    fn every_run_ends(strategy in prop_oneof![Just("immediate"), Just("random")],
+                      outcomes in proptest::collection::vec(outcome_strategy(), 1..40)) {
+        let mut world = World::new();
+        let id = started(world.request(strategy));
+        let mut steps = 0;
+        while world.run(&id).step.is_some() {
+            let outcome = outcomes[steps % outcomes.len()];
+            world.step(&id, outcome);
+            steps += 1;
+            // 6 logical steps (incl. rollback), each at most max_attempts tries.
+            prop_assert!(steps <= 6 * 3, "run did not end: {:?}", world.run(&id));
+        }
+        let run = world.run(&id);
+        prop_assert!(run.phase.is_terminal());
+        if run.phase == RunPhase::Completed {
+            let succeeded: Vec<StepKind> = run.receipts.iter()
+                .filter(|r| r.outcome == "succeeded")
+                .map(|r| r.checked_step.unwrap_or(r.step))
+                .collect();
+            let needed: &[StepKind] = if strategy == "random" {
+                &[StepKind::Stage, StepKind::Promote]
+            } else {
+                &[StepKind::Stage, StepKind::Apply, StepKind::Verify, StepKind::Promote, StepKind::Retire]
+            };
+            prop_assert_eq!(succeeded, needed.to_vec());
+        }
+        prop_assert!(world.state.active_runs.is_empty());
+        prop_assert!(AuditLog::verify(world.state.audit.events()).is_ok());
+    }
+}

@@ -1,0 +1,326 @@
+//! Rotation runs in the replicated state: the run state machine of `DESIGN.md` section 2.
+//!
+//! ```text
+//! Requested → Dispatched → Staged → Applied → Verified → Promoted → Retired → Completed
+//!                              ╲        ╲          ╲
+//!                               └────────┴──────────┴──→ RollingBack → RolledBack
+//!                     any step, attempts exhausted ──→ Quarantined (a human decides)
+//! ```
+//!
+//! A run belongs to one secret (`env/KEY`) and carries the secret's next *generation*; a
+//! receipt of another generation is refused (fencing). Exactly one run is in flight per secret.
+//! Every step is dispatched to one agent with an attempt number; a failure is retried with
+//! exponential backoff whose jitter comes from the log entry, an indeterminate outcome is
+//! resolved by a read-only `check` step, and after `max_attempts` the run rolls back (before
+//! promotion) or is quarantined (after).
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// A step, as the state records it (mirrors `dsops_proto::domain::Step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Stage the new value as pending.
+    Stage,
+    /// Change the target.
+    Apply,
+    /// Prove the new value works.
+    Verify,
+    /// Pending becomes current.
+    Promote,
+    /// Revoke the old credential.
+    Retire,
+    /// Undo the run's changes.
+    Rollback,
+    /// Resolve an indeterminate outcome.
+    Check,
+}
+
+impl StepKind {
+    /// The wire/domain step.
+    pub fn to_domain(self) -> dsops_proto::domain::Step {
+        use dsops_proto::domain::Step;
+        match self {
+            StepKind::Stage => Step::Stage,
+            StepKind::Apply => Step::Apply,
+            StepKind::Verify => Step::Verify,
+            StepKind::Promote => Step::Promote,
+            StepKind::Retire => Step::Retire,
+            StepKind::Rollback => Step::Rollback,
+            StepKind::Check => Step::Check,
+        }
+    }
+
+    /// From the wire/domain step.
+    pub fn from_domain(step: dsops_proto::domain::Step) -> StepKind {
+        use dsops_proto::domain::Step;
+        match step {
+            Step::Stage => StepKind::Stage,
+            Step::Apply => StepKind::Apply,
+            Step::Verify => StepKind::Verify,
+            Step::Promote => StepKind::Promote,
+            Step::Retire => StepKind::Retire,
+            Step::Rollback => StepKind::Rollback,
+            Step::Check => StepKind::Check,
+        }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_domain().fmt(f)
+    }
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPhase {
+    /// Accepted, nothing sent yet.
+    Requested,
+    /// The stage step was sent to an agent.
+    Dispatched,
+    /// The new value is pending in the store.
+    Staged,
+    /// The target accepts the new value.
+    Applied,
+    /// A fresh login with the new value worked.
+    Verified,
+    /// The new value is current in the store.
+    Promoted,
+    /// The old credential was revoked.
+    Retired,
+    /// Done.
+    Completed,
+    /// Undoing the run's changes.
+    RollingBack,
+    /// Undone; the old value is current and works.
+    RolledBack,
+    /// Stopped after exhausting retries; needs a human.
+    Quarantined,
+}
+
+impl RunPhase {
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunPhase::Completed | RunPhase::RolledBack | RunPhase::Quarantined)
+    }
+
+    /// The name as printed.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunPhase::Requested => "Requested",
+            RunPhase::Dispatched => "Dispatched",
+            RunPhase::Staged => "Staged",
+            RunPhase::Applied => "Applied",
+            RunPhase::Verified => "Verified",
+            RunPhase::Promoted => "Promoted",
+            RunPhase::Retired => "Retired",
+            RunPhase::Completed => "Completed",
+            RunPhase::RollingBack => "RollingBack",
+            RunPhase::RolledBack => "RolledBack",
+            RunPhase::Quarantined => "Quarantined",
+        }
+    }
+}
+
+/// What a run does, resolved from the configuration when it is requested. References only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// `immediate`, `two-key`, `random`, `script` or `webhook`.
+    pub strategy: String,
+    /// `store://<store>/<path>#<field>`.
+    pub store_ref: String,
+    /// `svc://<service>?kind=<kind>`; `None` for `random`.
+    pub service_ref: Option<String>,
+    /// `rotation.config` as JSON (names, lengths, commands; never values).
+    pub config_json: String,
+    /// The segment whose agents run it.
+    pub segment: String,
+    /// How long the old credential stays valid after promotion.
+    pub grace_ms: u64,
+    /// Attempts per step before giving up.
+    pub max_attempts: u32,
+    /// How long an agent has for one step before it is resolved by a check.
+    pub step_timeout_ms: u64,
+    /// The configuration version it was resolved from.
+    pub config_version: u64,
+}
+
+impl RunSpec {
+    /// Whether the strategy changes a target (everything but `random`).
+    pub fn has_target(&self) -> bool {
+        self.strategy != "random"
+    }
+}
+
+/// A step sent to an agent and not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// The step.
+    pub step: StepKind,
+    /// For a check: the step checked.
+    pub checked_step: Option<StepKind>,
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent it went to.
+    pub agent_id: String,
+    /// When the control plane stops waiting, ms since the epoch.
+    pub deadline_ms: u64,
+}
+
+/// A verified receipt, kept as evidence: the exact signed bytes and signature (hex), and the
+/// facts the state used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    /// The step.
+    pub step: StepKind,
+    /// For a check: the step checked.
+    pub checked_step: Option<StepKind>,
+    /// The attempt.
+    pub attempt: u32,
+    /// `succeeded`, `not_applied`, `retryable`, `indeterminate`, `refused`, or `timed_out`
+    /// (no receipt before the deadline).
+    pub outcome: String,
+    /// The agent.
+    pub agent_id: String,
+    /// Fingerprint of the new value, hex, if the step reported one.
+    pub fingerprint: Option<String>,
+    /// The agent's explanation (never a value).
+    pub detail: String,
+    /// When it was committed, ms since the epoch.
+    pub at_ms: u64,
+    /// The signed body, hex (empty for `timed_out`).
+    pub body_hex: String,
+    /// The Ed25519 signature, hex (empty for `timed_out`).
+    pub signature_hex: String,
+}
+
+/// A phase change, for history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The phase entered.
+    pub phase: RunPhase,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// One rotation run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// Its id.
+    pub id: String,
+    /// The environment.
+    pub env: String,
+    /// The variable.
+    pub key: String,
+    /// The secret's generation this run holds.
+    pub generation: u64,
+    /// What it does.
+    pub spec: RunSpec,
+    /// A rollback run: stage the store's previous version instead of a new value.
+    pub restore_previous: bool,
+    /// Where it is.
+    pub phase: RunPhase,
+    /// The step to perform next (`None` when terminal).
+    pub step: Option<StepKind>,
+    /// For a check: the step being checked.
+    pub checked_step: Option<StepKind>,
+    /// Attempt of the current step, from 1.
+    pub attempt: u32,
+    /// Not before this time (backoff, grace period), ms since the epoch.
+    pub not_before_ms: u64,
+    /// The step in flight, if any.
+    pub dispatched: Option<Dispatch>,
+    /// Fingerprint of the staged value, hex.
+    pub new_fingerprint: Option<String>,
+    /// Verified receipts, in order.
+    pub receipts: Vec<ReceiptRecord>,
+    /// Phase changes, in order.
+    pub transitions: Vec<Transition>,
+    /// Who asked.
+    pub requested_by: String,
+    /// Why (operator's reason, `schedule`, `rollback of run-…`).
+    pub reason: String,
+    /// The last failure, for status and history.
+    pub last_error: String,
+    /// When it was requested.
+    pub requested_at_ms: u64,
+    /// When it ended.
+    pub finished_at_ms: Option<u64>,
+}
+
+impl Run {
+    /// `env/KEY`.
+    pub fn secret(&self) -> String {
+        secret_id(&self.env, &self.key)
+    }
+}
+
+/// The key of a secret in [`crate::state::State::secrets`].
+pub fn secret_id(env: &str, key: &str) -> String {
+    format!("{env}/{key}")
+}
+
+/// Runs kept per secret (older ones are dropped from the state).
+pub const RUN_HISTORY: usize = 20;
+
+/// What the state knows about one secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// The last generation issued.
+    pub generation: u64,
+    /// The run in flight.
+    pub active_run: Option<String>,
+    /// The last run that ended, and how.
+    pub last_run: Option<String>,
+    /// Its final phase.
+    pub last_phase: Option<RunPhase>,
+    /// When a run last completed, ms since the epoch.
+    pub last_rotated_at_ms: Option<u64>,
+    /// Fingerprint of the current value after the last completed run, hex.
+    pub current_fingerprint: Option<String>,
+    /// Recent run ids, oldest first (at most [`RUN_HISTORY`]).
+    pub history: VecDeque<String>,
+}
+
+/// An agent allowed to send receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Its id.
+    pub agent_id: String,
+    /// Its segment.
+    pub segment: String,
+    /// Its Ed25519 public key, hex.
+    pub public_key: String,
+    /// When registered, ms since the epoch.
+    pub registered_at_ms: u64,
+    /// Set when revoked.
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// Backoff before attempt `attempt` (2, 3, ...): 1 s doubling to at most 60 s, scaled by a jitter
+/// factor in [0.5, 1.0] taken from `jitter_permille` (0..=1000, drawn by the proposer and fixed in
+/// the log, so every node computes the same time).
+pub fn backoff_ms(attempt: u32, jitter_permille: u16) -> u64 {
+    let exponent = attempt.saturating_sub(2).min(6);
+    let base = (1_000u64 << exponent).min(60_000);
+    let jitter = u64::from(jitter_permille.min(1000));
+    base * (1000 + jitter) / 2000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        assert_eq!(backoff_ms(2, 1000), 1_000);
+        assert_eq!(backoff_ms(3, 1000), 2_000);
+        assert_eq!(backoff_ms(2, 0), 500);
+        assert_eq!(backoff_ms(50, 1000), 60_000);
+        assert!(backoff_ms(4, 500) < backoff_ms(4, 1000));
+    }
+}
