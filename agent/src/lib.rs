@@ -13,7 +13,11 @@
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).
 
 pub mod adapter;
+pub mod config;
+pub mod executor;
 pub mod generate;
+pub mod identity;
+pub mod local;
 pub mod secret;
 pub mod store;
 

@@ -19,6 +19,7 @@ pub mod plan;
 // openraft's traits fix the (large) StorageError type of every storage function.
 #[allow(clippy::result_large_err)]
 pub mod raft;
+pub mod rotation;
 pub mod source;
 pub mod state;
 pub mod time;

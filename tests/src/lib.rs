@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod databases;
 pub mod processes;
 pub mod redis;
+pub mod rotation;
 
 /// The etcd KV client (put only) used by the raft benchmark.
 #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]

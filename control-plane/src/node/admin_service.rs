@@ -276,30 +276,67 @@ impl Admin for AdminService {
 
     async fn rotate(
         &self,
-        _request: Request<wire::RotateRequest>,
+        request: Request<wire::RotateRequest>,
     ) -> Result<Response<wire::RotateResponse>, Status> {
-        Err(unavailable_here("rotation through a cluster"))
+        let caller = self.operator(&request)?;
+        let request = dsops_proto::domain::RotateRequest::try_from(request.into_inner())?;
+        let response =
+            super::rotation_api::rotate(&self.control, &caller.name, request, false).await?;
+        Ok(Response::new(response))
     }
 
     async fn rotation_status(
         &self,
-        _request: Request<wire::RotationStatusRequest>,
+        request: Request<wire::RotationStatusRequest>,
     ) -> Result<Response<wire::RotationStatusResponse>, Status> {
-        Err(unavailable_here("rotation status through a cluster"))
+        self.operator(&request)?;
+        let env = request.into_inner().env;
+        Ok(Response::new(super::rotation_api::status(&self.control, &env).await?))
     }
 
     async fn rotation_history(
         &self,
-        _request: Request<wire::RotationHistoryRequest>,
+        request: Request<wire::RotationHistoryRequest>,
     ) -> Result<Response<wire::RotationHistoryResponse>, Status> {
-        Err(unavailable_here("rotation history through a cluster"))
+        self.operator(&request)?;
+        let request = request.into_inner();
+        let secret = request
+            .secret
+            .ok_or_else(|| Status::from(dsops_proto::domain::ProtocolError::missing("secret")))?;
+        let limit = if request.limit == 0 { 50 } else { request.limit as usize };
+        let history =
+            super::rotation_api::history(&self.control, &secret.env, &secret.key, limit).await?;
+        Ok(Response::new(history))
     }
 
     async fn rollback(
         &self,
-        _request: Request<wire::RollbackRequest>,
+        request: Request<wire::RollbackRequest>,
     ) -> Result<Response<wire::RotateResponse>, Status> {
-        Err(unavailable_here("rollback through a cluster"))
+        let caller = self.operator(&request)?;
+        let request = request.into_inner();
+        let secret = request
+            .secret
+            .ok_or_else(|| Status::from(dsops_proto::domain::ProtocolError::missing("secret")))?;
+        let rotate = dsops_proto::domain::RotateRequest::try_from(wire::RotateRequest {
+            request_id: request.request_id,
+            selector: Some(wire::rotate_request::Selector::Secret(secret)),
+            force: true,
+            dry_run: false,
+            reason: String::new(),
+        })?;
+        let response =
+            super::rotation_api::rotate(&self.control, &caller.name, rotate, true).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_runs(
+        &self,
+        request: Request<wire::GetRunsRequest>,
+    ) -> Result<Response<wire::GetRunsResponse>, Status> {
+        self.operator(&request)?;
+        let ids = request.into_inner().run_ids;
+        Ok(Response::new(super::rotation_api::get_runs(&self.control, &ids).await?))
     }
 
     async fn create_agent_token(

@@ -76,6 +76,8 @@ struct Inner {
     peer_fingerprint: String,
     /// Requests for the batching proposer.
     proposals: mpsc::UnboundedSender<Pending>,
+    /// Agents connected to this node.
+    agents: crate::rotation::AgentRegistry,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -103,7 +105,15 @@ impl ControlPlane {
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(propose(raft.clone(), queue));
         ControlPlane {
-            inner: Arc::new(Inner { node_id, raft, state, pki, peer_fingerprint, proposals }),
+            inner: Arc::new(Inner {
+                node_id,
+                raft,
+                state,
+                pki,
+                peer_fingerprint,
+                proposals,
+                agents: crate::rotation::AgentRegistry::default(),
+            }),
         }
     }
 
@@ -120,6 +130,11 @@ impl ControlPlane {
     /// The state machine.
     pub fn state(&self) -> &StateMachineStore {
         &self.inner.state
+    }
+
+    /// The agents connected to this node.
+    pub fn agents(&self) -> &crate::rotation::AgentRegistry {
+        &self.inner.agents
     }
 
     /// The cluster's CAs.

@@ -7,6 +7,7 @@ mod init;
 mod join_service;
 mod layout;
 mod promote;
+mod rotation_api;
 mod server;
 mod token;
 
@@ -16,7 +17,7 @@ pub use init::{Initialized, init, join};
 pub use join_service::JoinService;
 pub use layout::{Credentials, DataDir, NodeFile};
 pub use promote::target_voters;
-pub use server::{NodeOptions, RunningNode, start};
+pub use server::{NodeOptions, RunningNode, start, start_local};
 pub use token::JoinToken;
 
 /// Wall-clock time in milliseconds since the Unix epoch, as requests carry it into the log.

@@ -156,6 +156,23 @@ pub async fn start(
         }
     });
     tokio::spawn(super::promote::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
     tracing::info!(node_id = node.node_id, %address, "node serving");
+    Ok(RunningNode { control, address, shutdown, server })
+}
+
+/// Starts the node in `dir` without a listener: the embedded default, a one-node cluster the
+/// CLI drives in-process. Raft, the state machine and the dispatcher are the same as a served
+/// node's; only the network is absent.
+pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningNode, String> {
+    let node = dir.read_node()?;
+    let (raft, state, pki) = open_raft(dir, node.node_id, &options).await?;
+    let control = ControlPlane::new(node.node_id, raft, state, pki);
+    let (shutdown, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+    tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
+    let address = SocketAddr::from(([127, 0, 0, 1], 0));
     Ok(RunningNode { control, address, shutdown, server })
 }

@@ -25,6 +25,7 @@ fn spec(strategy: &str) -> RunSpec {
         max_attempts: 3,
         step_timeout_ms: 5_000,
         config_version: 1,
+        value_format: None,
     }
 }
 

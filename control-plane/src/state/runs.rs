@@ -147,6 +147,9 @@ pub struct RunSpec {
     pub step_timeout_ms: u64,
     /// The configuration version it was resolved from.
     pub config_version: u64,
+    /// The catalog's format constraint for new values (charset name or pattern).
+    #[serde(default)]
+    pub value_format: Option<String>,
 }
 
 impl RunSpec {

@@ -144,13 +144,18 @@ pub struct RotateRequest {
     pub force: bool,
     /// Only say what would run.
     pub dry_run: bool,
+    /// Why, for the audit log.
+    pub reason: String,
 }
 
 impl TryFrom<wire::RotateRequest> for RotateRequest {
     type Error = ProtocolError;
 
     fn try_from(request: wire::RotateRequest) -> Result<RotateRequest, ProtocolError> {
-        let wire::RotateRequest { request_id, selector, force, dry_run } = request;
+        let wire::RotateRequest { request_id, selector, force, dry_run, reason } = request;
+        if reason.len() > 1024 {
+            return Err(ProtocolError::invalid("reason", "longer than 1024 bytes"));
+        }
         let selector = match selector.ok_or_else(|| ProtocolError::missing("selector"))? {
             wire::rotate_request::Selector::Secret(secret) => {
                 RotateSelector::Secret(SecretKey::try_from(secret).map_err(|e| e.within("secret"))?)
@@ -182,6 +187,7 @@ impl TryFrom<wire::RotateRequest> for RotateRequest {
             selector,
             force,
             dry_run,
+            reason,
         })
     }
 }
@@ -225,6 +231,7 @@ mod tests {
             })),
             force: false,
             dry_run: true,
+            reason: String::new(),
         };
         assert!(matches!(
             RotateRequest::try_from(secret).unwrap().selector,
@@ -238,6 +245,7 @@ mod tests {
             })),
             force: false,
             dry_run: false,
+            reason: String::new(),
         };
         assert_eq!(RotateRequest::try_from(bad_key).unwrap_err().field, "secret.key");
         let service = wire::RotateRequest {
@@ -248,6 +256,7 @@ mod tests {
             })),
             force: true,
             dry_run: false,
+            reason: String::new(),
         };
         assert!(matches!(
             RotateRequest::try_from(service).unwrap().selector,
@@ -258,6 +267,7 @@ mod tests {
             selector: None,
             force: false,
             dry_run: false,
+            reason: String::new(),
         };
         assert_eq!(RotateRequest::try_from(none).unwrap_err().field, "selector");
     }

@@ -34,6 +34,8 @@ pub struct Job {
     pub checked_step: Option<Step>,
     /// Stage the store's previous version instead of a new value (a rollback run).
     pub restore_previous: bool,
+    /// The catalog's format constraint for new values; `None` for none.
+    pub value_format: Option<String>,
 }
 
 impl TryFrom<wire::Job> for Job {
@@ -54,6 +56,7 @@ impl TryFrom<wire::Job> for Job {
             deadline,
             checked_step,
             restore_previous,
+            value_format,
         } = job;
         if attempt == 0 {
             return Err(ProtocolError::missing("attempt"));
@@ -102,6 +105,7 @@ impl TryFrom<wire::Job> for Job {
             deadline: required_time(deadline, "deadline")?,
             checked_step,
             restore_previous,
+            value_format: (!value_format.is_empty()).then_some(value_format),
         })
     }
 }
@@ -122,6 +126,7 @@ impl From<&Job> for wire::Job {
             deadline: Some(wire_time(job.deadline)),
             checked_step: job.checked_step.map_or(0, Step::to_wire),
             restore_previous: job.restore_previous,
+            value_format: job.value_format.clone().unwrap_or_default(),
         }
     }
 }
@@ -147,6 +152,7 @@ mod tests {
             deadline: Some(wire_time(UNIX_EPOCH + Duration::from_secs(1_800_000_000))),
             checked_step: 0,
             restore_previous: false,
+            value_format: "^[A-Za-z0-9_-]{32,64}$".into(),
         }
     }
 

@@ -1,0 +1,70 @@
+//! What the agent knows locally: its stores, the services it reaches and where their admin
+//! credentials are. The control plane sends only names and references; everything here stays on
+//! the agent's host.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dsops_proto::domain::StoreRef;
+
+/// A secret store the agent can open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The encrypted file store.
+    File {
+        /// Its directory of entry files.
+        dir: PathBuf,
+        /// Its key file.
+        key_file: PathBuf,
+    },
+}
+
+/// A rotation target the agent reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// The catalog service type (`postgresql`, `mysql`, ...).
+    pub service_type: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database (PostgreSQL: connect to it; MySQL: optional).
+    pub database: Option<String>,
+    /// Where the admin credential is: an entry with `user` and `password` fields.
+    pub admin: StoreRef,
+}
+
+/// The agent's local configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Stores by name.
+    pub stores: BTreeMap<String, StoreSpec>,
+    /// Services by name.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Limit on each call to a target.
+    pub target_timeout: Duration,
+    /// How long retire waits for the old user's sessions to end before disabling it anyway.
+    pub session_wait: Duration,
+    /// How many jobs run at once.
+    pub max_concurrent_jobs: usize,
+}
+
+impl AgentConfig {
+    /// An empty configuration with default limits.
+    pub fn new() -> AgentConfig {
+        AgentConfig {
+            stores: BTreeMap::new(),
+            services: BTreeMap::new(),
+            target_timeout: Duration::from_secs(15),
+            session_wait: Duration::from_secs(30),
+            max_concurrent_jobs: 32,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> AgentConfig {
+        AgentConfig::new()
+    }
+}

@@ -1,0 +1,283 @@
+//! The embedded default: with no server configured, commands run a one-node control plane and an
+//! in-process agent with their state under `.dsops/`. It is the same code as a cluster — raft on
+//! redb, the state machine, the admin service, the dispatcher, the executor and signed receipts —
+//! with the network left out.
+//!
+//! ```text
+//!  .dsops/cluster/   the node's data directory (raft log, state, its own CA)
+//!  .dsops/agent/     the in-process agent's receipt-signing key (0600)
+//!  .dsops/stores/    file stores without a `path` setting (one sealed file per entry)
+//!  .dsops/keys/      their keys (0600), outside the store directories
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use dsops_agent::config::{AgentConfig, ServiceSpec, StoreSpec};
+use dsops_agent::executor::Executor;
+use dsops_agent::identity::AgentIdentity;
+use dsops_agent::store::{FileStore, FileStoreOptions};
+use dsops_control_plane::config::{Loaded, catalog_files};
+use dsops_control_plane::node::{AdminService, ControlPlane, DataDir, NodeOptions, RunningNode};
+use dsops_control_plane::pki::{CallerIdentity, ConnInfo, Role};
+use dsops_control_plane::state::Command;
+use dsops_proto::wire::admin as wire;
+use dsops_proto::wire::admin::admin_server::Admin;
+
+/// Where a file store keeps its entries and key.
+pub fn file_store_options(
+    loaded: &Loaded,
+    name: &str,
+    state_dir: &Path,
+    base_dir: &Path,
+) -> anyhow::Result<FileStoreOptions> {
+    let store = loaded
+        .config
+        .secret_stores
+        .get(name)
+        .ok_or_else(|| anyhow!("no secret store {name:?} in {}", loaded.config.file))?;
+    if store.store_type != "file" {
+        bail!(
+            "store {name:?} is of type {}; this release reads and writes only file stores",
+            store.store_type
+        );
+    }
+    let setting =
+        |key: &str| store.settings.get(key).and_then(|v| v.as_str()).map(|p| base_dir.join(p));
+    Ok(FileStoreOptions {
+        dir: setting("path").unwrap_or_else(|| state_dir.join("stores").join(name)),
+        key_file: setting("key_file")
+            .unwrap_or_else(|| state_dir.join("keys").join(format!("{name}.key"))),
+    })
+}
+
+/// Opens a file store of the configuration.
+pub fn open_store(
+    loaded: &Loaded,
+    name: &str,
+    state_dir: &Path,
+    base_dir: &Path,
+) -> anyhow::Result<FileStore> {
+    let options = file_store_options(loaded, name, state_dir, base_dir)?;
+    FileStore::open(name, &options).map_err(|e| anyhow!("store {name}: {e}"))
+}
+
+/// The in-process agent's view of the configuration: its stores and the services it reaches.
+pub fn agent_config(
+    loaded: &Loaded,
+    state_dir: &Path,
+    base_dir: &Path,
+) -> anyhow::Result<AgentConfig> {
+    let mut config = AgentConfig::new();
+    for (name, store) in &loaded.config.secret_stores {
+        if store.store_type == "file" {
+            let options = file_store_options(loaded, name, state_dir, base_dir)?;
+            config.stores.insert(
+                name.clone(),
+                StoreSpec::File { dir: options.dir, key_file: options.key_file },
+            );
+        }
+    }
+    for (name, service) in &loaded.config.services {
+        let Some(admin) = service.admin_store.clone() else { continue };
+        let text =
+            |key: &str| service.settings.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let port = service.settings.get("port").and_then(|v| v.as_u64());
+        let default_port = match service.service_type.as_str() {
+            "postgresql" => 5432,
+            "mysql" => 3306,
+            _ => 0,
+        };
+        config.services.insert(
+            name.clone(),
+            ServiceSpec {
+                service_type: service.service_type.clone(),
+                host: text("host").unwrap_or_else(|| "127.0.0.1".to_owned()),
+                port: port.map_or(default_port, |p| p as u16),
+                database: text("database"),
+                admin,
+            },
+        );
+    }
+    Ok(config)
+}
+
+/// The segments the configuration's services and stores are in.
+fn segments(loaded: &Loaded) -> BTreeSet<String> {
+    let mut segments = BTreeSet::from(["default".to_owned()]);
+    segments.extend(loaded.config.services.values().filter_map(|s| s.segment.clone()));
+    segments.extend(loaded.config.secret_stores.values().filter_map(|s| s.segment.clone()));
+    segments
+}
+
+/// A running embedded control plane with its in-process agents.
+#[derive(Debug)]
+pub struct Embedded {
+    node: RunningNode,
+    admin: AdminService,
+    agents: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Options of the embedded node (fast elections: it is the only voter).
+fn node_options() -> NodeOptions {
+    NodeOptions {
+        heartbeat: Duration::from_millis(20),
+        election_timeout: (Duration::from_millis(40), Duration::from_millis(80)),
+        ..NodeOptions::default()
+    }
+}
+
+impl Embedded {
+    /// Starts (creating on first use) the embedded control plane in `state_dir`, stores the
+    /// configuration if it changed, and connects one in-process agent per segment.
+    pub async fn open(
+        state_dir: &Path,
+        config_path: &Path,
+        loaded: &Loaded,
+    ) -> anyhow::Result<Embedded> {
+        let dir = DataDir::new(&state_dir.join("cluster"));
+        if !dir.is_initialized() {
+            std::fs::create_dir_all(state_dir)
+                .with_context(|| format!("creating {}", state_dir.display()))?;
+            // The address is recorded in the membership only: the embedded node never listens.
+            dsops_control_plane::node::init(&dir, "127.0.0.1:7400", None).await.map_err(|e| {
+                anyhow!("creating the embedded control plane in {}: {e}", state_dir.display())
+            })?;
+        }
+        let node = dsops_control_plane::node::start_local(&dir, node_options()).await.map_err(|e| {
+            anyhow!("starting the embedded control plane in {}: {e} (is another dsops command using it?)", state_dir.display())
+        })?;
+        let control = node.control.clone();
+        control
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(control.node_id(), "the embedded node leads")
+            .await
+            .map_err(|e| anyhow!("the embedded control plane did not start: {e}"))?;
+        let admin = AdminService::new(control.clone());
+        let mut embedded = Embedded { node, admin, agents: Vec::new() };
+        embedded.sync_config(config_path, loaded).await?;
+        let base_dir =
+            config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        embedded.connect_agents(state_dir, base_dir, loaded).await?;
+        Ok(embedded)
+    }
+
+    /// The control plane.
+    pub fn control(&self) -> &ControlPlane {
+        &self.node.control
+    }
+
+    /// The admin service, called in-process.
+    pub fn admin(&self) -> &AdminService {
+        &self.admin
+    }
+
+    /// A request as the local operator (whoever can read `.dsops/` is the operator).
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let user = std::env::var("USER").unwrap_or_else(|_| "local".to_owned());
+        request.extensions_mut().insert(ConnInfo {
+            remote: None,
+            certs: Vec::new(),
+            server_name: None,
+            identity: Some(CallerIdentity { role: Role::Operator, name: format!("local:{user}") }),
+        });
+        request
+    }
+
+    /// Stores the configuration when it differs from the stored one (the same path as
+    /// `dsops apply`).
+    async fn sync_config(&self, config_path: &Path, loaded: &Loaded) -> anyhow::Result<()> {
+        let config_yaml = std::fs::read_to_string(config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let files = match &loaded.config.rotation.data_dir {
+            Some(dir) => catalog_files(dir).map_err(|d| {
+                anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+            })?,
+            None => Default::default(),
+        };
+        let stored = self.control().read_local(|s| s.current_config().cloned()).await;
+        if stored.as_ref().is_some_and(|c| c.config_yaml == config_yaml && c.catalog_files == files)
+        {
+            return Ok(());
+        }
+        let config_name = config_path
+            .file_name()
+            .map_or_else(|| "dsops.yaml".to_owned(), |n| n.to_string_lossy().into_owned());
+        let request = wire::ApplyConfigRequest {
+            request_id: random_id(),
+            config_yaml,
+            config_path: config_name,
+            catalog_files: files.into_iter().collect(),
+            expected_version: 0,
+        };
+        self.admin
+            .apply_config(self.request(request))
+            .await
+            .map_err(|s| anyhow!("storing the configuration: {}", s.message()))?;
+        Ok(())
+    }
+
+    async fn connect_agents(
+        &mut self,
+        state_dir: &Path,
+        base_dir: &Path,
+        loaded: &Loaded,
+    ) -> anyhow::Result<()> {
+        let config = agent_config(loaded, state_dir, base_dir)?;
+        for segment in segments(loaded) {
+            let agent_id = format!("local-{segment}");
+            let key_path = state_dir.join("agent").join(format!("{agent_id}.key"));
+            let identity = AgentIdentity::load_or_create(&agent_id, &segment, &key_path)
+                .map_err(|e| anyhow!(e))?;
+            let command = Command::RegisterAgent {
+                agent_id: agent_id.clone(),
+                segment: segment.clone(),
+                public_key: identity.public_key_hex(),
+            };
+            let request_id = format!("register-{agent_id}-{}", &identity.public_key_hex()[..16]);
+            self.control()
+                .write("embedded", &request_id, command)
+                .await
+                .map_err(|e| anyhow!("registering agent {agent_id}: {e}"))?;
+            let executor = Arc::new(Executor::new(identity, config.clone()));
+            let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
+            self.control().agents().connect(&agent_id, &segment, jobs);
+            let control = self.control().clone();
+            self.agents.push(dsops_agent::local::serve(executor, queue, move |receipt| {
+                let control = control.clone();
+                async move {
+                    if let Err(reason) =
+                        dsops_control_plane::rotation::submit_receipt(&control, &receipt).await
+                    {
+                        tracing::warn!(%reason, "receipt not accepted");
+                    }
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    /// Stops the agents and the node cleanly.
+    pub async fn close(self) {
+        for agent in &self.agents {
+            agent.abort();
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// A fresh request id.
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    dsops_proto::hex(&bytes)
+}
+
+/// The default state directory.
+pub fn default_state_dir() -> PathBuf {
+    PathBuf::from(".dsops")
+}

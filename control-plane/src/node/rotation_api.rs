@@ -1,0 +1,389 @@
+//! The rotation half of the admin API: start runs, report their state, status and history.
+//! Runs are resolved from the stored configuration, so a cluster rotates exactly what was
+//! applied, whichever node answers.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use dsops_proto::ErrorCode;
+use dsops_proto::wire::admin as wire;
+use dsops_proto::wire::common as common_wire;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use super::api::{ControlPlane, WriteError};
+use crate::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
+use crate::rotation::spec::{self, SpecError};
+use crate::state::{Command, Outcome, Run, StoredConfig, secret_id};
+use dsops_proto::domain::{RotateRequest, RotateSelector};
+
+/// A secret is "due soon" when its next due time is this close.
+const DUE_SOON: TimeDelta = TimeDelta::hours(24);
+
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+fn now_utc() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(super::now_ms() as i64).unwrap_or_default()
+}
+
+fn failed(error: SpecError) -> Status {
+    ErrorCode::FailedPrecondition.to_status(error.0)
+}
+
+/// Loads the stored configuration (validated when it was stored; a failure here means the
+/// catalog bundled with this release disagrees with it).
+fn loaded(stored: &StoredConfig) -> Result<Loaded, Status> {
+    load_with(&stored.config_yaml, &stored.config_path, CatalogFiles::Given(&stored.catalog_files))
+        .map_err(|d| {
+            let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
+            ErrorCode::FailedPrecondition.to_status(format!(
+                "the stored configuration no longer validates:\n{}",
+                lines.join("\n")
+            ))
+        })
+}
+
+async fn current_config(control: &ControlPlane) -> Result<(StoredConfig, Loaded), Status> {
+    let stored =
+        control.read_current(|s| s.current_config().cloned()).await.map_err(|e| e.to_status())?;
+    let stored = stored.ok_or_else(|| {
+        ErrorCode::FailedPrecondition
+            .to_status("no configuration is stored yet; run `dsops apply -f dsops.yaml` first")
+    })?;
+    let loaded = loaded(&stored)?;
+    Ok((stored, loaded))
+}
+
+/// A run's summary for the API.
+pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wire::RunSummary {
+    let waiting = !run.phase.is_terminal()
+        && run.dispatched.is_none()
+        && control.agents().pick(&run.spec.segment).is_none();
+    wire::RunSummary {
+        run_id: run.id.clone(),
+        secret: Some(wire::SecretKey { env: run.env.clone(), key: run.key.clone() }),
+        generation: run.generation,
+        state: run.phase.name().to_owned(),
+        requested_at: Some(timestamp(run.requested_at_ms)),
+        finished_at: run.finished_at_ms.map(timestamp),
+        detail: if run.phase == crate::state::RunPhase::Completed {
+            String::new()
+        } else {
+            run.last_error.clone()
+        },
+        strategy: run.spec.strategy.clone(),
+        step: run.step.map(|s| s.to_string()).unwrap_or_default(),
+        attempt: run.attempt,
+        segment: run.spec.segment.clone(),
+        waiting_for_agent: waiting,
+        not_before: (run.not_before_ms > super::now_ms() && !run.phase.is_terminal())
+            .then(|| timestamp(run.not_before_ms)),
+        steps: if with_steps {
+            run.receipts
+                .iter()
+                .map(|r| wire::RunStep {
+                    step: r.step.to_string(),
+                    checked_step: r.checked_step.map(|s| s.to_string()).unwrap_or_default(),
+                    attempt: r.attempt,
+                    outcome: r.outcome.clone(),
+                    agent_id: r.agent_id.clone(),
+                    detail: r.detail.clone(),
+                    at: Some(timestamp(r.at_ms)),
+                    fingerprint: r.fingerprint.clone().unwrap_or_default(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        rollback: run.restore_previous,
+    }
+}
+
+/// A run id derived from the request id, so a retried request names the same runs.
+fn run_id(request_id: &str, env: &str, key: &str) -> String {
+    let digest = Sha256::digest(format!("{request_id}\n{env}\n{key}").as_bytes());
+    format!("run-{}", &dsops_proto::hex(&digest)[..20])
+}
+
+/// Which secrets a rotate request names.
+fn select<'a>(
+    loaded: &'a Loaded,
+    secrets: &std::collections::BTreeMap<String, crate::state::SecretRecord>,
+    request: &RotateRequest,
+) -> Result<Vec<ResolvedSecret<'a>>, Status> {
+    let now = now_utc();
+    match &request.selector {
+        RotateSelector::Secret(secret) => {
+            Ok(vec![spec::find(loaded, &secret.env, &secret.key).map_err(failed)?])
+        }
+        RotateSelector::AllDueInEnv(env) => {
+            if !loaded.config.envs.contains_key(env) {
+                return Err(failed(spec::unknown_env(loaded, env)));
+            }
+            Ok(loaded
+                .resolved()
+                .into_iter()
+                .filter(|item| item.secret.env == *env && item.strategy.is_some())
+                .filter(|item| {
+                    let last = secrets
+                        .get(&secret_id(env, &item.secret.key))
+                        .and_then(|s| s.last_rotated_at_ms);
+                    request.force || spec::next_due(item, last, now).is_some_and(|due| due <= now)
+                })
+                .collect())
+        }
+        RotateSelector::ServicePolicy { service, policy } => {
+            if !loaded.config.services.contains_key(&service.service) {
+                return Err(ErrorCode::FailedPrecondition
+                    .to_status(format!("no service {:?} in the configuration", service.service)));
+            }
+            let chosen: Vec<ResolvedSecret<'a>> = loaded
+                .resolved()
+                .into_iter()
+                .filter(|item| {
+                    item.secret.service.as_ref().is_some_and(|s| {
+                        s.service == service.service
+                            && (service.kind.is_none() || s.kind == service.kind)
+                    }) && item.policy.is_some_and(|(name, _)| name == policy)
+                })
+                .collect();
+            if chosen.is_empty() {
+                return Err(ErrorCode::NotFound.to_status(format!(
+                    "no variable rotates against {service} with policy {policy:?}"
+                )));
+            }
+            Ok(chosen)
+        }
+    }
+}
+
+/// Refuses rotations that governance would stop, unless forced.
+fn gate(item: &ResolvedSecret<'_>, force: bool) -> Result<(), String> {
+    let name = format!("{}/{}", item.secret.env, item.secret.key);
+    if force {
+        return Ok(());
+    }
+    if item.approval_required {
+        return Err(format!(
+            "{name} requires approval, which this release cannot collect; --force rotates it anyway (break-glass, audited)"
+        ));
+    }
+    let now = now_utc();
+    if !item.windows.is_empty() && !item.windows.iter().any(|w| w.contains(now)) {
+        return Err(format!(
+            "{name} is outside its maintenance windows; --force rotates it anyway (audited)"
+        ));
+    }
+    Ok(())
+}
+
+/// Starts runs (`restore_previous` for a rollback).
+pub(super) async fn rotate(
+    control: &ControlPlane,
+    actor: &str,
+    request: RotateRequest,
+    restore_previous: bool,
+) -> Result<wire::RotateResponse, Status> {
+    let request_id = request.request_id.as_str().to_owned();
+    let (stored, loaded) = current_config(control).await?;
+    let secrets = control.read_local(|s| s.secrets.clone()).await;
+    let chosen = select(&loaded, &secrets, &request)?;
+    let single = matches!(request.selector, RotateSelector::Secret(_));
+    let mut runs = Vec::new();
+    for item in chosen {
+        let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
+        let spec = match spec::run_spec(&loaded, &item, stored.version)
+            .and_then(|s| gate(&item, request.force).map(|()| s).map_err(SpecError))
+        {
+            Ok(spec) => spec,
+            Err(error) if single => return Err(failed(error)),
+            Err(error) => {
+                runs.push(skipped(&env, &key, &error.0));
+                continue;
+            }
+        };
+        let id = run_id(&request_id, &env, &key);
+        if request.dry_run {
+            runs.push(wire::RunSummary {
+                run_id: String::new(),
+                secret: Some(wire::SecretKey { env, key }),
+                state: "WouldStart".to_owned(),
+                strategy: spec.strategy.clone(),
+                segment: spec.segment.clone(),
+                ..wire::RunSummary::default()
+            });
+            continue;
+        }
+        let mut reason = if restore_previous { "rollback".to_owned() } else { "manual".to_owned() };
+        if request.force {
+            reason.push_str(", forced");
+        }
+        if !request.reason.is_empty() {
+            reason.push_str(&format!(": {}", request.reason));
+        }
+        let command = Command::RequestRun {
+            run_id: id.clone(),
+            env: env.clone(),
+            key: key.clone(),
+            spec,
+            restore_previous,
+            reason,
+        };
+        let write_id = format!("rotate-{}", &id[4..]);
+        match control.write(actor, &write_id, command).await {
+            Ok(response) => match response.outcome {
+                Outcome::RunStarted { run_id, .. } => {
+                    let run = control.read_local(|s| s.runs.get(&run_id).cloned()).await;
+                    if let Some(run) = run {
+                        runs.push(summary(&run, control, false));
+                    }
+                }
+                other => {
+                    return Err(
+                        ErrorCode::Internal.to_status(format!("unexpected outcome {other:?}"))
+                    );
+                }
+            },
+            Err(WriteError::Rejected { message, .. }) if !single => {
+                runs.push(skipped(&env, &key, &message))
+            }
+            Err(error) => return Err(error.to_status()),
+        }
+    }
+    control.agents().wake();
+    Ok(wire::RotateResponse { runs })
+}
+
+fn skipped(env: &str, key: &str, why: &str) -> wire::RunSummary {
+    wire::RunSummary {
+        secret: Some(wire::SecretKey { env: env.to_owned(), key: key.to_owned() }),
+        state: "Skipped".to_owned(),
+        detail: why.to_owned(),
+        ..wire::RunSummary::default()
+    }
+}
+
+/// The status of every variable of an environment.
+pub(super) async fn status(
+    control: &ControlPlane,
+    env: &str,
+) -> Result<wire::RotationStatusResponse, Status> {
+    let (_, loaded) = current_config(control).await?;
+    if !loaded.config.envs.contains_key(env) {
+        return Err(failed(spec::unknown_env(&loaded, env)));
+    }
+    let now = now_utc();
+    let (secrets, runs) = control
+        .read_local(|s| {
+            let runs: Vec<Run> = s
+                .secrets
+                .iter()
+                .filter(|(id, _)| id.starts_with(&format!("{env}/")))
+                .filter_map(|(_, r)| {
+                    r.active_run
+                        .as_ref()
+                        .or(r.last_run.as_ref())
+                        .and_then(|id| s.runs.get(id))
+                        .cloned()
+                })
+                .collect();
+            (s.secrets.clone(), runs)
+        })
+        .await;
+    let mut rows = Vec::new();
+    for item in loaded.resolved().into_iter().filter(|r| r.secret.env == env) {
+        let record = secrets.get(&secret_id(env, &item.secret.key)).cloned().unwrap_or_default();
+        let latest = runs.iter().find(|r| r.key == item.secret.key);
+        let next_due = spec::next_due(&item, record.last_rotated_at_ms, now);
+        let status = match (item.strategy, record.active_run.as_ref(), record.last_phase) {
+            (None, _, _) => "not_rotated",
+            (_, Some(_), _)
+                if latest.is_some_and(|r| {
+                    r.dispatched.is_none() && control.agents().pick(&r.spec.segment).is_none()
+                }) =>
+            {
+                "waiting_for_agent"
+            }
+            (_, Some(_), _) => "rotating",
+            (_, None, Some(crate::state::RunPhase::Quarantined)) => "quarantined",
+            (_, None, Some(crate::state::RunPhase::RolledBack)) => "failed",
+            _ => match next_due {
+                Some(due) if due <= now => "overdue",
+                Some(due) if due - now <= DUE_SOON => "due_soon",
+                _ => "healthy",
+            },
+        };
+        let service_type = match item.service_type {
+            Some(t) => t.metadata.name.clone(),
+            None => "random".to_owned(),
+        };
+        rows.push(wire::SecretStatus {
+            secret: Some(wire::SecretKey { env: env.to_owned(), key: item.secret.key.clone() }),
+            service_type,
+            last_rotated: record.last_rotated_at_ms.map(timestamp),
+            next_due: next_due.map(|d| timestamp(d.timestamp_millis().max(0) as u64)),
+            status: status.to_owned(),
+            generation: record.generation,
+            strategy: item.strategy.map(|(s, _)| s.to_string()).unwrap_or_default(),
+            active_run: record.active_run.clone().unwrap_or_default(),
+            detail: latest
+                .filter(|r| r.phase != crate::state::RunPhase::Completed)
+                .map(|r| r.last_error.clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(wire::RotationStatusResponse { secrets: rows })
+}
+
+/// The runs of one secret, newest first, with their steps and receipts.
+pub(super) async fn history(
+    control: &ControlPlane,
+    env: &str,
+    key: &str,
+    limit: usize,
+) -> Result<wire::RotationHistoryResponse, Status> {
+    let (_, loaded) = current_config(control).await?;
+    spec::find(&loaded, env, key).map_err(failed)?;
+    let runs: Vec<Run> = control
+        .read_current(|s| {
+            s.secrets
+                .get(&secret_id(env, key))
+                .map(|r| {
+                    r.history
+                        .iter()
+                        .rev()
+                        .take(limit)
+                        .filter_map(|id| s.runs.get(id).cloned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .await
+        .map_err(|e| e.to_status())?;
+    let mut receipts = Vec::new();
+    for run in runs.iter().rev() {
+        for record in &run.receipts {
+            if let (Some(body), Some(signature)) = (
+                dsops_proto::hex_decode(&record.body_hex),
+                dsops_proto::hex_decode(&record.signature_hex),
+            ) && !body.is_empty()
+            {
+                receipts.push(common_wire::Receipt { body, signature });
+            }
+        }
+    }
+    Ok(wire::RotationHistoryResponse {
+        runs: runs.iter().map(|r| summary(r, control, true)).collect(),
+        receipts,
+    })
+}
+
+/// Runs by id.
+pub(super) async fn get_runs(
+    control: &ControlPlane,
+    ids: &[String],
+) -> Result<wire::GetRunsResponse, Status> {
+    let runs: Vec<Run> =
+        control.read_local(|s| ids.iter().filter_map(|id| s.runs.get(id).cloned()).collect()).await;
+    Ok(wire::GetRunsResponse { runs: runs.iter().map(|r| summary(r, control, true)).collect() })
+}

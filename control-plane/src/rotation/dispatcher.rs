@@ -1,0 +1,274 @@
+//! The leader's dispatcher: sends each run's next step to an agent of its segment when it is
+//! due, turns missed deadlines into checks, and commits receipts.
+//!
+//! It runs on every node and acts only while the node leads, from the replicated state alone,
+//! so a new leader picks up where the old one stopped. Each action is a raft write first (the
+//! dispatch is recorded, then the job is sent), and the state machine refuses anything stale,
+//! so two leaders overlapping for a moment cannot run a step twice under one attempt.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, SignedReceipt, StoreRef};
+use tokio::sync::watch;
+
+use crate::node::{ControlPlane, WriteError, now_ms};
+use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
+
+/// How often the dispatcher looks even when nothing woke it (backoffs and deadlines expire
+/// without an event).
+const TICK: Duration = Duration::from_millis(100);
+
+/// One step of one run, as the state holds it.
+#[derive(Debug, Clone)]
+struct StepOrder {
+    run_id: String,
+    env: String,
+    key: String,
+    generation: u64,
+    step: StepKind,
+    checked_step: Option<StepKind>,
+    attempt: u32,
+    spec: RunSpec,
+    restore_previous: bool,
+}
+
+impl StepOrder {
+    fn of(run: &Run, step: StepKind, checked_step: Option<StepKind>, attempt: u32) -> StepOrder {
+        StepOrder {
+            run_id: run.id.clone(),
+            env: run.env.clone(),
+            key: run.key.clone(),
+            generation: run.generation,
+            step,
+            checked_step,
+            attempt,
+            spec: run.spec.clone(),
+            restore_previous: run.restore_previous,
+        }
+    }
+
+    /// The job for an agent, due back by `deadline_ms`.
+    fn job(&self, deadline_ms: u64) -> Option<Job> {
+        let spec = &self.spec;
+        Some(Job {
+            run_id: RunId::parse(&self.run_id, "run_id").ok()?,
+            generation: Generation::parse(self.generation, "generation").ok()?,
+            step: self.step.to_domain(),
+            attempt: self.attempt,
+            env: self.env.clone(),
+            key: self.key.clone(),
+            store_ref: StoreRef::parse(&spec.store_ref).ok()?,
+            service_ref: match &spec.service_ref {
+                Some(text) => Some(ServiceRef::parse(text).ok()?),
+                None => None,
+            },
+            strategy: spec.strategy.clone(),
+            config_json: spec.config_json.clone(),
+            deadline: UNIX_EPOCH + Duration::from_millis(deadline_ms),
+            checked_step: self.checked_step.map(StepKind::to_domain),
+            restore_previous: self.restore_previous,
+            value_format: spec.value_format.clone(),
+        })
+    }
+}
+
+/// What the dispatcher will do for one run.
+#[derive(Debug, Clone)]
+enum Action {
+    Dispatch(Box<StepOrder>),
+    Resend { order: Box<StepOrder>, agent_id: String, deadline_ms: u64 },
+    TimeOut { run_id: String, generation: u64, step: StepKind, attempt: u32 },
+}
+
+impl Action {
+    fn run_id(&self) -> &str {
+        match self {
+            Action::Dispatch(order) | Action::Resend { order, .. } => &order.run_id,
+            Action::TimeOut { run_id, .. } => run_id,
+        }
+    }
+}
+
+/// The actions due now. O(runs in flight), never a scan of history.
+fn due(
+    state: &State,
+    now: u64,
+    sent: &HashSet<(String, u32, StepKind)>,
+    control: &ControlPlane,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for run_id in &state.active_runs {
+        let Some(run) = state.runs.get(run_id) else { continue };
+        let Some(step) = run.step else { continue };
+        match &run.dispatched {
+            Some(d) if now >= d.deadline_ms => actions.push(Action::TimeOut {
+                run_id: run_id.clone(),
+                generation: run.generation,
+                step: d.step,
+                attempt: d.attempt,
+            }),
+            // Dispatched by an earlier leader (or before this process restarted) to an agent
+            // that is connected here now: send the same job again. Steps are idempotent for the
+            // same run, generation and attempt, and only one receipt for it is accepted.
+            Some(d)
+                if !sent.contains(&(run_id.clone(), d.attempt, d.step))
+                    && control.agents().is_connected(&d.agent_id) =>
+            {
+                actions.push(Action::Resend {
+                    order: Box::new(StepOrder::of(run, d.step, d.checked_step, d.attempt)),
+                    agent_id: d.agent_id.clone(),
+                    deadline_ms: d.deadline_ms,
+                });
+            }
+            Some(_) => {}
+            None if now >= run.not_before_ms => {
+                actions.push(Action::Dispatch(Box::new(StepOrder::of(
+                    run,
+                    step,
+                    run.checked_step,
+                    run.attempt,
+                ))));
+            }
+            None => {}
+        }
+    }
+    actions
+}
+
+fn jitter() -> u16 {
+    rand::random_range(0..=1000)
+}
+
+/// Runs the dispatcher until `shutdown`.
+pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
+    let wake = control.agents().waker();
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let sent: Arc<Mutex<HashSet<(String, u32, StepKind)>>> = Arc::default();
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let metrics = control.metrics();
+        if metrics.current_leader != Some(control.node_id()) {
+            sent.lock().expect("sent lock").clear();
+            continue;
+        }
+        let now = now_ms();
+        let snapshot = sent.lock().expect("sent lock").clone();
+        let actions = control.read_local(|state| due(state, now, &snapshot, &control)).await;
+        for action in actions {
+            let run_id = action.run_id().to_owned();
+            if !busy.lock().expect("busy lock").insert(run_id.clone()) {
+                continue;
+            }
+            let (control, busy, sent) = (control.clone(), busy.clone(), sent.clone());
+            tokio::spawn(async move {
+                perform(&control, action, &sent).await;
+                busy.lock().expect("busy lock").remove(&run_id);
+            });
+        }
+    }
+}
+
+async fn perform(
+    control: &ControlPlane,
+    action: Action,
+    sent: &Mutex<HashSet<(String, u32, StepKind)>>,
+) {
+    let actor = format!("node-{}", control.node_id());
+    match action {
+        Action::Dispatch(order) => {
+            let Some(agent_id) = control.agents().pick(&order.spec.segment) else {
+                // No agent of the segment is connected: the run waits (status shows it).
+                return;
+            };
+            let deadline_ms = now_ms() + order.spec.step_timeout_ms;
+            let Some(job) = order.job(deadline_ms) else {
+                tracing::error!(run_id = %order.run_id, "run has references that do not parse; it will time out");
+                return;
+            };
+            let StepOrder { run_id, generation, step, checked_step, attempt, .. } = *order;
+            let request_id = format!("dispatch-{run_id}-{generation}-{step}-{attempt}");
+            let command = Command::DispatchStep {
+                run_id: run_id.clone(),
+                generation,
+                step,
+                checked_step,
+                attempt,
+                agent_id: agent_id.clone(),
+                deadline_ms,
+            };
+            match control.write(&actor, &request_id, command).await {
+                Ok(response) if !response.duplicate => {
+                    sent.lock().expect("sent lock").insert((run_id.clone(), attempt, step));
+                    if !control.agents().send(&agent_id, job) {
+                        tracing::warn!(%run_id, %agent_id, "agent went away after dispatch; the step will be checked at its deadline");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%run_id, %error, "dispatch not recorded"),
+            }
+        }
+        Action::Resend { order, agent_id, deadline_ms } => {
+            sent.lock().expect("sent lock").insert((
+                order.run_id.clone(),
+                order.attempt,
+                order.step,
+            ));
+            if let Some(job) = order.job(deadline_ms) {
+                control.agents().send(&agent_id, job);
+            }
+        }
+        Action::TimeOut { run_id, generation, step, attempt } => {
+            let request_id = format!("timeout-{run_id}-{generation}-{step}-{attempt}");
+            let command = Command::StepTimedOut {
+                run_id: run_id.clone(),
+                generation,
+                step,
+                attempt,
+                jitter_permille: jitter(),
+            };
+            if let Err(error) = control.write(&actor, &request_id, command).await {
+                tracing::debug!(%run_id, %error, "time-out not recorded");
+            }
+        }
+    }
+    control.agents().wake();
+}
+
+/// Commits an agent's receipt (the state machine verifies it). Returns whether it was accepted
+/// and, if not, why.
+pub async fn submit_receipt(control: &ControlPlane, receipt: &SignedReceipt) -> Result<(), String> {
+    let body = &receipt.body;
+    let request_id = format!(
+        "receipt-{}-{}-{}-{}-{}",
+        body.run_id,
+        body.generation.get(),
+        body.step,
+        body.attempt,
+        body.agent_id
+    );
+    let command = Command::RecordReceipt {
+        body_hex: dsops_proto::hex(&receipt.body_bytes),
+        signature_hex: dsops_proto::hex(&receipt.signature),
+        jitter_permille: jitter(),
+    };
+    let actor = format!("agent:{}", body.agent_id);
+    let result = control.write(&actor, &request_id, command).await;
+    control.agents().wake();
+    match result {
+        Ok(response) => match response.outcome {
+            Outcome::ReceiptRefused { reason } => Err(reason),
+            _ => Ok(()),
+        },
+        Err(WriteError::Rejected { message, .. }) => Err(message),
+        Err(error) => Err(error.to_string()),
+    }
+}

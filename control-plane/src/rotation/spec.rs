@@ -1,0 +1,117 @@
+//! From a stored configuration to what a run does ([`RunSpec`]) and which secrets a rotate
+//! request selects.
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::Strategy;
+use crate::config::{Loaded, ResolvedSecret};
+use crate::state::RunSpec;
+
+/// Attempts per step before a run rolls back or is quarantined.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// How long an agent has for one step.
+pub const STEP_TIMEOUT_MS: u64 = 120_000;
+
+/// Why a secret cannot be rotated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+/// The network segment a secret's work runs in: the service's, else the store's, else `default`.
+pub fn segment_of(loaded: &Loaded, item: &ResolvedSecret<'_>) -> String {
+    let store_segment =
+        loaded.config.secret_stores.get(&item.secret.store.store).and_then(|s| s.segment.clone());
+    item.service
+        .and_then(|s| s.segment.clone())
+        .or(store_segment)
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// The error for an environment the configuration does not define, with a did-you-mean.
+pub fn unknown_env(loaded: &Loaded, env: &str) -> SpecError {
+    let names: Vec<&str> = loaded.config.envs.keys().map(String::as_str).collect();
+    let hint = crate::source::suggest(env, names.iter().copied())
+        .map(|h| format!("; did you mean {h:?}?"))
+        .unwrap_or_else(|| format!(" (environments: {})", names.join(", ")));
+    SpecError(format!("environment {env:?} is not in the configuration{hint}"))
+}
+
+/// Finds `env`/`key` in the configuration, with a did-you-mean when it is not there.
+pub fn find<'a>(loaded: &'a Loaded, env: &str, key: &str) -> Result<ResolvedSecret<'a>, SpecError> {
+    let Some(env_config) = loaded.config.envs.get(env) else {
+        return Err(unknown_env(loaded, env));
+    };
+    if !env_config.secrets.contains_key(key) {
+        let names: Vec<&str> = env_config.secrets.keys().map(String::as_str).collect();
+        let hint = crate::source::suggest(key, names.iter().copied())
+            .map(|h| format!("; did you mean {h:?}?"))
+            .unwrap_or_default();
+        return Err(SpecError(format!("{env} has no variable {key:?}{hint}")));
+    }
+    loaded
+        .resolved()
+        .into_iter()
+        .find(|r| r.secret.env == env && r.secret.key == key)
+        .ok_or_else(|| SpecError(format!("{env}/{key} does not resolve against the catalog")))
+}
+
+/// What a run of `item` does.
+pub fn run_spec(
+    loaded: &Loaded,
+    item: &ResolvedSecret<'_>,
+    config_version: u64,
+) -> Result<RunSpec, SpecError> {
+    let name = format!("{}/{}", item.secret.env, item.secret.key);
+    let Some((strategy, _)) = item.strategy else {
+        return Err(SpecError(format!("{name} does not rotate (no rotation strategy or policy)")));
+    };
+    match strategy {
+        Strategy::Immediate | Strategy::TwoKey | Strategy::Random => {}
+        Strategy::Overlap => {
+            // Database roles hold one password: a second valid credential for the same identity
+            // cannot exist, which is what overlap needs.
+            let type_name =
+                item.service_type.map(|t| t.metadata.name.as_str()).unwrap_or("this target");
+            return Err(SpecError(format!(
+                "{name}: strategy overlap needs a target that can hold two credentials at once; {type_name} cannot (use two-key)"
+            )));
+        }
+        Strategy::Script | Strategy::Webhook => {
+            return Err(SpecError(format!(
+                "{name}: strategy {strategy} is not available in this release"
+            )));
+        }
+    }
+    let config = item.secret.rotation.as_ref().map(|r| r.config.clone()).unwrap_or_default();
+    let grace_ms = match strategy {
+        // Only two-key leaves the old credential working, so only it waits before retiring.
+        Strategy::TwoKey => item.grace_period.map_or(0, |g| g.as_secs() * 1000),
+        _ => 0,
+    };
+    Ok(RunSpec {
+        strategy: strategy.to_string(),
+        store_ref: item.secret.store.to_string(),
+        service_ref: item.secret.service.as_ref().map(ToString::to_string),
+        config_json: serde_json::Value::Object(config).to_string(),
+        segment: segment_of(loaded, item),
+        grace_ms,
+        max_attempts: MAX_ATTEMPTS,
+        step_timeout_ms: STEP_TIMEOUT_MS,
+        config_version,
+        value_format: item.kind.and_then(|k| k.constraints.as_ref()).and_then(|c| c.format.clone()),
+    })
+}
+
+/// When a secret is next due after its last rotation (`None`: no schedule). A secret that never
+/// rotated is due now.
+pub fn next_due(
+    item: &ResolvedSecret<'_>,
+    last_rotated_ms: Option<u64>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let (schedule, _) = item.schedule.as_ref()?;
+    match last_rotated_ms.and_then(|ms| DateTime::<Utc>::from_timestamp_millis(ms as i64)) {
+        Some(last) => schedule.next_utc(last),
+        None => Some(now),
+    }
+}

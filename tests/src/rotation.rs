@@ -1,0 +1,133 @@
+//! A rotation test bed: a dsops.yaml pointing at the test databases, the embedded control plane
+//! with its in-process agent, and helpers to rotate and to read the store.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dsops_agent::SecretValue;
+use dsops_agent::store::{FileStore, Label, SecretStore};
+use dsops_cli::embedded::{Embedded, open_store, random_id};
+use dsops_control_plane::config::{Loaded, load_file};
+use dsops_proto::wire::admin as wire;
+use dsops_proto::wire::admin::admin_server::Admin;
+
+use crate::databases::{Flavor, ServerUrl};
+use crate::wait_for;
+
+/// A temporary project: its directory, config file and state directory.
+#[derive(Debug)]
+pub struct Project {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// `dsops.yaml`.
+    pub config: PathBuf,
+    /// `.dsops`.
+    pub state: PathBuf,
+}
+
+impl Project {
+    /// Writes `yaml` as the project's dsops.yaml.
+    pub fn new(yaml: &str) -> Project {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("dsops.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let state = dir.path().join(".dsops");
+        Project { dir, config, state }
+    }
+
+    /// The validated configuration.
+    pub fn loaded(&self) -> Loaded {
+        load_file(&self.config).unwrap_or_else(|d| panic!("invalid test config: {d:?}"))
+    }
+
+    /// Opens the store `local`.
+    pub fn store(&self) -> FileStore {
+        open_store(&self.loaded(), "local", &self.state, self.dir.path()).expect("open store")
+    }
+
+    /// Puts a value (as `dsops store put` does).
+    pub fn put(&self, entry: &str, field: &str, value: &str) {
+        self.store().put(entry, field, &SecretValue::new(value.to_owned())).expect("store put");
+    }
+
+    /// A field of an entry under `label`.
+    pub fn read(&self, entry: &str, field: &str, label: Label) -> Option<String> {
+        self.store()
+            .read(entry, label)
+            .expect("store read")
+            .and_then(|fields| fields.get(field).map(|v| v.expose().to_owned()))
+    }
+
+    /// Starts the embedded control plane.
+    pub async fn open(&self) -> Embedded {
+        Embedded::open(&self.state, &self.config, &self.loaded())
+            .await
+            .expect("embedded control plane")
+    }
+}
+
+/// The `services:` block for a test database called `db`, and the admin entry to store.
+pub fn database_service(flavor: Flavor) -> (String, ServerUrl) {
+    let url = ServerUrl::parse(&flavor.service().url());
+    let (kind, database) = match flavor {
+        Flavor::Postgres => ("postgresql", "\n    database: postgres"),
+        Flavor::MariaDb => ("mysql", ""),
+    };
+    let yaml = format!(
+        "  db:\n    type: {kind}\n    host: {}\n    port: {}{database}\n    admin_store: store://local/db/admin\n",
+        url.host, url.port
+    );
+    (yaml, url)
+}
+
+/// Rotates one secret through the admin API and waits until the run ends (or is only waiting
+/// for its retire step's grace period).
+pub async fn rotate(embedded: &Embedded, env: &str, key: &str) -> wire::RunSummary {
+    let request = wire::RotateRequest {
+        request_id: random_id(),
+        selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
+            env: env.into(),
+            key: key.into(),
+        })),
+        force: true,
+        dry_run: false,
+        reason: "test".into(),
+    };
+    let response =
+        embedded.admin().rotate(embedded.request(request)).await.expect("rotate").into_inner();
+    let run_id = response.runs.first().expect("a run started").run_id.clone();
+    wait_run(embedded, &run_id).await
+}
+
+/// Waits for a run to end.
+pub async fn wait_run(embedded: &Embedded, run_id: &str) -> wire::RunSummary {
+    wait_for("the run to end", Duration::from_secs(120), || async {
+        let request = wire::GetRunsRequest { run_ids: vec![run_id.to_owned()] };
+        let runs =
+            embedded.admin().get_runs(embedded.request(request)).await.ok()?.into_inner().runs;
+        runs.into_iter()
+            .next()
+            .filter(|r| matches!(r.state.as_str(), "Completed" | "RolledBack" | "Quarantined"))
+    })
+    .await
+}
+
+/// Whether a directory tree contains `needle` in any file (for canary scans).
+pub fn tree_contains(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
