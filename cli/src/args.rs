@@ -34,6 +34,15 @@ pub struct Cli {
     /// The operator credential bundle (ca.pem, operator.pem, operator.key).
     #[arg(long, global = true, env = "DSOPS_CREDENTIALS", value_name = "DIR")]
     pub credentials: Option<PathBuf>,
+    /// Where the embedded default keeps its state (used when no --server is given).
+    #[arg(
+        long,
+        global = true,
+        env = "DSOPS_STATE_DIR",
+        value_name = "DIR",
+        default_value = ".dsops"
+    )]
+    pub state_dir: PathBuf,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -43,6 +52,11 @@ impl Cli {
     /// The configuration file to use.
     pub fn config_path(&self) -> PathBuf {
         self.file.clone().unwrap_or_else(|| PathBuf::from("dsops.yaml"))
+    }
+
+    /// The embedded default's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone()
     }
 }
 
@@ -76,6 +90,25 @@ pub enum Command {
     /// Inspect and change the control-plane cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
+    #[command(
+        after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
+    )]
+    Rotate(RotateArgs),
+    /// Rotation status, history and rollback.
+    #[command(subcommand)]
+    Rotation(RotationCommand),
+    /// Read and write the local secret stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Print the current value of a secret (read from its store).
+    #[command(after_help = "EXAMPLES:\n  dsops get --env dev --key DB_PASSWORD")]
+    Get(SecretArgs),
+    /// Run a command with an environment's secrets as environment variables.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops exec --env dev -- ./manage.py migrate\n  dsops exec --env dev -- printenv DB_PASSWORD"
+    )]
+    Exec(ExecArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "EXAMPLES:\n  dsops completions bash > ~/.local/share/bash-completion/completions/dsops\n  dsops completions zsh > \"${fpath[1]}/_dsops\""
@@ -84,6 +117,111 @@ pub enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `dsops rotate`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["key", "all", "service"])))]
+pub struct RotateArgs {
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// The variable to rotate.
+    #[arg(short, long, requires = "env")]
+    pub key: Option<String>,
+    /// Every secret of the environment that is due.
+    #[arg(long, requires = "env")]
+    pub all: bool,
+    /// Every secret that rotates against this service (`svc://NAME[?kind=KIND]`) ...
+    #[arg(long, value_name = "SVC", requires = "policy", conflicts_with = "env")]
+    pub service: Option<String>,
+    /// ... under this rotation policy.
+    #[arg(long, value_name = "POLICY", requires = "service")]
+    pub policy: Option<String>,
+    /// Only show what would rotate.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rotate even if not due, outside maintenance windows, or without approval (audited).
+    #[arg(long)]
+    pub force: bool,
+    /// Why, for the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Start the runs and return without waiting for them.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `dsops rotation ...`.
+#[derive(Debug, Subcommand)]
+pub enum RotationCommand {
+    /// Each secret of an environment: type, last rotation, next due time, age and status.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops rotation status --env prod\n  dsops rotation status --env prod --output json"
+    )]
+    Status {
+        /// The environment.
+        #[arg(short, long)]
+        env: String,
+    },
+    /// The runs of one secret with their steps.
+    #[command(after_help = "EXAMPLES:\n  dsops rotation history --env prod --key DB_PASSWORD")]
+    History {
+        /// The secret.
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Return a secret to its previous value (a run of its own: stage, apply, verify, promote).
+    #[command(after_help = "EXAMPLES:\n  dsops rotation rollback --env prod --key DB_PASSWORD")]
+    Rollback {
+        /// The secret.
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+}
+
+/// A secret: environment and variable.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// The environment.
+    #[arg(short, long)]
+    pub env: String,
+    /// The variable.
+    #[arg(short, long)]
+    pub key: String,
+}
+
+/// `dsops exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The environment whose secrets to set.
+    #[arg(short, long)]
+    pub env: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `dsops store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Set a value, read from standard input (never from the command line, where it would
+    /// land in shell history).
+    #[command(
+        after_help = "EXAMPLES:\n  printf %s \"$ADMIN_PASSWORD\" | dsops store put store://local/pg/admin#password\n  echo postgres | dsops store put store://local/pg/admin#user"
+    )]
+    Put {
+        /// `store://<store>/<path>#<field>`.
+        reference: String,
+    },
+    /// Entries of a store with their versions and labels (fingerprints, never values).
+    List {
+        /// The store name from dsops.yaml.
+        store: String,
     },
 }
 

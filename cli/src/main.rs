@@ -7,6 +7,7 @@
 #[macro_use]
 mod output;
 mod args;
+mod backend;
 mod commands;
 mod context;
 mod failure;
@@ -28,6 +29,11 @@ fn main() {
         Command::Catalog(catalog) => commands::catalog::run(&cli, catalog),
         Command::Apply(args) => block_on(commands::apply::run(&cli, args)),
         Command::Cluster(command) => block_on(commands::cluster::run(&cli, command)),
+        Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
+        Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
+        Command::Store(command) => commands::store::run(&cli, command),
+        Command::Get(args) => commands::secrets::get(&cli, args),
+        Command::Exec(args) => commands::secrets::exec(&cli, args),
         Command::Completions { shell } => {
             commands::completions::run(*shell);
             Ok(())

@@ -7,4 +7,8 @@ pub mod completions;
 pub mod describe;
 pub mod list;
 pub mod plan;
+pub mod rotate;
+pub mod rotation;
+pub mod secrets;
+pub mod store;
 pub mod validate;

@@ -313,9 +313,10 @@ pub(super) async fn status(
                 _ => "healthy",
             },
         };
-        let service_type = match item.service_type {
-            Some(t) => t.metadata.name.clone(),
-            None => "random".to_owned(),
+        let service_type = match (item.service_type, item.strategy) {
+            (Some(t), _) => t.metadata.name.clone(),
+            (None, Some(_)) => "random".to_owned(),
+            (None, None) => "-".to_owned(),
         };
         rows.push(wire::SecretStatus {
             secret: Some(wire::SecretKey { env: env.to_owned(), key: item.secret.key.clone() }),

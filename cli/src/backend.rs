@@ -1,0 +1,179 @@
+//! Where rotation commands go: a cluster through the admin API (`--server`), or the embedded
+//! default in this process. Both call the same admin service; only the transport differs.
+
+use dsops_cli::embedded::{Embedded, random_id};
+use dsops_proto::wire::admin as wire;
+use dsops_proto::wire::admin::admin_server::Admin;
+
+use crate::args::Cli;
+use crate::context::require_config;
+use crate::failure::Failure;
+use crate::remote::Remote;
+
+/// A cluster or the embedded control plane.
+#[derive(Debug)]
+pub enum Backend {
+    /// A cluster.
+    Remote(Remote),
+    /// The embedded default.
+    Embedded(Box<Embedded>),
+}
+
+fn status_failure(what: &str, status: tonic::Status) -> Failure {
+    use dsops_proto::ErrorCode;
+    let code = ErrorCode::from_status(&status);
+    let message = format!("{what}: {}", status.message());
+    match code {
+        ErrorCode::InvalidArgument
+        | ErrorCode::NotFound
+        | ErrorCode::FailedPrecondition
+        | ErrorCode::Conflict
+        | ErrorCode::AlreadyExists => Failure::invalid(message),
+        _ => Failure::Runtime(anyhow::anyhow!(message)),
+    }
+}
+
+impl Backend {
+    /// The cluster when `--server` is given, else the embedded default (started here, with the
+    /// local configuration stored in it first).
+    pub async fn open(cli: &Cli) -> Result<Backend, Failure> {
+        if let Some(remote) = Remote::from_cli(cli)? {
+            return Ok(Backend::Remote(remote));
+        }
+        let loaded = require_config(cli)?;
+        let embedded = Embedded::open(&cli.state_dir(), &cli.config_path(), &loaded).await?;
+        Ok(Backend::Embedded(Box::new(embedded)))
+    }
+
+    /// Whether this is the embedded default.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Backend::Embedded(_))
+    }
+
+    /// Stops the embedded control plane (nothing for a cluster).
+    pub async fn close(self) {
+        if let Backend::Embedded(embedded) = self {
+            embedded.close().await;
+        }
+    }
+
+    /// Starts rotations.
+    pub async fn rotate(
+        &self,
+        mut request: wire::RotateRequest,
+    ) -> Result<wire::RotateResponse, Failure> {
+        request.request_id = random_id();
+        match self {
+            Backend::Remote(remote) => {
+                remote
+                    .call("rotate", |mut c| {
+                        let request = request.clone();
+                        async move { c.rotate(request).await }
+                    })
+                    .await
+            }
+            Backend::Embedded(e) => e
+                .admin()
+                .rotate(e.request(request))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| status_failure("rotate", s)),
+        }
+    }
+
+    /// Starts a rollback.
+    pub async fn rollback(&self, env: &str, key: &str) -> Result<wire::RotateResponse, Failure> {
+        let request = wire::RollbackRequest {
+            request_id: random_id(),
+            secret: Some(wire::SecretKey { env: env.to_owned(), key: key.to_owned() }),
+        };
+        match self {
+            Backend::Remote(remote) => {
+                remote
+                    .call("rollback", |mut c| {
+                        let request = request.clone();
+                        async move { c.rollback(request).await }
+                    })
+                    .await
+            }
+            Backend::Embedded(e) => e
+                .admin()
+                .rollback(e.request(request))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| status_failure("rollback", s)),
+        }
+    }
+
+    /// Runs by id.
+    pub async fn runs(&self, ids: &[String]) -> Result<Vec<wire::RunSummary>, Failure> {
+        let request = wire::GetRunsRequest { run_ids: ids.to_vec() };
+        let response = match self {
+            Backend::Remote(remote) => {
+                remote
+                    .call("get runs", |mut c| {
+                        let request = request.clone();
+                        async move { c.get_runs(request).await }
+                    })
+                    .await?
+            }
+            Backend::Embedded(e) => e
+                .admin()
+                .get_runs(e.request(request))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| status_failure("get runs", s))?,
+        };
+        Ok(response.runs)
+    }
+
+    /// The status of an environment.
+    pub async fn status(&self, env: &str) -> Result<wire::RotationStatusResponse, Failure> {
+        let request = wire::RotationStatusRequest { env: env.to_owned() };
+        match self {
+            Backend::Remote(remote) => {
+                remote
+                    .call("rotation status", |mut c| {
+                        let request = request.clone();
+                        async move { c.rotation_status(request).await }
+                    })
+                    .await
+            }
+            Backend::Embedded(e) => e
+                .admin()
+                .rotation_status(e.request(request))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| status_failure("rotation status", s)),
+        }
+    }
+
+    /// The history of one secret.
+    pub async fn history(
+        &self,
+        env: &str,
+        key: &str,
+        limit: u32,
+    ) -> Result<wire::RotationHistoryResponse, Failure> {
+        let request = wire::RotationHistoryRequest {
+            secret: Some(wire::SecretKey { env: env.to_owned(), key: key.to_owned() }),
+            limit,
+        };
+        match self {
+            Backend::Remote(remote) => {
+                remote
+                    .call("rotation history", |mut c| {
+                        let request = request.clone();
+                        async move { c.rotation_history(request).await }
+                    })
+                    .await
+            }
+            Backend::Embedded(e) => e
+                .admin()
+                .rotation_history(e.request(request))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| status_failure("rotation history", s)),
+        }
+    }
+}

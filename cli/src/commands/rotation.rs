@@ -1,0 +1,228 @@
+//! `dsops rotation status|history|rollback`.
+
+use chrono::{DateTime, Utc};
+use dsops_proto::wire::admin as wire;
+use serde::Serialize;
+
+use crate::args::{Cli, OutputFormat, RotationCommand};
+use crate::backend::Backend;
+use crate::failure::Failure;
+use crate::output::{print_json, print_table, table};
+
+fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    ts.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+}
+
+fn short(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+}
+
+/// `3d 4h`, `5h 2m`, `12m`, `40s`.
+fn age(since: Option<DateTime<Utc>>) -> String {
+    let Some(since) = since else { return "-".to_owned() };
+    let seconds = (Utc::now() - since).num_seconds().max(0);
+    let (d, h, m) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+fn status_name(status: &str) -> &'static str {
+    match status {
+        "healthy" => "Healthy",
+        "due_soon" => "Due Soon",
+        "overdue" => "Overdue",
+        "failed" => "Failed",
+        "quarantined" => "Quarantined",
+        "rotating" => "Rotating",
+        "waiting_for_agent" => "Waiting (no agent)",
+        "not_rotated" => "Not rotated",
+        _ => "Unknown",
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StatusRow {
+    secret: String,
+    r#type: String,
+    strategy: String,
+    last_rotated: Option<DateTime<Utc>>,
+    next_due: Option<DateTime<Utc>>,
+    age_seconds: Option<i64>,
+    status: String,
+    generation: u64,
+    active_run: String,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryRun {
+    run_id: String,
+    generation: u64,
+    rollback: bool,
+    strategy: String,
+    state: String,
+    requested_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    detail: String,
+    steps: Vec<HistoryStep>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryStep {
+    step: String,
+    checked_step: String,
+    attempt: u32,
+    outcome: String,
+    agent_id: String,
+    at: Option<DateTime<Utc>>,
+    fingerprint: String,
+    detail: String,
+}
+
+/// `dsops rotation ...`.
+pub async fn run(cli: &Cli, command: &RotationCommand) -> Result<(), Failure> {
+    if let RotationCommand::Rollback { secret } = command {
+        return super::rotate::rollback(cli, &secret.env, &secret.key).await;
+    }
+    let backend = Backend::open(cli).await?;
+    let result = match command {
+        RotationCommand::Status { env } => status(cli, &backend, env).await,
+        RotationCommand::History { secret, limit } => {
+            history(cli, &backend, &secret.env, &secret.key, *limit).await
+        }
+        RotationCommand::Rollback { .. } => Ok(()),
+    };
+    backend.close().await;
+    result
+}
+
+async fn status(cli: &Cli, backend: &Backend, env: &str) -> Result<(), Failure> {
+    let response = backend.status(env).await?;
+    let rows: Vec<StatusRow> = response
+        .secrets
+        .iter()
+        .map(|s: &wire::SecretStatus| {
+            let last = time(&s.last_rotated);
+            StatusRow {
+                secret: s.secret.as_ref().map(|k| k.key.clone()).unwrap_or_default(),
+                r#type: s.service_type.clone(),
+                strategy: s.strategy.clone(),
+                last_rotated: last,
+                next_due: time(&s.next_due),
+                age_seconds: last.map(|t| (Utc::now() - t).num_seconds()),
+                status: status_name(&s.status).to_owned(),
+                generation: s.generation,
+                active_run: s.active_run.clone(),
+                detail: s.detail.clone(),
+            }
+        })
+        .collect();
+    if cli.output == OutputFormat::Json {
+        return print_json(&rows);
+    }
+    let mut t = table(&["SECRET", "TYPE", "LAST_ROTATED", "NEXT_DUE", "AGE", "STATUS"]);
+    for r in &rows {
+        let status = if r.detail.is_empty() || r.status == "Healthy" {
+            r.status.clone()
+        } else {
+            format!("{} ({})", r.status, r.detail)
+        };
+        t.add_row(vec![
+            r.secret.clone(),
+            r.r#type.clone(),
+            short(r.last_rotated),
+            short(r.next_due),
+            age(r.last_rotated),
+            status,
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+async fn history(
+    cli: &Cli,
+    backend: &Backend,
+    env: &str,
+    key: &str,
+    limit: u32,
+) -> Result<(), Failure> {
+    let response = backend.history(env, key, limit).await?;
+    let runs: Vec<HistoryRun> = response
+        .runs
+        .iter()
+        .map(|r| HistoryRun {
+            run_id: r.run_id.clone(),
+            generation: r.generation,
+            rollback: r.rollback,
+            strategy: r.strategy.clone(),
+            state: r.state.clone(),
+            requested_at: time(&r.requested_at),
+            finished_at: time(&r.finished_at),
+            detail: r.detail.clone(),
+            steps: r
+                .steps
+                .iter()
+                .map(|s| HistoryStep {
+                    step: s.step.clone(),
+                    checked_step: s.checked_step.clone(),
+                    attempt: s.attempt,
+                    outcome: s.outcome.clone(),
+                    agent_id: s.agent_id.clone(),
+                    at: time(&s.at),
+                    fingerprint: s.fingerprint.clone(),
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    if cli.output == OutputFormat::Json {
+        let receipts: Vec<serde_json::Value> = response
+            .receipts
+            .iter()
+            .map(|r| serde_json::json!({ "body": dsops_proto::hex(&r.body), "signature": dsops_proto::hex(&r.signature) }))
+            .collect();
+        return print_json(&serde_json::json!({ "runs": runs, "receipts": receipts }));
+    }
+    if runs.is_empty() {
+        out!("{env}/{key} has not rotated yet");
+        return Ok(());
+    }
+    let mut t = table(&["RUN", "GEN", "KIND", "REQUESTED", "FINISHED", "RESULT", "STEPS"]);
+    for r in &runs {
+        let steps: Vec<String> = r
+            .steps
+            .iter()
+            .map(|s| {
+                let mark =
+                    if s.outcome == "succeeded" { "ok".to_owned() } else { s.outcome.clone() };
+                let name = if s.checked_step.is_empty() {
+                    s.step.clone()
+                } else {
+                    format!("check({})", s.checked_step)
+                };
+                format!("{name}:{mark}")
+            })
+            .collect();
+        let result = if r.detail.is_empty() {
+            r.state.clone()
+        } else {
+            format!("{} ({})", r.state, r.detail)
+        };
+        t.add_row(vec![
+            r.run_id.clone(),
+            r.generation.to_string(),
+            if r.rollback { "rollback".to_owned() } else { r.strategy.clone() },
+            short(r.requested_at),
+            short(r.finished_at),
+            result,
+            steps.join(" "),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
