@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dsops_proto::domain::{Job, SignedReceipt};
 use tokio::sync::{Semaphore, mpsc};
@@ -11,12 +12,18 @@ use tokio::task::JoinHandle;
 
 use crate::executor::Executor;
 
+/// A crash point for tests: called after a step was performed, before its receipt is sent.
+/// Returning true makes the agent die there: the receipt is lost and the session ends, as if the
+/// process had been killed after the step's side effect.
+pub type CrashHook = Arc<dyn Fn(&Job, &SignedReceipt) -> bool + Send + Sync>;
+
 /// Runs jobs from `jobs` (at most `max_concurrent_jobs` at once) and hands each signed receipt to
-/// `submit`. Ends when the sending side is dropped.
+/// `submit`. Ends when the sending side is dropped (or `crash` fires).
 pub fn serve<F, Fut>(
     executor: Arc<Executor>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     submit: F,
+    crash: Option<CrashHook>,
 ) -> JoinHandle<()>
 where
     F: Fn(SignedReceipt) -> Fut + Send + Sync + 'static,
@@ -24,13 +31,30 @@ where
 {
     let submit = Arc::new(submit);
     let limit = Arc::new(Semaphore::new(executor.config().max_concurrent_jobs.max(1)));
+    let dead = Arc::new(AtomicBool::new(false));
+    let (died, mut death) = mpsc::channel::<()>(1);
     tokio::spawn(async move {
-        while let Some(job) = jobs.recv().await {
+        loop {
+            let job = tokio::select! {
+                job = jobs.recv() => match job { Some(job) => job, None => return },
+                _ = death.recv() => return,
+            };
             let Ok(permit) = limit.clone().acquire_owned().await else { return };
-            let (executor, submit) = (executor.clone(), submit.clone());
+            let (executor, submit, crash, dead, died) =
+                (executor.clone(), submit.clone(), crash.clone(), dead.clone(), died.clone());
             tokio::spawn(async move {
+                if dead.load(Ordering::SeqCst) {
+                    return;
+                }
                 let receipt = executor.execute(&job).await;
-                submit(receipt).await;
+                if crash.is_some_and(|crash| crash(&job, &receipt)) {
+                    dead.store(true, Ordering::SeqCst);
+                    let _ = died.try_send(());
+                    return;
+                }
+                if !dead.load(Ordering::SeqCst) {
+                    submit(receipt).await;
+                }
                 drop(permit);
             });
         }

@@ -19,6 +19,7 @@ use anyhow::{Context, anyhow, bail};
 use dsops_agent::config::{AgentConfig, ServiceSpec, StoreSpec};
 use dsops_agent::executor::Executor;
 use dsops_agent::identity::AgentIdentity;
+use dsops_agent::local::CrashHook;
 use dsops_agent::store::{FileStore, FileStoreOptions};
 use dsops_control_plane::config::{Loaded, catalog_files};
 use dsops_control_plane::node::{AdminService, ControlPlane, DataDir, NodeOptions, RunningNode};
@@ -113,12 +114,36 @@ fn segments(loaded: &Loaded) -> BTreeSet<String> {
     segments
 }
 
+/// Changes the in-process agents' configuration (tests and benchmarks).
+pub type TuneAgent = Arc<dyn Fn(&mut AgentConfig) + Send + Sync>;
+
+/// Test knobs of the embedded default.
+#[derive(Clone, Default)]
+pub struct EmbeddedOptions {
+    /// A crash point for the in-process agents (see [`CrashHook`]).
+    pub crash: Option<CrashHook>,
+    /// Overrides the agents' configuration limits (session wait, target timeout).
+    pub tune_agent: Option<TuneAgent>,
+}
+
+impl std::fmt::Debug for EmbeddedOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedOptions")
+            .field("crash", &self.crash.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running embedded control plane with its in-process agents.
 #[derive(Debug)]
 pub struct Embedded {
     node: RunningNode,
     admin: AdminService,
     agents: Vec<tokio::task::JoinHandle<()>>,
+    options: EmbeddedOptions,
+    agent_config: AgentConfig,
+    state_dir: PathBuf,
+    segments: BTreeSet<String>,
 }
 
 /// Options of the embedded node (fast elections: it is the only voter).
@@ -137,6 +162,16 @@ impl Embedded {
         state_dir: &Path,
         config_path: &Path,
         loaded: &Loaded,
+    ) -> anyhow::Result<Embedded> {
+        Embedded::open_with(state_dir, config_path, loaded, EmbeddedOptions::default()).await
+    }
+
+    /// [`Embedded::open`] with test knobs.
+    pub async fn open_with(
+        state_dir: &Path,
+        config_path: &Path,
+        loaded: &Loaded,
+        options: EmbeddedOptions,
     ) -> anyhow::Result<Embedded> {
         let dir = DataDir::new(&state_dir.join("cluster"));
         if !dir.is_initialized() {
@@ -158,11 +193,23 @@ impl Embedded {
             .await
             .map_err(|e| anyhow!("the embedded control plane did not start: {e}"))?;
         let admin = AdminService::new(control.clone());
-        let mut embedded = Embedded { node, admin, agents: Vec::new() };
-        embedded.sync_config(config_path, loaded).await?;
         let base_dir =
             config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        embedded.connect_agents(state_dir, base_dir, loaded).await?;
+        let mut agent_config = agent_config(loaded, state_dir, base_dir)?;
+        if let Some(tune) = &options.tune_agent {
+            tune(&mut agent_config);
+        }
+        let mut embedded = Embedded {
+            node,
+            admin,
+            agents: Vec::new(),
+            options,
+            agent_config,
+            state_dir: state_dir.to_path_buf(),
+            segments: segments(loaded),
+        };
+        embedded.sync_config(config_path, loaded).await?;
+        embedded.connect_agents().await?;
         Ok(embedded)
     }
 
@@ -222,16 +269,10 @@ impl Embedded {
         Ok(())
     }
 
-    async fn connect_agents(
-        &mut self,
-        state_dir: &Path,
-        base_dir: &Path,
-        loaded: &Loaded,
-    ) -> anyhow::Result<()> {
-        let config = agent_config(loaded, state_dir, base_dir)?;
-        for segment in segments(loaded) {
+    async fn connect_agents(&mut self) -> anyhow::Result<()> {
+        for segment in self.segments.clone() {
             let agent_id = format!("local-{segment}");
-            let key_path = state_dir.join("agent").join(format!("{agent_id}.key"));
+            let key_path = self.state_dir.join("agent").join(format!("{agent_id}.key"));
             let identity = AgentIdentity::load_or_create(&agent_id, &segment, &key_path)
                 .map_err(|e| anyhow!(e))?;
             let command = Command::RegisterAgent {
@@ -244,11 +285,11 @@ impl Embedded {
                 .write("embedded", &request_id, command)
                 .await
                 .map_err(|e| anyhow!("registering agent {agent_id}: {e}"))?;
-            let executor = Arc::new(Executor::new(identity, config.clone()));
+            let executor = Arc::new(Executor::new(identity, self.agent_config.clone()));
             let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
             self.control().agents().connect(&agent_id, &segment, jobs);
             let control = self.control().clone();
-            self.agents.push(dsops_agent::local::serve(executor, queue, move |receipt| {
+            let submit = move |receipt| {
                 let control = control.clone();
                 async move {
                     if let Err(reason) =
@@ -257,9 +298,32 @@ impl Embedded {
                         tracing::warn!(%reason, "receipt not accepted");
                     }
                 }
-            }));
+            };
+            self.agents.push(dsops_agent::local::serve(
+                executor,
+                queue,
+                submit,
+                self.options.crash.clone(),
+            ));
         }
         Ok(())
+    }
+
+    /// Replaces the in-process agents with fresh ones (new sessions), as after an agent
+    /// process restarted.
+    pub async fn restart_agents(&mut self) -> anyhow::Result<()> {
+        for agent in self.agents.drain(..) {
+            agent.abort();
+        }
+        self.connect_agents().await
+    }
+
+    /// Stops abruptly, as close to a crash as one process gets: no clean raft shutdown.
+    pub fn kill(self) {
+        for agent in &self.agents {
+            agent.abort();
+        }
+        self.node.kill();
     }
 
     /// Stops the agents and the node cleanly.

@@ -361,6 +361,18 @@ impl SecretStore for FileStore {
         })
     }
 
+    fn read_labels(&self, entry: &str) -> Result<BTreeMap<Label, Fields>, StoreError> {
+        self.with_entry(entry, false, |stored| {
+            let labels = Label::ALL
+                .iter()
+                .filter_map(|label| {
+                    stored.labelled(*label).map(|v| (*label, StoredEntry::values(v)))
+                })
+                .collect();
+            Ok((labels, false))
+        })
+    }
+
     fn versions(&self, entry: &str) -> Result<Vec<VersionInfo>, StoreError> {
         self.with_entry(entry, false, |stored| {
             let infos = stored

@@ -6,7 +6,7 @@
 //! dispatch is recorded, then the job is sent), and the state machine refuses anything stale,
 //! so two leaders overlapping for a moment cannot run a step twice under one attempt.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -19,6 +19,9 @@ use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
 /// How often the dispatcher looks even when nothing woke it (backoffs and deadlines expire
 /// without an event).
 const TICK: Duration = Duration::from_millis(100);
+
+/// The session each (run, attempt, step) was last sent on by this node.
+type Sent = HashMap<(String, u32, StepKind), u64>;
 
 /// One step of one run, as the state holds it.
 #[derive(Debug, Clone)]
@@ -95,7 +98,7 @@ impl Action {
 fn due(
     state: &State,
     now: u64,
-    sent: &HashSet<(String, u32, StepKind)>,
+    sent: &Sent,
     control: &ControlPlane,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -109,12 +112,14 @@ fn due(
                 step: d.step,
                 attempt: d.attempt,
             }),
-            // Dispatched by an earlier leader (or before this process restarted) to an agent
-            // that is connected here now: send the same job again. Steps are idempotent for the
-            // same run, generation and attempt, and only one receipt for it is accepted.
+            // Dispatched by an earlier leader, before this process restarted, or on an earlier
+            // session of an agent that has reconnected since: send the same job again. Steps are
+            // idempotent for the same run, generation and attempt, and only one receipt for it
+            // is accepted.
             Some(d)
-                if !sent.contains(&(run_id.clone(), d.attempt, d.step))
-                    && control.agents().is_connected(&d.agent_id) =>
+                if control.agents().session_of(&d.agent_id).is_some_and(|session| {
+                    sent.get(&(run_id.clone(), d.attempt, d.step)) != Some(&session)
+                }) =>
             {
                 actions.push(Action::Resend {
                     order: Box::new(StepOrder::of(run, d.step, d.checked_step, d.attempt)),
@@ -145,7 +150,7 @@ fn jitter() -> u16 {
 pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
     let wake = control.agents().waker();
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let sent: Arc<Mutex<HashSet<(String, u32, StepKind)>>> = Arc::default();
+    let sent: Arc<Mutex<Sent>> = Arc::default();
     loop {
         tokio::select! {
             _ = wake.notified() => {}
@@ -180,7 +185,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
 async fn perform(
     control: &ControlPlane,
     action: Action,
-    sent: &Mutex<HashSet<(String, u32, StepKind)>>,
+    sent: &Mutex<Sent>,
 ) {
     let actor = format!("node-{}", control.node_id());
     match action {
@@ -207,9 +212,15 @@ async fn perform(
             };
             match control.write(&actor, &request_id, command).await {
                 Ok(response) if !response.duplicate => {
-                    sent.lock().expect("sent lock").insert((run_id.clone(), attempt, step));
-                    if !control.agents().send(&agent_id, job) {
-                        tracing::warn!(%run_id, %agent_id, "agent went away after dispatch; the step will be checked at its deadline");
+                    match control.agents().send(&agent_id, job) {
+                        Some(session) => {
+                            sent.lock()
+                                .expect("sent lock")
+                                .insert((run_id.clone(), attempt, step), session);
+                        }
+                        None => {
+                            tracing::warn!(%run_id, %agent_id, "agent went away after dispatch; the step is resent when it reconnects, or checked at its deadline")
+                        }
                     }
                 }
                 Ok(_) => {}
@@ -217,13 +228,11 @@ async fn perform(
             }
         }
         Action::Resend { order, agent_id, deadline_ms } => {
-            sent.lock().expect("sent lock").insert((
-                order.run_id.clone(),
-                order.attempt,
-                order.step,
-            ));
-            if let Some(job) = order.job(deadline_ms) {
-                control.agents().send(&agent_id, job);
+            if let Some(job) = order.job(deadline_ms)
+                && let Some(session) = control.agents().send(&agent_id, job)
+            {
+                let key = (order.run_id.clone(), order.attempt, order.step);
+                sent.lock().expect("sent lock").insert(key, session);
             }
         }
         Action::TimeOut { run_id, generation, step, attempt } => {

@@ -67,13 +67,10 @@ impl AgentRegistry {
         }
     }
 
-    /// Whether `agent_id` is connected here.
-    pub fn is_connected(&self, agent_id: &str) -> bool {
-        self.agents
-            .lock()
-            .expect("registry lock")
-            .get(agent_id)
-            .is_some_and(|c| !c.jobs.is_closed())
+    /// The session number of `agent_id`'s live session here, if it is connected.
+    pub fn session_of(&self, agent_id: &str) -> Option<u64> {
+        let agents = self.agents.lock().expect("registry lock");
+        agents.get(agent_id).filter(|c| !c.jobs.is_closed()).map(|c| c.session)
     }
 
     /// A connected agent of `segment`, round-robin.
@@ -91,10 +88,10 @@ impl AgentRegistry {
         Some(candidates[n % candidates.len()].clone())
     }
 
-    /// Sends a job; false if the agent is not connected (any more).
-    pub fn send(&self, agent_id: &str, job: Job) -> bool {
+    /// Sends a job; the session it went to, or `None` if the agent is not connected (any more).
+    pub fn send(&self, agent_id: &str, job: Job) -> Option<u64> {
         let agents = self.agents.lock().expect("registry lock");
-        agents.get(agent_id).is_some_and(|c| c.jobs.send(job).is_ok())
+        agents.get(agent_id).filter(|c| c.jobs.send(job).is_ok()).map(|c| c.session)
     }
 
     /// Every connected agent.

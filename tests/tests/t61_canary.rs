@@ -1,0 +1,142 @@
+//! No value leaves its segment: rotate and roll back with known canary values, then scan every
+//! control-plane file, every log line (all crates, TRACE level) and every API response for them
+//! — and for the values dsops generated. Zero hits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use dsops_agent::store::Label;
+use dsops_proto::wire::admin as wire;
+use dsops_proto::wire::admin::admin_server::Admin;
+use dsops_tests::databases::Flavor;
+use dsops_tests::rotation::{Project, database_service, rotate, tree_contains, wait_run};
+use prost::Message;
+
+/// Collects every log line.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hits(haystack: &[u8], needle: &str) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_values_appear_nowhere_in_the_control_plane() {
+    let canary_db = "CanaryDbValue-7f3a9c1e5b2d4f6a8c0e";
+    let canary_app = "CanaryAppValue-1b2c3d4e5f6a7b8c9d0e";
+    let flavor = Flavor::Postgres;
+    // The fixture's own CREATE ROLE carries the canary: make it before capturing logs.
+    let user = flavor.create_user("t61_app", canary_db, false).await;
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let (service, admin) = database_service(flavor);
+    let project = Project::new(&format!(
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB_PASSWORD:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n    APP_KEY:\n      from: {{ store: \"store://local/app/key#value\" }}\n      rotation: {{ strategy: random, config: {{ length: 48 }} }}\n",
+        user.name
+    ));
+    project.put("db/admin", "user", &admin.user);
+    project.put("db/admin", "password", &admin.password);
+    project.put("app/db", "password", canary_db);
+    project.put("app/key", "value", canary_app);
+
+    let embedded = project.open().await;
+    let mut responses: Vec<u8> = Vec::new();
+    for key in ["DB_PASSWORD", "APP_KEY"] {
+        let run = rotate(&embedded, "dev", key).await;
+        assert_eq!(run.state, "Completed", "{run:?}");
+        responses.extend(run.encode_to_vec());
+        // Roll back: the agent stages the canary (the previous value) again.
+        let request = wire::RollbackRequest {
+            request_id: dsops_cli::embedded::random_id(),
+            secret: Some(wire::SecretKey { env: "dev".into(), key: key.into() }),
+        };
+        let started =
+            embedded.admin().rollback(embedded.request(request)).await.unwrap().into_inner();
+        responses.extend(started.encode_to_vec());
+        let rolled = wait_run(&embedded, &started.runs[0].run_id).await;
+        assert_eq!(rolled.state, "Completed", "{rolled:?}");
+        responses.extend(rolled.encode_to_vec());
+        let history = wire::RotationHistoryRequest {
+            secret: Some(wire::SecretKey { env: "dev".into(), key: key.into() }),
+            limit: 0,
+        };
+        responses.extend(
+            embedded
+                .admin()
+                .rotation_history(embedded.request(history))
+                .await
+                .unwrap()
+                .into_inner()
+                .encode_to_vec(),
+        );
+    }
+    let status = wire::RotationStatusRequest { env: "dev".into() };
+    responses.extend(
+        embedded
+            .admin()
+            .rotation_status(embedded.request(status))
+            .await
+            .unwrap()
+            .into_inner()
+            .encode_to_vec(),
+    );
+    responses.extend(
+        embedded
+            .admin()
+            .get_config(embedded.request(wire::GetConfigRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .encode_to_vec(),
+    );
+    // The rollback put the canaries back as current: they went through the whole protocol.
+    assert_eq!(project.read("app/db", "password", Label::Current).as_deref(), Some(canary_db));
+    assert_eq!(project.read("app/key", "value", Label::Current).as_deref(), Some(canary_app));
+    let generated_db = project.read("app/db", "password", Label::Previous).unwrap();
+    let generated_app = project.read("app/key", "value", Label::Previous).unwrap();
+    embedded.close().await;
+
+    let log_bytes = logs.0.lock().unwrap().clone();
+    assert!(log_bytes.len() > 1_000, "the logs were captured ({} bytes)", log_bytes.len());
+    assert!(hits(&log_bytes, "step done") >= 10, "the agent's step log lines were captured");
+    for value in [
+        canary_db,
+        canary_app,
+        generated_db.as_str(),
+        generated_app.as_str(),
+        admin.password.as_str(),
+    ] {
+        let files = tree_contains(&project.state.join("cluster"), value.as_bytes());
+        assert!(files.is_empty(), "a secret value is in control-plane files {files:?}");
+        let leaking: Vec<String> = String::from_utf8_lossy(&log_bytes)
+            .lines()
+            .filter(|line| line.contains(value))
+            .map(|line| line.replace(value, "<VALUE>"))
+            .collect();
+        assert!(leaking.is_empty(), "a secret value is in the logs: {leaking:#?}");
+        assert_eq!(hits(&responses, value), 0, "a secret value is in an API response");
+    }
+    // The agent's store files hold them only encrypted.
+    for value in [canary_db, canary_app] {
+        assert!(tree_contains(&project.state.join("stores"), value.as_bytes()).is_empty());
+    }
+    user.drop_user().await;
+}
