@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub session_wait: Duration,
     /// How many jobs run at once.
     pub max_concurrent_jobs: usize,
+    /// Admin connections per target at most.
+    pub max_target_connections: u32,
 }
 
 impl AgentConfig {
@@ -59,6 +61,7 @@ impl AgentConfig {
             target_timeout: Duration::from_secs(15),
             session_wait: Duration::from_secs(30),
             max_concurrent_jobs: 32,
+            max_target_connections: 8,
         }
     }
 }

@@ -115,6 +115,63 @@ impl Database {
     }
 }
 
+/// The store, with each call run on the blocking pool: file stores fsync, which must not stall
+/// the async workers that drive the other jobs.
+#[derive(Debug, Clone)]
+struct AsyncStore(Arc<FileStore>);
+
+impl AsyncStore {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FileStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.unwrap_or_else(|error| {
+            Err(StoreError::Io {
+                path: "store".to_owned(),
+                message: format!("store task failed: {error}"),
+            })
+        })
+    }
+
+    async fn read_labels(
+        &self,
+        entry: &str,
+    ) -> Result<BTreeMap<Label, (crate::store::VersionInfo, Fields)>, StoreError> {
+        let entry = entry.to_owned();
+        self.run(move |s| s.read_labels(&entry)).await
+    }
+
+    async fn read(&self, entry: &str, label: Label) -> Result<Option<Fields>, StoreError> {
+        let entry = entry.to_owned();
+        self.run(move |s| s.read(&entry, label)).await
+    }
+
+    async fn stage(
+        &self,
+        entry: &str,
+        run_id: &str,
+        fields: &Fields,
+    ) -> Result<(crate::store::VersionInfo, Fields), StoreError> {
+        let (entry, run_id, fields) = (entry.to_owned(), run_id.to_owned(), fields.clone());
+        self.run(move |s| s.stage(&entry, &run_id, &fields)).await
+    }
+
+    async fn promote(
+        &self,
+        entry: &str,
+        run_id: &str,
+    ) -> Result<crate::store::VersionInfo, StoreError> {
+        let (entry, run_id) = (entry.to_owned(), run_id.to_owned());
+        self.run(move |s| s.promote(&entry, &run_id)).await
+    }
+
+    async fn discard(&self, entry: &str, run_id: &str) -> Result<(), StoreError> {
+        let (entry, run_id) = (entry.to_owned(), run_id.to_owned());
+        self.run(move |s| s.discard(&entry, &run_id)).await
+    }
+}
+
 /// Runs steps for one agent.
 #[derive(Debug)]
 pub struct Executor {
@@ -138,7 +195,7 @@ enum Plan {
 /// Everything a step needs, resolved from the job.
 struct Context<'a> {
     job: &'a Job,
-    store: Arc<FileStore>,
+    store: AsyncStore,
     entry: String,
     field: String,
     plan: Plan,
@@ -219,6 +276,7 @@ impl Executor {
             admin_user: get("user")?.expose().to_owned(),
             admin_password: get("password")?,
             timeout: self.config.target_timeout,
+            max_connections: self.config.max_target_connections,
         };
         let db = match spec.service_type.as_str() {
             "postgresql" => Database::Postgres(PostgresAdapter::new(target)),
@@ -279,16 +337,33 @@ impl Executor {
             (_, Some(service)) => Some(self.database(&service.service)?),
             (_, None) => return Err(refused(format!("strategy {} needs a service", job.strategy))),
         };
-        Ok(Context { job, store, entry: job.store_ref.path.clone(), field, plan, database, config })
+        Ok(Context {
+            job,
+            store: AsyncStore(store),
+            entry: job.store_ref.path.clone(),
+            field,
+            plan,
+            database,
+            config,
+        })
     }
 
     /// Performs `job` and returns the signed receipt.
     pub async fn execute(&self, job: &Job) -> SignedReceipt {
+        let started = std::time::Instant::now();
         let result = match self.context(job) {
             Ok(cx) => self.perform(&cx).await.unwrap_or_else(|failure| failure),
             Err(failure) => failure,
         };
-        tracing::info!(run = %job.run_id, step = %job.step, attempt = job.attempt, outcome = ?result.outcome, detail = %result.detail, "step done");
+        tracing::info!(
+            run = %job.run_id,
+            step = %job.step,
+            attempt = job.attempt,
+            outcome = ?result.outcome,
+            detail = %result.detail,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "step done"
+        );
         self.sign(job, result)
     }
 
@@ -317,42 +392,42 @@ impl Executor {
             Step::Stage => self.stage(cx).await,
             Step::Apply => self.apply(cx).await,
             Step::Verify => self.verify(cx).await,
-            Step::Promote => self.promote(cx),
+            Step::Promote => self.promote(cx).await,
             Step::Retire => self.retire(cx).await,
             Step::Rollback => self.rollback(cx).await,
             Step::Check => self.check(cx).await,
         }
     }
 
+    /// This run's version under `label`, with the fingerprint of the run's field.
+    async fn labelled(
+        &self,
+        cx: &Context<'_>,
+        label: Label,
+    ) -> Step_<Option<(Fields, Option<Fingerprint>)>> {
+        let mut labels = cx.store.read_labels(&cx.entry).await?;
+        Ok(labels
+            .remove(&label)
+            .filter(|(info, _)| info.run_id == cx.job.run_id.as_str())
+            .map(|(info, fields)| (fields, info.fingerprints.get(&cx.field).copied())))
+    }
+
     /// This run's pending fields, if staged and not yet promoted.
-    fn pending(&self, cx: &Context<'_>) -> Step_<Option<(Fields, Option<Fingerprint>)>> {
-        let run = cx.job.run_id.as_str();
-        let versions = cx.store.versions(&cx.entry)?;
-        let mine = versions.iter().find(|v| v.labels.contains(&Label::Pending) && v.run_id == run);
-        let Some(info) = mine else { return Ok(None) };
-        let fields = cx.store.read(&cx.entry, Label::Pending)?.unwrap_or_default();
-        Ok(Some((fields, info.fingerprints.get(&cx.field).copied())))
+    async fn pending(&self, cx: &Context<'_>) -> Step_<Option<(Fields, Option<Fingerprint>)>> {
+        self.labelled(cx, Label::Pending).await
     }
 
     /// Whether this run's version is current (promoted), with its fingerprint.
-    fn promoted(&self, cx: &Context<'_>) -> Step_<Option<(Fields, Option<Fingerprint>)>> {
-        let run = cx.job.run_id.as_str();
-        let versions = cx.store.versions(&cx.entry)?;
-        let Some(info) =
-            versions.iter().find(|v| v.labels.contains(&Label::Current) && v.run_id == run)
-        else {
-            return Ok(None);
-        };
-        let fields = cx.store.read(&cx.entry, Label::Current)?.unwrap_or_default();
-        Ok(Some((fields, info.fingerprints.get(&cx.field).copied())))
+    async fn promoted(&self, cx: &Context<'_>) -> Step_<Option<(Fields, Option<Fingerprint>)>> {
+        self.labelled(cx, Label::Current).await
     }
 
     /// The run's new value: pending, or current if already promoted.
-    fn new_value(&self, cx: &Context<'_>) -> Step_<(Fields, Option<Fingerprint>)> {
-        if let Some(found) = self.pending(cx)? {
+    async fn new_value(&self, cx: &Context<'_>) -> Step_<(Fields, Option<Fingerprint>)> {
+        if let Some(found) = self.pending(cx).await? {
             return Ok(found);
         }
-        if let Some(found) = self.promoted(cx)? {
+        if let Some(found) = self.promoted(cx).await? {
             return Ok(found);
         }
         Err(StepResult::failed(
@@ -391,7 +466,7 @@ impl Executor {
     async fn stage(&self, cx: &Context<'_>) -> Step_<StepResult> {
         let mut fields = Fields::new();
         if cx.job.restore_previous {
-            fields = cx.store.read(&cx.entry, Label::Previous)?.ok_or_else(|| {
+            fields = cx.store.read(&cx.entry, Label::Previous).await?.ok_or_else(|| {
                 StepResult::failed(
                     Outcome::Refused,
                     format!("{}: no previous version to roll back to", cx.job.store_ref),
@@ -435,7 +510,7 @@ impl Executor {
                         ),
                     ));
                 }
-                let current = cx.store.read(&cx.entry, Label::Current)?.unwrap_or_default();
+                let current = cx.store.read(&cx.entry, Label::Current).await?.unwrap_or_default();
                 let active = current.get(USERNAME_FIELD).map(|u| u.expose().to_owned());
                 let inactive = if active.as_deref() == Some(users[1].as_str()) {
                     &users[0]
@@ -445,7 +520,7 @@ impl Executor {
                 fields.insert(USERNAME_FIELD.to_owned(), SecretValue::new(inactive.clone()));
             }
         }
-        let (info, staged) = cx.store.stage(&cx.entry, cx.job.run_id.as_str(), &fields)?;
+        let (info, staged) = cx.store.stage(&cx.entry, cx.job.run_id.as_str(), &fields).await?;
         let user = Self::user_of(cx, &staged).map(|u| format!(" for user {u}")).unwrap_or_default();
         Ok(StepResult::ok(
             info.fingerprints.get(&cx.field).copied(),
@@ -454,7 +529,7 @@ impl Executor {
     }
 
     async fn apply(&self, cx: &Context<'_>) -> Step_<StepResult> {
-        let (fields, fingerprint) = self.new_value(cx)?;
+        let (fields, fingerprint) = self.new_value(cx).await?;
         let db = Self::database_of(cx)?;
         let value = Self::value_of(cx, &fields)?;
         let user = Self::user_of(cx, &fields).ok_or_else(|| {
@@ -471,7 +546,7 @@ impl Executor {
     }
 
     async fn verify(&self, cx: &Context<'_>) -> Step_<StepResult> {
-        let (fields, fingerprint) = self.new_value(cx)?;
+        let (fields, fingerprint) = self.new_value(cx).await?;
         let db = Self::database_of(cx)?;
         let value = Self::value_of(cx, &fields)?;
         let user = Self::user_of(cx, &fields).ok_or_else(|| {
@@ -492,8 +567,8 @@ impl Executor {
         }
     }
 
-    fn promote(&self, cx: &Context<'_>) -> Step_<StepResult> {
-        let info = cx.store.promote(&cx.entry, cx.job.run_id.as_str())?;
+    async fn promote(&self, cx: &Context<'_>) -> Step_<StepResult> {
+        let info = cx.store.promote(&cx.entry, cx.job.run_id.as_str()).await?;
         Ok(StepResult::ok(
             info.fingerprints.get(&cx.field).copied(),
             format!("version {} is current", info.version),
@@ -507,7 +582,7 @@ impl Executor {
                 "nothing to revoke: the old value was replaced in place",
             ));
         };
-        let (current, _) = self.promoted(cx)?.ok_or_else(|| {
+        let (current, _) = self.promoted(cx).await?.ok_or_else(|| {
             StepResult::failed(
                 Outcome::NotApplied,
                 format!("{}: run {} is not the current version", cx.job.store_ref, cx.job.run_id),
@@ -539,7 +614,7 @@ impl Executor {
     }
 
     async fn rollback(&self, cx: &Context<'_>) -> Step_<StepResult> {
-        let current = cx.store.read(&cx.entry, Label::Current)?;
+        let current = cx.store.read(&cx.entry, Label::Current).await?;
         if let (Plan::Immediate { user }, Some(current)) = (&cx.plan, &current) {
             let db = Self::database_of(cx)?;
             let value = Self::value_of(cx, current)?;
@@ -561,7 +636,7 @@ impl Executor {
             // The active user keeps working; make sure a half-done earlier retire did not lock it.
             Self::database_of(cx)?.set_login_enabled(&user, true).await?;
         }
-        cx.store.discard(&cx.entry, cx.job.run_id.as_str())?;
+        cx.store.discard(&cx.entry, cx.job.run_id.as_str()).await?;
         Ok(StepResult::ok(None, "pending value discarded; the current value is the working one"))
     }
 
@@ -569,12 +644,12 @@ impl Executor {
         let checked = cx.job.checked_step.unwrap_or(Step::Check);
         let not_in_place = |what: String| Ok(StepResult::failed(Outcome::NotApplied, what));
         match checked {
-            Step::Stage => match self.pending(cx)?.or(self.promoted(cx)?) {
+            Step::Stage => match self.pending(cx).await?.or(self.promoted(cx).await?) {
                 Some((_, fingerprint)) => Ok(StepResult::ok(fingerprint, "the value is staged")),
                 None => not_in_place("nothing staged by this run".to_owned()),
             },
             Step::Apply | Step::Verify => {
-                let (fields, fingerprint) = match self.new_value(cx) {
+                let (fields, fingerprint) = match self.new_value(cx).await {
                     Ok(found) => found,
                     Err(_) => return not_in_place("nothing staged by this run".to_owned()),
                 };
@@ -589,7 +664,7 @@ impl Executor {
                     }
                 }
             }
-            Step::Promote => match self.promoted(cx)? {
+            Step::Promote => match self.promoted(cx).await? {
                 Some((_, fingerprint)) => {
                     Ok(StepResult::ok(fingerprint, "this run's version is current"))
                 }
@@ -599,13 +674,13 @@ impl Executor {
                 let Plan::TwoKey { users } = &cx.plan else {
                     return Ok(StepResult::ok(None, "nothing to revoke"));
                 };
-                let Some((current, _)) = self.promoted(cx)? else {
+                let Some((current, _)) = self.promoted(cx).await? else {
                     return not_in_place("this run's version is not current".to_owned());
                 };
                 let new_user = Self::user_of(cx, &current).unwrap_or_default();
                 let old_user =
                     if new_user == users[0] { users[1].clone() } else { users[0].clone() };
-                let previous = cx.store.read(&cx.entry, Label::Previous)?.unwrap_or_default();
+                let previous = cx.store.read(&cx.entry, Label::Previous).await?.unwrap_or_default();
                 let Ok(old_value) = Self::value_of(cx, &previous) else {
                     return not_in_place(format!("cannot tell whether {old_user} is disabled"));
                 };
@@ -618,11 +693,11 @@ impl Executor {
                 }
             }
             Step::Rollback => {
-                if self.pending(cx)?.is_some() {
+                if self.pending(cx).await?.is_some() {
                     return not_in_place("this run's pending value is still there".to_owned());
                 }
                 if let (Plan::Immediate { user }, Some(current)) =
-                    (&cx.plan, cx.store.read(&cx.entry, Label::Current)?)
+                    (&cx.plan, cx.store.read(&cx.entry, Label::Current).await?)
                 {
                     let db = Self::database_of(cx)?;
                     if db.login(user, &Self::value_of(cx, &current)?).await? == Login::Refused {

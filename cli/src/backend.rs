@@ -107,7 +107,7 @@ impl Backend {
 
     /// Runs by id.
     pub async fn runs(&self, ids: &[String]) -> Result<Vec<wire::RunSummary>, Failure> {
-        let request = wire::GetRunsRequest { run_ids: ids.to_vec() };
+        let request = wire::GetRunsRequest { run_ids: ids.to_vec(), with_steps: false };
         let response = match self {
             Backend::Remote(remote) => {
                 remote

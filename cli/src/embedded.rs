@@ -273,38 +273,16 @@ impl Embedded {
         for segment in self.segments.clone() {
             let agent_id = format!("local-{segment}");
             let key_path = self.state_dir.join("agent").join(format!("{agent_id}.key"));
-            let identity = AgentIdentity::load_or_create(&agent_id, &segment, &key_path)
-                .map_err(|e| anyhow!(e))?;
-            let command = Command::RegisterAgent {
-                agent_id: agent_id.clone(),
-                segment: segment.clone(),
-                public_key: identity.public_key_hex(),
-            };
-            let request_id = format!("register-{agent_id}-{}", &identity.public_key_hex()[..16]);
-            self.control()
-                .write("embedded", &request_id, command)
-                .await
-                .map_err(|e| anyhow!("registering agent {agent_id}: {e}"))?;
-            let executor = Arc::new(Executor::new(identity, self.agent_config.clone()));
-            let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
-            self.control().agents().connect(&agent_id, &segment, jobs);
-            let control = self.control().clone();
-            let submit = move |receipt| {
-                let control = control.clone();
-                async move {
-                    if let Err(reason) =
-                        dsops_control_plane::rotation::submit_receipt(&control, &receipt).await
-                    {
-                        tracing::warn!(%reason, "receipt not accepted");
-                    }
-                }
-            };
-            self.agents.push(dsops_agent::local::serve(
-                executor,
-                queue,
-                submit,
+            let task = attach_agent(
+                self.control(),
+                &agent_id,
+                &segment,
+                &key_path,
+                self.agent_config.clone(),
                 self.options.crash.clone(),
-            ));
+            )
+            .await?;
+            self.agents.push(task);
         }
         Ok(())
     }
@@ -333,6 +311,45 @@ impl Embedded {
         }
         self.node.shutdown().await;
     }
+}
+
+/// Registers an in-process agent with `control` (its receipt key from `key_path`, created if
+/// missing) and connects it to that node's dispatcher. Returns the agent's task.
+pub async fn attach_agent(
+    control: &ControlPlane,
+    agent_id: &str,
+    segment: &str,
+    key_path: &Path,
+    config: AgentConfig,
+    crash: Option<CrashHook>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let identity =
+        AgentIdentity::load_or_create(agent_id, segment, key_path).map_err(|e| anyhow!(e))?;
+    let command = Command::RegisterAgent {
+        agent_id: agent_id.to_owned(),
+        segment: segment.to_owned(),
+        public_key: identity.public_key_hex(),
+    };
+    let request_id = format!("register-{agent_id}-{}", &identity.public_key_hex()[..16]);
+    control
+        .write("embedded", &request_id, command)
+        .await
+        .map_err(|e| anyhow!("registering agent {agent_id}: {e}"))?;
+    let executor = Arc::new(Executor::new(identity, config));
+    let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
+    control.agents().connect(agent_id, segment, jobs);
+    let submitter = control.clone();
+    let submit = move |receipt| {
+        let control = submitter.clone();
+        async move {
+            if let Err(reason) =
+                dsops_control_plane::rotation::submit_receipt(&control, &receipt).await
+            {
+                tracing::warn!(%reason, "receipt not accepted");
+            }
+        }
+    };
+    Ok(dsops_agent::local::serve(executor, queue, submit, crash))
 }
 
 /// A fresh request id.

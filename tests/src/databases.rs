@@ -89,6 +89,7 @@ impl Flavor {
             admin_user: url.user,
             admin_password: SecretValue::new(url.password),
             timeout: Duration::from_secs(10),
+            max_connections: 4,
         }
     }
 

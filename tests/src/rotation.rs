@@ -102,7 +102,7 @@ pub async fn rotate(embedded: &Embedded, env: &str, key: &str) -> wire::RunSumma
 /// Waits for a run to end.
 pub async fn wait_run(embedded: &Embedded, run_id: &str) -> wire::RunSummary {
     wait_for("the run to end", Duration::from_secs(120), || async {
-        let request = wire::GetRunsRequest { run_ids: vec![run_id.to_owned()] };
+        let request = wire::GetRunsRequest { run_ids: vec![run_id.to_owned()], with_steps: true };
         let runs =
             embedded.admin().get_runs(embedded.request(request)).await.ok()?.into_inner().runs;
         runs.into_iter()

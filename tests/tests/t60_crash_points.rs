@@ -52,7 +52,7 @@ async fn some_value_works(
         let snapshot = store.read_labels("app/db").map_err(|e| e.to_string())?;
         let mut tried = Vec::new();
         for label in [Label::Current, Label::Pending] {
-            let Some(fields) = snapshot.get(&label) else { continue };
+            let Some((_, fields)) = snapshot.get(&label) else { continue };
             let Some(password) = fields.get("password") else { continue };
             let user = match strategy {
                 Strategy::Immediate => users[0].clone(),

@@ -60,6 +60,8 @@ pub struct DatabaseTarget {
     pub admin_password: SecretValue,
     /// Limit on each call (connect + statement).
     pub timeout: Duration,
+    /// Admin connections kept open at most.
+    pub max_connections: u32,
 }
 
 /// What a login attempt showed.

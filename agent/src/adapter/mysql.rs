@@ -3,7 +3,9 @@
 //! `sql_mode` otherwise; logins checked by a fresh connection, `ACCOUNT LOCK` to retire, the
 //! process list for open sessions. A user name applies to every host it is defined for.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+
+use tokio::sync::Semaphore;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
@@ -16,6 +18,8 @@ use crate::secret::SecretValue;
 pub struct MySqlAdapter {
     target: DatabaseTarget,
     pool: MySqlPool,
+    /// At most `max_connections` calls on the server at once (statements and fresh logins).
+    slots: Arc<Semaphore>,
 }
 
 /// Quotes an identifier or account part with backticks (doubled inside): valid in every
@@ -75,10 +79,11 @@ impl MySqlAdapter {
     pub fn new(target: DatabaseTarget) -> MySqlAdapter {
         let options = Self::options(&target, &target.admin_user, &target.admin_password);
         let pool = MySqlPoolOptions::new()
-            .max_connections(8)
+            .max_connections(target.max_connections.max(1))
             .acquire_timeout(target.timeout)
             .connect_lazy_with(options);
-        MySqlAdapter { target, pool }
+        let slots = Arc::new(Semaphore::new(target.max_connections.max(1) as usize));
+        MySqlAdapter { target, pool, slots }
     }
 
     fn options(target: &DatabaseTarget, user: &str, password: &SecretValue) -> MySqlConnectOptions {
@@ -111,6 +116,7 @@ impl MySqlAdapter {
         statement: impl Fn(&str, &str, &str) -> String + Send + Sync,
     ) -> Result<(), AdapterError> {
         let label = format!("{}: {what}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Indeterminate, &label, async {
             let mut conn = self.pool.acquire().await.map_err(|e| {
                 AdapterError::new(
@@ -186,6 +192,7 @@ impl PasswordTarget for MySqlAdapter {
 
     async fn login(&self, user: &str, value: &SecretValue) -> Result<Login, AdapterError> {
         let label = format!("{}: log in as {user:?}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Retryable, &label, async {
             // No database: the user need not have access to the admin's.
             let options = Self::options(
@@ -215,6 +222,7 @@ impl PasswordTarget for MySqlAdapter {
 
     async fn open_sessions(&self, user: &str) -> Result<u64, AdapterError> {
         let label = format!("{}: count sessions of {user:?}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Retryable, &label, async {
             let row = sqlx::query(
                 "select count(*) from information_schema.processlist where user = ? and id <> connection_id()",
@@ -231,6 +239,7 @@ impl PasswordTarget for MySqlAdapter {
 
     async fn privileges(&self, user: &str) -> Result<Vec<String>, AdapterError> {
         let label = format!("{}: read privileges of {user:?}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Retryable, &label, async {
             let mut conn = self.pool.acquire().await.map_err(|e| Self::retryable(&label, e))?;
             let hosts = sqlx::query("select Host from mysql.user where User = ? order by Host")
@@ -261,6 +270,7 @@ impl PasswordTarget for MySqlAdapter {
 
     async fn user_exists(&self, user: &str) -> Result<bool, AdapterError> {
         let label = format!("{}: look up user {user:?}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Retryable, &label, async {
             let rows = sqlx::query("select 1 from mysql.user where User = ?")
                 .bind(user)

@@ -1,8 +1,11 @@
 //! PostgreSQL: `ALTER ROLE … PASSWORD` with a SCRAM verifier computed here, logins checked by a
 //! fresh connection, `NOLOGIN` to retire, `pg_stat_activity` for open sessions.
 
+use std::sync::Arc;
+
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use tokio::sync::Semaphore;
 
 use super::{AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, scram, within};
 use crate::secret::{SecretValue, random_bytes};
@@ -12,6 +15,8 @@ use crate::secret::{SecretValue, random_bytes};
 pub struct PostgresAdapter {
     target: DatabaseTarget,
     pool: PgPool,
+    /// At most `max_connections` calls on the server at once (statements and fresh logins).
+    slots: Arc<Semaphore>,
 }
 
 /// Quotes an identifier: `"` doubled, the whole wrapped in `"`.
@@ -45,10 +50,11 @@ impl PostgresAdapter {
     pub fn new(target: DatabaseTarget) -> PostgresAdapter {
         let options = Self::options(&target, &target.admin_user, &target.admin_password);
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(target.max_connections.max(1))
             .acquire_timeout(target.timeout)
             .connect_lazy_with(options);
-        PostgresAdapter { target, pool }
+        let slots = Arc::new(Semaphore::new(target.max_connections.max(1) as usize));
+        PostgresAdapter { target, pool, slots }
     }
 
     fn options(target: &DatabaseTarget, user: &str, password: &SecretValue) -> PgConnectOptions {
@@ -71,6 +77,7 @@ impl PostgresAdapter {
     /// indeterminate.
     async fn execute(&self, what: &str, sql: String) -> Result<(), AdapterError> {
         let label = format!("{}: {what}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Indeterminate, &label, async {
             let mut conn = self.pool.acquire().await.map_err(|e| {
                 AdapterError::new(
@@ -99,6 +106,7 @@ impl PostgresAdapter {
         user: &str,
     ) -> Result<Vec<sqlx::postgres::PgRow>, AdapterError> {
         let label = format!("{}: {what}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Retryable, &label, async {
             sqlx::query(sql)
                 .bind(user)
@@ -149,6 +157,7 @@ impl PasswordTarget for PostgresAdapter {
 
     async fn login(&self, user: &str, value: &SecretValue) -> Result<Login, AdapterError> {
         let label = format!("{}: log in as {user:?}", self.describe());
+        let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Retryable, &label, async {
             let options = Self::options(&self.target, user, value);
             match options.connect().await {

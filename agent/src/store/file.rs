@@ -167,9 +167,31 @@ impl FileStore {
         Ok(FileStore { name: name.to_owned(), dir: options.dir.clone(), key, fingerprinter })
     }
 
-    fn file_name(entry: &str) -> String {
-        let digest = Sha256::digest(entry.as_bytes());
-        format!("{}.entry", dsops_proto::hex(&digest[..16]))
+    /// The entry's file name, and the subdirectory (of 256) it lives in: spreading files over
+    /// directories keeps each directory small and lets writers of different entries proceed
+    /// without contending for one directory.
+    fn file_name(entry: &str) -> (String, String) {
+        let digest = dsops_proto::hex(&Sha256::digest(entry.as_bytes())[..16]);
+        (digest[..2].to_owned(), format!("{digest}.entry"))
+    }
+
+    /// The subdirectory `shard`, created (0700, parent synced) if missing.
+    fn shard_dir(&self, shard: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.dir.join(shard);
+        if !dir.is_dir() {
+            match fs::create_dir(&dir) {
+                Ok(()) => {
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                        .map_err(|e| io_error(&dir, e))?;
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| io_error(&self.dir, e))?;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(io_error(&dir, error)),
+            }
+        }
+        Ok(dir)
     }
 
     fn label(&self, entry: &str) -> String {
@@ -183,9 +205,10 @@ impl FileStore {
         write: bool,
         f: impl FnOnce(&mut StoredEntry) -> Result<(T, bool), StoreError>,
     ) -> Result<T, StoreError> {
-        let name = Self::file_name(entry);
-        let path = self.dir.join(&name);
-        let lock_path = self.dir.join(format!("{name}.lock"));
+        let (shard, name) = Self::file_name(entry);
+        let dir = self.shard_dir(&shard)?;
+        let path = dir.join(&name);
+        let lock_path = dir.join(format!("{name}.lock"));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -206,7 +229,7 @@ impl FileStore {
         }
         let (result, changed) = f(&mut stored)?;
         if changed {
-            self.save(&path, &name, &stored)?;
+            self.save(&dir, &name, &stored)?;
         }
         Ok(result)
     }
@@ -240,7 +263,8 @@ impl FileStore {
         Ok(Some(stored))
     }
 
-    fn save(&self, path: &Path, name: &str, stored: &StoredEntry) -> Result<(), StoreError> {
+    fn save(&self, dir: &Path, name: &str, stored: &StoredEntry) -> Result<(), StoreError> {
+        let path = &dir.join(name);
         let mut plain = Zeroizing::new(
             serde_json::to_vec(stored).map_err(|e| io_error(path, format!("encoding: {e}")))?,
         );
@@ -254,7 +278,13 @@ impl FileStore {
                 plain.as_mut_slice(),
             )
             .map_err(|_| io_error(path, "encryption failed"))?;
-        let temp = self.dir.join(format!("{name}.tmp"));
+        // Write, fsync, rename — reusing the two inodes an entry has (current and spare), so a
+        // steady stream of writes allocates and frees none: the new version goes into the spare
+        // (`.tmp`), the current file is linked to a second name, the spare is renamed over the
+        // current one, and the old current becomes the next spare. Readers only ever open the
+        // entry's own name, which always names a complete, fsynced file.
+        let temp = dir.join(format!("{name}.tmp"));
+        let keep = dir.join(format!("{name}.old"));
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -266,8 +296,32 @@ impl FileStore {
             file.write_all(part).map_err(|e| io_error(&temp, e))?;
         }
         file.sync_all().map_err(|e| io_error(&temp, e))?;
+        drop(file);
+        let kept = match fs::hard_link(path, &keep) {
+            Ok(()) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by an interrupted write: it is garbage.
+                fs::remove_file(&keep).map_err(|e| io_error(&keep, e))?;
+                fs::hard_link(path, &keep).map_err(|e| io_error(&keep, e))?;
+                true
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+            Err(error) => return Err(io_error(&keep, error)),
+        };
         fs::rename(&temp, path).map_err(|e| io_error(path, e))?;
-        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|e| io_error(&self.dir, e))
+        if kept {
+            fs::rename(&keep, &temp).map_err(|e| io_error(&temp, e))?;
+        } else {
+            // A new entry: give it its spare now, so later writes allocate no inode.
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)
+                .map_err(|e| io_error(&temp, e))?;
+        }
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
     }
 
     fn info(stored: &StoredEntry, version: &StoredVersion) -> Result<VersionInfo, StoreError> {
@@ -361,14 +415,20 @@ impl SecretStore for FileStore {
         })
     }
 
-    fn read_labels(&self, entry: &str) -> Result<BTreeMap<Label, Fields>, StoreError> {
+    fn read_labels(
+        &self,
+        entry: &str,
+    ) -> Result<BTreeMap<Label, (VersionInfo, Fields)>, StoreError> {
         self.with_entry(entry, false, |stored| {
-            let labels = Label::ALL
-                .iter()
-                .filter_map(|label| {
-                    stored.labelled(*label).map(|v| (*label, StoredEntry::values(v)))
-                })
-                .collect();
+            let mut labels = BTreeMap::new();
+            for label in Label::ALL {
+                if let Some(version) = stored.labelled(label) {
+                    labels.insert(
+                        label,
+                        (Self::info(stored, version)?, StoredEntry::values(version)),
+                    );
+                }
+            }
             Ok((labels, false))
         })
     }
@@ -473,21 +533,27 @@ impl SecretStore for FileStore {
 
     fn list(&self) -> Result<BTreeMap<String, Vec<VersionInfo>>, StoreError> {
         let mut out = BTreeMap::new();
-        let entries = fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, e))?;
-        for file in entries {
-            let file = file.map_err(|e| io_error(&self.dir, e))?;
-            let name = file.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".entry") {
+        let shards = fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, e))?;
+        for shard in shards {
+            let shard = shard.map_err(|e| io_error(&self.dir, e))?.path();
+            if !shard.is_dir() {
                 continue;
             }
-            if let Some(stored) = self.load(&file.path(), &name)? {
-                let infos = stored
-                    .versions
-                    .iter()
-                    .rev()
-                    .map(|v| Self::info(&stored, v))
-                    .collect::<Result<_, _>>()?;
-                out.insert(stored.path.clone(), infos);
+            for file in fs::read_dir(&shard).map_err(|e| io_error(&shard, e))? {
+                let file = file.map_err(|e| io_error(&shard, e))?;
+                let name = file.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".entry") {
+                    continue;
+                }
+                if let Some(stored) = self.load(&file.path(), &name)? {
+                    let infos = stored
+                        .versions
+                        .iter()
+                        .rev()
+                        .map(|v| Self::info(&stored, v))
+                        .collect::<Result<_, _>>()?;
+                    out.insert(stored.path.clone(), infos);
+                }
             }
         }
         Ok(out)
@@ -579,8 +645,10 @@ mod tests {
         store
             .put("app/jwt", "key", &SecretValue::new("canary-value-0123456789".to_owned()))
             .unwrap();
-        for file in fs::read_dir(dir.path().join("items")).unwrap() {
-            let path = file.unwrap().path();
+        let shards = fs::read_dir(dir.path().join("items")).unwrap();
+        for path in
+            shards.flat_map(|s| fs::read_dir(s.unwrap().path()).unwrap()).map(|f| f.unwrap().path())
+        {
             let bytes = fs::read(&path).unwrap();
             assert!(!bytes.windows(6).any(|w| w == b"canary"), "{}", path.display());
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);

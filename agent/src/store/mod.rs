@@ -112,8 +112,11 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
     /// The fields under `label`, if any.
     fn read(&self, entry: &str, label: Label) -> Result<Option<Fields>, StoreError>;
 
-    /// Every labelled version's fields, read at one instant (under one lock).
-    fn read_labels(&self, entry: &str) -> Result<BTreeMap<Label, Fields>, StoreError>;
+    /// Every labelled version with its fields, read at one instant (under one lock).
+    fn read_labels(
+        &self,
+        entry: &str,
+    ) -> Result<BTreeMap<Label, (VersionInfo, Fields)>, StoreError>;
 
     /// Versions of an entry, newest first, without values.
     fn versions(&self, entry: &str) -> Result<Vec<VersionInfo>, StoreError>;

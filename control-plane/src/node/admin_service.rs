@@ -335,8 +335,11 @@ impl Admin for AdminService {
         request: Request<wire::GetRunsRequest>,
     ) -> Result<Response<wire::GetRunsResponse>, Status> {
         self.operator(&request)?;
-        let ids = request.into_inner().run_ids;
-        Ok(Response::new(super::rotation_api::get_runs(&self.control, &ids).await?))
+        let request = request.into_inner();
+        let runs =
+            super::rotation_api::get_runs(&self.control, &request.run_ids, request.with_steps)
+                .await?;
+        Ok(Response::new(runs))
     }
 
     async fn create_agent_token(

@@ -190,6 +190,7 @@ pub(super) async fn rotate(
     let chosen = select(&loaded, &secrets, &request)?;
     let single = matches!(request.selector, RotateSelector::Secret(_));
     let mut runs = Vec::new();
+    let mut writes = Vec::new();
     for item in chosen {
         let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
         let spec = match spec::run_spec(&loaded, &item, stored.version)
@@ -230,12 +231,23 @@ pub(super) async fn rotate(
             reason,
         };
         let write_id = format!("rotate-{}", &id[4..]);
-        match control.write(actor, &write_id, command).await {
+        runs.push(wire::RunSummary::default());
+        writes.push((runs.len() - 1, env, key, write_id, command));
+    }
+    // All at once: the proposer batches concurrent writes into few raft entries.
+    let results = futures::future::join_all(
+        writes
+            .iter()
+            .map(|(_, _, _, write_id, command)| control.write(actor, write_id, command.clone())),
+    )
+    .await;
+    for ((slot, env, key, _, _), result) in writes.iter().zip(results) {
+        runs[*slot] = match result {
             Ok(response) => match response.outcome {
                 Outcome::RunStarted { run_id, .. } => {
-                    let run = control.read_local(|s| s.runs.get(&run_id).cloned()).await;
-                    if let Some(run) = run {
-                        runs.push(summary(&run, control, false));
+                    match control.read_local(|s| s.runs.get(&run_id).cloned()).await {
+                        Some(run) => summary(&run, control, false),
+                        None => skipped(env, key, "the run ended and was dropped from history"),
                     }
                 }
                 other => {
@@ -244,11 +256,9 @@ pub(super) async fn rotate(
                     );
                 }
             },
-            Err(WriteError::Rejected { message, .. }) if !single => {
-                runs.push(skipped(&env, &key, &message))
-            }
+            Err(WriteError::Rejected { message, .. }) if !single => skipped(env, key, &message),
             Err(error) => return Err(error.to_status()),
-        }
+        };
     }
     control.agents().wake();
     Ok(wire::RotateResponse { runs })
@@ -379,12 +389,19 @@ pub(super) async fn history(
     })
 }
 
-/// Runs by id.
+/// Runs by id (built under the state's read lock: polling many runs copies no history).
 pub(super) async fn get_runs(
     control: &ControlPlane,
     ids: &[String],
+    with_steps: bool,
 ) -> Result<wire::GetRunsResponse, Status> {
-    let runs: Vec<Run> =
-        control.read_local(|s| ids.iter().filter_map(|id| s.runs.get(id).cloned()).collect()).await;
-    Ok(wire::GetRunsResponse { runs: runs.iter().map(|r| summary(r, control, true)).collect() })
+    let runs = control
+        .read_local(|s| {
+            ids.iter()
+                .filter_map(|id| s.runs.get(id))
+                .map(|r| summary(r, control, with_steps))
+                .collect()
+        })
+        .await;
+    Ok(wire::GetRunsResponse { runs })
 }

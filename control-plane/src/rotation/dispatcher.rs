@@ -19,6 +19,10 @@ use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
 /// How often the dispatcher looks even when nothing woke it (backoffs and deadlines expire
 /// without an event).
 const TICK: Duration = Duration::from_millis(100);
+/// Runs in progress at once per target (service, or store for application secrets).
+pub const MAX_RUNS_PER_TARGET: u32 = 16;
+/// How often dispatched runs are checked for a resend even without a new agent session.
+const RESEND_SCAN: Duration = Duration::from_secs(2);
 
 /// The session each (run, attempt, step) was last sent on by this node.
 type Sent = HashMap<(String, u32, StepKind), u64>;
@@ -94,41 +98,47 @@ impl Action {
     }
 }
 
-/// The actions due now. O(runs in flight), never a scan of history.
+/// The actions due now, from the state's indexes: O(due), never a scan of every run. With
+/// `resend_scan`, also every dispatched run whose agent has a new session here (after an agent
+/// reconnected or this node became leader).
 fn due(
     state: &State,
     now: u64,
     sent: &Sent,
     control: &ControlPlane,
+    resend_scan: bool,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
-    for run_id in &state.active_runs {
+    for (_, run_id) in state.deadlines.range(..(now.saturating_add(1), String::new())) {
         let Some(run) = state.runs.get(run_id) else { continue };
-        let Some(step) = run.step else { continue };
-        match &run.dispatched {
-            Some(d) if now >= d.deadline_ms => actions.push(Action::TimeOut {
+        if let Some(d) = &run.dispatched {
+            actions.push(Action::TimeOut {
                 run_id: run_id.clone(),
                 generation: run.generation,
                 step: d.step,
                 attempt: d.attempt,
-            }),
-            // Dispatched by an earlier leader, before this process restarted, or on an earlier
-            // session of an agent that has reconnected since: send the same job again. Steps are
-            // idempotent for the same run, generation and attempt, and only one receipt for it
-            // is accepted.
-            Some(d)
-                if control.agents().session_of(&d.agent_id).is_some_and(|session| {
-                    sent.get(&(run_id.clone(), d.attempt, d.step)) != Some(&session)
-                }) =>
-            {
-                actions.push(Action::Resend {
-                    order: Box::new(StepOrder::of(run, d.step, d.checked_step, d.attempt)),
-                    agent_id: d.agent_id.clone(),
-                    deadline_ms: d.deadline_ms,
-                });
-            }
-            Some(_) => {}
-            None if now >= run.not_before_ms => {
+            });
+        }
+    }
+    for (_, run_id) in state.ready.range(..(now.saturating_add(1), String::new())) {
+        let Some(run) = state.runs.get(run_id) else { continue };
+        if let Some(step) = run.step {
+            actions.push(Action::Dispatch(Box::new(StepOrder::of(
+                run,
+                step,
+                run.checked_step,
+                run.attempt,
+            ))));
+        }
+    }
+    // Runs not started yet start only while their target has room: a bulk rotation flows
+    // through the target at a steady rate instead of staging everything first.
+    for (target, queue) in &state.queued {
+        let load = state.target_load.get(target).copied().unwrap_or(0);
+        let room = MAX_RUNS_PER_TARGET.saturating_sub(load) as usize;
+        for (_, run_id) in queue.range(..(now.saturating_add(1), String::new())).take(room) {
+            let Some(run) = state.runs.get(run_id) else { continue };
+            if let Some(step) = run.step {
                 actions.push(Action::Dispatch(Box::new(StepOrder::of(
                     run,
                     step,
@@ -136,7 +146,26 @@ fn due(
                     run.attempt,
                 ))));
             }
-            None => {}
+        }
+    }
+    if resend_scan {
+        // Dispatched before this process restarted, by an earlier leader, or on an earlier
+        // session of an agent that has reconnected since: send the same job again. Steps are
+        // idempotent for the same run, generation and attempt, and only one receipt for it is
+        // accepted.
+        for (deadline, run_id) in state.deadlines.range((now.saturating_add(1), String::new())..) {
+            let Some(run) = state.runs.get(run_id) else { continue };
+            let Some(d) = &run.dispatched else { continue };
+            let session = control.agents().session_of(&d.agent_id);
+            if session.is_some()
+                && sent.get(&(run_id.clone(), d.attempt, d.step)) != session.as_ref()
+            {
+                actions.push(Action::Resend {
+                    order: Box::new(StepOrder::of(run, d.step, d.checked_step, d.attempt)),
+                    agent_id: d.agent_id.clone(),
+                    deadline_ms: *deadline,
+                });
+            }
         }
     }
     actions
@@ -150,6 +179,8 @@ fn jitter() -> u16 {
 pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
     let wake = control.agents().waker();
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut last_epoch: Option<u64> = None;
+    let mut last_scan = std::time::Instant::now();
     let sent: Arc<Mutex<Sent>> = Arc::default();
     loop {
         tokio::select! {
@@ -163,11 +194,22 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         let metrics = control.metrics();
         if metrics.current_leader != Some(control.node_id()) {
             sent.lock().expect("sent lock").clear();
+            last_epoch = None;
             continue;
         }
         let now = now_ms();
-        let snapshot = sent.lock().expect("sent lock").clone();
-        let actions = control.read_local(|state| due(state, now, &snapshot, &control)).await;
+        // Look for steps to resend when agents (re)connected, on becoming leader, and now and
+        // then (a send that failed while an agent was away).
+        let epoch = control.agents().epoch();
+        let resend_scan = last_epoch != Some(epoch) || last_scan.elapsed() > RESEND_SCAN;
+        if resend_scan {
+            last_epoch = Some(epoch);
+            last_scan = std::time::Instant::now();
+        }
+        let snapshot =
+            if resend_scan { sent.lock().expect("sent lock").clone() } else { Sent::new() };
+        let actions =
+            control.read_local(|state| due(state, now, &snapshot, &control, resend_scan)).await;
         for action in actions {
             let run_id = action.run_id().to_owned();
             if !busy.lock().expect("busy lock").insert(run_id.clone()) {
@@ -182,11 +224,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn perform(
-    control: &ControlPlane,
-    action: Action,
-    sent: &Mutex<Sent>,
-) {
+async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
     let actor = format!("node-{}", control.node_id());
     match action {
         Action::Dispatch(order) => {
@@ -212,15 +250,17 @@ async fn perform(
             };
             match control.write(&actor, &request_id, command).await {
                 Ok(response) if !response.duplicate => {
+                    // Send and record under one lock, so a resend decided meanwhile sees it.
+                    let mut sent = sent.lock().expect("sent lock");
                     match control.agents().send(&agent_id, job) {
                         Some(session) => {
-                            sent.lock()
-                                .expect("sent lock")
-                                .insert((run_id.clone(), attempt, step), session);
+                            sent.insert((run_id.clone(), attempt, step), session);
                         }
-                        None => {
-                            tracing::warn!(%run_id, %agent_id, "agent went away after dispatch; the step is resent when it reconnects, or checked at its deadline")
-                        }
+                        None => tracing::warn!(
+                            %run_id,
+                            %agent_id,
+                            "agent went away after dispatch; the step is resent when it reconnects, or checked at its deadline"
+                        ),
                     }
                 }
                 Ok(_) => {}
@@ -228,11 +268,18 @@ async fn perform(
             }
         }
         Action::Resend { order, agent_id, deadline_ms } => {
+            // Decided from a snapshot: the first send may have completed since. Check again,
+            // under the lock, against the agent's current session.
+            let key = (order.run_id.clone(), order.attempt, order.step);
+            let mut sent = sent.lock().expect("sent lock");
+            let session = control.agents().session_of(&agent_id);
+            if session.is_none() || sent.get(&key) == session.as_ref() {
+                return;
+            }
             if let Some(job) = order.job(deadline_ms)
                 && let Some(session) = control.agents().send(&agent_id, job)
             {
-                let key = (order.run_id.clone(), order.attempt, order.step);
-                sent.lock().expect("sent lock").insert(key, session);
+                sent.insert(key, session);
             }
         }
         Action::TimeOut { run_id, generation, step, attempt } => {

@@ -73,6 +73,11 @@ impl AgentRegistry {
         agents.get(agent_id).filter(|c| !c.jobs.is_closed()).map(|c| c.session)
     }
 
+    /// Changes whenever an agent session starts.
+    pub fn epoch(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
     /// A connected agent of `segment`, round-robin.
     pub fn pick(&self, segment: &str) -> Option<String> {
         let agents = self.agents.lock().expect("registry lock");

@@ -78,6 +78,21 @@ pub struct State {
     /// Ids of runs in flight: what the dispatcher looks at, without scanning history.
     #[serde(default)]
     pub active_runs: std::collections::BTreeSet<String>,
+    /// Started runs waiting for their next step to be dispatched, by (not before, run id): the
+    /// dispatcher reads the due ones, O(due). Derived from `runs`; rebuilt on snapshot load.
+    #[serde(skip)]
+    pub ready: std::collections::BTreeSet<(u64, String)>,
+    /// Runs not started yet (`Requested`), per target, by (not before, run id): started only
+    /// while the target has room. Derived; rebuilt on snapshot load.
+    #[serde(skip)]
+    pub queued: BTreeMap<String, std::collections::BTreeSet<(u64, String)>>,
+    /// Dispatched runs by (deadline, run id). Derived from `runs`; rebuilt on snapshot load.
+    #[serde(skip)]
+    pub deadlines: std::collections::BTreeSet<(u64, String)>,
+    /// Runs past `Requested` and not finished, per target ([`super::RunSpec::target_key`]):
+    /// what per-target concurrency limits count. Derived; rebuilt on snapshot load.
+    #[serde(skip)]
+    pub target_load: BTreeMap<String, u32>,
     /// Agents by id.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentRecord>,
@@ -89,6 +104,58 @@ impl State {
     /// The current configuration.
     pub fn current_config(&self) -> Option<&StoredConfig> {
         self.configs.last()
+    }
+
+    /// Takes a run out of the dispatcher's indexes (before it changes).
+    pub(crate) fn unindex_run(&mut self, run_id: &str) {
+        if let Some(run) = self.runs.get(run_id) {
+            self.ready.remove(&(run.not_before_ms, run_id.to_owned()));
+            if run.phase == super::RunPhase::Requested {
+                let key = run.spec.target_key();
+                if let Some(queue) = self.queued.get_mut(&key) {
+                    queue.remove(&(run.not_before_ms, run_id.to_owned()));
+                    if queue.is_empty() {
+                        self.queued.remove(&key);
+                    }
+                }
+            }
+            if let Some(dispatch) = &run.dispatched {
+                self.deadlines.remove(&(dispatch.deadline_ms, run_id.to_owned()));
+            }
+        }
+    }
+
+    /// Puts a run into the dispatcher's indexes (after it changed).
+    pub(crate) fn index_run(&mut self, run_id: &str) {
+        let Some(run) = self.runs.get(run_id) else { return };
+        if run.phase.is_terminal() || run.step.is_none() {
+            return;
+        }
+        match &run.dispatched {
+            Some(dispatch) => self.deadlines.insert((dispatch.deadline_ms, run_id.to_owned())),
+            None if run.phase == super::RunPhase::Requested => {
+                let entry = (run.not_before_ms, run_id.to_owned());
+                self.queued.entry(run.spec.target_key()).or_default().insert(entry)
+            }
+            None => self.ready.insert((run.not_before_ms, run_id.to_owned())),
+        };
+    }
+
+    /// Rebuilds the derived indexes (after loading a snapshot).
+    pub fn rebuild_indexes(&mut self) {
+        self.ready.clear();
+        self.queued.clear();
+        self.deadlines.clear();
+        self.target_load.clear();
+        let active: Vec<String> = self.active_runs.iter().cloned().collect();
+        for run_id in active {
+            self.index_run(&run_id);
+            if let Some(run) = self.runs.get(&run_id)
+                && run.phase != super::RunPhase::Requested
+            {
+                *self.target_load.entry(run.spec.target_key()).or_default() += 1;
+            }
+        }
     }
 
     /// The current configuration version (0 when none).

@@ -155,6 +155,7 @@ pub(super) fn request_run(
     };
     state.runs.insert(run_id.to_owned(), run);
     state.active_runs.insert(run_id.to_owned());
+    state.index_run(run_id);
     let what = if restore_previous { "rollback" } else { "rotation" };
     state.audit.append(
         ctx.index,
@@ -230,12 +231,21 @@ pub(super) fn dispatch(
             ),
         );
     }
+    state.unindex_run(run_id);
+    let run = state.runs.get_mut(run_id).expect("checked above");
     run.dispatched =
         Some(Dispatch { step, checked_step, attempt, agent_id: agent_id.to_owned(), deadline_ms });
-    if run.phase == RunPhase::Requested {
+    let started = run.phase == RunPhase::Requested;
+    if started {
         enter(run, RunPhase::Dispatched, now);
     }
-    Outcome::RunUpdated { run_id: run_id.to_owned(), phase: run.phase }
+    let phase = run.phase;
+    if started {
+        let key = run.spec.target_key();
+        *state.target_load.entry(key).or_default() += 1;
+    }
+    state.index_run(run_id);
+    Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
 }
 
 /// Checks and records a signed receipt, then moves the run on.
@@ -340,6 +350,7 @@ pub(super) fn record_receipt(
         &format!("run {run_id}"),
         &detail,
     );
+    state.unindex_run(&run_id);
     let run = state.runs.get_mut(&run_id).expect("checked above");
     if step == StepKind::Stage && result == Result_::Succeeded {
         run.new_fingerprint = fingerprint;
@@ -349,6 +360,7 @@ pub(super) fn record_receipt(
     }
     run.receipts.push(record);
     advance(state, &run_id, result, now, jitter_permille, ctx, &request.actor);
+    state.index_run(&run_id);
     let phase = state.runs.get(&run_id).map_or(RunPhase::Completed, |r| r.phase);
     Outcome::RunUpdated { run_id, phase }
 }
@@ -385,6 +397,8 @@ pub(super) fn time_out(
             format!("run {run_id}: {step} attempt {attempt} is not past its deadline"),
         );
     }
+    state.unindex_run(run_id);
+    let run = state.runs.get_mut(run_id).expect("checked above");
     run.receipts.push(ReceiptRecord {
         step,
         checked_step: dispatch.checked_step,
@@ -408,6 +422,7 @@ pub(super) fn time_out(
         &detail,
     );
     advance(state, run_id, Result_::TimedOut, now, jitter_permille, ctx, &request.actor);
+    state.index_run(run_id);
     let phase = state.runs.get(run_id).map_or(RunPhase::Completed, |r| r.phase);
     Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
 }
@@ -522,7 +537,15 @@ fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &
     let fingerprint = run.new_fingerprint.clone();
     let secret = run.secret();
     let error = run.last_error.clone();
-    state.active_runs.remove(run_id);
+    let key = run.spec.target_key();
+    if state.active_runs.remove(run_id)
+        && let Some(load) = state.target_load.get_mut(&key)
+    {
+        *load = load.saturating_sub(1);
+        if *load == 0 {
+            state.target_load.remove(&key);
+        }
+    }
     let record: &mut SecretRecord = state.secrets.entry(secret.clone()).or_default();
     if record.active_run.as_deref() == Some(run_id) {
         record.active_run = None;

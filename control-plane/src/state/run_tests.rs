@@ -395,6 +395,13 @@ proptest! {
             let outcome = outcomes[steps % outcomes.len()];
             world.step(&id, outcome);
             steps += 1;
+            // The dispatcher's indexes always match the runs they are derived from.
+            let mut rebuilt = world.state.clone();
+            rebuilt.rebuild_indexes();
+            prop_assert_eq!(&rebuilt.ready, &world.state.ready);
+            prop_assert_eq!(&rebuilt.deadlines, &world.state.deadlines);
+            prop_assert_eq!(&rebuilt.target_load, &world.state.target_load);
+            prop_assert_eq!(&rebuilt.queued, &world.state.queued);
             // 6 logical steps (incl. rollback), each at most max_attempts tries.
             prop_assert!(steps <= 6 * 3, "run did not end: {:?}", world.run(&id));
         }
@@ -413,6 +420,8 @@ proptest! {
             prop_assert_eq!(succeeded, needed.to_vec());
         }
         prop_assert!(world.state.active_runs.is_empty());
+        prop_assert!(world.state.ready.is_empty() && world.state.deadlines.is_empty());
+        prop_assert!(world.state.target_load.is_empty() && world.state.queued.is_empty());
         prop_assert!(AuditLog::verify(world.state.audit.events()).is_ok());
     }
 }

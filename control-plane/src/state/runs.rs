@@ -153,6 +153,19 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// What the run loads: its service (`svc:<name>`), or its store for `random`
+    /// (`store:<name>`). Per-target concurrency limits count runs by this key.
+    pub fn target_key(&self) -> String {
+        let service = self.service_ref.as_deref().and_then(|s| s.strip_prefix("svc://"));
+        match service {
+            Some(rest) => format!("svc:{}", rest.split('?').next().unwrap_or(rest)),
+            None => {
+                let store = self.store_ref.strip_prefix("store://").unwrap_or(&self.store_ref);
+                format!("store:{}", store.split('/').next().unwrap_or(store))
+            }
+        }
+    }
+
     /// Whether the strategy changes a target (everything but `random`).
     pub fn has_target(&self) -> bool {
         self.strategy != "random"

@@ -40,7 +40,11 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
     let rest = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()).ok_or(SnapshotError::BadMagic)?;
     let (&format, body) = rest.split_first().ok_or(SnapshotError::BadMagic)?;
     match format {
-        1 => Ok(serde_json::from_slice(body)?),
+        1 => {
+            let mut state: State = serde_json::from_slice(body)?;
+            state.rebuild_indexes();
+            Ok(state)
+        }
         newer => Err(SnapshotError::TooNew(newer)),
     }
 }
