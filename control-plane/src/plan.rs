@@ -50,15 +50,16 @@ pub struct PlanRow {
     pub grace_period: Option<String>,
 }
 
-/// The environment asked for does not exist.
+/// The plan cannot be made: the environment asked for does not exist, or a variable's strategy
+/// cannot work against its target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct UnknownEnv {
+pub struct PlanError {
     message: String,
 }
 
 /// Builds the plan of one environment as of `now`.
-pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRow>, UnknownEnv> {
+pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRow>, PlanError> {
     if !loaded.config.envs.contains_key(env) {
         let names: Vec<&str> = loaded.config.envs.keys().map(String::as_str).collect();
         let mut message = format!("environment {env:?} is not defined in {}", loaded.config.file);
@@ -67,11 +68,17 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
             None if names.is_empty() => message.push_str(" (it defines no environments)"),
             None => message.push_str(&format!(" (it defines: {})", names.join(", "))),
         }
-        return Err(UnknownEnv { message });
+        return Err(PlanError { message });
     }
     let mut rows = Vec::new();
+    let mut refused = Vec::new();
     for item in loaded.resolved().into_iter().filter(|r| r.secret.env == env) {
         let secret = item.secret;
+        if let Some((crate::catalog::Strategy::Overlap, _)) = item.strategy
+            && let Some(reason) = crate::rotation::spec::overlap_refusal(&item)
+        {
+            refused.push(format!("envs.{env}.{}: {reason}", secret.key));
+        }
         let store_segment =
             loaded.config.secret_stores.get(&secret.store.store).and_then(|s| s.segment.clone());
         let segment = item
@@ -121,6 +128,9 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
             maintenance_windows: item.windows.iter().map(|w| w.describe()).collect(),
             grace_period: item.grace_period.map(|g| g.to_string()),
         });
+    }
+    if !refused.is_empty() {
+        return Err(PlanError { message: refused.join("\n") });
     }
     Ok(rows)
 }

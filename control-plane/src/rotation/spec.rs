@@ -55,6 +55,17 @@ pub fn find<'a>(loaded: &'a Loaded, env: &str, key: &str) -> Result<ResolvedSecr
         .ok_or_else(|| SpecError(format!("{env}/{key} does not resolve against the catalog")))
 }
 
+/// Why `overlap` cannot work for `item`, if it cannot: it needs a second valid credential for the
+/// same identity during the grace period, and a database role or account holds one password.
+pub fn overlap_refusal(item: &ResolvedSecret<'_>) -> Option<String> {
+    let type_name = item.service_type.map(|t| t.metadata.name.as_str())?;
+    matches!(type_name, "postgresql" | "mysql").then(|| {
+        format!(
+            "strategy overlap needs a target that holds two credentials for one identity at once; a {type_name} user holds one password (use two-key)"
+        )
+    })
+}
+
 /// What a run of `item` does.
 pub fn run_spec(
     loaded: &Loaded,

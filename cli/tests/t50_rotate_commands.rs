@@ -1,0 +1,191 @@
+//! The rotation commands of the real `dsops` binary on the embedded default: `store put` reads
+//! standard input only, `rotate` (one and `--all`), `rotation status|history|rollback`, `get`
+//! and `exec`; and the plan refuses `overlap` for a database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{dsops_in, stderr, stdout};
+
+const CONFIG: &str = "version: 1
+secretStores:
+  local: { type: file }
+envs:
+  dev:
+    JWT_SIGNING_KEY:
+      from: { store: \"store://local/app/jwt#key\" }
+      rotation: { strategy: random, schedule: \"0 3 * * 0\", config: { length: 64 } }
+    SESSION_SECRET:
+      from: { store: \"store://local/app/session#secret\" }
+      rotation: { strategy: random, config: { length: 40, charset: hex } }
+    LEGACY_TOKEN:
+      from: { store: \"store://local/app/legacy#token\" }
+";
+
+fn put(dir: &std::path::Path, reference: &str, value: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dsops"))
+        .args(["store", "put", reference])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn rotate_status_history_rollback_get_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dsops.yaml"), CONFIG).unwrap();
+    let d = dir.path();
+
+    // The value never comes from the command line.
+    let extra = dsops_in(d, &["store", "put", "store://local/app/legacy#token", "s3cret"]);
+    assert_eq!(extra.status.code(), Some(2), "{}", stderr(&extra));
+    let stored = put(d, "store://local/app/legacy#token", "legacy-value\n");
+    assert_eq!(stored.status.code(), Some(0), "{}", stderr(&stored));
+    assert!(!stdout(&stored).contains("legacy-value"));
+    let nofield = put(d, "store://local/app/legacy", "x");
+    assert_eq!(nofield.status.code(), Some(2));
+    assert!(stderr(&nofield).contains("names no field"), "{}", stderr(&nofield));
+
+    let all = dsops_in(d, &["rotate", "--env", "dev", "--all", "--force"]);
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    let text = stdout(&all);
+    assert!(text.contains("dev/JWT_SIGNING_KEY") && text.contains("dev/SESSION_SECRET"), "{text}");
+    assert_eq!(text.matches("Completed").count(), 2, "{text}");
+
+    let key = dsops_in(d, &["get", "--env", "dev", "--key", "JWT_SIGNING_KEY"]);
+    assert_eq!(key.status.code(), Some(0), "{}", stderr(&key));
+    let first = stdout(&key).trim().to_owned();
+    assert_eq!(first.len(), 64);
+
+    let status = dsops_in(d, &["rotation", "status", "--env", "dev", "-o", "json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let jwt = rows.as_array().unwrap().iter().find(|r| r["secret"] == "JWT_SIGNING_KEY").unwrap();
+    assert_eq!(jwt["type"], "random");
+    assert!(matches!(jwt["status"].as_str(), Some("Healthy" | "Due Soon")), "{jwt}");
+    assert_eq!(jwt["generation"], 1);
+    let legacy = rows.as_array().unwrap().iter().find(|r| r["secret"] == "LEGACY_TOKEN").unwrap();
+    assert_eq!(legacy["status"], "Not rotated");
+    let table = dsops_in(d, &["rotation", "status", "--env", "dev"]);
+    let header = stdout(&table).lines().next().unwrap().to_owned();
+    for column in ["SECRET", "TYPE", "LAST_ROTATED", "NEXT_DUE", "AGE", "STATUS"] {
+        assert!(header.contains(column), "{header}");
+    }
+
+    let again = dsops_in(d, &["rotate", "--env", "dev", "--key", "JWT_SIGNING_KEY"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let second = stdout(&dsops_in(d, &["get", "--env", "dev", "--key", "JWT_SIGNING_KEY"]))
+        .trim()
+        .to_owned();
+    assert_ne!(second, first);
+
+    let rollback =
+        dsops_in(d, &["rotation", "rollback", "--env", "dev", "--key", "JWT_SIGNING_KEY"]);
+    assert_eq!(rollback.status.code(), Some(0), "{}", stderr(&rollback));
+    let restored = stdout(&dsops_in(d, &["get", "--env", "dev", "--key", "JWT_SIGNING_KEY"]))
+        .trim()
+        .to_owned();
+    assert_eq!(restored, first, "rollback returns the previous value");
+
+    let history = dsops_in(
+        d,
+        &["rotation", "history", "--env", "dev", "--key", "JWT_SIGNING_KEY", "-o", "json"],
+    );
+    assert_eq!(history.status.code(), Some(0), "{}", stderr(&history));
+    let history: serde_json::Value = serde_json::from_str(&stdout(&history)).unwrap();
+    assert_eq!(history["runs"].as_array().unwrap().len(), 3);
+    assert_eq!(history["runs"][0]["rollback"], true);
+    assert!(history["receipts"].as_array().unwrap().len() >= 6, "signed receipts are listed");
+    assert!(!history.to_string().contains(&first), "no value in the history");
+
+    let exec = dsops_in(
+        d,
+        &[
+            "exec",
+            "--env",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "echo ${#JWT_SIGNING_KEY} $LEGACY_TOKEN; exit 3",
+        ],
+    );
+    assert_eq!(exec.status.code(), Some(3), "the command's exit status is passed on");
+    assert_eq!(stdout(&exec).trim(), "64 legacy-value");
+
+    let unknown = dsops_in(d, &["rotate", "--env", "dev", "--key", "JWT_SIGNING_KY"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("did you mean \"JWT_SIGNING_KEY\""), "{}", stderr(&unknown));
+
+    // Nothing in the control plane's files holds a value.
+    for value in [first.as_str(), second.as_str(), "legacy-value"] {
+        for entry in walk(&d.join(".dsops/cluster")) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{}",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn plan_refuses_overlap_for_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dsops.yaml"),
+        "version: 1
+secretStores:
+  local: { type: file }
+services:
+  pg:
+    type: postgresql
+    host: 127.0.0.1
+    database: app
+    admin_store: store://local/pg/admin
+envs:
+  dev:
+    DB:
+      from: { store: \"store://local/app/db#password\", service: \"svc://pg?kind=db_password\" }
+      rotation: { strategy: overlap, config: { username: app } }
+",
+    )
+    .unwrap();
+    let validate = dsops_in(dir.path(), &["validate"]);
+    assert_eq!(
+        validate.status.code(),
+        Some(0),
+        "overlap is accepted in config: {}",
+        stderr(&validate)
+    );
+    let plan = dsops_in(dir.path(), &["plan", "--env", "dev"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(
+        stderr(&plan).contains("envs.dev.DB: strategy overlap needs a target"),
+        "{}",
+        stderr(&plan)
+    );
+}
