@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+#[allow(dead_code)] // Each test binary uses part of the shared helpers.
 mod common;
 
 use std::io::Write;
