@@ -528,9 +528,12 @@ impl Executor {
         ))
     }
 
-    async fn apply(&self, cx: &Context<'_>) -> Step_<StepResult> {
+    /// The run's new credential: its user, value and fingerprint.
+    async fn new_credential(
+        &self,
+        cx: &Context<'_>,
+    ) -> Step_<(String, SecretValue, Option<Fingerprint>)> {
         let (fields, fingerprint) = self.new_value(cx).await?;
-        let db = Self::database_of(cx)?;
         let value = Self::value_of(cx, &fields)?;
         let user = Self::user_of(cx, &fields).ok_or_else(|| {
             StepResult::failed(
@@ -538,6 +541,12 @@ impl Executor {
                 "the staged version names no user of this strategy",
             )
         })?;
+        Ok((user, value, fingerprint))
+    }
+
+    async fn apply(&self, cx: &Context<'_>) -> Step_<StepResult> {
+        let (user, value, fingerprint) = self.new_credential(cx).await?;
+        let db = Self::database_of(cx)?;
         db.set_password(&user, &value).await?;
         if matches!(cx.plan, Plan::TwoKey { .. }) {
             db.set_login_enabled(&user, true).await?;
@@ -546,15 +555,8 @@ impl Executor {
     }
 
     async fn verify(&self, cx: &Context<'_>) -> Step_<StepResult> {
-        let (fields, fingerprint) = self.new_value(cx).await?;
+        let (user, value, fingerprint) = self.new_credential(cx).await?;
         let db = Self::database_of(cx)?;
-        let value = Self::value_of(cx, &fields)?;
-        let user = Self::user_of(cx, &fields).ok_or_else(|| {
-            StepResult::failed(
-                Outcome::Refused,
-                "the staged version names no user of this strategy",
-            )
-        })?;
         match db.login(&user, &value).await? {
             Login::Accepted => Ok(StepResult::ok(
                 fingerprint,

@@ -99,6 +99,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Opens `path` for writing from the start (created 0600 if missing, emptied if not).
+fn open_private(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))
+}
+
 /// Reads the key file, creating it with a fresh random key (mode 0600) if it does not exist.
 fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     match fs::read_to_string(path) {
@@ -285,13 +296,7 @@ impl FileStore {
         // entry's own name, which always names a complete, fsynced file.
         let temp = dir.join(format!("{name}.tmp"));
         let keep = dir.join(format!("{name}.old"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(|e| io_error(&temp, e))?;
+        let mut file = open_private(&temp)?;
         for part in [MAGIC.as_slice(), &nonce_bytes, plain.as_slice(), tag.as_ref()] {
             file.write_all(part).map_err(|e| io_error(&temp, e))?;
         }
@@ -313,13 +318,7 @@ impl FileStore {
             fs::rename(&keep, &temp).map_err(|e| io_error(&temp, e))?;
         } else {
             // A new entry: give it its spare now, so later writes allocate no inode.
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp)
-                .map_err(|e| io_error(&temp, e))?;
+            open_private(&temp)?;
         }
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
     }
