@@ -42,8 +42,7 @@ async fn immediate(flavor: Flavor) {
             ("stage", "succeeded"),
             ("apply", "succeeded"),
             ("verify", "succeeded"),
-            ("promote", "succeeded"),
-            ("retire", "succeeded")
+            ("promote", "succeeded")
         ]
     );
     let new = project.read("app/db", "password", Label::Current).unwrap();

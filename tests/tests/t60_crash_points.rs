@@ -1,5 +1,5 @@
 //! Crash safety: the agent dies right after performing each step (stage, apply, verify, promote,
-//! retire) — its receipt lost — and either the agent restarts or the whole control plane is
+//! and retire for two-key) — its receipt lost — and either the agent restarts or the whole control plane is
 //! killed and restarted from disk. For `immediate` and `two-key`, on PostgreSQL and MariaDB.
 //!
 //! While each run goes on, a watcher logs in again and again with the store's current value (or,
@@ -243,13 +243,15 @@ async fn all_crash_points(flavor: Flavor, strategy: Strategy) {
     let bed = bed(flavor, strategy).await;
     let mut points = 0;
     let mut checks = 0;
-    for step in STEPS {
+    // `immediate` has no retire step: the old password stopped working at apply.
+    let steps = if strategy == Strategy::Immediate { &STEPS[..4] } else { &STEPS[..] };
+    for &step in steps {
         for recovery in [Recovery::RestartAgent, Recovery::RestartControlPlane] {
             checks += scenario(flavor, strategy, &bed, step, recovery).await;
             points += 1;
         }
     }
-    assert_eq!(points, 10);
+    assert_eq!(points, steps.len() * 2);
     assert!(checks >= points, "the watcher ran");
     eprintln!("{flavor:?} {strategy:?}: {points} crash points, {checks} invariant checks");
     for user in &bed.users {

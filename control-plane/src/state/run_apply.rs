@@ -476,7 +476,7 @@ fn success(run: &mut Run, step: StepKind, now: u64) -> bool {
         StepKind::Stage => (RunPhase::Staged, Some(StepKind::Promote)),
         StepKind::Apply => (RunPhase::Applied, Some(StepKind::Verify)),
         StepKind::Verify => (RunPhase::Verified, Some(StepKind::Promote)),
-        StepKind::Promote if run.spec.has_target() => {
+        StepKind::Promote if run.spec.has_retire() => {
             run.not_before_ms = now.saturating_add(run.spec.grace_ms);
             (RunPhase::Promoted, Some(StepKind::Retire))
         }

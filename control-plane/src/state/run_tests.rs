@@ -145,7 +145,7 @@ use dsops_proto::domain::Outcome::{Indeterminate, NotApplied, Refused, Retryable
 #[test]
 fn a_rotation_walks_every_phase() {
     let mut world = World::new();
-    let id = started(world.request("immediate"));
+    let id = started(world.request("two-key"));
     for _ in 0..5 {
         world.step(&id, Succeeded);
     }
@@ -188,6 +188,17 @@ fn random_secrets_skip_the_target_steps() {
     assert_eq!(world.run(&id).step, Some(StepKind::Promote));
     world.step(&id, Succeeded);
     assert_eq!(world.run(&id).phase, RunPhase::Completed);
+}
+
+#[test]
+fn immediate_has_nothing_to_retire() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    for _ in 0..4 {
+        world.step(&id, Succeeded);
+    }
+    assert_eq!(world.run(&id).phase, RunPhase::Completed);
+    assert!(world.run(&id).receipts.iter().all(|r| r.step != StepKind::Retire));
 }
 
 #[test]
@@ -386,7 +397,7 @@ proptest! {
     /// Whatever agents answer, every run ends (no endless loop) in one of the three terminal
     /// phases within a bounded number of steps, and Completed only after every step succeeded.
     #[test]
-    fn every_run_ends(strategy in prop_oneof![Just("immediate"), Just("random")],
+    fn every_run_ends(strategy in prop_oneof![Just("immediate"), Just("two-key"), Just("random")],
                       outcomes in proptest::collection::vec(outcome_strategy(), 1..40)) {
         let mut world = World::new();
         let id = started(world.request(strategy));
@@ -402,7 +413,7 @@ proptest! {
             prop_assert_eq!(&rebuilt.deadlines, &world.state.deadlines);
             prop_assert_eq!(&rebuilt.target_load, &world.state.target_load);
             prop_assert_eq!(&rebuilt.queued, &world.state.queued);
-            // 6 logical steps (incl. rollback), each at most max_attempts tries.
+            // At most 6 logical steps (incl. rollback), each at most max_attempts tries.
             prop_assert!(steps <= 6 * 3, "run did not end: {:?}", world.run(&id));
         }
         let run = world.run(&id);
@@ -412,10 +423,10 @@ proptest! {
                 .filter(|r| r.outcome == "succeeded")
                 .map(|r| r.checked_step.unwrap_or(r.step))
                 .collect();
-            let needed: &[StepKind] = if strategy == "random" {
-                &[StepKind::Stage, StepKind::Promote]
-            } else {
-                &[StepKind::Stage, StepKind::Apply, StepKind::Verify, StepKind::Promote, StepKind::Retire]
+            let needed: &[StepKind] = match strategy {
+                "random" => &[StepKind::Stage, StepKind::Promote],
+                "immediate" => &[StepKind::Stage, StepKind::Apply, StepKind::Verify, StepKind::Promote],
+                _ => &[StepKind::Stage, StepKind::Apply, StepKind::Verify, StepKind::Promote, StepKind::Retire],
             };
             prop_assert_eq!(succeeded, needed.to_vec());
         }

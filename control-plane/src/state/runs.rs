@@ -166,6 +166,12 @@ impl RunSpec {
         }
     }
 
+    /// Whether an old credential is left to revoke after promotion: only `two-key` leaves one
+    /// working (`immediate` replaced it in place at apply; `random` has no target).
+    pub fn has_retire(&self) -> bool {
+        self.strategy == "two-key"
+    }
+
     /// Whether the strategy changes a target (everything but `random`).
     pub fn has_target(&self) -> bool {
         self.strategy != "random"
