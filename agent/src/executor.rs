@@ -190,6 +190,8 @@ enum Plan {
     Immediate { user: String },
     /// Two users taking turns.
     TwoKey { users: [String; 2] },
+    /// A user program applies, verifies and retires (see [`crate::script`]).
+    Script(crate::script::ScriptSpec),
 }
 
 /// Everything a step needs, resolved from the job.
@@ -308,6 +310,18 @@ impl Executor {
         let text = |key: &str| config.get(key).and_then(Json::as_str).map(str::to_owned);
         let plan = match job.strategy.as_str() {
             "random" => Plan::StoreOnly,
+            "script" => {
+                let service = job.service_ref.as_ref().ok_or_else(|| {
+                    refused("strategy script needs a service of type script".to_owned())
+                })?;
+                let spec = self.config.scripts.get(&service.service).cloned().ok_or_else(|| {
+                    refused(format!(
+                        "this agent has no script service {:?}; it runs only programs its own configuration names",
+                        service.service
+                    ))
+                })?;
+                Plan::Script(spec)
+            }
             "immediate" => Plan::Immediate {
                 user: text("username").ok_or_else(|| {
                     refused("rotation.config.username is required for immediate".to_owned())
@@ -333,7 +347,7 @@ impl Executor {
             }
         };
         let database = match (&plan, &job.service_ref) {
-            (Plan::StoreOnly, _) => None,
+            (Plan::StoreOnly | Plan::Script(_), _) => None,
             (_, Some(service)) => Some(self.database(&service.service)?),
             (_, None) => return Err(refused(format!("strategy {} needs a service", job.strategy))),
         };
@@ -388,6 +402,11 @@ impl Executor {
     }
 
     async fn perform(&self, cx: &Context<'_>) -> Step_<StepResult> {
+        if let Plan::Script(spec) = &cx.plan
+            && !matches!(cx.job.step, Step::Stage | Step::Promote)
+        {
+            return self.script_step(cx, spec).await;
+        }
         match cx.job.step {
             Step::Stage => self.stage(cx).await,
             Step::Apply => self.apply(cx).await,
@@ -397,6 +416,77 @@ impl Executor {
             Step::Rollback => self.rollback(cx).await,
             Step::Check => self.check(cx).await,
         }
+    }
+
+    /// A step of the `script` strategy: the program does the target's part; the store's part
+    /// (discarding on rollback) is done here.
+    async fn script_step(
+        &self,
+        cx: &Context<'_>,
+        spec: &crate::script::ScriptSpec,
+    ) -> Step_<StepResult> {
+        let step = cx.job.step;
+        let checked = cx.job.checked_step;
+        // Check of stage or promote: store facts, no program.
+        if step == Step::Check && matches!(checked, Some(Step::Stage | Step::Promote)) {
+            let found = match checked {
+                Some(Step::Stage) => self.pending(cx).await?.or(self.promoted(cx).await?),
+                _ => self.promoted(cx).await?,
+            };
+            return Ok(match found {
+                Some((_, fingerprint)) => StepResult::ok(fingerprint, "in place"),
+                None => StepResult::failed(Outcome::NotApplied, "not in place"),
+            });
+        }
+        let labels = cx.store.read_labels(&cx.entry).await?;
+        let mine = |label: Label| {
+            labels.get(&label).filter(|(info, _)| info.run_id == cx.job.run_id.as_str()).cloned()
+        };
+        let current = labels.get(&Label::Current).and_then(|(_, f)| f.get(&cx.field).cloned());
+        let previous = labels.get(&Label::Previous).and_then(|(_, f)| f.get(&cx.field).cloned());
+        let new = mine(Label::Pending).or_else(|| mine(Label::Current));
+        let (value, fingerprint) = match (&new, step) {
+            (Some((info, fields)), _) => {
+                (fields.get(&cx.field).cloned(), info.fingerprints.get(&cx.field).copied())
+            }
+            (None, Step::Rollback) => (None, None),
+            (None, _) => {
+                return Err(StepResult::failed(
+                    Outcome::NotApplied,
+                    format!("{}: nothing staged by run {}", cx.job.store_ref, cx.job.run_id),
+                ));
+            }
+        };
+        // Rollback restores the current value; retire revokes the previous one (promotion made
+        // the new value current).
+        let (value, other) = match step {
+            Step::Rollback => {
+                (current.clone().unwrap_or_else(|| SecretValue::new(String::new())), value)
+            }
+            Step::Retire => (value.unwrap_or_else(|| SecretValue::new(String::new())), previous),
+            _ => (value.unwrap_or_else(|| SecretValue::new(String::new())), current),
+        };
+        let name = step.to_string();
+        let checked_name = checked.map(|c| c.to_string());
+        let call = crate::script::ScriptCall {
+            step: &name,
+            checked_step: checked_name.as_deref(),
+            run_id: cx.job.run_id.as_str(),
+            generation: cx.job.generation.get(),
+            env: &cx.job.env,
+            key: &cx.job.key,
+            value: &value,
+            current: other.as_ref(),
+            changes: matches!(step, Step::Apply | Step::Retire | Step::Rollback),
+        };
+        let (outcome, detail) = crate::script::run(spec, &call).await;
+        if outcome != Outcome::Succeeded {
+            return Ok(StepResult::failed(outcome, detail));
+        }
+        if step == Step::Rollback {
+            cx.store.discard(&cx.entry, cx.job.run_id.as_str()).await?;
+        }
+        Ok(StepResult::ok(if step == Step::Rollback { None } else { fingerprint }, detail))
     }
 
     /// This run's version under `label`, with the fingerprint of the run's field.
@@ -448,7 +538,7 @@ impl Executor {
     /// The user a version's password belongs to.
     fn user_of(cx: &Context<'_>, fields: &Fields) -> Option<String> {
         match &cx.plan {
-            Plan::StoreOnly => None,
+            Plan::StoreOnly | Plan::Script(_) => None,
             Plan::Immediate { user } => Some(user.clone()),
             Plan::TwoKey { users } => fields
                 .get(USERNAME_FIELD)

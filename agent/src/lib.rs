@@ -18,6 +18,7 @@ pub mod executor;
 pub mod generate;
 pub mod identity;
 pub mod local;
+pub mod script;
 pub mod secret;
 pub mod store;
 

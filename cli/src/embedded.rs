@@ -83,6 +83,33 @@ pub fn agent_config(
         }
     }
     for (name, service) in &loaded.config.services {
+        if service.service_type == "script" {
+            let command = match service.settings.get("command") {
+                Some(serde_json::Value::String(text)) => {
+                    vec!["/bin/sh".to_owned(), "-c".to_owned(), text.clone()]
+                }
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+                }
+                _ => continue,
+            };
+            let timeout = service
+                .settings
+                .get("timeout")
+                .and_then(|v| v.as_str())
+                .and_then(|t| dsops_control_plane::time::Duration::parse(t).ok())
+                .map_or(Duration::from_secs(30), |d| Duration::from_secs(d.as_secs()));
+            let working_dir = service
+                .settings
+                .get("working_dir")
+                .and_then(|v| v.as_str())
+                .map(|d| base_dir.join(d));
+            config.scripts.insert(
+                name.clone(),
+                dsops_agent::script::ScriptSpec { command, timeout, working_dir },
+            );
+            continue;
+        }
         let Some(admin) = service.admin_store.clone() else { continue };
         let text =
             |key: &str| service.settings.get(key).and_then(|v| v.as_str()).map(str::to_owned);

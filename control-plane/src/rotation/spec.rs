@@ -77,7 +77,7 @@ pub fn run_spec(
         return Err(SpecError(format!("{name} does not rotate (no rotation strategy or policy)")));
     };
     match strategy {
-        Strategy::Immediate | Strategy::TwoKey | Strategy::Random => {}
+        Strategy::Immediate | Strategy::TwoKey | Strategy::Random | Strategy::Script => {}
         Strategy::Overlap => {
             // Database roles hold one password: a second valid credential for the same identity
             // cannot exist, which is what overlap needs.
@@ -87,7 +87,7 @@ pub fn run_spec(
                 "{name}: strategy overlap needs a target that can hold two credentials at once; {type_name} cannot (use two-key)"
             )));
         }
-        Strategy::Script | Strategy::Webhook => {
+        Strategy::Webhook => {
             return Err(SpecError(format!(
                 "{name}: strategy {strategy} is not available in this release"
             )));
@@ -95,8 +95,9 @@ pub fn run_spec(
     }
     let config = item.secret.rotation.as_ref().map(|r| r.config.clone()).unwrap_or_default();
     let grace_ms = match strategy {
-        // Only two-key leaves the old credential working, so only it waits before retiring.
-        Strategy::TwoKey => item.grace_period.map_or(0, |g| g.as_secs() * 1000),
+        // Only two-key and script (whose program may keep two credentials) leave the old one
+        // working, so only they wait before retiring.
+        Strategy::TwoKey | Strategy::Script => item.grace_period.map_or(0, |g| g.as_secs() * 1000),
         _ => 0,
     };
     Ok(RunSpec {

@@ -166,10 +166,11 @@ impl RunSpec {
         }
     }
 
-    /// Whether an old credential is left to revoke after promotion: only `two-key` leaves one
-    /// working (`immediate` replaced it in place at apply; `random` has no target).
+    /// Whether an old credential is left to revoke after promotion: `two-key` leaves one
+    /// working, and a `script`'s program may (`immediate` replaced it in place at apply;
+    /// `random` has no target).
     pub fn has_retire(&self) -> bool {
-        self.strategy == "two-key"
+        matches!(self.strategy.as_str(), "two-key" | "script")
     }
 
     /// Whether the strategy changes a target (everything but `random`).
