@@ -38,6 +38,8 @@ impl AgentIdentity {
         segment: &str,
         path: &Path,
     ) -> Result<AgentIdentity, String> {
+        // Receipts carry the id; it must be one the wire accepts.
+        dsops_proto::domain::AgentId::parse(agent_id, "agent_id").map_err(|e| e.to_string())?;
         let signing_key = match fs::read_to_string(path) {
             Ok(text) => {
                 let mode = fs::metadata(path)
