@@ -129,28 +129,10 @@ fn rotate_status_history_rollback_get_exec() {
 
     // Nothing in the control plane's files holds a value.
     for value in [first.as_str(), second.as_str(), "legacy-value"] {
-        for entry in walk(&d.join(".dsops/cluster")) {
-            let bytes = std::fs::read(&entry).unwrap();
-            assert!(
-                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
-                "{}",
-                entry.display()
-            );
-        }
+        let hits =
+            dsops_tests::rotation::tree_contains(&d.join(".dsops/cluster"), value.as_bytes());
+        assert!(hits.is_empty(), "{hits:?}");
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

@@ -64,6 +64,24 @@ pub struct DatabaseTarget {
     pub max_connections: u32,
 }
 
+impl DatabaseTarget {
+    /// The admin pool for this target: at most `max_connections`, connected lazily.
+    pub(crate) fn admin_pool<DB: sqlx::Database>(
+        &self,
+        options: <DB::Connection as sqlx::Connection>::Options,
+    ) -> sqlx::Pool<DB> {
+        sqlx::pool::PoolOptions::<DB>::new()
+            .max_connections(self.max_connections.max(1))
+            .acquire_timeout(self.timeout)
+            .connect_lazy_with(options)
+    }
+
+    /// The limit on calls at once on this target (statements and fresh logins).
+    pub(crate) fn call_slots(&self) -> std::sync::Arc<tokio::sync::Semaphore> {
+        std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_connections.max(1) as usize))
+    }
+}
+
 /// What a login attempt showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login {

@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use tokio::sync::Semaphore;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use super::{AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, within};
@@ -78,11 +78,8 @@ impl MySqlAdapter {
     /// An adapter for `target`. Connects lazily.
     pub fn new(target: DatabaseTarget) -> MySqlAdapter {
         let options = Self::options(&target, &target.admin_user, &target.admin_password);
-        let pool = MySqlPoolOptions::new()
-            .max_connections(target.max_connections.max(1))
-            .acquire_timeout(target.timeout)
-            .connect_lazy_with(options);
-        let slots = Arc::new(Semaphore::new(target.max_connections.max(1) as usize));
+        let pool = target.admin_pool(options);
+        let slots = target.call_slots();
         MySqlAdapter { target, pool, slots }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use tokio::sync::Semaphore;
 
@@ -49,11 +49,8 @@ impl PostgresAdapter {
     /// An adapter for `target`. Connects lazily.
     pub fn new(target: DatabaseTarget) -> PostgresAdapter {
         let options = Self::options(&target, &target.admin_user, &target.admin_password);
-        let pool = PgPoolOptions::new()
-            .max_connections(target.max_connections.max(1))
-            .acquire_timeout(target.timeout)
-            .connect_lazy_with(options);
-        let slots = Arc::new(Semaphore::new(target.max_connections.max(1) as usize));
+        let pool = target.admin_pool(options);
+        let slots = target.call_slots();
         PostgresAdapter { target, pool, slots }
     }
 

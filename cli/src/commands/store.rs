@@ -49,17 +49,14 @@ pub fn run(cli: &Cli, command: &StoreCommand) -> Result<(), Failure> {
                     "reading the value for {reference} from standard input (end with Enter; it is echoed: prefer a pipe)"
                 );
             }
-            let mut text = String::new();
+            // Zeroized when dropped, like the value itself.
+            let mut text = zeroize::Zeroizing::new(String::new());
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| Failure::Runtime(anyhow::anyhow!("reading standard input: {e}")))?;
-            let trimmed = text
-                .strip_suffix('\n')
-                .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                .unwrap_or(&text)
-                .to_owned();
-            let value = SecretValue::new(trimmed);
-            zeroize_string(&mut text);
+            let trimmed =
+                text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+            let value = SecretValue::new(trimmed.to_owned());
             if value.is_empty() {
                 return Err(Failure::invalid(
                     "the value read from standard input is empty; nothing was stored",
@@ -130,12 +127,4 @@ pub fn run(cli: &Cli, command: &StoreCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
-}
-
-fn zeroize_string(text: &mut String) {
-    // Overwrite the copy read from stdin before it is freed.
-    let bytes = std::mem::take(text).into_bytes();
-    let mut bytes = bytes;
-    bytes.iter_mut().for_each(|b| *b = 0);
-    std::hint::black_box(&bytes);
 }

@@ -41,7 +41,8 @@ impl AdminService {
     }
 }
 
-fn timestamp(ms: u64) -> prost_types::Timestamp {
+/// Milliseconds since the epoch as a protobuf timestamp.
+pub(super) fn timestamp(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 

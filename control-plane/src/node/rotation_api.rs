@@ -9,6 +9,7 @@ use dsops_proto::wire::common as common_wire;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
+use super::admin_service::timestamp;
 use super::api::{ControlPlane, WriteError};
 use crate::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
 use crate::rotation::spec::{self, SpecError};
@@ -17,10 +18,6 @@ use dsops_proto::domain::{RotateRequest, RotateSelector};
 
 /// A secret is "due soon" when its next due time is this close.
 const DUE_SOON: TimeDelta = TimeDelta::hours(24);
-
-fn timestamp(ms: u64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
-}
 
 fn now_utc() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(super::now_ms() as i64).unwrap_or_default()
@@ -58,7 +55,7 @@ async fn current_config(control: &ControlPlane) -> Result<(StoredConfig, Loaded)
 pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wire::RunSummary {
     let waiting = !run.phase.is_terminal()
         && run.dispatched.is_none()
-        && control.agents().pick(&run.spec.segment).is_none();
+        && !control.agents().has_agent(&run.spec.segment);
     wire::RunSummary {
         run_id: run.id.clone(),
         secret: Some(wire::SecretKey { env: run.env.clone(), key: run.key.clone() }),
@@ -309,7 +306,7 @@ pub(super) async fn status(
             (None, _, _) => "not_rotated",
             (_, Some(_), _)
                 if latest.is_some_and(|r| {
-                    r.dispatched.is_none() && control.agents().pick(&r.spec.segment).is_none()
+                    r.dispatched.is_none() && !control.agents().has_agent(&r.spec.segment)
                 }) =>
             {
                 "waiting_for_agent"

@@ -62,7 +62,7 @@ impl StepOrder {
         Some(Job {
             run_id: RunId::parse(&self.run_id, "run_id").ok()?,
             generation: Generation::parse(self.generation, "generation").ok()?,
-            step: self.step.to_domain(),
+            step: self.step,
             attempt: self.attempt,
             env: self.env.clone(),
             key: self.key.clone(),
@@ -74,7 +74,7 @@ impl StepOrder {
             strategy: spec.strategy.clone(),
             config_json: spec.config_json.clone(),
             deadline: UNIX_EPOCH + Duration::from_millis(deadline_ms),
-            checked_step: self.checked_step.map(StepKind::to_domain),
+            checked_step: self.checked_step,
             restore_previous: self.restore_previous,
             value_format: spec.value_format.clone(),
         })
@@ -120,32 +120,22 @@ fn due(
             });
         }
     }
-    for (_, run_id) in state.ready.range(..(now.saturating_add(1), String::new())) {
-        let Some(run) = state.runs.get(run_id) else { continue };
-        if let Some(step) = run.step {
-            actions.push(Action::Dispatch(Box::new(StepOrder::of(
-                run,
-                step,
-                run.checked_step,
-                run.attempt,
-            ))));
-        }
-    }
-    // Runs not started yet start only while their target has room: a bulk rotation flows
-    // through the target at a steady rate instead of staging everything first.
-    for (target, queue) in &state.queued {
+    let due_now = ..(now.saturating_add(1), String::new());
+    // Started runs whose next step is due, then runs not started yet while their target has
+    // room: a bulk rotation flows through the target at a steady rate instead of staging
+    // everything first.
+    let started = state.ready.range(due_now.clone());
+    let starting = state.queued.iter().flat_map(|(target, queue)| {
         let load = state.target_load.get(target).copied().unwrap_or(0);
         let room = MAX_RUNS_PER_TARGET.saturating_sub(load) as usize;
-        for (_, run_id) in queue.range(..(now.saturating_add(1), String::new())).take(room) {
-            let Some(run) = state.runs.get(run_id) else { continue };
-            if let Some(step) = run.step {
-                actions.push(Action::Dispatch(Box::new(StepOrder::of(
-                    run,
-                    step,
-                    run.checked_step,
-                    run.attempt,
-                ))));
-            }
+        queue.range(due_now.clone()).take(room)
+    });
+    for (_, run_id) in started.chain(starting) {
+        if let Some(run) = state.runs.get(run_id)
+            && let Some(step) = run.step
+        {
+            let order = StepOrder::of(run, step, run.checked_step, run.attempt);
+            actions.push(Action::Dispatch(Box::new(order)));
         }
     }
     if resend_scan {

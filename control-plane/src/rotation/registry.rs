@@ -78,19 +78,23 @@ impl AgentRegistry {
         self.sessions.load(Ordering::Relaxed)
     }
 
+    /// Whether an agent of `segment` is connected (for status; unlike [`AgentRegistry::pick`]
+    /// it does not move the round-robin).
+    pub fn has_agent(&self, segment: &str) -> bool {
+        let agents = self.agents.lock().expect("registry lock");
+        agents.values().any(|c| c.segment == segment && !c.jobs.is_closed())
+    }
+
     /// A connected agent of `segment`, round-robin.
     pub fn pick(&self, segment: &str) -> Option<String> {
         let agents = self.agents.lock().expect("registry lock");
-        let candidates: Vec<&String> = agents
-            .iter()
-            .filter(|(_, c)| c.segment == segment && !c.jobs.is_closed())
-            .map(|(id, _)| id)
-            .collect();
-        if candidates.is_empty() {
+        let live = || agents.iter().filter(|(_, c)| c.segment == segment && !c.jobs.is_closed());
+        let count = live().count();
+        if count == 0 {
             return None;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        Some(candidates[n % candidates.len()].clone())
+        live().nth(n % count).map(|(id, _)| id.clone())
     }
 
     /// Sends a job; the session it went to, or `None` if the agent is not connected (any more).

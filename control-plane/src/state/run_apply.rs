@@ -305,7 +305,7 @@ pub(super) fn record_receipt(
         );
         return refuse(state, &subject, reason);
     }
-    let step = StepKind::from_domain(body.step);
+    let step = body.step;
     let expected = run
         .dispatched
         .as_ref()
@@ -342,27 +342,49 @@ pub(super) fn record_receipt(
         fingerprint.as_ref().map(|f| format!(", value {}", &f[..16])).unwrap_or_default(),
         if body.detail.is_empty() { String::new() } else { format!(" ({})", body.detail) },
     );
-    state.audit.append(
-        ctx.index,
-        now,
-        &request.actor,
-        "run.step",
-        &format!("run {run_id}"),
-        &detail,
-    );
-    state.unindex_run(&run_id);
-    let run = state.runs.get_mut(&run_id).expect("checked above");
-    if step == StepKind::Stage && result == Result_::Succeeded {
-        run.new_fingerprint = fingerprint;
+    let new_fingerprint =
+        (step == StepKind::Stage && result == Result_::Succeeded).then_some(fingerprint).flatten();
+    let last_error = (result != Result_::Succeeded)
+        .then(|| format!("{step}: {} {}", result.name(), body.detail).trim().to_owned());
+    let outcome = StepEnd { record, result, audit: detail, last_error, new_fingerprint };
+    conclude(state, request, ctx, &run_id, outcome, jitter_permille)
+}
+
+/// How a step ended, as [`conclude`] records it.
+struct StepEnd {
+    record: ReceiptRecord,
+    result: Result_,
+    audit: String,
+    last_error: Option<String>,
+    new_fingerprint: Option<String>,
+}
+
+/// Records a step's end (receipt or time-out): the audit event, the evidence, then the run's
+/// next move.
+fn conclude(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    run_id: &str,
+    step: StepEnd,
+    jitter_permille: u16,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    let subject = format!("run {run_id}");
+    state.audit.append(ctx.index, now, &request.actor, "run.step", &subject, &step.audit);
+    state.unindex_run(run_id);
+    let run = state.runs.get_mut(run_id).expect("the caller checked the run exists");
+    if let Some(fingerprint) = step.new_fingerprint {
+        run.new_fingerprint = Some(fingerprint);
     }
-    if result != Result_::Succeeded {
-        run.last_error = format!("{step}: {} {}", result.name(), body.detail).trim().to_owned();
+    if let Some(error) = step.last_error {
+        run.last_error = error;
     }
-    run.receipts.push(record);
-    advance(state, &run_id, result, now, jitter_permille, ctx, &request.actor);
-    state.index_run(&run_id);
-    let phase = state.runs.get(&run_id).map_or(RunPhase::Completed, |r| r.phase);
-    Outcome::RunUpdated { run_id, phase }
+    run.receipts.push(step.record);
+    advance(state, run_id, step.result, now, jitter_permille, ctx, &request.actor);
+    state.index_run(run_id);
+    let phase = state.runs.get(run_id).map_or(RunPhase::Completed, |r| r.phase);
+    Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
 }
 
 /// No receipt came before the deadline: the step's effect is unknown.
@@ -397,9 +419,7 @@ pub(super) fn time_out(
             format!("run {run_id}: {step} attempt {attempt} is not past its deadline"),
         );
     }
-    state.unindex_run(run_id);
-    let run = state.runs.get_mut(run_id).expect("checked above");
-    run.receipts.push(ReceiptRecord {
+    let record = ReceiptRecord {
         step,
         checked_step: dispatch.checked_step,
         attempt,
@@ -410,21 +430,18 @@ pub(super) fn time_out(
         at_ms: now,
         body_hex: String::new(),
         signature_hex: String::new(),
-    });
-    run.last_error = format!("{step}: no receipt from {} before the deadline", dispatch.agent_id);
-    let detail = format!("{step} attempt {attempt} by {}: timed out", dispatch.agent_id);
-    state.audit.append(
-        ctx.index,
-        now,
-        &request.actor,
-        "run.step",
-        &format!("run {run_id}"),
-        &detail,
-    );
-    advance(state, run_id, Result_::TimedOut, now, jitter_permille, ctx, &request.actor);
-    state.index_run(run_id);
-    let phase = state.runs.get(run_id).map_or(RunPhase::Completed, |r| r.phase);
-    Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
+    };
+    let outcome = StepEnd {
+        record,
+        result: Result_::TimedOut,
+        audit: format!("{step} attempt {attempt} by {}: timed out", dispatch.agent_id),
+        last_error: Some(format!(
+            "{step}: no receipt from {} before the deadline",
+            dispatch.agent_id
+        )),
+        new_fingerprint: None,
+    };
+    conclude(state, request, ctx, run_id, outcome, jitter_permille)
 }
 
 fn enter(run: &mut Run, phase: RunPhase, now: u64) {

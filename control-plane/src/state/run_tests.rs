@@ -99,7 +99,7 @@ impl World {
         ReceiptBody {
             run_id: RunId::parse(id, "run_id").unwrap(),
             generation: Generation::parse(run.generation, "g").unwrap(),
-            step: dispatch.step.to_domain(),
+            step: dispatch.step,
             target: "svc://pg?kind=db_password".into(),
             value_fingerprint: Some(Fingerprint([7; 32])),
             performed_at: UNIX_EPOCH + Duration::from_millis(self.now),
@@ -356,7 +356,7 @@ impl World {
         ReceiptBody {
             run_id: RunId::parse(id, "run_id").unwrap(),
             generation: Generation::parse(run.generation, "g").unwrap(),
-            step: dispatch.step.to_domain(),
+            step: dispatch.step,
             target: "svc://pg?kind=db_password".into(),
             value_fingerprint: None,
             performed_at: UNIX_EPOCH,

@@ -18,61 +18,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-/// A step, as the state records it (mirrors `dsops_proto::domain::Step`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepKind {
-    /// Stage the new value as pending.
-    Stage,
-    /// Change the target.
-    Apply,
-    /// Prove the new value works.
-    Verify,
-    /// Pending becomes current.
-    Promote,
-    /// Revoke the old credential.
-    Retire,
-    /// Undo the run's changes.
-    Rollback,
-    /// Resolve an indeterminate outcome.
-    Check,
-}
-
-impl StepKind {
-    /// The wire/domain step.
-    pub fn to_domain(self) -> dsops_proto::domain::Step {
-        use dsops_proto::domain::Step;
-        match self {
-            StepKind::Stage => Step::Stage,
-            StepKind::Apply => Step::Apply,
-            StepKind::Verify => Step::Verify,
-            StepKind::Promote => Step::Promote,
-            StepKind::Retire => Step::Retire,
-            StepKind::Rollback => Step::Rollback,
-            StepKind::Check => Step::Check,
-        }
-    }
-
-    /// From the wire/domain step.
-    pub fn from_domain(step: dsops_proto::domain::Step) -> StepKind {
-        use dsops_proto::domain::Step;
-        match step {
-            Step::Stage => StepKind::Stage,
-            Step::Apply => StepKind::Apply,
-            Step::Verify => StepKind::Verify,
-            Step::Promote => StepKind::Promote,
-            Step::Retire => StepKind::Retire,
-            Step::Rollback => StepKind::Rollback,
-            Step::Check => StepKind::Check,
-        }
-    }
-}
-
-impl std::fmt::Display for StepKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.to_domain().fmt(f)
-    }
-}
+/// A step, as the state records it: the protocol's own [`dsops_proto::domain::Step`].
+pub use dsops_proto::domain::Step as StepKind;
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,8 +3,12 @@ use std::fmt;
 use super::ProtocolError;
 use crate::wire::common as wire;
 
-/// One step of the rotation protocol (see `DESIGN.md` section 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One step of the rotation protocol (see `DESIGN.md` section 2). Serialized by name
+/// (`"stage"`, ...), as the replicated state records it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Write the new value to the store as pending.
     Stage,
