@@ -33,6 +33,30 @@ fn status_failure(what: &str, status: tonic::Status) -> Failure {
     }
 }
 
+/// Calls the admin method `$method` with `$request`: over the network with the leader-following
+/// client, or in-process on the embedded control plane.
+macro_rules! call {
+    ($backend:expr, $what:literal, $method:ident, $request:expr) => {
+        match $backend {
+            Backend::Remote(remote) => {
+                let request = $request;
+                remote
+                    .call($what, |mut c| {
+                        let request = request.clone();
+                        async move { c.$method(request).await }
+                    })
+                    .await
+            }
+            Backend::Embedded(e) => e
+                .admin()
+                .$method(e.request($request))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| status_failure($what, s)),
+        }
+    };
+}
+
 impl Backend {
     /// The cluster when `--server` is given, else the embedded default (started here, with the
     /// local configuration stored in it first).
@@ -63,22 +87,7 @@ impl Backend {
         mut request: wire::RotateRequest,
     ) -> Result<wire::RotateResponse, Failure> {
         request.request_id = random_id();
-        match self {
-            Backend::Remote(remote) => {
-                remote
-                    .call("rotate", |mut c| {
-                        let request = request.clone();
-                        async move { c.rotate(request).await }
-                    })
-                    .await
-            }
-            Backend::Embedded(e) => e
-                .admin()
-                .rotate(e.request(request))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| status_failure("rotate", s)),
-        }
+        call!(self, "rotate", rotate, request)
     }
 
     /// Starts a rollback.
@@ -87,65 +96,20 @@ impl Backend {
             request_id: random_id(),
             secret: Some(wire::SecretKey { env: env.to_owned(), key: key.to_owned() }),
         };
-        match self {
-            Backend::Remote(remote) => {
-                remote
-                    .call("rollback", |mut c| {
-                        let request = request.clone();
-                        async move { c.rollback(request).await }
-                    })
-                    .await
-            }
-            Backend::Embedded(e) => e
-                .admin()
-                .rollback(e.request(request))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| status_failure("rollback", s)),
-        }
+        call!(self, "rollback", rollback, request)
     }
 
     /// Runs by id.
     pub async fn runs(&self, ids: &[String]) -> Result<Vec<wire::RunSummary>, Failure> {
         let request = wire::GetRunsRequest { run_ids: ids.to_vec(), with_steps: false };
-        let response = match self {
-            Backend::Remote(remote) => {
-                remote
-                    .call("get runs", |mut c| {
-                        let request = request.clone();
-                        async move { c.get_runs(request).await }
-                    })
-                    .await?
-            }
-            Backend::Embedded(e) => e
-                .admin()
-                .get_runs(e.request(request))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| status_failure("get runs", s))?,
-        };
+        let response = call!(self, "get runs", get_runs, request)?;
         Ok(response.runs)
     }
 
     /// The status of an environment.
     pub async fn status(&self, env: &str) -> Result<wire::RotationStatusResponse, Failure> {
         let request = wire::RotationStatusRequest { env: env.to_owned() };
-        match self {
-            Backend::Remote(remote) => {
-                remote
-                    .call("rotation status", |mut c| {
-                        let request = request.clone();
-                        async move { c.rotation_status(request).await }
-                    })
-                    .await
-            }
-            Backend::Embedded(e) => e
-                .admin()
-                .rotation_status(e.request(request))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| status_failure("rotation status", s)),
-        }
+        call!(self, "rotation status", rotation_status, request)
     }
 
     /// The history of one secret.
@@ -159,21 +123,6 @@ impl Backend {
             secret: Some(wire::SecretKey { env: env.to_owned(), key: key.to_owned() }),
             limit,
         };
-        match self {
-            Backend::Remote(remote) => {
-                remote
-                    .call("rotation history", |mut c| {
-                        let request = request.clone();
-                        async move { c.rotation_history(request).await }
-                    })
-                    .await
-            }
-            Backend::Embedded(e) => e
-                .admin()
-                .rotation_history(e.request(request))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| status_failure("rotation history", s)),
-        }
+        call!(self, "rotation history", rotation_history, request)
     }
 }

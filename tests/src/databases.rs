@@ -93,6 +93,19 @@ impl Flavor {
         }
     }
 
+    /// A fresh login as `user` with `password`, through dsops's own adapter for this server.
+    pub async fn login(
+        self,
+        user: &str,
+        password: &SecretValue,
+    ) -> Result<dsops_agent::adapter::Login, dsops_agent::adapter::AdapterError> {
+        use dsops_agent::adapter::{MySqlAdapter, PasswordTarget, PostgresAdapter};
+        match self {
+            Flavor::Postgres => PostgresAdapter::new(self.target()).login(user, password).await,
+            Flavor::MariaDb => MySqlAdapter::new(self.target()).login(user, password).await,
+        }
+    }
+
     /// Runs admin statements (test-made names only).
     pub async fn admin(self, statements: &[String]) {
         let url = self.service().url();

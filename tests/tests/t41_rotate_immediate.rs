@@ -5,18 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
 use dsops_agent::SecretValue;
-use dsops_agent::adapter::{Login, MySqlAdapter, PasswordTarget, PostgresAdapter};
+use dsops_agent::adapter::Login;
 use dsops_agent::store::Label;
 use dsops_tests::databases::Flavor;
 use dsops_tests::rotation::{Project, database_service, rotate, tree_contains};
 
 async fn logs_in(flavor: Flavor, user: &str, password: &str) -> bool {
-    let value = SecretValue::new(password.to_owned());
-    let login = match flavor {
-        Flavor::Postgres => PostgresAdapter::new(flavor.target()).login(user, &value).await,
-        Flavor::MariaDb => MySqlAdapter::new(flavor.target()).login(user, &value).await,
-    };
-    login.unwrap() == Login::Accepted
+    flavor.login(user, &SecretValue::new(password.to_owned())).await.unwrap() == Login::Accepted
 }
 
 async fn immediate(flavor: Flavor) {

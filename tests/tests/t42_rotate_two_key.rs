@@ -5,18 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
 use dsops_agent::SecretValue;
-use dsops_agent::adapter::{Login, MySqlAdapter, PasswordTarget, PostgresAdapter};
+use dsops_agent::adapter::Login;
 use dsops_agent::store::Label;
 use dsops_tests::databases::Flavor;
 use dsops_tests::rotation::{Project, database_service, rotate};
 
 async fn login(flavor: Flavor, user: &str, password: &str) -> Login {
-    let value = SecretValue::new(password.to_owned());
-    match flavor {
-        Flavor::Postgres => PostgresAdapter::new(flavor.target()).login(user, &value).await,
-        Flavor::MariaDb => MySqlAdapter::new(flavor.target()).login(user, &value).await,
-    }
-    .unwrap()
+    flavor.login(user, &SecretValue::new(password.to_owned())).await.unwrap()
 }
 
 fn config(flavor: Flavor, a: &str, b: &str) -> (String, dsops_tests::databases::ServerUrl) {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dsops_agent::SecretValue;
-use dsops_agent::adapter::{Login, MySqlAdapter, PasswordTarget, PostgresAdapter};
+use dsops_agent::adapter::Login;
 use dsops_agent::store::{Label, SecretStore};
 use dsops_cli::embedded::{Embedded, EmbeddedOptions, random_id};
 use dsops_proto::domain::{Job, Step};
@@ -74,12 +74,7 @@ async fn some_value_works(
 }
 
 async fn login(flavor: Flavor, user: &str, password: &SecretValue) -> Login {
-    let target = flavor.target();
-    let result = match flavor {
-        Flavor::Postgres => PostgresAdapter::new(target).login(user, password).await,
-        Flavor::MariaDb => MySqlAdapter::new(target).login(user, password).await,
-    };
-    result.unwrap_or(Login::Refused)
+    flavor.login(user, password).await.unwrap_or(Login::Refused)
 }
 
 struct Bed {
