@@ -78,6 +78,8 @@ struct Inner {
     proposals: mpsc::UnboundedSender<Pending>,
     /// Agents connected to this node.
     agents: crate::rotation::AgentRegistry,
+    /// The last stored configuration validated here, by version.
+    config_cache: std::sync::Mutex<Option<(u64, Arc<crate::config::Loaded>)>>,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -113,6 +115,7 @@ impl ControlPlane {
                 peer_fingerprint,
                 proposals,
                 agents: crate::rotation::AgentRegistry::default(),
+                config_cache: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -135,6 +138,17 @@ impl ControlPlane {
     /// The agents connected to this node.
     pub fn agents(&self) -> &crate::rotation::AgentRegistry {
         &self.inner.agents
+    }
+
+    /// The validated configuration of stored version `version`, if this node has it.
+    pub(crate) fn cached_config(&self, version: u64) -> Option<Arc<crate::config::Loaded>> {
+        let cache = self.inner.config_cache.lock().expect("config cache lock");
+        cache.as_ref().filter(|(v, _)| *v == version).map(|(_, loaded)| loaded.clone())
+    }
+
+    /// Remembers the validated configuration of stored version `version`.
+    pub(crate) fn cache_config(&self, version: u64, loaded: Arc<crate::config::Loaded>) {
+        *self.inner.config_cache.lock().expect("config cache lock") = Some((version, loaded));
     }
 
     /// The cluster's CAs.

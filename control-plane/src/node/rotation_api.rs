@@ -6,6 +6,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::common as common_wire;
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
@@ -40,15 +42,23 @@ fn loaded(stored: &StoredConfig) -> Result<Loaded, Status> {
         })
 }
 
-async fn current_config(control: &ControlPlane) -> Result<(StoredConfig, Loaded), Status> {
-    let stored =
-        control.read_current(|s| s.current_config().cloned()).await.map_err(|e| e.to_status())?;
-    let stored = stored.ok_or_else(|| {
-        ErrorCode::FailedPrecondition
-            .to_status("no configuration is stored yet; run `dsops apply -f dsops.yaml` first")
+/// The stored configuration's version and its validated form. Validation (YAML, catalog,
+/// resolution) runs once per stored version; later requests reuse it.
+async fn current_config(control: &ControlPlane) -> Result<(u64, Arc<Loaded>), Status> {
+    let version = control.read_current(|s| s.config_version()).await.map_err(|e| e.to_status())?;
+    if version == 0 {
+        return Err(ErrorCode::FailedPrecondition
+            .to_status("no configuration is stored yet; run `dsops apply -f dsops.yaml` first"));
+    }
+    if let Some(hit) = control.cached_config(version) {
+        return Ok((version, hit));
+    }
+    let stored = control.read_local(|s| s.current_config().cloned()).await.ok_or_else(|| {
+        ErrorCode::Unavailable.to_status("the stored configuration disappeared; try again")
     })?;
-    let loaded = loaded(&stored)?;
-    Ok((stored, loaded))
+    let loaded = Arc::new(loaded(&stored)?);
+    control.cache_config(stored.version, loaded.clone());
+    Ok((stored.version, loaded))
 }
 
 /// A run's summary for the API.
@@ -182,7 +192,7 @@ pub(super) async fn rotate(
     restore_previous: bool,
 ) -> Result<wire::RotateResponse, Status> {
     let request_id = request.request_id.as_str().to_owned();
-    let (stored, loaded) = current_config(control).await?;
+    let (config_version, loaded) = current_config(control).await?;
     let secrets = control.read_local(|s| s.secrets.clone()).await;
     let chosen = select(&loaded, &secrets, &request)?;
     let single = matches!(request.selector, RotateSelector::Secret(_));
@@ -190,7 +200,7 @@ pub(super) async fn rotate(
     let mut writes = Vec::new();
     for item in chosen {
         let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
-        let spec = match spec::run_spec(&loaded, &item, stored.version)
+        let spec = match spec::run_spec(&loaded, &item, config_version)
             .and_then(|s| gate(&item, request.force).map(|()| s).map_err(SpecError))
         {
             Ok(spec) => spec,
