@@ -42,8 +42,9 @@ pub struct AgentConfig {
     pub stores: BTreeMap<String, StoreSpec>,
     /// Services by name.
     pub services: BTreeMap<String, ServiceSpec>,
-    /// Script services by name (the only programs the agent runs).
-    pub scripts: BTreeMap<String, crate::script::ScriptSpec>,
+    /// Script and webhook services by name: the only programs the agent runs and the only
+    /// endpoints it sends values to.
+    pub hooks: BTreeMap<String, crate::hook::HookSpec>,
     /// Limit on each call to a target.
     pub target_timeout: Duration,
     /// How long retire waits for the old user's sessions to end before disabling it anyway.
@@ -60,7 +61,7 @@ impl AgentConfig {
         AgentConfig {
             stores: BTreeMap::new(),
             services: BTreeMap::new(),
-            scripts: BTreeMap::new(),
+            hooks: BTreeMap::new(),
             target_timeout: Duration::from_secs(15),
             session_wait: Duration::from_secs(30),
             max_concurrent_jobs: 32,

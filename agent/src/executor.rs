@@ -17,6 +17,7 @@ use crate::adapter::{
 };
 use crate::config::{AgentConfig, ServiceSpec, StoreSpec};
 use crate::generate::ValueFormat;
+use crate::hook::{HookSpec, WebhookSpec};
 use crate::identity::AgentIdentity;
 use crate::secret::SecretValue;
 use crate::store::{Fields, FileStore, FileStoreOptions, Label, SecretStore, StoreError};
@@ -190,8 +191,8 @@ enum Plan {
     Immediate { user: String },
     /// Two users taking turns.
     TwoKey { users: [String; 2] },
-    /// A user program applies, verifies and retires (see [`crate::script`]).
-    Script(crate::script::ScriptSpec),
+    /// User code (a program or a webhook) applies, verifies and retires (see [`crate::hook`]).
+    Hook(crate::hook::HookSpec),
 }
 
 /// Everything a step needs, resolved from the job.
@@ -310,17 +311,21 @@ impl Executor {
         let text = |key: &str| config.get(key).and_then(Json::as_str).map(str::to_owned);
         let plan = match job.strategy.as_str() {
             "random" => Plan::StoreOnly,
-            "script" => {
+            strategy @ ("script" | "webhook") => {
                 let service = job.service_ref.as_ref().ok_or_else(|| {
-                    refused("strategy script needs a service of type script".to_owned())
+                    refused(format!("strategy {strategy} needs a service of type {strategy}"))
                 })?;
-                let spec = self.config.scripts.get(&service.service).cloned().ok_or_else(|| {
-                    refused(format!(
-                        "this agent has no script service {:?}; it runs only programs its own configuration names",
-                        service.service
-                    ))
-                })?;
-                Plan::Script(spec)
+                let spec = self.config.hooks.get(&service.service).cloned();
+                match (strategy, spec) {
+                    ("script", Some(spec @ HookSpec::Script(_)))
+                    | ("webhook", Some(spec @ HookSpec::Webhook(_))) => Plan::Hook(spec),
+                    _ => {
+                        return Err(refused(format!(
+                            "this agent has no {strategy} service {:?}; it calls only the programs and webhooks its own configuration names",
+                            service.service
+                        )));
+                    }
+                }
             }
             "immediate" => Plan::Immediate {
                 user: text("username").ok_or_else(|| {
@@ -347,7 +352,7 @@ impl Executor {
             }
         };
         let database = match (&plan, &job.service_ref) {
-            (Plan::StoreOnly | Plan::Script(_), _) => None,
+            (Plan::StoreOnly | Plan::Hook(_), _) => None,
             (_, Some(service)) => Some(self.database(&service.service)?),
             (_, None) => return Err(refused(format!("strategy {} needs a service", job.strategy))),
         };
@@ -402,10 +407,10 @@ impl Executor {
     }
 
     async fn perform(&self, cx: &Context<'_>) -> Step_<StepResult> {
-        if let Plan::Script(spec) = &cx.plan
+        if let Plan::Hook(spec) = &cx.plan
             && !matches!(cx.job.step, Step::Stage | Step::Promote)
         {
-            return self.script_step(cx, spec).await;
+            return self.hook_step(cx, spec).await;
         }
         match cx.job.step {
             Step::Stage => self.stage(cx).await,
@@ -418,13 +423,9 @@ impl Executor {
         }
     }
 
-    /// A step of the `script` strategy: the program does the target's part; the store's part
-    /// (discarding on rollback) is done here.
-    async fn script_step(
-        &self,
-        cx: &Context<'_>,
-        spec: &crate::script::ScriptSpec,
-    ) -> Step_<StepResult> {
+    /// A step of the `script` or `webhook` strategy: the user's code does the target's part; the
+    /// store's part (discarding on rollback) is done here.
+    async fn hook_step(&self, cx: &Context<'_>, spec: &HookSpec) -> Step_<StepResult> {
         let step = cx.job.step;
         let checked = cx.job.checked_step;
         // Check of stage or promote: store facts, no program.
@@ -468,7 +469,7 @@ impl Executor {
         };
         let name = step.to_string();
         let checked_name = checked.map(|c| c.to_string());
-        let call = crate::script::ScriptCall {
+        let call = crate::hook::HookCall {
             step: &name,
             checked_step: checked_name.as_deref(),
             run_id: cx.job.run_id.as_str(),
@@ -479,7 +480,8 @@ impl Executor {
             current: other.as_ref(),
             changes: matches!(step, Step::Apply | Step::Retire | Step::Rollback),
         };
-        let (outcome, detail) = crate::script::run(spec, &call).await;
+        let auth = self.hook_auth(spec)?;
+        let (outcome, detail) = crate::hook::call(spec, &call, auth.as_ref()).await;
         if outcome != Outcome::Succeeded {
             return Ok(StepResult::failed(outcome, detail));
         }
@@ -487,6 +489,23 @@ impl Executor {
             cx.store.discard(&cx.entry, cx.job.run_id.as_str()).await?;
         }
         Ok(StepResult::ok(if step == Step::Rollback { None } else { fingerprint }, detail))
+    }
+
+    /// A webhook's request-signing secret, from the agent's own store.
+    fn hook_auth(&self, spec: &HookSpec) -> Step_<Option<SecretValue>> {
+        let HookSpec::Webhook(WebhookSpec { auth: Some(auth), .. }) = spec else {
+            return Ok(None);
+        };
+        let refused = |detail: String| StepResult::failed(Outcome::Refused, detail);
+        let store = self.store(&auth.store).map_err(refused)?;
+        let field = auth.field.as_deref().unwrap_or("value");
+        let fields = store.read(&auth.path, Label::Current)?;
+        let secret = fields.and_then(|mut f| f.remove(field)).ok_or_else(|| {
+            refused(format!(
+                "the webhook's auth_store {auth} is not in the store (dsops store put)"
+            ))
+        })?;
+        Ok(Some(secret))
     }
 
     /// This run's version under `label`, with the fingerprint of the run's field.
@@ -538,7 +557,7 @@ impl Executor {
     /// The user a version's password belongs to.
     fn user_of(cx: &Context<'_>, fields: &Fields) -> Option<String> {
         match &cx.plan {
-            Plan::StoreOnly | Plan::Script(_) => None,
+            Plan::StoreOnly | Plan::Hook(_) => None,
             Plan::Immediate { user } => Some(user.clone()),
             Plan::TwoKey { users } => fields
                 .get(USERNAME_FIELD)

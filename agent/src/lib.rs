@@ -16,9 +16,9 @@ pub mod adapter;
 pub mod config;
 pub mod executor;
 pub mod generate;
+pub mod hook;
 pub mod identity;
 pub mod local;
-pub mod script;
 pub mod secret;
 pub mod store;
 

@@ -18,13 +18,15 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use dsops_agent::config::{AgentConfig, ServiceSpec, StoreSpec};
 use dsops_agent::executor::Executor;
+use dsops_agent::hook::{HookSpec, ScriptSpec, WebhookSpec};
 use dsops_agent::identity::AgentIdentity;
 use dsops_agent::local::CrashHook;
 use dsops_agent::store::{FileStore, FileStoreOptions};
-use dsops_control_plane::config::{Loaded, catalog_files};
+use dsops_control_plane::config::{Loaded, ServiceConfig, catalog_files};
 use dsops_control_plane::node::{AdminService, ControlPlane, DataDir, NodeOptions, RunningNode};
 use dsops_control_plane::pki::{CallerIdentity, ConnInfo, Role};
 use dsops_control_plane::state::Command;
+use dsops_proto::domain::StoreRef;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 
@@ -83,31 +85,8 @@ pub fn agent_config(
         }
     }
     for (name, service) in &loaded.config.services {
-        if service.service_type == "script" {
-            let command = match service.settings.get("command") {
-                Some(serde_json::Value::String(text)) => {
-                    vec!["/bin/sh".to_owned(), "-c".to_owned(), text.clone()]
-                }
-                Some(serde_json::Value::Array(list)) => {
-                    list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
-                }
-                _ => continue,
-            };
-            let timeout = service
-                .settings
-                .get("timeout")
-                .and_then(|v| v.as_str())
-                .and_then(|t| dsops_control_plane::time::Duration::parse(t).ok())
-                .map_or(Duration::from_secs(30), |d| Duration::from_secs(d.as_secs()));
-            let working_dir = service
-                .settings
-                .get("working_dir")
-                .and_then(|v| v.as_str())
-                .map(|d| base_dir.join(d));
-            config.scripts.insert(
-                name.clone(),
-                dsops_agent::script::ScriptSpec { command, timeout, working_dir },
-            );
+        if let Some(hook) = hook_spec(name, service, base_dir)? {
+            config.hooks.insert(name.clone(), hook);
             continue;
         }
         let Some(admin) = service.admin_store.clone() else { continue };
@@ -131,6 +110,45 @@ pub fn agent_config(
         );
     }
     Ok(config)
+}
+
+/// A `script` or `webhook` service as the agent runs it; `None` for other types.
+fn hook_spec(
+    name: &str,
+    service: &ServiceConfig,
+    base_dir: &Path,
+) -> anyhow::Result<Option<HookSpec>> {
+    let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
+    let timeout = text("timeout")
+        .and_then(|t| dsops_control_plane::time::Duration::parse(t).ok())
+        .map_or(Duration::from_secs(30), |d| Duration::from_secs(d.as_secs()));
+    Ok(Some(match service.service_type.as_str() {
+        "script" => {
+            let command = match service.settings.get("command") {
+                Some(serde_json::Value::String(text)) => {
+                    vec!["/bin/sh".to_owned(), "-c".to_owned(), text.clone()]
+                }
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+                }
+                _ => return Ok(None),
+            };
+            let working_dir = text("working_dir").map(|d| base_dir.join(d));
+            HookSpec::Script(ScriptSpec { command, timeout, working_dir })
+        }
+        "webhook" => {
+            let Some(url) = text("url") else { return Ok(None) };
+            let auth = text("auth_store")
+                .map(StoreRef::parse)
+                .transpose()
+                .map_err(|e| anyhow!("services.{name}.auth_store: {e}"))?;
+            let ca_file = text("ca_file").map(|f| base_dir.join(f));
+            let spec = WebhookSpec::new(url, timeout, auth, ca_file)
+                .map_err(|e| anyhow!("services.{name}.url: {e}"))?;
+            HookSpec::Webhook(spec)
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// The segments the configuration's services and stores are in.

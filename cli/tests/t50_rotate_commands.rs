@@ -172,3 +172,35 @@ envs:
         stderr(&plan)
     );
 }
+
+#[test]
+fn rotate_refuses_a_hook_that_is_not_a_configured_service() {
+    // The agent calls only programs and endpoints named as services in its own configuration;
+    // a command or URL in rotation.config would be a way to make it run anything.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dsops.yaml"),
+        "version: 1
+secretStores:
+  local: { type: file }
+services:
+  payments:
+    type: stripe
+    admin_store: store://local/stripe/admin#key
+envs:
+  dev:
+    BIND:
+      from: { store: \"store://local/stripe/key#value\", service: \"svc://payments?kind=restricted_key\" }
+      rotation: { strategy: script, config: { command: /opt/rotate-stripe } }
+",
+    )
+    .unwrap();
+    let rotate = dsops_in(dir.path(), &["rotate", "--env", "dev", "--key", "BIND", "--force"]);
+    assert_ne!(rotate.status.code(), Some(0));
+    assert!(
+        stderr(&rotate)
+            .contains("dev/BIND: strategy script calls the script service named in from.service"),
+        "{}",
+        stderr(&rotate)
+    );
+}

@@ -19,6 +19,8 @@ pub enum FieldKind {
     StoreField,
     /// An `http://` or `https://` URL.
     Url,
+    /// A URL that secret values are sent to: `https://`, or `http://` to a loopback address.
+    SecretUrl,
     /// A duration such as `30s`.
     Duration,
     /// A list of non-empty texts.
@@ -108,9 +110,10 @@ const INTERNAL_CA: &[FieldSpec] = &[
     ),
 ];
 const WEBHOOK: &[FieldSpec] = &[
-    req("url", FieldKind::Url),
+    req("url", FieldKind::SecretUrl),
     opt("timeout", FieldKind::Duration),
     opt("auth_store", FieldKind::StoreField),
+    opt("ca_file", FieldKind::Text),
 ];
 const SCRIPT: &[FieldSpec] = &[
     req("command", FieldKind::Command),

@@ -45,6 +45,7 @@ fn expectation(kind: FieldKind) -> &'static str {
         FieldKind::StoreEntry => "a store entry, store://<store>/<path>",
         FieldKind::StoreField => "a store value, store://<store>/<path>#<field>",
         FieldKind::Url => "an http:// or https:// URL",
+        FieldKind::SecretUrl => "an https:// URL (http:// only to a loopback address)",
         FieldKind::Duration => "a duration such as 30s or 5m",
         FieldKind::TextList => "a list of text values",
         FieldKind::Command => "a command (text, or a list of arguments)",
@@ -92,6 +93,7 @@ fn read_one(
         FieldKind::Text
         | FieldKind::Host
         | FieldKind::Url
+        | FieldKind::SecretUrl
         | FieldKind::Duration
         | FieldKind::StoreEntry
         | FieldKind::StoreField
@@ -113,17 +115,41 @@ fn read_one(
     }
 }
 
+/// Whether `host[:port]` names this host: `localhost`, `127.0.0.0/8` or `[::1]`.
+fn loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Checks a text setting; the error says what is wrong.
 fn check_text(kind: FieldKind, text: &str, stores: &[&str]) -> Result<String, String> {
     match kind {
         FieldKind::Host => check_host(text)?,
-        FieldKind::Url => {
-            let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+        FieldKind::Url | FieldKind::SecretUrl => {
+            let https = text.strip_prefix("https://");
+            let rest = https.or_else(|| text.strip_prefix("http://"));
             let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
             let valid =
                 authority.is_some_and(|a| !a.is_empty()) && !text.chars().any(char::is_whitespace);
             if !valid {
                 return Err(format!("{text:?} is not an http:// or https:// URL"));
+            }
+            if kind == FieldKind::SecretUrl {
+                let authority = authority.unwrap_or_default();
+                if authority.contains('@') {
+                    return Err(format!(
+                        "{text:?} carries credentials in the URL; put the signing secret in auth_store"
+                    ));
+                }
+                if https.is_none() && !loopback_authority(authority) {
+                    return Err(format!(
+                        "{text:?} must be https://: secret values travel in its requests (http:// is accepted only to a loopback address)"
+                    ));
+                }
             }
         }
         FieldKind::Duration => {

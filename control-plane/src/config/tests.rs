@@ -267,6 +267,30 @@ fn t21_overlap_rejected_for_single_credential_targets() {
 }
 
 #[test]
+fn t21b_webhook_urls_must_not_expose_values() {
+    let hook = |url: &str| {
+        format!(
+            "{HEAD}  hook:\n    type: webhook\n    url: {url}\nenvs:\n  dev:\n    K:\n      from: {{ store: \"store://local/a#b\", service: \"svc://hook?kind=secret\" }}\n      rotation: {{ strategy: webhook }}\n"
+        )
+    };
+    assert_findings(&hook("https://rotator.internal/hook"), &[]);
+    assert_findings(&hook("http://127.0.0.1:9000/hook"), &[]);
+    assert_findings(&hook("http://[::1]/hook"), &[]);
+    assert_findings(
+        &hook("http://rotator.internal/hook"),
+        &[
+            "dsops.yaml:12:10: error: services.hook.url: \"http://rotator.internal/hook\" must be https://: secret values travel in its requests (http:// is accepted only to a loopback address)",
+        ],
+    );
+    assert_findings(
+        &hook("https://ops:pw@rotator.internal/hook"),
+        &[
+            "dsops.yaml:12:10: error: services.hook.url: \"https://ops:pw@rotator.internal/hook\" carries credentials in the URL; put the signing secret in auth_store",
+        ],
+    );
+}
+
+#[test]
 fn t22_two_key_needs_two_distinct_users() {
     assert_findings(
         &with_var(

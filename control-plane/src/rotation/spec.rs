@@ -77,7 +77,18 @@ pub fn run_spec(
         return Err(SpecError(format!("{name} does not rotate (no rotation strategy or policy)")));
     };
     match strategy {
-        Strategy::Immediate | Strategy::TwoKey | Strategy::Random | Strategy::Script => {}
+        Strategy::Immediate | Strategy::TwoKey | Strategy::Random => {}
+        Strategy::Script | Strategy::Webhook => {
+            // The agent calls only the programs and endpoints its own configuration names, so
+            // the hook must be a service of the strategy's type, not a `rotation.config` setting.
+            let wanted = strategy.to_string();
+            let type_name = item.service_type.map(|t| t.metadata.name.as_str());
+            if type_name != Some(wanted.as_str()) {
+                return Err(SpecError(format!(
+                    "{name}: strategy {wanted} calls the {wanted} service named in from.service; set from.service to svc://<service>?kind=secret with a service of type {wanted} (a command or URL in rotation.config is not run)"
+                )));
+            }
+        }
         Strategy::Overlap => {
             // Database roles hold one password: a second valid credential for the same identity
             // cannot exist, which is what overlap needs.
@@ -87,17 +98,14 @@ pub fn run_spec(
                 "{name}: strategy overlap needs a target that can hold two credentials at once; {type_name} cannot (use two-key)"
             )));
         }
-        Strategy::Webhook => {
-            return Err(SpecError(format!(
-                "{name}: strategy {strategy} is not available in this release"
-            )));
-        }
     }
     let config = item.secret.rotation.as_ref().map(|r| r.config.clone()).unwrap_or_default();
     let grace_ms = match strategy {
-        // Only two-key and script (whose program may keep two credentials) leave the old one
-        // working, so only they wait before retiring.
-        Strategy::TwoKey | Strategy::Script => item.grace_period.map_or(0, |g| g.as_secs() * 1000),
+        // Only two-key, script and webhook (whose code may keep two credentials) leave the old
+        // one working, so only they wait before retiring.
+        Strategy::TwoKey | Strategy::Script | Strategy::Webhook => {
+            item.grace_period.map_or(0, |g| g.as_secs() * 1000)
+        }
         _ => 0,
     };
     Ok(RunSpec {

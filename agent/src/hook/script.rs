@@ -1,0 +1,68 @@
+//! The `script` transport: the program named in the agent's configuration runs once per step,
+//! with the request on standard input and the answer on standard output. Its standard error is
+//! never forwarded (it could hold a value).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use dsops_proto::domain::Outcome;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+use super::HookCall;
+
+/// A script service, as the agent's configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptSpec {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// How long one call may take.
+    pub timeout: Duration,
+    /// Where it runs.
+    pub working_dir: Option<PathBuf>,
+}
+
+/// Runs the program for `call`: its outcome and a detail safe to report.
+pub async fn run(spec: &ScriptSpec, call: &HookCall<'_>) -> (Outcome, String) {
+    let unknown = call.unknown();
+    let Some((program, args)) = spec.command.split_first() else {
+        return (Outcome::Refused, "the script service has an empty command".to_owned());
+    };
+    let input = call.request();
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.working_dir {
+        command.current_dir(dir);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return (Outcome::Retryable, format!("cannot start {program}: {error}")),
+    };
+    let exchange = async {
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).await?;
+        }
+        let mut output = Vec::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout.read_to_end(&mut output).await?;
+        }
+        let status = child.wait().await?;
+        std::io::Result::Ok((status, output))
+    };
+    let (status, output) = match tokio::time::timeout(spec.timeout, exchange).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(error)) => return (unknown, format!("{program}: {error}")),
+        Err(_) => return (unknown, format!("{program} did not answer within {:?}", spec.timeout)),
+    };
+    let output = Zeroizing::new(output);
+    if !status.success() {
+        return (unknown, format!("{program} exited with {status}"));
+    }
+    call.answer(program, &output)
+}
