@@ -52,10 +52,6 @@ fn request_id(id: &str) -> Result<String, Status> {
         .map_err(Status::from)
 }
 
-fn unavailable_here(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not available in this release of dsops-server"))
-}
-
 /// A membership change; a follower's refusal becomes `not_leader` with the leader's address.
 /// While another change (a learner's promotion, say) is still committing, it waits for it, up to
 /// ten seconds.
@@ -345,23 +341,105 @@ impl Admin for AdminService {
 
     async fn create_agent_token(
         &self,
-        _request: Request<wire::CreateAgentTokenRequest>,
+        request: Request<wire::CreateAgentTokenRequest>,
     ) -> Result<Response<wire::CreateAgentTokenResponse>, Status> {
-        Err(unavailable_here("agent enrolment"))
+        let caller = self.operator(&request)?;
+        let wire::CreateAgentTokenRequest { request_id: id, segment, ttl_seconds } =
+            request.into_inner();
+        let id = request_id(&id)?;
+        dsops_proto::domain::SegmentName::parse(&segment, "segment")
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
+        let ttl = if ttl_seconds == 0 { 3600 } else { ttl_seconds };
+        if !(60..=7 * 24 * 3600).contains(&ttl) {
+            return Err(
+                ErrorCode::InvalidArgument.to_status("ttl_seconds: between 1 minute and 7 days")
+            );
+        }
+        let token = self.new_token()?;
+        let expires_at_ms = super::now_ms() + ttl * 1000;
+        let command = Command::CreateAgentToken {
+            token_hash: JoinToken::secret_hash(&token.secret),
+            segment,
+            expires_at_ms,
+        };
+        let response =
+            self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+        if response.duplicate {
+            return Err(ErrorCode::FailedPrecondition.to_status(
+                "this request already created a token, which cannot be shown again; ask for a new token",
+            ));
+        }
+        Ok(Response::new(wire::CreateAgentTokenResponse {
+            token: token.encode_agent(),
+            expires_at: Some(timestamp(expires_at_ms)),
+        }))
     }
 
     async fn list_agents(
         &self,
-        _request: Request<wire::ListAgentsRequest>,
+        request: Request<wire::ListAgentsRequest>,
     ) -> Result<Response<wire::ListAgentsResponse>, Status> {
-        Err(unavailable_here("agent listing"))
+        self.operator(&request)?;
+        // Sessions live on the leader: a current read makes sure this node is it.
+        let records = self
+            .control
+            .read_current(|state| {
+                state
+                    .agents
+                    .values()
+                    .filter(|a| a.revoked_at_ms.is_none())
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| e.to_status())?;
+        let connected: std::collections::BTreeMap<String, _> = self
+            .control
+            .agents()
+            .connected()
+            .into_iter()
+            .map(|c| (c.agent_id.clone(), c))
+            .collect();
+        let agents = records
+            .into_iter()
+            .map(|record| {
+                let session = connected.get(&record.agent_id);
+                let caps = session.and_then(|c| c.capabilities.clone()).unwrap_or_default();
+                wire::AgentInfo {
+                    agent_id: record.agent_id.clone(),
+                    segment: record.segment.clone(),
+                    version: session
+                        .map(|c| c.version.clone())
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or(record.version.clone()),
+                    adapters: caps.adapters,
+                    connected_since: session.map(|c| timestamp(c.connected_at_ms)),
+                    last_heartbeat: session.map(|c| timestamp(c.last_heartbeat_ms)),
+                    certificate_not_after: record.cert_not_after_ms.map(timestamp),
+                    hostname: record.hostname.clone(),
+                    stores: caps.stores,
+                    services: caps.services,
+                    connected: session.is_some(),
+                }
+            })
+            .collect();
+        Ok(Response::new(wire::ListAgentsResponse { agents }))
     }
 
     async fn revoke_agent(
         &self,
-        _request: Request<wire::RevokeAgentRequest>,
+        request: Request<wire::RevokeAgentRequest>,
     ) -> Result<Response<wire::RevokeAgentResponse>, Status> {
-        Err(unavailable_here("agent revocation"))
+        let caller = self.operator(&request)?;
+        let wire::RevokeAgentRequest { request_id: id, agent_id } = request.into_inner();
+        let id = request_id(&id)?;
+        let command = Command::RevokeAgent { agent_id: agent_id.clone() };
+        self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+        // Sessions live on the leader, which just committed the write; any other node's
+        // session watch sees the record within a moment.
+        let closed = self.control.agents().close(&agent_id);
+        tracing::info!(%agent_id, by = %caller.name, "agent revoked");
+        Ok(Response::new(wire::RevokeAgentResponse { sessions_closed: u32::from(closed) }))
     }
 }
 

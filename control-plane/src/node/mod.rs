@@ -2,6 +2,7 @@
 //! (raft + TLS listener + services), and the API the services share.
 
 mod admin_service;
+mod agent_service;
 mod api;
 mod init;
 mod join_service;
@@ -12,6 +13,7 @@ mod server;
 mod token;
 
 pub use admin_service::AdminService;
+pub use agent_service::{AGENT_CERT_VALIDITY, AgentService, HEARTBEAT, SILENCE, WATCH};
 pub use api::{ControlPlane, WriteError};
 pub use init::{Initialized, init, join};
 pub use join_service::JoinService;

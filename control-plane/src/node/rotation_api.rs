@@ -65,7 +65,7 @@ async fn current_config(control: &ControlPlane) -> Result<(u64, Arc<Loaded>), St
 pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wire::RunSummary {
     let waiting = !run.phase.is_terminal()
         && run.dispatched.is_none()
-        && !control.agents().has_agent(&run.spec.segment);
+        && !control.agents().has_agent(&run.spec);
     wire::RunSummary {
         run_id: run.id.clone(),
         secret: Some(wire::SecretKey { env: run.env.clone(), key: run.key.clone() }),
@@ -316,7 +316,7 @@ pub(super) async fn status(
             (None, _, _) => "not_rotated",
             (_, Some(_), _)
                 if latest.is_some_and(|r| {
-                    r.dispatched.is_none() && !control.agents().has_agent(&r.spec.segment)
+                    r.dispatched.is_none() && !control.agents().has_agent(&r.spec)
                 }) =>
             {
                 "waiting_for_agent"

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dsops_proto::wire::admin::admin_server::AdminServer;
+use dsops_proto::wire::agent::agent_service_server::AgentServiceServer;
 use dsops_proto::wire::raft::node_join_server::NodeJoinServer;
 use dsops_proto::wire::raft::raft_peer_server::RaftPeerServer;
 use openraft::{Config, Raft, SnapshotPolicy};
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::admin_service::AdminService;
+use super::agent_service::AgentService;
 use super::api::ControlPlane;
 use super::join_service::JoinService;
 use super::layout::DataDir;
@@ -33,6 +35,8 @@ pub struct NodeOptions {
     pub keep_logs: u64,
     /// Decides the fate of each outgoing raft RPC.
     pub links: Arc<dyn LinkFilter>,
+    /// How long agent certificates are valid (renewed over the session).
+    pub agent_cert_validity: Duration,
 }
 
 impl Default for NodeOptions {
@@ -45,6 +49,7 @@ impl Default for NodeOptions {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             links: Arc::new(OpenLinks),
+            agent_cert_validity: super::AGENT_CERT_VALIDITY,
         }
     }
 }
@@ -146,7 +151,11 @@ pub async fn start(
             AdminServer::new(AdminService::new(control.clone()))
                 .max_decoding_message_size(16 << 20),
         )
-        .add_service(NodeJoinServer::new(JoinService::new(control.clone())));
+        .add_service(NodeJoinServer::new(JoinService::new(control.clone())))
+        .add_service(AgentServiceServer::new(AgentService::new(
+            control.clone(),
+            options.agent_cert_validity,
+        )));
     let server = tokio::spawn(async move {
         let stop = async move {
             let _ = stopped.wait_for(|s| *s).await;

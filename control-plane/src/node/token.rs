@@ -1,4 +1,5 @@
-//! Join tokens: `DSJ1.<CA fingerprint>.<secret>`.
+//! Join tokens: `DSJ1.<CA fingerprint>.<secret>` for nodes, `DSA1.<CA fingerprint>.<secret>` for
+//! agents (a different prefix, so one kind is never accepted as the other).
 //!
 //! The fingerprint (SHA-256 of the peer CA certificate) lets a joining node check it is talking
 //! to the right cluster before it sends anything; the secret proves to the cluster that the node
@@ -8,6 +9,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "DSJ1";
+const AGENT_PREFIX: &str = "DSA1";
 
 /// A parsed join token.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,20 +41,39 @@ impl JoinToken {
         JoinToken { ca_fingerprint: ca_fingerprint.to_owned(), secret: dsops_proto::hex(&secret) }
     }
 
-    /// Parses the text form.
+    /// Parses the text form of a node join token.
     pub fn parse(text: &str) -> Result<JoinToken, String> {
+        Self::parse_with(text, PREFIX).ok_or_else(|| "not a join token: expected DSJ1.<64 hex digits>.<64 hex digits> (from `dsops-server init` or `dsops cluster token`)".to_owned())
+    }
+
+    /// Parses the text form of an agent enrolment token.
+    pub fn parse_agent(text: &str) -> Result<JoinToken, String> {
+        Self::parse_with(text, AGENT_PREFIX).ok_or_else(|| "not an agent enrolment token: expected DSA1.<64 hex digits>.<64 hex digits> (from `dsops agent token create`)".to_owned())
+    }
+
+    fn parse_with(text: &str, prefix: &str) -> Option<JoinToken> {
         let parts: Vec<&str> = text.trim().split('.').collect();
         match parts.as_slice() {
-            [PREFIX, fingerprint, secret] if is_hex64(fingerprint) && is_hex64(secret) => {
-                Ok(JoinToken { ca_fingerprint: fingerprint.to_ascii_lowercase(), secret: secret.to_ascii_lowercase() })
+            [p, fingerprint, secret]
+                if *p == prefix && is_hex64(fingerprint) && is_hex64(secret) =>
+            {
+                Some(JoinToken {
+                    ca_fingerprint: fingerprint.to_ascii_lowercase(),
+                    secret: secret.to_ascii_lowercase(),
+                })
             }
-            _ => Err("not a join token: expected DSJ1.<64 hex digits>.<64 hex digits> (from `dsops-server init` or `dsops cluster token`)".to_owned()),
+            _ => None,
         }
     }
 
-    /// The text form.
+    /// The text form of a node join token.
     pub fn encode(&self) -> String {
         format!("{PREFIX}.{}.{}", self.ca_fingerprint, self.secret)
+    }
+
+    /// The text form of an agent enrolment token.
+    pub fn encode_agent(&self) -> String {
+        format!("{AGENT_PREFIX}.{}.{}", self.ca_fingerprint, self.secret)
     }
 
     /// What the cluster stores: SHA-256 of the secret, hex.
@@ -73,5 +94,8 @@ mod tests {
         assert!(JoinToken::parse("DSJ1.abc.def").is_err());
         assert!(JoinToken::parse(&format!("DSJ2.{}.{}", "a".repeat(64), "b".repeat(64))).is_err());
         assert_ne!(JoinToken::secret_hash(&token.secret), token.secret);
+        assert_eq!(JoinToken::parse_agent(&token.encode_agent()), Ok(token.clone()));
+        assert!(JoinToken::parse_agent(&token.encode()).is_err(), "a node token is not an agent's");
+        assert!(JoinToken::parse(&token.encode_agent()).is_err());
     }
 }

@@ -274,6 +274,26 @@ impl ClusterPki {
         Ok(csr.signed_by(&self.peer.issuer)?.pem())
     }
 
+    /// Signs an enrolling (or renewing) agent's CSR: subject `agent_id`, client use only, valid
+    /// for `validity`. The CSR contributes only its public key. Returns the certificate and its
+    /// expiry.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+        validity: std::time::Duration,
+    ) -> Result<(String, OffsetDateTime), PkiError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Invalid(format!("invalid certificate signing request: {e}")))?;
+        let mut params = Self::leaf_params(agent_id, &[], 1, false)?;
+        let validity = Duration::try_from(validity)
+            .map_err(|_| PkiError::Invalid("certificate validity out of range".into()))?;
+        params.not_after = OffsetDateTime::now_utc() + validity;
+        let not_after = params.not_after;
+        csr.params = params;
+        Ok((csr.signed_by(&self.agent.issuer)?.pem(), not_after))
+    }
+
     /// Issues an operator (CLI) certificate for `name`, valid for `days`.
     pub fn issue_operator(&self, name: &str, days: i64) -> Result<NodeCertificate, PkiError> {
         let key = KeyPair::generate()?;

@@ -218,7 +218,7 @@ async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
     let actor = format!("node-{}", control.node_id());
     match action {
         Action::Dispatch(order) => {
-            let Some(agent_id) = control.agents().pick(&order.spec.segment) else {
+            let Some(agent_id) = control.agents().pick(&order.spec) else {
                 // No agent of the segment is connected: the run waits (status shows it).
                 return;
             };

@@ -5,14 +5,48 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dsops_proto::domain::Job;
+use dsops_proto::domain::{Capabilities, Job};
 use tokio::sync::{Notify, mpsc};
+
+use crate::state::RunSpec;
 
 struct Connected {
     segment: String,
     session: u64,
     jobs: mpsc::UnboundedSender<Job>,
     connected_at_ms: u64,
+    /// What a remote agent declared; `None` for an in-process agent, which has everything the
+    /// configuration names.
+    capabilities: Option<Capabilities>,
+    version: String,
+    last_heartbeat_ms: u64,
+    /// Notified to end a remote session (revocation).
+    close: Arc<Notify>,
+}
+
+/// A remote agent's session, as it registers.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The agent (from its certificate).
+    pub agent_id: String,
+    /// Its segment (from the replicated state).
+    pub segment: String,
+    /// Its version.
+    pub version: String,
+    /// What it declared it can do.
+    pub capabilities: Capabilities,
+}
+
+/// Whether `capabilities` cover a run of `spec`: its store and its service.
+pub fn covers(capabilities: &Capabilities, spec: &RunSpec) -> bool {
+    let store = spec.store_ref.strip_prefix("store://").and_then(|r| r.split('/').next());
+    let service = spec
+        .service_ref
+        .as_deref()
+        .and_then(|r| r.strip_prefix("svc://"))
+        .map(|r| r.split('?').next().unwrap_or(r));
+    store.is_some_and(|s| capabilities.stores.iter().any(|c| c == s))
+        && service.is_none_or(|s| capabilities.services.iter().any(|c| c == s))
 }
 
 /// The agents connected to this node.
@@ -41,22 +75,73 @@ pub struct ConnectedAgent {
     pub segment: String,
     /// When its session started, ms since the epoch.
     pub connected_at_ms: u64,
+    /// What it declared (`None`: in-process).
+    pub capabilities: Option<Capabilities>,
+    /// Its version (empty: in-process).
+    pub version: String,
+    /// Its last heartbeat, ms since the epoch.
+    pub last_heartbeat_ms: u64,
 }
 
 impl AgentRegistry {
-    /// Registers a session of `agent_id`; a newer session replaces an older one. Returns the
-    /// session number, for [`AgentRegistry::disconnect`].
+    /// Registers an in-process session of `agent_id`; a newer session replaces an older one.
+    /// Returns the session number, for [`AgentRegistry::disconnect`].
     pub fn connect(&self, agent_id: &str, segment: &str, jobs: mpsc::UnboundedSender<Job>) -> u64 {
+        self.insert(agent_id, segment, jobs, None, String::new()).0
+    }
+
+    /// Registers a remote session. Returns the session number and what ends it early
+    /// ([`AgentRegistry::close`]).
+    pub fn connect_session(
+        &self,
+        info: SessionInfo,
+        jobs: mpsc::UnboundedSender<Job>,
+    ) -> (u64, Arc<Notify>) {
+        self.insert(&info.agent_id, &info.segment, jobs, Some(info.capabilities), info.version)
+    }
+
+    fn insert(
+        &self,
+        agent_id: &str,
+        segment: &str,
+        jobs: mpsc::UnboundedSender<Job>,
+        capabilities: Option<Capabilities>,
+        version: String,
+    ) -> (u64, Arc<Notify>) {
         let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = crate::node::now_ms();
+        let close = Arc::new(Notify::new());
         let connected = Connected {
             segment: segment.to_owned(),
             session,
             jobs,
-            connected_at_ms: crate::node::now_ms(),
+            connected_at_ms: now,
+            capabilities,
+            version,
+            last_heartbeat_ms: now,
+            close: close.clone(),
         };
-        self.agents.lock().expect("registry lock").insert(agent_id.to_owned(), connected);
+        let replaced =
+            self.agents.lock().expect("registry lock").insert(agent_id.to_owned(), connected);
+        if let Some(old) = replaced {
+            old.close.notify_one();
+        }
         self.wake.notify_one();
-        session
+        (session, close)
+    }
+
+    /// Records a heartbeat of `agent_id`'s session `session`.
+    pub fn heartbeat(&self, agent_id: &str, session: u64) {
+        let mut agents = self.agents.lock().expect("registry lock");
+        if let Some(c) = agents.get_mut(agent_id).filter(|c| c.session == session) {
+            c.last_heartbeat_ms = crate::node::now_ms();
+        }
+    }
+
+    /// Ends `agent_id`'s session here, if any. Returns whether there was one.
+    pub fn close(&self, agent_id: &str) -> bool {
+        let removed = self.agents.lock().expect("registry lock").remove(agent_id);
+        removed.map(|c| c.close.notify_one()).is_some()
     }
 
     /// Removes `agent_id`'s session `session` (a newer session stays).
@@ -78,17 +163,23 @@ impl AgentRegistry {
         self.sessions.load(Ordering::Relaxed)
     }
 
-    /// Whether an agent of `segment` is connected (for status; unlike [`AgentRegistry::pick`]
-    /// it does not move the round-robin).
-    pub fn has_agent(&self, segment: &str) -> bool {
+    /// Whether an agent that can do a run of `spec` is connected (for status; unlike
+    /// [`AgentRegistry::pick`] it does not move the round-robin).
+    pub fn has_agent(&self, spec: &RunSpec) -> bool {
         let agents = self.agents.lock().expect("registry lock");
-        agents.values().any(|c| c.segment == segment && !c.jobs.is_closed())
+        agents.values().any(|c| Self::can_do(c, spec))
     }
 
-    /// A connected agent of `segment`, round-robin.
-    pub fn pick(&self, segment: &str) -> Option<String> {
+    fn can_do(c: &Connected, spec: &RunSpec) -> bool {
+        c.segment == spec.segment
+            && !c.jobs.is_closed()
+            && c.capabilities.as_ref().is_none_or(|caps| covers(caps, spec))
+    }
+
+    /// A connected agent of the run's segment that can do it, round-robin.
+    pub fn pick(&self, spec: &RunSpec) -> Option<String> {
         let agents = self.agents.lock().expect("registry lock");
-        let live = || agents.iter().filter(|(_, c)| c.segment == segment && !c.jobs.is_closed());
+        let live = || agents.iter().filter(|(_, c)| Self::can_do(c, spec));
         let count = live().count();
         if count == 0 {
             return None;
@@ -113,6 +204,9 @@ impl AgentRegistry {
                 agent_id: id.clone(),
                 segment: c.segment.clone(),
                 connected_at_ms: c.connected_at_ms,
+                capabilities: c.capabilities.clone(),
+                version: c.version.clone(),
+                last_heartbeat_ms: c.last_heartbeat_ms,
             })
             .collect()
     }

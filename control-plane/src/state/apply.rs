@@ -1,10 +1,10 @@
 use std::collections::BTreeSet;
 
-use super::run_apply;
 use super::{
     CONFIG_HISTORY, Command, ConfigChange, JoinToken, NodeRecord, NodeRole, Outcome, Request,
     Response, State, StoredConfig,
 };
+use super::{agent_apply, run_apply};
 
 /// What the log says about the entry being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +174,33 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         Command::RegisterAgent { agent_id, segment, public_key } => {
             run_apply::register_agent(state, request, ctx, agent_id, segment, public_key)
         }
+        Command::CreateAgentToken { token_hash, segment, expires_at_ms } => {
+            agent_apply::create_token(state, request, ctx, token_hash, segment, *expires_at_ms)
+        }
+        Command::EnrollAgent {
+            token_hash,
+            agent_id,
+            public_key,
+            hostname,
+            version,
+            cert_not_after_ms,
+        } => agent_apply::enroll(
+            state,
+            request,
+            ctx,
+            agent_apply::Enrolment {
+                token_hash,
+                agent_id,
+                public_key,
+                hostname,
+                version,
+                cert_not_after_ms: *cert_not_after_ms,
+            },
+        ),
+        Command::RenewAgentCertificate { agent_id, cert_not_after_ms } => {
+            agent_apply::renew(state, request, ctx, agent_id, *cert_not_after_ms)
+        }
+        Command::RevokeAgent { agent_id } => agent_apply::revoke(state, request, ctx, agent_id),
         Command::RequestRun { run_id, env, key, spec, restore_previous, reason } => {
             run_apply::request_run(
                 state,

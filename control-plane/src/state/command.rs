@@ -86,6 +86,44 @@ pub enum Command {
         /// Its Ed25519 public key, hex.
         public_key: String,
     },
+    /// Create a one-time agent enrolment token bound to a segment; only its SHA-256 is stored.
+    CreateAgentToken {
+        /// Hex SHA-256 of the token secret.
+        token_hash: String,
+        /// The segment the enrolled agent will belong to.
+        segment: String,
+        /// Expiry, ms since the epoch.
+        expires_at_ms: u64,
+    },
+    /// Enrol a new agent with a token; refused if the token is unknown, used or expired. The
+    /// proposer signed the agent's certificate (not deterministic, so not in `apply`); it is
+    /// only handed out once this is committed.
+    EnrollAgent {
+        /// Hex SHA-256 of the token secret.
+        token_hash: String,
+        /// The new agent's id (the subject of its certificate).
+        agent_id: String,
+        /// Its Ed25519 receipt key, hex.
+        public_key: String,
+        /// The host it runs on.
+        hostname: String,
+        /// Its version.
+        version: String,
+        /// When its certificate expires, ms since the epoch.
+        cert_not_after_ms: u64,
+    },
+    /// An agent received a renewed certificate.
+    RenewAgentCertificate {
+        /// The agent.
+        agent_id: String,
+        /// When the new certificate expires, ms since the epoch.
+        cert_not_after_ms: u64,
+    },
+    /// Revoke an agent: its sessions close, its certificate and receipts are refused.
+    RevokeAgent {
+        /// The agent.
+        agent_id: String,
+    },
     /// Start a rotation (or rollback) run for a secret.
     RequestRun {
         /// The new run's id.
@@ -178,6 +216,10 @@ impl Command {
             Command::ConsumeJoinToken { .. } => "consume_join_token",
             Command::AppendAudit { .. } => "append_audit",
             Command::RegisterAgent { .. } => "register_agent",
+            Command::CreateAgentToken { .. } => "create_agent_token",
+            Command::EnrollAgent { .. } => "enroll_agent",
+            Command::RenewAgentCertificate { .. } => "renew_agent_certificate",
+            Command::RevokeAgent { .. } => "revoke_agent",
             Command::RequestRun { .. } => "request_run",
             Command::DispatchStep { .. } => "dispatch_step",
             Command::RecordReceipt { .. } => "record_receipt",
@@ -227,6 +269,13 @@ pub enum Outcome {
     },
     /// An agent was registered.
     AgentRegistered {
+        /// Its id.
+        agent_id: String,
+    },
+    /// An agent enrolment token was created.
+    AgentTokenCreated,
+    /// An agent was revoked.
+    AgentRevoked {
         /// Its id.
         agent_id: String,
     },

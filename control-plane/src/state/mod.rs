@@ -13,6 +13,7 @@
 //! ([`Outcome::Rejected`]), not a raft failure. A retried request (same request id) is applied
 //! once: the second time the first response is returned ([`Dedup`]).
 
+mod agent_apply;
 mod apply;
 mod audit;
 mod command;
@@ -28,7 +29,7 @@ pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};
 pub use runs::{
-    AgentRecord, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec, SecretRecord,
-    StepKind, Transition, backoff_ms, secret_id,
+    AgentRecord, AgentToken, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec,
+    SecretRecord, StepKind, Transition, backoff_ms, secret_id,
 };
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};

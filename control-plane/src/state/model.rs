@@ -96,6 +96,12 @@ pub struct State {
     /// Agents by id.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentRecord>,
+    /// Agent enrolment tokens by hash.
+    #[serde(default)]
+    pub agent_tokens: BTreeMap<String, super::runs::AgentToken>,
+    /// (expiry, hash) of every agent token, so expired ones are dropped without a scan.
+    #[serde(default)]
+    pub agent_token_expiry: std::collections::BTreeSet<(u64, String)>,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
 }

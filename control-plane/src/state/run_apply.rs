@@ -11,7 +11,7 @@ use super::runs::{
 };
 use super::{ApplyContext, Outcome, Request, State};
 
-fn rejected(code: &str, message: impl Into<String>) -> Outcome {
+pub(super) fn rejected(code: &str, message: impl Into<String>) -> Outcome {
     Outcome::Rejected { code: code.to_owned(), message: message.into() }
 }
 
@@ -49,6 +49,13 @@ impl Result_ {
     }
 }
 
+/// Whether `public_key` is a hex Ed25519 public key.
+pub(super) fn valid_public_key(public_key: &str) -> bool {
+    dsops_proto::hex_decode(public_key)
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .is_some_and(|key| ed25519_dalek::VerifyingKey::from_bytes(&key).is_ok())
+}
+
 /// Registers (or re-keys) an agent.
 pub(super) fn register_agent(
     state: &mut State,
@@ -58,10 +65,7 @@ pub(super) fn register_agent(
     segment: &str,
     public_key: &str,
 ) -> Outcome {
-    let key_ok = dsops_proto::hex_decode(public_key)
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .is_some_and(|key| ed25519_dalek::VerifyingKey::from_bytes(&key).is_ok());
-    if !key_ok {
+    if !valid_public_key(public_key) {
         return rejected("invalid_argument", "public_key: not a hex Ed25519 public key");
     }
     let now = request.proposed_at_ms;
@@ -70,12 +74,16 @@ pub(super) fn register_agent(
     {
         return rejected("permission_denied", format!("agent {agent_id} is revoked"));
     }
+    let existing = state.agents.get(agent_id);
     let record = AgentRecord {
         agent_id: agent_id.to_owned(),
         segment: segment.to_owned(),
         public_key: public_key.to_owned(),
-        registered_at_ms: state.agents.get(agent_id).map_or(now, |a| a.registered_at_ms),
+        registered_at_ms: existing.map_or(now, |a| a.registered_at_ms),
         revoked_at_ms: None,
+        hostname: existing.map(|a| a.hostname.clone()).unwrap_or_default(),
+        version: existing.map(|a| a.version.clone()).unwrap_or_default(),
+        cert_not_after_ms: existing.and_then(|a| a.cert_not_after_ms),
     };
     if state.agents.get(agent_id) != Some(&record) {
         state.audit.append(

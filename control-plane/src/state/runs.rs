@@ -269,6 +269,26 @@ pub struct AgentRecord {
     pub registered_at_ms: u64,
     /// Set when revoked.
     pub revoked_at_ms: Option<u64>,
+    /// The host it enrolled from (remote agents).
+    #[serde(default)]
+    pub hostname: String,
+    /// The version it enrolled with.
+    #[serde(default)]
+    pub version: String,
+    /// When its newest certificate expires, ms since the epoch (remote agents).
+    #[serde(default)]
+    pub cert_not_after_ms: Option<u64>,
+}
+
+/// A one-time agent enrolment token, stored by the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentToken {
+    /// The segment the enrolled agent belongs to.
+    pub segment: String,
+    /// Expiry, ms since the epoch.
+    pub expires_at_ms: u64,
+    /// The agent that used it.
+    pub used_by: Option<String>,
 }
 
 /// Backoff before attempt `attempt` (2, 3, ...): 1 s doubling to at most 60 s, scaled by a jitter

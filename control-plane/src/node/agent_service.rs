@@ -1,0 +1,382 @@
+//! The agent API: enrolment with a one-time token, then one long-lived session per agent.
+//!
+//! ```text
+//!  agent ── Hello ─────────────▶ leader: identity from the agent certificate, record from state
+//!        ◀──────────── Welcome ─           (unknown or revoked: refused, audited)
+//!        ◀── Job ── dispatcher (AgentRegistry)
+//!        ── Receipt ─▶ RecordReceipt (raft; the state machine verifies the signature)
+//!        ◀─ ReceiptAck
+//!        ── Heartbeat / Renew ─▶
+//! ```
+//!
+//! Sessions live on the leader, where the dispatcher runs: a follower answers `Redirect` with the
+//! leader's address. A session ends when the agent's record is revoked (checked every
+//! [`WATCH`]), when its heartbeats stop for [`SILENCE`], or when this node stops leading.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use dsops_proto::ErrorCode;
+use dsops_proto::domain::{EnrollRequest, Heartbeat, Hello, SignedReceipt};
+use dsops_proto::wire::agent as wire;
+use dsops_proto::wire::agent::agent_service_server::AgentService as AgentApi;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::api::ControlPlane;
+use super::token::JoinToken;
+use crate::pki::{ConnInfo, Role};
+use crate::rotation::registry::SessionInfo;
+use crate::state::{AgentRecord, Command};
+
+/// How often a session checks that its agent is still trusted and this node still leads.
+pub const WATCH: Duration = Duration::from_millis(500);
+/// How often agents send heartbeats.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A session without a message for this long is closed.
+pub const SILENCE: Duration = Duration::from_secs(20);
+/// How long a new session may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long agent certificates last unless the operator chose otherwise.
+pub const AGENT_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+
+/// Serves `AgentService`.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    control: ControlPlane,
+    cert_validity: Duration,
+}
+
+impl AgentService {
+    /// The agent service of `control`, issuing certificates valid for `cert_validity`.
+    pub fn new(control: ControlPlane, cert_validity: Duration) -> AgentService {
+        AgentService { control, cert_validity }
+    }
+}
+
+/// A new random agent id.
+fn new_agent_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("agt-{}", dsops_proto::hex(&bytes))
+}
+
+fn ms_of(time: time::OffsetDateTime) -> u64 {
+    u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+type ControlStream = Pin<Box<dyn Stream<Item = Result<wire::ControlMessage, Status>> + Send>>;
+
+fn message(kind: wire::control_message::Kind) -> Result<wire::ControlMessage, Status> {
+    Ok(wire::ControlMessage { kind: Some(kind) })
+}
+
+/// The agent a session's certificate names, with its record; refusals are audited.
+async fn authenticate<T>(
+    control: &ControlPlane,
+    request: &Request<T>,
+) -> Result<AgentRecord, Status> {
+    let identity = request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone());
+    let agent_id = match identity {
+        Some(identity) if identity.role == Role::Agent => identity.name,
+        Some(identity) => {
+            return Err(ErrorCode::PermissionDenied
+                .to_status(format!("{} certificates may not open agent sessions", identity.role)));
+        }
+        None => {
+            return Err(ErrorCode::Unauthenticated
+                .to_status("an agent certificate is required (enrol with dsops-agent enroll)"));
+        }
+    };
+    let record = control.read_local(|state| state.agents.get(&agent_id).cloned()).await;
+    let refusal = match &record {
+        None => Some(format!("agent {agent_id} is not enrolled in this cluster")),
+        Some(record) if record.revoked_at_ms.is_some() => {
+            Some(format!("agent {agent_id} is revoked"))
+        }
+        Some(_) => None,
+    };
+    if let Some(reason) = refusal {
+        audit(control, &agent_id, "agent.session_refused", &reason);
+        return Err(ErrorCode::PermissionDenied.to_status(reason));
+    }
+    Ok(record.expect("checked above"))
+}
+
+/// Records an event in the audit log without waiting (a refusal must not wait on raft).
+fn audit(control: &ControlPlane, subject: &str, action: &str, detail: &str) {
+    let control = control.clone();
+    let command = Command::AppendAudit {
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let request_id = format!("{action}-{}", new_agent_id());
+    let actor = format!("node-{}", control.node_id());
+    tokio::spawn(async move {
+        if let Err(error) = control.write(&actor, &request_id, command).await {
+            tracing::debug!(%error, "audit event not recorded here");
+        }
+    });
+}
+
+#[tonic::async_trait]
+impl AgentApi for AgentService {
+    async fn enroll(
+        &self,
+        request: Request<wire::EnrollRequest>,
+    ) -> Result<Response<wire::EnrollResponse>, Status> {
+        let request = EnrollRequest::try_from(request.into_inner())
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
+        let token = JoinToken::parse_agent(&request.token)
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(e))?;
+        if token.ca_fingerprint != self.control.peer_fingerprint() {
+            return Err(ErrorCode::PermissionDenied
+                .to_status("the token was made for another cluster (its CA fingerprint differs)"));
+        }
+        let agent_id = new_agent_id();
+        let (certificate_pem, not_after) = self
+            .control
+            .pki()
+            .sign_agent_csr(&request.csr_pem, &agent_id, self.cert_validity)
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
+        let token_hash = JoinToken::secret_hash(&token.secret);
+        let command = Command::EnrollAgent {
+            token_hash: token_hash.clone(),
+            agent_id: agent_id.clone(),
+            public_key: dsops_proto::hex(&request.signing_public_key),
+            hostname: request.hostname.clone(),
+            version: request.version.clone(),
+            cert_not_after_ms: ms_of(not_after),
+        };
+        let request_id = format!("enroll-{}", &token_hash[..32]);
+        self.control
+            .write(&format!("enrolling {}", request.hostname), &request_id, command)
+            .await
+            .map_err(|e| e.to_status())?;
+        let segment = self
+            .control
+            .read_local(|state| state.agents.get(&agent_id).map(|a| a.segment.clone()))
+            .await
+            .ok_or_else(|| {
+                ErrorCode::Unavailable.to_status("the enrolment was not applied here yet; retry")
+            })?;
+        tracing::info!(%agent_id, %segment, host = %request.hostname, "agent enrolled");
+        let pki = self.control.pki();
+        Ok(Response::new(wire::EnrollResponse {
+            agent_id,
+            segment,
+            certificate_pem,
+            ca_certificate_pem: pki.agent.cert_pem.clone(),
+            server_ca_certificate_pem: pki.peer.cert_pem.clone(),
+            not_after: Some(super::admin_service::timestamp(ms_of(not_after))),
+        }))
+    }
+
+    type SessionStream = ControlStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<wire::AgentMessage>>,
+    ) -> Result<Response<ControlStream>, Status> {
+        let record = authenticate(&self.control, &request).await?;
+        let (out, out_stream) = mpsc::channel::<Result<wire::ControlMessage, Status>>(64);
+        let stream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_stream));
+        if self.control.leader().map(|(id, _)| id) != Some(self.control.node_id()) {
+            let leader_address = self.control.leader().map(|(_, a)| a).unwrap_or_default();
+            let _ = out
+                .send(message(wire::control_message::Kind::Redirect(wire::Redirect {
+                    leader_address,
+                })))
+                .await;
+            return Ok(Response::new(stream));
+        }
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(wire::AgentMessage {
+                kind: Some(wire::agent_message::Kind::Hello(h)),
+            }))) => Hello::try_from(h)
+                .map_err(|e| ErrorCode::InvalidArgument.to_status(e.within("hello").to_string()))?,
+            Ok(Ok(_)) => {
+                return Err(ErrorCode::InvalidArgument
+                    .to_status("the first message of a session must be a Hello"));
+            }
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(ErrorCode::InvalidArgument.to_status("no Hello in time")),
+        };
+        let session = Session {
+            control: self.control.clone(),
+            agent: record,
+            cert_validity: self.cert_validity,
+            out,
+        };
+        tokio::spawn(session.run(hello, inbound));
+        Ok(Response::new(stream))
+    }
+}
+
+/// One live session on the leader.
+struct Session {
+    control: ControlPlane,
+    agent: AgentRecord,
+    cert_validity: Duration,
+    out: mpsc::Sender<Result<wire::ControlMessage, Status>>,
+}
+
+/// Why a session ended.
+enum End {
+    /// The agent hung up or the stream broke.
+    Closed,
+    /// The session must stop with this status (revoked, protocol error, silence).
+    Fail(Status),
+    /// This node stopped leading: send the agent to the new leader.
+    Redirect,
+}
+
+impl Session {
+    async fn run(self, hello: Hello, mut inbound: Streaming<wire::AgentMessage>) {
+        let agent_id = self.agent.agent_id.clone();
+        let (jobs, mut queue) = mpsc::unbounded_channel();
+        let info = SessionInfo {
+            agent_id: agent_id.clone(),
+            segment: self.agent.segment.clone(),
+            version: hello.version.clone(),
+            capabilities: hello.capabilities.clone(),
+        };
+        let registry = self.control.agents().clone();
+        let (session, close) = registry.connect_session(info, jobs);
+        tracing::info!(%agent_id, segment = %self.agent.segment, session, "agent session open");
+        let welcome = wire::Welcome {
+            agent_id: agent_id.clone(),
+            segment: self.agent.segment.clone(),
+            heartbeat_interval_ms: HEARTBEAT.as_millis() as u32,
+        };
+        let _ = self.out.send(message(wire::control_message::Kind::Welcome(welcome))).await;
+        let mut watch = tokio::time::interval(WATCH);
+        let mut last_heard = tokio::time::Instant::now();
+        let end = loop {
+            tokio::select! {
+                job = queue.recv() => match job {
+                    Some(job) => {
+                        let job = wire::Job::from(&job);
+                        if self.out.send(message(wire::control_message::Kind::Job(job))).await.is_err() {
+                            break End::Closed;
+                        }
+                    }
+                    None => break End::Closed,
+                },
+                received = inbound.message() => match received {
+                    Ok(Some(msg)) => {
+                        last_heard = tokio::time::Instant::now();
+                        if let Err(end) = self.handle(msg, session).await {
+                            break end;
+                        }
+                    }
+                    Ok(None) | Err(_) => break End::Closed,
+                },
+                () = close.notified() => {
+                    break End::Fail(ErrorCode::PermissionDenied.to_status(format!("the session of agent {agent_id} was closed (revoked or replaced)")));
+                }
+                _ = watch.tick() => {
+                    if let Some(end) = self.check(last_heard).await {
+                        break end;
+                    }
+                }
+            }
+        };
+        registry.disconnect(&agent_id, session);
+        match end {
+            End::Closed => {}
+            End::Fail(status) => {
+                let _ = self.out.send(Err(status)).await;
+            }
+            End::Redirect => {
+                let leader_address = self.control.leader().map(|(_, a)| a).unwrap_or_default();
+                let redirect = wire::Redirect { leader_address };
+                let _ =
+                    self.out.send(message(wire::control_message::Kind::Redirect(redirect))).await;
+            }
+        }
+        tracing::info!(%agent_id, session, "agent session closed");
+    }
+
+    /// Whether the session must end: revoked, silent, or no longer on the leader.
+    async fn check(&self, last_heard: tokio::time::Instant) -> Option<End> {
+        let agent_id = &self.agent.agent_id;
+        let revoked = self
+            .control
+            .read_local(|state| {
+                state.agents.get(agent_id).is_none_or(|a| a.revoked_at_ms.is_some())
+            })
+            .await;
+        if revoked {
+            return Some(End::Fail(
+                ErrorCode::PermissionDenied.to_status(format!("agent {agent_id} is revoked")),
+            ));
+        }
+        if last_heard.elapsed() > SILENCE {
+            return Some(End::Fail(ErrorCode::Unavailable.to_status("no heartbeat; reconnect")));
+        }
+        if self.control.leader().map(|(id, _)| id) != Some(self.control.node_id()) {
+            return Some(End::Redirect);
+        }
+        None
+    }
+
+    /// Handles one message from the agent.
+    async fn handle(&self, msg: wire::AgentMessage, session: u64) -> Result<(), End> {
+        let invalid = |what: String| End::Fail(ErrorCode::InvalidArgument.to_status(what));
+        match msg.kind {
+            Some(wire::agent_message::Kind::Heartbeat(heartbeat)) => {
+                Heartbeat::try_from(heartbeat)
+                    .map_err(|e| invalid(e.within("heartbeat").to_string()))?;
+                self.control.agents().heartbeat(&self.agent.agent_id, session);
+                Ok(())
+            }
+            Some(wire::agent_message::Kind::Receipt(receipt)) => {
+                let receipt = SignedReceipt::try_from(receipt)
+                    .map_err(|e| invalid(e.within("receipt").to_string()))?;
+                let verdict = crate::rotation::submit_receipt(&self.control, &receipt).await;
+                let ack = wire::ReceiptAck {
+                    run_id: receipt.body.run_id.to_string(),
+                    step: receipt.body.step.to_wire(),
+                    accepted: verdict.is_ok(),
+                    reason: verdict.err().unwrap_or_default(),
+                };
+                let _ = self.out.send(message(wire::control_message::Kind::ReceiptAck(ack))).await;
+                Ok(())
+            }
+            Some(wire::agent_message::Kind::Renew(renew)) => {
+                let renewed = self.renew(&renew.csr_pem).await.map_err(End::Fail)?;
+                let _ = self.out.send(message(wire::control_message::Kind::Renewed(renewed))).await;
+                Ok(())
+            }
+            Some(wire::agent_message::Kind::Hello(_)) => {
+                Err(invalid("Hello may only be the first message of a session".to_owned()))
+            }
+            None => Err(invalid("empty message".to_owned())),
+        }
+    }
+
+    async fn renew(&self, csr_pem: &str) -> Result<wire::RenewResponse, Status> {
+        let agent_id = &self.agent.agent_id;
+        let (certificate_pem, not_after) = self
+            .control
+            .pki()
+            .sign_agent_csr(csr_pem, agent_id, self.cert_validity)
+            .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
+        let command = Command::RenewAgentCertificate {
+            agent_id: agent_id.clone(),
+            cert_not_after_ms: ms_of(not_after),
+        };
+        let request_id = format!("renew-{}", new_agent_id());
+        self.control.write(agent_id, &request_id, command).await.map_err(|e| e.to_status())?;
+        tracing::info!(%agent_id, "agent certificate renewed");
+        Ok(wire::RenewResponse {
+            certificate_pem,
+            not_after: Some(super::admin_service::timestamp(ms_of(not_after))),
+        })
+    }
+}
