@@ -19,7 +19,9 @@ pub mod generate;
 pub mod hook;
 pub mod identity;
 pub mod local;
+pub mod sealed;
 pub mod secret;
+pub mod session;
 pub mod store;
 
 pub use dsops_proto as proto;

@@ -111,7 +111,7 @@ fn open_private(path: &Path) -> Result<File, StoreError> {
 }
 
 /// Reads the key file, creating it with a fresh random key (mode 0600) if it does not exist.
-fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+pub(crate) fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     match fs::read_to_string(path) {
         Ok(text) => {
             let mode = fs::metadata(path).map_err(|e| io_error(path, e))?.permissions().mode();

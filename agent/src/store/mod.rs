@@ -14,6 +14,7 @@ use dsops_proto::domain::Fingerprint;
 
 use crate::secret::SecretValue;
 
+pub(crate) use file::load_or_create_key;
 pub use file::{FileStore, FileStoreOptions};
 
 /// A label on a version.

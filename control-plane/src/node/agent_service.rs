@@ -151,7 +151,9 @@ impl AgentApi for AgentService {
             version: request.version.clone(),
             cert_not_after_ms: ms_of(not_after),
         };
-        let request_id = format!("enroll-{}", &token_hash[..32]);
+        // A fresh id per attempt: the token, not the request id, makes enrolment one-time (a
+        // retry of a lost answer could not use the certificate anyway: it has a new key).
+        let request_id = format!("enroll-{agent_id}");
         self.control
             .write(&format!("enrolling {}", request.hostname), &request_id, command)
             .await

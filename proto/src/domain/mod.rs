@@ -27,7 +27,7 @@ pub use step::{Outcome, Step};
 use std::time::SystemTime;
 
 /// Converts a required wire timestamp.
-fn required_time(
+pub fn required_time(
     value: Option<prost_types::Timestamp>,
     field: &'static str,
 ) -> Result<SystemTime, ProtocolError> {
@@ -36,6 +36,6 @@ fn required_time(
 }
 
 /// Converts a time to the wire.
-fn wire_time(value: SystemTime) -> prost_types::Timestamp {
+pub fn wire_time(value: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(value)
 }

@@ -1,0 +1,134 @@
+//! The agent's own state at rest: one JSON document sealed with AES-256-GCM under a key kept in
+//! a separate file (32 random bytes, hex, mode 0600), written atomically (write, fsync, rename,
+//! directory fsync). It holds the agent's private keys, so the file is 0600 too and a key file
+//! readable by others is refused.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use crate::secret::random_bytes;
+
+const MAGIC: &[u8; 8] = b"DSOPSAS1";
+
+/// A sealed file and its key.
+pub struct SealedFile {
+    path: PathBuf,
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for SealedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedFile").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SealedFile {
+    /// The sealed file at `path`, with its key in `key_file` (created if missing).
+    pub fn open(path: &Path, key_file: &Path) -> Result<SealedFile, String> {
+        let key = crate::store::load_or_create_key(key_file).map_err(|e| e.to_string())?;
+        let key = UnboundKey::new(&AES_256_GCM, key.as_slice())
+            .map_err(|_| format!("{}: unusable key", key_file.display()))?;
+        Ok(SealedFile { path: path.to_owned(), key: LessSafeKey::new(key) })
+    }
+
+    fn aad(&self) -> Vec<u8> {
+        self.path.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default()
+    }
+
+    /// Reads and decrypts the document; `None` if the file does not exist.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, String> {
+        let path = &self.path;
+        let data = match fs::read(path) {
+            Ok(data) => Zeroizing::new(data),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(format!("{}: {error}", path.display())),
+        };
+        let mut data = data;
+        if data.len() < MAGIC.len() + 12 + 16 || &data[..MAGIC.len()] != MAGIC {
+            return Err(format!("{}: not a dsops agent state file", path.display()));
+        }
+        let nonce: [u8; 12] = data[MAGIC.len()..MAGIC.len() + 12]
+            .try_into()
+            .map_err(|_| format!("{}: short file", path.display()))?;
+        let aad = self.aad();
+        let plain = self
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_slice()),
+                &mut data[MAGIC.len() + 12..],
+            )
+            .map_err(|_| {
+                format!(
+                    "{}: cannot decrypt: wrong key file, or the file was altered",
+                    path.display()
+                )
+            })?;
+        serde_json::from_slice(plain)
+            .map(Some)
+            .map_err(|e| format!("{}: bad contents: {e}", path.display()))
+    }
+
+    /// Encrypts and writes the document atomically.
+    pub fn save<T: Serialize>(&self, value: &T) -> Result<(), String> {
+        let path = &self.path;
+        let error = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let mut plain = Zeroizing::new(serde_json::to_vec(value).map_err(|e| error(&e))?);
+        let nonce = random_bytes::<12>().map_err(|_| error(&"random source failed"))?;
+        let aad = self.aad();
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_slice()),
+                plain.as_mut_slice(),
+            )
+            .map_err(|_| error(&"encryption failed"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|e| error(&e))?;
+        let temp = path.with_extension("tmp");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| error(&e))?;
+        for part in [MAGIC.as_slice(), &nonce, plain.as_slice(), tag.as_ref()] {
+            file.write_all(part).map_err(|e| error(&e))?;
+        }
+        file.sync_all().map_err(|e| error(&e))?;
+        drop(file);
+        fs::rename(&temp, path).map_err(|e| error(&e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| error(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn round_trip_is_encrypted_private_and_bound_to_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.state");
+        let sealed = SealedFile::open(&path, &dir.path().join("agent.key")).unwrap();
+        assert_eq!(sealed.load::<Vec<String>>().unwrap(), None);
+        sealed.save(&vec!["private-key-material".to_owned()]).unwrap();
+        assert_eq!(sealed.load::<Vec<String>>().unwrap().unwrap(), ["private-key-material"]);
+        let bytes = fs::read(&path).unwrap();
+        assert!(!bytes.windows(20).any(|w| w == b"private-key-material"));
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let other = SealedFile::open(&path, &dir.path().join("other.key")).unwrap();
+        assert!(other.load::<Vec<String>>().unwrap_err().contains("cannot decrypt"));
+    }
+}

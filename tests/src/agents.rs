@@ -1,0 +1,176 @@
+//! Remote agents against a [`TestCluster`]: enrolment tokens, enrolment over real mTLS, agents
+//! running their real session (`dsops_cli::agent_host`), and rotations through the admin API.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dsops_agent::SecretValue;
+use dsops_agent::session::SessionState;
+use dsops_agent::store::{FileStore, Label, SecretStore};
+use dsops_cli::agent_host::{self, AgentRun, EnrolledState, RunningAgent};
+use dsops_cli::embedded::{open_store, random_id};
+use dsops_control_plane::config::{Loaded, load_file};
+use dsops_proto::wire::admin as wire;
+use dsops_proto::wire::admin::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::{TestCluster, wait_for};
+
+/// A dsops.yaml in a temporary directory, with a data directory per agent under it.
+#[derive(Debug)]
+pub struct AgentProject {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// The configuration file.
+    pub config: PathBuf,
+}
+
+impl AgentProject {
+    /// Writes `yaml` as dsops.yaml.
+    pub fn new(yaml: &str) -> AgentProject {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("dsops.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        AgentProject { dir, config }
+    }
+
+    /// The validated configuration.
+    pub fn loaded(&self) -> Loaded {
+        load_file(&self.config).unwrap_or_else(|d| panic!("invalid test config: {d:?}"))
+    }
+
+    /// The data directory of agent `name`.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{name}"))
+    }
+
+    /// The store `store` as agent `name` holds it.
+    pub fn store(&self, name: &str, store: &str) -> FileStore {
+        open_store(&self.loaded(), store, &self.data_dir(name), self.dir.path()).expect("store")
+    }
+
+    /// Puts a value into agent `name`'s store.
+    pub fn put(&self, name: &str, store: &str, entry: &str, field: &str, value: &str) {
+        self.store(name, store)
+            .put(entry, field, &SecretValue::new(value.to_owned()))
+            .expect("store put");
+    }
+
+    /// A field of an entry in agent `name`'s store.
+    pub fn read(&self, name: &str, store: &str, entry: &str, field: &str) -> Option<String> {
+        self.store(name, store)
+            .read(entry, Label::Current)
+            .expect("store read")
+            .and_then(|f| f.get(field).map(|v| v.expose().to_owned()))
+    }
+
+    /// Stores the configuration in the cluster.
+    pub async fn apply(&self, cluster: &TestCluster) {
+        let leader = cluster.leader().await;
+        cluster
+            .admin_client(leader)
+            .apply_config(wire::ApplyConfigRequest {
+                request_id: random_id(),
+                config_yaml: std::fs::read_to_string(&self.config).expect("read config"),
+                config_path: "dsops.yaml".into(),
+                catalog_files: Default::default(),
+                expected_version: 0,
+            })
+            .await
+            .expect("apply config");
+    }
+
+    /// Starts agent `name` (enrolled in its data directory), reaching `servers`.
+    pub fn start(&self, name: &str, servers: &[&str]) -> RunningAgent {
+        let run = AgentRun {
+            data_dir: self.data_dir(name),
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            backoff: (Duration::from_millis(50), Duration::from_millis(500)),
+        };
+        agent_host::start(&run, &self.loaded(), self.dir.path(), None).expect("start agent")
+    }
+}
+
+/// An enrolment token for `segment`, valid for `ttl_seconds`.
+pub async fn agent_token(cluster: &TestCluster, segment: &str, ttl_seconds: u64) -> String {
+    let leader = cluster.leader().await;
+    cluster
+        .admin_client(leader)
+        .create_agent_token(wire::CreateAgentTokenRequest {
+            request_id: random_id(),
+            segment: segment.into(),
+            ttl_seconds,
+        })
+        .await
+        .expect("create agent token")
+        .into_inner()
+        .token
+}
+
+/// Enrols an agent into `dir` through node `address`.
+pub async fn enroll(dir: &Path, address: &str, token: &str) -> anyhow::Result<EnrolledState> {
+    agent_host::enroll(dir, address, token, "test-host").await
+}
+
+/// Waits until `agent` has a session with the leader.
+pub async fn wait_connected(agent: &RunningAgent) -> String {
+    let mut state = agent.state.clone();
+    wait_for("the agent's session", Duration::from_secs(20), || {
+        let current = state.borrow_and_update().clone();
+        async move {
+            match current {
+                SessionState::Connected { address, .. } => Some(address),
+                SessionState::Disconnected { .. } => None,
+            }
+        }
+    })
+    .await
+}
+
+/// Starts a rotation of `env/key` at the leader and waits for the run to end.
+pub async fn rotate(cluster: &TestCluster, env: &str, key: &str) -> wire::RunSummary {
+    let leader = cluster.leader().await;
+    let mut admin = cluster.admin_client(leader);
+    let response = admin
+        .rotate(wire::RotateRequest {
+            request_id: random_id(),
+            selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
+                env: env.into(),
+                key: key.into(),
+            })),
+            force: true,
+            dry_run: false,
+            reason: "test".into(),
+        })
+        .await
+        .expect("rotate")
+        .into_inner();
+    let run_id = response.runs.first().expect("a run started").run_id.clone();
+    wait_run(cluster, &run_id, Duration::from_secs(120)).await
+}
+
+/// Waits for a run to end, asking whichever node leads.
+pub async fn wait_run(cluster: &TestCluster, run_id: &str, deadline: Duration) -> wire::RunSummary {
+    wait_for("the run to end", deadline, || async {
+        let leader = cluster.leader().await;
+        let mut admin: AdminClient<Channel> = cluster.admin_client(leader);
+        let request = wire::GetRunsRequest { run_ids: vec![run_id.to_owned()], with_steps: true };
+        let runs = admin.get_runs(request).await.ok()?.into_inner().runs;
+        runs.into_iter()
+            .next()
+            .filter(|r| matches!(r.state.as_str(), "Completed" | "RolledBack" | "Quarantined"))
+    })
+    .await
+}
+
+/// The agents the cluster lists.
+pub async fn list_agents(cluster: &TestCluster) -> Vec<wire::AgentInfo> {
+    let leader = cluster.leader().await;
+    cluster
+        .admin_client(leader)
+        .list_agents(wire::ListAgentsRequest {})
+        .await
+        .expect("list agents")
+        .into_inner()
+        .agents
+}

@@ -1,0 +1,210 @@
+//! Remote agents over real mTLS against a 3-node cluster: enrolment with a one-time token bound
+//! to a segment, sessions that declare capabilities, and rotations routed to the agent of the
+//! secret's segment — PostgreSQL in one segment, MariaDB in another.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
+use std::time::Duration;
+
+use dsops_agent::SecretValue;
+use dsops_agent::adapter::Login;
+use dsops_control_plane::state::Command;
+use dsops_tests::agents::{AgentProject, agent_token, enroll, list_agents, rotate, wait_connected};
+use dsops_tests::databases::{Flavor, ServerUrl};
+use dsops_tests::{TestCluster, wait_for};
+
+const OLD: &str = "Initial-remote-Passw0rd-1234567";
+
+fn service(name: &str, flavor: Flavor, segment: &str) -> (String, ServerUrl) {
+    let url = ServerUrl::parse(&flavor.service().url());
+    let (kind, database) = match flavor {
+        Flavor::Postgres => ("postgresql", "\n    database: postgres"),
+        Flavor::MariaDb => ("mysql", ""),
+    };
+    let yaml = format!(
+        "  {name}:\n    type: {kind}\n    segment: {segment}\n    host: {}\n    port: {}{database}\n    admin_store: store://{segment}-store/db/admin\n",
+        url.host, url.port
+    );
+    (yaml, url)
+}
+
+async fn logs_in(flavor: Flavor, user: &str, password: &str) -> bool {
+    flavor.login(user, &SecretValue::new(password.to_owned())).await.unwrap() == Login::Accepted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_agents_in_two_segments_rotate_postgres_and_mariadb() {
+    let pg_user = Flavor::Postgres.create_user("t70_pg", OLD, false).await;
+    let my_user = Flavor::MariaDb.create_user("t70_my", OLD, false).await;
+    let (pg, pg_admin) = service("pg", Flavor::Postgres, "seg-pg");
+    let (my, my_admin) = service("my", Flavor::MariaDb, "seg-my");
+    let project = AgentProject::new(&format!(
+        "version: 1\nsecretStores:\n  seg-pg-store: {{ type: file, segment: seg-pg }}\n  seg-my-store: {{ type: file, segment: seg-my }}\nservices:\n{pg}{my}envs:\n  prod:\n    PG_PASSWORD:\n      from: {{ store: \"store://seg-pg-store/app/pg#password\", service: \"svc://pg?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n    MY_PASSWORD:\n      from: {{ store: \"store://seg-my-store/app/my#password\", service: \"svc://my?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n",
+        pg_user.name, my_user.name
+    ));
+    for (agent, store, admin) in
+        [("a", "seg-pg-store", &pg_admin), ("b", "seg-my-store", &my_admin)]
+    {
+        project.put(agent, store, "db/admin", "user", &admin.user);
+        project.put(agent, store, "db/admin", "password", &admin.password);
+    }
+    project.put("a", "seg-pg-store", "app/pg", "password", OLD);
+    project.put("b", "seg-my-store", "app/my", "password", OLD);
+
+    let cluster = TestCluster::start(3).await;
+    project.apply(&cluster).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster.ids().iter().find(|&&id| id != leader).unwrap();
+    // Enrolment through a follower is sent on to the leader.
+    let token_a = agent_token(&cluster, "seg-pg", 600).await;
+    let token_b = agent_token(&cluster, "seg-my", 600).await;
+    let a = enroll(&project.data_dir("a"), cluster.address(follower), &token_a).await.unwrap();
+    let b = enroll(&project.data_dir("b"), cluster.address(leader), &token_b).await.unwrap();
+    assert_eq!((a.segment.as_str(), b.segment.as_str()), ("seg-pg", "seg-my"));
+    assert_ne!(a.agent_id, b.agent_id);
+
+    // Each agent starts from a follower's address and is sent on to the leader.
+    let agent_a = project.start("a", &[cluster.address(follower)]);
+    let agent_b = project.start("b", &[cluster.address(follower)]);
+    assert_eq!(wait_connected(&agent_a).await, cluster.address(leader));
+    wait_connected(&agent_b).await;
+
+    let agents = list_agents(&cluster).await;
+    let listed_a = agents.iter().find(|x| x.agent_id == a.agent_id).unwrap();
+    assert!(listed_a.connected, "{listed_a:?}");
+    assert_eq!(listed_a.segment, "seg-pg");
+    assert_eq!(listed_a.adapters, ["postgresql"]);
+    assert_eq!(listed_a.stores, ["seg-pg-store"]);
+    assert_eq!(listed_a.services, ["pg"]);
+    assert!(listed_a.certificate_not_after.is_some() && listed_a.last_heartbeat.is_some());
+
+    let pg_run = rotate(&cluster, "prod", "PG_PASSWORD").await;
+    let my_run = rotate(&cluster, "prod", "MY_PASSWORD").await;
+    assert_eq!(pg_run.state, "Completed", "{pg_run:?}");
+    assert_eq!(my_run.state, "Completed", "{my_run:?}");
+    assert!(pg_run.steps.iter().all(|s| s.agent_id == a.agent_id), "{pg_run:?}");
+    assert!(my_run.steps.iter().all(|s| s.agent_id == b.agent_id), "{my_run:?}");
+
+    let pg_new = project.read("a", "seg-pg-store", "app/pg", "password").unwrap();
+    let my_new = project.read("b", "seg-my-store", "app/my", "password").unwrap();
+    assert_ne!(pg_new, OLD);
+    assert_ne!(my_new, OLD);
+    assert!(logs_in(Flavor::Postgres, &pg_user.name, &pg_new).await);
+    assert!(!logs_in(Flavor::Postgres, &pg_user.name, OLD).await);
+    assert!(logs_in(Flavor::MariaDb, &my_user.name, &my_new).await);
+    assert!(!logs_in(Flavor::MariaDb, &my_user.name, OLD).await);
+
+    agent_a.stop().await;
+    agent_b.stop().await;
+    cluster.shutdown().await;
+    pg_user.drop_user().await;
+    my_user.drop_user().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_tokens_are_single_use_bound_to_a_cluster_and_expire() {
+    let project = AgentProject::new("version: 1\nsecretStores:\n  local: { type: file }\n");
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let address = cluster.address(leader).to_owned();
+    let token = agent_token(&cluster, "default", 600).await;
+    enroll(&project.data_dir("a"), &address, &token).await.unwrap();
+    let reused = enroll(&project.data_dir("b"), &address, &token).await.unwrap_err();
+    assert!(format!("{reused:#}").contains("already used"), "{reused:#}");
+
+    // A token whose expiry has passed.
+    let secret = "ab".repeat(32);
+    let expired = dsops_control_plane::node::JoinToken {
+        ca_fingerprint: cluster.control(leader).peer_fingerprint().to_owned(),
+        secret: secret.clone(),
+    };
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64;
+    cluster
+        .write(
+            "t70-expiring",
+            Command::CreateAgentToken {
+                token_hash: dsops_control_plane::node::JoinToken::secret_hash(&secret),
+                segment: "default".into(),
+                expires_at_ms: now + 300,
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let late = enroll(&project.data_dir("c"), &address, &expired.encode_agent()).await.unwrap_err();
+    assert!(format!("{late:#}").contains("expired"), "{late:#}");
+
+    // A token of another cluster: the agent refuses the server before sending anything.
+    let other = dsops_control_plane::node::JoinToken { ca_fingerprint: "cd".repeat(32), secret };
+    let foreign =
+        enroll(&project.data_dir("d"), &address, &other.encode_agent()).await.unwrap_err();
+    assert!(format!("{foreign:#}").contains("does not match"), "{foreign:#}");
+    assert_eq!(list_agents(&cluster).await.len(), 1, "only the first enrolment took");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_is_cut_off_and_refused_on_every_node() {
+    let project = AgentProject::new("version: 1\nsecretStores:\n  local: { type: file }\n");
+    let cluster = TestCluster::start(3).await;
+    project.apply(&cluster).await;
+    let leader = cluster.leader().await;
+    let token = agent_token(&cluster, "default", 600).await;
+    let enrolled = enroll(&project.data_dir("a"), cluster.address(leader), &token).await.unwrap();
+    let servers: Vec<&str> = cluster.ids().iter().map(|&id| cluster.address(id)).collect();
+    let agent = project.start("a", &servers);
+    wait_connected(&agent).await;
+
+    let started = std::time::Instant::now();
+    let response = cluster
+        .admin_client(leader)
+        .revoke_agent(dsops_proto::wire::admin::RevokeAgentRequest {
+            request_id: dsops_cli::embedded::random_id(),
+            agent_id: enrolled.agent_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.sessions_closed, 1);
+    // The session ends, and every later attempt, at any node, is refused.
+    let mut state = agent.state.clone();
+    wait_for("the revoked agent to be refused", Duration::from_secs(5), || {
+        let current = state.borrow_and_update().clone();
+        async move {
+            match current {
+                dsops_agent::session::SessionState::Disconnected { reason, failures }
+                    if reason.contains("revoked") && failures >= 1 =>
+                {
+                    Some(())
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(list_agents(&cluster).await.is_empty(), "a revoked agent is not listed");
+    for id in cluster.ids() {
+        let agent_id = enrolled.agent_id.clone();
+        let control = cluster.control(id).clone();
+        wait_for("the refusal in every node's audit log", Duration::from_secs(5), || {
+            let agent_id = agent_id.clone();
+            let control = control.clone();
+            async move {
+                let refused =
+                    control
+                        .read_local(|state| {
+                            state.audit.events().iter().any(|e| {
+                                e.action == "agent.session_refused" && e.subject == agent_id
+                            })
+                        })
+                        .await;
+                refused.then_some(())
+            }
+        })
+        .await;
+    }
+    agent.stop().await;
+    cluster.shutdown().await;
+}
