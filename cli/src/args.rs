@@ -90,6 +90,9 @@ pub enum Command {
     /// Inspect and change the control-plane cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Enrol, list and revoke remote agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
@@ -265,6 +268,39 @@ pub enum ClusterCommand {
     Remove {
         /// The node id (see `dsops cluster status`).
         node_id: u64,
+    },
+}
+
+/// `dsops agent ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Enrolment tokens for new agents.
+    #[command(subcommand)]
+    Token(AgentTokenCommand),
+    /// Enrolled agents: segment, version, capabilities, session and certificate expiry.
+    List,
+    /// Revoke an agent: its session closes and every node refuses it from now on.
+    #[command(after_help = "EXAMPLES:\n  dsops agent revoke agt-3f2a9c0d11e4b7a2")]
+    Revoke {
+        /// The agent id (see `dsops agent list`).
+        agent_id: String,
+    },
+}
+
+/// `dsops agent token ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentTokenCommand {
+    /// Create a one-time enrolment token bound to a segment.
+    #[command(
+        after_help = "The agent enrols with it once:\n  dsops-agent enroll --server HOST:PORT --token TOKEN --data-dir /var/lib/dsops-agent\n\nEXAMPLES:\n  dsops agent token create --segment eu-db --ttl 1h"
+    )]
+    Create {
+        /// The segment the agent will serve (as `segment:` in dsops.yaml).
+        #[arg(long)]
+        segment: String,
+        /// How long the token stays valid (e.g. 30m, 1h, 1d).
+        #[arg(long, default_value = "1h", value_parser = parse_token_ttl)]
+        ttl: std::time::Duration,
     },
 }
 

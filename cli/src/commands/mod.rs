@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod agent;
 pub mod apply;
 pub mod catalog;
 pub mod cluster;

@@ -9,16 +9,16 @@ use crate::backend::Backend;
 use crate::failure::Failure;
 use crate::output::{print_json, print_table, table};
 
-fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+pub(crate) fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     ts.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }
 
-fn short(t: Option<DateTime<Utc>>) -> String {
+pub(crate) fn short(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
 }
 
 /// `3d 4h`, `5h 2m`, `12m`, `40s`.
-fn age(since: Option<DateTime<Utc>>) -> String {
+pub(crate) fn age(since: Option<DateTime<Utc>>) -> String {
     let Some(since) = since else { return "-".to_owned() };
     let seconds = (Utc::now() - since).num_seconds().max(0);
     let (d, h, m) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
