@@ -90,11 +90,38 @@ type JobKey = (String, Step, u32);
 #[derive(Default)]
 struct Shared {
     /// Receipts sent (or to send) and not yet acknowledged, by (run, step).
-    unacked: Mutex<BTreeMap<(String, Step), SignedReceipt>>,
+    unacked: Mutex<BTreeMap<(String, Step), (SignedReceipt, std::time::Instant)>>,
     /// Jobs executing now.
     running: Mutex<BTreeSet<JobKey>>,
     /// The current session's outbound queue.
     outbound: Mutex<Option<mpsc::Sender<wire::AgentMessage>>>,
+    /// Jobs whose receipts the control plane acknowledged (most recent [`ACKED_MEMORY`]): a job
+    /// sent again after that (a new leader's resend decided before the receipt committed) is
+    /// not performed again.
+    acked: Mutex<(BTreeSet<JobKey>, std::collections::VecDeque<JobKey>)>,
+}
+
+/// How many acknowledged jobs the agent remembers.
+const ACKED_MEMORY: usize = 4096;
+
+impl Shared {
+    fn acknowledge(&self, run_id: &str, step: Step) {
+        let Some((receipt, _)) =
+            self.unacked.lock().expect("unacked lock").remove(&(run_id.to_owned(), step))
+        else {
+            return;
+        };
+        let key: JobKey = (run_id.to_owned(), step, receipt.body.attempt);
+        let mut acked = self.acked.lock().expect("acked lock");
+        if acked.0.insert(key.clone()) {
+            acked.1.push_back(key);
+            if acked.1.len() > ACKED_MEMORY
+                && let Some(old) = acked.1.pop_front()
+            {
+                acked.0.remove(&old);
+            }
+        }
+    }
 }
 
 fn receipt_message(receipt: &SignedReceipt) -> wire::AgentMessage {
@@ -242,7 +269,7 @@ async fn one_session(
     *shared.outbound.lock().expect("outbound lock") = Some(tx.clone());
     // Receipts the last session did not see acknowledged.
     let pending: Vec<SignedReceipt> =
-        shared.unacked.lock().expect("unacked lock").values().cloned().collect();
+        shared.unacked.lock().expect("unacked lock").values().map(|(r, _)| r.clone()).collect();
     for receipt in &pending {
         let _ = tx.send(receipt_message(receipt)).await;
     }
@@ -260,7 +287,7 @@ async fn one_session(
                     },
                     Some(wire::control_message::Kind::ReceiptAck(ack)) => {
                         if let Ok(step) = Step::from_wire(ack.step, "step") {
-                            shared.unacked.lock().expect("unacked lock").remove(&(ack.run_id.clone(), step));
+                            shared.acknowledge(&ack.run_id, step);
                         }
                         if !ack.accepted {
                             tracing::warn!(run = %ack.run_id, reason = %ack.reason, "receipt refused");
@@ -299,6 +326,22 @@ async fn one_session(
                 if tx.send(wire::AgentMessage { kind: Some(wire::agent_message::Kind::Heartbeat(beat)) }).await.is_err() {
                     return Ended::Lost("the session's stream closed".to_owned());
                 }
+                // Receipts the control plane could not commit yet (no quorum for a moment):
+                // send them again now and then; it applies each once.
+                let stale: Vec<SignedReceipt> = {
+                    let mut unacked = shared.unacked.lock().expect("unacked lock");
+                    unacked
+                        .values_mut()
+                        .filter(|(_, sent)| sent.elapsed() >= heartbeat * 2)
+                        .map(|(receipt, sent)| {
+                            *sent = std::time::Instant::now();
+                            receipt.clone()
+                        })
+                        .collect()
+                };
+                for receipt in &stale {
+                    let _ = tx.send(receipt_message(receipt)).await;
+                }
                 if !renewing && let Some(csr_pem) = link.renewal() {
                     renewing = true;
                     let renew = wire::RenewRequest { csr_pem };
@@ -314,8 +357,29 @@ async fn one_session(
 /// the session that is current when it finishes.
 fn start_job(job: Job, executor: &Arc<Executor>, shared: &Arc<Shared>, limit: &Arc<Semaphore>) {
     let key: JobKey = (job.run_id.to_string(), job.step, job.attempt);
+    if shared.acked.lock().expect("acked lock").0.contains(&key) {
+        return; // Its receipt was already acknowledged: the control plane has moved on.
+    }
+    // Sent again after a reconnect: if it already ran, its receipt is the answer.
+    let done = shared
+        .unacked
+        .lock()
+        .expect("unacked lock")
+        .get(&(key.0.clone(), key.1))
+        .map(|(r, _)| r)
+        .filter(|r| r.body.attempt == key.2 && r.body.generation == job.generation)
+        .cloned();
+    if let Some(receipt) = done {
+        let outbound = shared.outbound.lock().expect("outbound lock").clone();
+        if let Some(tx) = outbound {
+            tokio::spawn(async move {
+                let _ = tx.send(receipt_message(&receipt)).await;
+            });
+        }
+        return;
+    }
     if !shared.running.lock().expect("running lock").insert(key.clone()) {
-        return; // Sent again while it runs (after a reconnect): one execution is enough.
+        return; // Sent again while it runs: one execution is enough.
     }
     let (executor, shared, limit) = (executor.clone(), shared.clone(), limit.clone());
     tokio::spawn(async move {
@@ -325,7 +389,7 @@ fn start_job(job: Job, executor: &Arc<Executor>, shared: &Arc<Shared>, limit: &A
             .unacked
             .lock()
             .expect("unacked lock")
-            .insert((key.0.clone(), key.1), receipt.clone());
+            .insert((key.0.clone(), key.1), (receipt.clone(), std::time::Instant::now()));
         shared.running.lock().expect("running lock").remove(&key);
         let outbound = shared.outbound.lock().expect("outbound lock").clone();
         if let Some(tx) = outbound {

@@ -127,40 +127,61 @@ pub async fn wait_connected(agent: &RunningAgent) -> String {
     .await
 }
 
-/// Starts a rotation of `env/key` at the leader and waits for the run to end.
+/// Starts a rotation of `env/key` at the leader (retrying, with the same request id, while the
+/// cluster is between leaders or too busy to confirm one) and returns the run id.
+pub async fn start_rotation(cluster: &TestCluster, env: &str, key: &str) -> String {
+    let request = wire::RotateRequest {
+        request_id: random_id(),
+        selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
+            env: env.into(),
+            key: key.into(),
+        })),
+        force: true,
+        dry_run: false,
+        reason: "test".into(),
+    };
+    wait_for("the rotation to start", Duration::from_secs(30), || {
+        let request = request.clone();
+        async move {
+            let leader = cluster.leader().await;
+            match cluster.admin_client(leader).rotate(request).await {
+                Ok(response) => Some(response.into_inner().runs.first()?.run_id.clone()),
+                Err(status) if status.code() == tonic::Code::Unavailable => None,
+                Err(status) => panic!("rotate {env}/{key}: {status}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Starts a rotation of `env/key` and waits for the run to end.
 pub async fn rotate(cluster: &TestCluster, env: &str, key: &str) -> wire::RunSummary {
-    let leader = cluster.leader().await;
-    let mut admin = cluster.admin_client(leader);
-    let response = admin
-        .rotate(wire::RotateRequest {
-            request_id: random_id(),
-            selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
-                env: env.into(),
-                key: key.into(),
-            })),
-            force: true,
-            dry_run: false,
-            reason: "test".into(),
-        })
-        .await
-        .expect("rotate")
-        .into_inner();
-    let run_id = response.runs.first().expect("a run started").run_id.clone();
+    let run_id = start_rotation(cluster, env, key).await;
     wait_run(cluster, &run_id, Duration::from_secs(120)).await
 }
 
-/// Waits for a run to end, asking whichever node leads.
+/// Waits for a run to end, asking whichever node leads; panics with the run's last state.
 pub async fn wait_run(cluster: &TestCluster, run_id: &str, deadline: Duration) -> wire::RunSummary {
-    wait_for("the run to end", deadline, || async {
+    let started = std::time::Instant::now();
+    let mut last = None;
+    loop {
         let leader = cluster.leader().await;
         let mut admin: AdminClient<Channel> = cluster.admin_client(leader);
         let request = wire::GetRunsRequest { run_ids: vec![run_id.to_owned()], with_steps: true };
-        let runs = admin.get_runs(request).await.ok()?.into_inner().runs;
-        runs.into_iter()
-            .next()
-            .filter(|r| matches!(r.state.as_str(), "Completed" | "RolledBack" | "Quarantined"))
-    })
-    .await
+        if let Ok(response) = admin.get_runs(request).await
+            && let Some(run) = response.into_inner().runs.into_iter().next()
+        {
+            if matches!(run.state.as_str(), "Completed" | "RolledBack" | "Quarantined") {
+                return run;
+            }
+            last = Some(run);
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "run {run_id} did not end within {deadline:?}; last seen: {last:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The agents the cluster lists.

@@ -9,6 +9,7 @@ pub mod agents;
 pub mod cluster;
 pub mod databases;
 pub mod processes;
+pub mod proxy;
 pub mod redis;
 pub mod rotation;
 

@@ -208,3 +208,49 @@ async fn a_revoked_agent_is_cut_off_and_refused_on_every_node() {
     agent.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waits_for_an_agent_of_its_segment_and_says_so() {
+    let project = AgentProject::new(
+        "version: 1\nsecretStores:\n  far: { type: file, segment: far-away }\nenvs:\n  prod:\n    SIGNING_KEY:\n      from: { store: \"store://far/app/jwt#key\" }\n      rotation: { strategy: random }\n",
+    );
+    let cluster = TestCluster::start(1).await;
+    project.apply(&cluster).await;
+    let leader = cluster.leader().await;
+    let run_id = dsops_tests::agents::start_rotation(&cluster, "prod", "SIGNING_KEY").await;
+    let status = |cluster: &TestCluster| {
+        let mut admin = cluster.admin_client(leader);
+        async move {
+            admin
+                .rotation_status(dsops_proto::wire::admin::RotationStatusRequest {
+                    env: "prod".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .secrets
+                .remove(0)
+        }
+    };
+    let waiting = status(&cluster).await;
+    assert_eq!(waiting.status, "waiting_for_agent", "{waiting:?}");
+    // An agent of another segment does not help.
+    let other = agent_token(&cluster, "default", 600).await;
+    enroll(&project.data_dir("other"), cluster.address(leader), &other).await.unwrap();
+    let agent_other = project.start("other", &[cluster.address(leader)]);
+    wait_connected(&agent_other).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&cluster).await.status, "waiting_for_agent");
+    // One of its segment does.
+    let token = agent_token(&cluster, "far-away", 600).await;
+    enroll(&project.data_dir("far"), cluster.address(leader), &token).await.unwrap();
+    let agent = project.start("far", &[cluster.address(leader)]);
+    wait_connected(&agent).await;
+    let run = dsops_tests::agents::wait_run(&cluster, &run_id, Duration::from_secs(30)).await;
+    assert_eq!(run.state, "Completed", "{run:?}");
+    assert_eq!(status(&cluster).await.status, "healthy");
+    assert!(project.read("far", "far", "app/jwt", "key").is_some_and(|k| k.len() >= 32));
+    agent.stop().await;
+    agent_other.stop().await;
+    cluster.shutdown().await;
+}

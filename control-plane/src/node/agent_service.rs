@@ -20,13 +20,14 @@ use dsops_proto::ErrorCode;
 use dsops_proto::domain::{EnrollRequest, Heartbeat, Hello, SignedReceipt};
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_server::AgentService as AgentApi;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::api::ControlPlane;
 use super::token::JoinToken;
 use crate::pki::{ConnInfo, Role};
+use crate::rotation::ReceiptError;
 use crate::rotation::registry::SessionInfo;
 use crate::state::{AgentRecord, Command};
 
@@ -46,12 +47,18 @@ pub const AGENT_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 pub struct AgentService {
     control: ControlPlane,
     cert_validity: Duration,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl AgentService {
-    /// The agent service of `control`, issuing certificates valid for `cert_validity`.
-    pub fn new(control: ControlPlane, cert_validity: Duration) -> AgentService {
-        AgentService { control, cert_validity }
+    /// The agent service of `control`, issuing certificates valid for `cert_validity`. Its
+    /// sessions end when `shutdown` turns true.
+    pub fn new(
+        control: ControlPlane,
+        cert_validity: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> AgentService {
+        AgentService { control, cert_validity, shutdown }
     }
 }
 
@@ -213,6 +220,7 @@ impl AgentApi for AgentService {
             agent: record,
             cert_validity: self.cert_validity,
             out,
+            shutdown: self.shutdown.clone(),
         };
         tokio::spawn(session.run(hello, inbound));
         Ok(Response::new(stream))
@@ -225,6 +233,7 @@ struct Session {
     agent: AgentRecord,
     cert_validity: Duration,
     out: mpsc::Sender<Result<wire::ControlMessage, Status>>,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Why a session ended.
@@ -238,7 +247,7 @@ enum End {
 }
 
 impl Session {
-    async fn run(self, hello: Hello, mut inbound: Streaming<wire::AgentMessage>) {
+    async fn run(mut self, hello: Hello, mut inbound: Streaming<wire::AgentMessage>) {
         let agent_id = self.agent.agent_id.clone();
         let (jobs, mut queue) = mpsc::unbounded_channel();
         let info = SessionInfo {
@@ -278,6 +287,7 @@ impl Session {
                     }
                     Ok(None) | Err(_) => break End::Closed,
                 },
+                _ = self.shutdown.changed() => break End::Fail(ErrorCode::Unavailable.to_status("the node is stopping")),
                 () = close.notified() => {
                     break End::Fail(ErrorCode::PermissionDenied.to_status(format!("the session of agent {agent_id} was closed (revoked or replaced)")));
                 }
@@ -341,11 +351,21 @@ impl Session {
                 let receipt = SignedReceipt::try_from(receipt)
                     .map_err(|e| invalid(e.within("receipt").to_string()))?;
                 let verdict = crate::rotation::submit_receipt(&self.control, &receipt).await;
+                let reason = match verdict {
+                    Ok(()) => String::new(),
+                    Err(ReceiptError::Refused(reason)) => reason,
+                    Err(ReceiptError::NotCommitted(error)) => {
+                        // No verdict: the agent keeps the receipt and sends it again on its next
+                        // session (with the new leader, if this node lost its lead).
+                        tracing::debug!(%error, "receipt not committed here");
+                        return Ok(());
+                    }
+                };
                 let ack = wire::ReceiptAck {
                     run_id: receipt.body.run_id.to_string(),
                     step: receipt.body.step.to_wire(),
-                    accepted: verdict.is_ok(),
-                    reason: verdict.err().unwrap_or_default(),
+                    accepted: reason.is_empty(),
+                    reason,
                 };
                 let _ = self.out.send(message(wire::control_message::Kind::ReceiptAck(ack))).await;
                 Ok(())

@@ -142,6 +142,8 @@ pub async fn start(
     let control = ControlPlane::new(node.node_id, raft.clone(), state, pki);
     let (shutdown, mut stopped) = watch::channel(false);
     let incoming = tls.incoming(listener);
+    let agent_service =
+        AgentService::new(control.clone(), options.agent_cert_validity, shutdown.subscribe());
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(
@@ -152,10 +154,7 @@ pub async fn start(
                 .max_decoding_message_size(16 << 20),
         )
         .add_service(NodeJoinServer::new(JoinService::new(control.clone())))
-        .add_service(AgentServiceServer::new(AgentService::new(
-            control.clone(),
-            options.agent_cert_validity,
-        )));
+        .add_service(AgentServiceServer::new(agent_service));
     let server = tokio::spawn(async move {
         let stop = async move {
             let _ = stopped.wait_for(|s| *s).await;

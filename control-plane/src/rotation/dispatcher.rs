@@ -22,7 +22,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// Runs in progress at once per target (service, or store for application secrets).
 pub const MAX_RUNS_PER_TARGET: u32 = 16;
 /// How often dispatched runs are checked for a resend even without a new agent session.
-const RESEND_SCAN: Duration = Duration::from_secs(2);
+const RESEND_SCAN: Duration = Duration::from_secs(1);
+/// How long the agent a step was sent to may be without a session (a reconnect, a leader
+/// change) before another agent of the segment takes the step over.
+pub const AGENT_LOST: Duration = Duration::from_secs(3);
 
 /// The session each (run, attempt, step) was last sent on by this node.
 type Sent = HashMap<(String, u32, StepKind), u64>;
@@ -85,8 +88,19 @@ impl StepOrder {
 #[derive(Debug, Clone)]
 enum Action {
     Dispatch(Box<StepOrder>),
-    Resend { order: Box<StepOrder>, agent_id: String, deadline_ms: u64 },
-    TimeOut { run_id: String, generation: u64, step: StepKind, attempt: u32 },
+    Resend {
+        order: Box<StepOrder>,
+        agent_id: String,
+        deadline_ms: u64,
+    },
+    TimeOut {
+        run_id: String,
+        generation: u64,
+        step: StepKind,
+        attempt: u32,
+        /// Given up early: this agent lost its session and another one can take over.
+        lost_agent: Option<String>,
+    },
 }
 
 impl Action {
@@ -107,6 +121,8 @@ fn due(
     sent: &Sent,
     control: &ControlPlane,
     resend_scan: bool,
+    lost: &HashSet<String>,
+    absent: &mut HashSet<String>,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for (_, run_id) in state.deadlines.range(..(now.saturating_add(1), String::new())) {
@@ -117,6 +133,7 @@ fn due(
                 generation: run.generation,
                 step: d.step,
                 attempt: d.attempt,
+                lost_agent: None,
             });
         }
     }
@@ -147,9 +164,23 @@ fn due(
             let Some(run) = state.runs.get(run_id) else { continue };
             let Some(d) = &run.dispatched else { continue };
             let session = control.agents().session_of(&d.agent_id);
-            if session.is_some()
-                && sent.get(&(run_id.clone(), d.attempt, d.step)) != session.as_ref()
-            {
+            if session.is_none() {
+                absent.insert(d.agent_id.clone());
+                // Its agent has been gone a while and another one of the segment can do it:
+                // give the step up now (it becomes a check, sent to whoever is connected);
+                // the first agent's late receipt is refused as a stale attempt.
+                if lost.contains(&d.agent_id) && control.agents().has_agent(&run.spec) {
+                    actions.push(Action::TimeOut {
+                        run_id: run_id.clone(),
+                        generation: run.generation,
+                        step: d.step,
+                        attempt: d.attempt,
+                        lost_agent: Some(d.agent_id.clone()),
+                    });
+                }
+                continue;
+            }
+            if sent.get(&(run_id.clone(), d.attempt, d.step)) != session.as_ref() {
                 actions.push(Action::Resend {
                     order: Box::new(StepOrder::of(run, d.step, d.checked_step, d.attempt)),
                     agent_id: d.agent_id.clone(),
@@ -172,6 +203,8 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
     let mut last_epoch: Option<u64> = None;
     let mut last_scan = std::time::Instant::now();
     let sent: Arc<Mutex<Sent>> = Arc::default();
+    // Agents that dispatched steps wait on and that have no session here, since when.
+    let mut missing: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = wake.notified() => {}
@@ -184,6 +217,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         let metrics = control.metrics();
         if metrics.current_leader != Some(control.node_id()) {
             sent.lock().expect("sent lock").clear();
+            missing.clear();
             last_epoch = None;
             continue;
         }
@@ -198,8 +232,23 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         }
         let snapshot =
             if resend_scan { sent.lock().expect("sent lock").clone() } else { Sent::new() };
-        let actions =
-            control.read_local(|state| due(state, now, &snapshot, &control, resend_scan)).await;
+        let lost: HashSet<String> = missing
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= AGENT_LOST)
+            .map(|(agent, _)| agent.clone())
+            .collect();
+        let mut absent = HashSet::new();
+        let actions = control
+            .read_local(|state| {
+                due(state, now, &snapshot, &control, resend_scan, &lost, &mut absent)
+            })
+            .await;
+        if resend_scan {
+            missing.retain(|agent, _| absent.contains(agent));
+            for agent in absent {
+                missing.entry(agent).or_insert_with(std::time::Instant::now);
+            }
+        }
         for action in actions {
             let run_id = action.run_id().to_owned();
             if !busy.lock().expect("busy lock").insert(run_id.clone()) {
@@ -272,7 +321,7 @@ async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
                 sent.insert(key, session);
             }
         }
-        Action::TimeOut { run_id, generation, step, attempt } => {
+        Action::TimeOut { run_id, generation, step, attempt, lost_agent } => {
             let request_id = format!("timeout-{run_id}-{generation}-{step}-{attempt}");
             let command = Command::StepTimedOut {
                 run_id: run_id.clone(),
@@ -280,6 +329,7 @@ async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
                 step,
                 attempt,
                 jitter_permille: jitter(),
+                lost_agent: lost_agent.clone(),
             };
             if let Err(error) = control.write(&actor, &request_id, command).await {
                 tracing::debug!(%run_id, %error, "time-out not recorded");
@@ -289,9 +339,23 @@ async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
     control.agents().wake();
 }
 
+/// Why a receipt was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// The state machine refused it (stale, late, bad signature, ...): final, and audited.
+    #[error("{0}")]
+    Refused(String),
+    /// It could not be committed here (not the leader, no quorum): send it again later.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
+}
+
 /// Commits an agent's receipt (the state machine verifies it). Returns whether it was accepted
 /// and, if not, why.
-pub async fn submit_receipt(control: &ControlPlane, receipt: &SignedReceipt) -> Result<(), String> {
+pub async fn submit_receipt(
+    control: &ControlPlane,
+    receipt: &SignedReceipt,
+) -> Result<(), ReceiptError> {
     let body = &receipt.body;
     let request_id = format!(
         "receipt-{}-{}-{}-{}-{}",
@@ -311,10 +375,10 @@ pub async fn submit_receipt(control: &ControlPlane, receipt: &SignedReceipt) -> 
     control.agents().wake();
     match result {
         Ok(response) => match response.outcome {
-            Outcome::ReceiptRefused { reason } => Err(reason),
+            Outcome::ReceiptRefused { reason } => Err(ReceiptError::Refused(reason)),
             _ => Ok(()),
         },
-        Err(WriteError::Rejected { message, .. }) => Err(message),
-        Err(error) => Err(error.to_string()),
+        Err(WriteError::Rejected { message, .. }) => Err(ReceiptError::Refused(message)),
+        Err(error) => Err(ReceiptError::NotCommitted(error.to_string())),
     }
 }

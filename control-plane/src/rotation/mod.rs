@@ -11,5 +11,5 @@ pub mod dispatcher;
 pub mod registry;
 pub mod spec;
 
-pub use dispatcher::submit_receipt;
+pub use dispatcher::{ReceiptError, submit_receipt};
 pub use registry::{AgentRegistry, ConnectedAgent};

@@ -243,18 +243,26 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 *jitter_permille,
             )
         }
-        Command::StepTimedOut { run_id, generation, step, attempt, jitter_permille } => {
-            run_apply::time_out(
-                state,
-                request,
-                ctx,
+        Command::StepTimedOut {
+            run_id,
+            generation,
+            step,
+            attempt,
+            jitter_permille,
+            lost_agent,
+        } => run_apply::time_out(
+            state,
+            request,
+            ctx,
+            run_apply::Expiry {
                 run_id,
-                *generation,
-                *step,
-                *attempt,
-                *jitter_permille,
-            )
-        }
+                generation: *generation,
+                step: *step,
+                attempt: *attempt,
+                jitter_permille: *jitter_permille,
+                lost_agent: lost_agent.as_deref(),
+            },
+        ),
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
             Outcome::Audited { seq }

@@ -177,6 +177,11 @@ pub enum Command {
         attempt: u32,
         /// Random 0..=1000 drawn by the proposer for retry jitter.
         jitter_permille: u16,
+        /// Set when the step is given up before its deadline because the agent performing it
+        /// lost its session (and another agent of the segment can take over): the agent's id,
+        /// which must be the one the step was dispatched to.
+        #[serde(default)]
+        lost_agent: Option<String>,
     },
     /// Append an event to the audit log.
     AppendAudit {

@@ -397,16 +397,26 @@ fn conclude(
 
 /// No receipt came before the deadline: the step's effect is unknown.
 #[allow(clippy::too_many_arguments)]
+/// A step given up without a receipt.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Expiry<'a> {
+    pub run_id: &'a str,
+    pub generation: u64,
+    pub step: StepKind,
+    pub attempt: u32,
+    pub jitter_permille: u16,
+    /// The agent lost its session (checked against the dispatch) rather than the deadline
+    /// passing.
+    pub lost_agent: Option<&'a str>,
+}
+
 pub(super) fn time_out(
     state: &mut State,
     request: &Request,
     ctx: ApplyContext,
-    run_id: &str,
-    generation: u64,
-    step: StepKind,
-    attempt: u32,
-    jitter_permille: u16,
+    e: Expiry<'_>,
 ) -> Outcome {
+    let Expiry { run_id, generation, step, attempt, jitter_permille, lost_agent } = e;
     let now = request.proposed_at_ms;
     let Some(run) = state.runs.get_mut(run_id) else {
         return rejected("not_found", format!("run {run_id} does not exist"));
@@ -421,12 +431,28 @@ pub(super) fn time_out(
             format!("run {run_id} is not waiting for {step} attempt {attempt}"),
         );
     };
-    if now < dispatch.deadline_ms {
-        return rejected(
-            "failed_precondition",
-            format!("run {run_id}: {step} attempt {attempt} is not past its deadline"),
-        );
+    match lost_agent {
+        Some(agent) if agent != dispatch.agent_id => {
+            return rejected(
+                "failed_precondition",
+                format!(
+                    "run {run_id}: {step} attempt {attempt} was sent to {}, not {agent}",
+                    dispatch.agent_id
+                ),
+            );
+        }
+        None if now < dispatch.deadline_ms => {
+            return rejected(
+                "failed_precondition",
+                format!("run {run_id}: {step} attempt {attempt} is not past its deadline"),
+            );
+        }
+        _ => {}
     }
+    let why = match lost_agent {
+        Some(agent) => format!("agent {agent} lost its session"),
+        None => "no receipt before the deadline".to_owned(),
+    };
     let record = ReceiptRecord {
         step,
         checked_step: dispatch.checked_step,
@@ -434,7 +460,7 @@ pub(super) fn time_out(
         outcome: Result_::TimedOut.name().to_owned(),
         agent_id: dispatch.agent_id.clone(),
         fingerprint: None,
-        detail: "no receipt before the deadline".to_owned(),
+        detail: why.clone(),
         at_ms: now,
         body_hex: String::new(),
         signature_hex: String::new(),
@@ -442,11 +468,8 @@ pub(super) fn time_out(
     let outcome = StepEnd {
         record,
         result: Result_::TimedOut,
-        audit: format!("{step} attempt {attempt} by {}: timed out", dispatch.agent_id),
-        last_error: Some(format!(
-            "{step}: no receipt from {} before the deadline",
-            dispatch.agent_id
-        )),
+        audit: format!("{step} attempt {attempt} by {}: {why}", dispatch.agent_id),
+        last_error: Some(format!("{step}: {why}")),
         new_fingerprint: None,
     };
     conclude(state, request, ctx, run_id, outcome, jitter_permille)

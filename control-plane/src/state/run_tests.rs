@@ -325,6 +325,30 @@ fn indeterminate_outcomes_are_resolved_by_checking() {
 }
 
 #[test]
+fn a_lost_agent_is_given_up_before_the_deadline_and_its_late_receipt_refused() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    world.dispatch(&id);
+    let run = world.run(&id).clone();
+    let agent = run.dispatched.as_ref().unwrap().agent_id.clone();
+    let lost = |world: &mut World, who: &str| {
+        world.apply(Command::StepTimedOut {
+            run_id: id.clone(),
+            generation: run.generation,
+            step: StepKind::Stage,
+            attempt: 1,
+            jitter_permille: 0,
+            lost_agent: Some(who.to_owned()),
+        })
+    };
+    assert!(matches!(lost(&mut world, "someone-else"), Outcome::Rejected { .. }));
+    assert!(matches!(lost(&mut world, &agent), Outcome::RunUpdated { .. }), "no deadline wait");
+    let run = world.run(&id);
+    assert_eq!((run.step, run.checked_step), (Some(StepKind::Check), Some(StepKind::Stage)));
+    assert!(run.last_error.contains("lost its session"), "{}", run.last_error);
+}
+
+#[test]
 fn a_silent_agent_times_out_into_a_check() {
     let mut world = World::new();
     let id = started(world.request("immediate"));
@@ -337,6 +361,7 @@ fn a_silent_agent_times_out_into_a_check() {
             step: StepKind::Stage,
             attempt: 1,
             jitter_permille: 0,
+            lost_agent: None,
         })
     };
     assert!(matches!(timeout(&mut world), Outcome::Rejected { .. }), "not yet past the deadline");
