@@ -2,7 +2,7 @@
 //! credentials are. The control plane sends only names and references; everything here stays on
 //! the agent's host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,6 +35,44 @@ pub struct ServiceSpec {
     pub admin: StoreRef,
 }
 
+/// What the agent's owner allows it to do, whatever the control plane asks: a job outside it is
+/// refused with a signed receipt. `None` allows everything the configuration names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentPolicy {
+    /// Services (by name) it may change.
+    pub services: Option<BTreeSet<String>>,
+    /// Strategies it may run.
+    pub strategies: Option<BTreeSet<String>>,
+}
+
+impl AgentPolicy {
+    /// Why the policy refuses a step of `strategy` on `service`, if it does. Rollback and check
+    /// steps are always allowed: they only restore or look, so a run the agent refused can
+    /// still end cleanly.
+    pub fn refusal(
+        &self,
+        step: dsops_proto::domain::Step,
+        strategy: &str,
+        service: Option<&str>,
+    ) -> Option<String> {
+        use dsops_proto::domain::Step;
+        if matches!(step, Step::Rollback | Step::Check) {
+            return None;
+        }
+        if let Some(allowed) = &self.strategies
+            && !allowed.contains(strategy)
+        {
+            return Some(format!("agent policy: strategy {strategy} is not allowed on this agent"));
+        }
+        if let (Some(allowed), Some(service)) = (&self.services, service)
+            && !allowed.contains(service)
+        {
+            return Some(format!("agent policy: service {service} is not allowed on this agent"));
+        }
+        None
+    }
+}
+
 /// The agent's local configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -53,6 +91,8 @@ pub struct AgentConfig {
     pub max_concurrent_jobs: usize,
     /// Admin connections per target at most.
     pub max_target_connections: u32,
+    /// What the agent's owner allows.
+    pub policy: AgentPolicy,
 }
 
 impl AgentConfig {
@@ -66,6 +106,7 @@ impl AgentConfig {
             session_wait: Duration::from_secs(30),
             max_concurrent_jobs: 32,
             max_target_connections: 8,
+            policy: AgentPolicy::default(),
         }
     }
 }

@@ -370,9 +370,12 @@ impl Executor {
     /// Performs `job` and returns the signed receipt.
     pub async fn execute(&self, job: &Job) -> SignedReceipt {
         let started = std::time::Instant::now();
-        let result = match self.context(job) {
-            Ok(cx) => self.perform(&cx).await.unwrap_or_else(|failure| failure),
-            Err(failure) => failure,
+        let service = job.service_ref.as_ref().map(|s| s.service.as_str());
+        let refusal = self.config.policy.refusal(job.step, &job.strategy, service);
+        let result = match (refusal, self.context(job)) {
+            (Some(reason), _) => StepResult::failed(Outcome::Refused, reason),
+            (None, Ok(cx)) => self.perform(&cx).await.unwrap_or_else(|failure| failure),
+            (None, Err(failure)) => failure,
         };
         tracing::info!(
             run = %job.run_id,

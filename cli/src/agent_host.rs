@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
-use dsops_agent::config::AgentConfig;
+use dsops_agent::config::{AgentConfig, AgentPolicy};
 use dsops_agent::executor::Executor;
 use dsops_agent::hook::HookSpec;
 use dsops_agent::identity::AgentIdentity;
@@ -287,6 +287,8 @@ pub struct AgentRun {
     pub servers: Vec<String>,
     /// First and longest reconnect delay.
     pub backoff: (Duration, Duration),
+    /// What the agent's owner allows it to do.
+    pub policy: AgentPolicy,
 }
 
 /// Starts the agent enrolled in `run.data_dir` with its configuration from `loaded`.
@@ -298,11 +300,17 @@ pub fn start(
 ) -> anyhow::Result<RunningAgent> {
     let link = AgentLink::load(&run.data_dir)?;
     let enrolled = link.state();
-    let (mut config, capabilities) =
+    let (mut config, mut capabilities) =
         local_config(loaded, &enrolled.segment, &run.data_dir, base_dir)?;
     if let Some(tune) = tune {
         tune(&mut config);
     }
+    // Services the policy forbids are not declared, so the control plane routes their runs to
+    // other agents; a job that arrives anyway is refused with a signed receipt.
+    if let Some(allowed) = &run.policy.services {
+        capabilities.services.retain(|s| allowed.contains(s));
+    }
+    config.policy = run.policy.clone();
     let seed = Zeroizing::new(dsops_proto::hex_decode(&enrolled.signing_seed).unwrap_or_default());
     let seed: [u8; 32] =
         seed.as_slice().try_into().map_err(|_| anyhow!("the sealed state has no signing key"))?;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dsops_agent::SecretValue;
+use dsops_agent::config::AgentPolicy;
 use dsops_agent::session::SessionState;
 use dsops_agent::store::{FileStore, Label, SecretStore};
 use dsops_cli::agent_host::{self, AgentRun, EnrolledState, RunningAgent};
@@ -82,10 +83,16 @@ impl AgentProject {
 
     /// Starts agent `name` (enrolled in its data directory), reaching `servers`.
     pub fn start(&self, name: &str, servers: &[&str]) -> RunningAgent {
+        self.start_with(name, servers, AgentPolicy::default())
+    }
+
+    /// Starts agent `name` with a local policy.
+    pub fn start_with(&self, name: &str, servers: &[&str], policy: AgentPolicy) -> RunningAgent {
         let run = AgentRun {
             data_dir: self.data_dir(name),
             servers: servers.iter().map(|s| s.to_string()).collect(),
             backoff: (Duration::from_millis(50), Duration::from_millis(500)),
+            policy,
         };
         agent_host::start(&run, &self.loaded(), self.dir.path(), None).expect("start agent")
     }

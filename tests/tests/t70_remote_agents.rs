@@ -254,3 +254,39 @@ async fn a_run_waits_for_an_agent_of_its_segment_and_says_so() {
     agent_other.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refuses_work_its_own_policy_forbids_with_a_signed_refusal() {
+    let project = AgentProject::new(
+        "version: 1\nsecretStores:\n  local: { type: file }\nenvs:\n  prod:\n    SIGNING_KEY:\n      from: { store: \"store://local/app/jwt#key\" }\n      rotation: { strategy: random }\n",
+    );
+    project.put("a", "local", "app/jwt", "key", "first-key-0000000000000000000000000");
+    let cluster = TestCluster::start(1).await;
+    project.apply(&cluster).await;
+    let leader = cluster.leader().await;
+    let token = agent_token(&cluster, "default", 600).await;
+    let enrolled = enroll(&project.data_dir("a"), cluster.address(leader), &token).await.unwrap();
+    let policy = dsops_agent::config::AgentPolicy {
+        services: None,
+        strategies: Some(["immediate".to_owned()].into()),
+    };
+    let agent = project.start_with("a", &[cluster.address(leader)], policy);
+    wait_connected(&agent).await;
+
+    let run = rotate(&cluster, "prod", "SIGNING_KEY").await;
+    assert_eq!(run.state, "RolledBack", "{run:?}");
+    let first = &run.steps[0];
+    assert_eq!((first.step.as_str(), first.outcome.as_str()), ("stage", "refused"), "{run:?}");
+    assert_eq!(
+        first.agent_id, enrolled.agent_id,
+        "the refusal is the agent's, signed and verified"
+    );
+    assert!(first.detail.contains("agent policy: strategy random"), "{first:?}");
+    assert_eq!(
+        project.read("a", "local", "app/jwt", "key").as_deref(),
+        Some("first-key-0000000000000000000000000"),
+        "nothing changed"
+    );
+    agent.stop().await;
+    cluster.shutdown().await;
+}

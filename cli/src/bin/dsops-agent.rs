@@ -49,6 +49,13 @@ enum Command {
         /// More control-plane addresses to try besides the enrolled one.
         #[arg(long = "server", value_name = "HOST:PORT")]
         servers: Vec<String>,
+        /// Only change these services (repeat; default: every service of the segment). A job
+        /// for another one is refused with a signed receipt.
+        #[arg(long = "allow-service", value_name = "NAME")]
+        allow_services: Vec<String>,
+        /// Only run these strategies (repeat; default: all).
+        #[arg(long = "allow-strategy", value_name = "NAME")]
+        allow_strategies: Vec<String>,
     },
     /// Show the enrolled identity (never a key).
     Status {
@@ -106,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map_or("-".to_owned(), |t| t.to_rfc3339());
             println!("certificate expires: {expires}");
         }
-        Command::Run { data_dir, config, servers } => {
+        Command::Run { data_dir, config, servers, allow_services, allow_strategies } => {
             let loaded =
                 dsops_control_plane::config::load_file(&config).map_err(|diagnostics| {
                     let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
@@ -118,10 +125,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })?;
             let base_dir = config.parent().map(PathBuf::from).unwrap_or_default();
+            let set = |list: Vec<String>| (!list.is_empty()).then(|| list.into_iter().collect());
             let run = AgentRun {
                 data_dir,
                 servers,
                 backoff: (Duration::from_millis(200), Duration::from_secs(30)),
+                policy: dsops_agent::config::AgentPolicy {
+                    services: set(allow_services),
+                    strategies: set(allow_strategies),
+                },
             };
             let agent = agent_host::start(&run, &loaded, &base_dir, None)?;
             eprintln!("dsops-agent: {} starting", agent.agent_id);
