@@ -182,8 +182,9 @@ pub async fn run(
                 (format!("redirected to {to}"), Duration::ZERO)
             }
             Ended::Redirect(None) => {
+                // An election is under way: ask again soon (the first delay, with jitter).
                 failures += 1;
-                ("no leader known yet".to_owned(), backoff(&options, failures))
+                ("no leader known yet".to_owned(), backoff(&options, 1))
             }
             Ended::Refused(reason) => {
                 failures += 1;
@@ -193,7 +194,14 @@ pub async fn run(
             Ended::Lost(reason) => {
                 failures += 1;
                 tracing::warn!(%address, %reason, "session lost; reconnecting");
-                (reason, backoff(&options, failures))
+                // Try the other addresses at once; back off once a whole round has failed.
+                let servers = options.servers.len().max(1) as u32;
+                let delay = if !failures.is_multiple_of(servers) {
+                    Duration::from_millis(20)
+                } else {
+                    backoff(&options, failures / servers)
+                };
+                (reason, delay)
             }
         };
         let _ = state.send(SessionState::Disconnected { reason, failures });

@@ -134,6 +134,16 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(id as usize - 1)?.child.as_ref().map(Child::id)
+    }
+
+    /// The id of the node at `address`.
+    pub fn id_of(&self, address: &str) -> Option<u64> {
+        self.nodes.iter().position(|n| n.address == address).map(|i| i as u64 + 1)
+    }
+
     /// Kills node `id` with SIGKILL.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
         if let Some(mut child) = self.nodes[id as usize - 1].child.take() {

@@ -8,6 +8,7 @@ mod init;
 mod join_service;
 mod layout;
 mod promote;
+mod refusals;
 mod rotation_api;
 mod server;
 mod token;

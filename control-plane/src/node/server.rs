@@ -138,8 +138,9 @@ pub async fn start(
     };
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let (raft, state, pki) = open_raft(dir, node.node_id, &options).await?;
-    let tls = Arc::new(ServerTls::new(&dir.read_node_cert()?, &pki).map_err(|e| e.to_string())?);
+    let tls = ServerTls::new(&dir.read_node_cert()?, &pki).map_err(|e| e.to_string())?;
     let control = ControlPlane::new(node.node_id, raft.clone(), state, pki);
+    let tls = Arc::new(tls.on_refusal(super::refusals::audit_hook(control.clone())));
     let (shutdown, mut stopped) = watch::channel(false);
     let incoming = tls.incoming(listener);
     let agent_service =

@@ -21,8 +21,8 @@ pub use authority::{Authority, ClusterPki, NODE_NAMES, NodeCertificate, PkiError
 pub use files::{write_private, write_public};
 pub use identity::{CallerIdentity, Role, RoleNames};
 pub use tls::{
-    API_SERVER_NAME, ConnInfo, RAFT_SERVER_NAME, ServerTls, TlsConn, TlsIncoming, client_config,
-    pinned_client_config,
+    API_SERVER_NAME, ConnInfo, RAFT_SERVER_NAME, RefusalHook, ServerTls, TlsConn, TlsIncoming,
+    client_config, pinned_client_config,
 };
 
 use sha2::{Digest, Sha256};

@@ -58,12 +58,21 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Told of each refused handshake: the client's address and why.
+pub type RefusalHook = Arc<dyn Fn(SocketAddr, String) + Send + Sync>;
+
 /// The two server configurations of a node, chosen per connection by SNI.
-#[derive(Debug)]
 pub struct ServerTls {
     raft: Arc<ServerConfig>,
     api: Arc<ServerConfig>,
     roles: RoleNames,
+    refused: Option<RefusalHook>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
 }
 
 impl ServerTls {
@@ -102,7 +111,19 @@ impl ServerTls {
             .with_single_cert(chain, key(&node.key_pem)?)
             .map_err(tls_error)?;
         api.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(ServerTls { raft: Arc::new(raft), api: Arc::new(api), roles: RoleNames::new(pki)? })
+        Ok(ServerTls {
+            raft: Arc::new(raft),
+            api: Arc::new(api),
+            roles: RoleNames::new(pki)?,
+            refused: None,
+        })
+    }
+
+    /// Calls `hook` for every refused handshake (a certificate from another CA, an expired one,
+    /// none where one is required).
+    pub fn on_refusal(mut self, hook: RefusalHook) -> ServerTls {
+        self.refused = Some(hook);
+        self
     }
 
     fn for_server_name(&self, name: Option<&str>) -> Arc<ServerConfig> {
@@ -202,7 +223,12 @@ impl ServerTls {
                         Ok(Ok(conn)) => {
                             let _ = conn_tx.send(Ok(conn)).await;
                         }
-                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake refused"),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "TLS handshake refused");
+                            if let Some(hook) = &tls.refused {
+                                hook(remote, error.to_string());
+                            }
+                        }
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                     }
                 });

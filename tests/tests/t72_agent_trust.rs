@@ -1,0 +1,194 @@
+//! What an agent session refuses, and records: a certificate from another cluster's agent CA,
+//! an expired agent certificate, and a receipt whose signature does not verify or that is for a
+//! run of another segment.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
+
+use std::time::{Duration, SystemTime};
+
+use dsops_agent::identity::AgentIdentity;
+use dsops_control_plane::pki::{
+    API_SERVER_NAME, ClusterPki, NodeCertificate, client_config, new_csr,
+};
+use dsops_control_plane::state::Command;
+use dsops_proto::domain::{AgentId, Generation, Outcome, ReceiptBody, RunId, SignedReceipt, Step};
+use dsops_proto::wire::agent as wire;
+use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
+use dsops_tests::{TestCluster, wait_for};
+
+/// Opens a session with `identity` at `address` and returns how it ended.
+async fn session_with(
+    cluster: &TestCluster,
+    address: &str,
+    identity: &NodeCertificate,
+) -> Result<(), tonic::Status> {
+    let leader = cluster.leader().await;
+    let ca = cluster.control(leader).pki().peer.cert_pem.clone();
+    let tls = client_config(&ca, Some(identity)).unwrap();
+    let channel = dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls).unwrap();
+    let hello = wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
+            version: "0.1.0".into(),
+            capabilities: Some(wire::Capabilities::default()),
+            jobs_in_flight: vec![],
+        })),
+    };
+    let mut stream = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(vec![hello]))
+        .await?
+        .into_inner();
+    stream.message().await?;
+    Ok(())
+}
+
+async fn audited(cluster: &TestCluster, action: &str, needle: &str) -> String {
+    let leader = cluster.leader().await;
+    let control = cluster.control(leader).clone();
+    wait_for(&format!("{action} in the audit log"), Duration::from_secs(10), || {
+        let control = control.clone();
+        async move {
+            control
+                .read_local(|state| {
+                    state
+                        .audit
+                        .events()
+                        .iter()
+                        .find(|e| {
+                            e.action == action
+                                && (e.detail.contains(needle) || e.subject.contains(needle))
+                        })
+                        .map(|e| e.detail.clone())
+                })
+                .await
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_another_ca_or_expired_are_refused_and_audited() {
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let address = cluster.address(leader).to_owned();
+
+    // An agent certificate from another cluster's agent CA.
+    let (other, _) = ClusterPki::generate("other").unwrap();
+    let (csr, key_pem) = new_csr("dsops-agent").unwrap();
+    let (cert_pem, _) =
+        other.sign_agent_csr(&csr, "agt-0000000000000001", Duration::from_secs(3600)).unwrap();
+    let foreign = NodeCertificate { cert_pem, key_pem };
+    let refused = session_with(&cluster, &address, &foreign).await;
+    assert!(refused.is_err(), "a foreign certificate opened a session");
+    let detail = audited(&cluster, "tls.refused", "UnknownIssuer").await;
+    assert!(detail.contains("invalid peer certificate"), "{detail}");
+
+    // An expired certificate from this cluster's own agent CA.
+    let pki = cluster.control(leader).pki();
+    let past = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    let expired = ClusterPki::issue_with_validity(
+        &pki.agent,
+        "agt-0000000000000002",
+        past,
+        past + time::Duration::days(1),
+    )
+    .unwrap();
+    let refused = session_with(&cluster, &address, &expired).await;
+    assert!(refused.is_err(), "an expired certificate opened a session");
+    let detail = audited(&cluster, "tls.refused", "expired").await;
+    assert!(detail.contains("invalid peer certificate"), "{detail}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_cross_segment_receipts_are_refused_and_audited() {
+    let cluster = TestCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Two agents in two segments, registered with their receipt keys.
+    let a = AgentIdentity::load_or_create("agt-aaaa", "seg-a", &dir.path().join("a.key")).unwrap();
+    let b = AgentIdentity::load_or_create("agt-bbbb", "seg-b", &dir.path().join("b.key")).unwrap();
+    for agent in [&a, &b] {
+        cluster
+            .write(
+                &format!("register-{}", agent.agent_id),
+                Command::RegisterAgent {
+                    agent_id: agent.agent_id.clone(),
+                    segment: agent.segment.clone(),
+                    public_key: agent.public_key_hex(),
+                },
+            )
+            .await;
+    }
+    // A run of segment a, dispatched to agent a.
+    let spec = dsops_control_plane::state::RunSpec {
+        strategy: "random".into(),
+        store_ref: "store://local/app/k#v".into(),
+        service_ref: None,
+        config_json: "{}".into(),
+        segment: "seg-a".into(),
+        grace_ms: 0,
+        max_attempts: 5,
+        step_timeout_ms: 600_000,
+        config_version: 1,
+        value_format: None,
+    };
+    cluster
+        .write(
+            "request",
+            Command::RequestRun {
+                run_id: "run-t72".into(),
+                env: "prod".into(),
+                key: "K".into(),
+                spec,
+                restore_previous: false,
+                reason: "test".into(),
+            },
+        )
+        .await;
+    let leader = cluster.leader().await;
+    let control = cluster.control(leader).clone();
+    let generation = wait_for("the run", Duration::from_secs(5), || {
+        let control = control.clone();
+        async move { control.read_local(|s| s.runs.get("run-t72").map(|r| r.generation)).await }
+    })
+    .await;
+    cluster
+        .write(
+            "dispatch",
+            Command::DispatchStep {
+                run_id: "run-t72".into(),
+                generation,
+                step: dsops_control_plane::state::StepKind::Stage,
+                checked_step: None,
+                attempt: 1,
+                agent_id: "agt-aaaa".into(),
+                deadline_ms: u64::MAX / 2,
+            },
+        )
+        .await;
+    let body = |agent: &str| ReceiptBody {
+        run_id: RunId::parse("run-t72", "run_id").unwrap(),
+        generation: Generation::parse(generation, "generation").unwrap(),
+        step: Step::Stage,
+        target: "store://local/app/k#v".into(),
+        value_fingerprint: None,
+        performed_at: SystemTime::now(),
+        outcome: Outcome::Succeeded,
+        detail: String::new(),
+        agent_id: AgentId::parse(agent, "agent_id").unwrap(),
+        attempt: 1,
+    };
+    // Claims to be agent a, signed with b's key: the signature does not verify.
+    let forged = SignedReceipt::sign(body("agt-aaaa"), &b.signing_key);
+    let verdict = dsops_control_plane::rotation::submit_receipt(&control, &forged).await;
+    assert!(format!("{verdict:?}").contains("does not verify"), "{verdict:?}");
+    audited(&cluster, "receipt.refused", "does not verify").await;
+    // Agent b, correctly signed, for a run of segment a.
+    let cross = SignedReceipt::sign(body("agt-bbbb"), &b.signing_key);
+    let verdict = dsops_control_plane::rotation::submit_receipt(&control, &cross).await;
+    assert!(format!("{verdict:?}").contains("segment"), "{verdict:?}");
+    audited(&cluster, "receipt.refused", "segment seg-b").await;
+    // Nothing moved.
+    let phase = control.read_local(|s| s.runs["run-t72"].phase).await;
+    assert_eq!(format!("{phase:?}"), "Dispatched");
+    cluster.shutdown().await;
+}
