@@ -202,3 +202,67 @@ pub async fn list_agents(cluster: &TestCluster) -> Vec<wire::AgentInfo> {
         .into_inner()
         .agents
 }
+
+/// A token service like an API that holds two keys during a grace period. With `slow` present,
+/// an apply announces itself in `started` and takes 4 s. Every call is logged in `calls`.
+pub const TOKEN_PROGRAM: &str = r#"
+import json, os, sys, time
+target, dir = sys.argv[1], sys.argv[2]
+request = json.load(sys.stdin)
+step, value, other = request["step"], request["value"], request.get("current")
+with open(os.path.join(dir, "calls"), "a") as log:
+    log.write(f"{request['run_id']} {step} {request.get('checked_step')}\n")
+if step == "apply" and os.path.exists(os.path.join(dir, "slow")):
+    os.remove(os.path.join(dir, "slow"))
+    open(os.path.join(dir, "started"), "w").close()
+    time.sleep(4)
+def tokens():
+    try:
+        return set(open(target).read().split())
+    except FileNotFoundError:
+        return set()
+valid = tokens()
+outcome = "succeeded"
+if step == "apply":
+    valid.add(value)
+elif step == "verify":
+    outcome = "succeeded" if value in valid else "not_applied"
+elif step == "retire":
+    valid.discard(other or "")
+elif step == "rollback":
+    valid.add(value); valid.discard(other or "")
+elif step == "check":
+    present = value in valid
+    if request["checked_step"] == "retire":
+        present = (other or "") not in valid
+    outcome = "succeeded" if present else "not_applied"
+open(target, "w").write("\n".join(sorted(valid)))
+print(json.dumps({"outcome": outcome, "detail": step}))
+"#;
+
+pub const TOKEN_FIRST: &str = "first-token-000000000000000000000";
+
+/// A project whose secrets `prod/API_TOKEN_<n>` rotate through [`TOKEN_PROGRAM`] (a script
+/// service), with a store every agent of the project shares (as agents of one segment share a
+/// vault). Returns it and the program's directory (`calls`, `slow`, `started`, `valid-tokens`).
+pub fn token_project(secrets: usize) -> (AgentProject, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    std::fs::write(root.join("tokens.py"), TOKEN_PROGRAM).expect("write the program");
+    let mut envs = String::new();
+    for n in 0..secrets {
+        envs.push_str(&format!(
+            "    API_TOKEN_{n}:\n      from: {{ store: \"store://shared/app/token{n}#value\", service: \"svc://tokens?kind=secret\" }}\n      rotation: {{ strategy: script }}\n"
+        ));
+    }
+    let yaml = format!(
+        "version: 1\nsecretStores:\n  shared: {{ type: file, path: {root}/store, key_file: {root}/store.key }}\nservices:\n  tokens:\n    type: script\n    command: [python3, {root}/tokens.py, {root}/valid-tokens, {root}]\n    timeout: 20s\nrotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  prod:\n{envs}",
+        root = root.display()
+    );
+    let project = AgentProject::new(&yaml);
+    let root = dir.keep(); // Lives as long as the test process.
+    for n in 0..secrets {
+        project.put("a", "shared", &format!("app/token{n}"), "value", TOKEN_FIRST);
+    }
+    (project, root)
+}

@@ -290,3 +290,44 @@ async fn an_agent_refuses_work_its_own_policy_forbids_with_a_signed_refusal() {
     agent.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_over_the_session_before_they_expire() {
+    let project = AgentProject::new("version: 1\nsecretStores:\n  local: { type: file }\n");
+    let options = dsops_control_plane::node::NodeOptions {
+        agent_cert_validity: Duration::from_secs(9),
+        ..dsops_tests::cluster::fast_options()
+    };
+    let cluster = TestCluster::start_with(1, options).await;
+    let leader = cluster.leader().await;
+    let token = agent_token(&cluster, "default", 600).await;
+    let first = enroll(&project.data_dir("a"), cluster.address(leader), &token).await.unwrap();
+    let agent = project.start("a", &[cluster.address(leader)]);
+    wait_connected(&agent).await;
+    // Renewed once two thirds (6 s) are gone, at the next heartbeat.
+    let dir = project.data_dir("a");
+    let renewed = wait_for("a renewed certificate", Duration::from_secs(20), || {
+        let dir = dir.clone();
+        async move {
+            let state = dsops_cli::agent_host::AgentLink::load(&dir).unwrap().state();
+            (state.cert_not_after_ms > first.cert_not_after_ms).then_some(state)
+        }
+    })
+    .await;
+    assert_ne!(renewed.cert_pem, first.cert_pem);
+    assert_ne!(renewed.key_pem, first.key_pem, "a new key, not only a new certificate");
+    let listed = list_agents(&cluster).await;
+    let expiry = listed[0].certificate_not_after.as_ref().unwrap().seconds as u64 * 1000;
+    assert!(expiry + 1000 >= renewed.cert_not_after_ms, "the cluster knows the new expiry");
+    // Past the first certificate's expiry, a restarted agent connects with the renewed one.
+    agent.stop().await;
+    let wait = first.cert_not_after_ms.saturating_sub(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64,
+    );
+    tokio::time::sleep(Duration::from_millis(wait + 500)).await;
+    let again = project.start("a", &[cluster.address(leader)]);
+    wait_connected(&again).await;
+    again.stop().await;
+    cluster.shutdown().await;
+}

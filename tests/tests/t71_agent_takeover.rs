@@ -6,86 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use dsops_proto::wire::admin as wire;
 use dsops_tests::agents::{
-    AgentProject, agent_token, enroll, start_rotation, wait_connected, wait_run,
+    agent_token, enroll, start_rotation, token_project, wait_connected, wait_run,
 };
 use dsops_tests::proxy::Proxy;
 use dsops_tests::{TestCluster, wait_for};
-
-/// A token service like an API that holds two keys during a grace period. With `slow` present,
-/// an apply announces itself in `started` and takes 4 s. Every call is logged in `calls`.
-const PROGRAM: &str = r#"
-import json, os, sys, time
-target, dir = sys.argv[1], sys.argv[2]
-request = json.load(sys.stdin)
-step, value, other = request["step"], request["value"], request.get("current")
-with open(os.path.join(dir, "calls"), "a") as log:
-    log.write(f"{request['run_id']} {step} {request.get('checked_step')}\n")
-if step == "apply" and os.path.exists(os.path.join(dir, "slow")):
-    os.remove(os.path.join(dir, "slow"))
-    open(os.path.join(dir, "started"), "w").close()
-    time.sleep(4)
-def tokens():
-    try:
-        return set(open(target).read().split())
-    except FileNotFoundError:
-        return set()
-valid = tokens()
-outcome = "succeeded"
-if step == "apply":
-    valid.add(value)
-elif step == "verify":
-    outcome = "succeeded" if value in valid else "not_applied"
-elif step == "retire":
-    valid.discard(other or "")
-elif step == "rollback":
-    valid.add(value); valid.discard(other or "")
-elif step == "check":
-    present = value in valid
-    if request["checked_step"] == "retire":
-        present = (other or "") not in valid
-    outcome = "succeeded" if present else "not_applied"
-open(target, "w").write("\n".join(sorted(valid)))
-print(json.dumps({"outcome": outcome, "detail": step}))
-"#;
-
-const FIRST: &str = "first-token-000000000000000000000";
-
-/// A project whose secrets `API_TOKEN_<n>` rotate through the token program; both agents share
-/// the store (as agents of one segment share a vault).
-fn project(secrets: usize) -> AgentProject {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::write(root.join("tokens.py"), PROGRAM).unwrap();
-    let mut envs = String::new();
-    for n in 0..secrets {
-        envs.push_str(&format!(
-            "    API_TOKEN_{n}:\n      from: {{ store: \"store://shared/app/token{n}#value\", service: \"svc://tokens?kind=secret\" }}\n      rotation: {{ strategy: script }}\n"
-        ));
-    }
-    let yaml = format!(
-        "version: 1\nsecretStores:\n  shared: {{ type: file, path: {root}/store, key_file: {root}/store.key }}\nservices:\n  tokens:\n    type: script\n    command: [python3, {root}/tokens.py, {root}/valid-tokens, {root}]\n    timeout: 20s\nrotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  prod:\n{envs}",
-        root = root.display()
-    );
-    let project = AgentProject::new(&yaml);
-    std::mem::forget(dir); // Lives as long as the test process.
-    for n in 0..secrets {
-        project.put("a", "shared", &format!("app/token{n}"), "value", FIRST);
-    }
-    project
-}
-
-fn program_dir(project: &AgentProject) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(&project.config).unwrap();
-    let start = text.find("tokens.py, ").unwrap() + "tokens.py, ".len();
-    let rest = &text[start..];
-    let target = rest.split(',').next().unwrap();
-    Path::new(target).parent().unwrap().to_owned()
-}
 
 async fn start_run(cluster: &TestCluster, key: &str) -> String {
     start_rotation(cluster, "prod", key).await
@@ -93,8 +21,7 @@ async fn start_run(cluster: &TestCluster, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_off_agent_is_replaced_and_its_late_receipt_refused() {
-    let project = project(1);
-    let dir = program_dir(&project);
+    let (project, dir) = token_project(1);
     let cluster = TestCluster::start(1).await;
     project.apply(&cluster).await;
     let leader = cluster.leader().await;
@@ -168,8 +95,7 @@ async fn a_cut_off_agent_is_replaced_and_its_late_receipt_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_survive_the_leaders_death_without_a_step_run_twice() {
     const SECRETS: usize = 6;
-    let project = project(SECRETS);
-    let dir = program_dir(&project);
+    let (project, dir) = token_project(SECRETS);
     let mut cluster = TestCluster::start(3).await;
     project.apply(&cluster).await;
     let leader = cluster.leader().await;
