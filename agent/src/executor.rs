@@ -477,6 +477,7 @@ impl Executor {
             checked_step: checked_name.as_deref(),
             run_id: cx.job.run_id.as_str(),
             generation: cx.job.generation.get(),
+            attempt: cx.job.attempt,
             env: &cx.job.env,
             key: &cx.job.key,
             value: &value,

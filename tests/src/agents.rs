@@ -211,7 +211,7 @@ target, dir = sys.argv[1], sys.argv[2]
 request = json.load(sys.stdin)
 step, value, other = request["step"], request["value"], request.get("current")
 with open(os.path.join(dir, "calls"), "a") as log:
-    log.write(f"{request['run_id']} {step} {request.get('checked_step')}\n")
+    log.write(f"{request['run_id']} {step} {request.get('checked_step')} {request['attempt']}\n")
 if step == "apply" and os.path.exists(os.path.join(dir, "slow")):
     os.remove(os.path.join(dir, "slow"))
     open(os.path.join(dir, "started"), "w").close()

@@ -135,7 +135,7 @@ async fn runs_survive_the_leaders_death_without_a_step_run_twice() {
         }
         assert!(seen.values().all(|&n| n == 1), "{run:?}");
     }
-    // The program was called once per (run, step, checked step) the runs recorded.
+    // The program was called once per run, step, checked step and attempt.
     let calls = std::fs::read_to_string(dir.join("calls")).unwrap();
     let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
     for line in calls.lines() {

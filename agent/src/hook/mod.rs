@@ -2,7 +2,7 @@
 //! `webhook` strategy calls an HTTPS endpoint. Both speak one JSON contract (`docs/rotation.md`):
 //!
 //! Request: `{"version": 1, "step": "apply"|"verify"|"retire"|"rollback"|"check",
-//! "checked_step": "apply"|... (check only), "run_id", "generation", "env", "key",
+//! "checked_step": "apply"|... (check only), "run_id", "generation", "attempt", "env", "key",
 //! "value": the run's new value, "current": the current value or null}`.
 //! Answer: `{"outcome": "succeeded"|"not_applied"|"retryable"|"indeterminate", "detail": "..."}`.
 //!
@@ -43,6 +43,8 @@ pub struct HookCall<'a> {
     pub run_id: &'a str,
     /// Its generation.
     pub generation: u64,
+    /// The attempt of this step, from 1 (a retry has the next one).
+    pub attempt: u32,
     /// The environment.
     pub env: &'a str,
     /// The variable.
@@ -69,6 +71,7 @@ impl HookCall<'_> {
             "checked_step": self.checked_step,
             "run_id": self.run_id,
             "generation": self.generation,
+            "attempt": self.attempt,
             "env": self.env,
             "key": self.key,
             "value": self.value.expose(),
@@ -134,6 +137,7 @@ mod tests {
             checked_step: None,
             run_id: "run-1",
             generation: 1,
+            attempt: 1,
             env: "dev",
             key: "K",
             value,

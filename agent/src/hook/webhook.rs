@@ -329,6 +329,7 @@ mod tests {
             checked_step: None,
             run_id: "run-1",
             generation: 1,
+            attempt: 1,
             env: "dev",
             key: "K",
             value: &value,
