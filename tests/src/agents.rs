@@ -191,6 +191,32 @@ pub async fn wait_run(cluster: &TestCluster, run_id: &str, deadline: Duration) -
     }
 }
 
+/// Waits until node `control`'s audit log has an `action` event whose subject or detail contains
+/// `needle`; returns its detail.
+pub async fn wait_audit(
+    control: &dsops_control_plane::node::ControlPlane,
+    action: &str,
+    needle: &str,
+    deadline: Duration,
+) -> String {
+    wait_for(&format!("{action} ({needle}) in the audit log"), deadline, || async {
+        control
+            .read_local(|state| {
+                state
+                    .audit
+                    .events()
+                    .iter()
+                    .find(|e| {
+                        e.action == action
+                            && (e.subject.contains(needle) || e.detail.contains(needle))
+                    })
+                    .map(|e| e.detail.clone())
+            })
+            .await
+    })
+    .await
+}
+
 /// The agents the cluster lists.
 pub async fn list_agents(cluster: &TestCluster) -> Vec<wire::AgentInfo> {
     let leader = cluster.leader().await;

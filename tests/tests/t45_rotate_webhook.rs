@@ -202,8 +202,9 @@ fn project(url: &str, extra: &str) -> Project {
     project
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_over_https_applies_verifies_and_retires_with_signed_requests() {
+/// An endpoint over HTTPS (its CA in the project's `ca_file`) that requires signed requests,
+/// and a project whose webhook service signs with `store://local/hooks/tokens#secret`.
+async fn signed_https_project() -> (Arc<Endpoint>, Project) {
     let endpoint = Endpoint::new(true);
     let (port, ca_pem) = serve(endpoint.clone(), true).await;
     let ca_dir = tempfile::tempdir().unwrap();
@@ -216,6 +217,13 @@ async fn webhook_over_https_applies_verifies_and_retires_with_signed_requests() 
             ca_file.display()
         ),
     );
+    std::mem::forget(ca_dir); // Read by the agent while the project lives.
+    (endpoint, project)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_over_https_applies_verifies_and_retires_with_signed_requests() {
+    let (endpoint, project) = signed_https_project().await;
     project.put("hooks/tokens", "secret", SIGNING_SECRET);
     let embedded = project.open().await;
 
@@ -237,18 +245,7 @@ async fn webhook_over_https_applies_verifies_and_retires_with_signed_requests() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_signing_secret_changes_nothing() {
-    let endpoint = Endpoint::new(true);
-    let (port, ca_pem) = serve(endpoint.clone(), true).await;
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("hook-ca.pem");
-    std::fs::write(&ca_file, ca_pem.unwrap()).unwrap();
-    let project = project(
-        &format!("https://localhost:{port}/rotate"),
-        &format!(
-            "    auth_store: store://local/hooks/tokens#secret\n    ca_file: {}\n",
-            ca_file.display()
-        ),
-    );
+    let (endpoint, project) = signed_https_project().await;
     project.put("hooks/tokens", "secret", "not-the-endpoint's-secret-00000");
     let embedded = project.open().await;
 

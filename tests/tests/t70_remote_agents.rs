@@ -9,7 +9,9 @@ use std::time::Duration;
 use dsops_agent::SecretValue;
 use dsops_agent::adapter::Login;
 use dsops_control_plane::state::Command;
-use dsops_tests::agents::{AgentProject, agent_token, enroll, list_agents, rotate, wait_connected};
+use dsops_tests::agents::{
+    AgentProject, agent_token, enroll, list_agents, rotate, wait_audit, wait_connected,
+};
 use dsops_tests::databases::{Flavor, ServerUrl};
 use dsops_tests::{TestCluster, wait_for};
 
@@ -186,24 +188,9 @@ async fn a_revoked_agent_is_cut_off_and_refused_on_every_node() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(list_agents(&cluster).await.is_empty(), "a revoked agent is not listed");
     for id in cluster.ids() {
-        let agent_id = enrolled.agent_id.clone();
-        let control = cluster.control(id).clone();
-        wait_for("the refusal in every node's audit log", Duration::from_secs(5), || {
-            let agent_id = agent_id.clone();
-            let control = control.clone();
-            async move {
-                let refused =
-                    control
-                        .read_local(|state| {
-                            state.audit.events().iter().any(|e| {
-                                e.action == "agent.session_refused" && e.subject == agent_id
-                            })
-                        })
-                        .await;
-                refused.then_some(())
-            }
-        })
-        .await;
+        let control = cluster.control(id);
+        wait_audit(control, "agent.session_refused", &enrolled.agent_id, Duration::from_secs(5))
+            .await;
     }
     agent.stop().await;
     cluster.shutdown().await;

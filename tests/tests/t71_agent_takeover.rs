@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dsops_proto::wire::admin as wire;
 use dsops_tests::agents::{
-    agent_token, enroll, start_rotation, token_project, wait_connected, wait_run,
+    agent_token, enroll, start_rotation, token_project, wait_audit, wait_connected, wait_run,
 };
 use dsops_tests::proxy::Proxy;
 use dsops_tests::{TestCluster, wait_for};
@@ -65,23 +65,12 @@ async fn a_cut_off_agent_is_replaced_and_its_late_receipt_refused() {
 
     // Agent a comes back with its receipt for the old attempt: refused and audited.
     proxy.restore();
-    let control = cluster.control(leader).clone();
-    let agent_id = a.agent_id.clone();
-    let refusal = wait_for("the late receipt's refusal", Duration::from_secs(30), || {
-        let (control, agent_id) = (control.clone(), agent_id.clone());
-        async move {
-            control
-                .read_local(|state| {
-                    state
-                        .audit
-                        .events()
-                        .iter()
-                        .find(|e| e.action == "receipt.refused" && e.detail.contains(&agent_id))
-                        .map(|e| e.detail.clone())
-                })
-                .await
-        }
-    })
+    let refusal = wait_audit(
+        cluster.control(leader),
+        "receipt.refused",
+        &a.agent_id,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(refusal.contains("late or unexpected apply attempt 1"), "{refusal}");
     let after_late = wait_run(&cluster, &run_id, Duration::from_secs(5)).await;

@@ -14,6 +14,7 @@ use dsops_control_plane::state::Command;
 use dsops_proto::domain::{AgentId, Generation, Outcome, ReceiptBody, RunId, SignedReceipt, Step};
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
+use dsops_tests::agents::wait_audit;
 use dsops_tests::{TestCluster, wait_for};
 
 /// Opens a session with `identity` at `address` and returns how it ended.
@@ -43,26 +44,7 @@ async fn session_with(
 
 async fn audited(cluster: &TestCluster, action: &str, needle: &str) -> String {
     let leader = cluster.leader().await;
-    let control = cluster.control(leader).clone();
-    wait_for(&format!("{action} in the audit log"), Duration::from_secs(10), || {
-        let control = control.clone();
-        async move {
-            control
-                .read_local(|state| {
-                    state
-                        .audit
-                        .events()
-                        .iter()
-                        .find(|e| {
-                            e.action == action
-                                && (e.detail.contains(needle) || e.subject.contains(needle))
-                        })
-                        .map(|e| e.detail.clone())
-                })
-                .await
-        }
-    })
-    .await
+    wait_audit(cluster.control(leader), action, needle, Duration::from_secs(10)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

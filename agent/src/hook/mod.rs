@@ -127,29 +127,31 @@ pub async fn call(
     }
 }
 
+/// An `apply` call of run `run-1` for `value` (unit tests).
+#[cfg(test)]
+pub(crate) fn test_call(value: &SecretValue, changes: bool) -> HookCall<'_> {
+    HookCall {
+        step: "apply",
+        checked_step: None,
+        run_id: "run-1",
+        generation: 1,
+        attempt: 1,
+        env: "dev",
+        key: "K",
+        value,
+        current: None,
+        changes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn call<'a>(value: &'a SecretValue, changes: bool) -> HookCall<'a> {
-        HookCall {
-            step: "apply",
-            checked_step: None,
-            run_id: "run-1",
-            generation: 1,
-            attempt: 1,
-            env: "dev",
-            key: "K",
-            value,
-            current: None,
-            changes,
-        }
-    }
-
     #[test]
     fn answers_are_read_and_values_redacted() {
         let value = SecretValue::new("s3cret-value".to_owned());
-        let c = call(&value, true);
+        let c = test_call(&value, true);
         assert_eq!(
             c.answer("hook", br#"{"outcome":"succeeded","detail":"ok"}"#),
             (Outcome::Succeeded, "ok".to_owned())
@@ -160,7 +162,7 @@ mod tests {
         );
         assert_eq!(c.answer("hook", b"nope").0, Outcome::Indeterminate);
         assert_eq!(c.answer("hook", br#"{"outcome":"maybe"}"#).0, Outcome::Indeterminate);
-        assert_eq!(call(&value, false).answer("hook", b"[]").0, Outcome::Retryable);
+        assert_eq!(test_call(&value, false).answer("hook", b"[]").0, Outcome::Retryable);
         let request: serde_json::Value = serde_json::from_str(&c.request()).unwrap();
         assert_eq!(request["value"], "s3cret-value");
         assert_eq!(request["current"], serde_json::Value::Null);

@@ -324,18 +324,7 @@ mod tests {
         drop(listener);
         let s = spec(&format!("http://127.0.0.1:{port}/")).unwrap();
         let value = SecretValue::new("v".to_owned());
-        let call = HookCall {
-            step: "apply",
-            checked_step: None,
-            run_id: "run-1",
-            generation: 1,
-            attempt: 1,
-            env: "dev",
-            key: "K",
-            value: &value,
-            current: None,
-            changes: true,
-        };
+        let call = super::super::test_call(&value, true);
         let (outcome, detail) = post(&s, &call, None).await;
         assert_eq!(outcome, Outcome::Retryable, "{detail}");
         assert!(detail.contains("cannot connect"), "{detail}");

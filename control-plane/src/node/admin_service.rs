@@ -207,26 +207,14 @@ impl Admin for AdminService {
         let caller = self.operator(&request)?;
         let wire::CreateJoinTokenRequest { request_id: id, ttl_seconds } = request.into_inner();
         let id = request_id(&id)?;
-        let ttl = if ttl_seconds == 0 { 3600 } else { ttl_seconds };
-        if !(60..=7 * 24 * 3600).contains(&ttl) {
-            return Err(
-                ErrorCode::InvalidArgument.to_status("ttl_seconds: between 1 minute and 7 days")
-            );
-        }
-        let token = self.new_token()?;
-        let expires_at_ms = super::now_ms() + ttl * 1000;
+        let (token, expires_at_ms) = self.new_token(ttl_seconds)?;
         let command = Command::CreateJoinToken {
             token_hash: JoinToken::secret_hash(&token.secret),
             expires_at_ms,
         };
         let response =
             self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
-        if response.duplicate {
-            // The first attempt created a token whose secret only that attempt knew.
-            return Err(ErrorCode::FailedPrecondition.to_status(
-                "this request already created a token, which cannot be shown again; ask for a new token",
-            ));
-        }
+        shown_once(&response)?;
         Ok(Response::new(wire::CreateJoinTokenResponse {
             token: token.encode(),
             expires_at: Some(timestamp(expires_at_ms)),
@@ -349,14 +337,7 @@ impl Admin for AdminService {
         let id = request_id(&id)?;
         dsops_proto::domain::SegmentName::parse(&segment, "segment")
             .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
-        let ttl = if ttl_seconds == 0 { 3600 } else { ttl_seconds };
-        if !(60..=7 * 24 * 3600).contains(&ttl) {
-            return Err(
-                ErrorCode::InvalidArgument.to_status("ttl_seconds: between 1 minute and 7 days")
-            );
-        }
-        let token = self.new_token()?;
-        let expires_at_ms = super::now_ms() + ttl * 1000;
+        let (token, expires_at_ms) = self.new_token(ttl_seconds)?;
         let command = Command::CreateAgentToken {
             token_hash: JoinToken::secret_hash(&token.secret),
             segment,
@@ -364,11 +345,7 @@ impl Admin for AdminService {
         };
         let response =
             self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
-        if response.duplicate {
-            return Err(ErrorCode::FailedPrecondition.to_status(
-                "this request already created a token, which cannot be shown again; ask for a new token",
-            ));
-        }
+        shown_once(&response)?;
         Ok(Response::new(wire::CreateAgentTokenResponse {
             token: token.encode_agent(),
             expires_at: Some(timestamp(expires_at_ms)),
@@ -444,7 +421,26 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
-    fn new_token(&self) -> Result<JoinToken, Status> {
-        Ok(JoinToken::generate(self.control.peer_fingerprint()))
+    /// A new token and its expiry, `ttl_seconds` from now (0: one hour).
+    fn new_token(&self, ttl_seconds: u64) -> Result<(JoinToken, u64), Status> {
+        let ttl = if ttl_seconds == 0 { 3600 } else { ttl_seconds };
+        if !(60..=7 * 24 * 3600).contains(&ttl) {
+            return Err(
+                ErrorCode::InvalidArgument.to_status("ttl_seconds: between 1 minute and 7 days")
+            );
+        }
+        let token = JoinToken::generate(self.control.peer_fingerprint());
+        Ok((token, super::now_ms() + ttl * 1000))
     }
+}
+
+/// A retried token request cannot be answered: the first attempt created a token whose secret
+/// only that attempt knew.
+fn shown_once(response: &crate::state::Response) -> Result<(), Status> {
+    if response.duplicate {
+        return Err(ErrorCode::FailedPrecondition.to_status(
+            "this request already created a token, which cannot be shown again; ask for a new token",
+        ));
+    }
+    Ok(())
 }

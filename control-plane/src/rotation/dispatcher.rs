@@ -13,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, SignedReceipt, StoreRef};
 use tokio::sync::watch;
 
+use super::AgentRegistry;
 use crate::node::{ControlPlane, WriteError, now_ms};
 use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
 
@@ -21,6 +22,8 @@ use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
 const TICK: Duration = Duration::from_millis(100);
 /// Runs in progress at once per target (service, or store for application secrets).
 pub const MAX_RUNS_PER_TARGET: u32 = 16;
+/// Runs in progress at once per segment (what its agents and links carry), over all targets.
+pub const MAX_RUNS_PER_SEGMENT: u32 = 64;
 /// How often dispatched runs are checked for a resend even without a new agent session.
 const RESEND_SCAN: Duration = Duration::from_secs(1);
 /// How long the agent a step was sent to may be without a session (a reconnect, a leader
@@ -119,7 +122,7 @@ fn due(
     state: &State,
     now: u64,
     sent: &Sent,
-    control: &ControlPlane,
+    agents: &AgentRegistry,
     resend_scan: bool,
     lost: &HashSet<String>,
     absent: &mut HashSet<String>,
@@ -141,11 +144,26 @@ fn due(
     // Started runs whose next step is due, then runs not started yet while their target has
     // room: a bulk rotation flows through the target at a steady rate instead of staging
     // everything first.
+    // A segment's room is shared by its targets: count what this pass starts.
+    let mut segment_room: HashMap<&str, u32> = HashMap::new();
     let started = state.ready.range(due_now.clone());
     let starting = state.queued.iter().flat_map(|(target, queue)| {
         let load = state.target_load.get(target).copied().unwrap_or(0);
         let room = MAX_RUNS_PER_TARGET.saturating_sub(load) as usize;
         queue.range(due_now.clone()).take(room)
+    });
+    let starting = starting.filter(|(_, run_id)| {
+        let Some(run) = state.runs.get(run_id) else { return false };
+        let segment = run.spec.segment.as_str();
+        let room = segment_room.entry(segment).or_insert_with(|| {
+            let load = state.segment_load.get(segment).copied().unwrap_or(0);
+            MAX_RUNS_PER_SEGMENT.saturating_sub(load)
+        });
+        if *room == 0 {
+            return false;
+        }
+        *room -= 1;
+        true
     });
     for (_, run_id) in started.chain(starting) {
         if let Some(run) = state.runs.get(run_id)
@@ -163,13 +181,13 @@ fn due(
         for (deadline, run_id) in state.deadlines.range((now.saturating_add(1), String::new())..) {
             let Some(run) = state.runs.get(run_id) else { continue };
             let Some(d) = &run.dispatched else { continue };
-            let session = control.agents().session_of(&d.agent_id);
+            let session = agents.session_of(&d.agent_id);
             if session.is_none() {
                 absent.insert(d.agent_id.clone());
                 // Its agent has been gone a while and another one of the segment can do it:
                 // give the step up now (it becomes a check, sent to whoever is connected);
                 // the first agent's late receipt is refused as a stale attempt.
-                if lost.contains(&d.agent_id) && control.agents().has_agent(&run.spec) {
+                if lost.contains(&d.agent_id) && agents.has_agent(&run.spec) {
                     actions.push(Action::TimeOut {
                         run_id: run_id.clone(),
                         generation: run.generation,
@@ -240,7 +258,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         let mut absent = HashSet::new();
         let actions = control
             .read_local(|state| {
-                due(state, now, &snapshot, &control, resend_scan, &lost, &mut absent)
+                due(state, now, &snapshot, control.agents(), resend_scan, &lost, &mut absent)
             })
             .await;
         if resend_scan {
@@ -380,5 +398,81 @@ pub async fn submit_receipt(
         },
         Err(WriteError::Rejected { message, .. }) => Err(ReceiptError::Refused(message)),
         Err(error) => Err(ReceiptError::NotCommitted(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::state::{ApplyContext, Request, apply};
+
+    fn request(state: &mut State, n: usize, segment: &str, target: &str) {
+        let spec = RunSpec {
+            strategy: "random".into(),
+            store_ref: format!("store://{target}/app/k{n}#v"),
+            service_ref: None,
+            config_json: "{}".into(),
+            segment: segment.into(),
+            grace_ms: 0,
+            max_attempts: 3,
+            step_timeout_ms: 60_000,
+            config_version: 1,
+            value_format: None,
+        };
+        let command = Command::RequestRun {
+            run_id: format!("run-{segment}-{target}-{n}"),
+            env: "prod".into(),
+            key: format!("K_{segment}_{target}_{n}"),
+            spec,
+            restore_previous: false,
+            reason: "test".into(),
+        };
+        let request = Request {
+            request_id: format!("r-{segment}-{target}-{n}"),
+            actor: "test".into(),
+            proposed_at_ms: 1_000,
+            command,
+        };
+        let outcome = apply(state, &request, ApplyContext { index: 1 }).outcome;
+        assert!(matches!(outcome, Outcome::RunStarted { .. }), "{outcome:?}");
+    }
+
+    fn starts(state: &State) -> BTreeMap<String, usize> {
+        let mut per_segment = BTreeMap::new();
+        let actions = due(
+            state,
+            2_000,
+            &Sent::new(),
+            &AgentRegistry::default(),
+            false,
+            &HashSet::new(),
+            &mut HashSet::new(),
+        );
+        for action in actions {
+            if let Action::Dispatch(order) = action {
+                *per_segment.entry(order.spec.segment.clone()).or_default() += 1;
+            }
+        }
+        per_segment
+    }
+
+    #[test]
+    fn starting_runs_respects_target_and_segment_limits() {
+        let mut state = State::default();
+        // Six stores of 20 runs each in one segment, and one store of 20 in another.
+        for target in 0..6 {
+            for n in 0..20 {
+                request(&mut state, n, "busy", &format!("t{target}"));
+            }
+        }
+        for n in 0..20 {
+            request(&mut state, n, "quiet", "q");
+        }
+        let started = starts(&state);
+        // 16 per target would be 96 for the busy segment: its own limit holds it at 64.
+        assert_eq!(started["busy"], MAX_RUNS_PER_SEGMENT as usize);
+        assert_eq!(started["quiet"], MAX_RUNS_PER_TARGET as usize);
     }
 }

@@ -93,6 +93,10 @@ pub struct State {
     /// what per-target concurrency limits count. Derived; rebuilt on snapshot load.
     #[serde(skip)]
     pub target_load: BTreeMap<String, u32>,
+    /// Runs past `Requested` and not finished, per segment: what per-segment concurrency limits
+    /// count. Derived; rebuilt on snapshot load.
+    #[serde(skip)]
+    pub segment_load: BTreeMap<String, u32>,
     /// Agents by id.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentRecord>,
@@ -153,6 +157,7 @@ impl State {
         self.queued.clear();
         self.deadlines.clear();
         self.target_load.clear();
+        self.segment_load.clear();
         let active: Vec<String> = self.active_runs.iter().cloned().collect();
         for run_id in active {
             self.index_run(&run_id);
@@ -160,6 +165,7 @@ impl State {
                 && run.phase != super::RunPhase::Requested
             {
                 *self.target_load.entry(run.spec.target_key()).or_default() += 1;
+                *self.segment_load.entry(run.spec.segment.clone()).or_default() += 1;
             }
         }
     }

@@ -249,8 +249,9 @@ pub(super) fn dispatch(
     }
     let phase = run.phase;
     if started {
-        let key = run.spec.target_key();
+        let (key, segment) = (run.spec.target_key(), run.spec.segment.clone());
         *state.target_load.entry(key).or_default() += 1;
+        *state.segment_load.entry(segment).or_default() += 1;
     }
     state.index_run(run_id);
     Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
@@ -576,6 +577,21 @@ fn give_up(run: &mut Run, step: StepKind, now: u64) -> bool {
     }
 }
 
+/// Whether a run counted towards its target's and segment's load (it was dispatched once).
+fn phase_started(run: &Run) -> bool {
+    run.transitions.iter().any(|t| t.phase == RunPhase::Dispatched)
+}
+
+/// One run less in `loads[key]`.
+fn release(loads: &mut std::collections::BTreeMap<String, u32>, key: &str) {
+    if let Some(load) = loads.get_mut(key) {
+        *load = load.saturating_sub(1);
+        if *load == 0 {
+            loads.remove(key);
+        }
+    }
+}
+
 /// Bookkeeping when a run ends.
 fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &str) {
     let Some(run) = state.runs.get_mut(run_id) else { return };
@@ -586,13 +602,11 @@ fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &
     let secret = run.secret();
     let error = run.last_error.clone();
     let key = run.spec.target_key();
-    if state.active_runs.remove(run_id)
-        && let Some(load) = state.target_load.get_mut(&key)
-    {
-        *load = load.saturating_sub(1);
-        if *load == 0 {
-            state.target_load.remove(&key);
-        }
+    let segment = run.spec.segment.clone();
+    let started = phase_started(run);
+    if state.active_runs.remove(run_id) && started {
+        release(&mut state.target_load, &key);
+        release(&mut state.segment_load, &segment);
     }
     let record: &mut SecretRecord = state.secrets.entry(secret.clone()).or_default();
     if record.active_run.as_deref() == Some(run_id) {

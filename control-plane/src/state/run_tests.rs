@@ -437,6 +437,7 @@ proptest! {
             prop_assert_eq!(&rebuilt.ready, &world.state.ready);
             prop_assert_eq!(&rebuilt.deadlines, &world.state.deadlines);
             prop_assert_eq!(&rebuilt.target_load, &world.state.target_load);
+            prop_assert_eq!(&rebuilt.segment_load, &world.state.segment_load);
             prop_assert_eq!(&rebuilt.queued, &world.state.queued);
             // At most 6 logical steps (incl. rollback), each at most max_attempts tries.
             prop_assert!(steps <= 6 * 3, "run did not end: {:?}", world.run(&id));
@@ -458,6 +459,7 @@ proptest! {
         prop_assert!(world.state.active_runs.is_empty());
         prop_assert!(world.state.ready.is_empty() && world.state.deadlines.is_empty());
         prop_assert!(world.state.target_load.is_empty() && world.state.queued.is_empty());
+        prop_assert!(world.state.segment_load.is_empty());
         prop_assert!(AuditLog::verify(world.state.audit.events()).is_ok());
     }
 }
