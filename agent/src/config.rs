@@ -46,19 +46,10 @@ pub struct AgentPolicy {
 }
 
 impl AgentPolicy {
-    /// Why the policy refuses a step of `strategy` on `service`, if it does. Rollback and check
-    /// steps are always allowed: they only restore or look, so a run the agent refused can
-    /// still end cleanly.
-    pub fn refusal(
-        &self,
-        step: dsops_proto::domain::Step,
-        strategy: &str,
-        service: Option<&str>,
-    ) -> Option<String> {
-        use dsops_proto::domain::Step;
-        if matches!(step, Step::Rollback | Step::Check) {
-            return None;
-        }
+    /// Why the policy refuses a step of `strategy` on `service`, if it does. Every step is
+    /// judged, rollback and check included: a rollback may change a target too, and a run this
+    /// agent refused never changed anything here, so there is nothing for it to undo.
+    pub fn refusal(&self, strategy: &str, service: Option<&str>) -> Option<String> {
         if let Some(allowed) = &self.strategies
             && !allowed.contains(strategy)
         {

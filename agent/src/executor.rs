@@ -371,7 +371,7 @@ impl Executor {
     pub async fn execute(&self, job: &Job) -> SignedReceipt {
         let started = std::time::Instant::now();
         let service = job.service_ref.as_ref().map(|s| s.service.as_str());
-        let refusal = self.config.policy.refusal(job.step, &job.strategy, service);
+        let refusal = self.config.policy.refusal(&job.strategy, service);
         let result = match (refusal, self.context(job)) {
             (Some(reason), _) => StepResult::failed(Outcome::Refused, reason),
             (None, Ok(cx)) => self.perform(&cx).await.unwrap_or_else(|failure| failure),

@@ -83,42 +83,56 @@ enum Ended {
     Shutdown,
 }
 
-/// (run, step, attempt): one job.
-type JobKey = (String, Step, u32);
+/// (run, generation, step, checked step, attempt): one job.
+type JobKey = (String, u64, Step, Option<Step>, u32);
+
+/// A receipt not yet acknowledged.
+struct Pending {
+    receipt: SignedReceipt,
+    key: JobKey,
+    sent: std::time::Instant,
+}
+
+/// What the agent knows of its jobs, under one lock so a job sent twice is judged once.
+#[derive(Default)]
+struct Book {
+    /// Receipts not yet acknowledged, by (run, step): the control plane waits for one step of a
+    /// run at a time, and an acknowledgement names the run and step.
+    unacked: BTreeMap<(String, Step), Pending>,
+    /// Jobs executing now.
+    running: BTreeSet<JobKey>,
+    /// Jobs whose receipts were acknowledged (the most recent [`ACKED_MEMORY`]): one sent again
+    /// after that (a new leader's resend decided before the receipt committed) is not
+    /// performed again.
+    acked: BTreeSet<JobKey>,
+    acked_order: std::collections::VecDeque<JobKey>,
+}
 
 /// State shared by the session loop and the job tasks.
 #[derive(Default)]
 struct Shared {
-    /// Receipts sent (or to send) and not yet acknowledged, by (run, step).
-    unacked: Mutex<BTreeMap<(String, Step), (SignedReceipt, std::time::Instant)>>,
-    /// Jobs executing now.
-    running: Mutex<BTreeSet<JobKey>>,
+    book: Mutex<Book>,
     /// The current session's outbound queue.
     outbound: Mutex<Option<mpsc::Sender<wire::AgentMessage>>>,
-    /// Jobs whose receipts the control plane acknowledged (most recent [`ACKED_MEMORY`]): a job
-    /// sent again after that (a new leader's resend decided before the receipt committed) is
-    /// not performed again.
-    acked: Mutex<(BTreeSet<JobKey>, std::collections::VecDeque<JobKey>)>,
 }
 
 /// How many acknowledged jobs the agent remembers.
 const ACKED_MEMORY: usize = 4096;
 
 impl Shared {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().expect("job book lock")
+    }
+
     fn acknowledge(&self, run_id: &str, step: Step) {
-        let Some((receipt, _)) =
-            self.unacked.lock().expect("unacked lock").remove(&(run_id.to_owned(), step))
-        else {
-            return;
-        };
-        let key: JobKey = (run_id.to_owned(), step, receipt.body.attempt);
-        let mut acked = self.acked.lock().expect("acked lock");
-        if acked.0.insert(key.clone()) {
-            acked.1.push_back(key);
-            if acked.1.len() > ACKED_MEMORY
-                && let Some(old) = acked.1.pop_front()
+        let mut book = self.book();
+        let Some(pending) = book.unacked.remove(&(run_id.to_owned(), step)) else { return };
+        if book.acked.insert(pending.key.clone()) {
+            book.acked_order.push_back(pending.key);
+            if book.acked_order.len() > ACKED_MEMORY
+                && let Some(old) = book.acked_order.pop_front()
             {
-                acked.0.remove(&old);
+                book.acked.remove(&old);
             }
         }
     }
@@ -141,6 +155,7 @@ pub async fn run(
     let mut leader: Option<String> = None;
     let mut next = 0usize;
     let mut failures = 0u32;
+    let mut redirects = 0u32;
     let mut sessions = 0u64;
     loop {
         if *shutdown.borrow() {
@@ -173,13 +188,20 @@ pub async fn run(
         *shared.outbound.lock().expect("outbound lock") = None;
         if welcomed {
             failures = 0;
+            redirects = 0;
         }
         let (reason, delay) = match ended {
             Ended::Shutdown => return,
             Ended::Redirect(Some(to)) => {
                 tracing::info!(from = %address, to = %to, "redirected to the leader");
                 leader = Some(to.clone());
-                (format!("redirected to {to}"), Duration::ZERO)
+                // Nodes that disagree about the leader (an election) must not make the agent
+                // bounce between them in a tight loop: the first redirect is followed at once,
+                // the next ones after a growing delay.
+                redirects += 1;
+                let delay =
+                    if redirects <= 1 { Duration::ZERO } else { backoff(&options, redirects - 1) };
+                (format!("redirected to {to}"), delay)
             }
             Ended::Redirect(None) => {
                 // An election is under way: ask again soon (the first delay, with jitter).
@@ -248,8 +270,8 @@ async fn one_session(
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel::<wire::AgentMessage>(256);
     let in_flight: Vec<String> = {
-        let running = shared.running.lock().expect("running lock");
-        let ids: BTreeSet<String> = running.iter().map(|(run, _, _)| run.clone()).collect();
+        let book = shared.book();
+        let ids: BTreeSet<String> = book.running.iter().map(|key| key.0.clone()).collect();
         ids.into_iter().collect()
     };
     let hello = wire::Hello {
@@ -277,7 +299,7 @@ async fn one_session(
     *shared.outbound.lock().expect("outbound lock") = Some(tx.clone());
     // Receipts the last session did not see acknowledged.
     let pending: Vec<SignedReceipt> =
-        shared.unacked.lock().expect("unacked lock").values().map(|(r, _)| r.clone()).collect();
+        shared.book().unacked.values().map(|p| p.receipt.clone()).collect();
     for receipt in &pending {
         let _ = tx.send(receipt_message(receipt)).await;
     }
@@ -325,7 +347,7 @@ async fn one_session(
             },
             _ = ticks.tick() => {
                 sequence += 1;
-                let running = shared.running.lock().expect("running lock").len() as u32;
+                let running = shared.book().running.len() as u32;
                 let beat = wire::Heartbeat {
                     sequence,
                     sent_at: Some(dsops_proto::domain::wire_time(SystemTime::now())),
@@ -337,13 +359,13 @@ async fn one_session(
                 // Receipts the control plane could not commit yet (no quorum for a moment):
                 // send them again now and then; it applies each once.
                 let stale: Vec<SignedReceipt> = {
-                    let mut unacked = shared.unacked.lock().expect("unacked lock");
-                    unacked
+                    let mut book = shared.book();
+                    book.unacked
                         .values_mut()
-                        .filter(|(_, sent)| sent.elapsed() >= heartbeat * 2)
-                        .map(|(receipt, sent)| {
-                            *sent = std::time::Instant::now();
-                            receipt.clone()
+                        .filter(|p| p.sent.elapsed() >= heartbeat * 2)
+                        .map(|p| {
+                            p.sent = std::time::Instant::now();
+                            p.receipt.clone()
                         })
                         .collect()
                 };
@@ -364,20 +386,27 @@ async fn one_session(
 /// Runs a job in its own task (at most `max_concurrent_jobs` at once) and sends its receipt on
 /// the session that is current when it finishes.
 fn start_job(job: Job, executor: &Arc<Executor>, shared: &Arc<Shared>, limit: &Arc<Semaphore>) {
-    let key: JobKey = (job.run_id.to_string(), job.step, job.attempt);
-    if shared.acked.lock().expect("acked lock").0.contains(&key) {
-        return; // Its receipt was already acknowledged: the control plane has moved on.
-    }
-    // Sent again after a reconnect: if it already ran, its receipt is the answer.
-    let done = shared
-        .unacked
-        .lock()
-        .expect("unacked lock")
-        .get(&(key.0.clone(), key.1))
-        .map(|(r, _)| r)
-        .filter(|r| r.body.attempt == key.2 && r.body.generation == job.generation)
-        .cloned();
-    if let Some(receipt) = done {
+    let key: JobKey =
+        (job.run_id.to_string(), job.generation.get(), job.step, job.checked_step, job.attempt);
+    let slot = (key.0.clone(), key.2);
+    let answer = {
+        let mut book = shared.book();
+        if book.acked.contains(&key) {
+            return; // Its receipt was acknowledged: the control plane has moved on.
+        }
+        if book.running.contains(&key) {
+            return; // Sent again while it runs: one execution is enough.
+        }
+        match book.unacked.get(&slot).filter(|p| p.key == key) {
+            // Sent again after a reconnect and already done: its receipt is the answer.
+            Some(pending) => Some(pending.receipt.clone()),
+            None => {
+                book.running.insert(key.clone());
+                None
+            }
+        }
+    };
+    if let Some(receipt) = answer {
         let outbound = shared.outbound.lock().expect("outbound lock").clone();
         if let Some(tx) = outbound {
             tokio::spawn(async move {
@@ -386,19 +415,16 @@ fn start_job(job: Job, executor: &Arc<Executor>, shared: &Arc<Shared>, limit: &A
         }
         return;
     }
-    if !shared.running.lock().expect("running lock").insert(key.clone()) {
-        return; // Sent again while it runs: one execution is enough.
-    }
     let (executor, shared, limit) = (executor.clone(), shared.clone(), limit.clone());
     tokio::spawn(async move {
         let Ok(_permit) = limit.acquire_owned().await else { return };
         let receipt = executor.execute(&job).await;
-        shared
-            .unacked
-            .lock()
-            .expect("unacked lock")
-            .insert((key.0.clone(), key.1), (receipt.clone(), std::time::Instant::now()));
-        shared.running.lock().expect("running lock").remove(&key);
+        {
+            let mut book = shared.book();
+            book.running.remove(&key);
+            let sent = std::time::Instant::now();
+            book.unacked.insert(slot, Pending { receipt: receipt.clone(), key, sent });
+        }
         let outbound = shared.outbound.lock().expect("outbound lock").clone();
         if let Some(tx) = outbound {
             let _ = tx.send(receipt_message(&receipt)).await;

@@ -314,6 +314,9 @@ pub fn start(
     let seed = Zeroizing::new(dsops_proto::hex_decode(&enrolled.signing_seed).unwrap_or_default());
     let seed: [u8; 32] =
         seed.as_slice().try_into().map_err(|_| anyhow!("the sealed state has no signing key"))?;
+    // Receipts carry the id: it must be one the wire accepts (the executor relies on it).
+    dsops_proto::domain::AgentId::parse(&enrolled.agent_id, "agent_id")
+        .map_err(|e| anyhow!("the sealed state holds a bad agent id: {e}"))?;
     let identity = AgentIdentity {
         agent_id: enrolled.agent_id.clone(),
         segment: enrolled.segment.clone(),

@@ -137,6 +137,18 @@ async fn enrolment_tokens_are_single_use_bound_to_a_cluster_and_expire() {
     let late = enroll(&project.data_dir("c"), &address, &expired.encode_agent()).await.unwrap_err();
     assert!(format!("{late:#}").contains("expired"), "{late:#}");
 
+    // An unknown token is refused before the node signs or writes anything.
+    let entries_before = cluster.control(leader).metrics().last_applied.map(|l| l.index);
+    let unknown = dsops_control_plane::node::JoinToken {
+        ca_fingerprint: cluster.control(leader).peer_fingerprint().to_owned(),
+        secret: "ef".repeat(32),
+    };
+    let refused =
+        enroll(&project.data_dir("e"), &address, &unknown.encode_agent()).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("unknown enrolment token"), "{refused:#}");
+    let entries_after = cluster.control(leader).metrics().last_applied.map(|l| l.index);
+    assert_eq!(entries_before, entries_after, "a refused enrolment wrote nothing to the log");
+
     // A token of another cluster: the agent refuses the server before sending anything.
     let other = dsops_control_plane::node::JoinToken { ca_fingerprint: "cd".repeat(32), secret };
     let foreign =
@@ -260,8 +272,11 @@ async fn an_agent_refuses_work_its_own_policy_forbids_with_a_signed_refusal() {
     let agent = project.start_with("a", &[cluster.address(leader)], policy);
     wait_connected(&agent).await;
 
+    // Refused at stage, and the rollback refused too (the policy holds for every step): the run
+    // stops for a human, with nothing changed.
     let run = rotate(&cluster, "prod", "SIGNING_KEY").await;
-    assert_eq!(run.state, "RolledBack", "{run:?}");
+    assert_eq!(run.state, "Quarantined", "{run:?}");
+    assert!(run.steps.iter().all(|s| s.outcome == "refused"), "{run:?}");
     let first = &run.steps[0];
     assert_eq!((first.step.as_str(), first.outcome.as_str()), ("stage", "refused"), "{run:?}");
     assert_eq!(

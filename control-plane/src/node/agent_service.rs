@@ -80,23 +80,24 @@ fn message(kind: wire::control_message::Kind) -> Result<wire::ControlMessage, St
     Ok(wire::ControlMessage { kind: Some(kind) })
 }
 
+/// The agent id in a session's verified certificate.
+fn agent_id_of<T>(request: &Request<T>) -> Result<String, Status> {
+    let identity = request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone());
+    match identity {
+        Some(identity) if identity.role == Role::Agent => Ok(identity.name),
+        Some(identity) => Err(ErrorCode::PermissionDenied
+            .to_status(format!("{} certificates may not open agent sessions", identity.role))),
+        None => Err(ErrorCode::Unauthenticated
+            .to_status("an agent certificate is required (enrol with dsops-agent enroll)")),
+    }
+}
+
 /// The agent a session's certificate names, with its record; refusals are audited.
 async fn authenticate<T>(
     control: &ControlPlane,
     request: &Request<T>,
 ) -> Result<AgentRecord, Status> {
-    let identity = request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone());
-    let agent_id = match identity {
-        Some(identity) if identity.role == Role::Agent => identity.name,
-        Some(identity) => {
-            return Err(ErrorCode::PermissionDenied
-                .to_status(format!("{} certificates may not open agent sessions", identity.role)));
-        }
-        None => {
-            return Err(ErrorCode::Unauthenticated
-                .to_status("an agent certificate is required (enrol with dsops-agent enroll)"));
-        }
-    };
+    let agent_id = agent_id_of(request)?;
     let record = control.read_local(|state| state.agents.get(&agent_id).cloned()).await;
     let refusal = match &record {
         None => Some(format!("agent {agent_id} is not enrolled in this cluster")),
@@ -106,10 +107,29 @@ async fn authenticate<T>(
         Some(_) => None,
     };
     if let Some(reason) = refusal {
-        audit(control, &agent_id, "agent.session_refused", &reason);
+        if first_in_a_minute(&agent_id) {
+            audit(control, &agent_id, "agent.session_refused", &reason);
+        }
         return Err(ErrorCode::PermissionDenied.to_status(reason));
     }
     Ok(record.expect("checked above"))
+}
+
+/// Whether `agent_id` had no refusal recorded here in the last minute: a refused agent that keeps
+/// reconnecting is audited once a minute, not on every attempt.
+fn first_in_a_minute(agent_id: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashMap<String, std::time::Instant>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Mutex::default).lock().expect("refusal lock");
+    if seen.get(agent_id).is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+        return false;
+    }
+    if seen.len() >= 4096 {
+        seen.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+    }
+    seen.insert(agent_id.to_owned(), std::time::Instant::now());
+    true
 }
 
 /// Records an event in the audit log without waiting (a refusal must not wait on raft).
@@ -143,13 +163,44 @@ impl AgentApi for AgentService {
             return Err(ErrorCode::PermissionDenied
                 .to_status("the token was made for another cluster (its CA fingerprint differs)"));
         }
+        // Check the token against this node's state before anything costs a signature or a
+        // raft entry: an unknown, used or expired token is refused here, so no caller without
+        // a valid token can write to the replicated log. (The state machine checks again: two
+        // enrolments racing with one token, or a follower's stale view.)
+        let token_hash = JoinToken::secret_hash(&token.secret);
+        let now = super::now_ms();
+        let known = self
+            .control
+            .read_local(|state| {
+                state.agent_tokens.get(&token_hash).map(|t| (t.used_by.is_some(), t.expires_at_ms))
+            })
+            .await;
+        match known {
+            None => {
+                return Err(ErrorCode::PermissionDenied.to_status("unknown enrolment token"));
+            }
+            Some((true, _)) => {
+                return Err(
+                    ErrorCode::PermissionDenied.to_status("the enrolment token was already used")
+                );
+            }
+            Some((_, expires)) if expires <= now => {
+                return Err(
+                    ErrorCode::PermissionDenied.to_status("the enrolment token has expired")
+                );
+            }
+            Some(_) => {}
+        }
+        if self.control.leader().map(|(id, _)| id) != Some(self.control.node_id()) {
+            let leader = self.control.leader().map(|(_, a)| a);
+            return Err(dsops_proto::error::not_leader_status(leader.as_deref()));
+        }
         let agent_id = new_agent_id();
         let (certificate_pem, not_after) = self
             .control
             .pki()
             .sign_agent_csr(&request.csr_pem, &agent_id, self.cert_validity)
             .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
-        let token_hash = JoinToken::secret_hash(&token.secret);
         let command = Command::EnrollAgent {
             token_hash: token_hash.clone(),
             agent_id: agent_id.clone(),
@@ -190,10 +241,12 @@ impl AgentApi for AgentService {
         &self,
         request: Request<Streaming<wire::AgentMessage>>,
     ) -> Result<Response<ControlStream>, Status> {
-        let record = authenticate(&self.control, &request).await?;
         let (out, out_stream) = mpsc::channel::<Result<wire::ControlMessage, Status>>(64);
         let stream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_stream));
+        // A follower sends the agent on before judging it: its view of the agents may lag the
+        // leader's (a just-enrolled agent), and the leader checks everything again.
         if self.control.leader().map(|(id, _)| id) != Some(self.control.node_id()) {
+            agent_id_of(&request)?;
             let leader_address = self.control.leader().map(|(_, a)| a).unwrap_or_default();
             let _ = out
                 .send(message(wire::control_message::Kind::Redirect(wire::Redirect {
@@ -202,6 +255,7 @@ impl AgentApi for AgentService {
                 .await;
             return Ok(Response::new(stream));
         }
+        let record = authenticate(&self.control, &request).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(wire::AgentMessage {

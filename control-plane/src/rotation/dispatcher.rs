@@ -26,9 +26,10 @@ pub const MAX_RUNS_PER_TARGET: u32 = 16;
 pub const MAX_RUNS_PER_SEGMENT: u32 = 64;
 /// How often dispatched runs are checked for a resend even without a new agent session.
 const RESEND_SCAN: Duration = Duration::from_secs(1);
-/// How long the agent a step was sent to may be without a session (a reconnect, a leader
-/// change) before another agent of the segment takes the step over.
-pub const AGENT_LOST: Duration = Duration::from_secs(3);
+/// How long the agent a step was sent to may be without a session before another agent of the
+/// segment takes the step over (as a check of what the first may have done). Longer than a
+/// reconnect after a leader change (about 2 s), so a healthy agent keeps its steps.
+pub const AGENT_LOST: Duration = Duration::from_secs(10);
 
 /// The session each (run, attempt, step) was last sent on by this node.
 type Sent = HashMap<(String, u32, StepKind), u64>;

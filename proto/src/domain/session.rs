@@ -142,6 +142,18 @@ impl TryFrom<wire::EnrollRequest> for EnrollRequest {
         if version.is_empty() {
             return Err(ProtocolError::missing("version"));
         }
+        if version.len() > 64 {
+            return Err(ProtocolError::invalid("version", "longer than 64 characters"));
+        }
+        if hostname.len() > 253 || hostname.chars().any(char::is_control) {
+            return Err(ProtocolError::invalid(
+                "hostname",
+                "not a host name (at most 253 characters)",
+            ));
+        }
+        if csr_pem.len() > 16 * 1024 {
+            return Err(ProtocolError::invalid("csr_pem", "larger than 16 KiB"));
+        }
         Ok(EnrollRequest { token, csr_pem, signing_public_key, hostname, version })
     }
 }
