@@ -232,7 +232,7 @@ pub async fn list_agents(cluster: &TestCluster) -> Vec<wire::AgentInfo> {
 /// A token service like an API that holds two keys during a grace period. With `slow` present,
 /// an apply announces itself in `started` and takes 4 s. Every call is logged in `calls`.
 pub const TOKEN_PROGRAM: &str = r#"
-import json, os, sys, time
+import fcntl, json, os, sys, time
 target, dir = sys.argv[1], sys.argv[2]
 request = json.load(sys.stdin)
 step, value, other = request["step"], request["value"], request.get("current")
@@ -242,6 +242,9 @@ if step == "apply" and os.path.exists(os.path.join(dir, "slow")):
     os.remove(os.path.join(dir, "slow"))
     open(os.path.join(dir, "started"), "w").close()
     time.sleep(4)
+# Runs of several secrets call it at once: one at a time reads and rewrites the token file.
+lock = open(target + ".lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
 def tokens():
     try:
         return set(open(target).read().split())
