@@ -324,8 +324,12 @@ pub fn start(
     };
     let executor = Arc::new(Executor::new(identity, config));
     let mut servers = run.servers.clone();
-    servers.extend(enrolled.servers.iter().cloned());
-    servers.dedup();
+    // Given ones first, then the enrolled ones not given already.
+    for server in &enrolled.servers {
+        if !servers.contains(server) {
+            servers.push(server.clone());
+        }
+    }
     let options = SessionOptions {
         servers,
         capabilities,

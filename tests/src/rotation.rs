@@ -68,13 +68,25 @@ impl Project {
 
 /// The `services:` block for a test database called `db`, and the admin entry to store.
 pub fn database_service(flavor: Flavor) -> (String, ServerUrl) {
+    database_service_at(flavor, "db", None, "local")
+}
+
+/// The `services:` block for a test database called `name`, in `segment` (if any), with its
+/// admin credential at `store://<store>/db/admin`; and the admin entry to store.
+pub fn database_service_at(
+    flavor: Flavor,
+    name: &str,
+    segment: Option<&str>,
+    store: &str,
+) -> (String, ServerUrl) {
     let url = ServerUrl::parse(&flavor.service().url());
     let (kind, database) = match flavor {
         Flavor::Postgres => ("postgresql", "\n    database: postgres"),
         Flavor::MariaDb => ("mysql", ""),
     };
+    let segment = segment.map(|s| format!("\n    segment: {s}")).unwrap_or_default();
     let yaml = format!(
-        "  db:\n    type: {kind}\n    host: {}\n    port: {}{database}\n    admin_store: store://local/db/admin\n",
+        "  {name}:\n    type: {kind}{segment}\n    host: {}\n    port: {}{database}\n    admin_store: store://{store}/db/admin\n",
         url.host, url.port
     );
     (yaml, url)

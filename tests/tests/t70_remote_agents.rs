@@ -13,21 +13,13 @@ use dsops_tests::agents::{
     AgentProject, agent_token, enroll, list_agents, rotate, wait_audit, wait_connected,
 };
 use dsops_tests::databases::{Flavor, ServerUrl};
+use dsops_tests::rotation::database_service_at;
 use dsops_tests::{TestCluster, wait_for};
 
 const OLD: &str = "Initial-remote-Passw0rd-1234567";
 
 fn service(name: &str, flavor: Flavor, segment: &str) -> (String, ServerUrl) {
-    let url = ServerUrl::parse(&flavor.service().url());
-    let (kind, database) = match flavor {
-        Flavor::Postgres => ("postgresql", "\n    database: postgres"),
-        Flavor::MariaDb => ("mysql", ""),
-    };
-    let yaml = format!(
-        "  {name}:\n    type: {kind}\n    segment: {segment}\n    host: {}\n    port: {}{database}\n    admin_store: store://{segment}-store/db/admin\n",
-        url.host, url.port
-    );
-    (yaml, url)
+    database_service_at(flavor, name, Some(segment), &format!("{segment}-store"))
 }
 
 async fn logs_in(flavor: Flavor, user: &str, password: &str) -> bool {

@@ -149,8 +149,7 @@ pub fn signature(secret: &[u8], time: u64, body: &[u8]) -> String {
     context.update(b".");
     context.update(body);
     let tag = context.sign();
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={time},v1={hex}")
+    format!("t={time},v1={}", dsops_proto::hex(tag.as_ref()))
 }
 
 /// Calls the endpoint for `call`: its outcome and a detail safe to report.
@@ -312,8 +311,7 @@ mod tests {
         let sig = signature(b"key", 1_700_000_000, b"{}");
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"key");
         let expected = ring::hmac::sign(&key, b"1700000000.{}");
-        let hex: String = expected.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(sig, format!("t=1700000000,v1={hex}"));
+        assert_eq!(sig, format!("t=1700000000,v1={}", dsops_proto::hex(expected.as_ref())));
         assert_ne!(signature(b"other", 1_700_000_000, b"{}"), sig);
     }
 

@@ -229,7 +229,7 @@ impl Admin for AdminService {
         let wire::RemoveNodeRequest { request_id: id, node_id } = request.into_inner();
         let id = request_id(&id)?;
         let control = &self.control;
-        if control.metrics().current_leader != Some(control.node_id()) {
+        if !control.is_leader() {
             return Err(
                 WriteError::NotLeader { leader: control.leader().map(|(_, a)| a) }.to_status()
             );

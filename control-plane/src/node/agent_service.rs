@@ -14,6 +14,7 @@
 //! [`WATCH`]), when its heartbeats stop for [`SILENCE`], or when this node stops leading.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dsops_proto::ErrorCode;
@@ -25,6 +26,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::api::ControlPlane;
+use super::refusals::Throttle;
 use super::token::JoinToken;
 use crate::pki::{ConnInfo, Role};
 use crate::rotation::ReceiptError;
@@ -48,6 +50,8 @@ pub struct AgentService {
     control: ControlPlane,
     cert_validity: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Agents whose refused sessions were audited lately.
+    refusals: Arc<Throttle<String>>,
 }
 
 impl AgentService {
@@ -58,7 +62,7 @@ impl AgentService {
         cert_validity: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> AgentService {
-        AgentService { control, cert_validity, shutdown }
+        AgentService { control, cert_validity, shutdown, refusals: Arc::new(Throttle::new()) }
     }
 }
 
@@ -95,6 +99,7 @@ fn agent_id_of<T>(request: &Request<T>) -> Result<String, Status> {
 /// The agent a session's certificate names, with its record; refusals are audited.
 async fn authenticate<T>(
     control: &ControlPlane,
+    refusals: &Throttle<String>,
     request: &Request<T>,
 ) -> Result<AgentRecord, Status> {
     let agent_id = agent_id_of(request)?;
@@ -107,29 +112,13 @@ async fn authenticate<T>(
         Some(_) => None,
     };
     if let Some(reason) = refusal {
-        if first_in_a_minute(&agent_id) {
+        // A refused agent that keeps reconnecting is audited once a minute.
+        if refusals.admit(agent_id.clone()) {
             audit(control, &agent_id, "agent.session_refused", &reason);
         }
         return Err(ErrorCode::PermissionDenied.to_status(reason));
     }
     Ok(record.expect("checked above"))
-}
-
-/// Whether `agent_id` had no refusal recorded here in the last minute: a refused agent that keeps
-/// reconnecting is audited once a minute, not on every attempt.
-fn first_in_a_minute(agent_id: &str) -> bool {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static SEEN: OnceLock<Mutex<HashMap<String, std::time::Instant>>> = OnceLock::new();
-    let mut seen = SEEN.get_or_init(Mutex::default).lock().expect("refusal lock");
-    if seen.get(agent_id).is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
-        return false;
-    }
-    if seen.len() >= 4096 {
-        seen.retain(|_, at| at.elapsed() < Duration::from_secs(60));
-    }
-    seen.insert(agent_id.to_owned(), std::time::Instant::now());
-    true
 }
 
 /// Records an event in the audit log without waiting (a refusal must not wait on raft).
@@ -191,7 +180,7 @@ impl AgentApi for AgentService {
             }
             Some(_) => {}
         }
-        if self.control.leader().map(|(id, _)| id) != Some(self.control.node_id()) {
+        if !self.control.is_leader() {
             let leader = self.control.leader().map(|(_, a)| a);
             return Err(dsops_proto::error::not_leader_status(leader.as_deref()));
         }
@@ -245,7 +234,7 @@ impl AgentApi for AgentService {
         let stream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_stream));
         // A follower sends the agent on before judging it: its view of the agents may lag the
         // leader's (a just-enrolled agent), and the leader checks everything again.
-        if self.control.leader().map(|(id, _)| id) != Some(self.control.node_id()) {
+        if !self.control.is_leader() {
             agent_id_of(&request)?;
             let leader_address = self.control.leader().map(|(_, a)| a).unwrap_or_default();
             let _ = out
@@ -255,7 +244,7 @@ impl AgentApi for AgentService {
                 .await;
             return Ok(Response::new(stream));
         }
-        let record = authenticate(&self.control, &request).await?;
+        let record = authenticate(&self.control, &self.refusals, &request).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(wire::AgentMessage {
@@ -385,7 +374,7 @@ impl Session {
         if last_heard.elapsed() > SILENCE {
             return Some(End::Fail(ErrorCode::Unavailable.to_status("no heartbeat; reconnect")));
         }
-        if self.control.leader().map(|(id, _)| id) != Some(self.control.node_id()) {
+        if !self.control.is_leader() {
             return Some(End::Redirect);
         }
         None

@@ -166,6 +166,11 @@ impl ControlPlane {
         self.inner.raft.metrics().borrow().clone()
     }
 
+    /// Whether this node leads now (read without copying the metrics: sessions ask often).
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.node_id)
+    }
+
     /// The leader's id and address, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.metrics();

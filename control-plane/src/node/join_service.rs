@@ -65,7 +65,7 @@ impl NodeJoin for JoinService {
         let host = reachable_host(&address)
             .map_err(|e| ErrorCode::InvalidArgument.to_status(format!("address: {e}")))?;
         let control = &self.control;
-        if control.metrics().current_leader != Some(control.node_id()) {
+        if !control.is_leader() {
             return Err(super::api::WriteError::NotLeader {
                 leader: control.leader().map(|(_, a)| a),
             }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dsops_proto::domain::{Capabilities, Job};
+use dsops_proto::domain::{Capabilities, Job, ServiceRef, StoreRef};
 use tokio::sync::{Notify, mpsc};
 
 use crate::state::RunSpec;
@@ -37,16 +37,32 @@ pub struct SessionInfo {
     pub capabilities: Capabilities,
 }
 
-/// Whether `capabilities` cover a run of `spec`: its store and its service.
-pub fn covers(capabilities: &Capabilities, spec: &RunSpec) -> bool {
-    let store = spec.store_ref.strip_prefix("store://").and_then(|r| r.split('/').next());
-    let service = spec
-        .service_ref
-        .as_deref()
-        .and_then(|r| r.strip_prefix("svc://"))
-        .map(|r| r.split('?').next().unwrap_or(r));
-    store.is_some_and(|s| capabilities.stores.iter().any(|c| c == s))
-        && service.is_none_or(|s| capabilities.services.iter().any(|c| c == s))
+/// What a run needs of an agent besides its segment: the store and service it names (parsed
+/// once per question, not once per agent asked).
+struct Needs<'a> {
+    segment: &'a str,
+    store: Option<String>,
+    service: Option<String>,
+}
+
+impl<'a> Needs<'a> {
+    fn of(spec: &'a RunSpec) -> Needs<'a> {
+        Needs {
+            segment: &spec.segment,
+            store: StoreRef::parse(&spec.store_ref).ok().map(|r| r.store),
+            service: spec
+                .service_ref
+                .as_deref()
+                .and_then(|r| ServiceRef::parse(r).ok())
+                .map(|r| r.service),
+        }
+    }
+
+    /// Whether `capabilities` cover it (an unparsable store reference is covered by nobody).
+    fn covered_by(&self, capabilities: &Capabilities) -> bool {
+        self.store.as_ref().is_some_and(|s| capabilities.stores.contains(s))
+            && self.service.as_ref().is_none_or(|s| capabilities.services.contains(s))
+    }
 }
 
 /// The agents connected to this node.
@@ -167,19 +183,21 @@ impl AgentRegistry {
     /// [`AgentRegistry::pick`] it does not move the round-robin).
     pub fn has_agent(&self, spec: &RunSpec) -> bool {
         let agents = self.agents.lock().expect("registry lock");
-        agents.values().any(|c| Self::can_do(c, spec))
+        let needs = Needs::of(spec);
+        agents.values().any(|c| Self::can_do(c, &needs))
     }
 
-    fn can_do(c: &Connected, spec: &RunSpec) -> bool {
-        c.segment == spec.segment
+    fn can_do(c: &Connected, needs: &Needs<'_>) -> bool {
+        c.segment == needs.segment
             && !c.jobs.is_closed()
-            && c.capabilities.as_ref().is_none_or(|caps| covers(caps, spec))
+            && c.capabilities.as_ref().is_none_or(|caps| needs.covered_by(caps))
     }
 
     /// A connected agent of the run's segment that can do it, round-robin.
     pub fn pick(&self, spec: &RunSpec) -> Option<String> {
         let agents = self.agents.lock().expect("registry lock");
-        let live = || agents.iter().filter(|(_, c)| Self::can_do(c, spec));
+        let needs = Needs::of(spec);
+        let live = || agents.iter().filter(|(_, c)| Self::can_do(c, &needs));
         let count = live().count();
         if count == 0 {
             return None;
