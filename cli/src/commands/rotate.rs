@@ -96,9 +96,22 @@ async fn follow(
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     };
+    // An ended run does not change: ask only for the others.
+    let mut ended: std::collections::HashMap<String, wire::RunSummary> =
+        std::collections::HashMap::new();
     let latest = loop {
-        let latest = backend.runs(&ids).await?;
-        let done = latest.iter().filter(|r| finished(r)).count();
+        let open: Vec<String> = ids.iter().filter(|id| !ended.contains_key(*id)).cloned().collect();
+        let mut going = std::collections::HashMap::new();
+        for run in backend.runs(&open).await? {
+            if finished(&run) {
+                ended.insert(run.run_id.clone(), run);
+            } else {
+                going.insert(run.run_id.clone(), run);
+            }
+        }
+        let latest: Vec<wire::RunSummary> =
+            ids.iter().filter_map(|id| ended.get(id).or_else(|| going.get(id)).cloned()).collect();
+        let done = ended.len();
         bar.set_position(done as u64);
         if ids.len() == 1 {
             if let Some(run) = latest.first() {

@@ -10,8 +10,10 @@
 //! every request that arrived meanwhile into one entry. The writer still folds votes, purges
 //! and the committed index into the transaction of the next append.
 //!
-//! Entries appended but not yet committed are kept in memory so readers see the log openraft
-//! believes it has. Votes, truncations and purges go through the same writer, in order, and
+//! The newest entries are kept in memory ([`LogCache`]): those appended but not yet committed,
+//! so readers see the log openraft believes it has, and the most recent durable ones, so
+//! replication and the state machine read what was just appended without a disk read or a
+//! decode. Votes, truncations and purges go through the same writer, in order, and
 //! their callers wait for them to be durable.
 
 use std::collections::BTreeMap;
@@ -25,6 +27,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::log_cache::LogCache;
 use super::{NodeId, TypeConfig, storage_error};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
@@ -60,8 +63,8 @@ enum Op {
 pub struct LogStore {
     db: Arc<Database>,
     writer: mpsc::Sender<Op>,
-    /// Appended entries the writer has not committed yet, by index.
-    pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+    /// The newest entries: those the writer has not committed yet, and recent durable ones.
+    cache: Arc<Mutex<LogCache>>,
     /// The latest committed log id (encoded), written along with the writer's next batch.
     committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -76,17 +79,17 @@ impl LogStore {
     /// Opens (or creates) the log database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> std::result::Result<LogStore, redb::DatabaseError> {
         let db = Arc::new(super::open_database(path)?);
-        let pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>> = Arc::default();
+        let cache: Arc<Mutex<LogCache>> = Arc::default();
         let committed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let (writer, queue) = mpsc::channel();
         let thread_db = db.clone();
-        let thread_pending = pending.clone();
+        let thread_cache = cache.clone();
         let thread_committed = committed.clone();
         std::thread::Builder::new()
             .name("dsops-raft-log".into())
-            .spawn(move || write_loop(&thread_db, &thread_pending, &thread_committed, &queue))
+            .spawn(move || write_loop(&thread_db, &thread_cache, &thread_committed, &queue))
             .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        Ok(LogStore { db, writer, pending, committed })
+        Ok(LogStore { db, writer, cache, committed })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -118,15 +121,12 @@ impl LogStore {
     }
 
     fn read_range(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry<TypeConfig>>> {
-        // The cache first: an entry leaves it only after it is on disk, so whatever is missing
-        // from this copy of the cache is found by the disk read that follows.
-        let cached: Vec<(u64, Entry<TypeConfig>)> = self
-            .pending
-            .lock()
-            .expect("log cache lock")
-            .range(range)
-            .map(|(i, e)| (*i, e.clone()))
-            .collect();
+        // The cache first: it holds a contiguous tail of the log, and an entry leaves it only
+        // after it is on disk, so whatever is missing from this copy is found on disk.
+        let (cached, complete) = self.cache.lock().expect("log cache lock").range(range);
+        if complete {
+            return Ok(cached.into_iter().map(|(_, entry)| entry).collect());
+        }
         let mut entries: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
         let txn = self.db.begin_read().map_err(read_err)?;
         match txn.open_table(LOGS) {
@@ -142,7 +142,7 @@ impl LogStore {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(error) => return Err(read_err(error)),
         }
-        // Entries not yet committed by the writer win (they are newer than anything on disk).
+        // Cached entries win: a pending one is newer than anything on disk.
         entries.extend(cached);
         Ok(entries.into_values().collect())
     }
@@ -151,7 +151,7 @@ impl LogStore {
 /// The writer thread: batches every queued operation into one durable transaction.
 fn write_loop(
     db: &Database,
-    pending: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    cache: &Mutex<LogCache>,
     committed: &Mutex<Option<Vec<u8>>>,
     queue: &mpsc::Receiver<Op>,
 ) {
@@ -175,13 +175,11 @@ fn write_loop(
             }
         }
         if result.is_ok() {
-            let mut cache = pending.lock().expect("log cache lock");
+            let mut cache = cache.lock().expect("log cache lock");
             // Only the very entry that was written: a truncated-and-rewritten index (a new
-            // entry with another log id) stays cached until its own batch commits.
+            // entry with another log id) stays pending until its own batch commits.
             for (index, id) in appended {
-                if cache.get(&index).is_some_and(|entry| entry.log_id == id) {
-                    cache.remove(&index);
-                }
+                cache.written(index, id);
             }
         }
     }
@@ -240,8 +238,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
-        let cached =
-            self.pending.lock().expect("log cache lock").last_key_value().map(|(_, e)| e.log_id);
+        let cached = self.cache.lock().expect("log cache lock").last_log_id();
         let txn = self.db.begin_read().map_err(read_err)?;
         let stored = match txn.open_table(LOGS) {
             Ok(table) => match table.last().map_err(read_err)? {
@@ -292,14 +289,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         {
-            let mut cache = self.pending.lock().expect("log cache lock");
+            let mut cache = self.cache.lock().expect("log cache lock");
             for entry in entries {
-                encoded.push((
-                    entry.log_id.index,
-                    entry.log_id,
-                    serde_json::to_vec(&entry).map_err(write_err)?,
-                ));
-                cache.insert(entry.log_id.index, entry);
+                let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+                let size = bytes.len();
+                encoded.push((entry.log_id.index, entry.log_id, bytes));
+                cache.insert(entry, size);
             }
         }
         self.writer
@@ -308,13 +303,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
-        self.pending.lock().expect("log cache lock").retain(|index, _| *index < log_id.index);
+        self.cache.lock().expect("log cache lock").truncate(log_id.index);
         self.submit(|done| Op::Truncate(log_id.index, done)).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         let bytes = serde_json::to_vec(&log_id).map_err(write_err)?;
-        self.pending.lock().expect("log cache lock").retain(|index, _| *index > log_id.index);
+        self.cache.lock().expect("log cache lock").purge(log_id.index);
         self.submit(|done| Op::Purge(log_id.index, bytes, done)).await
     }
 }

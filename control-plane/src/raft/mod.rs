@@ -13,6 +13,7 @@
 //! committed index is saved with the log).
 
 mod convert;
+mod log_cache;
 mod log_store;
 mod network;
 mod service;

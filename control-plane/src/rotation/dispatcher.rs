@@ -14,6 +14,7 @@ use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, SignedReceipt, Sto
 use tokio::sync::watch;
 
 use super::AgentRegistry;
+use super::registry::Sent;
 use crate::node::{ControlPlane, WriteError, now_ms};
 use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
 
@@ -30,9 +31,6 @@ const RESEND_SCAN: Duration = Duration::from_secs(1);
 /// segment takes the step over (as a check of what the first may have done). Longer than a
 /// reconnect after a leader change (about 2 s), so a healthy agent keeps its steps.
 pub const AGENT_LOST: Duration = Duration::from_secs(10);
-
-/// The session each (run, attempt, step) was last sent on by this node.
-type Sent = HashMap<(String, u32, StepKind), u64>;
 
 /// One step of one run, as the state holds it.
 #[derive(Debug, Clone)]
@@ -221,7 +219,6 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut last_epoch: Option<u64> = None;
     let mut last_scan = std::time::Instant::now();
-    let sent: Arc<Mutex<Sent>> = Arc::default();
     // Agents that dispatched steps wait on and that have no session here, since when.
     let mut missing: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
@@ -235,7 +232,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         }
         let metrics = control.metrics();
         if metrics.current_leader != Some(control.node_id()) {
-            sent.lock().expect("sent lock").clear();
+            control.agents().forget_sent();
             missing.clear();
             last_epoch = None;
             continue;
@@ -249,8 +246,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             last_epoch = Some(epoch);
             last_scan = std::time::Instant::now();
         }
-        let snapshot =
-            if resend_scan { sent.lock().expect("sent lock").clone() } else { Sent::new() };
+        let snapshot = if resend_scan { control.agents().sent() } else { Sent::new() };
         let lost: HashSet<String> = missing
             .iter()
             .filter(|(_, since)| since.elapsed() >= AGENT_LOST)
@@ -273,16 +269,16 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             if !busy.lock().expect("busy lock").insert(run_id.clone()) {
                 continue;
             }
-            let (control, busy, sent) = (control.clone(), busy.clone(), sent.clone());
+            let (control, busy) = (control.clone(), busy.clone());
             tokio::spawn(async move {
-                perform(&control, action, &sent).await;
+                perform(&control, action).await;
                 busy.lock().expect("busy lock").remove(&run_id);
             });
         }
     }
 }
 
-async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
+async fn perform(control: &ControlPlane, action: Action) {
     let actor = format!("node-{}", control.node_id());
     match action {
         Action::Dispatch(order) => {
@@ -308,17 +304,16 @@ async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
             };
             match control.write(&actor, &request_id, command).await {
                 Ok(response) if !response.duplicate => {
-                    // Send and record under one lock, so a resend decided meanwhile sees it.
-                    let mut sent = sent.lock().expect("sent lock");
-                    match control.agents().send(&agent_id, job) {
-                        Some(session) => {
-                            sent.insert((run_id.clone(), attempt, step), session);
-                        }
-                        None => tracing::warn!(
+                    let key = (run_id.clone(), attempt, step);
+                    if control.agents().session_of(&agent_id).is_none() {
+                        tracing::warn!(
                             %run_id,
                             %agent_id,
                             "agent went away after dispatch; the step is resent when it reconnects, or checked at its deadline"
-                        ),
+                        );
+                    } else {
+                        // A resend decided meanwhile may have sent it already.
+                        control.agents().send_step(&agent_id, key, job);
                     }
                 }
                 Ok(_) => {}
@@ -326,18 +321,11 @@ async fn perform(control: &ControlPlane, action: Action, sent: &Mutex<Sent>) {
             }
         }
         Action::Resend { order, agent_id, deadline_ms } => {
-            // Decided from a snapshot: the first send may have completed since. Check again,
-            // under the lock, against the agent's current session.
+            // Decided from a snapshot: the first send may have completed since, which
+            // `send_step` checks against the agent's current session.
             let key = (order.run_id.clone(), order.attempt, order.step);
-            let mut sent = sent.lock().expect("sent lock");
-            let session = control.agents().session_of(&agent_id);
-            if session.is_none() || sent.get(&key) == session.as_ref() {
-                return;
-            }
-            if let Some(job) = order.job(deadline_ms)
-                && let Some(session) = control.agents().send(&agent_id, job)
-            {
-                sent.insert(key, session);
+            if let Some(job) = order.job(deadline_ms) {
+                control.agents().send_step(&agent_id, key, job);
             }
         }
         Action::TimeOut { run_id, generation, step, attempt, lost_agent } => {
@@ -384,21 +372,63 @@ pub async fn submit_receipt(
         body.attempt,
         body.agent_id
     );
+    let agent_id = body.agent_id.to_string();
+    // Verified here, once, against the key the state holds; every node's apply relies on it
+    // while that is still the agent's key (a receipt that fails here is verified, and refused,
+    // in apply).
+    let key = control.read_local(|state| state.agents.get(&agent_id).map(|a| a.public_key.clone()));
+    let verified_with = key.await.filter(|key| {
+        dsops_proto::hex_decode(key)
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .is_some_and(|k| receipt.verify(&k).is_ok())
+    });
     let command = Command::RecordReceipt {
         body_hex: dsops_proto::hex(&receipt.body_bytes),
         signature_hex: dsops_proto::hex(&receipt.signature),
         jitter_permille: jitter(),
+        verified_with,
+        // The agent that answered is connected and can do the run: it takes the next step.
+        next_agent: Some(agent_id.clone()),
     };
-    let actor = format!("agent:{}", body.agent_id);
+    let actor = format!("agent:{agent_id}");
     let result = control.write(&actor, &request_id, command).await;
-    control.agents().wake();
     match result {
         Ok(response) => match response.outcome {
-            Outcome::ReceiptRefused { reason } => Err(ReceiptError::Refused(reason)),
-            _ => Ok(()),
+            Outcome::ReceiptRefused { reason } => {
+                control.agents().wake();
+                Err(ReceiptError::Refused(reason))
+            }
+            _ => {
+                send_dispatched(control, body.run_id.as_str(), &agent_id).await;
+                control.agents().wake();
+                Ok(())
+            }
         },
-        Err(WriteError::Rejected { message, .. }) => Err(ReceiptError::Refused(message)),
-        Err(error) => Err(ReceiptError::NotCommitted(error.to_string())),
+        Err(WriteError::Rejected { message, .. }) => {
+            control.agents().wake();
+            Err(ReceiptError::Refused(message))
+        }
+        Err(error) => {
+            control.agents().wake();
+            Err(ReceiptError::NotCommitted(error.to_string()))
+        }
+    }
+}
+
+/// Sends the step a receipt's entry dispatched to `agent_id`, if it did.
+async fn send_dispatched(control: &ControlPlane, run_id: &str, agent_id: &str) {
+    let order = control
+        .read_local(|state| {
+            let run = state.runs.get(run_id)?;
+            let d = run.dispatched.as_ref().filter(|d| d.agent_id == agent_id)?;
+            Some((StepOrder::of(run, d.step, d.checked_step, d.attempt), d.deadline_ms))
+        })
+        .await;
+    if let Some((order, deadline_ms)) = order
+        && let Some(job) = order.job(deadline_ms)
+    {
+        let key = (order.run_id.clone(), order.attempt, order.step);
+        control.agents().send_step(agent_id, key, job);
     }
 }
 

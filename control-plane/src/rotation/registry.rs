@@ -1,14 +1,14 @@
 //! The agents connected to this node, and how jobs reach them. In-process agents (the embedded
 //! default, tests) and remote sessions register the same way: a channel that carries jobs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dsops_proto::domain::{Capabilities, Job, ServiceRef, StoreRef};
 use tokio::sync::{Notify, mpsc};
 
-use crate::state::RunSpec;
+use crate::state::{RunSpec, StepKind};
 
 struct Connected {
     segment: String,
@@ -65,10 +65,17 @@ impl<'a> Needs<'a> {
     }
 }
 
+/// A dispatched step as sent: (run, attempt, step).
+pub(crate) type StepKey = (String, u32, StepKind);
+
+/// The session each dispatched step was last sent on by this node.
+pub(crate) type Sent = HashMap<StepKey, u64>;
+
 /// The agents connected to this node.
 #[derive(Clone, Default)]
 pub struct AgentRegistry {
     agents: Arc<Mutex<BTreeMap<String, Connected>>>,
+    sent: Arc<Mutex<Sent>>,
     sessions: Arc<AtomicU64>,
     next: Arc<AtomicU64>,
     wake: Arc<Notify>,
@@ -210,6 +217,31 @@ impl AgentRegistry {
     pub fn send(&self, agent_id: &str, job: Job) -> Option<u64> {
         let agents = self.agents.lock().expect("registry lock");
         agents.get(agent_id).filter(|c| c.jobs.send(job).is_ok()).map(|c| c.session)
+    }
+
+    /// Sends the job of a dispatched step unless it already went out on the agent's current
+    /// session (the dispatcher, a resend and a receipt's chained dispatch may all try), and
+    /// records the session it went on. Returns that session, or `None` if the agent is not
+    /// connected or the job was sent before.
+    pub(crate) fn send_step(&self, agent_id: &str, key: StepKey, job: Job) -> Option<u64> {
+        let mut sent = self.sent.lock().expect("sent lock");
+        let session = self.session_of(agent_id)?;
+        if sent.get(&key) == Some(&session) {
+            return None;
+        }
+        let session = self.send(agent_id, job)?;
+        sent.insert(key, session);
+        Some(session)
+    }
+
+    /// What was sent on which session, for the dispatcher's resend scan.
+    pub(crate) fn sent(&self) -> Sent {
+        self.sent.lock().expect("sent lock").clone()
+    }
+
+    /// Forgets what was sent (this node stopped leading: a new term resends from the state).
+    pub(crate) fn forget_sent(&self) {
+        self.sent.lock().expect("sent lock").clear();
     }
 
     /// Every connected agent.

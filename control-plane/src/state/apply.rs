@@ -233,16 +233,24 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             agent_id,
             *deadline_ms,
         ),
-        Command::RecordReceipt { body_hex, signature_hex, jitter_permille } => {
-            run_apply::record_receipt(
-                state,
-                request,
-                ctx,
+        Command::RecordReceipt {
+            body_hex,
+            signature_hex,
+            jitter_permille,
+            verified_with,
+            next_agent,
+        } => run_apply::record_receipt(
+            state,
+            request,
+            ctx,
+            run_apply::ReceiptInput {
                 body_hex,
                 signature_hex,
-                *jitter_permille,
-            )
-        }
+                jitter_permille: *jitter_permille,
+                verified_with: verified_with.as_deref(),
+                next_agent: next_agent.as_deref(),
+            },
+        ),
         Command::StepTimedOut {
             run_id,
             generation,

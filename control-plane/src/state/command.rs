@@ -164,6 +164,16 @@ pub enum Command {
         signature_hex: String,
         /// Random 0..=1000 drawn by the proposer for retry jitter.
         jitter_permille: u16,
+        /// The agent public key (hex) the proposing leader verified the signature with. While it
+        /// is still the agent's key, apply relies on that check instead of verifying again on
+        /// every node; absent or different, apply verifies the signature itself.
+        #[serde(default)]
+        verified_with: Option<String>,
+        /// The agent to send the run's next step to, when the receipt moves the run to a step
+        /// that is due at once: the step is dispatched in the same entry (with the run's step
+        /// timeout from the entry's time) instead of by a separate `DispatchStep`.
+        #[serde(default)]
+        next_agent: Option<String>,
     },
     /// No receipt came for a dispatched step before its deadline.
     StepTimedOut {

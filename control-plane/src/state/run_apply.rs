@@ -257,15 +257,63 @@ pub(super) fn dispatch(
     Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
 }
 
-/// Checks and records a signed receipt, then moves the run on.
+/// A receipt as a `RecordReceipt` command carries it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReceiptInput<'a> {
+    pub body_hex: &'a str,
+    pub signature_hex: &'a str,
+    pub jitter_permille: u16,
+    pub verified_with: Option<&'a str>,
+    pub next_agent: Option<&'a str>,
+}
+
+/// Checks and records a signed receipt, then moves the run on (and, with `next_agent`,
+/// dispatches its next step when that is due at once).
 pub(super) fn record_receipt(
     state: &mut State,
     request: &Request,
     ctx: ApplyContext,
-    body_hex: &str,
-    signature_hex: &str,
-    jitter_permille: u16,
+    input: ReceiptInput<'_>,
 ) -> Outcome {
+    let outcome = check_receipt(state, request, ctx, input);
+    if let (Outcome::RunUpdated { run_id, .. }, Some(agent_id)) = (&outcome, input.next_agent) {
+        dispatch_next(state, request, run_id, agent_id);
+        let phase = state.runs.get(run_id).map_or(RunPhase::Completed, |r| r.phase);
+        return Outcome::RunUpdated { run_id: run_id.clone(), phase };
+    }
+    outcome
+}
+
+/// Dispatches the run's next step to `agent_id` if it is due now and nothing holds it back;
+/// otherwise leaves it for the dispatcher (a refusal here is not an error: the receipt stands).
+fn dispatch_next(state: &mut State, request: &Request, run_id: &str, agent_id: &str) {
+    let Some(run) = state.runs.get(run_id) else { return };
+    let Some(step) = run.step else { return };
+    if run.phase.is_terminal() || run.dispatched.is_some() {
+        return;
+    }
+    let (generation, checked_step, attempt) = (run.generation, run.checked_step, run.attempt);
+    let deadline_ms = request.proposed_at_ms.saturating_add(run.spec.step_timeout_ms);
+    let _ = dispatch(
+        state,
+        request,
+        run_id,
+        generation,
+        step,
+        checked_step,
+        attempt,
+        agent_id,
+        deadline_ms,
+    );
+}
+
+fn check_receipt(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    input: ReceiptInput<'_>,
+) -> Outcome {
+    let ReceiptInput { body_hex, signature_hex, jitter_permille, verified_with, .. } = input;
     let now = request.proposed_at_ms;
     let refuse = |state: &mut State, subject: &str, reason: String| {
         state.audit.append(ctx.index, now, &request.actor, "receipt.refused", subject, &reason);
@@ -290,9 +338,14 @@ pub(super) fn record_receipt(
     if agent.revoked_at_ms.is_some() {
         return refuse(state, &subject, format!("agent {agent_id} is revoked"));
     }
-    let key = dsops_proto::hex_decode(&agent.public_key).and_then(|k| <[u8; 32]>::try_from(k).ok());
-    let verified = key.map(|key| receipt.verify(&key));
-    if verified != Some(Ok(())) {
+    // The proposer's check holds only for the key the agent has now.
+    let checked = verified_with.is_some_and(|k| k == agent.public_key);
+    let verified = checked || {
+        let key =
+            dsops_proto::hex_decode(&agent.public_key).and_then(|k| <[u8; 32]>::try_from(k).ok());
+        key.is_some_and(|key| receipt.verify(&key).is_ok())
+    };
+    if !verified {
         return refuse(state, &subject, format!("signature of agent {agent_id} does not verify"));
     }
     let agent_segment = agent.segment.clone();

@@ -111,11 +111,23 @@ impl World {
     }
 
     fn submit(&mut self, body: ReceiptBody, key: &SigningKey) -> Outcome {
+        self.submit_with(body, key, None, None)
+    }
+
+    fn submit_with(
+        &mut self,
+        body: ReceiptBody,
+        key: &SigningKey,
+        verified_with: Option<String>,
+        next_agent: Option<&str>,
+    ) -> Outcome {
         let signed = SignedReceipt::sign(body, key);
         self.apply(Command::RecordReceipt {
             body_hex: dsops_proto::hex(&signed.body_bytes),
             signature_hex: dsops_proto::hex(&signed.signature),
             jitter_permille: 500,
+            verified_with,
+            next_agent: next_agent.map(str::to_owned),
         })
     }
 
@@ -199,6 +211,72 @@ fn immediate_has_nothing_to_retire() {
     }
     assert_eq!(world.run(&id).phase, RunPhase::Completed);
     assert!(world.run(&id).receipts.iter().all(|r| r.step != StepKind::Retire));
+}
+
+#[test]
+fn a_receipt_dispatches_the_next_step_when_it_is_due_at_once() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    world.dispatch(&id);
+    let key = world.key.clone();
+    let entries_before = world.index;
+    // Stage, apply, verify, promote: one dispatch entry, then each receipt carries the next.
+    for _ in 0..4 {
+        world.now += 10;
+        let body = world.body(&id, Succeeded);
+        let outcome = world.submit_with(body, &key, None, Some("agent-1"));
+        assert!(matches!(outcome, Outcome::RunUpdated { .. }), "{outcome:?}");
+        if let Some(step) = world.run(&id).step {
+            let dispatched = world.run(&id).dispatched.clone().expect("chained dispatch");
+            assert_eq!((dispatched.step, dispatched.agent_id.as_str()), (step, "agent-1"));
+            assert_eq!(dispatched.deadline_ms, world.now + 5_000, "timeout from the entry's time");
+        }
+    }
+    assert_eq!(world.index - entries_before, 4, "no separate dispatch entries");
+    assert_eq!(world.run(&id).phase, RunPhase::Completed);
+    assert_eq!(world.run(&id).dispatched, None);
+}
+
+#[test]
+fn a_receipt_leaves_a_step_that_is_not_due_or_an_unfit_agent_to_the_dispatcher() {
+    let mut world = World::new();
+    let key = world.key.clone();
+    // A retryable failure backs off: the retry is not due at once.
+    let id = started(world.request("immediate"));
+    world.dispatch(&id);
+    let body = world.body(&id, Retryable);
+    world.submit_with(body, &key, None, Some("agent-1"));
+    let run = world.run(&id);
+    assert_eq!((run.step, run.attempt), (Some(StepKind::Stage), 2));
+    assert_eq!(run.dispatched, None, "backoff first");
+    // An agent that is not registered: the receipt stands, the step waits for the dispatcher.
+    world.dispatch(&id);
+    let body = world.body(&id, Succeeded);
+    let outcome = world.submit_with(body, &key, None, Some("agent-nobody"));
+    assert!(matches!(outcome, Outcome::RunUpdated { .. }), "{outcome:?}");
+    assert_eq!(world.run(&id).step, Some(StepKind::Apply));
+    assert_eq!(world.run(&id).dispatched, None);
+}
+
+#[test]
+fn a_proposer_checked_signature_counts_only_for_the_agents_current_key() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    world.dispatch(&id);
+    let forger = SigningKey::from_bytes(&[3; 32]);
+    let agent_key = dsops_proto::hex(&world.key.verifying_key().to_bytes());
+    let forger_key = dsops_proto::hex(&forger.verifying_key().to_bytes());
+    // Claimed checked with another key than the agent's: verified here, and refused.
+    let body = world.body(&id, Succeeded);
+    let outcome = world.submit_with(body, &forger, Some(forger_key), None);
+    assert!(matches!(outcome, Outcome::ReceiptRefused { .. }), "{outcome:?}");
+    assert_eq!(world.run(&id).step, Some(StepKind::Stage));
+    // Checked by the proposer with the agent's key: accepted without a second check.
+    let key = world.key.clone();
+    let body = world.body(&id, Succeeded);
+    let outcome = world.submit_with(body, &key, Some(agent_key), None);
+    assert!(matches!(outcome, Outcome::RunUpdated { .. }), "{outcome:?}");
+    assert_eq!(world.run(&id).step, Some(StepKind::Apply));
 }
 
 #[test]

@@ -66,12 +66,30 @@ struct Timing {
     process_ms: u64,
 }
 
+/// Seconds since boot (`CLOCK_BOOTTIME`, as `perf record -k boottime` stamps samples).
+fn boot_seconds() -> String {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// With `DSOPS_BENCH_WINDOW` set, prints where a timed section starts or stops, for
+/// `perf report --time START,STOP` of a `perf record -k boottime` run.
+fn mark_window(what: &str) {
+    if std::env::var_os("DSOPS_BENCH_WINDOW").is_some() {
+        eprintln!("window {what} {}", boot_seconds());
+    }
+}
+
 /// Starts timing a section.
 fn start_timing() -> (Instant, u64, u64) {
+    mark_window("start");
     (Instant::now(), machine_busy_ms(), process_cpu_ms())
 }
 
 fn stop_timing(started: (Instant, u64, u64)) -> Timing {
+    mark_window("stop");
     Timing {
         elapsed: started.0.elapsed(),
         machine_ms: machine_busy_ms().saturating_sub(started.1),
@@ -178,8 +196,10 @@ where
     F: FnMut(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Vec<wire::RunSummary>>>,
 {
+    // Like `dsops rotate`: every 100 ms, ask for the runs that have not ended yet.
+    let mut open = ids.to_vec();
     loop {
-        let runs = get(ids.to_vec()).await?;
+        let runs = get(open.clone()).await?;
         let ended: Vec<&wire::RunSummary> = runs
             .iter()
             .filter(|r| matches!(r.state.as_str(), "Completed" | "RolledBack" | "Quarantined"))
@@ -187,7 +207,10 @@ where
         if let Some(bad) = ended.iter().find(|r| r.state != "Completed") {
             anyhow::bail!("run {} ended {}: {}", bad.run_id, bad.state, bad.detail);
         }
-        if ended.len() == ids.len() {
+        let ended: std::collections::HashSet<&str> =
+            ended.iter().map(|r| r.run_id.as_str()).collect();
+        open.retain(|id| !ended.contains(id.as_str()));
+        if open.is_empty() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
