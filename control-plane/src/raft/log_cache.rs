@@ -139,7 +139,7 @@ mod tests {
             (vec![6, 7, 8, 9], true)
         );
         assert_eq!(indexes(&cache, (Bound::Included(3), Bound::Excluded(7))), (vec![5, 6], false));
-        assert_eq!(indexes(&cache, (Bound::Unbounded, Bound::Unbounded)).1, false);
+        assert!(!indexes(&cache, (Bound::Unbounded, Bound::Unbounded)).1);
         assert_eq!(cache.last_log_id().map(|id| id.index), Some(9));
     }
 
