@@ -19,8 +19,12 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 /// How long a proposal may take to commit before its requests are answered `unavailable` (the
 /// caller retries with the same request id, so a late commit is not applied twice).
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Proposals in flight at once: while one is being made durable and replicated, the next forms.
-const MAX_IN_FLIGHT: usize = 2;
+/// Proposals in flight at once. One: while it is made durable and replicated, every request that
+/// arrives meanwhile queues for the next, so a busy node writes fewer, larger entries (openraft
+/// 0.9 appends one entry at a time anyway, after the previous one is flushed). Measured against
+/// two: 3-node writes/s at 64 clients 5,680 → 8,030, and the cluster rotation bench's CPU per
+/// rotation 6.7 → 5.8 ms.
+const MAX_IN_FLIGHT: usize = 1;
 
 /// A request waiting for a proposal.
 struct Pending {

@@ -39,7 +39,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--server-bin" => args.server = PathBuf::from(value()?),
             "--etcd-bin" => args.etcd = Some(PathBuf::from(value()?)),
             "--seconds" => args.seconds = value()?.parse()?,
-            "--trials" => args.trials = value()?.parse()?,
+            "--trials" => {
+                args.trials = value()?.parse()?;
+                anyhow::ensure!(args.trials > 0, "--trials must be at least 1");
+            }
             "--concurrency" => {
                 args.concurrency = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?
             }

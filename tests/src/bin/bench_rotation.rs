@@ -3,6 +3,7 @@
 //! ALTER ROLE + fresh-login loop directly with the same concurrency. Prints rotations per second
 //! and the ratios; asserts nothing. `scripts/bench-rotation.sh` starts PostgreSQL and runs it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,7 @@ struct Args {
     roles: usize,
     concurrency: usize,
     modes: Vec<String>,
+    trials: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -33,6 +35,7 @@ fn parse_args() -> anyhow::Result<Args> {
         roles: 1000,
         concurrency: 8,
         modes: vec!["baseline".into(), "embedded".into(), "cluster".into()],
+        trials: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,9 +44,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--roles" => args.roles = value()?.parse()?,
             "--concurrency" => args.concurrency = value()?.parse()?,
             "--modes" => args.modes = value()?.split(',').map(str::to_owned).collect(),
+            "--trials" => {
+                args.trials = value()?.parse()?;
+                anyhow::ensure!(args.trials > 0, "--trials must be at least 1");
+            }
             "--help" | "-h" => {
                 println!(
-                    "dsops-bench-rotation [--roles N] [--concurrency N] [--modes baseline,embedded,cluster]   (needs DSOPS_TEST_PG_URL)"
+                    "dsops-bench-rotation [--roles N] [--concurrency N] [--modes baseline,embedded,cluster] [--trials N]   (needs DSOPS_TEST_PG_URL)"
                 );
                 std::process::exit(0);
             }
@@ -397,6 +404,16 @@ fn machine_busy_ms() -> u64 {
 }
 
 /// CPU time of this process (user + system), from /proc/self/stat, in ms.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 fn process_cpu_ms() -> u64 {
     let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -436,40 +453,61 @@ async fn main() -> anyhow::Result<()> {
         .zip(&initial)
         .map(|(r, v)| format!("alter role \"{r}\" password '{v}'"))
         .collect();
-    let mut base_rate = None;
-    for mode in &args.modes {
-        // Every mode starts from the passwords the stores hold.
-        Flavor::Postgres.admin(&reset).await;
-        let (label, timing) = match mode.as_str() {
-            "baseline" => (
-                "baseline ALTER ROLE + login loop",
-                baseline(&url, &roles, args.concurrency).await?,
-            ),
-            "embedded" => (
-                "dsops embedded default          ",
-                embedded(&url, &roles, &initial, args.concurrency).await?,
-            ),
-            "cluster" => (
-                "dsops 3-node cluster + agent    ",
-                cluster(&url, &roles, &initial, args.concurrency).await?,
-            ),
-            other => anyhow::bail!("unknown mode {other}"),
-        };
-        let time = timing.elapsed;
-        let rate = args.roles as f64 / time.as_secs_f64();
-        let ratio = match base_rate {
-            Some(base) if mode != "baseline" => format!("  ratio {:.2}", rate / base),
-            _ => String::new(),
-        };
-        if mode == "baseline" {
-            base_rate = Some(rate);
+    // Rates and ratios per mode over the trials; each trial's ratios are to its own baseline,
+    // run just before, so a machine that is slower for a while slows both sides.
+    let mut rates: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut ratios: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for trial in 1..=args.trials {
+        if args.trials > 1 {
+            println!("trial {trial} of {}", args.trials);
         }
-        let machine = timing.machine_ms as f64 / args.roles as f64;
-        let process = timing.process_ms as f64 / args.roles as f64;
-        println!(
-            "  {label} : {rate:8.1} rotations/s ({:.2} s){ratio}   CPU/rotation: machine {machine:.1} ms, this process {process:.1} ms",
-            time.as_secs_f64()
-        );
+        let mut base_rate = None;
+        for mode in &args.modes {
+            // Every mode starts from the passwords the stores hold.
+            Flavor::Postgres.admin(&reset).await;
+            let (label, timing) = match mode.as_str() {
+                "baseline" => (
+                    "baseline ALTER ROLE + login loop",
+                    baseline(&url, &roles, args.concurrency).await?,
+                ),
+                "embedded" => (
+                    "dsops embedded default          ",
+                    embedded(&url, &roles, &initial, args.concurrency).await?,
+                ),
+                "cluster" => (
+                    "dsops 3-node cluster + agent    ",
+                    cluster(&url, &roles, &initial, args.concurrency).await?,
+                ),
+                other => anyhow::bail!("unknown mode {other}"),
+            };
+            let time = timing.elapsed;
+            let rate = args.roles as f64 / time.as_secs_f64();
+            rates.entry(label.to_owned()).or_default().push(rate);
+            let ratio = match base_rate {
+                Some(base) if mode != "baseline" => {
+                    ratios.entry(label.to_owned()).or_default().push(rate / base);
+                    format!("  ratio {:.2}", rate / base)
+                }
+                _ => String::new(),
+            };
+            if mode == "baseline" {
+                base_rate = Some(rate);
+            }
+            let machine = timing.machine_ms as f64 / args.roles as f64;
+            let process = timing.process_ms as f64 / args.roles as f64;
+            println!(
+                "  {label} : {rate:8.1} rotations/s ({:.2} s){ratio}   CPU/rotation: machine {machine:.1} ms, this process {process:.1} ms",
+                time.as_secs_f64()
+            );
+        }
+    }
+    if args.trials > 1 {
+        println!("median of {} trials", args.trials);
+        for (label, values) in &rates {
+            let ratio =
+                ratios.get(label).map(|r| format!("  ratio {:.2}", median(r))).unwrap_or_default();
+            println!("  {label} : {:8.1} rotations/s{ratio}", median(values));
+        }
     }
 
     let drops: Vec<String> = roles.iter().map(|r| format!("drop role if exists \"{r}\"")).collect();
