@@ -225,13 +225,15 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         } => run_apply::dispatch(
             state,
             request,
-            run_id,
-            *generation,
-            *step,
-            *checked_step,
-            *attempt,
-            agent_id,
-            *deadline_ms,
+            run_apply::StepSent {
+                run_id,
+                generation: *generation,
+                step: *step,
+                checked_step: *checked_step,
+                attempt: *attempt,
+                agent_id,
+                deadline_ms: *deadline_ms,
+            },
         ),
         Command::RecordReceipt {
             body_hex,

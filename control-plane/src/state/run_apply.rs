@@ -179,19 +179,21 @@ pub(super) fn request_run(
     Outcome::RunStarted { run_id: run_id.to_owned(), generation }
 }
 
+/// A step sent to an agent, as recorded.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StepSent<'a> {
+    pub run_id: &'a str,
+    pub generation: u64,
+    pub step: StepKind,
+    pub checked_step: Option<StepKind>,
+    pub attempt: u32,
+    pub agent_id: &'a str,
+    pub deadline_ms: u64,
+}
+
 /// Records that a step was sent to an agent.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn dispatch(
-    state: &mut State,
-    request: &Request,
-    run_id: &str,
-    generation: u64,
-    step: StepKind,
-    checked_step: Option<StepKind>,
-    attempt: u32,
-    agent_id: &str,
-    deadline_ms: u64,
-) -> Outcome {
+pub(super) fn dispatch(state: &mut State, request: &Request, sent: StepSent<'_>) -> Outcome {
+    let StepSent { run_id, generation, step, checked_step, attempt, agent_id, deadline_ms } = sent;
     let now = request.proposed_at_ms;
     let Some(agent) = state.agents.get(agent_id).filter(|a| a.revoked_at_ms.is_none()) else {
         return rejected(
@@ -292,19 +294,16 @@ fn dispatch_next(state: &mut State, request: &Request, run_id: &str, agent_id: &
     if run.phase.is_terminal() || run.dispatched.is_some() {
         return;
     }
-    let (generation, checked_step, attempt) = (run.generation, run.checked_step, run.attempt);
-    let deadline_ms = request.proposed_at_ms.saturating_add(run.spec.step_timeout_ms);
-    let _ = dispatch(
-        state,
-        request,
+    let sent = StepSent {
         run_id,
-        generation,
+        generation: run.generation,
         step,
-        checked_step,
-        attempt,
+        checked_step: run.checked_step,
+        attempt: run.attempt,
         agent_id,
-        deadline_ms,
-    );
+        deadline_ms: request.proposed_at_ms.saturating_add(run.spec.step_timeout_ms),
+    };
+    let _ = dispatch(state, request, sent);
 }
 
 fn check_receipt(
