@@ -14,6 +14,7 @@
 
 pub mod adapter;
 pub mod config;
+mod envelope;
 pub mod executor;
 pub mod generate;
 pub mod hook;

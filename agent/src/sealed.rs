@@ -8,12 +8,12 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use crate::secret::random_bytes;
+use crate::envelope::{self, Unsealed};
 
 const MAGIC: &[u8; 8] = b"DSOPSAS1";
 
@@ -51,25 +51,13 @@ impl SealedFile {
             Err(error) => return Err(format!("{}: {error}", path.display())),
         };
         let mut data = data;
-        if data.len() < MAGIC.len() + 12 + 16 || &data[..MAGIC.len()] != MAGIC {
-            return Err(format!("{}: not a dsops agent state file", path.display()));
-        }
-        let nonce: [u8; 12] = data[MAGIC.len()..MAGIC.len() + 12]
-            .try_into()
-            .map_err(|_| format!("{}: short file", path.display()))?;
-        let aad = self.aad();
-        let plain = self
-            .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_slice()),
-                &mut data[MAGIC.len() + 12..],
-            )
-            .map_err(|_| {
-                format!(
+        let plain =
+            envelope::open(&self.key, MAGIC, &self.aad(), &mut data).map_err(|e| match e {
+                Unsealed::NotOurs => format!("{}: not a dsops agent state file", path.display()),
+                Unsealed::Altered => format!(
                     "{}: cannot decrypt: wrong key file, or the file was altered",
                     path.display()
-                )
+                ),
             })?;
         serde_json::from_slice(plain)
             .map(Some)
@@ -81,16 +69,8 @@ impl SealedFile {
         let path = &self.path;
         let error = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         let mut plain = Zeroizing::new(serde_json::to_vec(value).map_err(|e| error(&e))?);
-        let nonce = random_bytes::<12>().map_err(|_| error(&"random source failed"))?;
-        let aad = self.aad();
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_slice()),
-                plain.as_mut_slice(),
-            )
-            .map_err(|_| error(&"encryption failed"))?;
+        let sealed =
+            envelope::seal(&self.key, MAGIC, &self.aad(), &mut plain).map_err(|e| error(&e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|e| error(&e))?;
         let temp = path.with_extension("tmp");
@@ -101,9 +81,7 @@ impl SealedFile {
             .mode(0o600)
             .open(&temp)
             .map_err(|e| error(&e))?;
-        for part in [MAGIC.as_slice(), &nonce, plain.as_slice(), tag.as_ref()] {
-            file.write_all(part).map_err(|e| error(&e))?;
-        }
+        file.write_all(&sealed).map_err(|e| error(&e))?;
         file.sync_all().map_err(|e| error(&e))?;
         drop(file);
         fs::rename(&temp, path).map_err(|e| error(&e))?;

@@ -38,7 +38,7 @@ async fn a_sigkilled_agent_process_is_replaced_mid_run() {
         .args(["run", "--data-dir"])
         .arg(&a_dir)
         .arg("--config")
-        .arg(&project.config)
+        .arg(&project.project.config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -10,44 +10,42 @@ use dsops_agent::session::SessionState;
 use dsops_agent::store::{FileStore, Label, SecretStore};
 use dsops_cli::agent_host::{self, AgentRun, EnrolledState, RunningAgent};
 use dsops_cli::embedded::{open_store, random_id};
-use dsops_control_plane::config::{Loaded, load_file};
+use dsops_control_plane::config::Loaded;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_client::AdminClient;
 use tonic::transport::Channel;
 
+use crate::rotation::{Project, rotate_request};
 use crate::{TestCluster, wait_for};
 
-/// A dsops.yaml in a temporary directory, with a data directory per agent under it.
+/// A dsops.yaml in a temporary directory (a [`Project`]), with a data directory per agent under
+/// it.
 #[derive(Debug)]
 pub struct AgentProject {
-    /// Keeps the directory alive.
-    pub dir: tempfile::TempDir,
-    /// The configuration file.
-    pub config: PathBuf,
+    /// The directory and its configuration.
+    pub project: Project,
 }
 
 impl AgentProject {
     /// Writes `yaml` as dsops.yaml.
     pub fn new(yaml: &str) -> AgentProject {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("dsops.yaml");
-        std::fs::write(&config, yaml).expect("write config");
-        AgentProject { dir, config }
+        AgentProject { project: Project::new(yaml) }
     }
 
     /// The validated configuration.
     pub fn loaded(&self) -> Loaded {
-        load_file(&self.config).unwrap_or_else(|d| panic!("invalid test config: {d:?}"))
+        self.project.loaded()
     }
 
     /// The data directory of agent `name`.
     pub fn data_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("agent-{name}"))
+        self.project.dir.path().join(format!("agent-{name}"))
     }
 
     /// The store `store` as agent `name` holds it.
     pub fn store(&self, name: &str, store: &str) -> FileStore {
-        open_store(&self.loaded(), store, &self.data_dir(name), self.dir.path()).expect("store")
+        open_store(&self.loaded(), store, &self.data_dir(name), self.project.dir.path())
+            .expect("store")
     }
 
     /// Puts a value into agent `name`'s store.
@@ -72,7 +70,7 @@ impl AgentProject {
             .admin_client(leader)
             .apply_config(wire::ApplyConfigRequest {
                 request_id: random_id(),
-                config_yaml: std::fs::read_to_string(&self.config).expect("read config"),
+                config_yaml: std::fs::read_to_string(&self.project.config).expect("read config"),
                 config_path: "dsops.yaml".into(),
                 catalog_files: Default::default(),
                 expected_version: 0,
@@ -94,7 +92,7 @@ impl AgentProject {
             backoff: (Duration::from_millis(50), Duration::from_millis(500)),
             policy,
         };
-        agent_host::start(&run, &self.loaded(), self.dir.path(), None).expect("start agent")
+        agent_host::start(&run, &self.loaded(), self.project.dir.path(), None).expect("start agent")
     }
 }
 
@@ -137,16 +135,7 @@ pub async fn wait_connected(agent: &RunningAgent) -> String {
 /// Starts a rotation of `env/key` at the leader (retrying, with the same request id, while the
 /// cluster is between leaders or too busy to confirm one) and returns the run id.
 pub async fn start_rotation(cluster: &TestCluster, env: &str, key: &str) -> String {
-    let request = wire::RotateRequest {
-        request_id: random_id(),
-        selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
-            env: env.into(),
-            key: key.into(),
-        })),
-        force: true,
-        dry_run: false,
-        reason: "test".into(),
-    };
+    let request = rotate_request(env, key);
     wait_for("the rotation to start", Duration::from_secs(30), || {
         let request = request.clone();
         async move {

@@ -92,10 +92,9 @@ pub fn database_service_at(
     (yaml, url)
 }
 
-/// Rotates one secret through the admin API and waits until the run ends (or is only waiting
-/// for its retire step's grace period).
-pub async fn rotate(embedded: &Embedded, env: &str, key: &str) -> wire::RunSummary {
-    let request = wire::RotateRequest {
+/// A forced rotation of one secret, with a new request id.
+pub fn rotate_request(env: &str, key: &str) -> wire::RotateRequest {
+    wire::RotateRequest {
         request_id: random_id(),
         selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
             env: env.into(),
@@ -104,7 +103,13 @@ pub async fn rotate(embedded: &Embedded, env: &str, key: &str) -> wire::RunSumma
         force: true,
         dry_run: false,
         reason: "test".into(),
-    };
+    }
+}
+
+/// Rotates one secret through the admin API and waits until the run ends (or is only waiting
+/// for its retire step's grace period).
+pub async fn rotate(embedded: &Embedded, env: &str, key: &str) -> wire::RunSummary {
+    let request = rotate_request(env, key);
     let response =
         embedded.admin().rotate(embedded.request(request)).await.expect("rotate").into_inner();
     let run_id = response.runs.first().expect("a run started").run_id.clone();

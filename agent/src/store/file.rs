@@ -14,12 +14,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use dsops_proto::domain::Fingerprint;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{Fields, Label, SecretStore, StoreError, VersionInfo};
+use crate::envelope::{self, Unsealed};
 use crate::secret::{Fingerprinter, SecretValue, random_bytes};
 
 const MAGIC: &[u8; 8] = b"DSOPSIT1";
@@ -253,22 +254,15 @@ impl FileStore {
             Err(error) => return Err(io_error(path, error)),
         };
         let mut data = Zeroizing::new(data);
-        if data.len() < MAGIC.len() + 12 + 16 || &data[..MAGIC.len()] != MAGIC {
-            return Err(corrupt(path, "not a dsops store file"));
-        }
-        let nonce_bytes: [u8; 12] =
-            data[MAGIC.len()..MAGIC.len() + 12].try_into().map_err(|_| corrupt(path, "short"))?;
-        let body = &mut data[MAGIC.len() + 12..];
-        let plain = self
-            .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::from(name.as_bytes()),
-                body,
+        let plain = envelope::open(&self.key, MAGIC, name.as_bytes(), &mut data).map_err(|e| {
+            corrupt(
+                path,
+                match e {
+                    Unsealed::NotOurs => "not a dsops store file",
+                    Unsealed::Altered => "cannot decrypt: wrong key file, or the file was altered",
+                },
             )
-            .map_err(|_| {
-                corrupt(path, "cannot decrypt: wrong key file, or the file was altered")
-            })?;
+        })?;
         let stored: StoredEntry = serde_json::from_slice(plain)
             .map_err(|e| corrupt(path, format!("bad contents: {e}")))?;
         Ok(Some(stored))
@@ -279,16 +273,8 @@ impl FileStore {
         let mut plain = Zeroizing::new(
             serde_json::to_vec(stored).map_err(|e| io_error(path, format!("encoding: {e}")))?,
         );
-        let nonce_bytes =
-            random_bytes::<12>().map_err(|_| io_error(path, "random source failed"))?;
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::from(name.as_bytes()),
-                plain.as_mut_slice(),
-            )
-            .map_err(|_| io_error(path, "encryption failed"))?;
+        let sealed = envelope::seal(&self.key, MAGIC, name.as_bytes(), &mut plain)
+            .map_err(|e| io_error(path, e))?;
         // Write, fsync, rename — reusing the two inodes an entry has (current and spare), so a
         // steady stream of writes allocates and frees none: the new version goes into the spare
         // (`.tmp`), the current file is linked to a second name, the spare is renamed over the
@@ -297,9 +283,7 @@ impl FileStore {
         let temp = dir.join(format!("{name}.tmp"));
         let keep = dir.join(format!("{name}.old"));
         let mut file = open_private(&temp)?;
-        for part in [MAGIC.as_slice(), &nonce_bytes, plain.as_slice(), tag.as_ref()] {
-            file.write_all(part).map_err(|e| io_error(&temp, e))?;
-        }
+        file.write_all(&sealed).map_err(|e| io_error(&temp, e))?;
         file.sync_all().map_err(|e| io_error(&temp, e))?;
         drop(file);
         let kept = match fs::hard_link(path, &keep) {
