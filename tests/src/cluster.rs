@@ -70,11 +70,13 @@ impl std::fmt::Debug for TestCluster {
     }
 }
 
-/// Options for tests: short timeouts so elections take a fraction of a second.
+/// Options for tests: short timeouts so elections take a fraction of a second, and no
+/// scheduler (tests start the runs they check; the scheduler's own suite turns it on).
 pub fn fast_options() -> NodeOptions {
     NodeOptions {
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
+        scheduler: false,
         ..NodeOptions::default()
     }
 }

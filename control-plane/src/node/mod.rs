@@ -9,7 +9,7 @@ mod join_service;
 mod layout;
 mod promote;
 mod refusals;
-mod rotation_api;
+pub(crate) mod rotation_api;
 mod server;
 mod token;
 

@@ -50,6 +50,22 @@ async fn current_config(control: &ControlPlane) -> Result<(u64, Arc<Loaded>), St
         return Err(ErrorCode::FailedPrecondition
             .to_status("no configuration is stored yet; run `dsops apply -f dsops.yaml` first"));
     }
+    config_at(control, version).await
+}
+
+/// The configuration this node has applied, without a raft round (for the leader's own loops,
+/// which act on the state they have); `None` before one is stored.
+pub(crate) async fn applied_config(
+    control: &ControlPlane,
+) -> Result<Option<(u64, Arc<Loaded>)>, Status> {
+    let version = control.read_local(|s| s.config_version()).await;
+    if version == 0 {
+        return Ok(None);
+    }
+    config_at(control, version).await.map(Some)
+}
+
+async fn config_at(control: &ControlPlane, version: u64) -> Result<(u64, Arc<Loaded>), Status> {
     if let Some(hit) = control.cached_config(version) {
         return Ok((version, hit));
     }
@@ -107,7 +123,7 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
 }
 
 /// A run id derived from the request id, so a retried request names the same runs.
-fn run_id(request_id: &str, env: &str, key: &str) -> String {
+pub(crate) fn run_id(request_id: &str, env: &str, key: &str) -> String {
     let digest = Sha256::digest(format!("{request_id}\n{env}\n{key}").as_bytes());
     format!("run-{}", &dsops_proto::hex(&digest)[..20])
 }
@@ -195,13 +211,62 @@ pub(super) async fn rotate(
     let (config_version, loaded) = current_config(control).await?;
     let secrets = control.read_local(|s| s.secrets.clone()).await;
     let chosen = select(&loaded, &secrets, &request)?;
-    let single = matches!(request.selector, RotateSelector::Secret(_));
+    let mut reason = if restore_previous { "rollback".to_owned() } else { "manual".to_owned() };
+    if request.force {
+        reason.push_str(", forced");
+    }
+    if !request.reason.is_empty() {
+        reason.push_str(&format!(": {}", request.reason));
+    }
+    let chosen = chosen
+        .into_iter()
+        .map(|item| {
+            let id = run_id(&request_id, &item.secret.env, &item.secret.key);
+            (item, id)
+        })
+        .collect();
+    let start = Start {
+        force: request.force,
+        dry_run: request.dry_run,
+        single: matches!(request.selector, RotateSelector::Secret(_)),
+        restore_previous,
+        reason,
+    };
+    let runs = start_runs(control, actor, &loaded, config_version, chosen, &start).await?;
+    Ok(wire::RotateResponse { runs })
+}
+
+/// How [`start_runs`] starts them.
+pub(crate) struct Start {
+    /// Past governance (approvals, maintenance windows): audited.
+    pub force: bool,
+    /// Only say what would start.
+    pub dry_run: bool,
+    /// One secret was named: a refusal is the request's error, not a skipped row.
+    pub single: bool,
+    /// A rollback to the previous version.
+    pub restore_previous: bool,
+    /// Why, for the run and the audit log (`manual`, `scheduled: …`).
+    pub reason: String,
+}
+
+/// Starts a run for each secret under the given run id (derived from a request id, so a retried
+/// request, or a second leader's scheduler, names the same runs and each starts once).
+pub(crate) async fn start_runs(
+    control: &ControlPlane,
+    actor: &str,
+    loaded: &Loaded,
+    config_version: u64,
+    chosen: Vec<(ResolvedSecret<'_>, String)>,
+    start: &Start,
+) -> Result<Vec<wire::RunSummary>, Status> {
+    let single = start.single;
     let mut runs = Vec::new();
     let mut writes = Vec::new();
-    for item in chosen {
+    for (item, id) in chosen {
         let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
-        let spec = match spec::run_spec(&loaded, &item, config_version)
-            .and_then(|s| gate(&item, request.force).map(|()| s).map_err(SpecError))
+        let spec = match spec::run_spec(loaded, &item, config_version)
+            .and_then(|s| gate(&item, start.force).map(|()| s).map_err(SpecError))
         {
             Ok(spec) => spec,
             Err(error) if single => return Err(failed(error)),
@@ -210,8 +275,7 @@ pub(super) async fn rotate(
                 continue;
             }
         };
-        let id = run_id(&request_id, &env, &key);
-        if request.dry_run {
+        if start.dry_run {
             runs.push(wire::RunSummary {
                 run_id: String::new(),
                 secret: Some(wire::SecretKey { env, key }),
@@ -222,20 +286,13 @@ pub(super) async fn rotate(
             });
             continue;
         }
-        let mut reason = if restore_previous { "rollback".to_owned() } else { "manual".to_owned() };
-        if request.force {
-            reason.push_str(", forced");
-        }
-        if !request.reason.is_empty() {
-            reason.push_str(&format!(": {}", request.reason));
-        }
         let command = Command::RequestRun {
             run_id: id.clone(),
             env: env.clone(),
             key: key.clone(),
             spec,
-            restore_previous,
-            reason,
+            restore_previous: start.restore_previous,
+            reason: start.reason.clone(),
         };
         let write_id = format!("rotate-{}", &id[4..]);
         runs.push(wire::RunSummary::default());
@@ -268,7 +325,7 @@ pub(super) async fn rotate(
         };
     }
     control.agents().wake();
-    Ok(wire::RotateResponse { runs })
+    Ok(runs)
 }
 
 fn skipped(env: &str, key: &str, why: &str) -> wire::RunSummary {

@@ -37,6 +37,9 @@ pub struct NodeOptions {
     pub links: Arc<dyn LinkFilter>,
     /// How long agent certificates are valid (renewed over the session).
     pub agent_cert_validity: Duration,
+    /// Start runs when schedules fire (while leading). Off in tests that drive every rotation
+    /// themselves; the embedded default never schedules (it lives for one command).
+    pub scheduler: bool,
 }
 
 impl Default for NodeOptions {
@@ -50,6 +53,7 @@ impl Default for NodeOptions {
             keep_logs: 1_000,
             links: Arc::new(OpenLinks),
             agent_cert_validity: super::AGENT_CERT_VALIDITY,
+            scheduler: true,
         }
     }
 }
@@ -166,6 +170,9 @@ pub async fn start(
     });
     tokio::spawn(super::promote::run(control.clone(), shutdown.subscribe()));
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
+    if options.scheduler {
+        tokio::spawn(crate::rotation::scheduler::run(control.clone(), shutdown.subscribe()));
+    }
     tracing::info!(node_id = node.node_id, %address, "node serving");
     Ok(RunningNode { control, address, shutdown, server })
 }

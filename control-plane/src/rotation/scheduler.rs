@@ -1,0 +1,328 @@
+//! The leader's scheduler: starts a run for each secret when its `schedule` fires, inside its
+//! maintenance windows, with nobody typing `dsops rotate`.
+//!
+//! Like the dispatcher it runs on every served node and acts only while the node leads, from
+//! the replicated state alone. A scheduled run's id comes from the secret and the firing time,
+//! so a new leader that sees the same firing names the same run, and the state machine's
+//! request dedup starts it once.
+//!
+//! When a secret starts on its own:
+//! - at the first firing after it last rotated;
+//! - at the first firing after it came under dsops (the configuration version that added it),
+//!   when it never rotated: adding a variable does not rotate it at once, the schedule says when
+//!   (`dsops rotate --all` rotates such a secret now);
+//! - never again for a firing its last run already failed at: after a run that rolled back, the
+//!   next start is the first firing after that run ended, so a failing target is retried once
+//!   per firing, not in a loop; a Quarantined secret waits for a person;
+//! - a firing missed while no node led (a cluster restart over 03:00) starts at once, or at the
+//!   next open window.
+//!
+//! The agenda is a queue ordered by start time, built when the configuration version changes.
+//! A tick looks only at the entries whose time has come and re-reads those secrets (O(due));
+//! an entry that is stale (the secret was rotated by hand meanwhile) is put back at its new
+//! time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::watch;
+
+use crate::config::{Loaded, ResolvedSecret};
+use crate::node::ControlPlane;
+use crate::node::rotation_api::{self, Start};
+use crate::state::{RunPhase, State, StoredConfig, secret_id};
+use crate::time::next_due_in_windows;
+use crate::time::{MaintenanceWindow, Schedule};
+
+/// How often the scheduler looks (schedules fire on the minute).
+const TICK: Duration = Duration::from_secs(5);
+/// When a secret with a run in flight is looked at again.
+const RECHECK_ACTIVE: i64 = 60_000;
+/// When a Quarantined secret is looked at again (it starts only after a person acted).
+const RECHECK_QUARANTINED: i64 = 600_000;
+/// How far ahead a firing inside the windows is looked for.
+const HORIZON: TimeDelta = TimeDelta::days(366);
+
+/// What the state says of one secret, as far as scheduling goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// When its last run completed.
+    pub last_rotated_ms: Option<u64>,
+    /// When its last run ended without completing (rolled back).
+    pub last_failed_ms: Option<u64>,
+    /// A run is in flight.
+    pub active: bool,
+    /// Its last run ended Quarantined.
+    pub quarantined: bool,
+    /// When the configuration that added it was stored.
+    pub since_ms: Option<u64>,
+}
+
+impl Seen {
+    /// Reads a secret's record from the state; `since_ms` comes from the configuration history.
+    pub fn of(state: &State, id: &str, since_ms: Option<u64>) -> Seen {
+        let Some(record) = state.secrets.get(id) else {
+            return Seen { since_ms, ..Seen::default() };
+        };
+        let last_failed_ms = match record.last_phase {
+            Some(RunPhase::RolledBack) => record
+                .last_run
+                .as_ref()
+                .and_then(|run| state.runs.get(run))
+                .and_then(|run| run.finished_at_ms),
+            _ => None,
+        };
+        Seen {
+            last_rotated_ms: record.last_rotated_at_ms,
+            last_failed_ms,
+            active: record.active_run.is_some(),
+            quarantined: record.last_phase == Some(RunPhase::Quarantined),
+            since_ms,
+        }
+    }
+}
+
+fn utc(ms: u64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms.min(i64::MAX as u64) as i64).unwrap_or_default()
+}
+
+/// When a variable may start on its own: its schedule and its policy's windows.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// The cron schedule.
+    pub schedule: Schedule,
+    /// Maintenance windows (none: any time).
+    pub windows: Vec<MaintenanceWindow>,
+}
+
+impl Timing {
+    /// The timing of a variable that rotates on a schedule.
+    pub fn of(item: &ResolvedSecret<'_>) -> Option<Timing> {
+        item.strategy.as_ref()?;
+        let (schedule, _) = item.schedule.as_ref()?;
+        Some(Timing { schedule: schedule.clone(), windows: item.windows.to_vec() })
+    }
+
+    /// When the secret next starts on its own, ms since the epoch: the first firing of its
+    /// schedule, inside its windows, after it last rotated, after its last failed run and after
+    /// it came under dsops. `None`: no firing within a year fits its windows.
+    pub fn next_start(&self, seen: &Seen) -> Option<i64> {
+        let base = [seen.last_rotated_ms, seen.last_failed_ms, seen.since_ms]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        next_due_in_windows(&self.schedule, &self.windows, utc(base), HORIZON)
+            .map(|t| t.timestamp_millis())
+    }
+}
+
+/// When each variable of the current configuration came under dsops: the time the oldest
+/// version of the unbroken run of stored versions that holds it up to the current one was
+/// stored. (History is bounded; a variable older than the oldest kept version gets that
+/// version's time, which can only make its first start earlier, never skip one.)
+pub fn since_times(configs: &[StoredConfig]) -> HashMap<String, u64> {
+    let mut since = HashMap::new();
+    let Some(current) = configs.last() else { return since };
+    for path in current.fingerprints.keys() {
+        let Some((env, key)) = path.strip_prefix("envs.").and_then(|rest| rest.split_once('.'))
+        else {
+            continue;
+        };
+        let mut at = current.applied_at_ms;
+        for older in configs.iter().rev().skip(1) {
+            if !older.fingerprints.contains_key(path) {
+                break;
+            }
+            at = older.applied_at_ms;
+        }
+        since.insert(secret_id(env, key), at);
+    }
+    since
+}
+
+/// A secret whose time has come, and the firing it starts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueSecret {
+    /// `env/key`.
+    pub id: String,
+    /// The firing, ms since the epoch.
+    pub firing_ms: i64,
+}
+
+/// The scheduler's queue for one configuration version.
+#[derive(Debug, Default)]
+pub struct Agenda {
+    version: u64,
+    queue: BTreeSet<(i64, String)>,
+    timings: HashMap<String, Timing>,
+    since: HashMap<String, u64>,
+}
+
+impl Agenda {
+    /// Builds the agenda of configuration `version` from every scheduled variable.
+    pub fn build(version: u64, loaded: &Loaded, state: &State) -> Agenda {
+        let since = since_times(&state.configs);
+        let mut queue = BTreeSet::new();
+        let mut timings = HashMap::new();
+        for item in loaded.resolved() {
+            let Some(timing) = Timing::of(&item) else { continue };
+            let id = secret_id(&item.secret.env, &item.secret.key);
+            let seen = Seen::of(state, &id, since.get(&id).copied());
+            if let Some(at) = timing.next_start(&seen) {
+                queue.insert((at, id.clone()));
+            }
+            timings.insert(id, timing);
+        }
+        Agenda { version, queue, timings, since }
+    }
+
+    /// The configuration version it was built for.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether any entry's time has come.
+    pub fn has_due(&self, now_ms: i64) -> bool {
+        self.queue.first().is_some_and(|(at, _)| *at <= now_ms)
+    }
+
+    /// Takes the entries whose time has come, re-reads each secret and returns those to start
+    /// now; the others go back at their new time. Every secret returned is queued again for a
+    /// look once its run has had time to end.
+    pub fn take_due(&mut self, now_ms: i64, state: &State) -> Vec<DueSecret> {
+        let mut due = Vec::new();
+        let mut later = Vec::new();
+        while let Some((at, _)) = self.queue.first() {
+            if *at > now_ms {
+                break;
+            }
+            let (_, id) = self.queue.pop_first().expect("checked non-empty");
+            let Some(timing) = self.timings.get(&id) else { continue };
+            let seen = Seen::of(state, &id, self.since.get(&id).copied());
+            if seen.active {
+                later.push((now_ms + RECHECK_ACTIVE, id));
+            } else if seen.quarantined {
+                later.push((now_ms + RECHECK_QUARANTINED, id));
+            } else {
+                match timing.next_start(&seen) {
+                    None => {}
+                    Some(at) if at > now_ms => later.push((at, id)),
+                    Some(firing_ms) => {
+                        later.push((now_ms + RECHECK_ACTIVE, id.clone()));
+                        due.push(DueSecret { id, firing_ms });
+                    }
+                }
+            }
+        }
+        self.queue.extend(later);
+        due
+    }
+
+    /// Entries queued (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// Runs the scheduler until `shutdown`.
+pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
+    let mut agenda: Option<Agenda> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if !control.is_leader() {
+            // Built afresh on becoming leader, from the state as it is then.
+            agenda = None;
+            continue;
+        }
+        if let Err(error) = tick(&control, &mut agenda).await {
+            tracing::warn!(%error, "scheduler: tick failed; trying again");
+        }
+    }
+}
+
+async fn tick(control: &ControlPlane, agenda: &mut Option<Agenda>) -> Result<(), String> {
+    let Some((version, loaded)) =
+        rotation_api::applied_config(control).await.map_err(|s| s.message().to_owned())?
+    else {
+        return Ok(());
+    };
+    if agenda.as_ref().is_none_or(|a| a.version() != version) {
+        let built = control.read_local(|state| Agenda::build(version, &loaded, state)).await;
+        tracing::debug!(version, scheduled = built.len(), "scheduler: agenda built");
+        *agenda = Some(built);
+    }
+    let agenda = agenda.as_mut().expect("built above");
+    let now = crate::node::now_ms() as i64;
+    if !agenda.has_due(now) {
+        return Ok(());
+    }
+    let due = control.read_local(|state| agenda.take_due(now, state)).await;
+    if due.is_empty() {
+        return Ok(());
+    }
+    // Resolved once per firing that starts runs (not per tick): a run carries its full spec.
+    let items: HashMap<String, ResolvedSecret<'_>> = loaded
+        .resolved()
+        .into_iter()
+        .map(|item| (secret_id(&item.secret.env, &item.secret.key), item))
+        .collect();
+    start(control, &loaded, version, &items, due).await
+}
+
+async fn start(
+    control: &ControlPlane,
+    loaded: &Arc<Loaded>,
+    version: u64,
+    items: &HashMap<String, ResolvedSecret<'_>>,
+    due: Vec<DueSecret>,
+) -> Result<(), String> {
+    let mut chosen = Vec::new();
+    for secret in &due {
+        let Some(item) = items.get(&secret.id) else { continue };
+        let schedule = item.schedule.as_ref().map(|(s, _)| s.as_str()).unwrap_or_default();
+        // One run id per secret and firing, whichever node leads when it fires.
+        let request_id = format!("schedule-{}", secret.firing_ms);
+        let run_id = rotation_api::run_id(&request_id, &item.secret.env, &item.secret.key);
+        chosen.push((item.clone(), run_id, schedule.to_owned()));
+    }
+    // Runs of one tick share the reason's shape; each names its own schedule.
+    let mut by_reason: HashMap<String, Vec<(ResolvedSecret<'_>, String)>> = HashMap::new();
+    for (item, run_id, schedule) in chosen {
+        by_reason.entry(format!("scheduled ({schedule})")).or_default().push((item, run_id));
+    }
+    let actor = format!("node-{} scheduler", control.node_id());
+    for (reason, chosen) in by_reason {
+        let start =
+            Start { force: false, dry_run: false, single: false, restore_previous: false, reason };
+        let runs = rotation_api::start_runs(control, &actor, loaded, version, chosen, &start)
+            .await
+            .map_err(|s| s.message().to_owned())?;
+        for run in runs {
+            let secret = run.secret.as_ref().map(|s| format!("{}/{}", s.env, s.key));
+            if run.state == "Skipped" {
+                tracing::warn!(secret = secret.unwrap_or_default(), why = %run.detail, "scheduler: not started");
+            } else {
+                tracing::info!(secret = secret.unwrap_or_default(), run_id = %run.run_id, "scheduler: run started");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;
