@@ -14,8 +14,9 @@
 //! - never again for a firing its last run already failed at: after a run that rolled back, the
 //!   next start is the first firing after that run ended, so a failing target is retried once
 //!   per firing, not in a loop; a Quarantined secret waits for a person;
-//! - a firing missed while no node led (a cluster restart over 03:00) starts at once, or at the
-//!   next open window.
+//! - a firing missed while no node led (a cluster restart over 03:00) starts at once if its
+//!   window is still open, else at the next firing inside a window;
+//! - a start that is refused (the policy wants an approval) waits for the next firing.
 //!
 //! The agenda is a queue ordered by start time, built when the configuration version changes.
 //! A tick looks only at the entries whose time has come and re-reads those secrets (O(due));
@@ -221,6 +222,19 @@ impl Agenda {
         due
     }
 
+    /// Puts secrets that could not start at `now_ms` (refused: approval required, window closed
+    /// after a late tick) at their next firing after now, instead of a look every minute.
+    pub fn defer(&mut self, ids: &[String], now_ms: i64) {
+        for id in ids {
+            self.queue.remove(&(now_ms + RECHECK_ACTIVE, id.clone()));
+            let Some(timing) = self.timings.get(id) else { continue };
+            let seen = Seen { since_ms: Some(now_ms.max(0) as u64), ..Seen::default() };
+            if let Some(at) = timing.next_start(&seen) {
+                self.queue.insert((at, id.clone()));
+            }
+        }
+    }
+
     /// Entries queued (for tests and logs).
     pub fn len(&self) -> usize {
         self.queue.len()
@@ -280,7 +294,9 @@ async fn tick(control: &ControlPlane, agenda: &mut Option<Agenda>) -> Result<(),
         .into_iter()
         .map(|item| (secret_id(&item.secret.env, &item.secret.key), item))
         .collect();
-    start(control, &loaded, version, &items, due).await
+    let refused = start(control, &loaded, version, &items, due).await?;
+    agenda.defer(&refused, now);
+    Ok(())
 }
 
 async fn start(
@@ -289,7 +305,7 @@ async fn start(
     version: u64,
     items: &HashMap<String, ResolvedSecret<'_>>,
     due: Vec<DueSecret>,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let mut chosen = Vec::new();
     for secret in &due {
         let Some(item) = items.get(&secret.id) else { continue };
@@ -305,6 +321,7 @@ async fn start(
         by_reason.entry(format!("scheduled ({schedule})")).or_default().push((item, run_id));
     }
     let actor = format!("node-{} scheduler", control.node_id());
+    let mut refused = Vec::new();
     for (reason, chosen) in by_reason {
         let start =
             Start { force: false, dry_run: false, single: false, restore_previous: false, reason };
@@ -312,15 +329,16 @@ async fn start(
             .await
             .map_err(|s| s.message().to_owned())?;
         for run in runs {
-            let secret = run.secret.as_ref().map(|s| format!("{}/{}", s.env, s.key));
+            let secret = run.secret.as_ref().map(|s| secret_id(&s.env, &s.key)).unwrap_or_default();
             if run.state == "Skipped" {
-                tracing::warn!(secret = secret.unwrap_or_default(), why = %run.detail, "scheduler: not started");
+                tracing::warn!(%secret, why = %run.detail, "scheduler: not started; next firing");
+                refused.push(secret);
             } else {
-                tracing::info!(secret = secret.unwrap_or_default(), run_id = %run.run_id, "scheduler: run started");
+                tracing::info!(%secret, run_id = %run.run_id, "scheduler: run started");
             }
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 #[cfg(test)]

@@ -171,3 +171,18 @@ fn a_variable_came_under_dsops_with_the_version_that_last_added_it() {
     assert_eq!(since.len(), 2, "only variables: {since:?}");
     assert!(since_times(&[]).is_empty());
 }
+
+#[test]
+fn a_secret_refused_at_its_firing_waits_for_the_next_one() {
+    let loaded = loaded();
+    let state = state();
+    let mut agenda = Agenda::build(1, &loaded, &state);
+    let now = at(29, 3, 0);
+    assert_eq!(agenda.take_due(now, &state).len(), 1);
+    // The start was refused (say, the policy wants an approval): no look every minute.
+    agenda.defer(&["dev/WEEKLY".to_owned()], now);
+    assert_eq!(agenda.len(), 1);
+    let next_week = Utc.with_ymd_and_hms(2026, 12, 6, 3, 0, 0).unwrap().timestamp_millis();
+    assert!(!agenda.has_due(next_week - 1));
+    assert_eq!(agenda.take_due(next_week, &state).len(), 1);
+}
