@@ -246,7 +246,7 @@ pub(crate) struct Start {
     pub single: bool,
     /// A rollback to the previous version.
     pub restore_previous: bool,
-    /// Why, for the run and the audit log (`manual`, `scheduled: …`).
+    /// Why, for the run and the audit log (`manual`, `scheduled (0 3 * * 0)`).
     pub reason: String,
 }
 
