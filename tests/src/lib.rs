@@ -12,6 +12,7 @@ pub mod processes;
 pub mod proxy;
 pub mod redis;
 pub mod rotation;
+pub mod usage;
 
 /// The etcd KV client (put only) used by the raft benchmark.
 #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]

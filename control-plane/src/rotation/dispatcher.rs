@@ -14,7 +14,6 @@ use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, SignedReceipt, Sto
 use tokio::sync::watch;
 
 use super::AgentRegistry;
-use super::registry::Sent;
 use crate::node::{ControlPlane, WriteError, now_ms};
 use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
 
@@ -120,7 +119,6 @@ impl Action {
 fn due(
     state: &State,
     now: u64,
-    sent: &Sent,
     agents: &AgentRegistry,
     resend_scan: bool,
     lost: &HashSet<String>,
@@ -197,7 +195,7 @@ fn due(
                 }
                 continue;
             }
-            if sent.get(&(run_id.clone(), d.attempt, d.step)) != session.as_ref() {
+            if agents.sent_on(&(run_id.clone(), d.attempt, d.step)) != session {
                 actions.push(Action::Resend {
                     order: Box::new(StepOrder::of(run, d.step, d.checked_step, d.attempt)),
                     agent_id: d.agent_id.clone(),
@@ -246,7 +244,6 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             last_epoch = Some(epoch);
             last_scan = std::time::Instant::now();
         }
-        let snapshot = if resend_scan { control.agents().sent() } else { Sent::new() };
         let lost: HashSet<String> = missing
             .iter()
             .filter(|(_, since)| since.elapsed() >= AGENT_LOST)
@@ -255,7 +252,14 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
         let mut absent = HashSet::new();
         let actions = control
             .read_local(|state| {
-                due(state, now, &snapshot, control.agents(), resend_scan, &lost, &mut absent)
+                let actions = due(state, now, control.agents(), resend_scan, &lost, &mut absent);
+                if resend_scan {
+                    // What was sent for runs that have ended is of no further use.
+                    control.agents().retain_sent(|run_id| {
+                        state.runs.get(run_id).is_some_and(|run| !run.phase.is_terminal())
+                    });
+                }
+                actions
             })
             .await;
         if resend_scan {
@@ -321,7 +325,7 @@ async fn perform(control: &ControlPlane, action: Action) {
             }
         }
         Action::Resend { order, agent_id, deadline_ms } => {
-            // Decided from a snapshot: the first send may have completed since, which
+            // Decided from the state as it was: the first send may have completed since, which
             // `send_step` checks against the agent's current session.
             let key = (order.run_id.clone(), order.attempt, order.step);
             if let Some(job) = order.job(deadline_ms) {
@@ -391,28 +395,20 @@ pub async fn submit_receipt(
         next_agent: Some(agent_id.clone()),
     };
     let actor = format!("agent:{agent_id}");
-    let result = control.write(&actor, &request_id, command).await;
-    match result {
+    let result = match control.write(&actor, &request_id, command).await {
         Ok(response) => match response.outcome {
-            Outcome::ReceiptRefused { reason } => {
-                control.agents().wake();
-                Err(ReceiptError::Refused(reason))
-            }
+            Outcome::ReceiptRefused { reason } => Err(ReceiptError::Refused(reason)),
             _ => {
                 send_dispatched(control, body.run_id.as_str(), &agent_id).await;
-                control.agents().wake();
                 Ok(())
             }
         },
-        Err(WriteError::Rejected { message, .. }) => {
-            control.agents().wake();
-            Err(ReceiptError::Refused(message))
-        }
-        Err(error) => {
-            control.agents().wake();
-            Err(ReceiptError::NotCommitted(error.to_string()))
-        }
-    }
+        Err(WriteError::Rejected { message, .. }) => Err(ReceiptError::Refused(message)),
+        Err(error) => Err(ReceiptError::NotCommitted(error.to_string())),
+    };
+    // Whatever happened, the run may have moved: the dispatcher looks now.
+    control.agents().wake();
+    result
 }
 
 /// Sends the step a receipt's entry dispatched to `agent_id`, if it did.
@@ -475,7 +471,6 @@ mod tests {
         let actions = due(
             state,
             2_000,
-            &Sent::new(),
             &AgentRegistry::default(),
             false,
             &HashSet::new(),

@@ -69,7 +69,7 @@ impl<'a> Needs<'a> {
 pub(crate) type StepKey = (String, u32, StepKind);
 
 /// The session each dispatched step was last sent on by this node.
-pub(crate) type Sent = HashMap<StepKey, u64>;
+type Sent = HashMap<StepKey, u64>;
 
 /// The agents connected to this node.
 #[derive(Clone, Default)]
@@ -234,9 +234,15 @@ impl AgentRegistry {
         Some(session)
     }
 
-    /// What was sent on which session, for the dispatcher's resend scan.
-    pub(crate) fn sent(&self) -> Sent {
-        self.sent.lock().expect("sent lock").clone()
+    /// The session a dispatched step was last sent on, for the dispatcher's resend scan.
+    pub(crate) fn sent_on(&self, key: &StepKey) -> Option<u64> {
+        self.sent.lock().expect("sent lock").get(key).copied()
+    }
+
+    /// Keeps what was sent only for the runs `keep` names (those not ended), so the record
+    /// stays as small as the work in flight.
+    pub(crate) fn retain_sent(&self, keep: impl Fn(&str) -> bool) {
+        self.sent.lock().expect("sent lock").retain(|(run_id, _, _), _| keep(run_id));
     }
 
     /// Forgets what was sent (this node stopped leading: a new term resends from the state).

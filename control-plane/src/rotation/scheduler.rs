@@ -157,7 +157,10 @@ pub struct DueSecret {
 #[derive(Debug, Default)]
 pub struct Agenda {
     version: u64,
+    /// (start time, secret), soonest first; one entry per secret.
     queue: BTreeSet<(i64, String)>,
+    /// Each queued secret's start time, to move its entry.
+    queued: HashMap<String, i64>,
     timings: HashMap<String, Timing>,
     since: HashMap<String, u64>,
 }
@@ -165,19 +168,26 @@ pub struct Agenda {
 impl Agenda {
     /// Builds the agenda of configuration `version` from every scheduled variable.
     pub fn build(version: u64, loaded: &Loaded, state: &State) -> Agenda {
-        let since = since_times(&state.configs);
-        let mut queue = BTreeSet::new();
-        let mut timings = HashMap::new();
+        let mut agenda =
+            Agenda { version, since: since_times(&state.configs), ..Agenda::default() };
         for item in loaded.resolved() {
             let Some(timing) = Timing::of(&item) else { continue };
             let id = secret_id(&item.secret.env, &item.secret.key);
-            let seen = Seen::of(state, &id, since.get(&id).copied());
+            let seen = Seen::of(state, &id, agenda.since.get(&id).copied());
             if let Some(at) = timing.next_start(&seen) {
-                queue.insert((at, id.clone()));
+                agenda.put(id.clone(), at);
             }
-            timings.insert(id, timing);
+            agenda.timings.insert(id, timing);
         }
-        Agenda { version, queue, timings, since }
+        agenda
+    }
+
+    /// Queues `id` at `at`, replacing its entry if it has one.
+    fn put(&mut self, id: String, at: i64) {
+        if let Some(old) = self.queued.insert(id.clone(), at) {
+            self.queue.remove(&(old, id.clone()));
+        }
+        self.queue.insert((at, id));
     }
 
     /// The configuration version it was built for.
@@ -201,6 +211,7 @@ impl Agenda {
                 break;
             }
             let (_, id) = self.queue.pop_first().expect("checked non-empty");
+            self.queued.remove(&id);
             let Some(timing) = self.timings.get(&id) else { continue };
             let seen = Seen::of(state, &id, self.since.get(&id).copied());
             if seen.active {
@@ -218,7 +229,9 @@ impl Agenda {
                 }
             }
         }
-        self.queue.extend(later);
+        for (at, id) in later {
+            self.put(id, at);
+        }
         due
     }
 
@@ -226,11 +239,10 @@ impl Agenda {
     /// after a late tick) at their next firing after now, instead of a look every minute.
     pub fn defer(&mut self, ids: &[String], now_ms: i64) {
         for id in ids {
-            self.queue.remove(&(now_ms + RECHECK_ACTIVE, id.clone()));
             let Some(timing) = self.timings.get(id) else { continue };
             let seen = Seen { since_ms: Some(now_ms.max(0) as u64), ..Seen::default() };
             if let Some(at) = timing.next_start(&seen) {
-                self.queue.insert((at, id.clone()));
+                self.put(id.clone(), at);
             }
         }
     }
@@ -306,19 +318,18 @@ async fn start(
     items: &HashMap<String, ResolvedSecret<'_>>,
     due: Vec<DueSecret>,
 ) -> Result<Vec<String>, String> {
-    let mut chosen = Vec::new();
+    // One run id per secret and firing, whichever node leads when it fires; the reason names
+    // the schedule, and one start covers the runs of one reason.
+    let mut by_reason: HashMap<String, Vec<(ResolvedSecret<'_>, String)>> = HashMap::new();
     for secret in &due {
         let Some(item) = items.get(&secret.id) else { continue };
         let schedule = item.schedule.as_ref().map(|(s, _)| s.as_str()).unwrap_or_default();
-        // One run id per secret and firing, whichever node leads when it fires.
         let request_id = format!("schedule-{}", secret.firing_ms);
         let run_id = rotation_api::run_id(&request_id, &item.secret.env, &item.secret.key);
-        chosen.push((item.clone(), run_id, schedule.to_owned()));
-    }
-    // Runs of one tick share the reason's shape; each names its own schedule.
-    let mut by_reason: HashMap<String, Vec<(ResolvedSecret<'_>, String)>> = HashMap::new();
-    for (item, run_id, schedule) in chosen {
-        by_reason.entry(format!("scheduled ({schedule})")).or_default().push((item, run_id));
+        by_reason
+            .entry(format!("scheduled ({schedule})"))
+            .or_default()
+            .push((item.clone(), run_id));
     }
     let actor = format!("node-{} scheduler", control.node_id());
     let mut refused = Vec::new();

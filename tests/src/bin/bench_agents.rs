@@ -16,6 +16,7 @@ use dsops_cli::agent_host::{self, AgentRun, RunningAgent};
 use dsops_cli::embedded::random_id;
 use dsops_proto::wire::admin as wire;
 use dsops_tests::processes::ProcessCluster;
+use dsops_tests::usage;
 use tokio::sync::Semaphore;
 
 struct Args {
@@ -40,26 +41,15 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
-/// (resident memory in KiB, CPU ticks used) of a process.
-fn process_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    Ok((rss, ticks))
-}
-
-fn ticks_per_second() -> f64 {
-    // Linux reports CPU time in clock ticks of 1/100 s on every platform dsops runs on.
-    100.0
+/// Leaves process `pid` alone for `seconds`: its resident memory (KiB) at the start, and the
+/// share of one core it used meanwhile.
+async fn idle_usage(pid: u32, seconds: u64) -> anyhow::Result<(u64, f64)> {
+    let pid = pid.to_string();
+    let rss = usage::rss_kib(&pid)?;
+    let (window, start) = (Instant::now(), usage::cpu_ms(&pid)?);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let used = usage::cpu_ms(&pid)?.saturating_sub(start);
+    Ok((rss, used as f64 / 1000.0 / window.elapsed().as_secs_f64()))
 }
 
 async fn wait_all(
@@ -104,12 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let leader = cluster.id_of(&leader_address).context("leader id")?;
     let pid = cluster.pid(leader).context("leader pid")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss_before, idle_start) = process_usage(pid)?;
-    let window = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let (_, idle_end) = process_usage(pid)?;
-    let cpu_before =
-        (idle_end - idle_start) as f64 / ticks_per_second() / window.elapsed().as_secs_f64();
+    let (rss_before, cpu_before) = idle_usage(pid, args.idle_seconds).await?;
 
     let work = tempfile::tempdir()?;
     let config = work.path().join("dsops.yaml");
@@ -174,12 +159,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Idle: only heartbeats (every 5 s per session) and the sessions' revocation watch.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (rss_with, ticks_start) = process_usage(pid)?;
-    let window = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let (_, ticks_end) = process_usage(pid)?;
-    let cpu =
-        (ticks_end - ticks_start) as f64 / ticks_per_second() / window.elapsed().as_secs_f64();
+    let (rss_with, cpu) = idle_usage(pid, args.idle_seconds).await?;
     println!(
         "leader memory: {:.1} MiB before sessions, {:.1} MiB with {} sessions ({:.1} KiB per session)",
         rss_before as f64 / 1024.0,

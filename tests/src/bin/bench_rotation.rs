@@ -20,6 +20,7 @@ use dsops_control_plane::config::load_file;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 use dsops_tests::databases::{Flavor, ServerUrl};
+use dsops_tests::usage::{self, machine_busy_ms};
 use dsops_tests::{TestCluster, unique_name};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
@@ -386,24 +387,6 @@ async fn check(
     Ok(())
 }
 
-/// Busy CPU time of the whole machine (all cores), from /proc/stat, in ms.
-fn machine_busy_ms() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
-    let busy: u64 =
-        fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
-    busy * 1000 / 100
-}
-
-/// CPU time of this process (user + system), from /proc/self/stat, in ms.
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -414,14 +397,9 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// CPU time of this process, in ms.
 fn process_cpu_ms() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
-    // After the command name: state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt,
-    // majflt, cmajflt, utime, stime (clock ticks).
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    (tick(11) + tick(12)) * 1000 / 100
+    usage::cpu_ms("self").unwrap_or(0)
 }
 
 #[tokio::main(flavor = "multi_thread")]
