@@ -464,9 +464,11 @@ impl Executor {
         // Rollback restores the current value; retire revokes the previous one (promotion made
         // the new value current).
         let (value, other) = match step {
-            Step::Rollback => {
-                (current.clone().unwrap_or_else(|| SecretValue::new(String::new())), value)
-            }
+            // Nothing to restore: the run's value is kept, never an empty one handed over.
+            Step::Rollback => match current.clone() {
+                Some(current) => (current, value),
+                None => return self.keep_pending(cx).await,
+            },
             Step::Retire => (value.unwrap_or_else(|| SecretValue::new(String::new())), previous),
             _ => (value.unwrap_or_else(|| SecretValue::new(String::new())), current),
         };
@@ -730,6 +732,9 @@ impl Executor {
 
     async fn rollback(&self, cx: &Context<'_>) -> Step_<StepResult> {
         let current = cx.store.read(&cx.entry, Label::Current).await?;
+        if current.is_none() {
+            return self.keep_pending(cx).await;
+        }
         if let (Plan::Immediate { user }, Some(current)) = (&cx.plan, &current) {
             let db = Self::database_of(cx)?;
             let value = Self::value_of(cx, current)?;
@@ -753,6 +758,93 @@ impl Executor {
         }
         cx.store.discard(&cx.entry, cx.job.run_id.as_str()).await?;
         Ok(StepResult::ok(None, "pending value discarded; the current value is the working one"))
+    }
+
+    /// Rollback of a secret that had no current value (its first rotation): there is nothing to
+    /// go back to, and apply may already have put the run's value on the target, so that value
+    /// is the one kept. It becomes current if it works (the receipt carries its fingerprint);
+    /// if nothing works the run stops for a person, with the value still pending. The pending
+    /// value is never discarded here and no hook is ever asked to restore an empty value.
+    async fn keep_pending(&self, cx: &Context<'_>) -> Step_<StepResult> {
+        let Some((fields, fingerprint)) = self.pending(cx).await? else {
+            if let Some((_, fingerprint)) = self.promoted(cx).await? {
+                // An earlier attempt of this rollback already kept it.
+                return Ok(StepResult::ok(fingerprint, "the run's value was kept as current"));
+            }
+            return Ok(StepResult::ok(None, "nothing was staged and there is no earlier value"));
+        };
+        let works = match &cx.plan {
+            Plan::StoreOnly => Ok(true),
+            Plan::Immediate { .. } | Plan::TwoKey { .. } => {
+                let value = Self::value_of(cx, &fields)?;
+                let user = Self::user_of(cx, &fields).ok_or_else(|| {
+                    StepResult::failed(Outcome::Refused, "the staged version names no user")
+                })?;
+                let db = Self::database_of(cx)?;
+                if matches!(cx.plan, Plan::TwoKey { .. })
+                    && db.login(&user, &value).await? == Login::Refused
+                {
+                    // Apply may have stopped between setting the password and enabling login.
+                    db.set_login_enabled(&user, true).await?;
+                }
+                match db.login(&user, &value).await? {
+                    Login::Accepted => Ok(true),
+                    Login::Refused => Err(format!("the run's value does not log in as {user}")),
+                }
+            }
+            Plan::Hook(spec) => {
+                let value = Self::value_of(cx, &fields)?;
+                let name = Step::Verify.to_string();
+                let call = crate::hook::HookCall {
+                    step: &name,
+                    checked_step: None,
+                    run_id: cx.job.run_id.as_str(),
+                    generation: cx.job.generation.get(),
+                    attempt: cx.job.attempt,
+                    env: &cx.job.env,
+                    key: &cx.job.key,
+                    value: &value,
+                    current: None,
+                    changes: false,
+                };
+                let auth = self.hook_auth(spec)?;
+                match crate::hook::call(spec, &call, auth.as_ref()).await {
+                    (Outcome::Succeeded, _) => Ok(true),
+                    (Outcome::NotApplied, detail) => {
+                        Err(format!("the run's value does not work: {detail}"))
+                    }
+                    (outcome, detail) => {
+                        return Err(StepResult::failed(
+                            if outcome == Outcome::Refused {
+                                Outcome::Refused
+                            } else {
+                                Outcome::Retryable
+                            },
+                            format!("could not tell whether the run's value works: {detail}"),
+                        ));
+                    }
+                }
+            }
+        };
+        match works {
+            Ok(_) => {
+                let info = cx.store.promote(&cx.entry, cx.job.run_id.as_str()).await?;
+                Ok(StepResult::ok(
+                    info.fingerprints.get(&cx.field).copied().or(fingerprint),
+                    format!(
+                        "no earlier value to restore: kept the run's value, which works, as current (version {})",
+                        info.version
+                    ),
+                ))
+            }
+            Err(why) => Err(StepResult::failed(
+                Outcome::Refused,
+                format!(
+                    "no earlier value to restore and {why}: nothing known works; the value stays pending in {} for a person to check (set a working one with dsops store put)",
+                    cx.job.store_ref
+                ),
+            )),
+        }
     }
 
     async fn check(&self, cx: &Context<'_>) -> Step_<StepResult> {

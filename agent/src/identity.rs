@@ -1,8 +1,7 @@
 //! The agent's identity: its id, segment and the Ed25519 key that signs its receipts.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
@@ -59,22 +58,16 @@ impl AgentIdentity {
                 SigningKey::from_bytes(&seed)
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-                }
                 let seed = Zeroizing::new(
                     random_bytes::<32>().map_err(|_| "random source failed".to_owned())?,
                 );
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 let text = Zeroizing::new(dsops_proto::hex(seed.as_slice()));
-                file.write_all(text.as_bytes())
-                    .and_then(|()| file.sync_all())
+                let created = crate::key_file::create_once(path, text.as_bytes())
                     .map_err(|e| format!("{}: {e}", path.display()))?;
+                if !created {
+                    // Another process created it meanwhile: use theirs.
+                    return AgentIdentity::load_or_create(agent_id, segment, path);
+                }
                 SigningKey::from_bytes(&seed)
             }
             Err(error) => return Err(format!("{}: {error}", path.display())),

@@ -19,6 +19,7 @@ pub mod executor;
 pub mod generate;
 pub mod hook;
 pub mod identity;
+mod key_file;
 pub mod local;
 pub mod sealed;
 pub mod secret;

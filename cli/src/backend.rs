@@ -66,6 +66,9 @@ impl Backend {
         }
         let loaded = require_config(cli)?;
         let embedded = Embedded::open(&cli.state_dir(), &cli.config_path(), &loaded).await?;
+        for run in embedded.recovered() {
+            eprintln!("{}", dsops_cli::follow::recovered_note(run));
+        }
         Ok(Backend::Embedded(Box::new(embedded)))
     }
 

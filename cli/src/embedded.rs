@@ -162,6 +162,11 @@ fn segments(loaded: &Loaded) -> BTreeSet<String> {
 /// Changes the in-process agents' configuration (tests and benchmarks).
 pub type TuneAgent = Arc<dyn Fn(&mut AgentConfig) + Send + Sync>;
 
+/// How long opening the embedded default waits, at most, for the runs it finds in flight (an
+/// earlier command was interrupted) before it does its own work. A step resent to the fresh agent
+/// ends in well under a second; this covers backoffs and a target that answers slowly.
+pub const RECOVERY_LIMIT: Duration = Duration::from_secs(120);
+
 /// Test knobs of the embedded default.
 #[derive(Clone, Default)]
 pub struct EmbeddedOptions {
@@ -169,6 +174,8 @@ pub struct EmbeddedOptions {
     pub crash: Option<CrashHook>,
     /// Overrides the agents' configuration limits (session wait, target timeout).
     pub tune_agent: Option<TuneAgent>,
+    /// How long to wait for runs found in flight at open ([`RECOVERY_LIMIT`] when unset).
+    pub recovery_limit: Option<Duration>,
 }
 
 impl std::fmt::Debug for EmbeddedOptions {
@@ -189,6 +196,8 @@ pub struct Embedded {
     agent_config: AgentConfig,
     state_dir: PathBuf,
     segments: BTreeSet<String>,
+    /// Runs an interrupted command left in flight, as far as opening drove them.
+    recovered: Vec<wire::RunSummary>,
 }
 
 /// Options of the embedded node (fast elections: it is the only voter).
@@ -252,10 +261,64 @@ impl Embedded {
             agent_config,
             state_dir: state_dir.to_path_buf(),
             segments: segments(loaded),
+            recovered: Vec::new(),
         };
         embedded.sync_config(config_path, loaded).await?;
         embedded.connect_agents().await?;
+        embedded.recovered = embedded.finish_interrupted().await?;
         Ok(embedded)
+    }
+
+    /// Drives the runs an earlier, interrupted command left in flight until each has ended or
+    /// settled (see [`crate::follow::settled`]), for at most the recovery limit, with a spinner
+    /// naming the run and its step. The embedded control plane only lives while a command runs,
+    /// so nothing else would move them; until they end, `dsops get` could hand out a value the
+    /// target no longer accepts.
+    async fn finish_interrupted(&self) -> anyhow::Result<Vec<wire::RunSummary>> {
+        let ids: Vec<String> =
+            self.control().read_local(|s| s.active_runs.iter().cloned().collect()).await;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = self.options.recovery_limit.unwrap_or(RECOVERY_LIMIT);
+        let started = std::time::Instant::now();
+        let bar = crate::follow::spinner();
+        let runs = loop {
+            let request = wire::GetRunsRequest { run_ids: ids.clone(), with_steps: false };
+            let runs = self
+                .admin
+                .get_runs(self.request(request))
+                .await
+                .map_err(|s| anyhow!("reading the runs in flight: {}", s.message()))?
+                .into_inner()
+                .runs;
+            let going: Vec<&wire::RunSummary> =
+                runs.iter().filter(|r| !crate::follow::settled(r)).collect();
+            if going.is_empty() || started.elapsed() >= limit {
+                break runs;
+            }
+            let first = going[0];
+            let more = if going.len() > 1 {
+                format!(" and {} more", going.len() - 1)
+            } else {
+                String::new()
+            };
+            bar.set_message(format!(
+                "finishing interrupted run {} ({}): {}{more}",
+                first.run_id,
+                crate::follow::secret_name(first),
+                crate::follow::position(first)
+            ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        bar.finish_and_clear();
+        Ok(runs)
+    }
+
+    /// The runs an interrupted command had left in flight when this one opened, as far as
+    /// opening drove them (ended, settled, or still going after the recovery limit).
+    pub fn recovered(&self) -> &[wire::RunSummary] {
+        &self.recovered
     }
 
     /// The control plane.

@@ -3,3 +3,4 @@
 
 pub mod agent_host;
 pub mod embedded;
+pub mod follow;

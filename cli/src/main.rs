@@ -47,7 +47,7 @@ fn main() {
 }
 
 /// Runs an async command on a small runtime (only commands that talk to a cluster need one).
-fn block_on<F: std::future::Future<Output = Result<(), failure::Failure>>>(
+pub(crate) fn block_on<F: std::future::Future<Output = Result<(), failure::Failure>>>(
     future: F,
 ) -> Result<(), failure::Failure> {
     let runtime =

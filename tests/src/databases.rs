@@ -106,6 +106,39 @@ impl Flavor {
         }
     }
 
+    /// A fresh login as `user` with `password` through the server's own command-line client
+    /// (`psql`, `mariadb`), which shares no code with dsops: `Ok(true)` when it logged in,
+    /// `Ok(false)` when the server refused the password, `Err` when the client could not tell.
+    /// The password reaches the client through its environment, not its command line.
+    pub fn login_with_client(self, user: &str, password: &str) -> Result<bool, String> {
+        let url = ServerUrl::parse(&self.service().url());
+        let output = match self {
+            Flavor::Postgres => std::process::Command::new("psql")
+                .args(["-w", "-X", "-q", "-At", "-c", "select 1"])
+                .args(["-h", &url.host, "-p", &url.port.to_string(), "-U", user])
+                .args(["-d", url.database.as_deref().unwrap_or("postgres")])
+                .env("PGPASSWORD", password)
+                .env("PGCONNECT_TIMEOUT", "10")
+                .output(),
+            Flavor::MariaDb => std::process::Command::new("mariadb")
+                .args(["--no-defaults", "--protocol=TCP", "--connect-timeout=10", "-N", "-B"])
+                .args(["-h", &url.host, "-P", &url.port.to_string(), "-u", user])
+                .args(["-e", "select 1"])
+                .env("MYSQL_PWD", password)
+                .output(),
+        }
+        .map_err(|e| format!("running the {self:?} client: {e}"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "1" {
+            return Ok(true);
+        }
+        let refused = match self {
+            Flavor::Postgres => stderr.contains("password authentication failed"),
+            Flavor::MariaDb => stderr.contains("Access denied"),
+        };
+        if refused { Ok(false) } else { Err(format!("{self:?} client: {}", stderr.trim())) }
+    }
+
     /// Runs admin statements (test-made names only).
     pub async fn admin(self, statements: &[String]) {
         let url = self.service().url();

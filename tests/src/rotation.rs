@@ -103,6 +103,7 @@ pub fn rotate_request(env: &str, key: &str) -> wire::RotateRequest {
         force: true,
         dry_run: false,
         reason: "test".into(),
+        only: Vec::new(),
     }
 }
 

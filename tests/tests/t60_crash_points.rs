@@ -149,7 +149,7 @@ async fn scenario(
             false
         })
     };
-    let options = EmbeddedOptions { crash: Some(hook), tune_agent: None };
+    let options = EmbeddedOptions { crash: Some(hook), tune_agent: None, ..Default::default() };
     let mut embedded = reopen(&bed.project, options).await;
 
     // The watcher: the invariant at every instant it can observe.
@@ -180,6 +180,7 @@ async fn scenario(
         force: true,
         dry_run: false,
         reason: "crash test".into(),
+        only: Vec::new(),
     };
     let run_id =
         embedded.admin().rotate(embedded.request(request)).await.unwrap().into_inner().runs[0]

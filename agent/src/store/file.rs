@@ -133,22 +133,16 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, Sto
             Ok(Zeroizing::new(key))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
-            }
             let key = Zeroizing::new(
                 random_bytes::<32>().map_err(|_| io_error(path, "random source failed"))?,
             );
             let text = Zeroizing::new(dsops_proto::hex(key.as_slice()));
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| io_error(path, e))?;
-            file.write_all(text.as_bytes()).map_err(|e| io_error(path, e))?;
-            file.sync_all().map_err(|e| io_error(path, e))?;
-            Ok(key)
+            if crate::key_file::create_once(path, text.as_bytes()).map_err(|e| io_error(path, e))? {
+                Ok(key)
+            } else {
+                // Another process created it meanwhile: use theirs.
+                load_or_create_key(path)
+            }
         }
         Err(error) => Err(io_error(path, error)),
     }

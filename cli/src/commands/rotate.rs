@@ -6,6 +6,8 @@ use std::time::Duration;
 use dsops_proto::wire::admin as wire;
 use serde::Serialize;
 
+use dsops_cli::follow::{self, finished, parked, secret_name};
+
 use crate::args::{Cli, OutputFormat, RotateArgs};
 use crate::backend::Backend;
 use crate::failure::Failure;
@@ -30,16 +32,12 @@ pub struct RunRow {
     pub detail: String,
 }
 
-fn secret_name(run: &wire::RunSummary) -> String {
-    run.secret.as_ref().map(|s| format!("{}/{}", s.env, s.key)).unwrap_or_default()
-}
-
 fn row(run: &wire::RunSummary) -> RunRow {
     let mut detail = run.detail.clone();
     if run.waiting_for_agent {
         detail = format!("waiting for an agent of segment {}", run.segment);
     } else if let Some(at) = &run.not_before
-        && !matches!(run.state.as_str(), "Completed" | "RolledBack" | "Quarantined")
+        && !finished(run)
     {
         let when = chrono::DateTime::<chrono::Utc>::from_timestamp(at.seconds, 0)
             .map(|t| t.to_rfc3339())
@@ -57,22 +55,23 @@ fn row(run: &wire::RunSummary) -> RunRow {
     }
 }
 
-fn finished(run: &wire::RunSummary) -> bool {
-    matches!(run.state.as_str(), "Completed" | "RolledBack" | "Quarantined")
+/// When to stop following a run.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// It ended or only waits (a long backoff or grace period, an absent agent): this command's
+    /// own runs, which a cluster carries on without us.
+    EndedOrWaiting,
+    /// Nothing keeps a credential from working any more ([`follow::settled`]), or the limit
+    /// passed: a run that was in flight before this command, which it waits for.
+    Settled(Duration),
 }
 
-/// Still going, but only waiting: for a grace period or backoff longer than a few seconds, or
-/// for an agent that is not connected.
-fn parked(run: &wire::RunSummary) -> bool {
-    let now = chrono::Utc::now().timestamp();
-    run.waiting_for_agent || run.not_before.as_ref().is_some_and(|t| t.seconds > now + 5)
-}
-
-/// Follows `runs` until each has ended or is only waiting.
+/// Follows `runs` until each has ended or is only waiting (see [`Until`]).
 async fn follow(
     backend: &Backend,
     runs: Vec<wire::RunSummary>,
     show_progress: bool,
+    until: Until,
 ) -> Result<Vec<wire::RunSummary>, Failure> {
     let ids: Vec<String> =
         runs.iter().filter(|r| !r.run_id.is_empty()).map(|r| r.run_id.clone()).collect();
@@ -82,9 +81,7 @@ async fn follow(
     let bar = if !show_progress {
         indicatif::ProgressBar::hidden()
     } else if ids.len() == 1 {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
+        follow::spinner()
     } else {
         let bar = indicatif::ProgressBar::new(ids.len() as u64);
         let style = indicatif::ProgressStyle::with_template(
@@ -99,6 +96,7 @@ async fn follow(
     // An ended run does not change: ask only for the others.
     let mut ended: std::collections::HashMap<String, wire::RunSummary> =
         std::collections::HashMap::new();
+    let started = std::time::Instant::now();
     let latest = loop {
         let open: Vec<String> = ids.iter().filter(|id| !ended.contains_key(*id)).cloned().collect();
         let mut going = std::collections::HashMap::new();
@@ -115,11 +113,15 @@ async fn follow(
         bar.set_position(done as u64);
         if ids.len() == 1 {
             if let Some(run) = latest.first() {
+                let waiting = if matches!(until, Until::Settled(_)) {
+                    format!("waiting for run {}, in flight before this command: ", run.run_id)
+                } else {
+                    String::new()
+                };
                 bar.set_message(format!(
-                    "{}: {} ({})",
+                    "{waiting}{}: {}",
                     secret_name(run),
-                    run.state,
-                    if run.step.is_empty() { "-" } else { &run.step }
+                    follow::position(run)
                 ));
             }
         } else {
@@ -129,7 +131,13 @@ async fn follow(
                 .count();
             bar.set_message(if failed > 0 { format!("{failed} failed") } else { String::new() });
         }
-        if latest.iter().all(|r| finished(r) || parked(r)) {
+        let done = match until {
+            Until::EndedOrWaiting => latest.iter().all(|r| finished(r) || parked(r)),
+            Until::Settled(limit) => {
+                started.elapsed() >= limit || latest.iter().all(follow::settled)
+            }
+        };
+        if done {
             break latest;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -211,34 +219,102 @@ pub async fn run(cli: &Cli, args: &RotateArgs) -> Result<(), Failure> {
             ));
         }
     };
+    let single = matches!(selector, Selector::Secret(_));
     let backend = Backend::open(cli).await?;
     let result = async {
-        let request = wire::RotateRequest {
+        let mut request = wire::RotateRequest {
             request_id: String::new(),
             selector: Some(selector),
             force: args.force,
             dry_run: args.dry_run,
             reason: args.reason.clone().unwrap_or_default(),
+            only: Vec::new(),
         };
-        let response = backend.rotate(request).await?;
-        let runs = if args.dry_run || args.no_wait {
-            response.runs
-        } else {
-            follow(&backend, response.runs, cli.output == OutputFormat::Table).await?
-        };
-        report(cli, &runs, backend.is_embedded())
+        let show = cli.output == OutputFormat::Table;
+        let mut rows = Vec::new();
+        // A secret whose run was in flight is asked for again once that run has ended: a few
+        // rounds at most (another run can start meanwhile, from the scheduler or an operator).
+        for round in 1..=IN_FLIGHT_ROUNDS {
+            let response = backend.rotate(request.clone()).await?;
+            rows.extend(if args.dry_run || args.no_wait {
+                response.runs
+            } else {
+                follow(&backend, response.runs, show, Until::EndedOrWaiting).await?
+            });
+            if response.in_flight.is_empty() || args.dry_run {
+                break;
+            }
+            let last_round = round == IN_FLIGHT_ROUNDS || args.no_wait;
+            let waited = if last_round {
+                response.in_flight
+            } else {
+                for run in &response.in_flight {
+                    eprintln!(
+                        "note: run {} of {} was already in flight ({}); waiting for it to end",
+                        run.run_id,
+                        secret_name(run),
+                        follow::position(run)
+                    );
+                }
+                follow(&backend, response.in_flight, show, Until::Settled(IN_FLIGHT_WAIT)).await?
+            };
+            let mut again = Vec::new();
+            for run in waited {
+                if finished(&run) && !last_round {
+                    eprintln!(
+                        "note: run {} of {} ended: {}",
+                        run.run_id,
+                        secret_name(&run),
+                        run.state
+                    );
+                    again.extend(run.secret.clone());
+                    continue;
+                }
+                let why = format!("run {} is in flight ({})", run.run_id, follow::position(&run));
+                if single {
+                    return Err(Failure::Runtime(anyhow::anyhow!(
+                        "{}: not rotated: {why}; rotate it again once that run has ended",
+                        secret_name(&run)
+                    )));
+                }
+                rows.push(wire::RunSummary {
+                    secret: run.secret.clone(),
+                    state: "Skipped".to_owned(),
+                    detail: why,
+                    ..wire::RunSummary::default()
+                });
+            }
+            if again.is_empty() {
+                break;
+            }
+            request.only = again;
+        }
+        report(cli, &rows, backend.is_embedded())
     }
     .await;
     backend.close().await;
     result
 }
 
+/// How many times `rotate` asks again for secrets whose runs were in flight.
+const IN_FLIGHT_ROUNDS: usize = 3;
+/// How long `rotate` waits, at most, for a run that was in flight before it.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(120);
+
 /// `dsops rotation rollback`.
 pub async fn rollback(cli: &Cli, env: &str, key: &str) -> Result<(), Failure> {
     let backend = Backend::open(cli).await?;
     let result = async {
         let response = backend.rollback(env, key).await?;
-        let runs = follow(&backend, response.runs, cli.output == OutputFormat::Table).await?;
+        if let Some(run) = response.in_flight.first() {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "{env}/{key}: not rolled back: run {} is in flight ({}); roll back once it has ended",
+                run.run_id,
+                follow::position(run)
+            )));
+        }
+        let show = cli.output == OutputFormat::Table;
+        let runs = follow(&backend, response.runs, show, Until::EndedOrWaiting).await?;
         report(cli, &runs, backend.is_embedded())
     }
     .await;

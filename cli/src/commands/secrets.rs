@@ -9,6 +9,7 @@ use dsops_cli::embedded::open_store;
 use dsops_control_plane::config::{Loaded, SecretConfig};
 
 use crate::args::{Cli, ExecArgs, SecretArgs};
+use crate::backend::Backend;
 use crate::context::require_config;
 use crate::failure::Failure;
 
@@ -39,10 +40,48 @@ fn secret<'a>(loaded: &'a Loaded, env: &str, key: &str) -> Result<&'a SecretConf
     })
 }
 
+/// Whether a secret's store entry holds a pending value: a run staged it and has not ended yet.
+fn has_pending(cli: &Cli, loaded: &Loaded, secret: &SecretConfig) -> bool {
+    let reference = &secret.store;
+    open_store(loaded, &reference.store, &cli.state_dir(), &super::store::base_dir(cli))
+        .ok()
+        .and_then(|store| store.read(&reference.path, Label::Pending).ok())
+        .is_some_and(|pending| pending.is_some())
+}
+
+/// On the embedded default, a pending value means a run may have been left in flight by an
+/// interrupted command (its current value may no longer log in): start the embedded control
+/// plane, which finishes such runs when it opens, before reading. A run another command is
+/// driving right now holds the control plane; then the current value is read as it is.
+fn finish_interrupted_runs(cli: &Cli, loaded: &Loaded, secrets: &[&SecretConfig]) {
+    if cli.server.is_some()
+        || !cli.state_dir().join("cluster").is_dir()
+        || !secrets.iter().any(|s| has_pending(cli, loaded, s))
+    {
+        return;
+    }
+    let opened = crate::block_on(async {
+        let backend = Backend::open(cli).await?;
+        backend.close().await;
+        Ok(())
+    });
+    if let Err(failure) = opened {
+        eprintln!(
+            "warning: a run is in flight and could not be finished first ({}); reading the current value as it is",
+            match &failure {
+                Failure::Runtime(error) => format!("{error:#}"),
+                Failure::Invalid { message, .. } => message.clone().unwrap_or_default(),
+            }
+        );
+    }
+}
+
 /// `dsops get`.
 pub fn get(cli: &Cli, args: &SecretArgs) -> Result<(), Failure> {
     let loaded = require_config(cli)?;
-    let value = current(cli, &loaded, secret(&loaded, &args.env, &args.key)?)?;
+    let wanted = secret(&loaded, &args.env, &args.key)?;
+    finish_interrupted_runs(cli, &loaded, &[wanted]);
+    let value = current(cli, &loaded, wanted)?;
     out!("{}", value.expose());
     Ok(())
 }
@@ -53,6 +92,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<(), Failure> {
     let environment = loaded.config.envs.get(&args.env).ok_or_else(|| {
         Failure::invalid(format!("environment {:?} is not in {}", args.env, loaded.config.file))
     })?;
+    finish_interrupted_runs(cli, &loaded, &environment.secrets.values().collect::<Vec<_>>());
     let mut values = BTreeMap::new();
     for (key, secret) in &environment.secrets {
         values.insert(key.clone(), current(cli, &loaded, secret)?);

@@ -309,6 +309,7 @@ impl Admin for AdminService {
             force: true,
             dry_run: false,
             reason: String::new(),
+            only: Vec::new(),
         })?;
         let response =
             super::rotation_api::rotate(&self.control, &caller.name, rotate, true).await?;

@@ -50,6 +50,28 @@ fn refuse_existing(dir: &DataDir) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes what an init that was interrupted (before it wrote `node.json`) left behind: a raft
+/// log already initialized, keys nobody uses. Nothing else in the directory is touched.
+fn remove_unfinished_init(dir: &DataDir) -> Result<(), String> {
+    for file in [dir.log_db(), dir.state_db()] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {
+                tracing::warn!(path = %file.display(), "removed what an interrupted init left")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        }
+    }
+    for folder in [dir.tls(), dir.admin()] {
+        match std::fs::remove_dir_all(&folder) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", folder.display())),
+        }
+    }
+    Ok(())
+}
+
 /// Creates a new cluster in `dir`: CAs, the first node's certificate, the admin credentials, a
 /// one-node raft membership, and a join token.
 pub async fn init(
@@ -61,6 +83,7 @@ pub async fn init(
     let advertise = advertise.unwrap_or(listen).to_owned();
     let host = super::join_service::reachable_host(&advertise)?;
     create_private_dir(dir)?;
+    remove_unfinished_init(dir)?;
     let cluster_id = random_hex(8);
     let (pki, root_key) = ClusterPki::generate(&cluster_id).map_err(|e| e.to_string())?;
     pki.save(&dir.tls()).map_err(|e| e.to_string())?;
@@ -73,14 +96,6 @@ pub async fn init(
     Credentials { ca_pem: pki.peer.cert_pem.clone(), identity: admin }
         .write(&dir.admin())
         .map_err(|e| e.to_string())?;
-    dir.write_node(&NodeFile {
-        node_id,
-        listen: listen.to_owned(),
-        advertise: advertise.clone(),
-        cluster_id: cluster_id.clone(),
-    })
-    .map_err(|e| e.to_string())?;
-
     // Bring the one-node cluster up without serving, record the node and a first join token.
     let (raft, state, pki) = open_raft(dir, node_id, &NodeOptions::default()).await?;
     raft.initialize(BTreeMap::from([(node_id, BasicNode { addr: advertise.clone() })]))
@@ -113,6 +128,15 @@ pub async fn init(
             .map_err(|e| e.to_string())?;
     }
     raft.shutdown().await.map_err(|e| e.to_string())?;
+    // Last, atomically: `node.json` is what makes the directory a node, so an init that was
+    // interrupted before this line is started over by the next one.
+    dir.write_node(&NodeFile {
+        node_id,
+        listen: listen.to_owned(),
+        advertise: advertise.clone(),
+        cluster_id: cluster_id.clone(),
+    })
+    .map_err(|e| e.to_string())?;
     Ok(Initialized { node_id, join_token: token.encode(), admin_dir: dir.admin() })
 }
 

@@ -210,7 +210,15 @@ pub(super) async fn rotate(
     let request_id = request.request_id.as_str().to_owned();
     let (config_version, loaded) = current_config(control).await?;
     let secrets = control.read_local(|s| s.secrets.clone()).await;
-    let chosen = select(&loaded, &secrets, &request)?;
+    let mut chosen = select(&loaded, &secrets, &request)?;
+    if !request.only.is_empty() {
+        chosen.retain(|item| {
+            request.only.contains(&dsops_proto::domain::SecretKey {
+                env: item.secret.env.clone(),
+                key: item.secret.key.clone(),
+            })
+        });
+    }
     let mut reason = if restore_previous { "rollback".to_owned() } else { "manual".to_owned() };
     if request.force {
         reason.push_str(", forced");
@@ -232,8 +240,27 @@ pub(super) async fn rotate(
         restore_previous,
         reason,
     };
-    let runs = start_runs(control, actor, &loaded, config_version, chosen, &start).await?;
-    Ok(wire::RotateResponse { runs })
+    let Started { runs, in_flight } =
+        start_runs(control, actor, &loaded, config_version, chosen, &start).await?;
+    Ok(wire::RotateResponse { runs, in_flight })
+}
+
+/// What [`start_runs`] did.
+pub(crate) struct Started {
+    /// A row per secret: the run started, or why not (`Skipped`), or what would start.
+    pub runs: Vec<wire::RunSummary>,
+    /// Runs already in flight for chosen secrets, which got no second run.
+    pub in_flight: Vec<wire::RunSummary>,
+}
+
+/// The run in flight for `env/key`, if any.
+async fn in_flight(control: &ControlPlane, env: &str, key: &str) -> Option<wire::RunSummary> {
+    control
+        .read_local(|s| {
+            let active = s.secrets.get(&secret_id(env, key))?.active_run.as_ref()?;
+            s.runs.get(active).map(|run| summary(run, control, false))
+        })
+        .await
 }
 
 /// How [`start_runs`] starts them.
@@ -259,9 +286,10 @@ pub(crate) async fn start_runs(
     config_version: u64,
     chosen: Vec<(ResolvedSecret<'_>, String)>,
     start: &Start,
-) -> Result<Vec<wire::RunSummary>, Status> {
+) -> Result<Started, Status> {
     let single = start.single;
     let mut runs = Vec::new();
+    let mut busy = Vec::new();
     let mut writes = Vec::new();
     for (item, id) in chosen {
         let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
@@ -286,6 +314,11 @@ pub(crate) async fn start_runs(
             });
             continue;
         }
+        // One run at a time per secret: the one in flight is reported, not refused.
+        if let Some(run) = in_flight(control, &env, &key).await {
+            busy.push(run);
+            continue;
+        }
         let command = Command::RequestRun {
             run_id: id.clone(),
             env: env.clone(),
@@ -305,6 +338,7 @@ pub(crate) async fn start_runs(
             .map(|(_, _, _, write_id, command)| control.write(actor, write_id, command.clone())),
     )
     .await;
+    let mut taken = Vec::new();
     for ((slot, env, key, _, _), result) in writes.iter().zip(results) {
         runs[*slot] = match result {
             Ok(response) => match response.outcome {
@@ -320,12 +354,25 @@ pub(crate) async fn start_runs(
                     );
                 }
             },
-            Err(WriteError::Rejected { message, .. }) if !single => skipped(env, key, &message),
+            // Another run started between the look above and this write.
+            Err(WriteError::Rejected { code, message }) => match in_flight(control, env, key).await
+            {
+                Some(run) if code == "conflict" => {
+                    busy.push(run);
+                    taken.push(*slot);
+                    continue;
+                }
+                _ if !single => skipped(env, key, &message),
+                _ => return Err(WriteError::Rejected { code, message }.to_status()),
+            },
             Err(error) => return Err(error.to_status()),
         };
     }
+    for slot in taken.into_iter().rev() {
+        runs.remove(slot);
+    }
     control.agents().wake();
-    Ok(runs)
+    Ok(Started { runs, in_flight: busy })
 }
 
 fn skipped(env: &str, key: &str, why: &str) -> wire::RunSummary {

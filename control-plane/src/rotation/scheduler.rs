@@ -336,10 +336,15 @@ async fn start(
     for (reason, chosen) in by_reason {
         let start =
             Start { force: false, dry_run: false, single: false, restore_previous: false, reason };
-        let runs = rotation_api::start_runs(control, &actor, loaded, version, chosen, &start)
+        let started = rotation_api::start_runs(control, &actor, loaded, version, chosen, &start)
             .await
             .map_err(|s| s.message().to_owned())?;
-        for run in runs {
+        for run in &started.in_flight {
+            let secret = run.secret.as_ref().map(|s| secret_id(&s.env, &s.key)).unwrap_or_default();
+            tracing::info!(%secret, run_id = %run.run_id, "scheduler: a run is in flight; next firing");
+            refused.push(secret);
+        }
+        for run in started.runs {
             let secret = run.secret.as_ref().map(|s| secret_id(&s.env, &s.key)).unwrap_or_default();
             if run.state == "Skipped" {
                 tracing::warn!(%secret, why = %run.detail, "scheduler: not started; next firing");

@@ -656,6 +656,17 @@ fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &
     let key = run.spec.target_key();
     let segment = run.spec.segment.clone();
     let started = phase_started(run);
+    // A first rotation has nothing to roll back to: its rollback keeps the run's value (see the
+    // agent's executor) and says so with the value's fingerprint.
+    let kept = (phase == RunPhase::RolledBack)
+        .then(|| run.receipts.last())
+        .flatten()
+        .filter(|r| {
+            r.outcome == "succeeded"
+                && (r.step == StepKind::Rollback || r.checked_step == Some(StepKind::Rollback))
+        })
+        .and_then(|r| r.fingerprint.clone())
+        .filter(|kept| fingerprint.as_ref() == Some(kept));
     if state.active_runs.remove(run_id) && started {
         release(&mut state.target_load, &key);
         release(&mut state.segment_load, &segment);
@@ -670,8 +681,15 @@ fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &
         record.last_rotated_at_ms = Some(now);
         record.current_fingerprint = fingerprint;
     }
+    if let Some(kept) = &kept {
+        record.last_rotated_at_ms = Some(now);
+        record.current_fingerprint = Some(kept.clone());
+    }
     let detail = match phase {
         RunPhase::Completed => format!("run {run_id} completed"),
+        RunPhase::RolledBack if kept.is_some() => format!(
+            "run {run_id} ended RolledBack with nothing earlier to restore: its value, which works, was kept as current ({error})"
+        ),
         _ => format!("run {run_id} ended {}: {error}", phase.name()),
     };
     state.audit.append(

@@ -101,7 +101,9 @@ impl World {
             generation: Generation::parse(run.generation, "g").unwrap(),
             step: dispatch.step,
             target: "svc://pg?kind=db_password".into(),
-            value_fingerprint: Some(Fingerprint([7; 32])),
+            // As the agent does: a rollback that restored the earlier value names no value.
+            value_fingerprint: (dispatch.step != StepKind::Rollback)
+                .then_some(Fingerprint([7; 32])),
             performed_at: UNIX_EPOCH + Duration::from_millis(self.now),
             outcome,
             detail: String::new(),
@@ -382,6 +384,31 @@ fn failures_back_off_then_roll_back() {
     assert_eq!(world.run(&id).phase, RunPhase::RolledBack);
     assert_eq!(world.state.secrets["dev/DB_PASSWORD"].last_rotated_at_ms, None);
     assert!(world.run(&id).last_error.contains("apply"), "{}", world.run(&id).last_error);
+}
+
+#[test]
+fn a_first_rotation_whose_rollback_kept_its_value_records_it_as_current() {
+    let mut world = World::new();
+    let id = started(world.request("immediate"));
+    world.step(&id, Succeeded); // staged
+    world.step(&id, Succeeded); // applied
+    world.step(&id, Refused); // verify: give up
+    assert_eq!(world.run(&id).step, Some(StepKind::Rollback));
+    // Nothing earlier to restore: the agent kept the staged value and names it.
+    world.dispatch(&id);
+    let mut body = world.body(&id, Succeeded);
+    body.value_fingerprint = Some(Fingerprint([7; 32]));
+    let key = world.key.clone();
+    world.submit(body, &key);
+    assert_eq!(world.run(&id).phase, RunPhase::RolledBack);
+    let record = &world.state.secrets["dev/DB_PASSWORD"];
+    assert_eq!(
+        record.current_fingerprint.as_deref(),
+        Some(Fingerprint([7; 32]).to_string().as_str())
+    );
+    assert!(record.last_rotated_at_ms.is_some());
+    let ended = world.state.audit.events().last().unwrap();
+    assert!(ended.detail.contains("was kept as current"), "{}", ended.detail);
 }
 
 #[test]

@@ -146,16 +146,32 @@ pub struct RotateRequest {
     pub dry_run: bool,
     /// Why, for the audit log.
     pub reason: String,
+    /// Only these of the selected secrets (empty: all of them).
+    pub only: std::collections::BTreeSet<SecretKey>,
 }
+
+/// The most secrets a rotate request may narrow its selection to.
+pub const MAX_ONLY: usize = 10_000;
 
 impl TryFrom<wire::RotateRequest> for RotateRequest {
     type Error = ProtocolError;
 
     fn try_from(request: wire::RotateRequest) -> Result<RotateRequest, ProtocolError> {
-        let wire::RotateRequest { request_id, selector, force, dry_run, reason } = request;
+        let wire::RotateRequest { request_id, selector, force, dry_run, reason, only } = request;
         if reason.len() > 1024 {
             return Err(ProtocolError::invalid("reason", "longer than 1024 bytes"));
         }
+        if only.len() > MAX_ONLY {
+            return Err(ProtocolError::invalid(
+                "only",
+                format!("names more than {MAX_ONLY} secrets"),
+            ));
+        }
+        let only = only
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| SecretKey::try_from(key).map_err(|e| e.within(&format!("only[{i}]"))))
+            .collect::<Result<_, _>>()?;
         let selector = match selector.ok_or_else(|| ProtocolError::missing("selector"))? {
             wire::rotate_request::Selector::Secret(secret) => {
                 RotateSelector::Secret(SecretKey::try_from(secret).map_err(|e| e.within("secret"))?)
@@ -188,6 +204,7 @@ impl TryFrom<wire::RotateRequest> for RotateRequest {
             force,
             dry_run,
             reason,
+            only,
         })
     }
 }
@@ -232,6 +249,7 @@ mod tests {
             force: false,
             dry_run: true,
             reason: String::new(),
+            only: Vec::new(),
         };
         assert!(matches!(
             RotateRequest::try_from(secret).unwrap().selector,
@@ -246,6 +264,7 @@ mod tests {
             force: false,
             dry_run: false,
             reason: String::new(),
+            only: Vec::new(),
         };
         assert_eq!(RotateRequest::try_from(bad_key).unwrap_err().field, "secret.key");
         let service = wire::RotateRequest {
@@ -257,6 +276,7 @@ mod tests {
             force: true,
             dry_run: false,
             reason: String::new(),
+            only: Vec::new(),
         };
         assert!(matches!(
             RotateRequest::try_from(service).unwrap().selector,
@@ -268,7 +288,20 @@ mod tests {
             force: false,
             dry_run: false,
             reason: String::new(),
+            only: Vec::new(),
         };
         assert_eq!(RotateRequest::try_from(none).unwrap_err().field, "selector");
+        let narrowed = wire::RotateRequest {
+            request_id: ID.into(),
+            selector: Some(wire::rotate_request::Selector::AllDueInEnv("prod".into())),
+            force: false,
+            dry_run: false,
+            reason: String::new(),
+            only: vec![
+                wire::SecretKey { env: "prod".into(), key: "A".into() },
+                wire::SecretKey { env: "prod".into(), key: "b-c".into() },
+            ],
+        };
+        assert_eq!(RotateRequest::try_from(narrowed).unwrap_err().field, "only[1].key");
     }
 }

@@ -232,6 +232,7 @@ fn rotate_all() -> wire::RotateRequest {
         force: true,
         dry_run: false,
         reason: "benchmark".into(),
+        only: Vec::new(),
     }
 }
 
@@ -243,7 +244,11 @@ async fn embedded(
 ) -> anyhow::Result<Timing> {
     let (dir, config) = project(url, roles, initial)?;
     let loaded = load_file(&config).map_err(|d| anyhow!("config: {d:?}"))?;
-    let options = EmbeddedOptions { crash: None, tune_agent: Some(Arc::new(tune(concurrency))) };
+    let options = EmbeddedOptions {
+        crash: None,
+        tune_agent: Some(Arc::new(tune(concurrency))),
+        ..Default::default()
+    };
     let embedded =
         Embedded::open_with(&dir.path().join(".dsops"), &config, &loaded, options).await?;
     let started = start_timing();

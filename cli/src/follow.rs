@@ -1,0 +1,78 @@
+//! Watching runs: what `dsops rotate` shows while it waits, and what the embedded default uses to
+//! finish the runs an interrupted command left in flight.
+
+use std::time::Duration;
+
+use dsops_proto::wire::admin as wire;
+
+/// A run's state names that end it.
+pub fn finished(run: &wire::RunSummary) -> bool {
+    matches!(run.state.as_str(), "Completed" | "RolledBack" | "Quarantined")
+}
+
+/// Still going, but only waiting: for a grace period or backoff longer than a few seconds, or
+/// for an agent that is not connected.
+pub fn parked(run: &wire::RunSummary) -> bool {
+    let now = chrono::Utc::now().timestamp();
+    run.waiting_for_agent || run.not_before.as_ref().is_some_and(|t| t.seconds > now + 5)
+}
+
+/// Nothing is left to wait for that keeps a credential from working: the run ended, its new
+/// value is current and only the old credential's retirement waits for the grace period, or no
+/// agent of its segment is here to move it.
+pub fn settled(run: &wire::RunSummary) -> bool {
+    finished(run) || run.waiting_for_agent || (run.state == "Promoted" && parked(run))
+}
+
+/// `env/KEY`.
+pub fn secret_name(run: &wire::RunSummary) -> String {
+    run.secret.as_ref().map(|s| format!("{}/{}", s.env, s.key)).unwrap_or_default()
+}
+
+/// Where a run is, for a spinner or a note: `Applied, next verify (attempt 2, at 12:00:03)`.
+pub fn position(run: &wire::RunSummary) -> String {
+    if finished(run) || run.step.is_empty() {
+        return run.state.clone();
+    }
+    let mut text = format!("{}, next {}", run.state, run.step);
+    let when = run
+        .not_before
+        .as_ref()
+        .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t.seconds, 0))
+        .map(|t| t.format("%H:%M:%S UTC").to_string());
+    match (run.attempt > 1, when) {
+        (true, Some(when)) => text.push_str(&format!(" (attempt {}, at {when})", run.attempt)),
+        (true, None) => text.push_str(&format!(" (attempt {})", run.attempt)),
+        (false, Some(when)) => text.push_str(&format!(" (at {when})")),
+        (false, None) => {}
+    }
+    if run.waiting_for_agent {
+        text.push_str(&format!(", waiting for an agent of segment {}", run.segment));
+    }
+    text
+}
+
+/// A spinner on standard error (drawn only on a terminal).
+pub fn spinner() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// What an interrupted run came to, as the embedded default reports it on standard error.
+pub fn recovered_note(run: &wire::RunSummary) -> String {
+    let name = secret_name(run);
+    if finished(run) {
+        let why = if run.detail.is_empty() { String::new() } else { format!(": {}", run.detail) };
+        format!(
+            "note: finished run {} ({name}), left in flight by an interrupted dsops command: {}{why}",
+            run.run_id, run.state
+        )
+    } else {
+        format!(
+            "note: run {} ({name}), left in flight by an interrupted dsops command, is still going ({}); it continues the next time a dsops command runs here",
+            run.run_id,
+            position(run)
+        )
+    }
+}
