@@ -372,10 +372,15 @@ impl Executor {
         let started = std::time::Instant::now();
         let service = job.service_ref.as_ref().map(|s| s.service.as_str());
         let refusal = self.config.policy.refusal(&job.strategy, service);
-        let result = match (refusal, self.context(job)) {
-            (Some(reason), _) => StepResult::failed(Outcome::Refused, reason),
-            (None, Ok(cx)) => self.perform(&cx).await.unwrap_or_else(|failure| failure),
-            (None, Err(failure)) => failure,
+        let result = if let Some(reason) = refusal {
+            StepResult::failed(Outcome::Refused, reason)
+        } else if let Some(late) = self.too_late(job) {
+            StepResult::failed(Outcome::NotApplied, late)
+        } else {
+            match self.context(job) {
+                Ok(cx) => self.perform(&cx).await.unwrap_or_else(|failure| failure),
+                Err(failure) => failure,
+            }
         };
         tracing::info!(
             run = %job.run_id,
@@ -387,6 +392,24 @@ impl Executor {
             "step done"
         );
         self.sign(job, result)
+    }
+
+    /// Why a job must not start now: its deadline has passed, or is nearer than one call to the
+    /// target may take (it waited behind the agent's concurrency limit, or came late). Past the
+    /// deadline the control plane has stopped waiting and will check instead; a statement sent
+    /// now could land after that check concluded.
+    fn too_late(&self, job: &Job) -> Option<String> {
+        let left = job.deadline.duration_since(SystemTime::now()).unwrap_or_default();
+        if left.is_zero() {
+            return Some("the step's deadline passed before it started; not performed".to_owned());
+        }
+        (left < self.config.target_timeout).then(|| {
+            format!(
+                "only {:.1}s were left before the step's deadline, less than one call to the target may take ({:?}); not performed",
+                left.as_secs_f64(),
+                self.config.target_timeout
+            )
+        })
     }
 
     /// Signs a result for `job`.

@@ -76,6 +76,15 @@ impl DatabaseTarget {
             .connect_lazy_with(options)
     }
 
+    /// How long the server may spend on one statement (lock waits included) before it cancels
+    /// it itself: three quarters of the call's limit, so the server gives up (and rolls the
+    /// statement back) before the agent stops waiting and calls the outcome indeterminate. A
+    /// statement blocked on a lock therefore cannot commit after dsops concluded anything about
+    /// it.
+    pub(crate) fn server_limit(&self) -> Duration {
+        (self.timeout * 3 / 4).max(Duration::from_millis(200))
+    }
+
     /// The limit on calls at once on this target (statements and fresh logins).
     pub(crate) fn call_slots(&self) -> std::sync::Arc<tokio::sync::Semaphore> {
         std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_connections.max(1) as usize))
@@ -128,6 +137,48 @@ pub trait PasswordTarget: Send + Sync {
     fn user_exists(&self, user: &str) -> impl Future<Output = Result<bool, AdapterError>> + Send;
 }
 
+/// SQL text that holds a credential (a verifier, a hash, a quoted password): handed to the
+/// driver as a shared string and wiped once the driver has let go of it.
+pub(crate) struct SecretSql(std::sync::Arc<str>);
+
+impl SecretSql {
+    pub(crate) fn new(text: zeroize::Zeroizing<String>) -> SecretSql {
+        SecretSql(std::sync::Arc::from(text.as_str()))
+    }
+
+    /// What the driver runs.
+    pub(crate) fn statement(&self) -> sqlx::AssertSqlSafe<std::sync::Arc<str>> {
+        sqlx::AssertSqlSafe(self.0.clone())
+    }
+}
+
+impl Drop for SecretSql {
+    fn drop(&mut self) {
+        if let Some(text) = std::sync::Arc::get_mut(&mut self.0) {
+            zeroize::Zeroize::zeroize(text);
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretSql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSql(***)")
+    }
+}
+
+/// A server's error text without what it quotes of the statement (`… near '<statement text>'`,
+/// `at or near "<token>"`): a refused statement that carried a verifier or a password must not
+/// carry it into a receipt.
+pub(crate) fn server_message(message: &str) -> String {
+    let cut = ["near '", "near \"", "at or near"]
+        .iter()
+        .filter_map(|marker| message.find(marker))
+        .min()
+        .unwrap_or(message.len());
+    let kept = message[..cut].trim_end();
+    if cut < message.len() { format!("{kept} (statement text omitted)") } else { kept.to_owned() }
+}
+
 /// Runs `f` with the target's timeout; a timeout is `on_timeout`.
 pub(crate) async fn within<T>(
     timeout: Duration,
@@ -140,5 +191,21 @@ pub(crate) async fn within<T>(
         Err(_) => {
             Err(AdapterError::new(on_timeout, format!("{what}: timed out after {timeout:?}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_lose_the_statement_they_quote() {
+        let mysql = "You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'PASSWORD '*14E65567ABDB5135D0CFD9A70B3032C179A49EE7' x' at line 1";
+        let cleaned = server_message(mysql);
+        assert!(!cleaned.contains("14E655"), "{cleaned}");
+        assert!(cleaned.ends_with("(statement text omitted)"), "{cleaned}");
+        let postgres = "syntax error at or near \"$dsops_0011$s3cret\"";
+        assert_eq!(server_message(postgres), "syntax error (statement text omitted)");
+        assert_eq!(server_message("role \"x\" does not exist"), "role \"x\" does not exist");
     }
 }

@@ -9,8 +9,12 @@ use tokio::sync::Semaphore;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use zeroize::Zeroizing;
 
-use super::{AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, within};
+use super::{
+    AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, SecretSql, server_message,
+    within,
+};
 use crate::secret::SecretValue;
 
 /// A MySQL or MariaDB server, reached with the agent's admin credential.
@@ -33,11 +37,83 @@ fn account(user: &str, host: &str) -> String {
 }
 
 /// `mysql_native_password`'s stored form: `*` + upper-case hex of SHA1(SHA1(password)).
-fn native_hash(value: &SecretValue) -> String {
+fn native_hash(value: &SecretValue) -> Zeroizing<String> {
     use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY as SHA1, digest};
     let inner = digest(&SHA1, value.expose().as_bytes());
     let outer = digest(&SHA1, inner.as_ref());
-    format!("*{}", dsops_proto::hex(outer.as_ref()).to_uppercase())
+    Zeroizing::new(format!("*{}", dsops_proto::hex(outer.as_ref()).to_uppercase()))
+}
+
+/// Which server answers, from `SELECT version()`: the statements differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// MariaDB (any version): `IDENTIFIED BY PASSWORD '*hash'`, `max_statement_time`.
+    MariaDb,
+    /// MySQL `major.minor.patch`.
+    MySql(u32, u32, u32),
+}
+
+impl Server {
+    fn parse(version: &str) -> Server {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            return Server::MariaDb;
+        }
+        let mut parts = version
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().unwrap_or(0));
+        let mut next = || parts.next().unwrap_or(0);
+        Server::MySql(next(), next(), next())
+    }
+
+    /// The session settings under which the server cancels a statement, lock waits included,
+    /// after `limit` (below the agent's own limit on the call).
+    fn limits(self, limit: std::time::Duration) -> String {
+        let seconds = limit.as_secs().max(1);
+        match self {
+            // `max_statement_time` also ends a wait for a table lock (`lock_wait_timeout` alone
+            // does not: checked against MariaDB 10.11).
+            Server::MariaDb => format!(
+                "SET SESSION max_statement_time = {:.3}, lock_wait_timeout = {seconds}",
+                limit.as_secs_f64()
+            ),
+            // MySQL's `max_execution_time` covers SELECTs only; account statements wait on
+            // metadata locks and InnoDB rows of the grant tables.
+            Server::MySql(..) => format!(
+                "SET SESSION lock_wait_timeout = {seconds}, innodb_lock_wait_timeout = {seconds}, max_execution_time = {}",
+                limit.as_millis().max(1)
+            ),
+        }
+    }
+
+    /// The statement that sets `account`'s password. A `mysql_native_password` account gets the
+    /// hash, so the password itself is never in a statement: MariaDB and MySQL before 5.7.6 as
+    /// `IDENTIFIED BY PASSWORD '*hash'`, which MySQL 8 removed, later MySQL as
+    /// `IDENTIFIED WITH mysql_native_password AS '*hash'`. Other plugins get the password as a
+    /// literal escaped for the session's `sql_mode` (MySQL rewrites it out of its logs).
+    fn set_password(
+        self,
+        account: &str,
+        plugin: &str,
+        mode: &str,
+        value: &SecretValue,
+    ) -> Zeroizing<String> {
+        let native = plugin.is_empty() || plugin == "mysql_native_password";
+        Zeroizing::new(match self {
+            _ if !native => {
+                let literal = Zeroizing::new(literal(value.expose(), mode));
+                format!("ALTER USER {account} IDENTIFIED BY {}", literal.as_str())
+            }
+            Server::MySql(major, minor, patch) if (major, minor, patch) >= (5, 7, 6) => format!(
+                "ALTER USER {account} IDENTIFIED WITH mysql_native_password AS '{}'",
+                native_hash(value).as_str()
+            ),
+            Server::MariaDb | Server::MySql(..) => format!(
+                "ALTER USER {account} IDENTIFIED BY PASSWORD '{}'",
+                native_hash(value).as_str()
+            ),
+        })
+    }
 }
 
 /// A string literal for a session whose `sql_mode` is `mode`.
@@ -104,13 +180,14 @@ impl MySqlAdapter {
         AdapterError::new(ErrorClass::Retryable, format!("{label}: {error}"))
     }
 
-    /// Runs `statement(account, plugin, sql_mode)` for each host of `user`, as admin, on one
-    /// connection. No host at all means the user does not exist: not applied.
+    /// Runs `statement(server, account, plugin, sql_mode)` for each host of `user`, as admin, on
+    /// one connection bounded by the server's own statement limit. No host at all means the
+    /// user does not exist: not applied.
     async fn for_each_account(
         &self,
         what: &str,
         user: &str,
-        statement: impl Fn(&str, &str, &str) -> String + Send + Sync,
+        statement: impl Fn(Server, &str, &str, &str) -> Zeroizing<String> + Send + Sync,
     ) -> Result<(), AdapterError> {
         let label = format!("{}: {what}", self.describe());
         let _slot = self.slots.acquire().await;
@@ -121,6 +198,16 @@ impl MySqlAdapter {
                     format!("{label}: cannot connect as admin: {e}"),
                 )
             })?;
+            let session = sqlx::query("select @@session.sql_mode, version()")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| Self::retryable(&label, e))?;
+            let (mode, version): (String, String) = (session.get(0), session.get(1));
+            let server = Server::parse(&version);
+            sqlx::raw_sql(AssertSqlSafe(server.limits(self.target.server_limit())))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| Self::retryable(&label, e))?;
             let rows =
                 sqlx::query("select Host, plugin from mysql.user where User = ? order by Host")
                     .bind(user)
@@ -133,16 +220,11 @@ impl MySqlAdapter {
                     format!("{label}: no such user {user:?}"),
                 ));
             }
-            let mode: String = sqlx::query("select @@session.sql_mode")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| Self::retryable(&label, e))?
-                .get(0);
             for (index, row) in rows.iter().enumerate() {
                 let host: String = row.get(0);
                 let plugin: String = row.get(1);
-                let sql = statement(&account(user, &host), &plugin, &mode);
-                match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+                let sql = SecretSql::new(statement(server, &account(user, &host), &plugin, &mode));
+                match sqlx::raw_sql(sql.statement()).execute(&mut *conn).await {
                     Ok(_) => {}
                     // The first refusal changed nothing; a later one leaves earlier hosts changed.
                     Err(sqlx::Error::Database(db)) => {
@@ -153,7 +235,10 @@ impl MySqlAdapter {
                         };
                         return Err(AdapterError::new(
                             class,
-                            format!("{label}: refused by the server: {}", db.message()),
+                            format!(
+                                "{label}: refused by the server: {}",
+                                server_message(db.message())
+                            ),
                         ));
                     }
                     Err(error) => {
@@ -172,17 +257,10 @@ impl MySqlAdapter {
 
 impl PasswordTarget for MySqlAdapter {
     async fn set_password(&self, user: &str, value: &SecretValue) -> Result<(), AdapterError> {
-        let hash = native_hash(value);
         self.for_each_account(
             &format!("set the password of user {user:?}"),
             user,
-            |account, plugin, mode| {
-                if plugin.is_empty() || plugin == "mysql_native_password" {
-                    format!("ALTER USER {account} IDENTIFIED BY PASSWORD '{hash}'")
-                } else {
-                    format!("ALTER USER {account} IDENTIFIED BY {}", literal(value.expose(), mode))
-                }
-            },
+            |server, account, plugin, mode| server.set_password(account, plugin, mode, value),
         )
         .await
     }
@@ -211,8 +289,8 @@ impl PasswordTarget for MySqlAdapter {
 
     async fn set_login_enabled(&self, user: &str, enabled: bool) -> Result<(), AdapterError> {
         let what = if enabled { "ACCOUNT UNLOCK" } else { "ACCOUNT LOCK" };
-        self.for_each_account(&format!("{what} user {user:?}"), user, |account, _, _| {
-            format!("ALTER USER {account} {what}")
+        self.for_each_account(&format!("{what} user {user:?}"), user, |_, account, _, _| {
+            Zeroizing::new(format!("ALTER USER {account} {what}"))
         })
         .await
     }
@@ -295,8 +373,49 @@ mod tests {
     fn native_hash_matches_the_server_function() {
         // Computed independently: '*' + upper hex of SHA1(SHA1("secret")) with Python's hashlib.
         assert_eq!(
-            native_hash(&SecretValue::new("secret".to_owned())),
+            native_hash(&SecretValue::new("secret".to_owned())).as_str(),
             "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+        );
+    }
+
+    #[test]
+    fn the_password_statement_follows_the_server_version() {
+        let secret = SecretValue::new("secret".to_owned());
+        let hash = "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7";
+        let account = account("app", "%");
+        let sql = |version: &str, plugin: &str| {
+            Server::parse(version).set_password(&account, plugin, "", &secret).to_string()
+        };
+        let by_password = format!("ALTER USER `app`@`%` IDENTIFIED BY PASSWORD '{hash}'");
+        let with_native =
+            format!("ALTER USER `app`@`%` IDENTIFIED WITH mysql_native_password AS '{hash}'");
+        assert_eq!(sql("10.11.19-MariaDB-0+deb12u1", "mysql_native_password"), by_password);
+        assert_eq!(sql("11.4.2-MariaDB", ""), by_password);
+        assert_eq!(sql("5.7.5-log", "mysql_native_password"), by_password);
+        assert_eq!(sql("5.7.44", "mysql_native_password"), with_native);
+        assert_eq!(sql("8.0.36", "mysql_native_password"), with_native);
+        assert_eq!(sql("8.4.0", ""), with_native);
+        // Other plugins: the password as a literal; never `IDENTIFIED BY PASSWORD`.
+        assert_eq!(
+            sql("8.0.36", "caching_sha2_password"),
+            "ALTER USER `app`@`%` IDENTIFIED BY 'secret'"
+        );
+        assert_eq!(
+            sql("10.11.2-MariaDB", "ed25519"),
+            "ALTER USER `app`@`%` IDENTIFIED BY 'secret'"
+        );
+    }
+
+    #[test]
+    fn the_server_bounds_statements_below_the_call_limit() {
+        let limit = std::time::Duration::from_millis(11_250);
+        assert_eq!(
+            Server::MariaDb.limits(limit),
+            "SET SESSION max_statement_time = 11.250, lock_wait_timeout = 11"
+        );
+        assert_eq!(
+            Server::MySql(8, 0, 36).limits(limit),
+            "SET SESSION lock_wait_timeout = 11, innodb_lock_wait_timeout = 11, max_execution_time = 11250"
         );
     }
 

@@ -4,10 +4,15 @@
 use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::Semaphore;
 
-use super::{AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, scram, within};
+use zeroize::Zeroizing;
+
+use super::{
+    AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, SecretSql, scram,
+    server_message, within,
+};
 use crate::secret::{SecretValue, random_bytes};
 
 /// A PostgreSQL server, reached with the agent's admin credential.
@@ -25,14 +30,14 @@ pub(crate) fn quote_ident(name: &str) -> String {
 }
 
 /// A dollar-quoted literal whose tag does not occur in the text, so nothing in it can end it.
-fn dollar_quote(text: &str) -> Result<String, AdapterError> {
+fn dollar_quote(text: &str) -> Result<Zeroizing<String>, AdapterError> {
     let random = random_bytes::<8>()
         .map_err(|_| AdapterError::new(ErrorClass::Retryable, "the system random source failed"))?;
     let tag = format!("dsops_{}", dsops_proto::hex(&random));
     if text.contains(&tag) {
         return Err(AdapterError::new(ErrorClass::NotApplied, "cannot quote the value"));
     }
-    Ok(format!("${tag}${text}${tag}$"))
+    Ok(Zeroizing::new(format!("${tag}${text}${tag}$")))
 }
 
 /// Whether a login failure means "this credential was refused" (as opposed to "could not ask").
@@ -63,6 +68,14 @@ impl PostgresAdapter {
             .database(target.database.as_deref().unwrap_or("postgres"))
             .application_name("dsops-agent")
             .disable_statement_logging()
+            // The server cancels a statement (or a lock wait) before the agent gives up on it.
+            .options(Self::limits(target.server_limit()))
+    }
+
+    /// The session settings that bound each statement on the server.
+    fn limits(limit: std::time::Duration) -> [(&'static str, String); 2] {
+        let ms = limit.as_millis().max(1);
+        [("statement_timeout", format!("{ms}ms")), ("lock_timeout", format!("{ms}ms"))]
     }
 
     fn describe(&self) -> String {
@@ -72,7 +85,8 @@ impl PostgresAdapter {
     /// Runs one statement as admin. Failing to get a connection is retryable; the server
     /// refusing the statement means it did not happen; anything else after sending it is
     /// indeterminate.
-    async fn execute(&self, what: &str, sql: String) -> Result<(), AdapterError> {
+    async fn execute(&self, what: &str, sql: Zeroizing<String>) -> Result<(), AdapterError> {
+        let sql = SecretSql::new(sql);
         let label = format!("{}: {what}", self.describe());
         let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Indeterminate, &label, async {
@@ -82,11 +96,12 @@ impl PostgresAdapter {
                     format!("{label}: cannot connect as admin: {e}"),
                 )
             })?;
-            match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+            match sqlx::raw_sql(sql.statement()).execute(&mut *conn).await {
                 Ok(_) => Ok(()),
+                // Refused, or cancelled by the server's own limit: rolled back, not applied.
                 Err(sqlx::Error::Database(db)) => Err(AdapterError::new(
                     ErrorClass::NotApplied,
-                    format!("{label}: refused by the server: {}", db.message()),
+                    format!("{label}: refused by the server: {}", server_message(db.message())),
                 )),
                 Err(error) => {
                     Err(AdapterError::new(ErrorClass::Indeterminate, format!("{label}: {error}")))
@@ -141,14 +156,18 @@ const PRIVILEGES: &str = "
 impl PasswordTarget for PostgresAdapter {
     async fn set_password(&self, user: &str, value: &SecretValue) -> Result<(), AdapterError> {
         let literal = if scram::supported(value) {
-            let verifier = scram::verifier(value).map_err(|_| {
+            let verifier = Zeroizing::new(scram::verifier(value).map_err(|_| {
                 AdapterError::new(ErrorClass::Retryable, "the system random source failed")
-            })?;
-            format!("'{verifier}'")
+            })?);
+            Zeroizing::new(format!("'{}'", verifier.as_str()))
         } else {
             dollar_quote(value.expose())?
         };
-        let sql = format!("ALTER ROLE {} WITH PASSWORD {literal}", quote_ident(user));
+        let sql = Zeroizing::new(format!(
+            "ALTER ROLE {} WITH PASSWORD {}",
+            quote_ident(user),
+            literal.as_str()
+        ));
         self.execute(&format!("set the password of role {user:?}"), sql).await
     }
 
@@ -173,7 +192,7 @@ impl PasswordTarget for PostgresAdapter {
 
     async fn set_login_enabled(&self, user: &str, enabled: bool) -> Result<(), AdapterError> {
         let what = if enabled { "LOGIN" } else { "NOLOGIN" };
-        let sql = format!("ALTER ROLE {} WITH {what}", quote_ident(user));
+        let sql = Zeroizing::new(format!("ALTER ROLE {} WITH {what}", quote_ident(user)));
         self.execute(&format!("set {what} on role {user:?}"), sql).await
     }
 
@@ -201,5 +220,19 @@ impl PasswordTarget for PostgresAdapter {
             .query_rows("look up role", "select 1 from pg_roles where rolname = $1", user)
             .await?;
         Ok(!rows.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_bounded_on_the_server_below_the_call_limit() {
+        let limits = PostgresAdapter::limits(std::time::Duration::from_secs(15) * 3 / 4);
+        assert_eq!(
+            limits,
+            [("statement_timeout", "11250ms".to_owned()), ("lock_timeout", "11250ms".to_owned())]
+        );
     }
 }
