@@ -447,11 +447,13 @@ pub async fn attach_agent(
     let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
     control.agents().connect(agent_id, segment, jobs);
     let submitter = control.clone();
+    let sender = agent_id.to_owned();
     let submit = move |receipt| {
         let control = submitter.clone();
+        let sender = sender.clone();
         async move {
             if let Err(reason) =
-                dsops_control_plane::rotation::submit_receipt(&control, &receipt).await
+                dsops_control_plane::rotation::submit_receipt(&control, &receipt, &sender).await
             {
                 tracing::warn!(%reason, "receipt not accepted");
             }

@@ -81,25 +81,9 @@ async fn certificates_from_another_ca_or_expired_are_refused_and_audited() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_and_cross_segment_receipts_are_refused_and_audited() {
-    let cluster = TestCluster::start(1).await;
-    let dir = tempfile::tempdir().unwrap();
-    // Two agents in two segments, registered with their receipt keys.
-    let a = AgentIdentity::load_or_create("agt-aaaa", "seg-a", &dir.path().join("a.key")).unwrap();
-    let b = AgentIdentity::load_or_create("agt-bbbb", "seg-b", &dir.path().join("b.key")).unwrap();
-    for agent in [&a, &b] {
-        cluster
-            .write(
-                &format!("register-{}", agent.agent_id),
-                Command::RegisterAgent {
-                    agent_id: agent.agent_id.clone(),
-                    segment: agent.segment.clone(),
-                    public_key: agent.public_key_hex(),
-                },
-            )
-            .await;
-    }
+/// A run of segment `seg-a` whose stage step was dispatched to agent `agt-aaaa`; returns its
+/// generation.
+async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
     // A run of segment a, dispatched to agent a.
     let spec = dsops_control_plane::state::RunSpec {
         strategy: "random".into(),
@@ -147,7 +131,27 @@ async fn forged_and_cross_segment_receipts_are_refused_and_audited() {
             },
         )
         .await;
-    let body = |agent: &str| ReceiptBody {
+    generation
+}
+
+/// Registers agents' receipt keys.
+async fn register(cluster: &TestCluster, agents: &[&AgentIdentity]) {
+    for agent in agents {
+        cluster
+            .write(
+                &format!("register-{}", agent.agent_id),
+                Command::RegisterAgent {
+                    agent_id: agent.agent_id.clone(),
+                    segment: agent.segment.clone(),
+                    public_key: agent.public_key_hex(),
+                },
+            )
+            .await;
+    }
+}
+
+fn stage_receipt(agent: &str, generation: u64) -> ReceiptBody {
+    ReceiptBody {
         run_id: RunId::parse("run-t72", "run_id").unwrap(),
         generation: Generation::parse(generation, "generation").unwrap(),
         step: Step::Stage,
@@ -158,19 +162,115 @@ async fn forged_and_cross_segment_receipts_are_refused_and_audited() {
         detail: String::new(),
         agent_id: AgentId::parse(agent, "agent_id").unwrap(),
         attempt: 1,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_cross_segment_receipts_are_refused_and_audited() {
+    let cluster = TestCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Two agents in two segments, registered with their receipt keys.
+    let a = AgentIdentity::load_or_create("agt-aaaa", "seg-a", &dir.path().join("a.key")).unwrap();
+    let b = AgentIdentity::load_or_create("agt-bbbb", "seg-b", &dir.path().join("b.key")).unwrap();
+    register(&cluster, &[&a, &b]).await;
+    let leader = cluster.leader().await;
+    let control = cluster.control(leader).clone();
+    let generation = run_dispatched_to_a(&cluster).await;
+    let body = |agent: &str| stage_receipt(agent, generation);
     // Claims to be agent a, signed with b's key: the signature does not verify.
     let forged = SignedReceipt::sign(body("agt-aaaa"), &b.signing_key);
-    let verdict = dsops_control_plane::rotation::submit_receipt(&control, &forged).await;
+    let verdict =
+        dsops_control_plane::rotation::submit_receipt(&control, &forged, "agt-aaaa").await;
     assert!(format!("{verdict:?}").contains("does not verify"), "{verdict:?}");
     audited(&cluster, "receipt.refused", "does not verify").await;
     // Agent b, correctly signed, for a run of segment a.
     let cross = SignedReceipt::sign(body("agt-bbbb"), &b.signing_key);
-    let verdict = dsops_control_plane::rotation::submit_receipt(&control, &cross).await;
+    let verdict = dsops_control_plane::rotation::submit_receipt(&control, &cross, "agt-bbbb").await;
     assert!(format!("{verdict:?}").contains("segment"), "{verdict:?}");
     audited(&cluster, "receipt.refused", "segment seg-b").await;
     // Nothing moved.
     let phase = control.read_local(|s| s.runs["run-t72"].phase).await;
     assert_eq!(format!("{phase:?}"), "Dispatched");
+    cluster.shutdown().await;
+}
+
+/// A rogue agent of the same segment sends, on its own session, a receipt naming the honest
+/// agent, its run, step and attempt, with a garbage signature. It is refused before anything is
+/// written, its answer names no other agent, the audit log does not blame the honest agent, and
+/// the honest agent's real receipt, sent after it, is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_is_bound_to_the_session_that_carries_it() {
+    let cluster = TestCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let honest =
+        AgentIdentity::load_or_create("agt-aaaa", "seg-a", &dir.path().join("a.key")).unwrap();
+    let rogue =
+        AgentIdentity::load_or_create("agt-eeee", "seg-a", &dir.path().join("e.key")).unwrap();
+    register(&cluster, &[&honest, &rogue]).await;
+    let generation = run_dispatched_to_a(&cluster).await;
+    let leader = cluster.leader().await;
+    let control = cluster.control(leader).clone();
+    let address = cluster.address(leader).to_owned();
+
+    // The rogue's session, with a certificate of this cluster's agent CA naming the rogue.
+    let (csr, key_pem) = new_csr("dsops-agent").unwrap();
+    let (cert_pem, _) =
+        control.pki().sign_agent_csr(&csr, "agt-eeee", Duration::from_secs(3600)).unwrap();
+    let tls =
+        client_config(&control.pki().peer.cert_pem, Some(&NodeCertificate { cert_pem, key_pem }))
+            .unwrap();
+    let channel = dsops_control_plane::transport::channel(&address, API_SERVER_NAME, tls).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
+            version: "0.1.0".into(),
+            capabilities: Some(wire::Capabilities::default()),
+            jobs_in_flight: vec![],
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = AgentServiceClient::new(channel)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = inbound.message().await.unwrap().unwrap();
+    assert!(matches!(welcome.kind, Some(wire::control_message::Kind::Welcome(_))), "{welcome:?}");
+    let mut garbage =
+        SignedReceipt::sign(stage_receipt("agt-aaaa", generation), &rogue.signing_key);
+    garbage.signature = [7; 64];
+    tx.send(wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Receipt((&garbage).into())),
+    })
+    .await
+    .unwrap();
+    let ack = loop {
+        let message = inbound.message().await.unwrap().unwrap();
+        if let Some(wire::control_message::Kind::ReceiptAck(ack)) = message.kind {
+            break ack;
+        }
+    };
+    assert!(!ack.accepted, "{ack:?}");
+    assert!(ack.reason.contains("another agent than the one"), "{ack:?}");
+    assert!(!ack.reason.contains("agt-aaaa") && !ack.reason.contains(&generation.to_string()));
+
+    // The honest agent's receipt, sent afterwards, is accepted.
+    let real = SignedReceipt::sign(stage_receipt("agt-aaaa", generation), &honest.signing_key);
+    dsops_control_plane::rotation::submit_receipt(&control, &real, "agt-aaaa").await.unwrap();
+    let phase = control.read_local(|s| s.runs["run-t72"].phase).await;
+    assert_eq!(format!("{phase:?}"), "Staged");
+    // Nothing in the audit log blames the honest agent.
+    let blamed = control
+        .read_local(|s| {
+            s.audit
+                .events()
+                .iter()
+                .filter(|e| e.action == "receipt.refused")
+                .map(|e| format!("{} {}", e.actor, e.detail))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    assert!(blamed.iter().all(|e| !e.contains("agt-aaaa")), "{blamed:?}");
     cluster.shutdown().await;
 }

@@ -393,10 +393,12 @@ impl Session {
             Some(wire::agent_message::Kind::Receipt(receipt)) => {
                 let receipt = SignedReceipt::try_from(receipt)
                     .map_err(|e| invalid(e.within("receipt").to_string()))?;
-                let verdict = crate::rotation::submit_receipt(&self.control, &receipt).await;
-                let reason = match verdict {
-                    Ok(()) => String::new(),
-                    Err(ReceiptError::Refused(reason)) => reason,
+                let verdict =
+                    crate::rotation::submit_receipt(&self.control, &receipt, &self.agent.agent_id)
+                        .await;
+                let (accepted, reason) = match verdict {
+                    Ok(()) => (true, String::new()),
+                    Err(ReceiptError::Refused(reason)) => (false, reason),
                     Err(ReceiptError::NotCommitted(error)) => {
                         // No verdict: the agent keeps the receipt and sends it again on its next
                         // session (with the new leader, if this node lost its lead).
@@ -407,7 +409,7 @@ impl Session {
                 let ack = wire::ReceiptAck {
                     run_id: receipt.body.run_id.to_string(),
                     step: receipt.body.step.to_wire(),
-                    accepted: reason.is_empty(),
+                    accepted,
                     reason,
                 };
                 let _ = self.out.send(message(wire::control_message::Kind::ReceiptAck(ack))).await;

@@ -361,15 +361,36 @@ pub enum ReceiptError {
     NotCommitted(String),
 }
 
-/// Commits an agent's receipt (the state machine verifies it). Returns whether it was accepted
-/// and, if not, why.
+/// What an agent is told when the receipt it sent names another agent.
+pub const NOT_THE_SENDER: &str =
+    "the receipt names another agent than the one whose certificate sent it";
+
+/// Commits a receipt that agent `sender` (the id its session's certificate names, or the
+/// in-process agent's) sent; the state machine verifies it. Returns whether it was accepted and,
+/// if not, why, in words that name no other agent.
+///
+/// A receipt naming any agent but its sender is refused before anything is written, so one agent
+/// cannot speak, or be blamed, for another. The request id covers the exact signed bytes: only
+/// the very same receipt, sent again, gets the remembered answer, never a different receipt that
+/// names the same run, step and attempt.
 pub async fn submit_receipt(
     control: &ControlPlane,
     receipt: &SignedReceipt,
+    sender: &str,
 ) -> Result<(), ReceiptError> {
     let body = &receipt.body;
+    if body.agent_id.as_str() != sender {
+        return Err(ReceiptError::Refused(NOT_THE_SENDER.to_owned()));
+    }
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(&receipt.body_bytes);
+        hasher.update(receipt.signature);
+        dsops_proto::hex(&hasher.finalize()[..12])
+    };
     let request_id = format!(
-        "receipt-{}-{}-{}-{}-{}",
+        "receipt-{}-{}-{}-{}-{}-{digest}",
         body.run_id,
         body.generation.get(),
         body.step,
@@ -397,7 +418,13 @@ pub async fn submit_receipt(
     let actor = format!("agent:{agent_id}");
     let result = match control.write(&actor, &request_id, command).await {
         Ok(response) => match response.outcome {
-            Outcome::ReceiptRefused { reason } => Err(ReceiptError::Refused(reason)),
+            Outcome::ReceiptRefused { for_agent, .. } => {
+                Err(ReceiptError::Refused(if for_agent.is_empty() {
+                    "refused".to_owned()
+                } else {
+                    for_agent
+                }))
+            }
             _ => {
                 send_dispatched(control, body.run_id.as_str(), &agent_id).await;
                 Ok(())

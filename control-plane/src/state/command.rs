@@ -311,8 +311,11 @@ pub enum Outcome {
     /// A receipt was refused (bad signature, stale generation, unknown agent, late result);
     /// the refusal is in the audit log.
     ReceiptRefused {
-        /// Why.
+        /// Why, in full (the audit log has it too).
         reason: String,
+        /// Why, as the sending agent is told: names no other agent and no generation.
+        #[serde(default)]
+        for_agent: String,
     },
     /// A raft-internal entry (blank or membership) with nothing to report.
     Noop,

@@ -314,28 +314,32 @@ fn check_receipt(
 ) -> Outcome {
     let ReceiptInput { body_hex, signature_hex, jitter_permille, verified_with, .. } = input;
     let now = request.proposed_at_ms;
-    let refuse = |state: &mut State, subject: &str, reason: String| {
+    let refuse = |state: &mut State, subject: &str, reason: String, for_agent: &str| {
         state.audit.append(ctx.index, now, &request.actor, "receipt.refused", subject, &reason);
-        Outcome::ReceiptRefused { reason }
+        Outcome::ReceiptRefused { reason, for_agent: for_agent.to_owned() }
     };
+    const MALFORMED: &str = "malformed receipt";
+    const NOT_TRUSTED: &str = "this agent is not enrolled here, or is revoked";
+    const BAD_SIGNATURE: &str = "the signature does not verify with this agent's key";
+    const NOT_EXPECTED: &str = "the run is not waiting for this receipt (unknown run, another segment's run, a stale generation, or a late, repeated or unexpected step)";
     let (Some(body), Some(signature)) =
         (dsops_proto::hex_decode(body_hex), dsops_proto::hex_decode(signature_hex))
     else {
-        return refuse(state, "receipt", "not hex".to_owned());
+        return refuse(state, "receipt", "not hex".to_owned(), MALFORMED);
     };
     let receipt = match SignedReceipt::try_from(wire::Receipt { body, signature }) {
         Ok(receipt) => receipt,
-        Err(error) => return refuse(state, "receipt", format!("malformed: {error}")),
+        Err(error) => return refuse(state, "receipt", format!("malformed: {error}"), MALFORMED),
     };
     let body = &receipt.body;
     let agent_id = body.agent_id.to_string();
     let run_id = body.run_id.to_string();
     let subject = format!("run {run_id}");
     let Some(agent) = state.agents.get(&agent_id) else {
-        return refuse(state, &subject, format!("unknown agent {agent_id}"));
+        return refuse(state, &subject, format!("unknown agent {agent_id}"), NOT_TRUSTED);
     };
     if agent.revoked_at_ms.is_some() {
-        return refuse(state, &subject, format!("agent {agent_id} is revoked"));
+        return refuse(state, &subject, format!("agent {agent_id} is revoked"), NOT_TRUSTED);
     }
     // The proposer's check holds only for the key the agent has now.
     let checked = verified_with.is_some_and(|k| k == agent.public_key);
@@ -345,18 +349,19 @@ fn check_receipt(
         key.is_some_and(|key| receipt.verify(&key).is_ok())
     };
     if !verified {
-        return refuse(state, &subject, format!("signature of agent {agent_id} does not verify"));
+        let reason = format!("signature of agent {agent_id} does not verify");
+        return refuse(state, &subject, reason, BAD_SIGNATURE);
     }
     let agent_segment = agent.segment.clone();
     let Some(run) = state.runs.get(&run_id) else {
-        return refuse(state, &subject, "unknown run".to_owned());
+        return refuse(state, &subject, "unknown run".to_owned(), NOT_EXPECTED);
     };
     if run.spec.segment != agent_segment {
         let reason = format!(
             "agent {agent_id} (segment {agent_segment}) sent a receipt for a run of segment {}",
             run.spec.segment
         );
-        return refuse(state, &subject, reason);
+        return refuse(state, &subject, reason, NOT_EXPECTED);
     }
     if body.generation.get() != run.generation {
         let reason = format!(
@@ -364,7 +369,7 @@ fn check_receipt(
             body.generation.get(),
             run.generation
         );
-        return refuse(state, &subject, reason);
+        return refuse(state, &subject, reason, NOT_EXPECTED);
     }
     let step = body.step;
     let expected = run
@@ -379,7 +384,7 @@ fn check_receipt(
             "late or unexpected {step} attempt {} from {agent_id}; waiting for {waiting}",
             body.attempt
         );
-        return refuse(state, &subject, reason);
+        return refuse(state, &subject, reason, NOT_EXPECTED);
     };
     let result = Result_::from_outcome(body.outcome);
     let fingerprint = body.value_fingerprint.map(|f| f.to_string());

@@ -307,7 +307,7 @@ fn bad_receipts_are_refused_recorded_and_change_nothing() {
     let before = world.run(&id).clone();
     let key = world.key.clone();
     let refused = |outcome: Outcome| match outcome {
-        Outcome::ReceiptRefused { reason } => reason,
+        Outcome::ReceiptRefused { reason, .. } => reason,
         other => panic!("accepted: {other:?}"),
     };
 
