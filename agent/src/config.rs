@@ -55,12 +55,17 @@ impl AgentPolicy {
         {
             return Some(format!("agent policy: strategy {strategy} is not allowed on this agent"));
         }
-        if let (Some(allowed), Some(service)) = (&self.services, service)
-            && !allowed.contains(service)
-        {
-            return Some(format!("agent policy: service {service} is not allowed on this agent"));
+        match (&self.services, service) {
+            (Some(allowed), Some(service)) if !allowed.contains(service) => {
+                Some(format!("agent policy: service {service} is not allowed on this agent"))
+            }
+            // An agent limited to some services changes nothing else, store-only runs included.
+            (Some(_), None) => Some(
+                "agent policy: this agent is limited to named services, and this job has none"
+                    .to_owned(),
+            ),
+            _ => None,
         }
-        None
     }
 }
 
@@ -84,6 +89,63 @@ pub struct AgentConfig {
     pub max_target_connections: u32,
     /// What the agent's owner allows.
     pub policy: AgentPolicy,
+    /// The store entries that are secrets to rotate, by (store, entry path, field), each with
+    /// the service it rotates against (`None`: an application secret with no target). A job for
+    /// any other entry, or for a listed one against another service, is refused.
+    pub secrets: BTreeMap<(String, String, String), Option<String>>,
+}
+
+/// The field a store reference means when it names none (as `dsops get` reads it).
+pub const DEFAULT_FIELD: &str = "value";
+
+impl AgentConfig {
+    /// Registers `store` as a secret rotated against `service`.
+    pub fn add_secret(&mut self, store: &StoreRef, service: Option<&str>) {
+        let field = store.field.clone().unwrap_or_else(|| DEFAULT_FIELD.to_owned());
+        self.secrets
+            .insert((store.store.clone(), store.path.clone(), field), service.map(str::to_owned));
+    }
+
+    /// Why a job that touches `store` against `service` must be refused, judged from this
+    /// configuration alone: the entry holds one of the agent's own credentials (a service's
+    /// admin credential, a webhook's signing key), is not a configured secret, or is the secret
+    /// of another service. The control plane sends references; the agent decides what they may
+    /// reach.
+    pub fn entry_refusal(&self, store: &StoreRef, service: Option<&str>) -> Option<String> {
+        let entry = (store.store.as_str(), store.path.as_str());
+        let own = self
+            .services
+            .iter()
+            .map(|(name, spec)| (name, &spec.admin, "admin credential"))
+            .chain(self.hooks.iter().filter_map(|(name, hook)| match hook {
+                crate::hook::HookSpec::Webhook(webhook) => {
+                    webhook.auth.as_ref().map(|auth| (name, auth, "request-signing key"))
+                }
+                crate::hook::HookSpec::Script(_) => None,
+            }))
+            .find(|(_, held, _)| (held.store.as_str(), held.path.as_str()) == entry);
+        if let Some((name, _, what)) = own {
+            return Some(format!(
+                "store://{}/{} holds the {what} of service {name}; it is never a rotation target",
+                entry.0, entry.1
+            ));
+        }
+        let field = store.field.clone().unwrap_or_else(|| DEFAULT_FIELD.to_owned());
+        let key = (store.store.clone(), store.path.clone(), field);
+        match self.secrets.get(&key) {
+            None => Some(format!(
+                "{store} is not a secret in this agent's configuration; it rotates only the entries its configuration names"
+            )),
+            Some(configured) if configured.as_deref() != service => Some(format!(
+                "{store} is configured to rotate against {}, not {}",
+                configured
+                    .as_deref()
+                    .map_or_else(|| "no service".to_owned(), |s| format!("service {s}")),
+                service.map_or_else(|| "no service".to_owned(), |s| format!("service {s}")),
+            )),
+            Some(_) => None,
+        }
+    }
 }
 
 impl AgentConfig {
@@ -98,6 +160,7 @@ impl AgentConfig {
             max_concurrent_jobs: 32,
             max_target_connections: 8,
             policy: AgentPolicy::default(),
+            secrets: BTreeMap::new(),
         }
     }
 }

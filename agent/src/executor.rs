@@ -371,7 +371,11 @@ impl Executor {
     pub async fn execute(&self, job: &Job) -> SignedReceipt {
         let started = std::time::Instant::now();
         let service = job.service_ref.as_ref().map(|s| s.service.as_str());
-        let refusal = self.config.policy.refusal(&job.strategy, service);
+        let refusal = self
+            .config
+            .policy
+            .refusal(&job.strategy, service)
+            .or_else(|| self.config.entry_refusal(&job.store_ref, service));
         let result = if let Some(reason) = refusal {
             StepResult::failed(Outcome::Refused, reason)
         } else if let Some(late) = self.too_late(job) {
@@ -382,6 +386,8 @@ impl Executor {
                 Err(failure) => failure,
             }
         };
+        let mut result = result;
+        result.detail = self.clean_detail(job, &result.detail).await;
         tracing::info!(
             run = %job.run_id,
             step = %job.step,
@@ -392,6 +398,52 @@ impl Executor {
             "step done"
         );
         self.sign(job, result)
+    }
+
+    /// A detail fit to send: every form of every value the job could reach (its entry's versions,
+    /// the admin credential of its service, a webhook's signing key) replaced by `***`, and cut
+    /// to the receipt's limit. Details come from servers, programs and endpoints that may echo
+    /// what they were given.
+    async fn clean_detail(&self, job: &Job, detail: &str) -> String {
+        if detail.is_empty() {
+            return String::new();
+        }
+        let mut entries = Vec::new();
+        let mut add = |store: &str, path: &str| {
+            if let Ok(store) = self.store(store) {
+                entries.push((store, path.to_owned()));
+            }
+        };
+        add(&job.store_ref.store, &job.store_ref.path);
+        if let Some(service) = &job.service_ref {
+            if let Some(spec) = self.config.services.get(&service.service) {
+                add(&spec.admin.store, &spec.admin.path);
+            }
+            if let Some(HookSpec::Webhook(WebhookSpec { auth: Some(auth), .. })) =
+                self.config.hooks.get(&service.service)
+            {
+                add(&auth.store, &auth.path);
+            }
+        }
+        let detail = detail.to_owned();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            let mut values = Vec::new();
+            for (store, path) in entries {
+                for (_, (_, fields)) in store.read_labels(&path).unwrap_or_default() {
+                    // User names are not secret, and details name them on purpose.
+                    values.extend(
+                        fields
+                            .into_iter()
+                            .filter(|(field, _)| !matches!(field.as_str(), "user" | USERNAME_FIELD))
+                            .map(|(_, value)| value),
+                    );
+                }
+            }
+            crate::redact::redact(&detail, &values)
+        })
+        .await
+        .unwrap_or_else(|_| "(detail withheld: it could not be checked for values)".to_owned());
+        dsops_proto::domain::truncate_detail(&cleaned)
     }
 
     /// Why a job must not start now: its deadline has passed, or is nearer than one call to the

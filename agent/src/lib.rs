@@ -21,6 +21,7 @@ pub mod hook;
 pub mod identity;
 mod key_file;
 pub mod local;
+pub mod redact;
 pub mod sealed;
 pub mod secret;
 pub mod session;

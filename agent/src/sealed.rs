@@ -17,6 +17,14 @@ use crate::envelope::{self, Unsealed};
 
 const MAGIC: &[u8; 8] = b"DSOPSAS1";
 
+/// Creates `dir` if missing and makes it 0700.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: cannot make it private (0700): {e}", dir.display()))
+}
+
 /// A sealed file and its key.
 pub struct SealedFile {
     path: PathBuf,
@@ -30,8 +38,14 @@ impl std::fmt::Debug for SealedFile {
 }
 
 impl SealedFile {
-    /// The sealed file at `path`, with its key in `key_file` (created if missing).
+    /// The sealed file at `path`, with its key in `key_file` (created if missing). The
+    /// directories holding both are made readable by their owner only (0700), whatever they
+    /// were: they hold the agent's keys.
     pub fn open(path: &Path, key_file: &Path) -> Result<SealedFile, String> {
+        for file in [path, key_file] {
+            let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            private_dir(dir)?;
+        }
         let key = crate::store::load_or_create_key(key_file).map_err(|e| e.to_string())?;
         let key = UnboundKey::new(&AES_256_GCM, key.as_slice())
             .map_err(|_| format!("{}: unusable key", key_file.display()))?;
@@ -108,5 +122,15 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let other = SealedFile::open(&path, &dir.path().join("other.key")).unwrap();
         assert!(other.load::<Vec<String>>().unwrap_err().contains("cannot decrypt"));
+    }
+
+    #[test]
+    fn the_data_directory_is_forced_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("agent");
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        SealedFile::open(&data.join("agent.state"), &data.join("agent.key")).unwrap();
+        assert_eq!(fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
     }
 }

@@ -42,6 +42,7 @@ async fn late_jobs_are_not_performed() {
         "local".into(),
         StoreSpec::File { dir: options.dir.clone(), key_file: options.key_file.clone() },
     );
+    config.add_secret(&StoreRef::parse("store://local/app/key#value").unwrap(), None);
     let identity =
         AgentIdentity::load_or_create("agent-1", "default", &dir.path().join("agent.key")).unwrap();
     let executor = Executor::new(identity, config.clone());

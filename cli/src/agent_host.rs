@@ -236,6 +236,8 @@ pub fn local_config(
     config.services.retain(|name, _| services.get(name).is_some_and(|s| in_segment(&s.segment)));
     config.hooks.retain(|name, _| services.get(name).is_some_and(|s| in_segment(&s.segment)));
     config.stores.retain(|name, _| stores.get(name).is_some_and(|s| in_segment(&s.segment)));
+    let kept = config.stores.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+    config.secrets.retain(|(store, _, _), _| kept.contains(store));
     let mut adapters: Vec<String> =
         config.services.values().map(|s| s.service_type.clone()).collect();
     for hook in config.hooks.values() {

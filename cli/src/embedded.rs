@@ -84,6 +84,12 @@ pub fn agent_config(
             );
         }
     }
+    for item in loaded.resolved() {
+        if item.strategy.is_some() {
+            let service = item.secret.service.as_ref().map(|s| s.service.as_str());
+            config.add_secret(&item.secret.store, service);
+        }
+    }
     for (name, service) in &loaded.config.services {
         if let Some(hook) = hook_spec(name, service, base_dir)? {
             config.hooks.insert(name.clone(), hook);

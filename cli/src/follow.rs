@@ -5,6 +5,23 @@ use std::time::Duration;
 
 use dsops_proto::wire::admin as wire;
 
+/// `text` with its control characters (but newline and tab) escaped as `\u{1b}`: text that
+/// agents, servers or programs wrote must not drive the terminal it is printed on.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// A run's state names that end it.
 pub fn finished(run: &wire::RunSummary) -> bool {
     matches!(run.state.as_str(), "Completed" | "RolledBack" | "Quarantined")
@@ -61,6 +78,10 @@ pub fn spinner() -> indicatif::ProgressBar {
 
 /// What an interrupted run came to, as the embedded default reports it on standard error.
 pub fn recovered_note(run: &wire::RunSummary) -> String {
+    printable(&note_text(run)).into_owned()
+}
+
+fn note_text(run: &wire::RunSummary) -> String {
     let name = secret_name(run);
     if finished(run) {
         let why = if run.detail.is_empty() { String::new() } else { format!(": {}", run.detail) };
@@ -74,5 +95,19 @@ pub fn recovered_note(run: &wire::RunSummary) -> String {
             run.run_id,
             position(run)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain text\twith tab"), "plain text\twith tab");
+        assert_eq!(
+            printable("refused \u{1b}]0;pwned\u{7}\u{1b}[2J"),
+            "refused \\u{1b}]0;pwned\\u{7}\\u{1b}[2J"
+        );
     }
 }

@@ -41,10 +41,11 @@ pub fn table(header: &[&str]) -> Table {
     table
 }
 
-/// Prints a table (no trailing spaces).
+/// Prints a table (no trailing spaces). Cells hold text from agents, servers and programs, so
+/// control characters (terminal escapes among them) are shown escaped, never sent to the terminal.
 pub fn print_table(table: &Table) {
     for line in table.to_string().lines() {
-        out!("{}", line.trim_end());
+        out!("{}", dsops_cli::follow::printable(line.trim_end()));
     }
 }
 
@@ -81,7 +82,7 @@ pub fn print_failure(failure: &Failure, json: bool) {
                 eprintln!("{diagnostic}");
             }
             match message {
-                Some(message) => eprintln!("error: {message}"),
+                Some(message) => eprintln!("error: {}", dsops_cli::follow::printable(message)),
                 None => eprintln!(
                     "error: {errors} problem{} found; nothing was changed",
                     if errors == 1 { "" } else { "s" }
@@ -93,7 +94,7 @@ pub fn print_failure(failure: &Failure, json: bool) {
                 let body = serde_json::json!({ "ok": false, "error": format!("{error:#}") });
                 out!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
             } else {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", dsops_cli::follow::printable(&format!("{error:#}")));
             }
         }
     }

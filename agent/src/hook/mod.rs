@@ -9,8 +9,8 @@
 //! Only a hook named in the agent's own configuration is ever called: the control plane names a
 //! service, never a command or an address. A hook that cannot be reached before the request is
 //! sent is retryable; one that fails to answer after it was sent is *indeterminate* for steps that
-//! change things (the control plane then checks) and retryable for those that only look. A detail
-//! that contains one of the values is replaced by `***`.
+//! change things (the control plane then checks) and retryable for those that only look. Every
+//! form of a value in a detail (exact, base64, hex, URL-encoded) is replaced by `***`.
 
 pub mod script;
 pub mod webhook;
@@ -94,13 +94,9 @@ impl HookCall<'_> {
         }
     }
 
-    /// `text`, or `***` when it contains one of the call's values.
+    /// `text` with every form of the call's values replaced by `***`.
     pub fn redact(&self, text: &str) -> String {
-        let leaks = [Some(self.value), self.current]
-            .into_iter()
-            .flatten()
-            .any(|v| !v.is_empty() && text.contains(v.expose()));
-        if leaks { "***".to_owned() } else { text.to_owned() }
+        crate::redact::redact(text, [Some(self.value), self.current].into_iter().flatten())
     }
 }
 
@@ -158,7 +154,12 @@ mod tests {
         );
         assert_eq!(
             c.answer("hook", br#"{"outcome":"not_applied","detail":"saw s3cret-value"}"#),
-            (Outcome::NotApplied, "***".to_owned())
+            (Outcome::NotApplied, "saw ***".to_owned())
+        );
+        // Encoded forms too: base64 of the value.
+        assert_eq!(
+            c.answer("hook", br#"{"outcome":"not_applied","detail":"saw czNjcmV0LXZhbHVl"}"#),
+            (Outcome::NotApplied, "saw ***".to_owned())
         );
         assert_eq!(c.answer("hook", b"nope").0, Outcome::Indeterminate);
         assert_eq!(c.answer("hook", br#"{"outcome":"maybe"}"#).0, Outcome::Indeterminate);

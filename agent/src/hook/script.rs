@@ -23,6 +23,9 @@ pub struct ScriptSpec {
     pub working_dir: Option<PathBuf>,
 }
 
+/// The longest answer read from a program.
+const MAX_ANSWER: usize = 64 * 1024;
+
 /// Runs the program for `call`: its outcome and a detail safe to report.
 pub async fn run(spec: &ScriptSpec, call: &HookCall<'_>) -> (Outcome, String) {
     let unknown = call.unknown();
@@ -31,6 +34,12 @@ pub async fn run(spec: &ScriptSpec, call: &HookCall<'_>) -> (Outcome, String) {
     };
     let input = call.request();
     let mut command = tokio::process::Command::new(program);
+    // The program gets its request on standard input and nothing from the agent's environment
+    // (which may hold credentials of the host) but the search path.
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
     command
         .args(args)
         .stdin(Stdio::piped())
@@ -49,8 +58,14 @@ pub async fn run(spec: &ScriptSpec, call: &HookCall<'_>) -> (Outcome, String) {
             stdin.write_all(input.as_bytes()).await?;
         }
         let mut output = Vec::new();
-        if let Some(mut stdout) = child.stdout.take() {
-            stdout.read_to_end(&mut output).await?;
+        if let Some(stdout) = child.stdout.take() {
+            // One byte over the limit tells an answer that is too long.
+            stdout.take(MAX_ANSWER as u64 + 1).read_to_end(&mut output).await?;
+            if output.len() > MAX_ANSWER {
+                return Err(std::io::Error::other(format!(
+                    "answered more than {MAX_ANSWER} bytes"
+                )));
+            }
         }
         let status = child.wait().await?;
         std::io::Result::Ok((status, output))

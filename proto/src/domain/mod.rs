@@ -19,7 +19,10 @@ pub use admin::{
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
 pub use job::Job;
 pub use protocol_error::ProtocolError;
-pub use receipt::{Fingerprint, ReceiptBody, SignatureError, SignedReceipt};
+pub use receipt::{
+    Fingerprint, MAX_DETAIL_BYTES, MAX_RECEIPT_BYTES, ReceiptBody, SignatureError, SignedReceipt,
+    truncate_detail,
+};
 pub use refs::{RefError, ServiceRef, StoreRef};
 pub use session::{Capabilities, EnrollRequest, Heartbeat, Hello};
 pub use step::{Outcome, Step};

@@ -80,6 +80,15 @@ impl TryFrom<wire::ReceiptBody> for ReceiptBody {
         if attempt == 0 {
             return Err(ProtocolError::missing("attempt"));
         }
+        if detail.len() > MAX_DETAIL_BYTES {
+            return Err(ProtocolError::invalid(
+                "detail",
+                format!("is {} bytes; at most {MAX_DETAIL_BYTES} are accepted", detail.len()),
+            ));
+        }
+        if target.len() > 512 {
+            return Err(ProtocolError::invalid("target", "longer than 512 bytes"));
+        }
         Ok(ReceiptBody {
             run_id: RunId::parse(&run_id, "run_id")?,
             generation: Generation::parse(generation, "generation")?,
@@ -159,6 +168,25 @@ impl SignedReceipt {
     }
 }
 
+/// The longest `detail` a receipt may carry, in bytes. Agents cut longer text (marking the cut);
+/// the control plane refuses a receipt over it, before it costs a raft write.
+pub const MAX_DETAIL_BYTES: usize = 2048;
+/// The largest signed receipt body, in bytes.
+pub const MAX_RECEIPT_BYTES: usize = 4096;
+
+/// `detail` cut to at most [`MAX_DETAIL_BYTES`] on a character boundary, saying how much was cut.
+pub fn truncate_detail(detail: &str) -> String {
+    if detail.len() <= MAX_DETAIL_BYTES {
+        return detail.to_owned();
+    }
+    let marker_room = 40;
+    let mut cut = MAX_DETAIL_BYTES - marker_room;
+    while !detail.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} [… {} bytes cut]", &detail[..cut], detail.len() - cut)
+}
+
 impl TryFrom<wire::Receipt> for SignedReceipt {
     type Error = ProtocolError;
 
@@ -172,6 +200,12 @@ impl TryFrom<wire::Receipt> for SignedReceipt {
         })?;
         if body.is_empty() {
             return Err(ProtocolError::missing("body"));
+        }
+        if body.len() > MAX_RECEIPT_BYTES {
+            return Err(ProtocolError::invalid(
+                "body",
+                format!("is {} bytes; at most {MAX_RECEIPT_BYTES} are accepted", body.len()),
+            ));
         }
         let decoded = wire::ReceiptBody::decode(body.as_slice()).map_err(|error| {
             ProtocolError::invalid("body", format!("not a ReceiptBody: {error}"))
@@ -217,6 +251,26 @@ mod tests {
         assert_eq!(signed.body, body);
         assert_eq!(signed.body_bytes, bytes);
         assert_eq!(wire::Receipt::from(&signed).body, bytes);
+    }
+
+    #[test]
+    fn details_are_cut_to_the_limit_and_big_receipts_refused() {
+        let long = "é".repeat(3000);
+        let cut = truncate_detail(&long);
+        assert!(cut.len() <= MAX_DETAIL_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("bytes cut]"), "{cut}");
+        assert_eq!(truncate_detail("short"), "short");
+        let mut body = sample();
+        body.detail = long;
+        let bytes = wire::ReceiptBody::from(&body).encode_to_vec();
+        let big = wire::Receipt { body: bytes, signature: vec![1; 64] };
+        let error = SignedReceipt::try_from(big).unwrap_err();
+        assert_eq!(error.field, "body");
+        body.detail = "x".repeat(MAX_DETAIL_BYTES + 1);
+        let bytes = wire::ReceiptBody::from(&body).encode_to_vec();
+        let error = SignedReceipt::try_from(wire::Receipt { body: bytes, signature: vec![1; 64] })
+            .unwrap_err();
+        assert_eq!(error.field, "body.detail");
     }
 
     #[test]
