@@ -79,6 +79,9 @@ enum Ended {
     Refused(String),
     /// The connection failed or broke.
     Lost(String),
+    /// The control plane found a message of this agent malformed or too large: the receipts
+    /// waiting for an answer are dropped rather than sent again on every session.
+    Malformed(String),
     /// The host asked to stop.
     Shutdown,
 }
@@ -213,6 +216,17 @@ pub async fn run(
                 tracing::error!(%address, %reason, "the control plane refused this agent");
                 (reason, options.backoff_max)
             }
+            Ended::Malformed(reason) => {
+                failures += 1;
+                let dropped = std::mem::take(&mut shared.book().unacked);
+                tracing::error!(
+                    %address,
+                    %reason,
+                    dropped = dropped.len(),
+                    "the control plane refused a message of this agent; its unanswered receipts are dropped (their steps are resolved by a check)"
+                );
+                (reason, backoff(&options, failures))
+            }
             Ended::Lost(reason) => {
                 failures += 1;
                 tracing::warn!(%address, %reason, "session lost; reconnecting");
@@ -248,6 +262,7 @@ fn ended_by(status: &tonic::Status) -> Ended {
         Code::PermissionDenied | Code::Unauthenticated => {
             Ended::Refused(status.message().to_owned())
         }
+        Code::InvalidArgument => Ended::Malformed(status.message().to_owned()),
         _ => Ended::Lost(format!("{}: {}", status.code(), status.message())),
     }
 }

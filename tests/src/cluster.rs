@@ -77,6 +77,8 @@ pub fn fast_options() -> NodeOptions {
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
         scheduler: false,
+        // Refusal summaries reach the audit log within a second, so tests can wait for them.
+        refusal_summary: Duration::from_millis(500),
         ..NodeOptions::default()
     }
 }

@@ -14,7 +14,6 @@
 //! [`WATCH`]), when its heartbeats stop for [`SILENCE`], or when this node stops leading.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use dsops_proto::ErrorCode;
@@ -26,7 +25,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::api::ControlPlane;
-use super::refusals::Throttle;
 use super::token::JoinToken;
 use crate::pki::{ConnInfo, Role};
 use crate::rotation::ReceiptError;
@@ -41,6 +39,35 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const SILENCE: Duration = Duration::from_secs(20);
 /// How long a new session may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest message an agent may send (a receipt is at most 4 KiB; a renewal CSR about 1 KiB).
+pub const MAX_AGENT_MESSAGE: usize = 64 * 1024;
+/// Messages per second one session may send, sustained (and in one burst): far above what an
+/// agent's receipts and heartbeats need, and a bound on what a hostile one costs.
+pub const MESSAGES_PER_SECOND: u32 = 5_000;
+
+/// A token bucket: `rate` tokens a second, holding at most `rate`.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, now: tokio::time::Instant) -> TokenBucket {
+        TokenBucket { rate: f64::from(rate), tokens: f64::from(rate), at: now }
+    }
+
+    /// Takes a token; returns how long to wait first when there was none.
+    fn take(&mut self, now: tokio::time::Instant) -> Option<Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.at = now;
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
 /// How long agent certificates last unless the operator chose otherwise.
 pub const AGENT_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
@@ -50,8 +77,6 @@ pub struct AgentService {
     control: ControlPlane,
     cert_validity: Duration,
     shutdown: watch::Receiver<bool>,
-    /// Agents whose refused sessions were audited lately.
-    refusals: Arc<Throttle<String>>,
 }
 
 impl AgentService {
@@ -62,7 +87,7 @@ impl AgentService {
         cert_validity: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> AgentService {
-        AgentService { control, cert_validity, shutdown, refusals: Arc::new(Throttle::new()) }
+        AgentService { control, cert_validity, shutdown }
     }
 }
 
@@ -99,7 +124,6 @@ fn agent_id_of<T>(request: &Request<T>) -> Result<String, Status> {
 /// The agent a session's certificate names, with its record; refusals are audited.
 async fn authenticate<T>(
     control: &ControlPlane,
-    refusals: &Throttle<String>,
     request: &Request<T>,
 ) -> Result<AgentRecord, Status> {
     let agent_id = agent_id_of(request)?;
@@ -112,30 +136,19 @@ async fn authenticate<T>(
         Some(_) => None,
     };
     if let Some(reason) = refusal {
-        // A refused agent that keeps reconnecting is audited once a minute.
-        if refusals.admit(agent_id.clone()) {
-            audit(control, &agent_id, "agent.session_refused", &reason);
-        }
+        // A refused agent that keeps reconnecting is counted, and summarised once an interval.
+        let source = request.extensions().get::<ConnInfo>().and_then(|i| i.remote);
+        let source = source.map(|a| a.ip().to_string());
+        control.refusals().count(
+            "agent.session_refused",
+            &format!("agent {agent_id}"),
+            &reason,
+            source.as_deref(),
+            None,
+        );
         return Err(ErrorCode::PermissionDenied.to_status(reason));
     }
     Ok(record.expect("checked above"))
-}
-
-/// Records an event in the audit log without waiting (a refusal must not wait on raft).
-fn audit(control: &ControlPlane, subject: &str, action: &str, detail: &str) {
-    let control = control.clone();
-    let command = Command::AppendAudit {
-        action: action.to_owned(),
-        subject: subject.to_owned(),
-        detail: detail.to_owned(),
-    };
-    let request_id = format!("{action}-{}", new_agent_id());
-    let actor = format!("node-{}", control.node_id());
-    tokio::spawn(async move {
-        if let Err(error) = control.write(&actor, &request_id, command).await {
-            tracing::debug!(%error, "audit event not recorded here");
-        }
-    });
 }
 
 #[tonic::async_trait]
@@ -244,7 +257,7 @@ impl AgentApi for AgentService {
                 .await;
             return Ok(Response::new(stream));
         }
-        let record = authenticate(&self.control, &self.refusals, &request).await?;
+        let record = authenticate(&self.control, &request).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(wire::AgentMessage {
@@ -309,6 +322,7 @@ impl Session {
         };
         let _ = self.out.send(message(wire::control_message::Kind::Welcome(welcome))).await;
         let mut watch = tokio::time::interval(WATCH);
+        let mut bucket = TokenBucket::new(MESSAGES_PER_SECOND, tokio::time::Instant::now());
         let mut last_heard = tokio::time::Instant::now();
         let end = loop {
             tokio::select! {
@@ -324,11 +338,23 @@ impl Session {
                 received = inbound.message() => match received {
                     Ok(Some(msg)) => {
                         last_heard = tokio::time::Instant::now();
+                        // Past the session's rate, the next message waits: the agent's stream
+                        // is slowed (flow control), nothing it sent is dropped.
+                        if let Some(wait) = bucket.take(tokio::time::Instant::now()) {
+                            tokio::time::sleep(wait).await;
+                        }
                         if let Err(end) = self.handle(msg, session).await {
                             break end;
                         }
                     }
-                    Ok(None) | Err(_) => break End::Closed,
+                    Ok(None) => break End::Closed,
+                    Err(status) if status.code() == tonic::Code::OutOfRange => {
+                        // Over the size limit: say so, so the agent drops what it sent.
+                        let why = format!("a message exceeded the {MAX_AGENT_MESSAGE}-byte limit");
+                        self.control.refusals().count("agent.message_refused", &format!("agent {agent_id}"), &why, None, None);
+                        break End::Fail(ErrorCode::InvalidArgument.to_status(why));
+                    }
+                    Err(_) => break End::Closed,
                 },
                 _ = self.shutdown.changed() => break End::Fail(ErrorCode::Unavailable.to_status("the node is stopping")),
                 () = close.notified() => {
@@ -391,8 +417,10 @@ impl Session {
                 Ok(())
             }
             Some(wire::agent_message::Kind::Receipt(receipt)) => {
-                let receipt = SignedReceipt::try_from(receipt)
-                    .map_err(|e| invalid(e.within("receipt").to_string()))?;
+                let receipt = match SignedReceipt::try_from(receipt.clone()) {
+                    Ok(receipt) => receipt,
+                    Err(error) => return self.refuse_malformed(&receipt, &error.to_string()).await,
+                };
                 let verdict =
                     crate::rotation::submit_receipt(&self.control, &receipt, &self.agent.agent_id)
                         .await;
@@ -427,6 +455,34 @@ impl Session {
         }
     }
 
+    /// Answers a receipt that does not convert (too big, a field out of range) with a refusal
+    /// naming its run and step, so the agent drops it instead of sending it again on every
+    /// session; a receipt too broken to name them ends the session.
+    async fn refuse_malformed(
+        &self,
+        receipt: &dsops_proto::wire::common::Receipt,
+        error: &str,
+    ) -> Result<(), End> {
+        use prost::Message;
+        let agent_id = &self.agent.agent_id;
+        let reason = format!("malformed receipt: {error}");
+        self.control.refusals().count(
+            "receipt.refused",
+            &format!("agent {agent_id}"),
+            "malformed receipt",
+            None,
+            Some(&reason),
+        );
+        let Ok(body) = dsops_proto::wire::common::ReceiptBody::decode(receipt.body.as_slice())
+        else {
+            return Err(End::Fail(ErrorCode::InvalidArgument.to_status(reason)));
+        };
+        let ack =
+            wire::ReceiptAck { run_id: body.run_id, step: body.step, accepted: false, reason };
+        let _ = self.out.send(message(wire::control_message::Kind::ReceiptAck(ack))).await;
+        Ok(())
+    }
+
     async fn renew(&self, csr_pem: &str) -> Result<wire::RenewResponse, Status> {
         let agent_id = &self.agent.agent_id;
         let (certificate_pem, not_after) = self
@@ -445,5 +501,26 @@ impl Session {
             certificate_pem,
             not_after: Some(super::admin_service::timestamp(ms_of(not_after))),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_lets_a_burst_through_then_paces() {
+        let start = tokio::time::Instant::now();
+        let mut bucket = TokenBucket::new(100, start);
+        for _ in 0..100 {
+            assert_eq!(bucket.take(start), None);
+        }
+        let wait = bucket.take(start).expect("empty");
+        assert!((wait.as_secs_f64() - 0.01).abs() < 1e-6, "{wait:?}");
+        // Half a second later, fifty more.
+        let later = start + Duration::from_millis(510);
+        for _ in 0..50 {
+            assert_eq!(bucket.take(later), None);
+        }
     }
 }

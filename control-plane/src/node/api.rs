@@ -16,6 +16,10 @@ use crate::state::{Command, Outcome, Request, Response, State};
 const MAX_BATCH: usize = 512;
 /// The most bytes (roughly) in one raft entry; a larger request goes alone.
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// The largest single request the proposer puts in the log (a whole configuration with its
+/// catalog is at most 4 MiB): anything larger is refused before raft sees it, so no entry can
+/// grow past what replicates within a raft call's deadline.
+pub const MAX_REQUEST_BYTES: usize = 5 << 20;
 /// How long a proposal may take to commit before its requests are answered `unavailable` (the
 /// caller retries with the same request id, so a late commit is not applied twice).
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -84,6 +88,8 @@ struct Inner {
     agents: crate::rotation::AgentRegistry,
     /// The last stored configuration validated here, by version.
     config_cache: std::sync::Mutex<Option<(u64, Arc<crate::config::Loaded>)>>,
+    /// Refusals counted for the next audit summary.
+    refusals: super::refusals::RefusalTally,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -120,6 +126,7 @@ impl ControlPlane {
                 proposals,
                 agents: crate::rotation::AgentRegistry::default(),
                 config_cache: std::sync::Mutex::new(None),
+                refusals: super::refusals::RefusalTally::default(),
             }),
         }
     }
@@ -142,6 +149,11 @@ impl ControlPlane {
     /// The agents connected to this node.
     pub fn agents(&self) -> &crate::rotation::AgentRegistry {
         &self.inner.agents
+    }
+
+    /// Refusals counted here for the next audit summary (see [`super::refusals`]).
+    pub fn refusals(&self) -> &super::refusals::RefusalTally {
+        &self.inner.refusals
     }
 
     /// The validated configuration of stored version `version`, if this node has it.
@@ -200,6 +212,16 @@ impl ControlPlane {
         request_id: &str,
         command: Command,
     ) -> Result<Response, WriteError> {
+        let size = command.approx_size() + request_id.len() + actor.len();
+        if size > MAX_REQUEST_BYTES {
+            return Err(WriteError::Rejected {
+                code: "invalid_argument".to_owned(),
+                message: format!(
+                    "{} is about {size} bytes; the replicated log takes at most {MAX_REQUEST_BYTES} per request",
+                    command.name()
+                ),
+            });
+        }
         let request = Request {
             request_id: request_id.to_owned(),
             actor: actor.to_owned(),

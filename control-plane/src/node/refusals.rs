@@ -1,72 +1,185 @@
-//! Refusals a client can repeat at will (refused TLS handshakes, sessions of revoked agents) go
-//! into the audit log at most once per key per minute, so no client can fill the replicated log.
+//! Refusals a client can repeat at will — refused TLS handshakes, sessions of unknown or revoked
+//! agents, receipts that are refused before they cost a raft write — are counted here, not
+//! written one by one. Every interval the leader writes one audit event per kind of refusal and
+//! subject with the count, how many sources it came from and a few of them, so a client (from
+//! one address or thousands) can neither fill the replicated log nor hide in it.
+//!
+//! The tally itself is bounded: past [`MAX_KEYS`] distinct (action, subject, reason) keys in one
+//! interval, further refusals are counted under one overflow key.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::api::ControlPlane;
 use crate::pki::RefusalHook;
 use crate::state::Command;
 
-/// One event per key per this long.
-const WINDOW: Duration = Duration::from_secs(60);
-/// Keys remembered at most (expired ones are forgotten first; beyond that, nothing more is let
-/// through until some expire).
-const REMEMBERED: usize = 4096;
+/// Distinct keys counted per interval at most.
+pub const MAX_KEYS: usize = 1024;
+/// Sources remembered per key (the count covers them all).
+const SAMPLE_SOURCES: usize = 8;
 
-/// Lets one event per key through per minute: how refusals that a client can repeat at will
-/// reach the replicated audit log without flooding it.
-#[derive(Debug)]
-pub(super) struct Throttle<K> {
-    seen: Mutex<HashMap<K, Instant>>,
+/// What one key counted during an interval.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Count {
+    refusals: u64,
+    /// Distinct sources seen, up to a cap (the rest are counted in `more_sources`).
+    sources: BTreeSet<String>,
+    more_sources: bool,
+    /// The full account of the latest refusal, when it says more than the reason.
+    latest: Option<String>,
 }
 
-impl<K: Hash + Eq> Throttle<K> {
-    pub(super) fn new() -> Throttle<K> {
-        Throttle { seen: Mutex::new(HashMap::new()) }
-    }
+/// (audit action, subject, reason).
+type Key = (String, String, String);
 
-    /// Whether an event for `key` may go through now (it is then counted).
-    pub(super) fn admit(&self, key: K) -> bool {
-        let mut seen = self.seen.lock().expect("throttle lock");
-        if seen.get(&key).is_some_and(|at| at.elapsed() < WINDOW) {
-            return false;
+/// Refusals counted since the last summary.
+#[derive(Debug, Default)]
+pub struct RefusalTally {
+    counts: Mutex<BTreeMap<Key, Count>>,
+}
+
+impl RefusalTally {
+    /// Counts one refusal: `action` (`tls.refused`, `receipt.refused`, ...), its `subject`
+    /// (`handshakes`, `agent agt-…`), why (a short reason: refusals are counted by it), where it
+    /// came from, and the full account (`latest`, kept for the latest one only).
+    pub fn count(
+        &self,
+        action: &str,
+        subject: &str,
+        reason: &str,
+        source: Option<&str>,
+        latest: Option<&str>,
+    ) {
+        let mut counts = self.counts.lock().expect("refusal tally lock");
+        let mut key = (action.to_owned(), subject.to_owned(), reason.to_owned());
+        if !counts.contains_key(&key) && counts.len() >= MAX_KEYS {
+            key = (
+                "refusals.overflow".to_owned(),
+                "refusals".to_owned(),
+                format!("more than {MAX_KEYS} kinds of refusal in one interval"),
+            );
         }
-        if seen.len() >= REMEMBERED {
-            seen.retain(|_, at| at.elapsed() < WINDOW);
-            if seen.len() >= REMEMBERED {
-                return false;
+        let count = counts.entry(key).or_default();
+        count.refusals += 1;
+        count.latest = latest.map(|l| l.chars().take(512).collect());
+        if let Some(source) = source
+            && !count.sources.contains(source)
+        {
+            if count.sources.len() < SAMPLE_SOURCES {
+                count.sources.insert(source.to_owned());
+            } else {
+                count.more_sources = true;
             }
         }
-        seen.insert(key, Instant::now());
-        true
+    }
+
+    /// The summaries of the interval that ends now, as audit commands; the tally starts over.
+    fn drain(&self, interval: Duration) -> Vec<Command> {
+        let counts = std::mem::take(&mut *self.counts.lock().expect("refusal tally lock"));
+        counts
+            .into_iter()
+            .map(|((action, subject, reason), count)| {
+                let sources = if count.sources.is_empty() {
+                    String::new()
+                } else {
+                    let list: Vec<&str> = count.sources.iter().map(String::as_str).collect();
+                    let more = if count.more_sources { ", and others" } else { "" };
+                    format!(" from {}{more}", list.join(", "))
+                };
+                let latest = count.latest.map(|l| format!(" (latest: {l})")).unwrap_or_default();
+                Command::AppendAudit {
+                    action,
+                    subject,
+                    detail: format!(
+                        "{} refused in {}s{sources}: {reason}{latest}",
+                        count.refusals,
+                        interval.as_secs().max(1)
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.counts.lock().expect("refusal tally lock").is_empty()
     }
 }
 
-/// A hook that records refused handshakes on `control`'s audit log (only the leader can write;
-/// a follower's refusals are in its log output).
-pub(super) fn audit_hook(control: ControlPlane) -> RefusalHook {
-    let throttle: Throttle<(IpAddr, String)> = Throttle::new();
-    Arc::new(move |remote, reason| {
-        if !throttle.admit((remote.ip(), reason.clone())) {
-            return;
+/// Writes the tally's summaries every `interval` while this node leads; until `shutdown`. A
+/// follower's refusals go to its log output (only the leader writes).
+pub async fn run(control: ControlPlane, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.tick().await;
+    let mut round = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
         }
-        tracing::warn!(%remote, %reason, "TLS handshake refused");
-        let control = control.clone();
-        tokio::spawn(async move {
-            let command = Command::AppendAudit {
-                action: "tls.refused".to_owned(),
-                subject: remote.to_string(),
-                detail: reason,
-            };
-            let request_id = format!("tls-refused-{remote}-{}", crate::node::now_ms());
-            let actor = format!("node-{}", control.node_id());
-            if let Err(error) = control.write(&actor, &request_id, command).await {
-                tracing::debug!(%error, "TLS refusal not audited here");
+        if control.refusals().is_empty() {
+            continue;
+        }
+        round += 1;
+        let actor = format!("node-{}", control.node_id());
+        let summaries = control.refusals().drain(interval);
+        if !control.is_leader() {
+            for summary in &summaries {
+                tracing::warn!(?summary, "refusals on a follower (not in the audit log)");
+            }
+            continue;
+        }
+        let writes = summaries.into_iter().enumerate().map(|(i, command)| {
+            let request_id =
+                format!("refusals-{}-{}-{round}-{i}", control.node_id(), crate::node::now_ms());
+            let (control, actor) = (control.clone(), actor.clone());
+            async move {
+                if let Err(error) = control.write(&actor, &request_id, command).await {
+                    tracing::warn!(%error, "a refusal summary was not recorded");
+                }
             }
         });
+        futures::future::join_all(writes).await;
+    }
+}
+
+/// A hook that counts refused handshakes on `control`'s tally, by reason, with the client's
+/// address as the source.
+pub(super) fn audit_hook(control: ControlPlane) -> RefusalHook {
+    Arc::new(move |remote, reason| {
+        tracing::debug!(%remote, %reason, "TLS handshake refused");
+        let source = remote.ip().to_string();
+        control.refusals().count("tls.refused", "handshakes", &reason, Some(&source), None);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_sources_make_one_summary_per_reason_and_keys_are_bounded() {
+        let tally = RefusalTally::default();
+        for i in 0..20_000u32 {
+            let address = format!("127.0.{}.{}", i / 256, i % 256);
+            tally.count("tls.refused", "handshakes", "no certificate", Some(&address), None);
+        }
+        let summaries = tally.drain(Duration::from_secs(60));
+        assert_eq!(summaries.len(), 1);
+        let Command::AppendAudit { detail, .. } = &summaries[0] else { panic!() };
+        assert!(detail.starts_with("20000 refused in 60s from 127.0.0.0"), "{detail}");
+        assert!(detail.contains("and others"), "{detail}");
+        assert!(tally.is_empty());
+        for i in 0..(MAX_KEYS + 50) {
+            tally.count("receipt.refused", &format!("agent a{i}"), "late", None, Some("run r"));
+        }
+        let summaries = tally.drain(Duration::from_secs(60));
+        assert_eq!(summaries.len(), MAX_KEYS + 1);
+        assert!(summaries.iter().any(|c| matches!(c, Command::AppendAudit { action, detail, .. }
+            if action == "refusals.overflow" && detail.starts_with("50 refused"))));
+    }
 }

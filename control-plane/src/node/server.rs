@@ -40,6 +40,9 @@ pub struct NodeOptions {
     /// Start runs when schedules fire (while leading). Off in tests that drive every rotation
     /// themselves; the embedded default never schedules (it lives for one command).
     pub scheduler: bool,
+    /// How often counted refusals (handshakes, sessions, receipts) are summarised in the audit
+    /// log.
+    pub refusal_summary: Duration,
 }
 
 impl Default for NodeOptions {
@@ -54,6 +57,7 @@ impl Default for NodeOptions {
             links: Arc::new(OpenLinks),
             agent_cert_validity: super::AGENT_CERT_VALIDITY,
             scheduler: true,
+            refusal_summary: Duration::from_secs(60),
         }
     }
 }
@@ -159,7 +163,10 @@ pub async fn start(
                 .max_decoding_message_size(16 << 20),
         )
         .add_service(NodeJoinServer::new(JoinService::new(control.clone())))
-        .add_service(AgentServiceServer::new(agent_service));
+        .add_service(
+            AgentServiceServer::new(agent_service)
+                .max_decoding_message_size(super::agent_service::MAX_AGENT_MESSAGE),
+        );
     let server = tokio::spawn(async move {
         let stop = async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -169,6 +176,11 @@ pub async fn start(
         }
     });
     tokio::spawn(super::promote::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(super::refusals::run(
+        control.clone(),
+        options.refusal_summary,
+        shutdown.subscribe(),
+    ));
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
     if options.scheduler {
         tokio::spawn(crate::rotation::scheduler::run(control.clone(), shutdown.subscribe()));

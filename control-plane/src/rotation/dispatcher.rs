@@ -398,15 +398,58 @@ pub async fn submit_receipt(
         body.agent_id
     );
     let agent_id = body.agent_id.to_string();
-    // Verified here, once, against the key the state holds; every node's apply relies on it
-    // while that is still the agent's key (a receipt that fails here is verified, and refused,
-    // in apply).
-    let key = control.read_local(|state| state.agents.get(&agent_id).map(|a| a.public_key.clone()));
-    let verified_with = key.await.filter(|key| {
-        dsops_proto::hex_decode(key)
-            .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            .is_some_and(|k| receipt.verify(&k).is_ok())
-    });
+    // Judged here first, on the leader's state, with the signature verified once: a receipt the
+    // state machine would refuse costs no raft write, only a count in the next refusal summary.
+    // Every node's apply relies on the signature check while that key is still the agent's.
+    enum Verdict {
+        Remembered(Outcome),
+        Refused(crate::state::ReceiptRefusal),
+        Judged(Option<String>),
+    }
+    let verdict = control
+        .read_local(|state| {
+            if let Some(previous) = state.dedup.get(&request_id) {
+                return Verdict::Remembered(previous.outcome.clone());
+            }
+            let mut verified_with = None;
+            let judged = crate::state::judge_receipt(state, receipt, |public_key| {
+                let ok = dsops_proto::hex_decode(public_key)
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                    .is_some_and(|k| receipt.verify(&k).is_ok());
+                if ok {
+                    verified_with = Some(public_key.to_owned());
+                }
+                ok
+            });
+            match judged {
+                Ok(_) => Verdict::Judged(verified_with),
+                Err(refusal) => Verdict::Refused(refusal),
+            }
+        })
+        .await;
+    let verified_with = match verdict {
+        Verdict::Remembered(Outcome::ReceiptRefused { for_agent, .. }) => {
+            return Err(ReceiptError::Refused(if for_agent.is_empty() {
+                "refused".to_owned()
+            } else {
+                for_agent
+            }));
+        }
+        Verdict::Remembered(_) => return Ok(()),
+        Verdict::Refused(refusal) => {
+            tracing::debug!(%agent_id, reason = %refusal.reason, "receipt refused before the log");
+            control.refusals().count(
+                "receipt.refused",
+                &format!("agent {agent_id}"),
+                refusal.for_agent,
+                None,
+                Some(&format!("{}: {}", refusal.subject, refusal.reason)),
+            );
+            control.agents().wake();
+            return Err(ReceiptError::Refused(refusal.for_agent.to_owned()));
+        }
+        Verdict::Judged(verified_with) => verified_with,
+    };
     let command = Command::RecordReceipt {
         body_hex: dsops_proto::hex(&receipt.body_bytes),
         signature_hex: dsops_proto::hex(&receipt.signature),

@@ -216,7 +216,12 @@ impl Command {
             Command::RecordReceipt { body_hex, signature_hex, .. } => {
                 64 + body_hex.len() + signature_hex.len()
             }
-            Command::RequestRun { spec, .. } => 256 + spec.config_json.len(),
+            Command::RequestRun { spec, reason, .. } => {
+                256 + spec.config_json.len() + reason.len() + spec.store_ref.len()
+            }
+            Command::AppendAudit { action, subject, detail } => {
+                64 + action.len() + subject.len() + detail.len()
+            }
             _ => 256,
         }
     }

@@ -28,6 +28,7 @@ pub use audit::{AuditEvent, AuditLog, GENESIS_HASH};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};
+pub use run_apply::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec,
     SecretRecord, StepKind, Transition, backoff_ms, secret_id,

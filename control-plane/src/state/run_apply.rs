@@ -306,70 +306,67 @@ fn dispatch_next(state: &mut State, request: &Request, run_id: &str, agent_id: &
     let _ = dispatch(state, request, sent);
 }
 
-fn check_receipt(
-    state: &mut State,
-    request: &Request,
-    ctx: ApplyContext,
-    input: ReceiptInput<'_>,
-) -> Outcome {
-    let ReceiptInput { body_hex, signature_hex, jitter_permille, verified_with, .. } = input;
-    let now = request.proposed_at_ms;
-    let refuse = |state: &mut State, subject: &str, reason: String, for_agent: &str| {
-        state.audit.append(ctx.index, now, &request.actor, "receipt.refused", subject, &reason);
-        Outcome::ReceiptRefused { reason, for_agent: for_agent.to_owned() }
-    };
-    const MALFORMED: &str = "malformed receipt";
-    const NOT_TRUSTED: &str = "this agent is not enrolled here, or is revoked";
-    const BAD_SIGNATURE: &str = "the signature does not verify with this agent's key";
-    const NOT_EXPECTED: &str = "the run is not waiting for this receipt (unknown run, another segment's run, a stale generation, or a late, repeated or unexpected step)";
-    let (Some(body), Some(signature)) =
-        (dsops_proto::hex_decode(body_hex), dsops_proto::hex_decode(signature_hex))
-    else {
-        return refuse(state, "receipt", "not hex".to_owned(), MALFORMED);
-    };
-    let receipt = match SignedReceipt::try_from(wire::Receipt { body, signature }) {
-        Ok(receipt) => receipt,
-        Err(error) => return refuse(state, "receipt", format!("malformed: {error}"), MALFORMED),
-    };
+/// Why a receipt is refused: in full for the audit log, and in words for its sender that name
+/// no other agent and no generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRefusal {
+    /// What it concerns (`run run-…`), for the audit log.
+    pub subject: String,
+    /// Why, in full.
+    pub reason: String,
+    /// Why, as the sender is told.
+    pub for_agent: &'static str,
+}
+
+const MALFORMED: &str = "malformed receipt";
+const NOT_TRUSTED: &str = "this agent is not enrolled here, or is revoked";
+const BAD_SIGNATURE: &str = "the signature does not verify with this agent's key";
+const NOT_EXPECTED: &str = "the run is not waiting for this receipt (unknown run, another segment's run, a stale generation, or a late, repeated or unexpected step)";
+
+/// Judges a signed receipt against the state: the agent is enrolled and not revoked, the run
+/// exists, is of the agent's segment and of this generation, is waiting for this step and
+/// attempt from this agent, and — last, the only costly check — `signature_ok` accepts it for the
+/// agent's registered public key (hex). Returns the dispatch it answers. Pure: the state machine
+/// decides with it, and the leader uses it to refuse a receipt before it costs a raft write.
+pub fn judge_receipt(
+    state: &State,
+    receipt: &SignedReceipt,
+    signature_ok: impl FnOnce(&str) -> bool,
+) -> Result<Dispatch, ReceiptRefusal> {
     let body = &receipt.body;
     let agent_id = body.agent_id.to_string();
     let run_id = body.run_id.to_string();
     let subject = format!("run {run_id}");
+    let refuse = |reason: String, for_agent: &'static str| {
+        Err(ReceiptRefusal { subject: subject.clone(), reason, for_agent })
+    };
     let Some(agent) = state.agents.get(&agent_id) else {
-        return refuse(state, &subject, format!("unknown agent {agent_id}"), NOT_TRUSTED);
+        return refuse(format!("unknown agent {agent_id}"), NOT_TRUSTED);
     };
     if agent.revoked_at_ms.is_some() {
-        return refuse(state, &subject, format!("agent {agent_id} is revoked"), NOT_TRUSTED);
+        return refuse(format!("agent {agent_id} is revoked"), NOT_TRUSTED);
     }
-    // The proposer's check holds only for the key the agent has now.
-    let checked = verified_with.is_some_and(|k| k == agent.public_key);
-    let verified = checked || {
-        let key =
-            dsops_proto::hex_decode(&agent.public_key).and_then(|k| <[u8; 32]>::try_from(k).ok());
-        key.is_some_and(|key| receipt.verify(&key).is_ok())
-    };
-    if !verified {
-        let reason = format!("signature of agent {agent_id} does not verify");
-        return refuse(state, &subject, reason, BAD_SIGNATURE);
-    }
-    let agent_segment = agent.segment.clone();
     let Some(run) = state.runs.get(&run_id) else {
-        return refuse(state, &subject, "unknown run".to_owned(), NOT_EXPECTED);
+        return refuse("unknown run".to_owned(), NOT_EXPECTED);
     };
-    if run.spec.segment != agent_segment {
-        let reason = format!(
-            "agent {agent_id} (segment {agent_segment}) sent a receipt for a run of segment {}",
-            run.spec.segment
+    if run.spec.segment != agent.segment {
+        return refuse(
+            format!(
+                "agent {agent_id} (segment {}) sent a receipt for a run of segment {}",
+                agent.segment, run.spec.segment
+            ),
+            NOT_EXPECTED,
         );
-        return refuse(state, &subject, reason, NOT_EXPECTED);
     }
     if body.generation.get() != run.generation {
-        let reason = format!(
-            "stale generation {} (the run holds {})",
-            body.generation.get(),
-            run.generation
+        return refuse(
+            format!(
+                "stale generation {} (the run holds {})",
+                body.generation.get(),
+                run.generation
+            ),
+            NOT_EXPECTED,
         );
-        return refuse(state, &subject, reason, NOT_EXPECTED);
     }
     let step = body.step;
     let expected = run
@@ -380,12 +377,63 @@ fn check_receipt(
         let waiting = run.dispatched.as_ref().map_or("nothing".to_owned(), |d| {
             format!("{} attempt {} from {}", d.step, d.attempt, d.agent_id)
         });
-        let reason = format!(
-            "late or unexpected {step} attempt {} from {agent_id}; waiting for {waiting}",
-            body.attempt
+        return refuse(
+            format!(
+                "late or unexpected {step} attempt {} from {agent_id}; waiting for {waiting}",
+                body.attempt
+            ),
+            NOT_EXPECTED,
         );
-        return refuse(state, &subject, reason, NOT_EXPECTED);
     };
+    if !signature_ok(&agent.public_key) {
+        return refuse(format!("signature of agent {agent_id} does not verify"), BAD_SIGNATURE);
+    }
+    Ok(dispatch)
+}
+
+fn check_receipt(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    input: ReceiptInput<'_>,
+) -> Outcome {
+    let ReceiptInput { body_hex, signature_hex, jitter_permille, verified_with, .. } = input;
+    let now = request.proposed_at_ms;
+    let refuse = |state: &mut State, refusal: ReceiptRefusal| {
+        let ReceiptRefusal { subject, reason, for_agent } = refusal;
+        state.audit.append(ctx.index, now, &request.actor, "receipt.refused", &subject, &reason);
+        Outcome::ReceiptRefused { reason, for_agent: for_agent.to_owned() }
+    };
+    let malformed = |reason: String| ReceiptRefusal {
+        subject: "receipt".to_owned(),
+        reason,
+        for_agent: MALFORMED,
+    };
+    let (Some(body), Some(signature)) =
+        (dsops_proto::hex_decode(body_hex), dsops_proto::hex_decode(signature_hex))
+    else {
+        return refuse(state, malformed("not hex".to_owned()));
+    };
+    let receipt = match SignedReceipt::try_from(wire::Receipt { body, signature }) {
+        Ok(receipt) => receipt,
+        Err(error) => return refuse(state, malformed(format!("malformed: {error}"))),
+    };
+    // The proposer's check holds only for the key the agent has now.
+    let judged = judge_receipt(state, &receipt, |public_key| {
+        verified_with.is_some_and(|k| k == public_key) || {
+            let key =
+                dsops_proto::hex_decode(public_key).and_then(|k| <[u8; 32]>::try_from(k).ok());
+            key.is_some_and(|key| receipt.verify(&key).is_ok())
+        }
+    });
+    let dispatch = match judged {
+        Ok(dispatch) => dispatch,
+        Err(refusal) => return refuse(state, refusal),
+    };
+    let body = &receipt.body;
+    let agent_id = body.agent_id.to_string();
+    let run_id = body.run_id.to_string();
+    let step = body.step;
     let result = Result_::from_outcome(body.outcome);
     let fingerprint = body.value_fingerprint.map(|f| f.to_string());
     let record = ReceiptRecord {
