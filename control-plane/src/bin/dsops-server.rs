@@ -67,6 +67,13 @@ enum Command {
         /// range. Every node of a cluster should use the same values.
         #[arg(long, value_name = "MS", default_value_t = 200)]
         election_timeout_ms: u64,
+        /// How long this node keeps audit events (`400d`, `90d`, `12h`); older ones are
+        /// dropped, leaving a checkpoint of the hash chain.
+        #[arg(long, value_name = "DURATION", default_value = "400d")]
+        audit_retention: String,
+        /// The most audit events this node keeps; past it the oldest are dropped.
+        #[arg(long, value_name = "N", default_value_t = 5_000_000)]
+        audit_max_events: u64,
     },
 }
 
@@ -115,7 +122,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
-        Command::Run { data_dir, heartbeat_ms, election_timeout_ms } => {
+        Command::Run {
+            data_dir,
+            heartbeat_ms,
+            election_timeout_ms,
+            audit_retention,
+            audit_max_events,
+        } => {
+            let max_age = dsops_control_plane::time::Duration::parse(&audit_retention)
+                .map_err(|e| anyhow::anyhow!("--audit-retention {audit_retention:?}: {e}"))?;
+            anyhow::ensure!(audit_max_events >= 1_000, "--audit-max-events must be at least 1000");
             anyhow::ensure!(
                 heartbeat_ms >= 1 && heartbeat_ms < election_timeout_ms,
                 "--heartbeat-ms must be at least 1 and below --election-timeout-ms"
@@ -127,6 +143,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     std::time::Duration::from_millis(election_timeout_ms),
                     std::time::Duration::from_millis(election_timeout_ms * 2),
                 ),
+                audit_retention: dsops_control_plane::raft::AuditRetention {
+                    max_age: std::time::Duration::from_secs(max_age.as_secs()),
+                    max_events: audit_max_events,
+                },
                 ..NodeOptions::default()
             };
             let node =

@@ -270,6 +270,16 @@ impl ControlPlane {
         Ok(self.inner.state.read(f).await)
     }
 
+    /// The audit history this node keeps, after sequence number `after` (0: from its start),
+    /// at most `limit` events, with the checkpoint it verifies from.
+    pub fn audit_history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<crate::raft::AuditHistory, String> {
+        self.inner.state.audit(after, limit).map_err(|e| format!("reading the audit history: {e}"))
+    }
+
     /// Reads the local state, which may lag the leader (for status displays).
     pub async fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         self.inner.state.read(f).await

@@ -43,6 +43,8 @@ pub struct NodeOptions {
     /// How often counted refusals (handshakes, sessions, receipts) are summarised in the audit
     /// log.
     pub refusal_summary: Duration,
+    /// How long and how many audit events this node keeps.
+    pub audit_retention: crate::raft::AuditRetention,
 }
 
 impl Default for NodeOptions {
@@ -58,6 +60,7 @@ impl Default for NodeOptions {
             agent_cert_validity: super::AGENT_CERT_VALIDITY,
             scheduler: true,
             refusal_summary: Duration::from_secs(60),
+            audit_retention: crate::raft::AuditRetention::default(),
         }
     }
 }
@@ -120,7 +123,7 @@ pub(crate) async fn open_raft(
     let node_cert = dir.read_node_cert()?;
     let log =
         LogStore::open(&dir.log_db()).map_err(|e| format!("{}: {e}", dir.log_db().display()))?;
-    let state = StateMachineStore::open(&dir.state_db())
+    let state = StateMachineStore::open(&dir.state_db(), options.audit_retention)
         .map_err(|e| format!("{}: {e}", dir.state_db().display()))?;
     let tls = client_config(&pki.peer.cert_pem, Some(&node_cert)).map_err(|e| e.to_string())?;
     let network = Network::new(node_id, tls, options.links.clone());

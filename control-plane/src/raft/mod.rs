@@ -12,6 +12,7 @@
 //! the last snapshot is loaded and openraft re-applies the committed entries after it (the
 //! committed index is saved with the log).
 
+mod audit_store;
 mod convert;
 mod log_cache;
 mod log_store;
@@ -20,6 +21,7 @@ mod service;
 mod sm_store;
 mod types;
 
+pub use audit_store::{AuditHistory, AuditRetention};
 pub use log_store::LogStore;
 pub use network::{LinkAction, LinkFilter, Network, OpenLinks};
 pub use service::RaftPeerService;
@@ -70,7 +72,11 @@ mod suite {
         {
             let dir = tempfile::tempdir().expect("temporary directory");
             let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("open log");
-            let sm = StateMachineStore::open(&dir.path().join("state.redb")).expect("open state");
+            let sm = StateMachineStore::open(
+                &dir.path().join("state.redb"),
+                crate::raft::AuditRetention::default(),
+            )
+            .expect("open state");
             Ok((dir, log, sm))
         }
     }

@@ -15,6 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
+use super::audit_store::{self, AuditHistory, AuditRetention};
 use super::{Applied, NodeId, TypeConfig, storage_error};
 use crate::state::{ApplyContext, State, apply, decode_snapshot, encode_snapshot};
 
@@ -44,6 +45,7 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Current>>,
     db: Arc<Database>,
     snapshot_seq: Arc<AtomicU64>,
+    retention: AuditRetention,
 }
 
 fn snapshot_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
@@ -51,18 +53,29 @@ fn snapshot_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId
 }
 
 impl StateMachineStore {
-    /// Opens the snapshot database at `path` and loads the last snapshot, if any.
+    /// Opens the snapshot database at `path` and loads the last snapshot, if any; the audit
+    /// history is kept for `retention`.
     pub fn open(
         path: &Path,
+        retention: AuditRetention,
     ) -> std::result::Result<StateMachineStore, Box<dyn std::error::Error + Send + Sync>> {
         let db = super::open_database(path)?;
         let store = StateMachineStore {
             applied: Arc::default(),
             db: Arc::new(db),
             snapshot_seq: Arc::default(),
+            retention,
         };
         if let Some(stored) = store.read_stored()? {
-            let state = decode_snapshot(&stored.data)?;
+            let mut state = decode_snapshot(&stored.data)?;
+            // A snapshot of an earlier release carries the whole history: into the store.
+            audit_store::save(
+                &store.db,
+                &state.audit.take_unsaved(),
+                None,
+                retention,
+                crate::node::now_ms(),
+            )?;
             let mut applied = store.applied.try_write().expect("no other holder while opening");
             *applied = Current {
                 state,
@@ -112,6 +125,21 @@ impl StateMachineStore {
     /// be current).
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.applied.read().await.state)
+    }
+
+    /// The audit history this node keeps, after sequence number `after`, at most `limit`
+    /// events.
+    pub fn audit(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> std::result::Result<AuditHistory, Box<dyn std::error::Error + Send + Sync>> {
+        audit_store::read(&self.db, after, limit)
+    }
+
+    /// How many audit events this node keeps.
+    pub fn audit_len(&self) -> std::result::Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+        audit_store::count(&self.db)
     }
 
     /// The last applied log id.
@@ -176,6 +204,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             responses.push(response);
         }
+        let events = applied.state.audit.take_unsaved();
+        audit_store::save(&self.db, &events, None, self.retention, crate::node::now_ms()).map_err(
+            |e| storage_error(|e| StorageIOError::write_state_machine(e), BoxedError(e)),
+        )?;
         Ok(responses)
     }
 
@@ -193,10 +225,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let data = snapshot.into_inner();
-        let state = decode_snapshot(&data)
+        let mut state = decode_snapshot(&data)
             .map_err(|e| storage_error(|e| StorageIOError::read_snapshot(None, e), e))?;
         // Hold the state while storing, so a snapshot being built cannot interleave.
         let mut applied = self.applied.write().await;
+        // The snapshot's window of recent events joins (or restarts) the stored history.
+        let mut window = state.audit.take_unsaved();
+        if window.is_empty() {
+            window = state.audit.events();
+        }
+        let start = state.audit.recent_start();
+        audit_store::save(&self.db, &window, Some(&start), self.retention, crate::node::now_ms())
+            .map_err(|e| storage_error(|e| StorageIOError::write_snapshot(None, e), BoxedError(e)))?;
         self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
         *applied = Current {
             state,

@@ -537,7 +537,7 @@ mod tests {
                 // Node ids are never reused.
                 prop_assert!(state.nodes.keys().all(|id| *id <= state.max_node_id));
             }
-            prop_assert!(AuditLog::verify(state.audit.events()).is_ok());
+            prop_assert!(AuditLog::verify(&state.audit.events()).is_ok());
             prop_assert!(state.configs.len() <= CONFIG_HISTORY);
         }
 

@@ -24,7 +24,7 @@ mod runs;
 mod snapshot;
 
 pub use apply::{ApplyContext, apply};
-pub use audit::{AuditEvent, AuditLog, GENESIS_HASH};
+pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, State, StoredConfig};

@@ -190,7 +190,7 @@ fn a_rotation_walks_every_phase() {
         Some(Fingerprint([7; 32]).to_string().as_str())
     );
     assert!(world.state.active_runs.is_empty());
-    assert!(AuditLog::verify(world.state.audit.events()).is_ok());
+    assert!(AuditLog::verify(&world.state.audit.events()).is_ok());
     assert!(world.state.audit.events().iter().any(|e| e.action == "run.completed"));
 }
 
@@ -407,7 +407,8 @@ fn a_first_rotation_whose_rollback_kept_its_value_records_it_as_current() {
         Some(Fingerprint([7; 32]).to_string().as_str())
     );
     assert!(record.last_rotated_at_ms.is_some());
-    let ended = world.state.audit.events().last().unwrap();
+    let events = world.state.audit.events();
+    let ended = events.last().unwrap();
     assert!(ended.detail.contains("was kept as current"), "{}", ended.detail);
 }
 
@@ -565,6 +566,6 @@ proptest! {
         prop_assert!(world.state.ready.is_empty() && world.state.deadlines.is_empty());
         prop_assert!(world.state.target_load.is_empty() && world.state.queued.is_empty());
         prop_assert!(world.state.segment_load.is_empty());
-        prop_assert!(AuditLog::verify(world.state.audit.events()).is_ok());
+        prop_assert!(AuditLog::verify(&world.state.audit.events()).is_ok());
     }
 }

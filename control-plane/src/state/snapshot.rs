@@ -42,6 +42,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
     match format {
         1 => {
             let mut state: State = serde_json::from_slice(body)?;
+            state.audit.adopt_legacy();
             state.rebuild_indexes();
             Ok(state)
         }
