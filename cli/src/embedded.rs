@@ -345,7 +345,7 @@ impl Embedded {
             remote: None,
             certs: Vec::new(),
             server_name: None,
-            identity: Some(CallerIdentity { role: Role::Operator, name: format!("local:{user}") }),
+            identity: Some(CallerIdentity::local(Role::Operator, format!("local:{user}"))),
         });
         request
     }

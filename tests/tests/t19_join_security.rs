@@ -113,8 +113,11 @@ async fn a_bad_join_request_does_not_spend_the_token() {
         csr_pem: other_csr,
         address: "127.0.0.1:4".into(),
     };
+    let spent_before = cluster.control(1).metrics().last_log_index;
     let status = client.join(other).await.unwrap_err();
     assert!(status.message().contains("already used"), "{status:?}");
+    // A spent token is refused before any raft write: it moves no index.
+    assert_eq!(cluster.control(1).metrics().last_log_index, spent_before);
     cluster.shutdown().await;
 }
 
@@ -158,6 +161,71 @@ async fn a_removed_node_cannot_speak_raft_and_joined_nodes_hold_no_operator_key(
         .unwrap();
     let status = raft_client().vote(vote()).await.unwrap_err();
     assert_eq!(ErrorCode::from_status(&status), ErrorCode::PermissionDenied, "{status:?}");
+    // Its certificate is on the revocation list of the replicated state.
+    let revoked = cluster
+        .control(leader)
+        .read_local(|s| s.revoked.get(&format!("peer:node-{victim}")).cloned())
+        .await
+        .expect("the removed node's certificate is revoked");
+    assert!(revoked.reason.contains("removed"), "{revoked:?}");
+    cluster.shutdown().await;
+}
+
+/// An operator certificate on the revocation list is refused by the admin API on every node;
+/// a certificate issued for the same name afterwards works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_operator_certificate_is_refused_on_every_node() {
+    use dsops_proto::wire::admin::ClusterStatusRequest;
+    use dsops_proto::wire::admin::admin_client::AdminClient;
+    let cluster = TestCluster::start(3).await;
+    let pki = dsops_control_plane::pki::ClusterPki::load(&cluster.data_dir(1).tls()).unwrap();
+    let alice = pki.issue_operator("alice", 30).unwrap();
+    let ca = cluster.admin().ca_pem.clone();
+    let status_from = |node: u64, identity: NodeCertificate| {
+        let tls = client_config(&ca, Some(&identity)).unwrap();
+        let address = cluster.address(node).to_owned();
+        async move {
+            let channel =
+                dsops_control_plane::transport::channel(&address, API_SERVER_NAME, tls).unwrap();
+            AdminClient::new(channel).cluster_status(ClusterStatusRequest {}).await
+        }
+    };
+    let leader = cluster.leader().await;
+    status_from(leader, alice.clone()).await.expect("alice's certificate works");
+    // Issued in an earlier second than the revocation (certificates count in whole seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    cluster
+        .write(
+            "revoke-alice",
+            Command::RevokeIdentity {
+                role: "operator".into(),
+                name: "alice".into(),
+                reason: "left the company".into(),
+            },
+        )
+        .await;
+    for node in cluster.ids() {
+        let refused = dsops_tests::wait_for(
+            "the revocation on every node",
+            std::time::Duration::from_secs(5),
+            || {
+                let alice = alice.clone();
+                let status_from = &status_from;
+                async move {
+                    status_from(node, alice)
+                        .await
+                        .err()
+                        .filter(|s| ErrorCode::from_status(s) == ErrorCode::PermissionDenied)
+                }
+            },
+        )
+        .await;
+        assert_eq!(ErrorCode::from_status(&refused), ErrorCode::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains("revoked"), "{refused:?}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let renewed = pki.issue_operator("alice", 30).unwrap();
+    status_from(leader, renewed).await.expect("a certificate issued after the revocation works");
     cluster.shutdown().await;
 }
 

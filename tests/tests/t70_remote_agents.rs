@@ -289,7 +289,8 @@ async fn an_agent_refuses_work_its_own_policy_forbids_with_a_signed_refusal() {
 async fn certificates_are_renewed_over_the_session_before_they_expire() {
     let project = AgentProject::new("version: 1\nsecretStores:\n  local: { type: file }\n");
     let options = dsops_control_plane::node::NodeOptions {
-        agent_cert_validity: Duration::from_secs(9),
+        // Renewal is looked at on each 5 s heartbeat and falls due at two thirds (12 s).
+        agent_cert_validity: Duration::from_secs(18),
         ..dsops_tests::cluster::fast_options()
     };
     let cluster = TestCluster::start_with(1, options).await;
@@ -298,9 +299,9 @@ async fn certificates_are_renewed_over_the_session_before_they_expire() {
     let first = enroll(&project.data_dir("a"), cluster.address(leader), &token).await.unwrap();
     let agent = project.start("a", &[cluster.address(leader)]);
     wait_connected(&agent).await;
-    // Renewed once two thirds (6 s) are gone, at the next heartbeat.
+    // Renewed once two thirds (12 s) are gone, at the next heartbeat.
     let dir = project.data_dir("a");
-    let renewed = wait_for("a renewed certificate", Duration::from_secs(20), || {
+    let renewed = wait_for("a renewed certificate", Duration::from_secs(30), || {
         let dir = dir.clone();
         async move {
             let state = dsops_cli::agent_host::AgentLink::load(&dir).unwrap().state();
@@ -313,13 +314,24 @@ async fn certificates_are_renewed_over_the_session_before_they_expire() {
     let listed = list_agents(&cluster).await;
     let expiry = listed[0].certificate_not_after.as_ref().unwrap().seconds as u64 * 1000;
     assert!(expiry + 1000 >= renewed.cert_not_after_ms, "the cluster knows the new expiry");
-    // Past the first certificate's expiry, a restarted agent connects with the renewed one.
-    agent.stop().await;
+    // When the certificate the session was opened with expires, the session ends and the agent
+    // comes back at once with the renewed one.
     let wait = first.cert_not_after_ms.saturating_sub(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
             as u64,
     );
     tokio::time::sleep(Duration::from_millis(wait + 500)).await;
+    let mut state = agent.state.clone();
+    wait_for("a second session, on the renewed certificate", Duration::from_secs(10), || {
+        let current = state.borrow_and_update().clone();
+        async move {
+            matches!(current, dsops_agent::session::SessionState::Connected { sessions, .. } if sessions >= 2)
+                .then_some(())
+        }
+    })
+    .await;
+    // And a restarted agent connects with the renewed one.
+    agent.stop().await;
     let again = project.start("a", &[cluster.address(leader)]);
     wait_connected(&again).await;
     again.stop().await;

@@ -274,3 +274,58 @@ async fn a_receipt_is_bound_to_the_session_that_carries_it() {
     assert!(blamed.iter().all(|e| !e.contains("agt-aaaa")), "{blamed:?}");
     cluster.shutdown().await;
 }
+
+/// Renewal is bounded: a certificate with more than half its life left is not renewed (no
+/// signature, no raft write), so an agent cannot turn renewals into a stream of writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_renewal_is_refused_without_a_write() {
+    let cluster = TestCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent =
+        AgentIdentity::load_or_create("agt-ffff", "seg-a", &dir.path().join("f.key")).unwrap();
+    register(&cluster, &[&agent]).await;
+    let leader = cluster.leader().await;
+    let control = cluster.control(leader).clone();
+    let (csr, key_pem) = new_csr("dsops-agent").unwrap();
+    let (cert_pem, _) =
+        control.pki().sign_agent_csr(&csr, "agt-ffff", Duration::from_secs(3600)).unwrap();
+    let tls =
+        client_config(&control.pki().peer.cert_pem, Some(&NodeCertificate { cert_pem, key_pem }))
+            .unwrap();
+    let channel =
+        dsops_control_plane::transport::channel(cluster.address(leader), API_SERVER_NAME, tls)
+            .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
+            version: "0.1.0".into(),
+            capabilities: Some(wire::Capabilities::default()),
+            jobs_in_flight: vec![],
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = AgentServiceClient::new(channel)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    inbound.message().await.unwrap().unwrap(); // Welcome
+    let before = control.metrics().last_log_index;
+    let (csr, _) = new_csr("dsops-agent").unwrap();
+    tx.send(wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Renew(wire::RenewRequest { csr_pem: csr })),
+    })
+    .await
+    .unwrap();
+    let ended = loop {
+        match inbound.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("closed without a reason"),
+            Err(status) => break status,
+        }
+    };
+    assert!(ended.message().contains("more than half its life left"), "{ended:?}");
+    assert_eq!(control.metrics().last_log_index, before, "a refused renewal wrote to the log");
+    cluster.shutdown().await;
+}

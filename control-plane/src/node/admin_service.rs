@@ -30,9 +30,29 @@ impl AdminService {
 
     /// Only operators may use the admin API (every operator is an administrator until roles
     /// arrive with governance).
-    fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
+    /// The operator making the request: an operator certificate that has not expired (an
+    /// HTTP/2 connection outlives the handshake that checked it) and is not revoked.
+    async fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
         match request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone()) {
-            Some(identity) if identity.role == Role::Operator => Ok(identity),
+            Some(identity) if identity.role == Role::Operator => {
+                if super::now_ms() >= identity.not_after_ms {
+                    return Err(ErrorCode::Unauthenticated.to_status(format!(
+                        "the certificate of operator {} has expired; reconnect with a current one",
+                        identity.name
+                    )));
+                }
+                let revoked = self
+                    .control
+                    .read_local(|s| s.is_revoked("operator", &identity.name, identity.issued_ms))
+                    .await;
+                if revoked {
+                    return Err(ErrorCode::PermissionDenied.to_status(format!(
+                        "the certificate of operator {} is revoked",
+                        identity.name
+                    )));
+                }
+                Ok(identity)
+            }
             Some(identity) => Err(ErrorCode::PermissionDenied
                 .to_status(format!("{} certificates may not use the admin API", identity.role))),
             None => Err(ErrorCode::Unauthenticated
@@ -86,7 +106,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ApplyConfigRequest>,
     ) -> Result<Response<wire::ApplyConfigResponse>, Status> {
-        let caller = self.operator(&request)?;
+        let caller = self.operator(&request).await?;
         let apply = ApplyConfig::try_from(request.into_inner())?;
         // Validate here too: the server never stores a configuration it would refuse to load.
         let loaded = load_with(
@@ -135,7 +155,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::GetConfigRequest>,
     ) -> Result<Response<wire::GetConfigResponse>, Status> {
-        self.operator(&request)?;
+        self.operator(&request).await?;
         let stored = self
             .control
             .read_current(|state| state.current_config().cloned())
@@ -156,7 +176,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ClusterStatusRequest>,
     ) -> Result<Response<wire::ClusterStatusResponse>, Status> {
-        self.operator(&request)?;
+        self.operator(&request).await?;
         let metrics = self.control.metrics();
         // Follower lag is known only to the leader: send the caller there when there is one.
         if metrics.state != ServerState::Leader
@@ -204,7 +224,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::CreateJoinTokenRequest>,
     ) -> Result<Response<wire::CreateJoinTokenResponse>, Status> {
-        let caller = self.operator(&request)?;
+        let caller = self.operator(&request).await?;
         let wire::CreateJoinTokenRequest { request_id: id, ttl_seconds } = request.into_inner();
         let id = request_id(&id)?;
         let (token, expires_at_ms) = self.new_token(ttl_seconds)?;
@@ -225,7 +245,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RemoveNodeRequest>,
     ) -> Result<Response<wire::RemoveNodeResponse>, Status> {
-        let caller = self.operator(&request)?;
+        let caller = self.operator(&request).await?;
         let wire::RemoveNodeRequest { request_id: id, node_id } = request.into_inner();
         let id = request_id(&id)?;
         let control = &self.control;
@@ -255,6 +275,17 @@ impl Admin for AdminService {
             Ok(_) | Err(WriteError::Rejected { .. }) => {}
             Err(error) => return Err(error.to_status()),
         }
+        // Its certificate is refused from now on. It still holds the issuing CA keys it had as
+        // a voter: see docs/operations.md (re-keying) when the node cannot be trusted.
+        let revoke = Command::RevokeIdentity {
+            role: "peer".to_owned(),
+            name: format!("node-{node_id}"),
+            reason: format!("node {node_id} was removed from the cluster"),
+        };
+        match control.write(&caller.name, &format!("{id}-revoke"), revoke).await {
+            Ok(_) | Err(WriteError::Rejected { .. }) => {}
+            Err(error) => return Err(error.to_status()),
+        }
         let voter_ids = control.metrics().membership_config.membership().voter_ids().collect();
         Ok(Response::new(wire::RemoveNodeResponse { voter_ids }))
     }
@@ -263,7 +294,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RotateRequest>,
     ) -> Result<Response<wire::RotateResponse>, Status> {
-        let caller = self.operator(&request)?;
+        let caller = self.operator(&request).await?;
         let request = dsops_proto::domain::RotateRequest::try_from(request.into_inner())?;
         let response =
             super::rotation_api::rotate(&self.control, &caller.name, request, false).await?;
@@ -274,7 +305,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RotationStatusRequest>,
     ) -> Result<Response<wire::RotationStatusResponse>, Status> {
-        self.operator(&request)?;
+        self.operator(&request).await?;
         let env = request.into_inner().env;
         Ok(Response::new(super::rotation_api::status(&self.control, &env).await?))
     }
@@ -283,7 +314,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RotationHistoryRequest>,
     ) -> Result<Response<wire::RotationHistoryResponse>, Status> {
-        self.operator(&request)?;
+        self.operator(&request).await?;
         let request = request.into_inner();
         let secret = request
             .secret
@@ -298,7 +329,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RollbackRequest>,
     ) -> Result<Response<wire::RotateResponse>, Status> {
-        let caller = self.operator(&request)?;
+        let caller = self.operator(&request).await?;
         let request = request.into_inner();
         let secret = request
             .secret
@@ -320,7 +351,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::GetRunsRequest>,
     ) -> Result<Response<wire::GetRunsResponse>, Status> {
-        self.operator(&request)?;
+        self.operator(&request).await?;
         let request = request.into_inner();
         let runs =
             super::rotation_api::get_runs(&self.control, &request.run_ids, request.with_steps)
@@ -332,7 +363,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::CreateAgentTokenRequest>,
     ) -> Result<Response<wire::CreateAgentTokenResponse>, Status> {
-        let caller = self.operator(&request)?;
+        let caller = self.operator(&request).await?;
         let wire::CreateAgentTokenRequest { request_id: id, segment, ttl_seconds } =
             request.into_inner();
         let id = request_id(&id)?;
@@ -357,7 +388,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ListAgentsRequest>,
     ) -> Result<Response<wire::ListAgentsResponse>, Status> {
-        self.operator(&request)?;
+        self.operator(&request).await?;
         // Sessions live on the leader: a current read makes sure this node is it.
         let records = self
             .control
@@ -408,7 +439,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RevokeAgentRequest>,
     ) -> Result<Response<wire::RevokeAgentResponse>, Status> {
-        let caller = self.operator(&request)?;
+        let caller = self.operator(&request).await?;
         let wire::RevokeAgentRequest { request_id: id, agent_id } = request.into_inner();
         let id = request_id(&id)?;
         let command = Command::RevokeAgent { agent_id: agent_id.clone() };

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::api::ControlPlane;
 use super::token::JoinToken;
-use crate::pki::{ConnInfo, Role};
+use crate::pki::{CallerIdentity, ConnInfo, Role};
 use crate::rotation::ReceiptError;
 use crate::rotation::registry::SessionInfo;
 use crate::state::{AgentRecord, Command};
@@ -109,11 +109,11 @@ fn message(kind: wire::control_message::Kind) -> Result<wire::ControlMessage, St
     Ok(wire::ControlMessage { kind: Some(kind) })
 }
 
-/// The agent id in a session's verified certificate.
-fn agent_id_of<T>(request: &Request<T>) -> Result<String, Status> {
+/// The agent identity in a session's verified certificate.
+fn agent_of<T>(request: &Request<T>) -> Result<CallerIdentity, Status> {
     let identity = request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone());
     match identity {
-        Some(identity) if identity.role == Role::Agent => Ok(identity.name),
+        Some(identity) if identity.role == Role::Agent => Ok(identity),
         Some(identity) => Err(ErrorCode::PermissionDenied
             .to_status(format!("{} certificates may not open agent sessions", identity.role))),
         None => Err(ErrorCode::Unauthenticated
@@ -125,13 +125,22 @@ fn agent_id_of<T>(request: &Request<T>) -> Result<String, Status> {
 async fn authenticate<T>(
     control: &ControlPlane,
     request: &Request<T>,
-) -> Result<AgentRecord, Status> {
-    let agent_id = agent_id_of(request)?;
-    let record = control.read_local(|state| state.agents.get(&agent_id).cloned()).await;
+) -> Result<(AgentRecord, CallerIdentity), Status> {
+    let identity = agent_of(request)?;
+    let agent_id = identity.name.clone();
+    let (record, revoked) = control
+        .read_local(|state| {
+            let revoked = state.is_revoked("agent", &agent_id, identity.issued_ms);
+            (state.agents.get(&agent_id).cloned(), revoked)
+        })
+        .await;
     let refusal = match &record {
         None => Some(format!("agent {agent_id} is not enrolled in this cluster")),
-        Some(record) if record.revoked_at_ms.is_some() => {
+        Some(record) if record.revoked_at_ms.is_some() || revoked => {
             Some(format!("agent {agent_id} is revoked"))
+        }
+        Some(_) if super::now_ms() >= identity.not_after_ms => {
+            Some(format!("the certificate of agent {agent_id} has expired"))
         }
         Some(_) => None,
     };
@@ -148,7 +157,7 @@ async fn authenticate<T>(
         );
         return Err(ErrorCode::PermissionDenied.to_status(reason));
     }
-    Ok(record.expect("checked above"))
+    Ok((record.expect("checked above"), identity))
 }
 
 #[tonic::async_trait]
@@ -248,7 +257,7 @@ impl AgentApi for AgentService {
         // A follower sends the agent on before judging it: its view of the agents may lag the
         // leader's (a just-enrolled agent), and the leader checks everything again.
         if !self.control.is_leader() {
-            agent_id_of(&request)?;
+            agent_of(&request)?;
             let leader_address = self.control.leader().map(|(_, a)| a).unwrap_or_default();
             let _ = out
                 .send(message(wire::control_message::Kind::Redirect(wire::Redirect {
@@ -257,7 +266,7 @@ impl AgentApi for AgentService {
                 .await;
             return Ok(Response::new(stream));
         }
-        let record = authenticate(&self.control, &request).await?;
+        let (record, identity) = authenticate(&self.control, &request).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(wire::AgentMessage {
@@ -274,6 +283,8 @@ impl AgentApi for AgentService {
         let session = Session {
             control: self.control.clone(),
             agent: record,
+            identity,
+            renewed: std::sync::atomic::AtomicBool::new(false),
             cert_validity: self.cert_validity,
             out,
             shutdown: self.shutdown.clone(),
@@ -287,6 +298,11 @@ impl AgentApi for AgentService {
 struct Session {
     control: ControlPlane,
     agent: AgentRecord,
+    /// The certificate the session was opened with: when it expires the session ends (the
+    /// agent reconnects with its renewed one).
+    identity: CallerIdentity,
+    /// A session renews its certificate once at most.
+    renewed: std::sync::atomic::AtomicBool,
     cert_validity: Duration,
     out: mpsc::Sender<Result<wire::ControlMessage, Status>>,
     shutdown: watch::Receiver<bool>,
@@ -383,15 +399,23 @@ impl Session {
         tracing::info!(%agent_id, session, "agent session closed");
     }
 
-    /// Whether the session must end: revoked, silent, or no longer on the leader.
+    /// Whether the session must end: revoked, its certificate expired, silent, or no longer on
+    /// the leader.
     async fn check(&self, last_heard: tokio::time::Instant) -> Option<End> {
         let agent_id = &self.agent.agent_id;
+        let issued = self.identity.issued_ms;
         let revoked = self
             .control
             .read_local(|state| {
                 state.agents.get(agent_id).is_none_or(|a| a.revoked_at_ms.is_some())
+                    || state.is_revoked("agent", agent_id, issued)
             })
             .await;
+        if super::now_ms() >= self.identity.not_after_ms {
+            return Some(End::Fail(ErrorCode::Unavailable.to_status(format!(
+                "the certificate of agent {agent_id} this session was opened with has expired; reconnect with the renewed one"
+            ))));
+        }
         if revoked {
             return Some(End::Fail(
                 ErrorCode::PermissionDenied.to_status(format!("agent {agent_id} is revoked")),
@@ -485,6 +509,21 @@ impl Session {
 
     async fn renew(&self, csr_pem: &str) -> Result<wire::RenewResponse, Status> {
         let agent_id = &self.agent.agent_id;
+        // Bounded: once per session, and only in the second half of the certificate's life
+        // (agents renew at two thirds), so no agent can turn renewals into a stream of
+        // signatures and raft writes.
+        let (issued, expires) = (self.identity.issued_ms, self.identity.not_after_ms);
+        let half = issued + expires.saturating_sub(issued) / 2;
+        if super::now_ms() < half {
+            return Err(ErrorCode::FailedPrecondition.to_status(format!(
+                "renewal refused: the certificate of agent {agent_id} has more than half its life left"
+            )));
+        }
+        if self.renewed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(ErrorCode::FailedPrecondition.to_status(format!(
+                "renewal refused: agent {agent_id} already renewed on this session; reconnect with the new certificate"
+            )));
+        }
         let (certificate_pem, not_after) = self
             .control
             .pki()

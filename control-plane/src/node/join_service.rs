@@ -71,28 +71,42 @@ impl NodeJoin for JoinService {
             }
             .to_status());
         }
-        // Everything that can be wrong with the request is checked before the token is spent:
+        // The token first: an unknown, used or expired one is refused here, before anything
+        // costs a signature or a raft write (anyone can call this service, and a committed
+        // refusal would still move the log). The same joiner retrying after a lost answer
+        // gets its first response again: its request id is remembered. The state machine
+        // checks the token again when it is consumed (two joins racing with one token).
+        let hash = JoinToken::secret_hash(&token_secret.to_ascii_lowercase());
+        let request_id = JoinToken::secret_hash(&format!("{hash}\n{csr_pem}\n{address}"));
+        let request_id = format!("join-{}", &request_id[..48]);
+        let now = super::now_ms();
+        let refusal = control
+            .read_local(|state| {
+                if state.dedup.get(&request_id).is_some() {
+                    return None;
+                }
+                match state.join_tokens.get(&hash) {
+                    None => Some("unknown join token"),
+                    Some(token) if token.used_by.is_some() => {
+                        Some("the join token was already used")
+                    }
+                    Some(token) if token.expires_at_ms <= now => Some("the join token has expired"),
+                    Some(_) => None,
+                }
+            })
+            .await;
+        if let Some(refusal) = refusal {
+            return Err(ErrorCode::PermissionDenied.to_status(refusal));
+        }
+        // Then everything else that can be wrong with the request, before the token is spent:
         // the CSR and the host must make a certificate (a throw-away one, for node 0).
         control
             .pki()
             .sign_node_csr(&csr_pem, 0, std::slice::from_ref(&host))
             .map_err(|e| ErrorCode::InvalidArgument.to_status(format!("csr_pem: {e}")))?;
-        // The request id covers the token, the CSR and the address: the same joiner retrying
-        // (after a leader change, say) gets the first response again, while anyone else
-        // presenting the same token is refused because it was used.
-        let hash = JoinToken::secret_hash(&token_secret.to_ascii_lowercase());
-        // Unknown tokens are refused here, without writing to the raft log (anyone can call
-        // this service); the state machine checks again when the token is consumed.
-        let known = control.read_local(|state| state.join_tokens.contains_key(&hash)).await;
-        if !known {
-            return Err(ErrorCode::PermissionDenied.to_status("unknown join token"));
-        }
-        let request_id = JoinToken::secret_hash(&format!("{hash}\n{csr_pem}\n{address}"));
         let command = Command::ConsumeJoinToken { token_hash: hash, address: address.clone() };
-        let response = control
-            .write("join", &format!("join-{}", &request_id[..48]), command)
-            .await
-            .map_err(|e| e.to_status())?;
+        let response =
+            control.write("join", &request_id, command).await.map_err(|e| e.to_status())?;
         let Outcome::TokenConsumed { node_id } = response.outcome else {
             return Err(ErrorCode::Internal.to_status("unexpected outcome of a join"));
         };

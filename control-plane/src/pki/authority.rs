@@ -11,6 +11,10 @@ use time::{Duration, OffsetDateTime};
 
 use super::files::{write_private, write_public};
 
+/// How far back certificates date their validity, for clocks a little behind: a certificate
+/// was issued this long after its `not_before`.
+pub const BACKDATE: Duration = Duration::minutes(5);
+
 /// Why key material could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -70,7 +74,7 @@ impl Authority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        params.not_before = OffsetDateTime::now_utc() - BACKDATE;
         params.not_after = OffsetDateTime::now_utc() + Duration::days(365 * years);
         let cert = match parent {
             Some(parent) => params.signed_by(&key, &parent.issuer)?,
@@ -242,7 +246,7 @@ impl ClusterPki {
         } else {
             vec![ExtendedKeyUsagePurpose::ClientAuth]
         };
-        params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        params.not_before = OffsetDateTime::now_utc() - BACKDATE;
         params.not_after = OffsetDateTime::now_utc() + Duration::days(days);
         Ok(params)
     }

@@ -41,6 +41,19 @@ pub struct CallerIdentity {
     pub role: Role,
     /// The certificate's common name (`node-3`, `admin`, an agent id).
     pub name: String,
+    /// When the certificate was issued (its `not_before` plus the backdating every certificate
+    /// of the cluster gets), ms since the epoch: what revocations compare against.
+    pub issued_ms: u64,
+    /// When it expires, ms since the epoch.
+    pub not_after_ms: u64,
+}
+
+impl CallerIdentity {
+    /// An identity that is not from a certificate (the embedded default's local operator),
+    /// valid from the epoch for ever.
+    pub fn local(role: Role, name: String) -> CallerIdentity {
+        CallerIdentity { role, name, issued_ms: 0, not_after_ms: u64::MAX }
+    }
 }
 
 /// A CA certificate's subject name and public key.
@@ -88,7 +101,17 @@ impl RoleNames {
             .and_then(|cn| cn.as_str().ok())
             .unwrap_or_default()
             .to_owned();
-        Some(CallerIdentity { role, name })
+        let ms = |t: x509_parser::time::ASN1Time| {
+            u64::try_from(t.timestamp()).unwrap_or(0).saturating_mul(1000)
+        };
+        let validity = cert.validity();
+        Some(CallerIdentity {
+            role,
+            name,
+            issued_ms: ms(validity.not_before)
+                .saturating_add(super::authority::BACKDATE.whole_milliseconds() as u64),
+            not_after_ms: ms(validity.not_after),
+        })
     }
 }
 
@@ -109,10 +132,9 @@ mod tests {
         let (pki, _) = ClusterPki::generate("roles").unwrap();
         let roles = RoleNames::new(&pki).unwrap();
         let node = pki.issue_node(4, &["127.0.0.1".into()]).unwrap();
-        assert_eq!(
-            roles.identify(&chain(&[&node.cert_pem])),
-            Some(CallerIdentity { role: Role::Peer, name: "node-4".into() })
-        );
+        let identity = roles.identify(&chain(&[&node.cert_pem])).unwrap();
+        assert_eq!((identity.role, identity.name.as_str()), (Role::Peer, "node-4"));
+        assert!(identity.issued_ms < identity.not_after_ms);
         let operator = pki.issue_operator("alice", 1).unwrap();
         assert_eq!(
             roles.identify(&chain(&[&operator.cert_pem])).map(|i| i.role),

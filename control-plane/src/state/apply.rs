@@ -273,6 +273,37 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 lost_agent: lost_agent.as_deref(),
             },
         ),
+        Command::RevokeIdentity { role, name, reason } => {
+            if !matches!(role.as_str(), "peer" | "agent" | "operator") {
+                rejected(
+                    "invalid_argument",
+                    format!("role {role:?}: expected peer, agent or operator"),
+                )
+            } else if name.is_empty() || name.len() > 128 || reason.len() > 1024 {
+                rejected("invalid_argument", "name must be 1 to 128 bytes and reason at most 1024")
+            } else {
+                let identity = format!("{role}:{name}");
+                state.revoked.insert(
+                    identity.clone(),
+                    super::RevokedIdentity {
+                        role: role.clone(),
+                        name: name.clone(),
+                        issued_up_to_ms: now,
+                        by: request.actor.clone(),
+                        reason: reason.clone(),
+                    },
+                );
+                state.audit.append(
+                    ctx.index,
+                    now,
+                    &request.actor,
+                    "certificate.revoked",
+                    &identity,
+                    &format!("certificates issued until now are refused: {reason}"),
+                );
+                Outcome::IdentityRevoked { identity }
+            }
+        }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
             Outcome::Audited { seq }

@@ -193,6 +193,16 @@ pub enum Command {
         #[serde(default)]
         lost_agent: Option<String>,
     },
+    /// Revoke every certificate of an identity issued until now (a removed node, an operator
+    /// who left): refused from then on by every node.
+    RevokeIdentity {
+        /// `peer`, `agent` or `operator`.
+        role: String,
+        /// The certificate's common name.
+        name: String,
+        /// Why, for the audit log.
+        reason: String,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -244,6 +254,7 @@ impl Command {
             Command::DispatchStep { .. } => "dispatch_step",
             Command::RecordReceipt { .. } => "record_receipt",
             Command::StepTimedOut { .. } => "step_timed_out",
+            Command::RevokeIdentity { .. } => "revoke_identity",
         }
     }
 }
@@ -294,6 +305,11 @@ pub enum Outcome {
     },
     /// An agent enrolment token was created.
     AgentTokenCreated,
+    /// A certificate identity was revoked.
+    IdentityRevoked {
+        /// `role:name`.
+        identity: String,
+    },
     /// An agent was revoked.
     AgentRevoked {
         /// Its id.

@@ -108,6 +108,26 @@ pub struct State {
     pub agent_token_expiry: std::collections::BTreeSet<(u64, String)>,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
+    /// Revoked certificate identities, by `role:name`: every certificate of that identity
+    /// issued up to the revocation is refused on every node.
+    #[serde(default)]
+    pub revoked: BTreeMap<String, RevokedIdentity>,
+}
+
+/// A revoked identity: the certificates of `role` naming `name` that were issued at or before
+/// `issued_up_to_ms` are refused (a certificate issued later, for a new key, is not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedIdentity {
+    /// `peer`, `agent` or `operator`.
+    pub role: String,
+    /// The certificate's common name (`node-3`, `alice`, an agent id).
+    pub name: String,
+    /// Certificates issued at or before this time are revoked, ms since the epoch.
+    pub issued_up_to_ms: u64,
+    /// Who revoked it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
 }
 
 impl State {
@@ -168,6 +188,11 @@ impl State {
                 *self.segment_load.entry(run.spec.segment.clone()).or_default() += 1;
             }
         }
+    }
+
+    /// Whether a certificate of `role` naming `name`, issued at `issued_ms`, is revoked.
+    pub fn is_revoked(&self, role: &str, name: &str, issued_ms: u64) -> bool {
+        self.revoked.get(&format!("{role}:{name}")).is_some_and(|r| issued_ms <= r.issued_up_to_ms)
     }
 
     /// The current configuration version (0 when none).
