@@ -138,7 +138,7 @@ async fn kill_again_and_again(flavor: Flavor, strategy: Strategy) {
         attempt += 1;
         let mut child = rotate(&dir);
         let started = Instant::now();
-        if attempt % 3 == 0 {
+        if attempt.is_multiple_of(3) {
             // Right after the pending value starts to log in: the target changed, the store's
             // current value is still the old one.
             while started.elapsed() < whole * 2 && child.try_wait().unwrap().is_none() {

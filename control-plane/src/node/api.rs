@@ -151,8 +151,8 @@ impl ControlPlane {
         &self.inner.agents
     }
 
-    /// Refusals counted here for the next audit summary (see [`super::refusals`]).
-    pub fn refusals(&self) -> &super::refusals::RefusalTally {
+    /// Refusals counted here for the next audit summary ([`super::RefusalTally`]).
+    pub fn refusals(&self) -> &super::RefusalTally {
         &self.inner.refusals
     }
 

@@ -20,6 +20,7 @@ pub use init::{Initialized, init, join};
 pub use join_service::JoinService;
 pub use layout::{Credentials, DataDir, NodeFile};
 pub use promote::target_voters;
+pub use refusals::RefusalTally;
 pub use server::{NodeOptions, RunningNode, start, start_local};
 pub use token::JoinToken;
 

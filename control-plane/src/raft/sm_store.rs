@@ -205,9 +205,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             responses.push(response);
         }
         let events = applied.state.audit.take_unsaved();
-        audit_store::save(&self.db, &events, None, self.retention, crate::node::now_ms()).map_err(
-            |e| storage_error(|e| StorageIOError::write_state_machine(e), BoxedError(e)),
-        )?;
+        audit_store::save(&self.db, &events, None, self.retention, crate::node::now_ms())
+            .map_err(|e| storage_error(StorageIOError::write_state_machine, BoxedError(e)))?;
         Ok(responses)
     }
 
