@@ -547,6 +547,28 @@ impl Executor {
             Step::Retire => (value.unwrap_or_else(|| SecretValue::new(String::new())), previous),
             _ => (value.unwrap_or_else(|| SecretValue::new(String::new())), current),
         };
+        let (outcome, detail) =
+            self.call_hook(cx, spec, step, checked, &value, other.as_ref()).await?;
+        if outcome != Outcome::Succeeded {
+            return Ok(StepResult::failed(outcome, detail));
+        }
+        if step == Step::Rollback {
+            cx.store.discard(&cx.entry, cx.job.run_id.as_str()).await?;
+        }
+        Ok(StepResult::ok(if step == Step::Rollback { None } else { fingerprint }, detail))
+    }
+
+    /// Calls the run's program or endpoint for `step` with `value` (and `other`: the current
+    /// value, or for retire the previous one).
+    async fn call_hook(
+        &self,
+        cx: &Context<'_>,
+        spec: &HookSpec,
+        step: Step,
+        checked: Option<Step>,
+        value: &SecretValue,
+        other: Option<&SecretValue>,
+    ) -> Step_<(Outcome, String)> {
         let name = step.to_string();
         let checked_name = checked.map(|c| c.to_string());
         let call = crate::hook::HookCall {
@@ -557,19 +579,12 @@ impl Executor {
             attempt: cx.job.attempt,
             env: &cx.job.env,
             key: &cx.job.key,
-            value: &value,
-            current: other.as_ref(),
+            value,
+            current: other,
             changes: matches!(step, Step::Apply | Step::Retire | Step::Rollback),
         };
         let auth = self.hook_auth(spec)?;
-        let (outcome, detail) = crate::hook::call(spec, &call, auth.as_ref()).await;
-        if outcome != Outcome::Succeeded {
-            return Ok(StepResult::failed(outcome, detail));
-        }
-        if step == Step::Rollback {
-            cx.store.discard(&cx.entry, cx.job.run_id.as_str()).await?;
-        }
-        Ok(StepResult::ok(if step == Step::Rollback { None } else { fingerprint }, detail))
+        Ok(crate::hook::call(spec, &call, auth.as_ref()).await)
     }
 
     /// A webhook's request-signing secret, from the agent's own store.
@@ -869,21 +884,7 @@ impl Executor {
             }
             Plan::Hook(spec) => {
                 let value = Self::value_of(cx, &fields)?;
-                let name = Step::Verify.to_string();
-                let call = crate::hook::HookCall {
-                    step: &name,
-                    checked_step: None,
-                    run_id: cx.job.run_id.as_str(),
-                    generation: cx.job.generation.get(),
-                    attempt: cx.job.attempt,
-                    env: &cx.job.env,
-                    key: &cx.job.key,
-                    value: &value,
-                    current: None,
-                    changes: false,
-                };
-                let auth = self.hook_auth(spec)?;
-                match crate::hook::call(spec, &call, auth.as_ref()).await {
+                match self.call_hook(cx, spec, Step::Verify, None, &value, None).await? {
                     (Outcome::Succeeded, _) => Ok(true),
                     (Outcome::NotApplied, detail) => {
                         Err(format!("the run's value does not work: {detail}"))

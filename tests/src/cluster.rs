@@ -229,6 +229,17 @@ impl TestCluster {
             (voters == count && settled).then_some(())
         })
         .await;
+        // Every running voter then receives the issuing CA keys from the leader.
+        wait_for("the voters' issuing keys", Duration::from_secs(10), || async {
+            let leader = self.control(self.leader().await).metrics();
+            let voters: Vec<u64> = leader.membership_config.membership().voter_ids().collect();
+            voters
+                .iter()
+                .filter(|id| self.slots.get(id).is_some_and(|s| s.running.is_some()))
+                .all(|id| self.control(*id).pki().agent.can_issue())
+                .then_some(())
+        })
+        .await;
     }
 
     /// Writes a command through the leader (retrying while leadership moves, up to 10 s).

@@ -66,7 +66,7 @@ async fn a_bad_join_request_does_not_spend_the_token() {
     let status = client.join(bad).await.unwrap_err();
     assert_eq!(ErrorCode::from_status(&status), ErrorCode::InvalidArgument, "{status:?}");
     // A wildcard address: refused.
-    let (csr, _key) = new_csr("x").unwrap();
+    let (csr, learner_key) = new_csr("x").unwrap();
     let wildcard = JoinRequest {
         token_secret: token.secret.clone(),
         csr_pem: csr.clone(),
@@ -104,7 +104,21 @@ async fn a_bad_join_request_does_not_spend_the_token() {
         response.operator_ca.unwrap().key_pem.is_empty(),
         "a joining node must not receive the operator CA key"
     );
-    assert!(!response.agent_ca.unwrap().key_pem.is_empty());
+    // A learner holds no issuing CA key: it gets them once it is a voter, and asking before is
+    // refused.
+    assert!(response.agent_ca.unwrap().key_pem.is_empty());
+    assert!(response.peer_ca.unwrap().key_pem.is_empty());
+    let learner =
+        NodeCertificate { cert_pem: response.certificate_pem.clone(), key_pem: learner_key };
+    let tls = client_config(&cluster.admin().ca_pem, Some(&learner)).unwrap();
+    let refused = NodeJoinClient::new(
+        dsops_control_plane::transport::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap(),
+    )
+    .issuing_keys(dsops_proto::wire::raft::IssuingKeysRequest {})
+    .await
+    .unwrap_err();
+    assert_eq!(ErrorCode::from_status(&refused), ErrorCode::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("not a voter"), "{refused:?}");
     // The same joiner retrying gets the same answer; anyone else is refused.
     assert_eq!(client.join(good).await.unwrap().into_inner().node_id, 2);
     let (other_csr, _) = new_csr("y").unwrap();
@@ -130,6 +144,9 @@ async fn a_removed_node_cannot_speak_raft_and_joined_nodes_hold_no_operator_key(
         !cluster.data_dir(victim).tls().join("operator-ca.key").exists(),
         "a joined node holds the operator CA key"
     );
+    // Voters (promoted after joining as learners) received the issuing keys.
+    assert!(cluster.data_dir(victim).tls().join("agent-ca.key").exists());
+    assert!(cluster.control(victim).pki().peer.can_issue());
     let dir = cluster.data_dir(victim).clone();
     let identity = NodeCertificate {
         cert_pem: std::fs::read_to_string(dir.tls().join("node.pem")).unwrap(),

@@ -134,6 +134,40 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
     generation
 }
 
+/// A session of agent `agent_id` (with a fresh certificate of this cluster's agent CA), past its
+/// Welcome: what to send on, and what comes back.
+async fn open_session(
+    control: &dsops_control_plane::node::ControlPlane,
+    address: &str,
+    agent_id: &str,
+) -> (tokio::sync::mpsc::Sender<wire::AgentMessage>, tonic::Streaming<wire::ControlMessage>) {
+    let (csr, key_pem) = new_csr("dsops-agent").unwrap();
+    let (cert_pem, _) =
+        control.pki().sign_agent_csr(&csr, agent_id, Duration::from_secs(3600)).unwrap();
+    let tls =
+        client_config(&control.pki().peer.cert_pem, Some(&NodeCertificate { cert_pem, key_pem }))
+            .unwrap();
+    let channel = dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
+            version: "0.1.0".into(),
+            capabilities: Some(wire::Capabilities::default()),
+            jobs_in_flight: vec![],
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = AgentServiceClient::new(channel)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = inbound.message().await.unwrap().unwrap();
+    assert!(matches!(welcome.kind, Some(wire::control_message::Kind::Welcome(_))), "{welcome:?}");
+    (tx, inbound)
+}
+
 /// Registers agents' receipt keys.
 async fn register(cluster: &TestCluster, agents: &[&AgentIdentity]) {
     for agent in agents {
@@ -213,30 +247,7 @@ async fn a_receipt_is_bound_to_the_session_that_carries_it() {
     let address = cluster.address(leader).to_owned();
 
     // The rogue's session, with a certificate of this cluster's agent CA naming the rogue.
-    let (csr, key_pem) = new_csr("dsops-agent").unwrap();
-    let (cert_pem, _) =
-        control.pki().sign_agent_csr(&csr, "agt-eeee", Duration::from_secs(3600)).unwrap();
-    let tls =
-        client_config(&control.pki().peer.cert_pem, Some(&NodeCertificate { cert_pem, key_pem }))
-            .unwrap();
-    let channel = dsops_control_plane::transport::channel(&address, API_SERVER_NAME, tls).unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tx.send(wire::AgentMessage {
-        kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
-            version: "0.1.0".into(),
-            capabilities: Some(wire::Capabilities::default()),
-            jobs_in_flight: vec![],
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = AgentServiceClient::new(channel)
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let welcome = inbound.message().await.unwrap().unwrap();
-    assert!(matches!(welcome.kind, Some(wire::control_message::Kind::Welcome(_))), "{welcome:?}");
+    let (tx, mut inbound) = open_session(&control, &address, "agt-eeee").await;
     let mut garbage =
         SignedReceipt::sign(stage_receipt("agt-aaaa", generation), &rogue.signing_key);
     garbage.signature = [7; 64];
@@ -286,31 +297,7 @@ async fn an_early_renewal_is_refused_without_a_write() {
     register(&cluster, &[&agent]).await;
     let leader = cluster.leader().await;
     let control = cluster.control(leader).clone();
-    let (csr, key_pem) = new_csr("dsops-agent").unwrap();
-    let (cert_pem, _) =
-        control.pki().sign_agent_csr(&csr, "agt-ffff", Duration::from_secs(3600)).unwrap();
-    let tls =
-        client_config(&control.pki().peer.cert_pem, Some(&NodeCertificate { cert_pem, key_pem }))
-            .unwrap();
-    let channel =
-        dsops_control_plane::transport::channel(cluster.address(leader), API_SERVER_NAME, tls)
-            .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tx.send(wire::AgentMessage {
-        kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
-            version: "0.1.0".into(),
-            capabilities: Some(wire::Capabilities::default()),
-            jobs_in_flight: vec![],
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = AgentServiceClient::new(channel)
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    inbound.message().await.unwrap().unwrap(); // Welcome
+    let (tx, mut inbound) = open_session(&control, cluster.address(leader), "agt-ffff").await;
     let before = control.metrics().last_log_index;
     let (csr, _) = new_csr("dsops-agent").unwrap();
     tx.send(wire::AgentMessage {

@@ -79,7 +79,8 @@ struct Inner {
     node_id: NodeId,
     raft: Raft<TypeConfig>,
     state: StateMachineStore,
-    pki: ClusterPki,
+    /// The cluster's CAs; replaced when this node, made a voter, receives the issuing keys.
+    pki: std::sync::RwLock<Arc<ClusterPki>>,
     /// SHA-256 of the peer CA certificate, as join tokens carry it.
     peer_fingerprint: String,
     /// Requests for the batching proposer.
@@ -121,7 +122,7 @@ impl ControlPlane {
                 node_id,
                 raft,
                 state,
-                pki,
+                pki: std::sync::RwLock::new(Arc::new(pki)),
                 peer_fingerprint,
                 proposals,
                 agents: crate::rotation::AgentRegistry::default(),
@@ -168,8 +169,13 @@ impl ControlPlane {
     }
 
     /// The cluster's CAs.
-    pub fn pki(&self) -> &ClusterPki {
-        &self.inner.pki
+    pub fn pki(&self) -> Arc<ClusterPki> {
+        self.inner.pki.read().expect("pki lock").clone()
+    }
+
+    /// Replaces the cluster's CAs (this node received the issuing keys).
+    pub(crate) fn set_pki(&self, pki: ClusterPki) {
+        *self.inner.pki.write().expect("pki lock") = Arc::new(pki);
     }
 
     /// SHA-256 of the peer CA certificate (what join tokens pin).

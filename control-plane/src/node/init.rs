@@ -184,6 +184,10 @@ pub async fn join(
     };
     let material = |m: Option<wire::CaMaterial>, what: &str| -> Result<Authority, String> {
         let m = m.ok_or_else(|| format!("the cluster sent no {what} CA"))?;
+        if m.key_pem.is_empty() {
+            // A learner holds the certificate only; it gets the key once it is a voter.
+            return Ok(Authority::certificate_only(&m.certificate_pem));
+        }
         Authority::from_pem(&m.certificate_pem, &m.key_pem).map_err(|e| e.to_string())
     };
     let peer_ca = material(response.peer_ca, "peer")?;

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::api::ControlPlane;
 use super::token::JoinToken;
+use crate::pki::{ConnInfo, Role};
 use crate::state::{Command, Outcome};
 
 /// Serves `NodeJoin`.
@@ -123,23 +124,71 @@ impl NodeJoin for JoinService {
                     .to_status(format!("could not add node {node_id} as a learner: {e}"))
             })?;
         tracing::info!(node_id, %address, "node joined as a learner");
-        let material = |authority: &crate::pki::Authority| wire::CaMaterial {
+        // Certificates only: a learner holds no issuing key. It asks for them once it is a
+        // voter (IssuingKeys).
+        let certificate = |authority: &crate::pki::Authority| wire::CaMaterial {
             certificate_pem: authority.cert_pem.clone(),
-            key_pem: authority.key_pem.clone(),
+            key_pem: String::new(),
         };
         Ok(Response::new(wire::JoinResponse {
             node_id,
             certificate_pem,
             cluster_id: pki.cluster_id.clone(),
             root_ca_pem: pki.root_cert_pem.clone(),
-            peer_ca: Some(material(&pki.peer)),
-            agent_ca: Some(material(&pki.agent)),
+            peer_ca: Some(certificate(&pki.peer)),
+            agent_ca: Some(certificate(&pki.agent)),
             // The operator CA's key stays on the node that ran init.
             operator_ca: Some(wire::CaMaterial {
                 certificate_pem: pki.operator_cert_pem.clone(),
                 key_pem: String::new(),
             }),
             leader_id: control.node_id(),
+        }))
+    }
+
+    async fn issuing_keys(
+        &self,
+        request: Request<wire::IssuingKeysRequest>,
+    ) -> Result<Response<wire::IssuingKeysResponse>, Status> {
+        let identity = request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone());
+        let Some(identity) = identity.filter(|i| i.role == Role::Peer) else {
+            return Err(ErrorCode::Unauthenticated.to_status("a node certificate is required"));
+        };
+        let node_id = identity
+            .name
+            .strip_prefix("node-")
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or_else(|| ErrorCode::PermissionDenied.to_status("not a node certificate"))?;
+        let control = &self.control;
+        if !control.is_leader() {
+            return Err(super::api::WriteError::NotLeader {
+                leader: control.leader().map(|(_, a)| a),
+            }
+            .to_status());
+        }
+        let voter =
+            control.metrics().membership_config.membership().voter_ids().any(|v| v == node_id);
+        let revoked =
+            control.read_local(|s| s.is_revoked("peer", &identity.name, identity.issued_ms)).await;
+        if !voter || revoked || super::now_ms() >= identity.not_after_ms {
+            return Err(ErrorCode::PermissionDenied.to_status(format!(
+                "node {node_id} is not a voter of this cluster: only voters hold the issuing CA keys"
+            )));
+        }
+        let pki = control.pki();
+        if !pki.peer.can_issue() || !pki.agent.can_issue() {
+            return Err(
+                ErrorCode::Unavailable.to_status("the leader does not hold the issuing keys")
+            );
+        }
+        let material = |authority: &crate::pki::Authority| wire::CaMaterial {
+            certificate_pem: authority.cert_pem.clone(),
+            key_pem: authority.key_pem.clone(),
+        };
+        tracing::info!(node_id, "issuing CA keys handed to a voter");
+        Ok(Response::new(wire::IssuingKeysResponse {
+            peer_ca: Some(material(&pki.peer)),
+            agent_ca: Some(material(&pki.agent)),
         }))
     }
 }

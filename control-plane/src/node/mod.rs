@@ -6,6 +6,7 @@ mod agent_service;
 mod api;
 mod init;
 mod join_service;
+mod keys;
 mod layout;
 mod promote;
 mod refusals;

@@ -179,6 +179,7 @@ pub async fn start(
         }
     });
     tokio::spawn(super::promote::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(super::keys::run(control.clone(), dir.clone(), shutdown.subscribe()));
     tokio::spawn(super::refusals::run(
         control.clone(),
         options.refusal_summary,

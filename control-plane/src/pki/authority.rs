@@ -34,13 +34,14 @@ pub enum PkiError {
     Invalid(String),
 }
 
-/// An issuing CA: its certificate and key.
+/// An issuing CA: its certificate, and its key where this node holds it (voters do; a learner
+/// holds the certificate only).
 pub struct Authority {
     /// The CA certificate, PEM.
     pub cert_pem: String,
-    /// The CA key, PEM.
+    /// The CA key, PEM (empty when this node does not hold it).
     pub key_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Option<Issuer<'static, KeyPair>>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -55,7 +56,29 @@ impl Authority {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(Authority { cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned(), issuer })
+        Ok(Authority {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer: Some(issuer),
+        })
+    }
+
+    /// An authority whose certificate this node knows and whose key it does not hold.
+    pub fn certificate_only(cert_pem: &str) -> Authority {
+        Authority { cert_pem: cert_pem.to_owned(), key_pem: String::new(), issuer: None }
+    }
+
+    /// Whether this node holds the key and can issue.
+    pub fn can_issue(&self) -> bool {
+        self.issuer.is_some()
+    }
+
+    fn issuer(&self) -> Result<&Issuer<'static, KeyPair>, PkiError> {
+        self.issuer.as_ref().ok_or_else(|| {
+            PkiError::Invalid(
+                "this node does not hold the issuing CA key (only voters do; it may have just been promoted): ask the leader".into(),
+            )
+        })
     }
 
     /// A new CA, self-signed or signed by `parent`.
@@ -77,13 +100,13 @@ impl Authority {
         params.not_before = OffsetDateTime::now_utc() - BACKDATE;
         params.not_after = OffsetDateTime::now_utc() + Duration::days(365 * years);
         let cert = match parent {
-            Some(parent) => params.signed_by(&key, &parent.issuer)?,
+            Some(parent) => params.signed_by(&key, parent.issuer()?)?,
             None => params.self_signed(&key)?,
         };
         let cert_pem = cert.pem();
         let key_pem = key.serialize_pem();
         let issuer = Issuer::new(params, key);
-        Ok(Authority { cert_pem, key_pem, issuer })
+        Ok(Authority { cert_pem, key_pem, issuer: Some(issuer) })
     }
 
     /// The CA certificate in DER.
@@ -141,6 +164,16 @@ pub struct ClusterPki {
     pub operator: Option<Authority>,
 }
 
+/// Whether `key_pem` is the private key of the certificate `cert_pem`.
+fn key_matches(cert_pem: &str, key_pem: &str) -> Result<bool, PkiError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let key = KeyPair::from_pem(key_pem)?;
+    let der = pem_to_der(cert_pem)?;
+    let (_, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| PkiError::Invalid(format!("bad CA certificate: {e}")))?;
+    Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+}
+
 /// How long node certificates last. There is no automatic renewal yet (see docs/operations.md).
 pub const NODE_CERT_DAYS: i64 = 3 * 365;
 
@@ -178,8 +211,13 @@ impl ClusterPki {
                 .map_err(|source| PkiError::Io { path: path.display().to_string(), source })
         };
         let cluster_id = read("cluster-id")?.trim().to_owned();
+        // A learner holds the issuing CAs' certificates only.
         let authority = |base: &str| {
-            Authority::from_pem(&read(&format!("{base}.pem"))?, &read(&format!("{base}.key"))?)
+            let cert = read(&format!("{base}.pem"))?;
+            match dir.join(format!("{base}.key")).exists() {
+                true => Authority::from_pem(&cert, &read(&format!("{base}.key"))?),
+                false => Ok(Authority::certificate_only(&cert)),
+            }
         };
         let operator_cert_pem = read("operator-ca.pem")?;
         let operator = match dir.join("operator-ca.key").exists() {
@@ -192,6 +230,37 @@ impl ClusterPki {
             peer: authority("peer-ca")?,
             agent: authority("agent-ca")?,
             operator_cert_pem,
+            operator,
+        })
+    }
+
+    /// These CAs with the issuing keys a voter received, after checking that they belong to the
+    /// certificates this node already trusts.
+    pub fn with_issuing_keys(
+        &self,
+        peer_key_pem: &str,
+        agent_key_pem: &str,
+    ) -> Result<ClusterPki, PkiError> {
+        let operator = match &self.operator {
+            Some(operator) => Some(Authority::from_pem(&operator.cert_pem, &operator.key_pem)?),
+            None => None,
+        };
+        for (cert_pem, key_pem, what) in [
+            (&self.peer.cert_pem, peer_key_pem, "peer"),
+            (&self.agent.cert_pem, agent_key_pem, "agent"),
+        ] {
+            if !key_matches(cert_pem, key_pem)? {
+                return Err(PkiError::Invalid(format!(
+                    "the {what} CA key does not belong to the {what} CA certificate this node trusts"
+                )));
+            }
+        }
+        Ok(ClusterPki {
+            cluster_id: self.cluster_id.clone(),
+            root_cert_pem: self.root_cert_pem.clone(),
+            peer: Authority::from_pem(&self.peer.cert_pem, peer_key_pem)?,
+            agent: Authority::from_pem(&self.agent.cert_pem, agent_key_pem)?,
+            operator_cert_pem: self.operator_cert_pem.clone(),
             operator,
         })
     }
@@ -216,7 +285,9 @@ impl ClusterPki {
             let cert = dir.join(format!("{base}.pem"));
             let key = dir.join(format!("{base}.key"));
             write_public(&cert, &authority.cert_pem).map_err(io(&cert))?;
-            write_private(&key, &authority.key_pem).map_err(io(&key))?;
+            if authority.can_issue() {
+                write_private(&key, &authority.key_pem).map_err(io(&key))?;
+            }
         }
         Ok(())
     }
@@ -258,7 +329,7 @@ impl ClusterPki {
         let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
         all.extend(hosts.iter().cloned());
         let params = Self::leaf_params(&format!("node-{node_id}"), &all, NODE_CERT_DAYS, true)?;
-        let cert = params.signed_by(&key, &self.peer.issuer)?;
+        let cert = params.signed_by(&key, self.peer.issuer()?)?;
         Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
@@ -275,7 +346,7 @@ impl ClusterPki {
         let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
         all.extend(hosts.iter().cloned());
         csr.params = Self::leaf_params(&format!("node-{node_id}"), &all, NODE_CERT_DAYS, true)?;
-        Ok(csr.signed_by(&self.peer.issuer)?.pem())
+        Ok(csr.signed_by(self.peer.issuer()?)?.pem())
     }
 
     /// Signs an enrolling (or renewing) agent's CSR: subject `agent_id`, client use only, valid
@@ -295,7 +366,7 @@ impl ClusterPki {
         params.not_after = OffsetDateTime::now_utc() + validity;
         let not_after = params.not_after;
         csr.params = params;
-        Ok((csr.signed_by(&self.agent.issuer)?.pem(), not_after))
+        Ok((csr.signed_by(self.agent.issuer()?)?.pem(), not_after))
     }
 
     /// Issues an operator (CLI) certificate for `name`, valid for `days`.
@@ -305,7 +376,7 @@ impl ClusterPki {
         let operator = self.operator.as_ref().ok_or_else(|| {
             PkiError::Invalid("this node does not hold the operator CA key; issue operator certificates on the node that ran `init`".into())
         })?;
-        let cert = params.signed_by(&key, &operator.issuer)?;
+        let cert = params.signed_by(&key, operator.issuer()?)?;
         Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
@@ -321,7 +392,7 @@ impl ClusterPki {
         let mut params = Self::leaf_params(common_name, &NODE_NAMES.map(str::to_owned), 1, true)?;
         params.not_before = not_before;
         params.not_after = not_after;
-        let cert = params.signed_by(&key, &authority.issuer)?;
+        let cert = params.signed_by(&key, authority.issuer()?)?;
         Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }

@@ -435,7 +435,11 @@ pub async fn submit_receipt(
                 for_agent
             }));
         }
-        Verdict::Remembered(_) => return Ok(()),
+        Verdict::Remembered(_) => {
+            // Committed before (this is a resend): its chained dispatch may still be unsent.
+            send_dispatched(control, body.run_id.as_str(), &agent_id).await;
+            return Ok(());
+        }
         Verdict::Refused(refusal) => {
             tracing::debug!(%agent_id, reason = %refusal.reason, "receipt refused before the log");
             control.refusals().count(
