@@ -8,9 +8,10 @@ use dsops_agent::store::Label;
 use dsops_tests::rotation::{Project, rotate};
 
 const PROGRAM: &str = r#"
-import json, sys
+import json, os, sys
 target = sys.argv[1]
-fail_verify = len(sys.argv) > 2 and sys.argv[2] == "fail-verify"
+fail_verify = "fail-verify" in sys.argv[2:]
+show_env = "show-env" in sys.argv[2:]
 request = json.load(sys.stdin)
 try:
     valid = set(open(target).read().split())
@@ -23,6 +24,8 @@ if step == "apply":
 elif step == "verify":
     ok = value in valid and not fail_verify
     outcome, detail = ("succeeded", "token accepted") if ok else ("not_applied", "token refused")
+    if show_env:
+        detail = "env: " + ",".join(sorted(os.environ))
 elif step == "retire":
     valid.discard(other or ""); detail = "old token revoked"
 elif step == "rollback":
@@ -71,6 +74,33 @@ async fn script_applies_verifies_and_retires() {
     assert_eq!(valid(&target), vec![current.clone()], "the new token is the only valid one");
     assert!(run.steps.iter().any(|s| s.detail == "old token revoked"), "{run:?}");
     assert!(run.steps.iter().all(|s| !s.detail.contains(&current)));
+    embedded.close().await;
+}
+
+/// The program gets nothing from the agent's environment (which holds, in this test process,
+/// the database admin URLs with their passwords) but the search path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_gets_an_empty_environment_but_path() {
+    let (project, _) = project(", show-env");
+    let embedded = project.open().await;
+    let run = rotate(&embedded, "dev", "API_TOKEN").await;
+    assert_eq!(run.state, "Completed", "{run:?}");
+    let verify = run.steps.iter().find(|s| s.step == "verify").unwrap();
+    let names: Vec<&str> = verify
+        .detail
+        .strip_prefix("env: ")
+        .unwrap_or_else(|| panic!("{verify:?}"))
+        .split(',')
+        .collect();
+    assert!(names.contains(&"PATH"), "{names:?}");
+    // What the interpreter or its launcher adds itself (PWD, LC_CTYPE, a version manager's own)
+    // may be there; nothing of this process's environment, whose DSOPS_TEST_* URLs hold the
+    // databases' admin passwords and whose CARGO_* variables cargo set.
+    assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")), "the check can fail");
+    assert!(
+        names.iter().all(|n| !n.starts_with("DSOPS") && !n.starts_with("CARGO") && *n != "HOME"),
+        "{names:?}"
+    );
     embedded.close().await;
 }
 

@@ -19,6 +19,7 @@ mod audit;
 mod command;
 mod dedup;
 mod model;
+mod receipt_judge;
 mod run_apply;
 mod runs;
 mod snapshot;
@@ -28,7 +29,7 @@ pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, RevokedIdentity, State, StoredConfig};
-pub use run_apply::{ReceiptRefusal, judge_receipt};
+pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec,
     SecretRecord, StepKind, Transition, backoff_ms, secret_id,
