@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use dsops_tests::agents::{agent_token, enroll, start_rotation, token_project, wait_connected};
+use dsops_tests::agents::{enrolled_agent, start_rotation, token_project};
 use dsops_tests::{TestCluster, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -14,12 +14,8 @@ async fn rotate_waits_for_the_run_in_flight_then_rotates() {
     let (project, dir) = token_project(1);
     let cluster = TestCluster::start(1).await;
     project.apply(&cluster).await;
-    let leader = cluster.leader().await;
-    let address = cluster.address(leader).to_owned();
-    let token = agent_token(&cluster, "default", 600).await;
-    enroll(&project.data_dir("a"), &address, &token).await.unwrap();
-    let agent = project.start("a", &[&address]);
-    wait_connected(&agent).await;
+    let address = cluster.address(cluster.leader().await).to_owned();
+    let agent = enrolled_agent(&project, &cluster, "a", "default").await;
 
     // A run whose apply takes 4 s, started elsewhere.
     std::fs::write(dir.join("slow"), "").unwrap();

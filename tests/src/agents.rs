@@ -117,6 +117,22 @@ pub async fn enroll(dir: &Path, address: &str, token: &str) -> anyhow::Result<En
     agent_host::enroll(dir, address, token, "test-host").await
 }
 
+/// Enrols agent `name` of `project` into `segment` through the leader, starts it and waits for
+/// its session.
+pub async fn enrolled_agent(
+    project: &AgentProject,
+    cluster: &TestCluster,
+    name: &str,
+    segment: &str,
+) -> RunningAgent {
+    let address = cluster.address(cluster.leader().await).to_owned();
+    let token = agent_token(cluster, segment, 600).await;
+    enroll(&project.data_dir(name), &address, &token).await.expect("enrol the agent");
+    let agent = project.start(name, &[&address]);
+    wait_connected(&agent).await;
+    agent
+}
+
 /// Waits until `agent` has a session with the leader.
 pub async fn wait_connected(agent: &RunningAgent) -> String {
     let mut state = agent.state.clone();

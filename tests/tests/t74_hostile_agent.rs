@@ -15,7 +15,7 @@ use dsops_proto::wire::admin as admin_wire;
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
 use dsops_tests::TestCluster;
-use dsops_tests::agents::{agent_token, enroll, rotate, token_project, wait_connected};
+use dsops_tests::agents::{agent_token, enroll, enrolled_agent, rotate, token_project};
 
 const BAD_RECEIPTS: u64 = 100_000;
 
@@ -60,10 +60,7 @@ async fn a_hostile_agent_cannot_stall_the_cluster() {
     let address = cluster.address(leader).to_owned();
 
     // The honest agent.
-    let token = agent_token(&cluster, "default", 600).await;
-    enroll(&project.data_dir("a"), &address, &token).await.unwrap();
-    let honest = project.start("a", &[&address]);
-    wait_connected(&honest).await;
+    let _honest = enrolled_agent(&project, &cluster, "a", "default").await;
     // The hostile one, enrolled like any other, driving its session by hand.
     let token = agent_token(&cluster, "default", 600).await;
     let rogue = enroll(&project.data_dir("rogue"), &address, &token).await.unwrap();
