@@ -1,6 +1,7 @@
 //! The real `dsops rotate`, SIGKILLed at random moments, over and over: each time the next
-//! `dsops rotate` finishes what the killed one left in flight (saying so), then rotates, and
-//! `dsops get` prints a value that logs in through the server's own client (`psql`, `mariadb`).
+//! `dsops rotate` (every other time a `dsops get` before it) finishes what the killed one left in
+//! flight (saying so), then rotates, and `dsops get` prints a value that logs in through the
+//! server's own client (`psql`, `mariadb`).
 //! For `immediate` and `two-key`, on PostgreSQL and MariaDB.
 //!
 //! A third of the kills land at a uniformly random moment of the whole command (start-up
@@ -76,10 +77,14 @@ async fn project(flavor: Flavor, strategy: Strategy) -> (Project, Vec<TestUser>)
     (project, users)
 }
 
-/// `dsops get` of the password and the user, logged in with through the server's own client.
-fn get_logs_in(dir: &Path, flavor: Flavor) -> Result<(), String> {
-    let get = |key: &str| {
+/// `dsops get` of the password and the user, logged in with through the server's own client;
+/// returns how many interrupted runs the two commands said they finished first.
+fn get_logs_in(dir: &Path, flavor: Flavor) -> Result<usize, String> {
+    let mut finished = 0;
+    let mut get = |key: &str| {
         let output = dsops_in(dir, &["get", "--env", "dev", "--key", key]);
+        finished +=
+            stderr(&output).matches("left in flight by an interrupted dsops command").count();
         if output.status.success() {
             Ok(stdout(&output).trim_end_matches('\n').to_owned())
         } else {
@@ -88,7 +93,7 @@ fn get_logs_in(dir: &Path, flavor: Flavor) -> Result<(), String> {
     };
     let (user, password) = (get("DB_USER")?, get("DB")?);
     match flavor.login_with_client(&user, &password)? {
-        true => Ok(()),
+        true => Ok(finished),
         false => Err(format!("{user} does not log in with the value dsops get prints")),
     }
 }
@@ -179,6 +184,13 @@ async fn kill_again_and_again(flavor: Flavor, strategy: Strategy) {
             tally.broken += 1;
         }
 
+        // Every other time `dsops get` comes first: it finishes the run left in flight before it
+        // reads, so the value it prints logs in.
+        if tally.kills.is_multiple_of(2) {
+            tally.recovered += get_logs_in(&dir, flavor).unwrap_or_else(|why| {
+                panic!("{flavor:?} {strategy:?}, get right after kill {}: {why}", tally.kills)
+            });
+        }
         // The next command finishes what was left, then does what it was asked.
         let next = dsops_in(&dir, &["rotate", "--env", "dev", "--key", "DB"]);
         let (out, err) = (stdout(&next), stderr(&next));
@@ -192,7 +204,7 @@ async fn kill_again_and_again(flavor: Flavor, strategy: Strategy) {
             project.read("app/db", "password", Label::Pending).is_none(),
             "no pending value is left behind"
         );
-        get_logs_in(&dir, flavor)
+        tally.recovered += get_logs_in(&dir, flavor)
             .unwrap_or_else(|why| panic!("{flavor:?} {strategy:?}, kill {}: {why}", tally.kills));
     }
     eprintln!("{flavor:?} {strategy:?}: {tally:?} ({attempt} attempts, {whole:?} per command)");
