@@ -92,6 +92,18 @@ pub fn database_service_at(
     (yaml, url)
 }
 
+/// A project whose `dev/DB` rotates the password of `user` on the test database `db` with the
+/// `immediate` strategy (`extra` is appended to `dev`'s variables), the admin credential stored.
+pub fn immediate_project(flavor: Flavor, user: &str, extra: &str) -> Project {
+    let (service, admin) = database_service(flavor);
+    let project = Project::new(&format!(
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {user} }} }}\n{extra}"
+    ));
+    project.put("db/admin", "user", &admin.user);
+    project.put("db/admin", "password", &admin.password);
+    project
+}
+
 /// A forced rotation of one secret, with a new request id.
 pub fn rotate_request(env: &str, key: &str) -> wire::RotateRequest {
     wire::RotateRequest {

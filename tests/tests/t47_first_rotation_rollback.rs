@@ -8,7 +8,7 @@
 use dsops_agent::store::Label;
 use dsops_proto::wire::admin::admin_server::Admin;
 use dsops_tests::databases::Flavor;
-use dsops_tests::rotation::{Project, database_service, rotate};
+use dsops_tests::rotation::{Project, immediate_project, rotate};
 
 /// Keeps a file of valid tokens; verification fails for the first `N` calls (a counter file),
 /// and every request is appended to a log so the test can read what the program was asked.
@@ -120,13 +120,7 @@ async fn a_database_run_with_nothing_that_logs_in_is_quarantined() {
     let flavor = Flavor::Postgres;
     let user = flavor.create_user("first_rot", "Unknown-to-dsops-000000000000001", true).await;
     flavor.admin(&[format!("alter role \"{}\" valid until '2000-01-01'", user.name)]).await;
-    let (service, admin) = database_service(flavor);
-    let project = Project::new(&format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n",
-        user.name
-    ));
-    project.put("db/admin", "user", &admin.user);
-    project.put("db/admin", "password", &admin.password);
+    let project = immediate_project(flavor, &user.name, "");
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "DB").await;
     assert_eq!(run.state, "Quarantined", "{run:?}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use dsops_agent::store::Label;
 use dsops_cli::embedded::{Embedded, EmbeddedOptions};
 use dsops_tests::databases::Flavor;
-use dsops_tests::rotation::{Project, database_service, rotate};
+use dsops_tests::rotation::{immediate_project, rotate};
 use sqlx::{AssertSqlSafe, Connection};
 
 /// The session holding the lock.
@@ -25,13 +25,7 @@ const INITIAL: &str = "Initial-password-0000000000000001";
 
 async fn blocked_apply_rolls_back_and_never_lands(flavor: Flavor) {
     let user = flavor.create_user("blocked", INITIAL, true).await;
-    let (service, admin) = database_service(flavor);
-    let project = Project::new(&format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n",
-        user.name
-    ));
-    project.put("db/admin", "user", &admin.user);
-    project.put("db/admin", "password", &admin.password);
+    let project = immediate_project(flavor, &user.name, "");
     project.put("app/db", "password", INITIAL);
 
     // The lock: an open transaction that changed the user and has not ended.

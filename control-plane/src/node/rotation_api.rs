@@ -253,7 +253,8 @@ pub(crate) struct Started {
     pub in_flight: Vec<wire::RunSummary>,
 }
 
-/// The run in flight for `env/key`, if any.
+/// The run in flight for `env/key`, if any (when one started between the look at the state and
+/// the write).
 async fn in_flight(control: &ControlPlane, env: &str, key: &str) -> Option<wire::RunSummary> {
     control
         .read_local(|s| {
@@ -291,6 +292,20 @@ pub(crate) async fn start_runs(
     let mut runs = Vec::new();
     let mut busy = Vec::new();
     let mut writes = Vec::new();
+    // The runs in flight for the chosen secrets, in one look at the state.
+    let ids: Vec<String> =
+        chosen.iter().map(|(item, _)| secret_id(&item.secret.env, &item.secret.key)).collect();
+    let mut running: std::collections::HashMap<String, wire::RunSummary> = control
+        .read_local(|s| {
+            ids.into_iter()
+                .filter_map(|id| {
+                    let active = s.secrets.get(&id)?.active_run.as_ref()?;
+                    let run = s.runs.get(active)?;
+                    Some((id, summary(run, control, false)))
+                })
+                .collect()
+        })
+        .await;
     for (item, id) in chosen {
         let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
         let spec = match spec::run_spec(loaded, &item, config_version)
@@ -315,7 +330,7 @@ pub(crate) async fn start_runs(
             continue;
         }
         // One run at a time per secret: the one in flight is reported, not refused.
-        if let Some(run) = in_flight(control, &env, &key).await {
+        if let Some(run) = running.remove(&secret_id(&env, &key)) {
             busy.push(run);
             continue;
         }
