@@ -25,7 +25,7 @@ use dsops_agent::store::{FileStore, FileStoreOptions};
 use dsops_control_plane::config::{Loaded, ServiceConfig, catalog_files};
 use dsops_control_plane::node::{AdminService, ControlPlane, DataDir, NodeOptions, RunningNode};
 use dsops_control_plane::pki::{CallerIdentity, ConnInfo, Role};
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_proto::domain::StoreRef;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;

@@ -21,6 +21,5 @@ pub mod plan;
 pub mod raft;
 pub mod rotation;
 pub mod source;
-pub mod state;
 pub mod time;
 pub mod transport;

@@ -41,11 +41,27 @@ pub enum ErrorCode {
     Internal,
 }
 
+/// gRPC status code numbers (the values of `tonic::Code`), so the table needs no gRPC runtime.
+mod grpc {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const ABORTED: i32 = 10;
+    pub const INTERNAL: i32 = 13;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
 /// One row of the table: code, stable name, gRPC status code, HTTP status.
 struct Row {
     code: ErrorCode,
     name: &'static str,
-    grpc: tonic::Code,
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    grpc: i32,
     http: u16,
 }
 
@@ -53,60 +69,60 @@ const TABLE: [Row; 12] = [
     Row {
         code: ErrorCode::InvalidArgument,
         name: "invalid_argument",
-        grpc: tonic::Code::InvalidArgument,
+        grpc: grpc::INVALID_ARGUMENT,
         http: 400,
     },
-    Row { code: ErrorCode::NotFound, name: "not_found", grpc: tonic::Code::NotFound, http: 404 },
+    Row { code: ErrorCode::NotFound, name: "not_found", grpc: grpc::NOT_FOUND, http: 404 },
     Row {
         code: ErrorCode::AlreadyExists,
         name: "already_exists",
-        grpc: tonic::Code::AlreadyExists,
+        grpc: grpc::ALREADY_EXISTS,
         http: 409,
     },
     Row {
         code: ErrorCode::Unauthenticated,
         name: "unauthenticated",
-        grpc: tonic::Code::Unauthenticated,
+        grpc: grpc::UNAUTHENTICATED,
         http: 401,
     },
     Row {
         code: ErrorCode::PermissionDenied,
         name: "permission_denied",
-        grpc: tonic::Code::PermissionDenied,
+        grpc: grpc::PERMISSION_DENIED,
         http: 403,
     },
     Row {
         code: ErrorCode::FailedPrecondition,
         name: "failed_precondition",
-        grpc: tonic::Code::FailedPrecondition,
+        grpc: grpc::FAILED_PRECONDITION,
         http: 412,
     },
-    Row { code: ErrorCode::Conflict, name: "conflict", grpc: tonic::Code::Aborted, http: 409 },
+    Row { code: ErrorCode::Conflict, name: "conflict", grpc: grpc::ABORTED, http: 409 },
     Row {
         code: ErrorCode::NotLeader,
         name: "not_leader",
-        grpc: tonic::Code::Unavailable,
+        grpc: grpc::UNAVAILABLE,
         http: 421,
     },
     Row {
         code: ErrorCode::Unavailable,
         name: "unavailable",
-        grpc: tonic::Code::Unavailable,
+        grpc: grpc::UNAVAILABLE,
         http: 503,
     },
     Row {
         code: ErrorCode::DeadlineExceeded,
         name: "deadline_exceeded",
-        grpc: tonic::Code::DeadlineExceeded,
+        grpc: grpc::DEADLINE_EXCEEDED,
         http: 504,
     },
     Row {
         code: ErrorCode::ResourceExhausted,
         name: "resource_exhausted",
-        grpc: tonic::Code::ResourceExhausted,
+        grpc: grpc::RESOURCE_EXHAUSTED,
         http: 429,
     },
-    Row { code: ErrorCode::Internal, name: "internal", grpc: tonic::Code::Internal, http: 500 },
+    Row { code: ErrorCode::Internal, name: "internal", grpc: grpc::INTERNAL, http: 500 },
 ];
 
 impl ErrorCode {
@@ -139,8 +155,9 @@ impl ErrorCode {
     }
 
     /// The gRPC status code this maps to.
+    #[cfg(feature = "grpc")]
     pub fn grpc_code(self) -> tonic::Code {
-        self.row().grpc
+        tonic::Code::from_i32(self.row().grpc)
     }
 
     /// The HTTP status this maps to (reports API).
@@ -166,6 +183,7 @@ impl ErrorCode {
 
     /// Builds the gRPC status for this code, with the code's name in the metadata so the client
     /// can tell `not_leader` from a plain `unavailable`.
+    #[cfg(feature = "grpc")]
     pub fn to_status(self, message: impl Into<String>) -> tonic::Status {
         let mut status = tonic::Status::new(self.grpc_code(), message);
         status
@@ -176,6 +194,7 @@ impl ErrorCode {
 
     /// Recovers the code from a status: from the metadata when a dsops server sent it, otherwise
     /// from the gRPC code alone (a status from a proxy or the transport).
+    #[cfg(feature = "grpc")]
     pub fn from_status(status: &tonic::Status) -> ErrorCode {
         let named = status
             .metadata()
@@ -186,6 +205,7 @@ impl ErrorCode {
     }
 
     /// The closest code for a bare gRPC status code.
+    #[cfg(feature = "grpc")]
     pub fn from_grpc_code(code: tonic::Code) -> ErrorCode {
         match code {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
@@ -211,6 +231,7 @@ impl fmt::Display for ErrorCode {
 
 /// Builds the `not_leader` status a follower answers with, carrying the leader's address (if
 /// known) in the [`LEADER_METADATA`] metadata.
+#[cfg(feature = "grpc")]
 pub fn not_leader_status(leader_address: Option<&str>) -> tonic::Status {
     let message = match leader_address {
         Some(address) => format!("not the leader; the leader is at {address}"),
@@ -226,11 +247,12 @@ pub fn not_leader_status(leader_address: Option<&str>) -> tonic::Status {
 }
 
 /// The leader's address from a `not_leader` status, if it carries one.
+#[cfg(feature = "grpc")]
 pub fn leader_hint(status: &tonic::Status) -> Option<String> {
     status.metadata().get(LEADER_METADATA).and_then(|value| value.to_str().ok()).map(str::to_owned)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "grpc"))]
 mod tests {
     use super::*;
 
@@ -253,6 +275,14 @@ mod tests {
             assert_eq!(ErrorCode::from_status(&status), code);
             assert_eq!(ErrorCode::from_name(code.name()), Some(code));
         }
+    }
+
+    #[test]
+    fn table_grpc_numbers_are_the_grpc_codes_they_name() {
+        for code in ErrorCode::ALL.into_iter().filter(|code| *code != ErrorCode::NotLeader) {
+            assert_eq!(ErrorCode::from_grpc_code(code.grpc_code()), code, "{code}");
+        }
+        assert_eq!(ErrorCode::NotLeader.grpc_code(), tonic::Code::Unavailable);
     }
 
     #[test]

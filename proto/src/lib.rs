@@ -48,28 +48,28 @@ pub mod generated {
         pub mod common {
             /// `dsops.common.v1`: steps, outcomes, receipts, error info.
             pub mod v1 {
-                tonic::include_proto!("dsops.common.v1");
+                include!(concat!(env!("OUT_DIR"), "/dsops.common.v1.rs"));
             }
         }
         /// `dsops.raft`
         pub mod raft {
             /// `dsops.raft.v1`: the raft peer service.
             pub mod v1 {
-                tonic::include_proto!("dsops.raft.v1");
+                include!(concat!(env!("OUT_DIR"), "/dsops.raft.v1.rs"));
             }
         }
         /// `dsops.agent`
         pub mod agent {
             /// `dsops.agent.v1`: agent enrolment and sessions.
             pub mod v1 {
-                tonic::include_proto!("dsops.agent.v1");
+                include!(concat!(env!("OUT_DIR"), "/dsops.agent.v1.rs"));
             }
         }
         /// `dsops.admin`
         pub mod admin {
             /// `dsops.admin.v1`: the operator API used by the CLI.
             pub mod v1 {
-                tonic::include_proto!("dsops.admin.v1");
+                include!(concat!(env!("OUT_DIR"), "/dsops.admin.v1.rs"));
             }
         }
     }

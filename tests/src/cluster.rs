@@ -14,7 +14,7 @@ use dsops_control_plane::node::{
 };
 use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
 use dsops_control_plane::raft::{LinkAction, LinkFilter};
-use dsops_control_plane::state::{Command, Response};
+use dsops_state::{Command, Response};
 use dsops_proto::wire::admin::admin_client::AdminClient;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;

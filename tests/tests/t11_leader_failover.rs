@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_tests::{TestCluster, wait_for};
 
 fn audit(i: usize) -> Command {

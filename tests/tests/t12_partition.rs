@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_tests::{TestCluster, wait_for};
 
 fn audit(subject: &str) -> Command {

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_tests::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +45,7 @@ async fn the_whole_cluster_restarts_from_disk() {
         );
     }
     assert!(
-        dsops_control_plane::state::AuditLog::verify(&events).is_ok(),
+        dsops_state::AuditLog::verify(&events).is_ok(),
         "the audit chain broke across the restart"
     );
     cluster

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
-use dsops_control_plane::state::{Command, Outcome};
+use dsops_state::{Command, Outcome};
 use dsops_proto::wire::admin::ApplyConfigRequest;
 use dsops_tests::TestCluster;
 

@@ -10,7 +10,7 @@ use dsops_control_plane::pki::{
     API_SERVER_NAME, NodeCertificate, RAFT_SERVER_NAME, client_config, new_csr,
     pinned_client_config,
 };
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin::{CreateJoinTokenRequest, RemoveNodeRequest};
 use dsops_proto::wire::raft::node_join_client::NodeJoinClient;

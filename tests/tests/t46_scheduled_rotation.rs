@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use dsops_control_plane::state::{RunPhase, SecretRecord};
+use dsops_state::{RunPhase, SecretRecord};
 use dsops_tests::agents::{AgentProject, agent_token, enroll, wait_connected};
 use dsops_tests::cluster::fast_options;
 use dsops_tests::{TestCluster, wait_for};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dsops_agent::SecretValue;
 use dsops_agent::adapter::Login;
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_tests::agents::{
     AgentProject, agent_token, enroll, list_agents, rotate, wait_audit, wait_connected,
 };

@@ -10,7 +10,7 @@ use dsops_agent::identity::AgentIdentity;
 use dsops_control_plane::pki::{
     API_SERVER_NAME, ClusterPki, NodeCertificate, client_config, new_csr,
 };
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_proto::domain::{AgentId, Generation, Outcome, ReceiptBody, RunId, SignedReceipt, Step};
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
@@ -85,7 +85,7 @@ async fn certificates_from_another_ca_or_expired_are_refused_and_audited() {
 /// generation.
 async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
     // A run of segment a, dispatched to agent a.
-    let spec = dsops_control_plane::state::RunSpec {
+    let spec = dsops_state::RunSpec {
         strategy: "random".into(),
         store_ref: "store://local/app/k#v".into(),
         service_ref: None,
@@ -123,7 +123,7 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
             Command::DispatchStep {
                 run_id: "run-t72".into(),
                 generation,
-                step: dsops_control_plane::state::StepKind::Stage,
+                step: dsops_state::StepKind::Stage,
                 checked_step: None,
                 attempt: 1,
                 agent_id: "agt-aaaa".into(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dsops_control_plane::pki::RAFT_SERVER_NAME;
 use dsops_control_plane::raft::AuditRetention;
-use dsops_control_plane::state::Command;
+use dsops_state::Command;
 use dsops_tests::cluster::fast_options;
 use dsops_tests::usage::rss_kib;
 use dsops_tests::{TestCluster, wait_for};

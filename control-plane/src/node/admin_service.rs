@@ -14,7 +14,7 @@ use super::api::{ControlPlane, WriteError};
 use super::token::JoinToken;
 use crate::config::{CatalogFiles, load_with};
 use crate::pki::{CallerIdentity, ConnInfo, Role};
-use crate::state::{Command, Outcome};
+use dsops_state::{Command, Outcome};
 
 /// Serves `Admin`.
 #[derive(Debug, Clone)]
@@ -468,7 +468,7 @@ impl AdminService {
 
 /// A retried token request cannot be answered: the first attempt created a token whose secret
 /// only that attempt knew.
-fn shown_once(response: &crate::state::Response) -> Result<(), Status> {
+fn shown_once(response: &dsops_state::Response) -> Result<(), Status> {
     if response.duplicate {
         return Err(ErrorCode::FailedPrecondition.to_status(
             "this request already created a token, which cannot be shown again; ask for a new token",

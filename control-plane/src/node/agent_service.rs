@@ -29,7 +29,7 @@ use super::token::JoinToken;
 use crate::pki::{CallerIdentity, ConnInfo, Role};
 use crate::rotation::ReceiptError;
 use crate::rotation::registry::SessionInfo;
-use crate::state::{AgentRecord, Command};
+use dsops_state::{AgentRecord, Command};
 
 /// How often a session checks that its agent is still trusted and this node still leads.
 pub const WATCH: Duration = Duration::from_millis(500);

@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::pki::ClusterPki;
 use crate::raft::{NodeId, Proposal, StateMachineStore, TypeConfig};
-use crate::state::{Command, Outcome, Request, Response, State};
+use dsops_state::{Command, Outcome, Request, Response, State};
 
 /// The most requests in one raft entry.
 const MAX_BATCH: usize = 512;

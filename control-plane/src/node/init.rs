@@ -12,7 +12,7 @@ use super::layout::{Credentials, DataDir, NodeFile};
 use super::server::{NodeOptions, open_raft};
 use super::token::JoinToken;
 use crate::pki::{API_SERVER_NAME, Authority, ClusterPki, new_csr, pinned_client_config};
-use crate::state::{Command, NodeRole};
+use dsops_state::{Command, NodeRole};
 
 /// What `init` produced.
 #[derive(Debug)]

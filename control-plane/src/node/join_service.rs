@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::api::ControlPlane;
 use super::token::JoinToken;
 use crate::pki::{ConnInfo, Role};
-use crate::state::{Command, Outcome};
+use dsops_state::{Command, Outcome};
 
 /// Serves `NodeJoin`.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use openraft::ChangeMembers;
 
 use super::api::ControlPlane;
-use crate::state::NodeRole;
+use dsops_state::NodeRole;
 
 /// A learner this close to the leader's last log index counts as caught up.
 pub const CAUGHT_UP: u64 = 10;

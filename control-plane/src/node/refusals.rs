@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::api::ControlPlane;
 use crate::pki::RefusalHook;
-use crate::state::Command;
+use dsops_state::Command;
 
 /// Distinct keys counted per interval at most.
 pub const MAX_KEYS: usize = 1024;

@@ -15,7 +15,7 @@ use super::admin_service::timestamp;
 use super::api::{ControlPlane, WriteError};
 use crate::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
 use crate::rotation::spec::{self, SpecError};
-use crate::state::{Command, Outcome, Run, StoredConfig, secret_id};
+use dsops_state::{Command, Outcome, Run, StoredConfig, secret_id};
 use dsops_proto::domain::{RotateRequest, RotateSelector};
 
 /// A secret is "due soon" when its next due time is this close.
@@ -89,7 +89,7 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
         state: run.phase.name().to_owned(),
         requested_at: Some(timestamp(run.requested_at_ms)),
         finished_at: run.finished_at_ms.map(timestamp),
-        detail: if run.phase == crate::state::RunPhase::Completed {
+        detail: if run.phase == dsops_state::RunPhase::Completed {
             String::new()
         } else {
             run.last_error.clone()
@@ -131,7 +131,7 @@ pub(crate) fn run_id(request_id: &str, env: &str, key: &str) -> String {
 /// Which secrets a rotate request names.
 fn select<'a>(
     loaded: &'a Loaded,
-    secrets: &std::collections::BTreeMap<String, crate::state::SecretRecord>,
+    secrets: &std::collections::BTreeMap<String, dsops_state::SecretRecord>,
     request: &RotateRequest,
 ) -> Result<Vec<ResolvedSecret<'a>>, Status> {
     let now = now_utc();
@@ -441,8 +441,8 @@ pub(super) async fn status(
                 "waiting_for_agent"
             }
             (_, Some(_), _) => "rotating",
-            (_, None, Some(crate::state::RunPhase::Quarantined)) => "quarantined",
-            (_, None, Some(crate::state::RunPhase::RolledBack)) => "failed",
+            (_, None, Some(dsops_state::RunPhase::Quarantined)) => "quarantined",
+            (_, None, Some(dsops_state::RunPhase::RolledBack)) => "failed",
             _ => match next_due {
                 Some(due) if due <= now => "overdue",
                 Some(due) if due - now <= DUE_SOON => "due_soon",
@@ -464,7 +464,7 @@ pub(super) async fn status(
             strategy: item.strategy.map(|(s, _)| s.to_string()).unwrap_or_default(),
             active_run: record.active_run.clone().unwrap_or_default(),
             detail: latest
-                .filter(|r| r.phase != crate::state::RunPhase::Completed)
+                .filter(|r| r.phase != dsops_state::RunPhase::Completed)
                 .map(|r| r.last_error.clone())
                 .unwrap_or_default(),
         });

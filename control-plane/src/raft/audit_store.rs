@@ -13,7 +13,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use crate::state::{AuditEvent, AuditLog, Checkpoint};
+use dsops_state::{AuditEvent, AuditLog, Checkpoint};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
@@ -241,7 +241,7 @@ mod tests {
         save(&db, &window, Some(&log.recent_start()), retention, 0).expect("install");
         let history = read(&db, 0, usize::MAX).expect("read");
         assert_eq!(history.start, log.recent_start());
-        assert_eq!(history.events.len(), crate::state::RECENT);
+        assert_eq!(history.events.len(), dsops_state::RECENT);
         assert!(history.verify().is_ok());
     }
 }

@@ -265,7 +265,7 @@ pub fn snapshot_meta_from_wire(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Command, Request};
+    use dsops_state::{Command, Request};
 
     fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
         Entry { log_id: LogId::new(CommittedLeaderId::new(3, 1), index), payload }

@@ -17,7 +17,7 @@ use tokio::sync::RwLock;
 
 use super::audit_store::{self, AuditHistory, AuditRetention};
 use super::{Applied, NodeId, TypeConfig, storage_error};
-use crate::state::{ApplyContext, State, apply, decode_snapshot, encode_snapshot};
+use dsops_state::{ApplyContext, State, apply, decode_snapshot, encode_snapshot};
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const CURRENT: &str = "current";

@@ -2,7 +2,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Request, Response};
+use dsops_state::{Request, Response};
 
 /// A control-plane node id (never reused).
 pub type NodeId = u64;

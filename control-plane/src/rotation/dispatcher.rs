@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::AgentRegistry;
 use crate::node::{ControlPlane, WriteError, now_ms};
-use crate::state::{Command, Outcome, Run, RunSpec, State, StepKind};
+use dsops_state::{Command, Outcome, Run, RunSpec, State, StepKind};
 
 /// How often the dispatcher looks even when nothing woke it (backoffs and deadlines expire
 /// without an event).
@@ -403,7 +403,7 @@ pub async fn submit_receipt(
     // Every node's apply relies on the signature check while that key is still the agent's.
     enum Verdict {
         Remembered(Outcome),
-        Refused(crate::state::ReceiptRefusal),
+        Refused(dsops_state::ReceiptRefusal),
         Judged(Option<String>),
     }
     let verdict = control
@@ -412,7 +412,7 @@ pub async fn submit_receipt(
                 return Verdict::Remembered(previous.outcome.clone());
             }
             let mut verified_with = None;
-            let judged = crate::state::judge_receipt(state, receipt, |public_key| {
+            let judged = dsops_state::judge_receipt(state, receipt, |public_key| {
                 let ok = dsops_proto::hex_decode(public_key)
                     .and_then(|k| <[u8; 32]>::try_from(k).ok())
                     .is_some_and(|k| receipt.verify(&k).is_ok());
@@ -507,7 +507,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::state::{ApplyContext, Request, apply};
+    use dsops_state::{ApplyContext, Request, apply};
 
     fn request(state: &mut State, n: usize, segment: &str, target: &str) {
         let spec = RunSpec {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use dsops_proto::domain::{Capabilities, Job, ServiceRef, StoreRef};
 use tokio::sync::{Notify, mpsc};
 
-use crate::state::{RunSpec, StepKind};
+use dsops_state::{RunSpec, StepKind};
 
 struct Connected {
     segment: String,

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use crate::config::{Loaded, ResolvedSecret};
 use crate::node::ControlPlane;
 use crate::node::rotation_api::{self, Start};
-use crate::state::{RunPhase, State, StoredConfig, secret_id};
+use dsops_state::{RunPhase, State, StoredConfig, secret_id};
 use crate::time::next_due_in_windows;
 use crate::time::{MaintenanceWindow, Schedule};
 

@@ -4,7 +4,7 @@ use chrono::TimeZone;
 
 use super::*;
 use crate::config::{CatalogFiles, load_with};
-use crate::state::SecretRecord;
+use dsops_state::SecretRecord;
 use crate::time;
 
 const YAML: &str = r#"version: 1

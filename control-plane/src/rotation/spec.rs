@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::Strategy;
 use crate::config::{Loaded, ResolvedSecret};
-use crate::state::RunSpec;
+use dsops_state::RunSpec;
 
 /// Attempts per step before a run rolls back or is quarantined.
 pub const MAX_ATTEMPTS: u32 = 5;

@@ -197,6 +197,7 @@ mod tests {
             mutate(&mut job);
             let error = Job::try_from(job).unwrap_err();
             assert_eq!(error.field, field, "{error}");
+            #[cfg(feature = "grpc")]
             assert_eq!(tonic::Status::from(error).code(), tonic::Code::InvalidArgument);
         }
     }

@@ -33,6 +33,7 @@ impl ProtocolError {
     }
 }
 
+#[cfg(feature = "grpc")]
 impl From<ProtocolError> for tonic::Status {
     fn from(error: ProtocolError) -> tonic::Status {
         error.code().to_status(error.to_string())

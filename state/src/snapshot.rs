@@ -53,7 +53,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ApplyContext, Command, Request, apply};
+    use crate::{ApplyContext, Command, Request, apply};
 
     #[test]
     fn round_trip_and_version_checks() {

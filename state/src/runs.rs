@@ -229,7 +229,7 @@ impl Run {
     }
 }
 
-/// The key of a secret in [`crate::state::State::secrets`].
+/// The key of a secret in [`crate::State::secrets`].
 pub fn secret_id(env: &str, key: &str) -> String {
     format!("{env}/{key}")
 }

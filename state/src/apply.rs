@@ -343,7 +343,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::state::AuditLog;
+    use crate::AuditLog;
 
     fn request(id: &str, at: u64, command: Command) -> Request {
         Request {
