@@ -22,7 +22,7 @@ use dsops_agent::hook::HookSpec;
 use dsops_agent::identity::AgentIdentity;
 use dsops_agent::sealed::SealedFile;
 use dsops_agent::session::{Link, SessionOptions, SessionState};
-use dsops_control_plane::config::Loaded;
+use dsops_config::config::Loaded;
 use dsops_control_plane::node::JoinToken;
 use dsops_control_plane::pki::{API_SERVER_NAME, NodeCertificate, client_config, new_csr};
 use dsops_proto::domain::Capabilities;

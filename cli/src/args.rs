@@ -313,7 +313,7 @@ fn parse_token_ttl(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    dsops_control_plane::time::Duration::parse(text)
+    dsops_config::time::Duration::parse(text)
         .map(|d| std::time::Duration::from_secs(d.as_secs()))
         .map_err(|e| e.to_string())
 }

@@ -1,8 +1,8 @@
 //! Loading what commands work on: the configuration (when there is one) and the catalog.
 
-use dsops_control_plane::catalog::{Catalog, Layer};
-use dsops_control_plane::config::{Loaded, load_file};
-use dsops_control_plane::source::Diagnostics;
+use dsops_config::catalog::{Catalog, Layer};
+use dsops_config::config::{Loaded, load_file};
+use dsops_config::document::Diagnostics;
 
 use crate::args::Cli;
 use crate::failure::Failure;

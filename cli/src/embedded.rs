@@ -22,7 +22,7 @@ use dsops_agent::hook::{HookSpec, ScriptSpec, WebhookSpec};
 use dsops_agent::identity::AgentIdentity;
 use dsops_agent::local::CrashHook;
 use dsops_agent::store::{FileStore, FileStoreOptions};
-use dsops_control_plane::config::{Loaded, ServiceConfig, catalog_files};
+use dsops_config::config::{Loaded, ServiceConfig, catalog_files};
 use dsops_control_plane::node::{AdminService, ControlPlane, DataDir, NodeOptions, RunningNode};
 use dsops_control_plane::pki::{CallerIdentity, ConnInfo, Role};
 use dsops_state::Command;
@@ -126,7 +126,7 @@ fn hook_spec(
 ) -> anyhow::Result<Option<HookSpec>> {
     let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
     let timeout = text("timeout")
-        .and_then(|t| dsops_control_plane::time::Duration::parse(t).ok())
+        .and_then(|t| dsops_config::time::Duration::parse(t).ok())
         .map_or(Duration::from_secs(30), |d| Duration::from_secs(d.as_secs()));
     Ok(Some(match service.service_type.as_str() {
         "script" => {

@@ -1,6 +1,6 @@
 //! How a command fails, and the exit code each failure maps to.
 
-use dsops_control_plane::source::Diagnostic;
+use dsops_config::document::Diagnostic;
 
 /// A failed command.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
-use dsops_control_plane::source::{Diagnostic, Severity};
+use dsops_config::document::{Diagnostic, Severity};
 use serde::Serialize;
 
 use crate::failure::Failure;

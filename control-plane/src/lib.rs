@@ -11,15 +11,10 @@
 //!  dsops-data/ (bundled) + rotation.dataDir ──load──▶ catalog::Catalog ──┴─▶ plan::Plan
 //! ```
 
-pub mod catalog;
-pub mod config;
 pub mod node;
 pub mod pki;
-pub mod plan;
 // openraft's traits fix the (large) StorageError type of every storage function.
 #[allow(clippy::result_large_err)]
 pub mod raft;
 pub mod rotation;
-pub mod source;
-pub mod time;
 pub mod transport;

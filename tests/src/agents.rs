@@ -10,7 +10,7 @@ use dsops_agent::session::SessionState;
 use dsops_agent::store::{FileStore, Label, SecretStore};
 use dsops_cli::agent_host::{self, AgentRun, EnrolledState, RunningAgent};
 use dsops_cli::embedded::{open_store, random_id};
-use dsops_control_plane::config::Loaded;
+use dsops_config::config::Loaded;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_client::AdminClient;
 use tonic::transport::Channel;

@@ -115,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { data_dir, config, servers, allow_services, allow_strategies } => {
             let loaded =
-                dsops_control_plane::config::load_file(&config).map_err(|diagnostics| {
+                dsops_config::config::load_file(&config).map_err(|diagnostics| {
                     let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
                     anyhow!(
                         "{}\n{} problem(s) in {}",

@@ -1,4 +1,4 @@
-use dsops_control_plane::config::catalog_files;
+use dsops_config::config::catalog_files;
 use dsops_proto::wire::admin as wire;
 
 use crate::args::{ApplyArgs, Cli, OutputFormat};

@@ -1,5 +1,5 @@
-use dsops_control_plane::catalog::{Catalog, Layer};
-use dsops_control_plane::source::Diagnostics;
+use dsops_config::catalog::{Catalog, Layer};
+use dsops_config::document::Diagnostics;
 
 use crate::args::{CatalogCommand, Cli, OutputFormat};
 use crate::failure::Failure;

@@ -1,5 +1,5 @@
-use dsops_control_plane::catalog::{Catalog, ServiceInstance, ServiceType};
-use dsops_control_plane::config::ServiceConfig;
+use dsops_config::catalog::{Catalog, ServiceInstance, ServiceType};
+use dsops_config::config::ServiceConfig;
 
 use crate::args::{Cli, DescribeCommand, OutputFormat};
 use crate::context::catalog;
@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, command: &DescribeCommand) -> Result<(), Failure> {
         candidates.extend(loaded.config.services.keys().map(String::as_str));
     }
     let mut message = format!("no service, service instance or service type is named {name:?}");
-    if let Some(hint) = dsops_control_plane::source::suggest(name, candidates) {
+    if let Some(hint) = dsops_config::document::suggest(name, candidates) {
         message.push_str(&format!("; did you mean {hint:?}?"));
     } else {
         message.push_str("; see `dsops list services` and `dsops list types`");

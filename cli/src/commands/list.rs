@@ -1,4 +1,4 @@
-use dsops_control_plane::catalog::{Catalog, ServiceInstance};
+use dsops_config::catalog::{Catalog, ServiceInstance};
 use serde::Serialize;
 
 use crate::args::{Cli, ListCommand, ListServicesArgs, OutputFormat};
@@ -54,7 +54,7 @@ fn services(cli: &Cli, catalog: &Catalog, args: &ListServicesArgs) -> Result<(),
     if let Some(name) = &args.service_type
         && catalog.service_type(name).is_none()
     {
-        let message = dsops_control_plane::source::unknown_hinted(
+        let message = dsops_config::document::unknown_hinted(
             "service type",
             name,
             catalog.service_types.keys().map(String::as_str),

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use dsops_control_plane::plan::{PlanRow, plan};
+use dsops_config::plan::{PlanRow, plan};
 
 use crate::args::{Cli, OutputFormat, PlanArgs};
 use crate::context::require_config;

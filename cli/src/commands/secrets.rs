@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use dsops_agent::SecretValue;
 use dsops_agent::store::{Label, SecretStore};
 use dsops_cli::embedded::open_store;
-use dsops_control_plane::config::{Loaded, SecretConfig};
+use dsops_config::config::{Loaded, SecretConfig};
 
 use crate::args::{Cli, ExecArgs, SecretArgs};
 use crate::backend::Backend;

@@ -16,7 +16,7 @@ struct Summary {
     services: usize,
     secret_stores: usize,
     catalog: CatalogSummary,
-    diagnostics: Vec<dsops_control_plane::source::Diagnostic>,
+    diagnostics: Vec<dsops_config::document::Diagnostic>,
 }
 
 #[derive(Debug, Serialize)]

@@ -129,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             audit_retention,
             audit_max_events,
         } => {
-            let max_age = dsops_control_plane::time::Duration::parse(&audit_retention)
+            let max_age = dsops_config::time::Duration::parse(&audit_retention)
                 .map_err(|e| anyhow::anyhow!("--audit-retention {audit_retention:?}: {e}"))?;
             anyhow::ensure!(audit_max_events >= 1_000, "--audit-max-events must be at least 1000");
             anyhow::ensure!(

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::api::{ControlPlane, WriteError};
 use super::token::JoinToken;
-use crate::config::{CatalogFiles, load_with};
+use dsops_config::config::{CatalogFiles, load_with};
 use crate::pki::{CallerIdentity, ConnInfo, Role};
 use dsops_state::{Command, Outcome};
 

@@ -88,7 +88,7 @@ struct Inner {
     /// Agents connected to this node.
     agents: crate::rotation::AgentRegistry,
     /// The last stored configuration validated here, by version.
-    config_cache: std::sync::Mutex<Option<(u64, Arc<crate::config::Loaded>)>>,
+    config_cache: std::sync::Mutex<Option<(u64, Arc<dsops_config::config::Loaded>)>>,
     /// Refusals counted for the next audit summary.
     refusals: super::refusals::RefusalTally,
 }
@@ -158,13 +158,13 @@ impl ControlPlane {
     }
 
     /// The validated configuration of stored version `version`, if this node has it.
-    pub(crate) fn cached_config(&self, version: u64) -> Option<Arc<crate::config::Loaded>> {
+    pub(crate) fn cached_config(&self, version: u64) -> Option<Arc<dsops_config::config::Loaded>> {
         let cache = self.inner.config_cache.lock().expect("config cache lock");
         cache.as_ref().filter(|(v, _)| *v == version).map(|(_, loaded)| loaded.clone())
     }
 
     /// Remembers the validated configuration of stored version `version`.
-    pub(crate) fn cache_config(&self, version: u64, loaded: Arc<crate::config::Loaded>) {
+    pub(crate) fn cache_config(&self, version: u64, loaded: Arc<dsops_config::config::Loaded>) {
         *self.inner.config_cache.lock().expect("config cache lock") = Some((version, loaded));
     }
 

@@ -13,7 +13,7 @@ use tonic::Status;
 
 use super::admin_service::timestamp;
 use super::api::{ControlPlane, WriteError};
-use crate::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
+use dsops_config::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
 use crate::rotation::spec::{self, SpecError};
 use dsops_state::{Command, Outcome, Run, StoredConfig, secret_id};
 use dsops_proto::domain::{RotateRequest, RotateSelector};

@@ -3,9 +3,9 @@ use std::collections::BTreeMap;
 use chrono::TimeZone;
 
 use super::*;
-use crate::config::{CatalogFiles, load_with};
+use dsops_config::config::{CatalogFiles, load_with};
 use dsops_state::SecretRecord;
-use crate::time;
+use dsops_config::time;
 
 const YAML: &str = r#"version: 1
 secretStores:

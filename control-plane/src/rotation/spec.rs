@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::Strategy;
-use crate::config::{Loaded, ResolvedSecret};
+use dsops_config::catalog::Strategy;
+use dsops_config::config::{Loaded, ResolvedSecret};
 use dsops_state::RunSpec;
 
 /// Attempts per step before a run rolls back or is quarantined.
@@ -30,7 +30,7 @@ pub fn segment_of(loaded: &Loaded, item: &ResolvedSecret<'_>) -> String {
 /// The error for an environment the configuration does not define, with a did-you-mean.
 pub fn unknown_env(loaded: &Loaded, env: &str) -> SpecError {
     let names: Vec<&str> = loaded.config.envs.keys().map(String::as_str).collect();
-    let hint = crate::source::suggest(env, names.iter().copied())
+    let hint = dsops_config::document::suggest(env, names.iter().copied())
         .map(|h| format!("; did you mean {h:?}?"))
         .unwrap_or_else(|| format!(" (environments: {})", names.join(", ")));
     SpecError(format!("environment {env:?} is not in the configuration{hint}"))
@@ -43,7 +43,7 @@ pub fn find<'a>(loaded: &'a Loaded, env: &str, key: &str) -> Result<ResolvedSecr
     };
     if !env_config.secrets.contains_key(key) {
         let names: Vec<&str> = env_config.secrets.keys().map(String::as_str).collect();
-        let hint = crate::source::suggest(key, names.iter().copied())
+        let hint = dsops_config::document::suggest(key, names.iter().copied())
             .map(|h| format!("; did you mean {h:?}?"))
             .unwrap_or_default();
         return Err(SpecError(format!("{env} has no variable {key:?}{hint}")));
@@ -53,17 +53,6 @@ pub fn find<'a>(loaded: &'a Loaded, env: &str, key: &str) -> Result<ResolvedSecr
         .into_iter()
         .find(|r| r.secret.env == env && r.secret.key == key)
         .ok_or_else(|| SpecError(format!("{env}/{key} does not resolve against the catalog")))
-}
-
-/// Why `overlap` cannot work for `item`, if it cannot: it needs a second valid credential for the
-/// same identity during the grace period, and a database role or account holds one password.
-pub fn overlap_refusal(item: &ResolvedSecret<'_>) -> Option<String> {
-    let type_name = item.service_type.map(|t| t.metadata.name.as_str())?;
-    matches!(type_name, "postgresql" | "mysql").then(|| {
-        format!(
-            "strategy overlap needs a target that holds two credentials for one identity at once; a {type_name} user holds one password (use two-key)"
-        )
-    })
 }
 
 /// What a run of `item` does.

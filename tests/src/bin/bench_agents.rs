@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let config = work.path().join("dsops.yaml");
     std::fs::write(&config, "version: 1\nsecretStores:\n  local: { type: file }\n")?;
-    let loaded = dsops_control_plane::config::load_file(&config)
+    let loaded = dsops_config::config::load_file(&config)
         .map_err(|d| anyhow!("bench config: {d:?}"))?;
     let admin = cluster.admin(&leader_address);
 

@@ -16,7 +16,7 @@ use dsops_agent::config::AgentConfig;
 use dsops_agent::generate::ValueFormat;
 use dsops_agent::store::SecretStore;
 use dsops_cli::embedded::{Embedded, EmbeddedOptions, attach_agent, open_store, random_id};
-use dsops_control_plane::config::load_file;
+use dsops_config::config::load_file;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 use dsops_tests::databases::{Flavor, ServerUrl};

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::model::{Config, SecretConfig, ServiceConfig};
 use crate::catalog::{Capability, Catalog, CredentialKind, RotationPolicy, ServiceType, Strategy};
-use crate::source::{Diagnostics, suggest};
+use crate::document::{Diagnostics, suggest};
 use crate::time::{Duration, MaintenanceWindow, Schedule};
 
 /// Where a resolved setting came from.

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{Catalog, Entry};
-use crate::source::{Diagnostics, unknown_hinted};
+use crate::document::{Diagnostics, unknown_hinted};
 use crate::time::{Duration, MaintenanceWindow, Schedule};
 
 /// Named charsets accepted in `constraints.format` instead of a regular expression.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use dsops_proto::domain::{ServiceRef, StoreRef};
 
 use crate::catalog::Strategy;
-use crate::source::Node;
+use crate::document::Node;
 use crate::time::{Duration, Schedule};
 
 /// A whole `dsops.yaml`.

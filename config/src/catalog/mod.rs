@@ -31,7 +31,7 @@ pub use model::{
 pub use policy::{Principal, RotationPolicy};
 pub use schema::SchemaSet;
 
-use crate::source::{Diagnostic, Diagnostics, Node, Pos};
+use crate::document::{Diagnostic, Diagnostics, Node, Pos};
 use crate::time::MaintenanceWindow;
 
 /// A catalog document with where it came from.

@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 use super::model::{SecretConfig, ServiceConfig};
 use super::resolve::{ResolvedSecret, rotatable};
 use crate::catalog::{CHARSETS, CredentialKind, ServiceType, Strategy};
-use crate::source::{Diagnostics, Fields, Pos};
+use crate::document::{Diagnostics, Fields, Pos};
 
 fn is_database(service_type: Option<&ServiceType>) -> bool {
     service_type.and_then(|t| t.metadata.category.as_deref()) == Some("database")

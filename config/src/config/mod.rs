@@ -25,7 +25,7 @@ pub use resolve::{Origin, ResolvedSecret, resolve};
 use std::collections::BTreeMap;
 
 use crate::catalog::{Catalog, Layer, SourceFile};
-use crate::source::{Diagnostic, Diagnostics, Pos, parse_yaml};
+use crate::document::{Diagnostic, Diagnostics, Pos, parse_yaml};
 
 /// A configuration that validated, with its catalog and any warnings.
 #[derive(Debug, Clone)]
@@ -144,16 +144,16 @@ pub fn load_with(
 
 /// A content hash per configuration item, from which the stored versions' change lists are
 /// computed: `secretStores.<name>`, `services.<name>`, `rotation`, `envs.<env>.<VAR>`.
-fn fingerprints(root: &crate::source::Node) -> BTreeMap<String, String> {
+fn fingerprints(root: &crate::document::Node) -> BTreeMap<String, String> {
     use sha2::{Digest, Sha256};
-    let hash = |node: &crate::source::Node| -> String {
+    let hash = |node: &crate::document::Node| -> String {
         // serde_json's map is ordered by key, so the text is canonical.
         let text = serde_json::to_string(&node.to_json()).unwrap_or_default();
         dsops_proto::hex(&Sha256::digest(text.as_bytes()))
     };
     let mut items = BTreeMap::new();
-    let entries = |node: Option<&crate::source::Node>| match node.map(|n| &n.value) {
-        Some(crate::source::Value::Map(entries)) => entries.clone(),
+    let entries = |node: Option<&crate::document::Node>| match node.map(|n| &n.value) {
+        Some(crate::document::Value::Map(entries)) => entries.clone(),
         _ => Vec::new(),
     };
     for section in ["secretStores", "services"] {

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::config::{Loaded, Origin};
-use crate::source::suggest;
+use crate::document::suggest;
 use crate::time::next_due_in_windows;
 
 /// How far ahead the plan looks for a due time inside a maintenance window.
@@ -58,6 +58,17 @@ pub struct PlanError {
     message: String,
 }
 
+/// Why `overlap` cannot work for `item`, if it cannot: it needs a second valid credential for the
+/// same identity during the grace period, and a database role or account holds one password.
+pub fn overlap_refusal(item: &crate::config::ResolvedSecret<'_>) -> Option<String> {
+    let type_name = item.service_type.map(|t| t.metadata.name.as_str())?;
+    matches!(type_name, "postgresql" | "mysql").then(|| {
+        format!(
+            "strategy overlap needs a target that holds two credentials for one identity at once; a {type_name} user holds one password (use two-key)"
+        )
+    })
+}
+
 /// Builds the plan of one environment as of `now`.
 pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRow>, PlanError> {
     if !loaded.config.envs.contains_key(env) {
@@ -75,7 +86,7 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
     for item in loaded.resolved().into_iter().filter(|r| r.secret.env == env) {
         let secret = item.secret;
         if let Some((crate::catalog::Strategy::Overlap, _)) = item.strategy
-            && let Some(reason) = crate::rotation::spec::overlap_refusal(&item)
+            && let Some(reason) = overlap_refusal(&item)
         {
             refused.push(format!("envs.{env}.{}: {reason}", secret.key));
         }

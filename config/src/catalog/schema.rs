@@ -6,7 +6,7 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value as Json;
 
 use super::{DocKind, Layer};
-use crate::source::{Diagnostics, Node, Pos, Value, join, suggest, unescape_pointer_token};
+use crate::document::{Diagnostics, Node, Pos, Value, join, suggest, unescape_pointer_token};
 
 /// A compiled schema and the raw JSON it came from (to look up allowed property names).
 #[derive(Debug)]

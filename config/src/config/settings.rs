@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use dsops_proto::domain::StoreRef;
 
 use super::fields_table::{FieldKind, FieldSpec};
-use crate::source::{Diagnostics, Fields, Node, ScalarKind, Value};
+use crate::document::{Diagnostics, Fields, Node, ScalarKind, Value};
 use crate::time::Duration;
 
 /// Reads every setting of `fields` listed in `specs` (unknown keys were already reported by
@@ -164,7 +164,7 @@ fn check_text(kind: FieldKind, text: &str, stores: &[&str]) -> Result<String, St
         FieldKind::Choice(choices) => {
             if !choices.contains(&text) {
                 let mut message = format!("{text:?} is not one of: {}", choices.join(", "));
-                if let Some(hint) = crate::source::suggest(text, choices.iter().copied()) {
+                if let Some(hint) = crate::document::suggest(text, choices.iter().copied()) {
                     message.push_str(&format!("; did you mean {hint:?}?"));
                 }
                 return Err(message);
@@ -236,7 +236,7 @@ pub(super) fn check_store_reference(
 /// The message for a reference to a store that `secretStores` does not define.
 pub(super) fn unknown_store(name: &str, stores: &[&str]) -> String {
     let mut message = format!("unknown secret store {name:?}");
-    match crate::source::suggest(name, stores.iter().copied()) {
+    match crate::document::suggest(name, stores.iter().copied()) {
         Some(hint) => message.push_str(&format!("; did you mean {hint:?}?")),
         None if stores.is_empty() => message.push_str("; `secretStores` defines none"),
         None => message.push_str(&format!("; `secretStores` defines: {}", stores.join(", "))),

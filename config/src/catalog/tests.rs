@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Catalog, Layer};
-use crate::source::Diagnostics;
+use crate::document::Diagnostics;
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let path = dir.join(rel);

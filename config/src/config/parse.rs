@@ -12,7 +12,7 @@ use super::settings::{check_store_reference, read_settings, unknown_store};
 use crate::catalog::Strategy;
 use dsops_proto::domain::names::{check_config_name, check_variable_name};
 
-use crate::source::{Diagnostics, Fields, Node, unknown_name};
+use crate::document::{Diagnostics, Fields, Node, unknown_name};
 use crate::time::{Duration, Schedule};
 
 const TOP_KEYS: [&str; 5] = ["version", "secretStores", "services", "rotation", "envs"];
@@ -218,7 +218,7 @@ fn parse_services(
 /// The keys of a mapping node (empty for anything else).
 fn map_keys(node: &Node) -> Vec<&str> {
     match &node.value {
-        crate::source::Value::Map(entries) => {
+        crate::document::Value::Map(entries) => {
             entries.iter().filter_map(|(k, _)| k.scalar_text()).collect()
         }
         _ => Vec::new(),
@@ -293,7 +293,7 @@ fn read_targets(fields: &Fields<'_>, key: &str, diagnostics: &mut Diagnostics) -
         let ok = matches!(scheme, Some((s, false)) if TARGET_SCHEMES.contains(&s));
         if !ok {
             let pos = match fields.get(key).map(|n| &n.value) {
-                Some(crate::source::Value::Seq(items)) => items[index].pos,
+                Some(crate::document::Value::Seq(items)) => items[index].pos,
                 _ => fields.pos(),
             };
             diagnostics.error(
@@ -330,7 +330,7 @@ fn parse_envs(
         let Some(env) = check_name(key, top.file(), &path, "environment", diagnostics) else {
             continue;
         };
-        let crate::source::Value::Map(vars) = &node.value else {
+        let crate::document::Value::Map(vars) = &node.value else {
             diagnostics.error(
                 top.file(),
                 node.pos,

@@ -461,7 +461,7 @@ fn data_dir_catalog_adds_types_and_reports_its_own_errors() {
     let errors = load_str(&text, "dsops.yaml", Path::new(".")).unwrap_err();
     let errors: Vec<String> = errors
         .iter()
-        .filter(|d| d.severity == crate::source::Severity::Error)
+        .filter(|d| d.severity == crate::document::Severity::Error)
         .map(ToString::to_string)
         .collect();
     assert_eq!(

@@ -7,7 +7,7 @@ use std::path::Path;
 use include_dir::{Dir, include_dir};
 
 use super::DocKind;
-use crate::source::{Diagnostics, Pos};
+use crate::document::{Diagnostics, Pos};
 
 static BUNDLED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../dsops-data");
 

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 
 use super::checks;
 use super::{Catalog, DocKind, Entry, Layer, SchemaSet, SourceFile};
-use crate::source::{Diagnostics, Pos, parse_yaml};
+use crate::document::{Diagnostics, Pos, parse_yaml};
 
 pub(super) fn load(layers: &[Layer], diagnostics: &mut Diagnostics) -> Catalog {
     // dsops's own schemas apply to every document: they describe what dsops understands. A
@@ -101,7 +101,7 @@ fn doc_pos(kind: DocKind, catalog: &Catalog, key: &str, pointer: &str) -> Option
 fn read_document(
     file: &SourceFile,
     diagnostics: &mut Diagnostics,
-) -> Option<(DocKind, crate::source::Node)> {
+) -> Option<(DocKind, crate::document::Node)> {
     let node = parse_yaml(&file.text, &file.display, diagnostics)?;
     let folder = file.rel_path.split('/').next().unwrap_or_default();
     let folder_kind = DocKind::from_folder(folder)?;
@@ -135,7 +135,7 @@ fn read_document(
                 "unknown kind {declared:?}; expected {:?} in {folder}/",
                 folder_kind.name()
             );
-            if let Some(hint) = crate::source::suggest(declared, names) {
+            if let Some(hint) = crate::document::suggest(declared, names) {
                 message = format!("unknown kind {declared:?}; did you mean {hint:?}?");
             }
             diagnostics.error(&file.display, kind_node.pos, "kind", message);
@@ -149,7 +149,7 @@ fn add<T: DeserializeOwned>(
     map: &mut BTreeMap<String, Entry<T>>,
     file: &SourceFile,
     layer: &Layer,
-    node: crate::source::Node,
+    node: crate::document::Node,
     json: serde_json::Value,
     diagnostics: &mut Diagnostics,
     key_of: impl Fn(&T) -> String,
