@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gate: formatting, clippy with warnings as errors, the whole test suite against real
+# The gate: formatting, the crate boundaries (scripts/boundaries.sh), clippy with warnings as errors, the whole test suite against real
 # servers, and the documentation build. It changes no file of the repository (it may install
 # missing Debian packages and starts temporary servers, as scripts/test.sh does).
 set -euo pipefail
@@ -9,6 +9,8 @@ ensure_build_tools
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check
+echo "==> crate boundaries" >&2
+scripts/boundaries.sh
 echo "==> cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> tests" >&2

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use dsops_control_plane::node::Credentials;
-use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
+use dsops_identity::Credentials;
+use dsops_identity::{API_SERVER_NAME, client_config};
 use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin::admin_client::AdminClient;
 use tonic::transport::Channel;
@@ -60,7 +60,7 @@ impl Remote {
     fn client(&self, address: &str) -> anyhow::Result<AdminClient<Channel>> {
         let tls = client_config(&self.credentials.ca_pem, Some(&self.credentials.identity))
             .context("TLS configuration from the credentials")?;
-        let channel = dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls)?;
+        let channel = dsops_identity::channel(address, API_SERVER_NAME, tls)?;
         Ok(AdminClient::new(channel))
     }
 

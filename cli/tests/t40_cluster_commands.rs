@@ -61,7 +61,7 @@ async fn cluster_commands_work_through_any_node() {
     let output = dsops(&cluster, leader, &["cluster", "token", "--ttl", "10m"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
-        dsops_control_plane::node::JoinToken::parse(stdout(&output).trim()).is_ok(),
+        dsops_identity::JoinToken::parse(stdout(&output).trim()).is_ok(),
         "{}",
         stdout(&output)
     );

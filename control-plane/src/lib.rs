@@ -17,4 +17,3 @@ pub mod pki;
 #[allow(clippy::result_large_err)]
 pub mod raft;
 pub mod rotation;
-pub mod transport;

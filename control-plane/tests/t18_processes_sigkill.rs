@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dsops_control_plane::node::Credentials;
-use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
+use dsops_identity::Credentials;
+use dsops_identity::{API_SERVER_NAME, client_config};
 use dsops_proto::wire::admin::admin_client::AdminClient;
 use dsops_proto::wire::admin::{
     ApplyConfigRequest, ClusterStatusRequest, ClusterStatusResponse, GetConfigRequest,
@@ -57,9 +57,7 @@ fn run(dir: &Path, log: &Path) -> Child {
 
 fn admin(credentials: &Credentials, address: &str) -> AdminClient<tonic::transport::Channel> {
     let tls = client_config(&credentials.ca_pem, Some(&credentials.identity)).unwrap();
-    AdminClient::new(
-        dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls).unwrap(),
-    )
+    AdminClient::new(dsops_identity::channel(address, API_SERVER_NAME, tls).unwrap())
 }
 
 /// The cluster status from the leader, asking each address in turn until one answers as leader

@@ -98,18 +98,8 @@ const TABLE: [Row; 12] = [
         http: 412,
     },
     Row { code: ErrorCode::Conflict, name: "conflict", grpc: grpc::ABORTED, http: 409 },
-    Row {
-        code: ErrorCode::NotLeader,
-        name: "not_leader",
-        grpc: grpc::UNAVAILABLE,
-        http: 421,
-    },
-    Row {
-        code: ErrorCode::Unavailable,
-        name: "unavailable",
-        grpc: grpc::UNAVAILABLE,
-        http: 503,
-    },
+    Row { code: ErrorCode::NotLeader, name: "not_leader", grpc: grpc::UNAVAILABLE, http: 421 },
+    Row { code: ErrorCode::Unavailable, name: "unavailable", grpc: grpc::UNAVAILABLE, http: 503 },
     Row {
         code: ErrorCode::DeadlineExceeded,
         name: "deadline_exceeded",

@@ -1,8 +1,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    CONFIG_HISTORY, Command, ConfigChange, JoinToken, NodeRecord, NodeRole, Outcome, Request,
-    Response, State, StoredConfig,
+    CONFIG_HISTORY, Command, ConfigChange, NodeRecord, NodeRole, Outcome, Request, Response, State,
+    StoredConfig, StoredToken,
 };
 use super::{agent_apply, run_apply};
 
@@ -114,7 +114,7 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             } else {
                 state.join_tokens.insert(
                     token_hash.clone(),
-                    JoinToken { expires_at_ms: *expires_at_ms, used_by: None },
+                    StoredToken { expires_at_ms: *expires_at_ms, used_by: None },
                 );
                 state.token_expiry.insert((*expires_at_ms, token_hash.clone()));
                 // Tokens past their expiry are forgotten (used or not), oldest first, without

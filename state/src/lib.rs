@@ -28,7 +28,7 @@ pub use apply::{ApplyContext, apply};
 pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
-pub use model::{CONFIG_HISTORY, JoinToken, NodeRecord, RevokedIdentity, State, StoredConfig};
+pub use model::{CONFIG_HISTORY, NodeRecord, RevokedIdentity, State, StoredConfig, StoredToken};
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec,

@@ -46,7 +46,7 @@ pub struct NodeRecord {
 
 /// A join token (only its hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinToken {
+pub struct StoredToken {
     /// Expiry, ms since the epoch.
     pub expires_at_ms: u64,
     /// Set once used: the node id it admitted.
@@ -63,7 +63,7 @@ pub struct State {
     /// The highest node id ever assigned (ids are never reused).
     pub max_node_id: u64,
     /// Join tokens by hash.
-    pub join_tokens: BTreeMap<String, JoinToken>,
+    pub join_tokens: BTreeMap<String, StoredToken>,
     /// (expiry, hash) of every token, so expired ones are dropped without a scan.
     #[serde(default)]
     pub token_expiry: std::collections::BTreeSet<(u64, String)>,

@@ -1,15 +1,16 @@
 //! Remote agents against a [`TestCluster`]: enrolment tokens, enrolment over real mTLS, agents
-//! running their real session (`dsops_cli::agent_host`), and rotations through the admin API.
+//! running their real session (`dsops_agent::host`), and rotations through the admin API.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dsops_agent::SecretValue;
 use dsops_agent::config::AgentPolicy;
+use dsops_agent::from_config::open_store;
+use dsops_agent::host::{self, AgentRun, EnrolledState, RunningAgent};
 use dsops_agent::session::SessionState;
 use dsops_agent::store::{FileStore, Label, SecretStore};
-use dsops_cli::agent_host::{self, AgentRun, EnrolledState, RunningAgent};
-use dsops_cli::embedded::{open_store, random_id};
+use dsops_cli::embedded::random_id;
 use dsops_config::config::Loaded;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_client::AdminClient;
@@ -92,7 +93,7 @@ impl AgentProject {
             backoff: (Duration::from_millis(50), Duration::from_millis(500)),
             policy,
         };
-        agent_host::start(&run, &self.loaded(), self.project.dir.path(), None).expect("start agent")
+        host::start(&run, &self.loaded(), self.project.dir.path(), None).expect("start agent")
     }
 }
 
@@ -114,7 +115,7 @@ pub async fn agent_token(cluster: &TestCluster, segment: &str, ttl_seconds: u64)
 
 /// Enrols an agent into `dir` through node `address`.
 pub async fn enroll(dir: &Path, address: &str, token: &str) -> anyhow::Result<EnrolledState> {
-    agent_host::enroll(dir, address, token, "test-host").await
+    host::enroll(dir, address, token, "test-host").await
 }
 
 /// Enrols agent `name` of `project` into `segment` through the leader, starts it and waits for

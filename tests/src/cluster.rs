@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dsops_control_plane::node::{
-    ControlPlane, Credentials, DataDir, JoinToken, NodeOptions, RunningNode, init, join, start,
+    ControlPlane, DataDir, NodeOptions, RunningNode, init, join, start,
 };
-use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
 use dsops_control_plane::raft::{LinkAction, LinkFilter};
-use dsops_state::{Command, Response};
+use dsops_identity::{API_SERVER_NAME, client_config};
+use dsops_identity::{Credentials, JoinToken};
 use dsops_proto::wire::admin::admin_client::AdminClient;
+use dsops_state::{Command, Response};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -142,7 +143,7 @@ impl TestCluster {
         let leader = self.leader().await;
         let control = self.control(leader);
         let der = control.pki().peer.cert_der().expect("peer CA DER");
-        let token = JoinToken::generate(&dsops_control_plane::pki::fingerprint(&der));
+        let token = JoinToken::generate(&dsops_identity::fingerprint(&der));
         let expires = now_ms() + 600_000;
         let id = format!("token-{}", &token.secret[..32]);
         control
@@ -300,8 +301,7 @@ impl TestCluster {
         let tls =
             client_config(&self.admin.ca_pem, Some(&self.admin.identity)).expect("client TLS");
         let channel =
-            dsops_control_plane::transport::channel(self.address(id), API_SERVER_NAME, tls)
-                .expect("channel");
+            dsops_identity::channel(self.address(id), API_SERVER_NAME, tls).expect("channel");
         AdminClient::new(channel)
     }
 

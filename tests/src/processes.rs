@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dsops_control_plane::node::Credentials;
-use dsops_control_plane::pki::{API_SERVER_NAME, client_config};
+use dsops_identity::Credentials;
+use dsops_identity::{API_SERVER_NAME, client_config};
 use dsops_proto::wire::admin::admin_client::AdminClient;
 use dsops_proto::wire::admin::{
     ClusterStatusRequest, ClusterStatusResponse, CreateJoinTokenRequest,
@@ -157,10 +157,7 @@ impl ProcessCluster {
     pub fn admin(&self, address: &str) -> AdminClient<Channel> {
         let tls = client_config(&self.credentials.ca_pem, Some(&self.credentials.identity))
             .expect("client TLS");
-        AdminClient::new(
-            dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls)
-                .expect("channel"),
-        )
+        AdminClient::new(dsops_identity::channel(address, API_SERVER_NAME, tls).expect("channel"))
     }
 
     /// Asks the running nodes until one answers as leader with `voters` voters.

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dsops_agent::SecretValue;
+use dsops_agent::from_config::open_store;
 use dsops_agent::store::{FileStore, Label, SecretStore};
-use dsops_cli::embedded::{Embedded, open_store, random_id};
+use dsops_cli::embedded::{Embedded, random_id};
 use dsops_config::config::{Loaded, load_file};
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;

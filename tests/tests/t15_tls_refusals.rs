@@ -4,9 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
-use dsops_control_plane::pki::{
-    API_SERVER_NAME, ClusterPki, NodeCertificate, RAFT_SERVER_NAME, client_config,
-};
+use dsops_control_plane::pki::ClusterPki;
+use dsops_identity::{API_SERVER_NAME, CertifiedKey, RAFT_SERVER_NAME, client_config};
 use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin::ClusterStatusRequest;
 use dsops_proto::wire::admin::admin_client::AdminClient;
@@ -22,11 +21,10 @@ fn vote() -> VoteRequest {
 async fn raft_call(
     cluster: &TestCluster,
     server_name: &str,
-    identity: Option<&NodeCertificate>,
+    identity: Option<&CertifiedKey>,
 ) -> Result<(), tonic::Status> {
     let tls = client_config(&cluster.admin().ca_pem, identity).unwrap();
-    let channel =
-        dsops_control_plane::transport::channel(cluster.address(1), server_name, tls).unwrap();
+    let channel = dsops_identity::channel(cluster.address(1), server_name, tls).unwrap();
     RaftPeerClient::new(channel).vote(vote()).await.map(|_| ())
 }
 
@@ -104,12 +102,9 @@ async fn raft_refuses_every_certificate_but_this_clusters_peers() {
 async fn the_admin_api_needs_an_operator_certificate() {
     let cluster = TestCluster::start(1).await;
     let pki = ClusterPki::load(&cluster.data_dir(1).tls()).unwrap();
-    let admin = |identity: Option<&NodeCertificate>| {
+    let admin = |identity: Option<&CertifiedKey>| {
         let tls = client_config(&cluster.admin().ca_pem, identity).unwrap();
-        AdminClient::new(
-            dsops_control_plane::transport::channel(cluster.address(1), API_SERVER_NAME, tls)
-                .unwrap(),
-        )
+        AdminClient::new(dsops_identity::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap())
     };
     admin(Some(&cluster.admin().identity))
         .cluster_status(ClusterStatusRequest {})

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
-use dsops_state::{Command, Outcome};
 use dsops_proto::wire::admin::ApplyConfigRequest;
+use dsops_state::{Command, Outcome};
 use dsops_tests::TestCluster;
 
 const CONFIG: &str = "version: 1\nsecretStores: { local: { type: file } }\nenvs:\n  dev:\n    K: { from: { store: \"store://local/k#v\" }, rotation: { strategy: random } }\n";

@@ -5,17 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
-use dsops_control_plane::node::JoinToken;
-use dsops_control_plane::pki::{
-    API_SERVER_NAME, NodeCertificate, RAFT_SERVER_NAME, client_config, new_csr,
-    pinned_client_config,
+use dsops_identity::JoinToken;
+use dsops_identity::{
+    API_SERVER_NAME, CertifiedKey, RAFT_SERVER_NAME, client_config, new_csr, pinned_client_config,
 };
-use dsops_state::Command;
 use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin::{CreateJoinTokenRequest, RemoveNodeRequest};
 use dsops_proto::wire::raft::node_join_client::NodeJoinClient;
 use dsops_proto::wire::raft::raft_peer_client::RaftPeerClient;
 use dsops_proto::wire::raft::{JoinRequest, Vote, VoteRequest};
+use dsops_state::Command;
 use dsops_tests::TestCluster;
 
 async fn token(cluster: &TestCluster, id: &str) -> JoinToken {
@@ -44,9 +43,7 @@ fn join_client(
     token: &JoinToken,
 ) -> NodeJoinClient<tonic::transport::Channel> {
     let tls = pinned_client_config(&token.ca_fingerprint).unwrap();
-    NodeJoinClient::new(
-        dsops_control_plane::transport::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap(),
-    )
+    NodeJoinClient::new(dsops_identity::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,11 +105,10 @@ async fn a_bad_join_request_does_not_spend_the_token() {
     // refused.
     assert!(response.agent_ca.unwrap().key_pem.is_empty());
     assert!(response.peer_ca.unwrap().key_pem.is_empty());
-    let learner =
-        NodeCertificate { cert_pem: response.certificate_pem.clone(), key_pem: learner_key };
+    let learner = CertifiedKey { cert_pem: response.certificate_pem.clone(), key_pem: learner_key };
     let tls = client_config(&cluster.admin().ca_pem, Some(&learner)).unwrap();
     let refused = NodeJoinClient::new(
-        dsops_control_plane::transport::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap(),
+        dsops_identity::channel(cluster.address(1), API_SERVER_NAME, tls).unwrap(),
     )
     .issuing_keys(dsops_proto::wire::raft::IssuingKeysRequest {})
     .await
@@ -148,7 +144,7 @@ async fn a_removed_node_cannot_speak_raft_and_joined_nodes_hold_no_operator_key(
     assert!(cluster.data_dir(victim).tls().join("agent-ca.key").exists());
     assert!(cluster.control(victim).pki().peer.can_issue());
     let dir = cluster.data_dir(victim).clone();
-    let identity = NodeCertificate {
+    let identity = CertifiedKey {
         cert_pem: std::fs::read_to_string(dir.tls().join("node.pem")).unwrap(),
         key_pem: std::fs::read_to_string(dir.tls().join("node.key")).unwrap(),
     };
@@ -161,8 +157,7 @@ async fn a_removed_node_cannot_speak_raft_and_joined_nodes_hold_no_operator_key(
     let raft_client = || {
         let tls = client_config(&ca, Some(&identity)).unwrap();
         RaftPeerClient::new(
-            dsops_control_plane::transport::channel(&leader_address, RAFT_SERVER_NAME, tls)
-                .unwrap(),
+            dsops_identity::channel(&leader_address, RAFT_SERVER_NAME, tls).unwrap(),
         )
     };
     raft_client().vote(vote()).await.expect("a member's certificate speaks raft");
@@ -198,12 +193,11 @@ async fn a_revoked_operator_certificate_is_refused_on_every_node() {
     let pki = dsops_control_plane::pki::ClusterPki::load(&cluster.data_dir(1).tls()).unwrap();
     let alice = pki.issue_operator("alice", 30).unwrap();
     let ca = cluster.admin().ca_pem.clone();
-    let status_from = |node: u64, identity: NodeCertificate| {
+    let status_from = |node: u64, identity: CertifiedKey| {
         let tls = client_config(&ca, Some(&identity)).unwrap();
         let address = cluster.address(node).to_owned();
         async move {
-            let channel =
-                dsops_control_plane::transport::channel(&address, API_SERVER_NAME, tls).unwrap();
+            let channel = dsops_identity::channel(&address, API_SERVER_NAME, tls).unwrap();
             AdminClient::new(channel).cluster_status(ClusterStatusRequest {}).await
         }
     };

@@ -108,7 +108,7 @@ async fn enrolment_tokens_are_single_use_bound_to_a_cluster_and_expire() {
 
     // A token whose expiry has passed.
     let secret = "ab".repeat(32);
-    let expired = dsops_control_plane::node::JoinToken {
+    let expired = dsops_identity::JoinToken {
         ca_fingerprint: cluster.control(leader).peer_fingerprint().to_owned(),
         secret: secret.clone(),
     };
@@ -119,7 +119,7 @@ async fn enrolment_tokens_are_single_use_bound_to_a_cluster_and_expire() {
         .write(
             "t70-expiring",
             Command::CreateAgentToken {
-                token_hash: dsops_control_plane::node::JoinToken::secret_hash(&secret),
+                token_hash: dsops_identity::JoinToken::secret_hash(&secret),
                 segment: "default".into(),
                 expires_at_ms: now + 300,
             },
@@ -131,7 +131,7 @@ async fn enrolment_tokens_are_single_use_bound_to_a_cluster_and_expire() {
 
     // An unknown token is refused before the node signs or writes anything.
     let entries_before = cluster.control(leader).metrics().last_applied.map(|l| l.index);
-    let unknown = dsops_control_plane::node::JoinToken {
+    let unknown = dsops_identity::JoinToken {
         ca_fingerprint: cluster.control(leader).peer_fingerprint().to_owned(),
         secret: "ef".repeat(32),
     };
@@ -142,7 +142,7 @@ async fn enrolment_tokens_are_single_use_bound_to_a_cluster_and_expire() {
     assert_eq!(entries_before, entries_after, "a refused enrolment wrote nothing to the log");
 
     // A token of another cluster: the agent refuses the server before sending anything.
-    let other = dsops_control_plane::node::JoinToken { ca_fingerprint: "cd".repeat(32), secret };
+    let other = dsops_identity::JoinToken { ca_fingerprint: "cd".repeat(32), secret };
     let foreign =
         enroll(&project.data_dir("d"), &address, &other.encode_agent()).await.unwrap_err();
     assert!(format!("{foreign:#}").contains("does not match"), "{foreign:#}");
@@ -304,7 +304,7 @@ async fn certificates_are_renewed_over_the_session_before_they_expire() {
     let renewed = wait_for("a renewed certificate", Duration::from_secs(30), || {
         let dir = dir.clone();
         async move {
-            let state = dsops_cli::agent_host::AgentLink::load(&dir).unwrap().state();
+            let state = dsops_agent::host::AgentLink::load(&dir).unwrap().state();
             (state.cert_not_after_ms > first.cert_not_after_ms).then_some(state)
         }
     })

@@ -7,13 +7,12 @@
 use std::time::{Duration, SystemTime};
 
 use dsops_agent::identity::AgentIdentity;
-use dsops_control_plane::pki::{
-    API_SERVER_NAME, ClusterPki, NodeCertificate, client_config, new_csr,
-};
-use dsops_state::Command;
+use dsops_control_plane::pki::ClusterPki;
+use dsops_identity::{API_SERVER_NAME, CertifiedKey, client_config, new_csr};
 use dsops_proto::domain::{AgentId, Generation, Outcome, ReceiptBody, RunId, SignedReceipt, Step};
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
+use dsops_state::Command;
 use dsops_tests::agents::wait_audit;
 use dsops_tests::{TestCluster, wait_for};
 
@@ -21,12 +20,12 @@ use dsops_tests::{TestCluster, wait_for};
 async fn session_with(
     cluster: &TestCluster,
     address: &str,
-    identity: &NodeCertificate,
+    identity: &CertifiedKey,
 ) -> Result<(), tonic::Status> {
     let leader = cluster.leader().await;
     let ca = cluster.control(leader).pki().peer.cert_pem.clone();
     let tls = client_config(&ca, Some(identity)).unwrap();
-    let channel = dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls).unwrap();
+    let channel = dsops_identity::channel(address, API_SERVER_NAME, tls).unwrap();
     let hello = wire::AgentMessage {
         kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
             version: "0.1.0".into(),
@@ -58,7 +57,7 @@ async fn certificates_from_another_ca_or_expired_are_refused_and_audited() {
     let (csr, key_pem) = new_csr("dsops-agent").unwrap();
     let (cert_pem, _) =
         other.sign_agent_csr(&csr, "agt-0000000000000001", Duration::from_secs(3600)).unwrap();
-    let foreign = NodeCertificate { cert_pem, key_pem };
+    let foreign = CertifiedKey { cert_pem, key_pem };
     let refused = session_with(&cluster, &address, &foreign).await;
     assert!(refused.is_err(), "a foreign certificate opened a session");
     let detail = audited(&cluster, "tls.refused", "UnknownIssuer").await;
@@ -145,9 +144,9 @@ async fn open_session(
     let (cert_pem, _) =
         control.pki().sign_agent_csr(&csr, agent_id, Duration::from_secs(3600)).unwrap();
     let tls =
-        client_config(&control.pki().peer.cert_pem, Some(&NodeCertificate { cert_pem, key_pem }))
+        client_config(&control.pki().peer.cert_pem, Some(&CertifiedKey { cert_pem, key_pem }))
             .unwrap();
-    let channel = dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls).unwrap();
+    let channel = dsops_identity::channel(address, API_SERVER_NAME, tls).unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tx.send(wire::AgentMessage {
         kind: Some(wire::agent_message::Kind::Hello(wire::Hello {

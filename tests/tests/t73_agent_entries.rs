@@ -49,7 +49,7 @@ async fn jobs_for_entries_outside_the_configuration_are_refused() {
     project.put("app/db", "password", "Initial-password-0000000000000001");
 
     // The configuration `dsops-agent run --allow-service pg` runs with.
-    let (mut config, _) = dsops_cli::agent_host::local_config(
+    let (mut config, _) = dsops_agent::host::local_config(
         &project.loaded(),
         "default",
         &project.state,

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use dsops_cli::embedded::random_id;
-use dsops_control_plane::pki::{API_SERVER_NAME, NodeCertificate, client_config};
+use dsops_identity::{API_SERVER_NAME, CertifiedKey, client_config};
 use dsops_proto::domain::{AgentId, Generation, Outcome, ReceiptBody, RunId, SignedReceipt, Step};
 use dsops_proto::wire::admin as admin_wire;
 use dsops_proto::wire::agent as wire;
@@ -68,13 +68,12 @@ async fn a_hostile_agent_cannot_stall_the_cluster() {
         &<[u8; 32]>::try_from(dsops_proto::hex_decode(&rogue.signing_seed).unwrap()).unwrap(),
     );
     let identity =
-        NodeCertificate { cert_pem: rogue.cert_pem.clone(), key_pem: rogue.key_pem.clone() };
+        CertifiedKey { cert_pem: rogue.cert_pem.clone(), key_pem: rogue.key_pem.clone() };
     let tls = client_config(&rogue.server_ca_pem, Some(&identity)).unwrap();
     let session = |tls: std::sync::Arc<rustls::ClientConfig>| {
         let address = address.clone();
         async move {
-            let channel =
-                dsops_control_plane::transport::channel(&address, API_SERVER_NAME, tls).unwrap();
+            let channel = dsops_identity::channel(&address, API_SERVER_NAME, tls).unwrap();
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             tx.send(hello()).await.unwrap();
             let mut inbound = AgentServiceClient::new(channel)

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dsops_control_plane::pki::RAFT_SERVER_NAME;
 use dsops_control_plane::raft::AuditRetention;
+use dsops_identity::RAFT_SERVER_NAME;
 use dsops_state::Command;
 use dsops_tests::cluster::fast_options;
 use dsops_tests::usage::rss_kib;
@@ -55,7 +55,7 @@ async fn twenty_thousand_refused_handshakes_leave_the_state_bounded() {
     let cluster = TestCluster::start(1).await;
     let leader = cluster.leader().await;
     let server: SocketAddr = cluster.address(leader).parse().unwrap();
-    let tls = dsops_control_plane::pki::client_config(&cluster.admin().ca_pem, None).unwrap();
+    let tls = dsops_identity::client_config(&cluster.admin().ca_pem, None).unwrap();
 
     let run = |from: u32, to: u32| {
         let tls = tls.clone();

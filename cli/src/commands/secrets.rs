@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use dsops_agent::SecretValue;
+use dsops_agent::from_config::open_store;
 use dsops_agent::store::{Label, SecretStore};
-use dsops_cli::embedded::open_store;
 use dsops_config::config::{Loaded, SecretConfig};
 
 use crate::args::{Cli, ExecArgs, SecretArgs};

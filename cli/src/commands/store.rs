@@ -4,8 +4,8 @@ use std::io::Read;
 use std::path::Path;
 
 use dsops_agent::SecretValue;
+use dsops_agent::from_config::open_store;
 use dsops_agent::store::SecretStore;
-use dsops_cli::embedded::open_store;
 use dsops_proto::domain::StoreRef;
 use serde::Serialize;
 

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::api::{ControlPlane, WriteError};
-use super::token::JoinToken;
-use dsops_config::config::{CatalogFiles, load_with};
 use crate::pki::{CallerIdentity, ConnInfo, Role};
+use dsops_config::config::{CatalogFiles, load_with};
+use dsops_identity::JoinToken;
 use dsops_state::{Command, Outcome};
 
 /// Serves `Admin`.

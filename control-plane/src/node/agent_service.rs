@@ -25,10 +25,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::api::ControlPlane;
-use super::token::JoinToken;
 use crate::pki::{CallerIdentity, ConnInfo, Role};
 use crate::rotation::ReceiptError;
 use crate::rotation::registry::SessionInfo;
+use dsops_identity::JoinToken;
 use dsops_state::{AgentRecord, Command};
 
 /// How often a session checks that its agent is still trusted and this node still leads.

@@ -114,7 +114,7 @@ impl ControlPlane {
         pki: ClusterPki,
     ) -> ControlPlane {
         let peer_fingerprint =
-            pki.peer.cert_der().map(|der| crate::pki::fingerprint(&der)).unwrap_or_default();
+            pki.peer.cert_der().map(|der| dsops_identity::fingerprint(&der)).unwrap_or_default();
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(propose(raft.clone(), queue));
         ControlPlane {

@@ -8,10 +8,13 @@ use dsops_proto::wire::raft::node_join_client::NodeJoinClient;
 use openraft::BasicNode;
 use rand::RngCore;
 
-use super::layout::{Credentials, DataDir, NodeFile};
+use dsops_identity::Credentials;
+
+use super::layout::{DataDir, NodeFile};
 use super::server::{NodeOptions, open_raft};
-use super::token::JoinToken;
-use crate::pki::{API_SERVER_NAME, Authority, ClusterPki, new_csr, pinned_client_config};
+use crate::pki::{Authority, ClusterPki};
+use dsops_identity::JoinToken;
+use dsops_identity::{API_SERVER_NAME, new_csr, pinned_client_config};
 use dsops_state::{Command, NodeRole};
 
 /// What `init` produced.
@@ -87,7 +90,7 @@ pub async fn init(
     let cluster_id = random_hex(8);
     let (pki, root_key) = ClusterPki::generate(&cluster_id).map_err(|e| e.to_string())?;
     pki.save(&dir.tls()).map_err(|e| e.to_string())?;
-    crate::pki::write_private(&dir.tls().join("root-ca.key"), &root_key)
+    dsops_identity::write_private(&dir.tls().join("root-ca.key"), &root_key)
         .map_err(|e| e.to_string())?;
     let node_id = 1;
     let node_cert = pki.issue_node(node_id, &[host]).map_err(|e| e.to_string())?;
@@ -105,7 +108,7 @@ pub async fn init(
         .current_leader(node_id, "the new node becomes leader")
         .await
         .map_err(|e| e.to_string())?;
-    let token = JoinToken::generate(&crate::pki::fingerprint(
+    let token = JoinToken::generate(&dsops_identity::fingerprint(
         &pki.peer.cert_der().map_err(|e| e.to_string())?,
     ));
     let control = super::api::ControlPlane::new(node_id, raft.clone(), state, pki);
@@ -159,7 +162,7 @@ pub async fn join(
     let mut target = peer.to_owned();
     let mut hops = 0;
     let response = loop {
-        let channel = crate::transport::channel(&target, API_SERVER_NAME, tls.clone())
+        let channel = dsops_identity::channel(&target, API_SERVER_NAME, tls.clone())
             .map_err(|e| e.to_string())?;
         let mut client = NodeJoinClient::new(channel);
         let request = wire::JoinRequest {
@@ -192,7 +195,7 @@ pub async fn join(
     };
     let peer_ca = material(response.peer_ca, "peer")?;
     let der = peer_ca.cert_der().map_err(|e| e.to_string())?;
-    if crate::pki::fingerprint(&der) != token.ca_fingerprint {
+    if dsops_identity::fingerprint(&der) != token.ca_fingerprint {
         return Err("the cluster sent a peer CA that does not match the join token".to_owned());
     }
     let pki = ClusterPki {
@@ -208,7 +211,7 @@ pub async fn join(
     };
     create_private_dir(dir)?;
     pki.save(&dir.tls()).map_err(|e| e.to_string())?;
-    dir.write_node_cert(&crate::pki::NodeCertificate {
+    dir.write_node_cert(&dsops_identity::CertifiedKey {
         cert_pem: response.certificate_pem,
         key_pem: key,
     })

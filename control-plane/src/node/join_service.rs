@@ -8,8 +8,8 @@ use openraft::BasicNode;
 use tonic::{Request, Response, Status};
 
 use super::api::ControlPlane;
-use super::token::JoinToken;
 use crate::pki::{ConnInfo, Role};
+use dsops_identity::JoinToken;
 use dsops_state::{Command, Outcome};
 
 /// Serves `NodeJoin`.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::api::ControlPlane;
 use super::layout::DataDir;
-use crate::pki::{API_SERVER_NAME, client_config};
+use dsops_identity::{API_SERVER_NAME, client_config};
 
 /// How often a voter without the keys asks.
 const EVERY: Duration = Duration::from_millis(500);
@@ -49,7 +49,7 @@ async fn fetch(control: &ControlPlane, dir: &DataDir, leader: &str) -> Result<()
     let node_cert = dir.read_node_cert()?;
     let tls = client_config(&pki.peer.cert_pem, Some(&node_cert)).map_err(|e| e.to_string())?;
     let channel =
-        crate::transport::channel(leader, API_SERVER_NAME, tls).map_err(|e| e.to_string())?;
+        dsops_identity::channel(leader, API_SERVER_NAME, tls).map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(
         Duration::from_secs(10),
         NodeJoinClient::new(channel).issuing_keys(wire::IssuingKeysRequest {}),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pki::NodeCertificate;
+use dsops_identity::CertifiedKey;
 
 /// The paths of a node's data directory.
 #[derive(Debug, Clone)]
@@ -87,54 +87,21 @@ impl DataDir {
     /// Writes `node.json`.
     pub fn write_node(&self, node: &NodeFile) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(node).expect("NodeFile serializes");
-        crate::pki::write_public(&self.node_file(), &text)
+        dsops_identity::write_public(&self.node_file(), &text)
     }
 
     /// Reads the node's certificate and key.
-    pub fn read_node_cert(&self) -> Result<NodeCertificate, String> {
+    pub fn read_node_cert(&self) -> Result<CertifiedKey, String> {
         let read = |name: &str| {
             let path = self.tls().join(name);
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
         };
-        Ok(NodeCertificate { cert_pem: read("node.pem")?, key_pem: read("node.key")? })
+        Ok(CertifiedKey { cert_pem: read("node.pem")?, key_pem: read("node.key")? })
     }
 
     /// Writes the node's certificate and key (key mode 0600).
-    pub fn write_node_cert(&self, cert: &NodeCertificate) -> std::io::Result<()> {
-        crate::pki::write_public(&self.tls().join("node.pem"), &cert.cert_pem)?;
-        crate::pki::write_private(&self.tls().join("node.key"), &cert.key_pem)
-    }
-}
-
-/// An operator credential bundle: what the CLI needs to reach a cluster.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    /// The CA that issued the nodes' certificates (the peer CA), PEM.
-    pub ca_pem: String,
-    /// The operator's certificate and key.
-    pub identity: NodeCertificate,
-}
-
-impl Credentials {
-    /// Reads `ca.pem`, `operator.pem` and `operator.key` from a directory.
-    pub fn read(dir: &Path) -> Result<Credentials, String> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
-        };
-        Ok(Credentials {
-            ca_pem: read("ca.pem")?,
-            identity: NodeCertificate {
-                cert_pem: read("operator.pem")?,
-                key_pem: read("operator.key")?,
-            },
-        })
-    }
-
-    /// Writes the bundle (key mode 0600).
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        crate::pki::write_public(&dir.join("ca.pem"), &self.ca_pem)?;
-        crate::pki::write_public(&dir.join("operator.pem"), &self.identity.cert_pem)?;
-        crate::pki::write_private(&dir.join("operator.key"), &self.identity.key_pem)
+    pub fn write_node_cert(&self, cert: &CertifiedKey) -> std::io::Result<()> {
+        dsops_identity::write_public(&self.tls().join("node.pem"), &cert.cert_pem)?;
+        dsops_identity::write_private(&self.tls().join("node.key"), &cert.key_pem)
     }
 }

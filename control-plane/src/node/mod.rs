@@ -12,18 +12,16 @@ mod promote;
 mod refusals;
 pub(crate) mod rotation_api;
 mod server;
-mod token;
 
 pub use admin_service::AdminService;
 pub use agent_service::{AGENT_CERT_VALIDITY, AgentService, HEARTBEAT, SILENCE, WATCH};
 pub use api::{ControlPlane, WriteError};
 pub use init::{Initialized, init, join};
 pub use join_service::JoinService;
-pub use layout::{Credentials, DataDir, NodeFile};
+pub use layout::{DataDir, NodeFile};
 pub use promote::target_voters;
 pub use refusals::RefusalTally;
 pub use server::{NodeOptions, RunningNode, start, start_local};
-pub use token::JoinToken;
 
 /// Wall-clock time in milliseconds since the Unix epoch, as requests carry it into the log.
 pub(crate) fn now_ms() -> u64 {

@@ -13,10 +13,10 @@ use tonic::Status;
 
 use super::admin_service::timestamp;
 use super::api::{ControlPlane, WriteError};
-use dsops_config::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
 use crate::rotation::spec::{self, SpecError};
-use dsops_state::{Command, Outcome, Run, StoredConfig, secret_id};
+use dsops_config::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
 use dsops_proto::domain::{RotateRequest, RotateSelector};
+use dsops_state::{Command, Outcome, Run, StoredConfig, secret_id};
 
 /// A secret is "due soon" when its next due time is this close.
 const DUE_SOON: TimeDelta = TimeDelta::hours(24);

@@ -17,10 +17,11 @@ use super::agent_service::AgentService;
 use super::api::ControlPlane;
 use super::join_service::JoinService;
 use super::layout::DataDir;
-use crate::pki::{ClusterPki, ServerTls, client_config};
+use crate::pki::{ClusterPki, ServerTls};
 use crate::raft::{
     LinkFilter, LogStore, Network, OpenLinks, RaftPeerService, StateMachineStore, TypeConfig,
 };
+use dsops_identity::client_config;
 
 /// Knobs for starting a node (tests shorten timeouts and inject link faults).
 #[derive(Debug, Clone)]

@@ -4,35 +4,18 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
-use super::files::{write_private, write_public};
+use dsops_identity::{
+    CertifiedKey, PkiError, distinguished_name as name, pem_to_der, write_private, write_public,
+};
 
 /// How far back certificates date their validity, for clocks a little behind: a certificate
 /// was issued this long after its `not_before`.
 pub const BACKDATE: Duration = Duration::minutes(5);
-
-/// Why key material could not be made or read.
-#[derive(Debug, thiserror::Error)]
-pub enum PkiError {
-    /// rcgen failed.
-    #[error("certificate: {0}")]
-    Certificate(#[from] rcgen::Error),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What happened.
-        source: std::io::Error,
-    },
-    /// A certificate or CSR is not acceptable.
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// An issuing CA: its certificate, and its key where this node holds it (voters do; a learner
 /// holds the certificate only).
@@ -115,37 +98,6 @@ impl Authority {
     }
 }
 
-fn name(common_name: &str) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "dsops");
-    dn.push(DnType::CommonName, common_name);
-    dn
-}
-
-/// The first certificate of a PEM text, as DER.
-pub(crate) fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .map(|c| c.to_vec())
-        .map_err(|e| PkiError::Invalid(format!("not a PEM certificate: {e}")))
-}
-
-/// A node's (or operator's) certificate and key.
-#[derive(Clone)]
-pub struct NodeCertificate {
-    /// The certificate, PEM.
-    pub cert_pem: String,
-    /// The private key, PEM.
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for NodeCertificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeCertificate").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
-    }
-}
-
 /// The CAs of one cluster.
 #[derive(Debug)]
 pub struct ClusterPki {
@@ -179,7 +131,8 @@ pub const NODE_CERT_DAYS: i64 = 3 * 365;
 
 /// The names a node certificate always carries, whatever address it is reached at: clients
 /// connect with these as the TLS server name (which also selects the listener's trust rules).
-pub const NODE_NAMES: [&str; 2] = [super::RAFT_SERVER_NAME, super::API_SERVER_NAME];
+pub const NODE_NAMES: [&str; 2] =
+    [dsops_identity::RAFT_SERVER_NAME, dsops_identity::API_SERVER_NAME];
 
 impl ClusterPki {
     /// Creates a new cluster's CAs. Returns the root key PEM separately: only `init` keeps it.
@@ -324,13 +277,13 @@ impl ClusterPki {
 
     /// Issues a node certificate (server and client) for `node-<id>`, valid for its hosts and
     /// the fixed cluster names.
-    pub fn issue_node(&self, node_id: u64, hosts: &[String]) -> Result<NodeCertificate, PkiError> {
+    pub fn issue_node(&self, node_id: u64, hosts: &[String]) -> Result<CertifiedKey, PkiError> {
         let key = KeyPair::generate()?;
         let mut all: Vec<String> = NODE_NAMES.iter().map(|s| s.to_string()).collect();
         all.extend(hosts.iter().cloned());
         let params = Self::leaf_params(&format!("node-{node_id}"), &all, NODE_CERT_DAYS, true)?;
         let cert = params.signed_by(&key, self.peer.issuer()?)?;
-        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Signs a joining node's CSR. The subject, names, usages and lifetime are set here: the
@@ -370,14 +323,14 @@ impl ClusterPki {
     }
 
     /// Issues an operator (CLI) certificate for `name`, valid for `days`.
-    pub fn issue_operator(&self, name: &str, days: i64) -> Result<NodeCertificate, PkiError> {
+    pub fn issue_operator(&self, name: &str, days: i64) -> Result<CertifiedKey, PkiError> {
         let key = KeyPair::generate()?;
         let params = Self::leaf_params(name, &[], days, false)?;
         let operator = self.operator.as_ref().ok_or_else(|| {
             PkiError::Invalid("this node does not hold the operator CA key; issue operator certificates on the node that ran `init`".into())
         })?;
         let cert = params.signed_by(&key, operator.issuer()?)?;
-        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Issues a certificate with an explicit validity window from one of the authorities (tests
@@ -387,21 +340,12 @@ impl ClusterPki {
         common_name: &str,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
-    ) -> Result<NodeCertificate, PkiError> {
+    ) -> Result<CertifiedKey, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = Self::leaf_params(common_name, &NODE_NAMES.map(str::to_owned), 1, true)?;
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.signed_by(&key, authority.issuer()?)?;
-        Ok(NodeCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
-}
-
-/// Creates a CSR for a new key (the key never leaves the node).
-pub fn new_csr(common_name: &str) -> Result<(String, String), PkiError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = name(common_name);
-    let csr = params.serialize_request(&key)?;
-    Ok((csr.pem()?, key.serialize_pem()))
 }

@@ -3,8 +3,9 @@
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
 
-use super::authority::pem_to_der;
-use super::{ClusterPki, PkiError};
+use super::ClusterPki;
+use dsops_identity::PkiError;
+use dsops_identity::pem_to_der;
 
 /// The trust domain a certificate belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,21 +13,9 @@
 //! Which CA issued a client certificate decides its role ([`Role`]).
 
 mod authority;
-mod files;
 mod identity;
 mod tls;
 
-pub use authority::{Authority, ClusterPki, NODE_NAMES, NodeCertificate, PkiError, new_csr};
-pub use files::{write_private, write_public};
+pub use authority::{Authority, ClusterPki, NODE_NAMES};
 pub use identity::{CallerIdentity, Role, RoleNames};
-pub use tls::{
-    API_SERVER_NAME, ConnInfo, RAFT_SERVER_NAME, RefusalHook, ServerTls, TlsConn, TlsIncoming,
-    client_config, pinned_client_config,
-};
-
-use sha2::{Digest, Sha256};
-
-/// SHA-256 of a certificate's DER bytes, lower-case hex: how a join token pins the cluster.
-pub fn fingerprint(der: &[u8]) -> String {
-    dsops_proto::hex(&Sha256::digest(der))
-}
+pub use tls::{ConnInfo, RefusalHook, ServerTls, TlsConn, TlsIncoming};

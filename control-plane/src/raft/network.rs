@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 use super::convert;
 use super::{NodeId, TypeConfig};
-use crate::pki::RAFT_SERVER_NAME;
+use dsops_identity::RAFT_SERVER_NAME;
 
 /// What to do with one RPC from one node to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let channel = crate::transport::channel(&node.addr, RAFT_SERVER_NAME, self.tls.clone());
+        let channel = dsops_identity::channel(&node.addr, RAFT_SERVER_NAME, self.tls.clone());
         PeerClient {
             me: self.me,
             target,

@@ -30,12 +30,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
 
-use dsops_config::config::{Loaded, ResolvedSecret};
 use crate::node::ControlPlane;
 use crate::node::rotation_api::{self, Start};
-use dsops_state::{RunPhase, State, StoredConfig, secret_id};
+use dsops_config::config::{Loaded, ResolvedSecret};
 use dsops_config::time::next_due_in_windows;
 use dsops_config::time::{MaintenanceWindow, Schedule};
+use dsops_state::{RunPhase, State, StoredConfig, secret_id};
 
 /// How often the scheduler looks (schedules fire on the minute).
 const TICK: Duration = Duration::from_secs(5);

@@ -4,8 +4,8 @@ use chrono::TimeZone;
 
 use super::*;
 use dsops_config::config::{CatalogFiles, load_with};
-use dsops_state::SecretRecord;
 use dsops_config::time;
+use dsops_state::SecretRecord;
 
 const YAML: &str = r#"version: 1
 secretStores:

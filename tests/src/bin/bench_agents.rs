@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use dsops_agent::host::{self, AgentRun, RunningAgent};
 use dsops_agent::session::SessionState;
-use dsops_cli::agent_host::{self, AgentRun, RunningAgent};
 use dsops_cli::embedded::random_id;
 use dsops_proto::wire::admin as wire;
 use dsops_tests::processes::ProcessCluster;
@@ -99,8 +99,8 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let config = work.path().join("dsops.yaml");
     std::fs::write(&config, "version: 1\nsecretStores:\n  local: { type: file }\n")?;
-    let loaded = dsops_config::config::load_file(&config)
-        .map_err(|d| anyhow!("bench config: {d:?}"))?;
+    let loaded =
+        dsops_config::config::load_file(&config).map_err(|d| anyhow!("bench config: {d:?}"))?;
     let admin = cluster.admin(&leader_address);
 
     // Enrol every agent (16 at a time): a token each, then the agent's own enrolment.
@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .into_inner()
                 .token;
-            agent_host::enroll(&dir, &address, &token, &format!("sim-{n}")).await?;
+            host::enroll(&dir, &address, &token, &format!("sim-{n}")).await?;
             anyhow::Ok(dir)
         });
     }
@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             backoff: (Duration::from_millis(200), Duration::from_secs(5)),
             policy: Default::default(),
         };
-        agents.push(agent_host::start(&run, &loaded, work.path(), None)?);
+        agents.push(host::start(&run, &loaded, work.path(), None)?);
     }
     let connect = wait_all(&agents, "sessions", Duration::from_secs(120), |s| {
         matches!(s, SessionState::Connected { .. })

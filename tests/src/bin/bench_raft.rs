@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dsops_control_plane::pki::{ClusterPki, client_config};
+use dsops_control_plane::pki::ClusterPki;
+use dsops_identity::client_config;
 use dsops_proto::wire::admin::CreateJoinTokenRequest;
 use dsops_tests::etcd::PutRequest;
 use dsops_tests::etcd::kv_client::KvClient;
@@ -232,11 +233,7 @@ async fn start_etcd(binary: &PathBuf, pki: &ClusterPki) -> anyhow::Result<Etcd> 
     let started = Instant::now();
     let tls = client_config(&pki.peer.cert_pem, Some(&cert))?;
     loop {
-        let channel = dsops_control_plane::transport::channel(
-            &etcd.client_urls[0],
-            "127.0.0.1",
-            tls.clone(),
-        )?;
+        let channel = dsops_identity::channel(&etcd.client_urls[0], "127.0.0.1", tls.clone())?;
         let put = KvClient::new(channel)
             .put(PutRequest { key: b"ready".to_vec(), value: b"1".to_vec(), ..Default::default() })
             .await;
@@ -261,12 +258,8 @@ async fn etcd_load(args: &Args, binary: &PathBuf) -> anyhow::Result<Vec<(usize, 
     for &clients in &args.concurrency {
         let channels: Vec<_> = (0..clients)
             .map(|i| {
-                dsops_control_plane::transport::channel(
-                    &etcd.client_urls[i % 3],
-                    "127.0.0.1",
-                    tls.clone(),
-                )
-                .map(KvClient::new)
+                dsops_identity::channel(&etcd.client_urls[i % 3], "127.0.0.1", tls.clone())
+                    .map(KvClient::new)
             })
             .collect::<Result<_, _>>()?;
         let channels = Arc::new(channels);

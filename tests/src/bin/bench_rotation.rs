@@ -13,9 +13,10 @@ use anyhow::{Context, anyhow};
 use dsops_agent::SecretValue;
 use dsops_agent::adapter::{Login, PasswordTarget, PostgresAdapter};
 use dsops_agent::config::AgentConfig;
+use dsops_agent::from_config::open_store;
 use dsops_agent::generate::ValueFormat;
 use dsops_agent::store::SecretStore;
-use dsops_cli::embedded::{Embedded, EmbeddedOptions, attach_agent, open_store, random_id};
+use dsops_cli::embedded::{Embedded, EmbeddedOptions, attach_agent, random_id};
 use dsops_config::config::load_file;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
@@ -334,7 +335,7 @@ async fn cluster(
         })
         .await?;
     let mut agent_config =
-        dsops_cli::embedded::agent_config(&loaded, &dir.path().join(".dsops"), dir.path())?;
+        dsops_agent::from_config::agent_config(&loaded, &dir.path().join(".dsops"), dir.path())?;
     tune(concurrency)(&mut agent_config);
     let key = dir.path().join(".dsops/agent/bench.key");
     let agent =

@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::{AgentConfig, AgentPolicy};
+use crate::executor::Executor;
+use crate::hook::HookSpec;
+use crate::identity::AgentIdentity;
+use crate::sealed::SealedFile;
+use crate::session::{Link, SessionOptions, SessionState};
 use anyhow::{Context, anyhow, bail};
-use dsops_agent::config::{AgentConfig, AgentPolicy};
-use dsops_agent::executor::Executor;
-use dsops_agent::hook::HookSpec;
-use dsops_agent::identity::AgentIdentity;
-use dsops_agent::sealed::SealedFile;
-use dsops_agent::session::{Link, SessionOptions, SessionState};
 use dsops_config::config::Loaded;
-use dsops_control_plane::node::JoinToken;
-use dsops_control_plane::pki::{API_SERVER_NAME, NodeCertificate, client_config, new_csr};
+use dsops_identity::JoinToken;
+use dsops_identity::{API_SERVER_NAME, CertifiedKey, client_config, new_csr};
 use dsops_proto::domain::Capabilities;
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
@@ -107,7 +107,7 @@ pub async fn enroll(
     let (csr_pem, key_pem) = new_csr("dsops-agent").context("creating the TLS key")?;
     let key_pem = Zeroizing::new(key_pem);
     let seed = Zeroizing::new(
-        dsops_agent::secret::random_bytes::<32>().map_err(|_| anyhow!("random source failed"))?,
+        crate::secret::random_bytes::<32>().map_err(|_| anyhow!("random source failed"))?,
     );
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let request = wire::EnrollRequest {
@@ -118,11 +118,10 @@ pub async fn enroll(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     // The server is trusted only if its chain holds the CA the token names.
-    let tls = dsops_control_plane::pki::pinned_client_config(&token.ca_fingerprint)?;
+    let tls = dsops_identity::pinned_client_config(&token.ca_fingerprint)?;
     let mut address = server.to_owned();
     let response = loop {
-        let channel =
-            dsops_control_plane::transport::channel(&address, API_SERVER_NAME, tls.clone())?;
+        let channel = dsops_identity::channel(&address, API_SERVER_NAME, tls.clone())?;
         match AgentServiceClient::new(channel).enroll(request.clone()).await {
             Ok(response) => break response.into_inner(),
             Err(status) => match dsops_proto::error::leader_hint(&status) {
@@ -187,11 +186,10 @@ impl Link for AgentLink {
     fn channel(&self, address: &str) -> Result<Channel, String> {
         let state = self.state.lock().expect("agent state lock");
         let identity =
-            NodeCertificate { cert_pem: state.cert_pem.clone(), key_pem: state.key_pem.clone() };
+            CertifiedKey { cert_pem: state.cert_pem.clone(), key_pem: state.key_pem.clone() };
         let tls =
             client_config(&state.server_ca_pem, Some(&identity)).map_err(|e| e.to_string())?;
-        dsops_control_plane::transport::channel(address, API_SERVER_NAME, tls)
-            .map_err(|e| e.to_string())
+        dsops_identity::channel(address, API_SERVER_NAME, tls).map_err(|e| e.to_string())
     }
 
     fn renewal(&self) -> Option<String> {
@@ -229,7 +227,7 @@ pub fn local_config(
     data_dir: &Path,
     base_dir: &Path,
 ) -> anyhow::Result<(AgentConfig, Capabilities)> {
-    let mut config = crate::embedded::agent_config(loaded, data_dir, base_dir)?;
+    let mut config = crate::from_config::agent_config(loaded, data_dir, base_dir)?;
     let in_segment = |s: &Option<String>| s.as_deref().unwrap_or("default") == segment;
     let services = &loaded.config.services;
     let stores = &loaded.config.secret_stores;
@@ -343,6 +341,6 @@ pub fn start(
         watch::channel(SessionState::Disconnected { reason: "starting".to_owned(), failures: 0 });
     let (stop, stopped) = watch::channel(false);
     let link: Arc<dyn Link> = Arc::new(link);
-    let task = tokio::spawn(dsops_agent::session::run(executor, link, options, state_tx, stopped));
+    let task = tokio::spawn(crate::session::run(executor, link, options, state_tx, stopped));
     Ok(RunningAgent { state, agent_id: enrolled.agent_id.clone(), stop, task })
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
+use dsops_agent::host::{self as agent_host, AgentLink, AgentRun};
 use dsops_agent::session::SessionState;
-use dsops_cli::agent_host::{self, AgentLink, AgentRun};
 
 /// The dsops agent.
 #[derive(Debug, Parser)]
@@ -114,16 +114,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("certificate expires: {expires}");
         }
         Command::Run { data_dir, config, servers, allow_services, allow_strategies } => {
-            let loaded =
-                dsops_config::config::load_file(&config).map_err(|diagnostics| {
-                    let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-                    anyhow!(
-                        "{}\n{} problem(s) in {}",
-                        text.join("\n"),
-                        text.len(),
-                        config.display()
-                    )
-                })?;
+            let loaded = dsops_config::config::load_file(&config).map_err(|diagnostics| {
+                let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                anyhow!("{}\n{} problem(s) in {}", text.join("\n"), text.len(), config.display())
+            })?;
             let base_dir = config.parent().map(PathBuf::from).unwrap_or_default();
             let set = |list: Vec<String>| (!list.is_empty()).then(|| list.into_iter().collect());
             let run = AgentRun {

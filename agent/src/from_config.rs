@@ -1,0 +1,142 @@
+//! The agent's configuration read from a `dsops.yaml`: its secret stores (file stores with their
+//! directories and keys), the services it reaches with their admin stores, and the `script` and
+//! `webhook` services it may call. Both the `dsops-agent` binary and the embedded default's
+//! in-process agent build theirs here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use dsops_config::config::{Loaded, ServiceConfig};
+use dsops_proto::domain::StoreRef;
+
+use crate::config::{AgentConfig, ServiceSpec, StoreSpec};
+use crate::hook::{HookSpec, ScriptSpec, WebhookSpec};
+use crate::store::{FileStore, FileStoreOptions};
+
+/// Where a file store keeps its entries and key.
+pub fn file_store_options(
+    loaded: &Loaded,
+    name: &str,
+    state_dir: &Path,
+    base_dir: &Path,
+) -> anyhow::Result<FileStoreOptions> {
+    let store = loaded
+        .config
+        .secret_stores
+        .get(name)
+        .ok_or_else(|| anyhow!("no secret store {name:?} in {}", loaded.config.file))?;
+    if store.store_type != "file" {
+        bail!(
+            "store {name:?} is of type {}; this release reads and writes only file stores",
+            store.store_type
+        );
+    }
+    let setting =
+        |key: &str| store.settings.get(key).and_then(|v| v.as_str()).map(|p| base_dir.join(p));
+    Ok(FileStoreOptions {
+        dir: setting("path").unwrap_or_else(|| state_dir.join("stores").join(name)),
+        key_file: setting("key_file")
+            .unwrap_or_else(|| state_dir.join("keys").join(format!("{name}.key"))),
+    })
+}
+
+/// Opens a file store of the configuration.
+pub fn open_store(
+    loaded: &Loaded,
+    name: &str,
+    state_dir: &Path,
+    base_dir: &Path,
+) -> anyhow::Result<FileStore> {
+    let options = file_store_options(loaded, name, state_dir, base_dir)?;
+    FileStore::open(name, &options).map_err(|e| anyhow!("store {name}: {e}"))
+}
+
+/// The in-process agent's view of the configuration: its stores and the services it reaches.
+pub fn agent_config(
+    loaded: &Loaded,
+    state_dir: &Path,
+    base_dir: &Path,
+) -> anyhow::Result<AgentConfig> {
+    let mut config = AgentConfig::new();
+    for (name, store) in &loaded.config.secret_stores {
+        if store.store_type == "file" {
+            let options = file_store_options(loaded, name, state_dir, base_dir)?;
+            config.stores.insert(
+                name.clone(),
+                StoreSpec::File { dir: options.dir, key_file: options.key_file },
+            );
+        }
+    }
+    for item in loaded.resolved() {
+        if item.strategy.is_some() {
+            let service = item.secret.service.as_ref().map(|s| s.service.as_str());
+            config.add_secret(&item.secret.store, service);
+        }
+    }
+    for (name, service) in &loaded.config.services {
+        if let Some(hook) = hook_spec(name, service, base_dir)? {
+            config.hooks.insert(name.clone(), hook);
+            continue;
+        }
+        let Some(admin) = service.admin_store.clone() else { continue };
+        let text =
+            |key: &str| service.settings.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let port = service.settings.get("port").and_then(|v| v.as_u64());
+        let default_port = match service.service_type.as_str() {
+            "postgresql" => 5432,
+            "mysql" => 3306,
+            _ => 0,
+        };
+        config.services.insert(
+            name.clone(),
+            ServiceSpec {
+                service_type: service.service_type.clone(),
+                host: text("host").unwrap_or_else(|| "127.0.0.1".to_owned()),
+                port: port.map_or(default_port, |p| p as u16),
+                database: text("database"),
+                admin,
+            },
+        );
+    }
+    Ok(config)
+}
+
+/// A `script` or `webhook` service as the agent runs it; `None` for other types.
+fn hook_spec(
+    name: &str,
+    service: &ServiceConfig,
+    base_dir: &Path,
+) -> anyhow::Result<Option<HookSpec>> {
+    let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
+    let timeout = text("timeout")
+        .and_then(|t| dsops_config::time::Duration::parse(t).ok())
+        .map_or(Duration::from_secs(30), |d| Duration::from_secs(d.as_secs()));
+    Ok(Some(match service.service_type.as_str() {
+        "script" => {
+            let command = match service.settings.get("command") {
+                Some(serde_json::Value::String(text)) => {
+                    vec!["/bin/sh".to_owned(), "-c".to_owned(), text.clone()]
+                }
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+                }
+                _ => return Ok(None),
+            };
+            let working_dir = text("working_dir").map(|d| base_dir.join(d));
+            HookSpec::Script(ScriptSpec { command, timeout, working_dir })
+        }
+        "webhook" => {
+            let Some(url) = text("url") else { return Ok(None) };
+            let auth = text("auth_store")
+                .map(StoreRef::parse)
+                .transpose()
+                .map_err(|e| anyhow!("services.{name}.auth_store: {e}"))?;
+            let ca_file = text("ca_file").map(|f| base_dir.join(f));
+            let spec = WebhookSpec::new(url, timeout, auth, ca_file)
+                .map_err(|e| anyhow!("services.{name}.url: {e}"))?;
+            HookSpec::Webhook(spec)
+        }
+        _ => return Ok(None),
+    }))
+}
