@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +15,9 @@ pub const DEDUP_CAPACITY: usize = 100_000;
 /// are held (oldest first). Both rules depend only on the log, so every node forgets the same ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dedup {
-    // A hash map: ids are only looked up, never iterated, so its order cannot leak into `apply`.
-    responses: HashMap<String, Response>,
+    // Ordered, so a snapshot of the same state is the same bytes on every node (and its hash,
+    // which the golden log fixtures compare, is stable).
+    responses: BTreeMap<String, Response>,
     /// (request id, time first applied) in order of application.
     order: VecDeque<(String, u64)>,
 }

@@ -18,6 +18,7 @@ mod apply;
 mod audit;
 mod command;
 mod dedup;
+pub mod log_format;
 mod model;
 mod receipt_judge;
 mod run_apply;

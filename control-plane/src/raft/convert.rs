@@ -94,9 +94,11 @@ pub fn membership_from_wire(
 pub fn entry_to_wire(entry: &Entry<TypeConfig>) -> wire::Entry {
     let payload = match &entry.payload {
         EntryPayload::Blank => wire::entry::Payload::Blank(wire::Blank {}),
-        EntryPayload::Normal(request) => wire::entry::Payload::Command(
-            serde_json::to_vec(request).expect("a Proposal always serializes"),
-        ),
+        EntryPayload::Normal(request) => {
+            wire::entry::Payload::Command(dsops_state::log_format::frame(
+                &serde_json::to_vec(request).expect("a Proposal always serializes"),
+            ))
+        }
         EntryPayload::Membership(membership) => {
             wire::entry::Payload::Membership(membership_to_wire(membership))
         }
@@ -112,12 +114,12 @@ pub fn entry_from_wire(entry: wire::Entry, field: &str) -> Result<Entry<TypeConf
     let payload = match payload.ok_or_else(|| ProtocolError::missing(format!("{field}.payload")))? {
         wire::entry::Payload::Blank(wire::Blank {}) => EntryPayload::Blank,
         wire::entry::Payload::Command(bytes) => {
-            let request: Proposal = serde_json::from_slice(&bytes).map_err(|error| {
-                ProtocolError::invalid(
-                    format!("{field}.command"),
-                    format!("not a dsops command: {error}"),
-                )
-            })?;
+            let invalid =
+                |reason: String| ProtocolError::invalid(format!("{field}.command"), reason);
+            let (_format, body) = dsops_state::log_format::unframe(&bytes)
+                .map_err(|error| invalid(error.to_string()))?;
+            let request: Proposal = serde_json::from_slice(body)
+                .map_err(|error| invalid(format!("not a dsops command: {error}")))?;
             EntryPayload::Normal(request)
         }
         wire::entry::Payload::Membership(membership) => EntryPayload::Membership(

@@ -27,6 +27,8 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use dsops_state::log_format::{LOG_FORMAT, LOG_MAGIC, LogFormatError, unframe};
+
 use super::log_cache::LogCache;
 use super::{NodeId, TypeConfig, storage_error};
 
@@ -37,6 +39,32 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// Why a stored log entry cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// No marker, or a format newer than this release.
+    #[error(transparent)]
+    Format(#[from] LogFormatError),
+    /// The body does not decode.
+    #[error("log entry body is corrupt: {0}")]
+    Body(#[from] serde_json::Error),
+}
+
+/// How the log stores an entry: the log marker and format ([`dsops_state::log_format`]), then
+/// the entry as JSON.
+pub fn encode_entry(entry: &Entry<TypeConfig>) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let mut bytes = LOG_MAGIC.to_vec();
+    bytes.push(LOG_FORMAT);
+    serde_json::to_writer(&mut bytes, entry)?;
+    Ok(bytes)
+}
+
+/// Reads a stored entry of any format this release understands (formats 0 and 1 share the body).
+pub fn decode_entry(bytes: &[u8]) -> std::result::Result<Entry<TypeConfig>, EntryError> {
+    let (_format, body) = unframe(bytes)?;
+    Ok(serde_json::from_slice(body)?)
+}
 
 fn write_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
     storage_error(StorageIOError::write_logs, error)
@@ -133,10 +161,7 @@ impl LogStore {
             Ok(table) => {
                 for item in table.range::<u64>(range).map_err(read_err)? {
                     let (index, value) = item.map_err(read_err)?;
-                    entries.insert(
-                        index.value(),
-                        serde_json::from_slice(value.value()).map_err(read_err)?,
-                    );
+                    entries.insert(index.value(), decode_entry(value.value()).map_err(read_err)?);
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -243,8 +268,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let stored = match txn.open_table(LOGS) {
             Ok(table) => match table.last().map_err(read_err)? {
                 Some((_, value)) => {
-                    let entry: Entry<TypeConfig> =
-                        serde_json::from_slice(value.value()).map_err(read_err)?;
+                    let entry = decode_entry(value.value()).map_err(read_err)?;
                     Some(entry.log_id)
                 }
                 None => None,
@@ -291,7 +315,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut cache = self.cache.lock().expect("log cache lock");
             for entry in entries {
-                let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+                let bytes = encode_entry(&entry).map_err(write_err)?;
                 let size = bytes.len();
                 encoded.push((entry.log_id.index, entry.log_id, bytes));
                 cache.insert(entry, size);

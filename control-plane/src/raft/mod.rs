@@ -22,7 +22,7 @@ mod sm_store;
 mod types;
 
 pub use audit_store::{AuditHistory, AuditRetention};
-pub use log_store::LogStore;
+pub use log_store::{EntryError, LogStore, decode_entry, encode_entry};
 pub use network::{LinkAction, LinkFilter, Network, OpenLinks};
 pub use service::RaftPeerService;
 pub use sm_store::StateMachineStore;
