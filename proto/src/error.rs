@@ -213,6 +213,27 @@ impl ErrorCode {
     }
 }
 
+/// An error code is stored and logged by its stable name; reading an unknown name is an error,
+/// never a silent mapping to another code.
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ErrorCode, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ErrorCode::from_name(&name).ok_or_else(|| {
+            let names: Vec<&str> = TABLE.iter().map(|row| row.name).collect();
+            serde::de::Error::custom(format!(
+                "unknown error code {name:?} (expected one of: {})",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -284,6 +305,17 @@ mod tests {
         let bare = tonic::Status::unavailable("down");
         assert_eq!(ErrorCode::from_status(&bare), ErrorCode::Unavailable);
         assert_eq!(leader_hint(&bare), None);
+    }
+
+    #[test]
+    fn codes_serialize_by_name_and_unknown_names_are_refused() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.name()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        let error = serde_json::from_str::<ErrorCode>("\"teapot\"").unwrap_err().to_string();
+        assert!(error.contains("unknown error code \"teapot\""), "{error}");
     }
 
     #[test]

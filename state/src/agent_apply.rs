@@ -2,9 +2,10 @@
 //! Pure like the rest of `apply`: the certificate is signed by the proposer before the command
 //! is written, and handed out only once the command committed.
 
-use super::run_apply::{rejected, valid_public_key};
+use super::run_apply::valid_public_key;
 use super::runs::{AgentRecord, AgentToken};
 use super::{ApplyContext, Outcome, Request, State};
+use dsops_proto::ErrorCode;
 
 /// What an agent enrolling presents.
 #[derive(Debug, Clone, Copy)]
@@ -38,10 +39,10 @@ pub(super) fn create_token(
 ) -> Outcome {
     let now = request.proposed_at_ms;
     if let Err(error) = dsops_proto::domain::SegmentName::parse(segment, "segment") {
-        return rejected("invalid_argument", error.to_string());
+        return Outcome::rejected(ErrorCode::InvalidArgument, error.to_string());
     }
     if expires_at_ms <= now {
-        return rejected("invalid_argument", "the token would already be expired");
+        return Outcome::rejected(ErrorCode::InvalidArgument, "the token would already be expired");
     }
     expire_tokens(state, now);
     state.agent_tokens.insert(
@@ -76,7 +77,7 @@ pub(super) fn enroll(
             &format!("host {}", e.hostname),
             reason,
         );
-        rejected("permission_denied", reason)
+        Outcome::rejected(ErrorCode::PermissionDenied, reason)
     };
     let segment = match state.agent_tokens.get(e.token_hash) {
         None => return refuse(state, "unknown enrolment token"),
@@ -89,10 +90,16 @@ pub(super) fn enroll(
         Some(token) => token.segment.clone(),
     };
     if !valid_public_key(e.public_key) {
-        return rejected("invalid_argument", "signing_public_key: not an Ed25519 public key");
+        return Outcome::rejected(
+            ErrorCode::InvalidArgument,
+            "signing_public_key: not an Ed25519 public key",
+        );
     }
     if state.agents.contains_key(e.agent_id) {
-        return rejected("already_exists", format!("agent {} already exists", e.agent_id));
+        return Outcome::rejected(
+            ErrorCode::AlreadyExists,
+            format!("agent {} already exists", e.agent_id),
+        );
     }
     if let Some(token) = state.agent_tokens.get_mut(e.token_hash) {
         token.used_by = Some(e.agent_id.to_owned());
@@ -130,10 +137,13 @@ pub(super) fn renew(
 ) -> Outcome {
     let now = request.proposed_at_ms;
     let Some(agent) = state.agents.get_mut(agent_id) else {
-        return rejected("not_found", format!("no agent {agent_id}"));
+        return Outcome::rejected(ErrorCode::NotFound, format!("no agent {agent_id}"));
     };
     if agent.revoked_at_ms.is_some() {
-        return rejected("permission_denied", format!("agent {agent_id} is revoked"));
+        return Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!("agent {agent_id} is revoked"),
+        );
     }
     agent.cert_not_after_ms = Some(cert_not_after_ms);
     state.audit.append(
@@ -155,7 +165,7 @@ pub(super) fn revoke(
 ) -> Outcome {
     let now = request.proposed_at_ms;
     let Some(agent) = state.agents.get_mut(agent_id) else {
-        return rejected("not_found", format!("no agent {agent_id}"));
+        return Outcome::rejected(ErrorCode::NotFound, format!("no agent {agent_id}"));
     };
     if agent.revoked_at_ms.is_none() {
         agent.revoked_at_ms = Some(now);

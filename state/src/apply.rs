@@ -5,16 +5,13 @@ use super::{
     StoredConfig, StoredToken,
 };
 use super::{agent_apply, run_apply};
+use dsops_proto::ErrorCode;
 
 /// What the log says about the entry being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyContext {
     /// The entry's log index.
     pub index: u64,
-}
-
-fn rejected(code: &str, message: impl Into<String>) -> Outcome {
-    Outcome::Rejected { code: code.to_owned(), message: message.into() }
 }
 
 /// Applies one committed request. Deterministic: the same state and request give the same
@@ -34,8 +31,8 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         } => {
             let current = state.config_version();
             match expected_version {
-                Some(expected) if *expected != current => rejected(
-                    "conflict",
+                Some(expected) if *expected != current => Outcome::rejected(
+                    ErrorCode::Conflict,
                     format!(
                         "the stored configuration is version {current}, not {expected}; review the changes and apply again"
                     ),
@@ -105,12 +102,12 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 );
                 Outcome::NodeUpdated { node_id: *node_id }
             } else {
-                rejected("not_found", format!("node {node_id} is not a member"))
+                Outcome::rejected(ErrorCode::NotFound, format!("node {node_id} is not a member"))
             }
         }
         Command::CreateJoinToken { token_hash, expires_at_ms } => {
             if *expires_at_ms <= now {
-                rejected("invalid_argument", "the token would already be expired")
+                Outcome::rejected(ErrorCode::InvalidArgument, "the token would already be expired")
             } else {
                 state.join_tokens.insert(
                     token_hash.clone(),
@@ -139,12 +136,13 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         }
         Command::ConsumeJoinToken { token_hash, address } => {
             match state.join_tokens.get_mut(token_hash) {
-                None => rejected("permission_denied", "unknown join token"),
-                Some(token) if token.used_by.is_some() => {
-                    rejected("permission_denied", "the join token was already used")
-                }
+                None => Outcome::rejected(ErrorCode::PermissionDenied, "unknown join token"),
+                Some(token) if token.used_by.is_some() => Outcome::rejected(
+                    ErrorCode::PermissionDenied,
+                    "the join token was already used",
+                ),
                 Some(token) if token.expires_at_ms <= now => {
-                    rejected("permission_denied", "the join token has expired")
+                    Outcome::rejected(ErrorCode::PermissionDenied, "the join token has expired")
                 }
                 Some(token) => {
                     let node_id = state.max_node_id + 1;
@@ -275,12 +273,15 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         ),
         Command::RevokeIdentity { role, name, reason } => {
             if !matches!(role.as_str(), "peer" | "agent" | "operator") {
-                rejected(
-                    "invalid_argument",
+                Outcome::rejected(
+                    ErrorCode::InvalidArgument,
                     format!("role {role:?}: expected peer, agent or operator"),
                 )
             } else if name.is_empty() || name.len() > 128 || reason.len() > 1024 {
-                rejected("invalid_argument", "name must be 1 to 128 bytes and reason at most 1024")
+                Outcome::rejected(
+                    ErrorCode::InvalidArgument,
+                    "name must be 1 to 128 bytes and reason at most 1024",
+                )
             } else {
                 let identity = format!("{role}:{name}");
                 state.revoked.insert(
@@ -393,7 +394,9 @@ mod tests {
         // A stale expected version is a committed rejection; nothing changes.
         let stale =
             apply(&mut state, &request("r3", 30, store(&[], Some(1))), ApplyContext { index: 3 });
-        assert!(matches!(&stale.outcome, Outcome::Rejected { code, .. } if code == "conflict"));
+        assert!(
+            matches!(&stale.outcome, Outcome::Rejected { code, .. } if *code == ErrorCode::Conflict)
+        );
         assert_eq!(state.config_version(), 2);
     }
 
@@ -485,7 +488,7 @@ mod tests {
             ApplyContext { index: 7 },
         );
         assert!(
-            matches!(unknown.outcome, Outcome::Rejected { ref code, .. } if code == "permission_denied")
+            matches!(unknown.outcome, Outcome::Rejected { ref code, .. } if *code == ErrorCode::PermissionDenied)
         );
     }
 

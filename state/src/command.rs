@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use dsops_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use super::runs::{RunPhase, RunSpec, StepKind};
@@ -342,11 +343,18 @@ pub enum Outcome {
     Noop,
     /// The command was refused; nothing changed.
     Rejected {
-        /// An error-code name from `dsops_proto::ErrorCode` (`failed_precondition`, ...).
-        code: String,
+        /// Which class of refusal (stored by its stable name, `failed_precondition`, ...).
+        code: ErrorCode,
         /// Why.
         message: String,
     },
+}
+
+impl Outcome {
+    /// A refusal: nothing changed.
+    pub fn rejected(code: ErrorCode, message: impl Into<String>) -> Outcome {
+        Outcome::Rejected { code, message: message.into() }
+    }
 }
 
 /// The response to a request.

@@ -2,6 +2,7 @@
 //! `apply`: the receipt's signature is checked here because Ed25519 verification needs neither a
 //! clock nor I/O, so every node reaches the same verdict.
 
+use dsops_proto::ErrorCode;
 use dsops_proto::domain::{Outcome as StepOutcome, SignedReceipt};
 use dsops_proto::wire::common as wire;
 
@@ -11,10 +12,6 @@ use super::runs::{
     StepKind, Transition, backoff_ms, secret_id,
 };
 use super::{ApplyContext, Outcome, Request, State};
-
-pub(super) fn rejected(code: &str, message: impl Into<String>) -> Outcome {
-    Outcome::Rejected { code: code.to_owned(), message: message.into() }
-}
 
 /// What a step came to, from a receipt or a time-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +64,19 @@ pub(super) fn register_agent(
     public_key: &str,
 ) -> Outcome {
     if !valid_public_key(public_key) {
-        return rejected("invalid_argument", "public_key: not a hex Ed25519 public key");
+        return Outcome::rejected(
+            ErrorCode::InvalidArgument,
+            "public_key: not a hex Ed25519 public key",
+        );
     }
     let now = request.proposed_at_ms;
     if let Some(existing) = state.agents.get(agent_id)
         && existing.revoked_at_ms.is_some()
     {
-        return rejected("permission_denied", format!("agent {agent_id} is revoked"));
+        return Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!("agent {agent_id} is revoked"),
+        );
     }
     let existing = state.agents.get(agent_id);
     let record = AgentRecord {
@@ -116,16 +119,19 @@ pub(super) fn request_run(
     let now = request.proposed_at_ms;
     let id = secret_id(env, key);
     if state.runs.contains_key(run_id) {
-        return rejected("already_exists", format!("run {run_id} already exists"));
+        return Outcome::rejected(ErrorCode::AlreadyExists, format!("run {run_id} already exists"));
     }
     let secret = state.secrets.entry(id.clone()).or_default();
     if let Some(active) = &secret.active_run {
         let phase = state.runs.get(active).map_or("unknown", |r| r.phase.name());
-        return rejected("conflict", format!("{id}: run {active} is in flight ({phase})"));
+        return Outcome::rejected(
+            ErrorCode::Conflict,
+            format!("{id}: run {active} is in flight ({phase})"),
+        );
     }
     if restore_previous && secret.last_rotated_at_ms.is_none() {
-        return rejected(
-            "failed_precondition",
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
             format!("{id}: no completed rotation to roll back"),
         );
     }
@@ -197,30 +203,30 @@ pub(super) fn dispatch(state: &mut State, request: &Request, sent: StepSent<'_>)
     let StepSent { run_id, generation, step, checked_step, attempt, agent_id, deadline_ms } = sent;
     let now = request.proposed_at_ms;
     let Some(agent) = state.agents.get(agent_id).filter(|a| a.revoked_at_ms.is_none()) else {
-        return rejected(
-            "failed_precondition",
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
             format!("agent {agent_id} is not registered or revoked"),
         );
     };
     let agent_segment = agent.segment.clone();
     let Some(run) = state.runs.get_mut(run_id) else {
-        return rejected("not_found", format!("run {run_id} does not exist"));
+        return Outcome::rejected(ErrorCode::NotFound, format!("run {run_id} does not exist"));
     };
     if run.generation != generation || run.phase.is_terminal() {
-        return rejected(
-            "failed_precondition",
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
             format!("run {run_id} generation {generation} is not in flight"),
         );
     }
     if run.step != Some(step) || run.checked_step != checked_step || run.attempt != attempt {
-        return rejected(
-            "failed_precondition",
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
             format!("run {run_id} is not waiting for {step} attempt {attempt}"),
         );
     }
     if let Some(d) = &run.dispatched {
-        return rejected(
-            "failed_precondition",
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
             format!(
                 "run {run_id}: {} attempt {} is already with agent {}",
                 d.step, d.attempt, d.agent_id
@@ -228,14 +234,14 @@ pub(super) fn dispatch(state: &mut State, request: &Request, sent: StepSent<'_>)
         );
     }
     if now < run.not_before_ms {
-        return rejected(
-            "failed_precondition",
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
             format!("run {run_id} is not due before {}", run.not_before_ms),
         );
     }
     if agent_segment != run.spec.segment {
-        return rejected(
-            "permission_denied",
+        return Outcome::rejected(
+            ErrorCode::PermissionDenied,
             format!(
                 "agent {agent_id} is in segment {agent_segment}, run {run_id} in {}",
                 run.spec.segment
@@ -441,22 +447,22 @@ pub(super) fn time_out(
     let Expiry { run_id, generation, step, attempt, jitter_permille, lost_agent } = e;
     let now = request.proposed_at_ms;
     let Some(run) = state.runs.get_mut(run_id) else {
-        return rejected("not_found", format!("run {run_id} does not exist"));
+        return Outcome::rejected(ErrorCode::NotFound, format!("run {run_id} does not exist"));
     };
     let Some(dispatch) = run
         .dispatched
         .clone()
         .filter(|d| run.generation == generation && d.step == step && d.attempt == attempt)
     else {
-        return rejected(
-            "failed_precondition",
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
             format!("run {run_id} is not waiting for {step} attempt {attempt}"),
         );
     };
     match lost_agent {
         Some(agent) if agent != dispatch.agent_id => {
-            return rejected(
-                "failed_precondition",
+            return Outcome::rejected(
+                ErrorCode::FailedPrecondition,
                 format!(
                     "run {run_id}: {step} attempt {attempt} was sent to {}, not {agent}",
                     dispatch.agent_id
@@ -464,8 +470,8 @@ pub(super) fn time_out(
             );
         }
         None if now < dispatch.deadline_ms => {
-            return rejected(
-                "failed_precondition",
+            return Outcome::rejected(
+                ErrorCode::FailedPrecondition,
                 format!("run {run_id}: {step} attempt {attempt} is not past its deadline"),
             );
         }

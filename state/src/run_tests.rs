@@ -287,7 +287,7 @@ fn one_run_per_secret_and_generations_increase() {
     let first = started(world.request("immediate"));
     match world.request("immediate") {
         Outcome::Rejected { code, message } => {
-            assert_eq!(code, "conflict");
+            assert_eq!(code, dsops_proto::ErrorCode::Conflict);
             assert!(message.contains(&first), "{message}");
         }
         other => panic!("{other:?}"),

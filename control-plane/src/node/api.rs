@@ -48,8 +48,8 @@ pub enum WriteError {
     /// The state machine refused the command (committed, nothing changed).
     #[error("{message}")]
     Rejected {
-        /// An error-code name.
-        code: String,
+        /// Which class of refusal.
+        code: dsops_proto::ErrorCode,
         /// Why.
         message: String,
     },
@@ -65,9 +65,7 @@ impl WriteError {
             WriteError::NotLeader { leader } => {
                 dsops_proto::error::not_leader_status(leader.as_deref())
             }
-            WriteError::Rejected { code, message } => dsops_proto::ErrorCode::from_name(code)
-                .unwrap_or(dsops_proto::ErrorCode::FailedPrecondition)
-                .to_status(message.clone()),
+            WriteError::Rejected { code, message } => code.to_status(message.clone()),
             WriteError::Unavailable(message) => {
                 dsops_proto::ErrorCode::Unavailable.to_status(message.clone())
             }
@@ -221,7 +219,7 @@ impl ControlPlane {
         let size = command.approx_size() + request_id.len() + actor.len();
         if size > MAX_REQUEST_BYTES {
             return Err(WriteError::Rejected {
-                code: "invalid_argument".to_owned(),
+                code: dsops_proto::ErrorCode::InvalidArgument,
                 message: format!(
                     "{} is about {size} bytes; the replicated log takes at most {MAX_REQUEST_BYTES} per request",
                     command.name()
@@ -244,7 +242,7 @@ impl ControlPlane {
             .map_err(|_| WriteError::Unavailable("the node is shutting down".into()))??;
         match &response.outcome {
             Outcome::Rejected { code, message } => {
-                Err(WriteError::Rejected { code: code.clone(), message: message.clone() })
+                Err(WriteError::Rejected { code: *code, message: message.clone() })
             }
             _ => Ok(response),
         }

@@ -372,7 +372,7 @@ pub(crate) async fn start_runs(
             // Another run started between the look above and this write.
             Err(WriteError::Rejected { code, message }) => match in_flight(control, env, key).await
             {
-                Some(run) if code == "conflict" => {
+                Some(run) if code == ErrorCode::Conflict => {
                     busy.push(run);
                     taken.push(*slot);
                     continue;
