@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use dsops_proto::domain::{AgentId, Fingerprint, Job, Outcome, ReceiptBody, SignedReceipt, Step};
+use dsops_proto::domain::{
+    AgentId, Fingerprint, Job, ReceiptBody, SignedReceipt, Step, StepOutcome,
+};
 use serde_json::Value as Json;
 
 use crate::adapter::{
@@ -29,7 +31,7 @@ pub const USERNAME_FIELD: &str = "username";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepResult {
     /// The outcome class.
-    pub outcome: Outcome,
+    pub outcome: StepOutcome,
     /// Fingerprint of the run's value, when known.
     pub fingerprint: Option<Fingerprint>,
     /// For people; never a value.
@@ -38,10 +40,10 @@ pub struct StepResult {
 
 impl StepResult {
     fn ok(fingerprint: Option<Fingerprint>, detail: impl Into<String>) -> StepResult {
-        StepResult { outcome: Outcome::Succeeded, fingerprint, detail: detail.into() }
+        StepResult { outcome: StepOutcome::Succeeded, fingerprint, detail: detail.into() }
     }
 
-    fn failed(outcome: Outcome, detail: impl Into<String>) -> StepResult {
+    fn failed(outcome: StepOutcome, detail: impl Into<String>) -> StepResult {
         StepResult { outcome, fingerprint: None, detail: detail.into() }
     }
 }
@@ -49,9 +51,9 @@ impl StepResult {
 impl From<AdapterError> for StepResult {
     fn from(error: AdapterError) -> StepResult {
         let outcome = match error.class {
-            ErrorClass::NotApplied => Outcome::NotApplied,
-            ErrorClass::Retryable => Outcome::Retryable,
-            ErrorClass::Indeterminate => Outcome::Indeterminate,
+            ErrorClass::NotApplied => StepOutcome::NotApplied,
+            ErrorClass::Retryable => StepOutcome::Retryable,
+            ErrorClass::Indeterminate => StepOutcome::Indeterminate,
         };
         StepResult::failed(outcome, error.message)
     }
@@ -60,9 +62,9 @@ impl From<AdapterError> for StepResult {
 impl From<StoreError> for StepResult {
     fn from(error: StoreError) -> StepResult {
         let outcome = match error {
-            StoreError::Io { .. } => Outcome::Retryable,
-            StoreError::Missing { .. } => Outcome::NotApplied,
-            StoreError::PendingConflict { .. } | StoreError::Corrupt { .. } => Outcome::Refused,
+            StoreError::Io { .. } => StepOutcome::Retryable,
+            StoreError::Missing { .. } => StepOutcome::NotApplied,
+            StoreError::PendingConflict { .. } | StoreError::Corrupt { .. } => StepOutcome::Refused,
         };
         StepResult::failed(outcome, error.to_string())
     }
@@ -254,7 +256,7 @@ impl Executor {
         if let Some(db) = self.databases.lock().expect("adapter cache lock").get(name) {
             return Ok(db.clone());
         }
-        let refused = |detail: String| StepResult::failed(Outcome::Refused, detail);
+        let refused = |detail: String| StepResult::failed(StepOutcome::Refused, detail);
         let spec: &ServiceSpec = self
             .config
             .services
@@ -295,7 +297,7 @@ impl Executor {
     }
 
     fn context<'a>(&self, job: &'a Job) -> Step_<Context<'a>> {
-        let refused = |detail: String| StepResult::failed(Outcome::Refused, detail);
+        let refused = |detail: String| StepResult::failed(StepOutcome::Refused, detail);
         let store = self.store(&job.store_ref.store).map_err(refused)?;
         let field = job
             .store_ref
@@ -377,9 +379,9 @@ impl Executor {
             .refusal(&job.strategy, service)
             .or_else(|| self.config.entry_refusal(&job.store_ref, service));
         let result = if let Some(reason) = refusal {
-            StepResult::failed(Outcome::Refused, reason)
+            StepResult::failed(StepOutcome::Refused, reason)
         } else if let Some(late) = self.too_late(job) {
-            StepResult::failed(Outcome::NotApplied, late)
+            StepResult::failed(StepOutcome::NotApplied, late)
         } else {
             match self.context(job) {
                 Ok(cx) => self.perform(&cx).await.unwrap_or_else(|failure| failure),
@@ -514,7 +516,7 @@ impl Executor {
             };
             return Ok(match found {
                 Some((_, fingerprint)) => StepResult::ok(fingerprint, "in place"),
-                None => StepResult::failed(Outcome::NotApplied, "not in place"),
+                None => StepResult::failed(StepOutcome::NotApplied, "not in place"),
             });
         }
         let labels = cx.store.read_labels(&cx.entry).await?;
@@ -531,7 +533,7 @@ impl Executor {
             (None, Step::Rollback) => (None, None),
             (None, _) => {
                 return Err(StepResult::failed(
-                    Outcome::NotApplied,
+                    StepOutcome::NotApplied,
                     format!("{}: nothing staged by run {}", cx.job.store_ref, cx.job.run_id),
                 ));
             }
@@ -549,7 +551,7 @@ impl Executor {
         };
         let (outcome, detail) =
             self.call_hook(cx, spec, step, checked, &value, other.as_ref()).await?;
-        if outcome != Outcome::Succeeded {
+        if outcome != StepOutcome::Succeeded {
             return Ok(StepResult::failed(outcome, detail));
         }
         if step == Step::Rollback {
@@ -568,7 +570,7 @@ impl Executor {
         checked: Option<Step>,
         value: &SecretValue,
         other: Option<&SecretValue>,
-    ) -> Step_<(Outcome, String)> {
+    ) -> Step_<(StepOutcome, String)> {
         let name = step.to_string();
         let checked_name = checked.map(|c| c.to_string());
         let call = crate::hook::HookCall {
@@ -592,7 +594,7 @@ impl Executor {
         let HookSpec::Webhook(WebhookSpec { auth: Some(auth), .. }) = spec else {
             return Ok(None);
         };
-        let refused = |detail: String| StepResult::failed(Outcome::Refused, detail);
+        let refused = |detail: String| StepResult::failed(StepOutcome::Refused, detail);
         let store = self.store(&auth.store).map_err(refused)?;
         let field = auth.field.as_deref().unwrap_or("value");
         let fields = store.read(&auth.path, Label::Current)?;
@@ -636,7 +638,7 @@ impl Executor {
             return Ok(found);
         }
         Err(StepResult::failed(
-            Outcome::NotApplied,
+            StepOutcome::NotApplied,
             format!("{}: nothing staged by run {}", cx.job.store_ref, cx.job.run_id),
         ))
     }
@@ -644,7 +646,7 @@ impl Executor {
     fn value_of(cx: &Context<'_>, fields: &Fields) -> Step_<SecretValue> {
         fields.get(&cx.field).cloned().ok_or_else(|| {
             StepResult::failed(
-                Outcome::NotApplied,
+                StepOutcome::NotApplied,
                 format!("{}: the version has no field {:?}", cx.job.store_ref, cx.field),
             )
         })
@@ -665,7 +667,7 @@ impl Executor {
     fn database_of<'c>(cx: &'c Context<'_>) -> Step_<&'c Database> {
         cx.database
             .as_ref()
-            .ok_or_else(|| StepResult::failed(Outcome::Refused, "no target for this strategy"))
+            .ok_or_else(|| StepResult::failed(StepOutcome::Refused, "no target for this strategy"))
     }
 
     async fn stage(&self, cx: &Context<'_>) -> Step_<StepResult> {
@@ -673,32 +675,32 @@ impl Executor {
         if cx.job.restore_previous {
             fields = cx.store.read(&cx.entry, Label::Previous).await?.ok_or_else(|| {
                 StepResult::failed(
-                    Outcome::Refused,
+                    StepOutcome::Refused,
                     format!("{}: no previous version to roll back to", cx.job.store_ref),
                 )
             })?;
         } else {
             let mut format = ValueFormat::parse(cx.job.value_format.as_deref())
-                .map_err(|e| StepResult::failed(Outcome::Refused, e.to_string()))?;
+                .map_err(|e| StepResult::failed(StepOutcome::Refused, e.to_string()))?;
             if let Some(charset) = cx.config.get("charset").and_then(Json::as_str) {
                 format = format
                     .with_charset(charset)
-                    .map_err(|e| StepResult::failed(Outcome::Refused, e.to_string()))?;
+                    .map_err(|e| StepResult::failed(StepOutcome::Refused, e.to_string()))?;
             }
             let length = cx.config.get("length").and_then(Json::as_u64).map(|l| l as usize);
             let length = format
                 .length(length)
-                .map_err(|e| StepResult::failed(Outcome::Refused, e.to_string()))?;
+                .map_err(|e| StepResult::failed(StepOutcome::Refused, e.to_string()))?;
             let value = format
                 .generate(length)
-                .map_err(|e| StepResult::failed(Outcome::Retryable, e.to_string()))?;
+                .map_err(|e| StepResult::failed(StepOutcome::Retryable, e.to_string()))?;
             fields.insert(cx.field.clone(), value);
             if let Plan::TwoKey { users } = &cx.plan {
                 let db = Self::database_of(cx)?;
                 for user in users {
                     if !db.user_exists(user).await? {
                         return Err(StepResult::failed(
-                            Outcome::Refused,
+                            StepOutcome::Refused,
                             format!("two-key: user {user:?} does not exist on the target"),
                         ));
                     }
@@ -708,7 +710,7 @@ impl Executor {
                     let only_a: Vec<&String> = a.iter().filter(|p| !b.contains(p)).collect();
                     let only_b: Vec<&String> = b.iter().filter(|p| !a.contains(p)).collect();
                     return Err(StepResult::failed(
-                        Outcome::Refused,
+                        StepOutcome::Refused,
                         format!(
                             "two-key: {} and {} have different privileges (only {}: {only_a:?}; only {}: {only_b:?}); grant both the same before rotating",
                             users[0], users[1], users[0], users[1]
@@ -742,7 +744,7 @@ impl Executor {
         let value = Self::value_of(cx, &fields)?;
         let user = Self::user_of(cx, &fields).ok_or_else(|| {
             StepResult::failed(
-                Outcome::Refused,
+                StepOutcome::Refused,
                 "the staged version names no user of this strategy",
             )
         })?;
@@ -768,7 +770,7 @@ impl Executor {
                 format!("fresh login as {user} with the new value worked"),
             )),
             Login::Refused => Err(StepResult::failed(
-                Outcome::NotApplied,
+                StepOutcome::NotApplied,
                 format!("the new value does not log in as {user}"),
             )),
         }
@@ -791,13 +793,13 @@ impl Executor {
         };
         let (current, _) = self.promoted(cx).await?.ok_or_else(|| {
             StepResult::failed(
-                Outcome::NotApplied,
+                StepOutcome::NotApplied,
                 format!("{}: run {} is not the current version", cx.job.store_ref, cx.job.run_id),
             )
         })?;
         let Some(new_user) = Self::user_of(cx, &current) else {
             return Err(StepResult::failed(
-                Outcome::Refused,
+                StepOutcome::Refused,
                 "the current version names no user of this strategy",
             ));
         };
@@ -832,7 +834,7 @@ impl Executor {
                 db.set_password(user, &value).await?;
                 if db.login(user, &value).await? == Login::Refused {
                     return Err(StepResult::failed(
-                        Outcome::Retryable,
+                        StepOutcome::Retryable,
                         format!(
                             "{user}: the current value still does not log in after restoring it"
                         ),
@@ -868,7 +870,7 @@ impl Executor {
             Plan::Immediate { .. } | Plan::TwoKey { .. } => {
                 let value = Self::value_of(cx, &fields)?;
                 let user = Self::user_of(cx, &fields).ok_or_else(|| {
-                    StepResult::failed(Outcome::Refused, "the staged version names no user")
+                    StepResult::failed(StepOutcome::Refused, "the staged version names no user")
                 })?;
                 let db = Self::database_of(cx)?;
                 if matches!(cx.plan, Plan::TwoKey { .. })
@@ -885,16 +887,16 @@ impl Executor {
             Plan::Hook(spec) => {
                 let value = Self::value_of(cx, &fields)?;
                 match self.call_hook(cx, spec, Step::Verify, None, &value, None).await? {
-                    (Outcome::Succeeded, _) => Ok(true),
-                    (Outcome::NotApplied, detail) => {
+                    (StepOutcome::Succeeded, _) => Ok(true),
+                    (StepOutcome::NotApplied, detail) => {
                         Err(format!("the run's value does not work: {detail}"))
                     }
                     (outcome, detail) => {
                         return Err(StepResult::failed(
-                            if outcome == Outcome::Refused {
-                                Outcome::Refused
+                            if outcome == StepOutcome::Refused {
+                                StepOutcome::Refused
                             } else {
-                                Outcome::Retryable
+                                StepOutcome::Retryable
                             },
                             format!("could not tell whether the run's value works: {detail}"),
                         ));
@@ -914,7 +916,7 @@ impl Executor {
                 ))
             }
             Err(why) => Err(StepResult::failed(
-                Outcome::Refused,
+                StepOutcome::Refused,
                 format!(
                     "no earlier value to restore and {why}: nothing known works; the value stays pending in {} for a person to check (set a working one with dsops store put)",
                     cx.job.store_ref
@@ -925,7 +927,7 @@ impl Executor {
 
     async fn check(&self, cx: &Context<'_>) -> Step_<StepResult> {
         let checked = cx.job.checked_step.unwrap_or(Step::Check);
-        let not_in_place = |what: String| Ok(StepResult::failed(Outcome::NotApplied, what));
+        let not_in_place = |what: String| Ok(StepResult::failed(StepOutcome::NotApplied, what));
         match checked {
             Step::Stage => match self.pending(cx).await?.or(self.promoted(cx).await?) {
                 Some((_, fingerprint)) => Ok(StepResult::ok(fingerprint, "the value is staged")),
@@ -991,9 +993,10 @@ impl Executor {
                 }
                 Ok(StepResult::ok(None, "rolled back"))
             }
-            Step::Check => {
-                Err(StepResult::failed(Outcome::Refused, "a check must name the step it checks"))
-            }
+            Step::Check => Err(StepResult::failed(
+                StepOutcome::Refused,
+                "a check must name the step it checks",
+            )),
         }
     }
 }

@@ -11,7 +11,7 @@ use dsops_agent::config::{AgentConfig, StoreSpec};
 use dsops_agent::executor::Executor;
 use dsops_agent::identity::AgentIdentity;
 use dsops_agent::store::{FileStore, FileStoreOptions, Label, SecretStore};
-use dsops_proto::domain::{Generation, Job, Outcome, RunId, Step, StoreRef};
+use dsops_proto::domain::{Generation, Job, RunId, Step, StepOutcome, StoreRef};
 
 fn job(deadline: SystemTime) -> Job {
     Job {
@@ -49,10 +49,10 @@ async fn late_jobs_are_not_performed() {
     let store = FileStore::open("local", &options).unwrap();
 
     let passed = executor.execute(&job(SystemTime::now() - Duration::from_secs(1))).await;
-    assert_eq!(passed.body.outcome, Outcome::NotApplied);
+    assert_eq!(passed.body.outcome, StepOutcome::NotApplied);
     assert!(passed.body.detail.contains("deadline passed"), "{}", passed.body.detail);
     let near = executor.execute(&job(SystemTime::now() + config.target_timeout / 2)).await;
-    assert_eq!(near.body.outcome, Outcome::NotApplied);
+    assert_eq!(near.body.outcome, StepOutcome::NotApplied);
     assert!(
         near.body.detail.contains("were left before the step's deadline"),
         "{}",
@@ -62,6 +62,6 @@ async fn late_jobs_are_not_performed() {
 
     // With time enough, the same job is performed.
     let in_time = executor.execute(&job(SystemTime::now() + Duration::from_secs(120))).await;
-    assert_eq!(in_time.body.outcome, Outcome::Succeeded, "{}", in_time.body.detail);
+    assert_eq!(in_time.body.outcome, StepOutcome::Succeeded, "{}", in_time.body.detail);
     assert!(store.read("app/key", Label::Pending).unwrap().is_some());
 }

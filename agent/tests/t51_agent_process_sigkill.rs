@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::{RunView, StepView};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -67,11 +68,12 @@ async fn a_sigkilled_agent_process_is_replaced_mid_run() {
     let agent_b = project.start("b", &[&address]);
     wait_connected(&agent_b).await;
     let run = wait_run(&cluster, &run_id, Duration::from_secs(60)).await;
-    assert_eq!(run.state, "Completed", "{run:?}");
-    let lost = run.steps.iter().find(|s| s.outcome == "timed_out").expect("a given-up step");
-    assert_eq!((lost.step.as_str(), lost.agent_id.as_str()), ("apply", a_id.as_str()));
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
+    let lost = run.steps.iter().find(|s| s.outcome_name() == "timed_out").expect("a given-up step");
+    assert_eq!((lost.step_name(), lost.agent_id.as_str()), ("apply", a_id.as_str()));
     assert!(lost.detail.contains("lost its session"), "{lost:?}");
-    let after: Vec<_> = run.steps.iter().skip_while(|s| s.outcome != "timed_out").skip(1).collect();
+    let after: Vec<_> =
+        run.steps.iter().skip_while(|s| s.outcome_name() != "timed_out").skip(1).collect();
     assert!(!after.is_empty() && after.iter().all(|s| s.agent_id == b.agent_id), "{run:?}");
     let current = project.read("b", "shared", "app/token0", "value").unwrap();
     // (The killed agent's program, orphaned, may still finish its apply: it adds the same new

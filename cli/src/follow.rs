@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dsops_proto::domain::{RunPhase, RunStatus, Step};
 use dsops_proto::wire::admin as wire;
 
 /// `text` with its control characters (but newline and tab) escaped as `\u{1b}`: text that
@@ -22,9 +23,19 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         .collect()
 }
 
-/// A run's state names that end it.
+/// How a summary stands (a run's phase, or why it stands for no run).
+pub fn status(run: &wire::RunSummary) -> RunStatus {
+    RunStatus::of(run)
+}
+
+/// The run is over.
 pub fn finished(run: &wire::RunSummary) -> bool {
-    matches!(run.state.as_str(), "Completed" | "RolledBack" | "Quarantined")
+    status(run).is_terminal()
+}
+
+/// The step a run performs next, if any.
+pub fn next_step(run: &wire::RunSummary) -> Option<Step> {
+    Step::from_wire(run.next_step, "next_step").ok()
 }
 
 /// Still going, but only waiting: for a grace period or backoff longer than a few seconds, or
@@ -38,7 +49,9 @@ pub fn parked(run: &wire::RunSummary) -> bool {
 /// value is current and only the old credential's retirement waits for the grace period, or no
 /// agent of its segment is here to move it.
 pub fn settled(run: &wire::RunSummary) -> bool {
-    finished(run) || run.waiting_for_agent || (run.state == "Promoted" && parked(run))
+    finished(run)
+        || run.waiting_for_agent
+        || (status(run) == RunStatus::Phase(RunPhase::Promoted) && parked(run))
 }
 
 /// `env/KEY`.
@@ -48,10 +61,11 @@ pub fn secret_name(run: &wire::RunSummary) -> String {
 
 /// Where a run is, for a spinner or a note: `Applied, next verify (attempt 2, at 12:00:03)`.
 pub fn position(run: &wire::RunSummary) -> String {
-    if finished(run) || run.step.is_empty() {
-        return run.state.clone();
-    }
-    let mut text = format!("{}, next {}", run.state, run.step);
+    let next = match next_step(run) {
+        Some(next) if !finished(run) => next,
+        _ => return status(run).name().to_owned(),
+    };
+    let mut text = format!("{}, next {next}", status(run));
     let when = run
         .not_before
         .as_ref()
@@ -87,7 +101,8 @@ fn note_text(run: &wire::RunSummary) -> String {
         let why = if run.detail.is_empty() { String::new() } else { format!(": {}", run.detail) };
         format!(
             "note: finished run {} ({name}), left in flight by an interrupted dsops command: {}{why}",
-            run.run_id, run.state
+            run.run_id,
+            status(run)
         )
     } else {
         format!(

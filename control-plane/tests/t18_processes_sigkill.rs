@@ -74,7 +74,11 @@ async fn status_with(
                 admin(credentials, address).cluster_status(ClusterStatusRequest {}).await
             {
                 let status = status.into_inner();
-                let voting = status.members.iter().filter(|m| m.role != "learner").count();
+                let voting = status
+                    .members
+                    .iter()
+                    .filter(|m| m.role() != dsops_proto::wire::admin::MemberRole::Learner)
+                    .count();
                 if status.leader_id != 0 && voting == voters {
                     return status;
                 }

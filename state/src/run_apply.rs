@@ -3,7 +3,7 @@
 //! clock nor I/O, so every node reaches the same verdict.
 
 use dsops_proto::ErrorCode;
-use dsops_proto::domain::{Outcome as StepOutcome, SignedReceipt};
+use dsops_proto::domain::{SignedReceipt, StepResult};
 use dsops_proto::wire::common as wire;
 
 use super::receipt_judge::{MALFORMED, ReceiptRefusal, judge_receipt};
@@ -12,40 +12,6 @@ use super::runs::{
     StepKind, Transition, backoff_ms, secret_id,
 };
 use super::{ApplyContext, Outcome, Request, State};
-
-/// What a step came to, from a receipt or a time-out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Result_ {
-    Succeeded,
-    NotApplied,
-    Retryable,
-    Indeterminate,
-    Refused,
-    TimedOut,
-}
-
-impl Result_ {
-    fn from_outcome(outcome: StepOutcome) -> Result_ {
-        match outcome {
-            StepOutcome::Succeeded => Result_::Succeeded,
-            StepOutcome::NotApplied => Result_::NotApplied,
-            StepOutcome::Retryable => Result_::Retryable,
-            StepOutcome::Indeterminate => Result_::Indeterminate,
-            StepOutcome::Refused => Result_::Refused,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Result_::Succeeded => "succeeded",
-            Result_::NotApplied => "not_applied",
-            Result_::Retryable => "retryable",
-            Result_::Indeterminate => "indeterminate",
-            Result_::Refused => "refused",
-            Result_::TimedOut => "timed_out",
-        }
-    }
-}
 
 /// Whether `public_key` is a hex Ed25519 public key.
 pub(super) fn valid_public_key(public_key: &str) -> bool {
@@ -356,13 +322,13 @@ fn check_receipt(
     let agent_id = body.agent_id.to_string();
     let run_id = body.run_id.to_string();
     let step = body.step;
-    let result = Result_::from_outcome(body.outcome);
+    let result = StepResult::from(body.outcome);
     let fingerprint = body.value_fingerprint.map(|f| f.to_string());
     let record = ReceiptRecord {
         step,
         checked_step: dispatch.checked_step,
         attempt: body.attempt,
-        outcome: result.name().to_owned(),
+        outcome: result,
         agent_id: agent_id.clone(),
         fingerprint: fingerprint.clone(),
         detail: body.detail.clone(),
@@ -378,9 +344,10 @@ fn check_receipt(
         fingerprint.as_ref().map(|f| format!(", value {}", &f[..16])).unwrap_or_default(),
         if body.detail.is_empty() { String::new() } else { format!(" ({})", body.detail) },
     );
-    let new_fingerprint =
-        (step == StepKind::Stage && result == Result_::Succeeded).then_some(fingerprint).flatten();
-    let last_error = (result != Result_::Succeeded)
+    let new_fingerprint = (step == StepKind::Stage && result == StepResult::Succeeded)
+        .then_some(fingerprint)
+        .flatten();
+    let last_error = (result != StepResult::Succeeded)
         .then(|| format!("{step}: {} {}", result.name(), body.detail).trim().to_owned());
     let outcome = StepEnd { record, result, audit: detail, last_error, new_fingerprint };
     conclude(state, request, ctx, &run_id, outcome, jitter_permille)
@@ -389,7 +356,7 @@ fn check_receipt(
 /// How a step ended, as [`conclude`] records it.
 struct StepEnd {
     record: ReceiptRecord,
-    result: Result_,
+    result: StepResult,
     audit: String,
     last_error: Option<String>,
     new_fingerprint: Option<String>,
@@ -485,7 +452,7 @@ pub(super) fn time_out(
         step,
         checked_step: dispatch.checked_step,
         attempt,
-        outcome: Result_::TimedOut.name().to_owned(),
+        outcome: StepResult::TimedOut,
         agent_id: dispatch.agent_id.clone(),
         fingerprint: None,
         detail: why.clone(),
@@ -495,7 +462,7 @@ pub(super) fn time_out(
     };
     let outcome = StepEnd {
         record,
-        result: Result_::TimedOut,
+        result: StepResult::TimedOut,
         audit: format!("{step} attempt {attempt} by {}: {why}", dispatch.agent_id),
         last_error: Some(format!("{step}: {why}")),
         new_fingerprint: None,
@@ -512,7 +479,7 @@ fn enter(run: &mut Run, phase: RunPhase, now: u64) {
 fn advance(
     state: &mut State,
     run_id: &str,
-    result: Result_,
+    result: StepResult,
     now: u64,
     jitter: u16,
     ctx: ApplyContext,
@@ -522,20 +489,22 @@ fn advance(
     run.dispatched = None;
     let Some(step) = run.step else { return };
     let finished = match (step, run.checked_step, result) {
-        (StepKind::Check, Some(checked), Result_::Succeeded) => success(run, checked, now),
-        (StepKind::Check, Some(checked), Result_::NotApplied) => {
+        (StepKind::Check, Some(checked), StepResult::Succeeded) => success(run, checked, now),
+        (StepKind::Check, Some(checked), StepResult::NotApplied) => {
             again(run, checked, None, now, jitter)
         }
-        (StepKind::Check, Some(checked), Result_::Refused) => give_up(run, checked, now),
+        (StepKind::Check, Some(checked), StepResult::Refused) => give_up(run, checked, now),
         (StepKind::Check, Some(checked), _) => {
             again(run, StepKind::Check, Some(checked), now, jitter)
         }
-        (step, _, Result_::Succeeded) => success(run, step, now),
-        (step, _, Result_::NotApplied | Result_::Retryable) => again(run, step, None, now, jitter),
-        (step, _, Result_::Indeterminate | Result_::TimedOut) => {
+        (step, _, StepResult::Succeeded) => success(run, step, now),
+        (step, _, StepResult::NotApplied | StepResult::Retryable) => {
+            again(run, step, None, now, jitter)
+        }
+        (step, _, StepResult::Indeterminate | StepResult::TimedOut) => {
             again(run, StepKind::Check, Some(step), now, jitter)
         }
-        (step, _, Result_::Refused) => give_up(run, step, now),
+        (step, _, StepResult::Refused) => give_up(run, step, now),
     };
     if finished {
         finish(state, run_id, now, ctx, actor);
@@ -637,7 +606,7 @@ fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &
         .then(|| run.receipts.last())
         .flatten()
         .filter(|r| {
-            r.outcome == "succeeded"
+            r.outcome == StepResult::Succeeded
                 && (r.step == StepKind::Rollback || r.checked_step == Some(StepKind::Rollback))
         })
         .and_then(|r| r.fingerprint.clone())

@@ -93,7 +93,7 @@ impl World {
         })
     }
 
-    fn body(&self, id: &str, outcome: dsops_proto::domain::Outcome) -> ReceiptBody {
+    fn body(&self, id: &str, outcome: dsops_proto::domain::StepOutcome) -> ReceiptBody {
         let run = self.run(id);
         let dispatch = run.dispatched.clone().expect("dispatched");
         ReceiptBody {
@@ -134,7 +134,7 @@ impl World {
     }
 
     /// Dispatches the current step and answers it with `outcome`.
-    fn step(&mut self, id: &str, outcome: dsops_proto::domain::Outcome) -> Outcome {
+    fn step(&mut self, id: &str, outcome: dsops_proto::domain::StepOutcome) -> Outcome {
         let dispatched = self.dispatch(id);
         assert!(matches!(dispatched, Outcome::RunUpdated { .. }), "{dispatched:?}");
         let key = self.key.clone();
@@ -154,7 +154,7 @@ fn started(outcome: Outcome) -> String {
     }
 }
 
-use dsops_proto::domain::Outcome::{Indeterminate, NotApplied, Refused, Retryable, Succeeded};
+use dsops_proto::domain::StepOutcome::{Indeterminate, NotApplied, Refused, Retryable, Succeeded};
 
 #[test]
 fn a_rotation_walks_every_phase() {
@@ -512,7 +512,7 @@ fn failing_after_promotion_quarantines() {
     assert!(world.state.audit.events().iter().any(|e| e.action == "run.quarantined"));
 }
 
-fn outcome_strategy() -> impl Strategy<Value = dsops_proto::domain::Outcome> {
+fn outcome_strategy() -> impl Strategy<Value = dsops_proto::domain::StepOutcome> {
     prop_oneof![
         4 => Just(Succeeded),
         1 => Just(NotApplied),
@@ -552,7 +552,7 @@ proptest! {
         prop_assert!(run.phase.is_terminal());
         if run.phase == RunPhase::Completed {
             let succeeded: Vec<StepKind> = run.receipts.iter()
-                .filter(|r| r.outcome == "succeeded")
+                .filter(|r| r.outcome == dsops_proto::domain::StepResult::Succeeded)
                 .map(|r| r.checked_step.unwrap_or(r.step))
                 .collect();
             let needed: &[StepKind] = match strategy {

@@ -20,58 +20,10 @@ use serde::{Deserialize, Serialize};
 
 /// A step, as the state records it: the protocol's own [`dsops_proto::domain::Step`].
 pub use dsops_proto::domain::Step as StepKind;
+use dsops_proto::domain::StepResult;
 
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunPhase {
-    /// Accepted, nothing sent yet.
-    Requested,
-    /// The stage step was sent to an agent.
-    Dispatched,
-    /// The new value is pending in the store.
-    Staged,
-    /// The target accepts the new value.
-    Applied,
-    /// A fresh login with the new value worked.
-    Verified,
-    /// The new value is current in the store.
-    Promoted,
-    /// The old credential was revoked.
-    Retired,
-    /// Done.
-    Completed,
-    /// Undoing the run's changes.
-    RollingBack,
-    /// Undone; the old value is current and works.
-    RolledBack,
-    /// Stopped after exhausting retries; needs a human.
-    Quarantined,
-}
-
-impl RunPhase {
-    /// Whether the run is over.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, RunPhase::Completed | RunPhase::RolledBack | RunPhase::Quarantined)
-    }
-
-    /// The name as printed.
-    pub fn name(self) -> &'static str {
-        match self {
-            RunPhase::Requested => "Requested",
-            RunPhase::Dispatched => "Dispatched",
-            RunPhase::Staged => "Staged",
-            RunPhase::Applied => "Applied",
-            RunPhase::Verified => "Verified",
-            RunPhase::Promoted => "Promoted",
-            RunPhase::Retired => "Retired",
-            RunPhase::Completed => "Completed",
-            RunPhase::RollingBack => "RollingBack",
-            RunPhase::RolledBack => "RolledBack",
-            RunPhase::Quarantined => "Quarantined",
-        }
-    }
-}
+/// Where a run is: the admin API's own [`dsops_proto::domain::RunPhase`].
+pub use dsops_proto::domain::RunPhase;
 
 /// What a run does, resolved from the configuration when it is requested. References only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,9 +103,8 @@ pub struct ReceiptRecord {
     pub checked_step: Option<StepKind>,
     /// The attempt.
     pub attempt: u32,
-    /// `succeeded`, `not_applied`, `retryable`, `indeterminate`, `refused`, or `timed_out`
-    /// (no receipt before the deadline).
-    pub outcome: String,
+    /// What the step came to (`timed_out`: no receipt before the deadline). Stored by name.
+    pub outcome: StepResult,
     /// The agent.
     pub agent_id: String,
     /// Fingerprint of the new value, hex, if the step reported one.

@@ -1,6 +1,7 @@
 //! Remote agents against a [`TestCluster`]: enrolment tokens, enrolment over real mTLS, agents
 //! running their real session (`dsops_agent::host`), and rotations through the admin API.
 
+use crate::runs::RunView;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -184,7 +185,7 @@ pub async fn wait_run(cluster: &TestCluster, run_id: &str, deadline: Duration) -
         if let Ok(response) = admin.get_runs(request).await
             && let Some(run) = response.into_inner().runs.into_iter().next()
         {
-            if matches!(run.state.as_str(), "Completed" | "RolledBack" | "Quarantined") {
+            if run.is_finished() {
                 return run;
             }
             last = Some(run);

@@ -12,6 +12,7 @@ pub mod processes;
 pub mod proxy;
 pub mod redis;
 pub mod rotation;
+pub mod runs;
 pub mod usage;
 
 /// The etcd KV client (put only) used by the raft benchmark.
@@ -22,4 +23,5 @@ pub mod etcd {
 pub mod services;
 
 pub use cluster::{TestCluster, wait_for};
+pub use runs::{RunView, StepView};
 pub use services::{Service, unique_name};

@@ -174,7 +174,12 @@ impl ProcessCluster {
                 {
                     let status = status.into_inner();
                     if status.leader_id != 0
-                        && status.members.iter().filter(|m| m.role != "learner").count() == voters
+                        && status
+                            .members
+                            .iter()
+                            .filter(|m| m.role() != dsops_proto::wire::admin::MemberRole::Learner)
+                            .count()
+                            == voters
                     {
                         return Ok(status);
                     }

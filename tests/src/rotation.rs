@@ -1,6 +1,7 @@
 //! A rotation test bed: a dsops.yaml pointing at the test databases, the embedded control plane
 //! with its in-process agent, and helpers to rotate and to read the store.
 
+use crate::runs::RunView;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -136,9 +137,7 @@ pub async fn wait_run(embedded: &Embedded, run_id: &str) -> wire::RunSummary {
         let request = wire::GetRunsRequest { run_ids: vec![run_id.to_owned()], with_steps: true };
         let runs =
             embedded.admin().get_runs(embedded.request(request)).await.ok()?.into_inner().runs;
-        runs.into_iter()
-            .next()
-            .filter(|r| matches!(r.state.as_str(), "Completed" | "RolledBack" | "Quarantined"))
+        runs.into_iter().next().filter(|r| r.is_finished())
     })
     .await
 }

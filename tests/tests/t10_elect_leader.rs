@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
 use dsops_proto::wire::admin::ClusterStatusRequest;
+use dsops_proto::wire::admin::MemberRole;
 use dsops_tests::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,9 +21,9 @@ async fn three_nodes_elect_one_leader() {
         .into_inner();
     assert_eq!(status.leader_id, leader);
     assert_eq!(status.members.len(), 3);
-    let roles: Vec<&str> = status.members.iter().map(|m| m.role.as_str()).collect();
-    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{roles:?}");
-    assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "{roles:?}");
+    let roles: Vec<MemberRole> = status.members.iter().map(|m| m.role()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == MemberRole::Leader).count(), 1, "{roles:?}");
+    assert_eq!(roles.iter().filter(|r| **r == MemberRole::Follower).count(), 2, "{roles:?}");
     cluster.shutdown().await;
 }
 

@@ -18,7 +18,15 @@ async fn grow_to_five_voters_then_remove_one() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.members.iter().filter(|m| m.role == "learner").count(), 1, "{status:?}");
+    assert_eq!(
+        status
+            .members
+            .iter()
+            .filter(|m| m.role() == dsops_proto::wire::admin::MemberRole::Learner)
+            .count(),
+        1,
+        "{status:?}"
+    );
     cluster.add_node().await;
     cluster.wait_voters(5).await;
 

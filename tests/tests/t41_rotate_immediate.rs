@@ -9,6 +9,7 @@ use dsops_agent::adapter::Login;
 use dsops_agent::store::Label;
 use dsops_tests::databases::Flavor;
 use dsops_tests::rotation::{Project, database_service, rotate, tree_contains};
+use dsops_tests::{RunView, StepView};
 
 async fn logs_in(flavor: Flavor, user: &str, password: &str) -> bool {
     flavor.login(user, &SecretValue::new(password.to_owned())).await.unwrap() == Login::Accepted
@@ -28,9 +29,9 @@ async fn immediate(flavor: Flavor) {
 
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "DB_PASSWORD").await;
-    assert_eq!(run.state, "Completed", "{run:?}");
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
     let steps: Vec<(&str, &str)> =
-        run.steps.iter().map(|s| (s.step.as_str(), s.outcome.as_str())).collect();
+        run.steps.iter().map(|s| (s.step_name(), s.outcome_name())).collect();
     assert_eq!(
         steps,
         [
@@ -49,7 +50,7 @@ async fn immediate(flavor: Flavor) {
 
     // A second rotation takes the next generation and changes the value again.
     let second = rotate(&embedded, "dev", "DB_PASSWORD").await;
-    assert_eq!(second.state, "Completed");
+    assert_eq!(second.state_name(), "Completed");
     assert_eq!(second.generation, run.generation + 1);
     let newer = project.read("app/db", "password", Label::Current).unwrap();
     assert_ne!(newer, new);

@@ -9,6 +9,7 @@ use dsops_agent::adapter::Login;
 use dsops_agent::store::Label;
 use dsops_tests::databases::Flavor;
 use dsops_tests::rotation::{Project, database_service, rotate};
+use dsops_tests::{RunView, StepView};
 
 async fn login(flavor: Flavor, user: &str, password: &str) -> Login {
     flavor.login(user, &SecretValue::new(password.to_owned())).await.unwrap()
@@ -34,14 +35,14 @@ async fn two_key(flavor: Flavor) {
 
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "APP_DB_PASSWORD").await;
-    assert_eq!(run.state, "Completed", "{run:?}");
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
     let current_user = project.read("app/db2", "username", Label::Current).unwrap();
     let current = project.read("app/db2", "password", Label::Current).unwrap();
     assert_eq!(current_user, b.name, "the inactive user took over");
     assert_eq!(login(flavor, &b.name, &current).await, Login::Accepted);
     // a is disabled: even its old, correct password is refused now.
     assert_eq!(login(flavor, &a.name, "First-A-password-000000000000").await, Login::Refused);
-    let retire = run.steps.iter().find(|s| s.step == "retire").unwrap();
+    let retire = run.steps.iter().find(|s| s.step_name() == "retire").unwrap();
     assert!(retire.detail.contains(&a.name), "{retire:?}");
     assert_eq!(
         project.read("app/db2", "username", Label::Previous).as_deref(),
@@ -50,7 +51,7 @@ async fn two_key(flavor: Flavor) {
 
     // The next rotation turns back to a, with a new password, and disables b.
     let second = rotate(&embedded, "dev", "APP_DB_PASSWORD").await;
-    assert_eq!(second.state, "Completed", "{second:?}");
+    assert_eq!(second.state_name(), "Completed", "{second:?}");
     let user = project.read("app/db2", "username", Label::Current).unwrap();
     let password = project.read("app/db2", "password", Label::Current).unwrap();
     assert_eq!(user, a.name);
@@ -73,9 +74,13 @@ async fn different_grants_are_refused(flavor: Flavor) {
     project.put("app/db2", "password", "Grant-A-password-000000000000");
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "APP_DB_PASSWORD").await;
-    assert_eq!(run.state, "RolledBack", "{run:?}");
+    assert_eq!(run.state_name(), "RolledBack", "{run:?}");
     assert!(run.detail.contains("different privileges"), "{}", run.detail);
-    assert!(run.steps.iter().all(|s| s.step != "apply"), "nothing was applied: {:?}", run.steps);
+    assert!(
+        run.steps.iter().all(|s| s.step_name() != "apply"),
+        "nothing was applied: {:?}",
+        run.steps
+    );
     // Nothing changed: a still logs in with its password, which is still current.
     assert_eq!(
         project.read("app/db2", "password", Label::Current).as_deref(),

@@ -5,6 +5,7 @@
 
 use dsops_agent::store::Label;
 use dsops_tests::rotation::{Project, rotate};
+use dsops_tests::{RunView, StepView};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_secret_rotates_in_the_store() {
@@ -13,14 +14,14 @@ async fn random_secret_rotates_in_the_store() {
     );
     let embedded = project.open().await;
     let first = rotate(&embedded, "dev", "JWT_SIGNING_KEY").await;
-    assert_eq!(first.state, "Completed", "{first:?}");
-    let steps: Vec<&str> = first.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(first.state_name(), "Completed", "{first:?}");
+    let steps: Vec<&str> = first.steps.iter().map(|s| s.step_name()).collect();
     assert_eq!(steps, ["stage", "promote"]);
     let key = project.read("app/jwt", "key", Label::Current).unwrap();
     assert_eq!(key.len(), 64);
     assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
     let second = rotate(&embedded, "dev", "JWT_SIGNING_KEY").await;
-    assert_eq!(second.state, "Completed");
+    assert_eq!(second.state_name(), "Completed");
     assert_eq!(project.read("app/jwt", "key", Label::Previous).as_deref(), Some(key.as_str()));
     assert_ne!(project.read("app/jwt", "key", Label::Current).unwrap(), key);
     // The receipts carry the value's fingerprint, never the value.

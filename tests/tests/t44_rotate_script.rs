@@ -6,6 +6,7 @@
 
 use dsops_agent::store::Label;
 use dsops_tests::rotation::{Project, rotate};
+use dsops_tests::{RunView, StepView};
 
 const PROGRAM: &str = r#"
 import json, os, sys
@@ -67,8 +68,8 @@ async fn script_applies_verifies_and_retires() {
     let (project, target) = project("");
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "Completed", "{run:?}");
-    let steps: Vec<&str> = run.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
+    let steps: Vec<&str> = run.steps.iter().map(|s| s.step_name()).collect();
     assert_eq!(steps, ["stage", "apply", "verify", "promote", "retire"]);
     let current = project.read("app/token", "value", Label::Current).unwrap();
     assert_eq!(valid(&target), vec![current.clone()], "the new token is the only valid one");
@@ -84,8 +85,8 @@ async fn the_program_gets_an_empty_environment_but_path() {
     let (project, _) = project(", show-env");
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "Completed", "{run:?}");
-    let verify = run.steps.iter().find(|s| s.step == "verify").unwrap();
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
+    let verify = run.steps.iter().find(|s| s.step_name() == "verify").unwrap();
     let names: Vec<&str> = verify
         .detail
         .strip_prefix("env: ")
@@ -109,7 +110,7 @@ async fn a_failing_verification_rolls_back() {
     let (project, target) = project(", fail-verify");
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "RolledBack", "{run:?}");
+    assert_eq!(run.state_name(), "RolledBack", "{run:?}");
     assert!(run.detail.contains("token refused"), "{}", run.detail);
     assert_eq!(
         project.read("app/token", "value", Label::Current).as_deref(),

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::{RunView, StepView};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -228,8 +229,8 @@ async fn webhook_over_https_applies_verifies_and_retires_with_signed_requests() 
     let embedded = project.open().await;
 
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "Completed", "{run:?}");
-    let steps: Vec<&str> = run.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
+    let steps: Vec<&str> = run.steps.iter().map(|s| s.step_name()).collect();
     assert_eq!(steps, ["stage", "apply", "verify", "promote", "retire"]);
     let current = project.read("app/token", "value", Label::Current).unwrap();
     assert_ne!(current, FIRST);
@@ -252,9 +253,9 @@ async fn a_wrong_signing_secret_changes_nothing() {
     // The endpoint refuses the agent at apply and again at rollback: nothing was changed, but
     // nothing could confirm the rollback either, so the run waits for a human.
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "Quarantined", "{run:?}");
+    assert_eq!(run.state_name(), "Quarantined", "{run:?}");
     assert!(run.detail.contains("refused the agent: 401"), "{}", run.detail);
-    let steps: Vec<&str> = run.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = run.steps.iter().map(|s| s.step_name()).collect();
     assert_eq!(steps, ["stage", "apply", "rollback"], "a refusal is not retried");
     assert_eq!(endpoint.signed.load(Ordering::SeqCst), 0);
     assert_eq!(endpoint.refused.load(Ordering::SeqCst), 2);
@@ -272,11 +273,11 @@ async fn a_lost_answer_is_resolved_by_a_check_not_a_guess() {
     let embedded = project.open().await;
 
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "Completed", "{run:?}");
-    let steps: Vec<&str> = run.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
+    let steps: Vec<&str> = run.steps.iter().map(|s| s.step_name()).collect();
     assert_eq!(steps, ["stage", "apply", "check", "verify", "promote", "retire"], "{run:?}");
     let apply = &run.steps[1];
-    assert_eq!(apply.outcome, "indeterminate", "{apply:?}");
+    assert_eq!(apply.outcome_name(), "indeterminate", "{apply:?}");
     assert!(apply.detail.contains("503"), "{apply:?}");
     let seen: Vec<String> = endpoint.steps.lock().unwrap().iter().map(|(s, _)| s.clone()).collect();
     assert_eq!(seen, ["apply", "check", "verify", "retire"], "apply was not sent twice");

@@ -9,6 +9,7 @@ use dsops_agent::store::Label;
 use dsops_proto::wire::admin::admin_server::Admin;
 use dsops_tests::databases::Flavor;
 use dsops_tests::rotation::{Project, immediate_project, rotate};
+use dsops_tests::{RunView, StepView};
 
 /// Keeps a file of valid tokens; verification fails for the first `N` calls (a counter file),
 /// and every request is appended to a log so the test can read what the program was asked.
@@ -68,9 +69,9 @@ async fn a_hook_keeps_the_first_value_when_it_works() {
     let (project, target, _dir) = script_project(5);
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "RolledBack", "{run:?}");
-    let rollback = run.steps.iter().find(|s| s.step == "rollback").expect("a rollback step");
-    assert_eq!(rollback.outcome, "succeeded", "{run:?}");
+    assert_eq!(run.state_name(), "RolledBack", "{run:?}");
+    let rollback = run.steps.iter().find(|s| s.step_name() == "rollback").expect("a rollback step");
+    assert_eq!(rollback.outcome_name(), "succeeded", "{run:?}");
     assert!(rollback.detail.contains("kept the run's value"), "{}", rollback.detail);
     let kept = project.read("app/token", "value", Label::Current).expect("a current value");
     assert!(project.read("app/token", "value", Label::Pending).is_none());
@@ -99,7 +100,7 @@ async fn a_hook_run_is_quarantined_when_nothing_works() {
     let (project, target, _dir) = script_project(u32::MAX);
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "API_TOKEN").await;
-    assert_eq!(run.state, "Quarantined", "{run:?}");
+    assert_eq!(run.state_name(), "Quarantined", "{run:?}");
     assert!(run.detail.contains("no earlier value to restore"), "{}", run.detail);
     assert!(run.detail.contains("stays pending"), "{}", run.detail);
     assert!(project.read("app/token", "value", Label::Current).is_none());
@@ -123,7 +124,7 @@ async fn a_database_run_with_nothing_that_logs_in_is_quarantined() {
     let project = immediate_project(flavor, &user.name, "");
     let embedded = project.open().await;
     let run = rotate(&embedded, "dev", "DB").await;
-    assert_eq!(run.state, "Quarantined", "{run:?}");
+    assert_eq!(run.state_name(), "Quarantined", "{run:?}");
     assert!(run.detail.contains("no earlier value to restore"), "{}", run.detail);
     assert!(run.detail.contains(&format!("does not log in as {}", user.name)), "{}", run.detail);
     let pending = project.read("app/db", "password", Label::Pending).expect("kept pending");

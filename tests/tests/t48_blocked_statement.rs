@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::{RunView, StepView};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,13 +56,13 @@ async fn blocked_apply_rolls_back_and_never_lands(flavor: Flavor) {
         .await
         .unwrap();
     let run = rotate(&embedded, "dev", "DB").await;
-    assert_eq!(run.state, "RolledBack", "{run:?}");
-    let applies: Vec<_> = run.steps.iter().filter(|s| s.step == "apply").collect();
+    assert_eq!(run.state_name(), "RolledBack", "{run:?}");
+    let applies: Vec<_> = run.steps.iter().filter(|s| s.step_name() == "apply").collect();
     assert!(!applies.is_empty(), "{run:?}");
     // The server cancelled each blocked statement itself (or the read before it): the agent
     // knew nothing had happened, never "indeterminate" or a time-out.
     for apply in &applies {
-        assert!(matches!(apply.outcome.as_str(), "not_applied" | "retryable"), "{apply:?}");
+        assert!(matches!(apply.outcome_name(), "not_applied" | "retryable"), "{apply:?}");
         assert!(
             apply.detail.contains("interrupted")
                 || apply.detail.contains("timeout")

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::{RunView, StepView};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -214,7 +215,7 @@ async fn scenario(
         "{flavor:?} {strategy:?} crash after {crash_at} ({recovery:?}): {failures:?}"
     );
     assert!(
-        matches!(run.state.as_str(), "Completed" | "RolledBack"),
+        matches!(run.state_name(), "Completed" | "RolledBack"),
         "{flavor:?} {strategy:?} crash after {crash_at} ({recovery:?}): {run:?}"
     );
     // The lost receipt's step was performed again (idempotently) or resolved by a check.
@@ -222,7 +223,8 @@ async fn scenario(
     assert!(
         run.steps
             .iter()
-            .any(|s| s.step == crash_at.to_string() || s.checked_step == crash_at.to_string()),
+            .any(|s| s.step_name() == crash_at.to_string()
+                || s.checked_name() == crash_at.to_string()),
         "{run:?}"
     );
     assert_eq!(crashed.run_id.as_str(), run_id);

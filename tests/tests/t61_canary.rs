@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::RunView;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -61,7 +62,7 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
     let mut responses: Vec<u8> = Vec::new();
     for key in ["DB_PASSWORD", "APP_KEY"] {
         let run = rotate(&embedded, "dev", key).await;
-        assert_eq!(run.state, "Completed", "{run:?}");
+        assert_eq!(run.state_name(), "Completed", "{run:?}");
         responses.extend(run.encode_to_vec());
         // Roll back: the agent stages the canary (the previous value) again.
         let request = wire::RollbackRequest {
@@ -72,7 +73,7 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
             embedded.admin().rollback(embedded.request(request)).await.unwrap().into_inner();
         responses.extend(started.encode_to_vec());
         let rolled = wait_run(&embedded, &started.runs[0].run_id).await;
-        assert_eq!(rolled.state, "Completed", "{rolled:?}");
+        assert_eq!(rolled.state_name(), "Completed", "{rolled:?}");
         responses.extend(rolled.encode_to_vec());
         let history = wire::RotationHistoryRequest {
             secret: Some(wire::SecretKey { env: "dev".into(), key: key.into() }),

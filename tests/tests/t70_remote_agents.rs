@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::{RunView, StepView};
 use std::time::Duration;
 
 use dsops_agent::SecretValue;
@@ -74,8 +75,8 @@ async fn two_agents_in_two_segments_rotate_postgres_and_mariadb() {
 
     let pg_run = rotate(&cluster, "prod", "PG_PASSWORD").await;
     let my_run = rotate(&cluster, "prod", "MY_PASSWORD").await;
-    assert_eq!(pg_run.state, "Completed", "{pg_run:?}");
-    assert_eq!(my_run.state, "Completed", "{my_run:?}");
+    assert_eq!(pg_run.state_name(), "Completed", "{pg_run:?}");
+    assert_eq!(my_run.state_name(), "Completed", "{my_run:?}");
     assert!(pg_run.steps.iter().all(|s| s.agent_id == a.agent_id), "{pg_run:?}");
     assert!(my_run.steps.iter().all(|s| s.agent_id == b.agent_id), "{my_run:?}");
 
@@ -238,7 +239,7 @@ async fn a_run_waits_for_an_agent_of_its_segment_and_says_so() {
     let agent = project.start("far", &[cluster.address(leader)]);
     wait_connected(&agent).await;
     let run = dsops_tests::agents::wait_run(&cluster, &run_id, Duration::from_secs(30)).await;
-    assert_eq!(run.state, "Completed", "{run:?}");
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
     assert_eq!(status(&cluster).await.status, "healthy");
     assert!(project.read("far", "far", "app/jwt", "key").is_some_and(|k| k.len() >= 32));
     agent.stop().await;
@@ -267,10 +268,10 @@ async fn an_agent_refuses_work_its_own_policy_forbids_with_a_signed_refusal() {
     // Refused at stage, and the rollback refused too (the policy holds for every step): the run
     // stops for a human, with nothing changed.
     let run = rotate(&cluster, "prod", "SIGNING_KEY").await;
-    assert_eq!(run.state, "Quarantined", "{run:?}");
-    assert!(run.steps.iter().all(|s| s.outcome == "refused"), "{run:?}");
+    assert_eq!(run.state_name(), "Quarantined", "{run:?}");
+    assert!(run.steps.iter().all(|s| s.outcome_name() == "refused"), "{run:?}");
     let first = &run.steps[0];
-    assert_eq!((first.step.as_str(), first.outcome.as_str()), ("stage", "refused"), "{run:?}");
+    assert_eq!((first.step_name(), first.outcome_name()), ("stage", "refused"), "{run:?}");
     assert_eq!(
         first.agent_id, enrolled.agent_id,
         "the refusal is the agent's, signed and verified"

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::{RunView, StepView};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -55,12 +56,12 @@ async fn a_cut_off_agent_is_replaced_and_its_late_receipt_refused() {
     wait_connected(&agent_b).await;
 
     let run = wait_run(&cluster, &run_id, Duration::from_secs(60)).await;
-    assert_eq!(run.state, "Completed", "{run:?}");
-    let lost = run.steps.iter().find(|s| s.outcome == "timed_out").expect("a given-up step");
-    assert_eq!((lost.step.as_str(), lost.agent_id.as_str()), ("apply", a.agent_id.as_str()));
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
+    let lost = run.steps.iter().find(|s| s.outcome_name() == "timed_out").expect("a given-up step");
+    assert_eq!((lost.step_name(), lost.agent_id.as_str()), ("apply", a.agent_id.as_str()));
     assert!(lost.detail.contains("lost its session"), "{lost:?}");
     let after: Vec<&wire::RunStep> =
-        run.steps.iter().skip_while(|s| s.outcome != "timed_out").skip(1).collect();
+        run.steps.iter().skip_while(|s| s.outcome_name() != "timed_out").skip(1).collect();
     assert!(!after.is_empty() && after.iter().all(|s| s.agent_id == b.agent_id), "{run:?}");
 
     // Agent a comes back with its receipt for the old attempt: refused and audited.
@@ -116,11 +117,11 @@ async fn runs_survive_the_leaders_death_without_a_step_run_twice() {
 
     for run_id in &runs {
         let run = wait_run(&cluster, run_id, Duration::from_secs(90)).await;
-        assert_eq!(run.state, "Completed", "{run:?}");
+        assert_eq!(run.state_name(), "Completed", "{run:?}");
         // One accepted receipt per step and attempt.
         let mut seen = BTreeMap::new();
         for step in &run.steps {
-            *seen.entry((step.step.clone(), step.attempt)).or_insert(0) += 1;
+            *seen.entry((step.step_name(), step.attempt)).or_insert(0) += 1;
         }
         assert!(seen.values().all(|&n| n == 1), "{run:?}");
     }

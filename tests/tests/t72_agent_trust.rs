@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use dsops_agent::identity::AgentIdentity;
 use dsops_control_plane::pki::ClusterPki;
 use dsops_identity::{API_SERVER_NAME, CertifiedKey, client_config, new_csr};
-use dsops_proto::domain::{AgentId, Generation, Outcome, ReceiptBody, RunId, SignedReceipt, Step};
+use dsops_proto::domain::{
+    AgentId, Generation, ReceiptBody, RunId, SignedReceipt, Step, StepOutcome,
+};
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
 use dsops_state::Command;
@@ -191,7 +193,7 @@ fn stage_receipt(agent: &str, generation: u64) -> ReceiptBody {
         target: "store://local/app/k#v".into(),
         value_fingerprint: None,
         performed_at: SystemTime::now(),
-        outcome: Outcome::Succeeded,
+        outcome: StepOutcome::Succeeded,
         detail: String::new(),
         agent_id: AgentId::parse(agent, "agent_id").unwrap(),
         attempt: 1,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use dsops_agent::executor::Executor;
 use dsops_agent::identity::AgentIdentity;
 use dsops_agent::store::Label;
-use dsops_proto::domain::{Generation, Job, Outcome, RunId, ServiceRef, Step, StoreRef};
+use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, Step, StepOutcome, StoreRef};
 use dsops_tests::databases::Flavor;
 use dsops_tests::rotation::{Project, database_service_at};
 
@@ -89,7 +89,7 @@ async fn jobs_for_entries_outside_the_configuration_are_refused() {
     ];
     for (job, why) in &refused {
         let receipt = executor.execute(job).await;
-        assert_eq!(receipt.body.outcome, Outcome::Refused, "{job:?}");
+        assert_eq!(receipt.body.outcome, StepOutcome::Refused, "{job:?}");
         assert!(receipt.body.detail.contains(why), "{}", receipt.body.detail);
     }
     // Without the service limit the entry check alone still refuses the admin entry, and a
@@ -103,11 +103,11 @@ async fn jobs_for_entries_outside_the_configuration_are_refused() {
     );
     let receipt =
         unlimited.execute(&job("random", "store://local/db/admin#password", None, "{}")).await;
-    assert_eq!(receipt.body.outcome, Outcome::Refused);
+    assert_eq!(receipt.body.outcome, StepOutcome::Refused);
     assert!(receipt.body.detail.contains("admin credential"), "{}", receipt.body.detail);
     let receipt =
         unlimited.execute(&job("random", "store://local/app/db#password", None, "{}")).await;
-    assert_eq!(receipt.body.outcome, Outcome::Refused);
+    assert_eq!(receipt.body.outcome, StepOutcome::Refused);
     assert!(
         receipt.body.detail.contains("not no service")
             || receipt.body.detail.contains("against service pg"),
@@ -131,7 +131,7 @@ async fn jobs_for_entries_outside_the_configuration_are_refused() {
         &immediate,
     );
     let receipt = executor.execute(&real).await;
-    assert_eq!(receipt.body.outcome, Outcome::Succeeded, "{}", receipt.body.detail);
+    assert_eq!(receipt.body.outcome, StepOutcome::Succeeded, "{}", receipt.body.detail);
     assert!(store.read("app/db", Label::Pending).unwrap().is_some());
     user.drop_user().await;
 }

@@ -6,11 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::RunView;
 use std::time::{Duration, Instant, SystemTime};
 
 use dsops_cli::embedded::random_id;
 use dsops_identity::{API_SERVER_NAME, CertifiedKey, client_config};
-use dsops_proto::domain::{AgentId, Generation, Outcome, ReceiptBody, RunId, SignedReceipt, Step};
+use dsops_proto::domain::{
+    AgentId, Generation, ReceiptBody, RunId, SignedReceipt, Step, StepOutcome,
+};
 use dsops_proto::wire::admin as admin_wire;
 use dsops_proto::wire::agent as wire;
 use dsops_proto::wire::agent::agent_service_client::AgentServiceClient;
@@ -42,7 +45,7 @@ fn receipt(
         target: "svc://tokens?kind=secret".into(),
         value_fingerprint: None,
         performed_at: SystemTime::now(),
-        outcome: Outcome::Succeeded,
+        outcome: StepOutcome::Succeeded,
         detail,
         agent_id: AgentId::parse(agent, "agent_id").unwrap(),
         attempt: 1,
@@ -154,7 +157,7 @@ async fn a_hostile_agent_cannot_stall_the_cluster() {
     assert!(apply_took < Duration::from_secs(15), "apply took {apply_took:?}");
     for n in 0..3 {
         let run = rotate(&cluster, "prod", &format!("API_TOKEN_{n}")).await;
-        assert_eq!(run.state, "Completed", "{run:?}");
+        assert_eq!(run.state_name(), "Completed", "{run:?}");
     }
     let (_tx, started) = flood.await.unwrap();
     let refused = refused.await.unwrap();

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+use dsops_tests::RunView;
 use std::path::PathBuf;
 
 use dsops_control_plane::raft::{LogStore, encode_entry};
@@ -30,7 +31,7 @@ async fn write_golden_fixtures() {
     );
     let embedded = project.open().await;
     for key in ["JWT_SIGNING_KEY", "SESSION_KEY", "JWT_SIGNING_KEY"] {
-        assert_eq!(rotate(&embedded, "dev", key).await.state, "Completed");
+        assert_eq!(rotate(&embedded, "dev", key).await.state_name(), "Completed");
     }
     embedded.close().await;
 

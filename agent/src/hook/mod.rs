@@ -15,7 +15,7 @@
 pub mod script;
 pub mod webhook;
 
-use dsops_proto::domain::Outcome;
+use dsops_proto::domain::StepOutcome;
 use zeroize::Zeroizing;
 
 use crate::secret::SecretValue;
@@ -59,8 +59,8 @@ pub struct HookCall<'a> {
 
 impl HookCall<'_> {
     /// The outcome when the hook took the request and gave no usable answer.
-    pub fn unknown(&self) -> Outcome {
-        if self.changes { Outcome::Indeterminate } else { Outcome::Retryable }
+    pub fn unknown(&self) -> StepOutcome {
+        if self.changes { StepOutcome::Indeterminate } else { StepOutcome::Retryable }
     }
 
     /// The request document, in memory that is wiped when dropped.
@@ -81,7 +81,7 @@ impl HookCall<'_> {
     }
 
     /// Reads the hook's answer; `who` names the hook in details.
-    pub fn answer(&self, who: &str, output: &[u8]) -> (Outcome, String) {
+    pub fn answer(&self, who: &str, output: &[u8]) -> (StepOutcome, String) {
         let answer: serde_json::Value = match serde_json::from_slice(output) {
             Ok(answer) => answer,
             Err(_) => return (self.unknown(), format!("{who} did not answer a JSON object")),
@@ -100,12 +100,12 @@ impl HookCall<'_> {
     }
 }
 
-fn outcome(text: &str) -> Option<Outcome> {
+fn outcome(text: &str) -> Option<StepOutcome> {
     Some(match text {
-        "succeeded" => Outcome::Succeeded,
-        "not_applied" => Outcome::NotApplied,
-        "retryable" => Outcome::Retryable,
-        "indeterminate" => Outcome::Indeterminate,
+        "succeeded" => StepOutcome::Succeeded,
+        "not_applied" => StepOutcome::NotApplied,
+        "retryable" => StepOutcome::Retryable,
+        "indeterminate" => StepOutcome::Indeterminate,
         _ => return None,
     })
 }
@@ -116,7 +116,7 @@ pub async fn call(
     spec: &HookSpec,
     call: &HookCall<'_>,
     auth: Option<&SecretValue>,
-) -> (Outcome, String) {
+) -> (StepOutcome, String) {
     match spec {
         HookSpec::Script(spec) => script::run(spec, call).await,
         HookSpec::Webhook(spec) => webhook::post(spec, call, auth).await,
@@ -150,20 +150,20 @@ mod tests {
         let c = test_call(&value, true);
         assert_eq!(
             c.answer("hook", br#"{"outcome":"succeeded","detail":"ok"}"#),
-            (Outcome::Succeeded, "ok".to_owned())
+            (StepOutcome::Succeeded, "ok".to_owned())
         );
         assert_eq!(
             c.answer("hook", br#"{"outcome":"not_applied","detail":"saw s3cret-value"}"#),
-            (Outcome::NotApplied, "saw ***".to_owned())
+            (StepOutcome::NotApplied, "saw ***".to_owned())
         );
         // Encoded forms too: base64 of the value.
         assert_eq!(
             c.answer("hook", br#"{"outcome":"not_applied","detail":"saw czNjcmV0LXZhbHVl"}"#),
-            (Outcome::NotApplied, "saw ***".to_owned())
+            (StepOutcome::NotApplied, "saw ***".to_owned())
         );
-        assert_eq!(c.answer("hook", b"nope").0, Outcome::Indeterminate);
-        assert_eq!(c.answer("hook", br#"{"outcome":"maybe"}"#).0, Outcome::Indeterminate);
-        assert_eq!(test_call(&value, false).answer("hook", b"[]").0, Outcome::Retryable);
+        assert_eq!(c.answer("hook", b"nope").0, StepOutcome::Indeterminate);
+        assert_eq!(c.answer("hook", br#"{"outcome":"maybe"}"#).0, StepOutcome::Indeterminate);
+        assert_eq!(test_call(&value, false).answer("hook", b"[]").0, StepOutcome::Retryable);
         let request: serde_json::Value = serde_json::from_str(&c.request()).unwrap();
         assert_eq!(request["value"], "s3cret-value");
         assert_eq!(request["current"], serde_json::Value::Null);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use dsops_proto::domain::Outcome;
+use dsops_proto::domain::StepOutcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
@@ -27,10 +27,10 @@ pub struct ScriptSpec {
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// Runs the program for `call`: its outcome and a detail safe to report.
-pub async fn run(spec: &ScriptSpec, call: &HookCall<'_>) -> (Outcome, String) {
+pub async fn run(spec: &ScriptSpec, call: &HookCall<'_>) -> (StepOutcome, String) {
     let unknown = call.unknown();
     let Some((program, args)) = spec.command.split_first() else {
-        return (Outcome::Refused, "the script service has an empty command".to_owned());
+        return (StepOutcome::Refused, "the script service has an empty command".to_owned());
     };
     let input = call.request();
     let mut command = tokio::process::Command::new(program);
@@ -51,7 +51,7 @@ pub async fn run(spec: &ScriptSpec, call: &HookCall<'_>) -> (Outcome, String) {
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => return (Outcome::Retryable, format!("cannot start {program}: {error}")),
+        Err(error) => return (StepOutcome::Retryable, format!("cannot start {program}: {error}")),
     };
     let exchange = async {
         if let Some(mut stdin) = child.stdin.take() {

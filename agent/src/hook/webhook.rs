@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Buf;
-use dsops_proto::domain::{Outcome, StoreRef};
+use dsops_proto::domain::{StepOutcome, StoreRef};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -157,14 +157,17 @@ pub async fn post(
     spec: &WebhookSpec,
     call: &HookCall<'_>,
     auth: Option<&SecretValue>,
-) -> (Outcome, String) {
+) -> (StepOutcome, String) {
     let who = format!("webhook {}", spec.origin());
     let deadline = Instant::now() + spec.timeout;
     let connection = match tokio::time::timeout(spec.timeout, connect(spec)).await {
         Ok(Ok(connection)) => connection,
-        Ok(Err(error)) => return (Outcome::Retryable, format!("{who}: {error}")),
+        Ok(Err(error)) => return (StepOutcome::Retryable, format!("{who}: {error}")),
         Err(_) => {
-            return (Outcome::Retryable, format!("{who}: no connection within {:?}", spec.timeout));
+            return (
+                StepOutcome::Retryable,
+                format!("{who}: no connection within {:?}", spec.timeout),
+            );
         }
     };
     let body = call.request();
@@ -188,7 +191,7 @@ pub async fn post(
     let request = match request.body(Full::new(body)) {
         Ok(request) => request,
         Err(error) => {
-            return (Outcome::Refused, format!("{who}: cannot build the request: {error}"));
+            return (StepOutcome::Refused, format!("{who}: cannot build the request: {error}"));
         }
     };
     let exchange = async {
@@ -234,7 +237,7 @@ pub async fn post(
     }
     if status.is_redirection() {
         return (
-            Outcome::NotApplied,
+            StepOutcome::NotApplied,
             format!(
                 "{who} answered {status}; redirects are not followed (a value would go elsewhere)"
             ),
@@ -243,11 +246,11 @@ pub async fn post(
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         // The endpoint does not accept this agent: trying again cannot help.
         return (
-            Outcome::Refused,
+            StepOutcome::Refused,
             format!("{who} refused the agent: {status} (check the service's auth_store)"),
         );
     }
-    (Outcome::NotApplied, format!("{who} refused the request: {status}"))
+    (StepOutcome::NotApplied, format!("{who} refused the request: {status}"))
 }
 
 fn host_header(spec: &WebhookSpec) -> String {
@@ -324,7 +327,7 @@ mod tests {
         let value = SecretValue::new("v".to_owned());
         let call = super::super::test_call(&value, true);
         let (outcome, detail) = post(&s, &call, None).await;
-        assert_eq!(outcome, Outcome::Retryable, "{detail}");
+        assert_eq!(outcome, StepOutcome::Retryable, "{detail}");
         assert!(detail.contains("cannot connect"), "{detail}");
     }
 }

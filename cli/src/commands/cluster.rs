@@ -1,3 +1,4 @@
+use dsops_proto::domain::MemberRole;
 use dsops_proto::wire::admin as wire;
 use serde::Serialize;
 
@@ -43,7 +44,9 @@ pub async fn run(cli: &Cli, command: &ClusterCommand) -> Result<(), Failure> {
                     .map(|m| Member {
                         id: m.id,
                         address: m.address,
-                        role: m.role,
+                        role: MemberRole::from_wire(m.role, "role")
+                            .map_or("unknown", MemberRole::name)
+                            .to_owned(),
                         matched_index: m.matched_index,
                         lag: m.lag,
                     })

@@ -42,15 +42,16 @@ fn row(run: &wire::RunSummary) -> RunRow {
         let when = chrono::DateTime::<chrono::Utc>::from_timestamp(at.seconds, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
-        detail = format!("{} due at {when}", run.step);
+        let step = follow::next_step(run).map(|s| s.to_string()).unwrap_or_default();
+        detail = format!("{step} due at {when}");
     }
     RunRow {
         secret: secret_name(run),
         run_id: run.run_id.clone(),
         generation: run.generation,
         strategy: run.strategy.clone(),
-        state: run.state.clone(),
-        step: run.step.clone(),
+        state: follow::status(run).name().to_owned(),
+        step: follow::next_step(run).map(|s| s.to_string()).unwrap_or_default(),
         detail,
     }
 }
@@ -125,10 +126,7 @@ async fn follow(
                 ));
             }
         } else {
-            let failed = latest
-                .iter()
-                .filter(|r| matches!(r.state.as_str(), "RolledBack" | "Quarantined"))
-                .count();
+            let failed = latest.iter().filter(|r| follow::status(r).is_failure()).count();
             bar.set_message(if failed > 0 { format!("{failed} failed") } else { String::new() });
         }
         let done = match until {
@@ -159,8 +157,7 @@ async fn follow(
 /// Prints runs and fails (exit 1) if any rolled back or was quarantined.
 pub fn report(cli: &Cli, runs: &[wire::RunSummary], embedded: bool) -> Result<(), Failure> {
     let rows: Vec<RunRow> = runs.iter().map(row).collect();
-    let failed =
-        rows.iter().filter(|r| matches!(r.state.as_str(), "RolledBack" | "Quarantined")).count();
+    let failed = runs.iter().filter(|r| follow::status(r).is_failure()).count();
     if cli.output == OutputFormat::Json {
         print_json(&rows)?;
     } else if rows.is_empty() {
@@ -178,14 +175,7 @@ pub fn report(cli: &Cli, runs: &[wire::RunSummary], embedded: bool) -> Result<()
             ]);
         }
         print_table(&t);
-        if embedded
-            && rows.iter().any(|r| {
-                !matches!(
-                    r.state.as_str(),
-                    "Completed" | "RolledBack" | "Quarantined" | "Skipped" | "WouldStart"
-                )
-            })
-        {
+        if embedded && runs.iter().any(|r| follow::status(r).is_in_flight()) {
             out!(
                 "note: runs still waiting continue the next time a dsops command runs here (embedded default)"
             );
@@ -265,7 +255,7 @@ pub async fn run(cli: &Cli, args: &RotateArgs) -> Result<(), Failure> {
                         "note: run {} of {} ended: {}",
                         run.run_id,
                         secret_name(&run),
-                        run.state
+                        follow::status(&run)
                     );
                     again.extend(run.secret.clone());
                     continue;
@@ -279,7 +269,7 @@ pub async fn run(cli: &Cli, args: &RotateArgs) -> Result<(), Failure> {
                 }
                 rows.push(wire::RunSummary {
                     secret: run.secret.clone(),
-                    state: "Skipped".to_owned(),
+                    not_started: wire::NotStarted::Skipped.into(),
                     detail: why,
                     ..wire::RunSummary::default()
                 });

@@ -1,6 +1,7 @@
 //! `dsops rotation status|history|rollback`.
 
 use chrono::{DateTime, Utc};
+use dsops_proto::domain::{RunStatus, Step, StepResult};
 use dsops_proto::wire::admin as wire;
 use serde::Serialize;
 
@@ -160,7 +161,7 @@ async fn history(
             generation: r.generation,
             rollback: r.rollback,
             strategy: r.strategy.clone(),
-            state: r.state.clone(),
+            state: RunStatus::of(r).name().to_owned(),
             requested_at: time(&r.requested_at),
             finished_at: time(&r.finished_at),
             detail: r.detail.clone(),
@@ -168,10 +169,16 @@ async fn history(
                 .steps
                 .iter()
                 .map(|s| HistoryStep {
-                    step: s.step.clone(),
-                    checked_step: s.checked_step.clone(),
+                    step: Step::from_wire(s.step, "step")
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    checked_step: Step::from_wire(s.checked_step, "checked_step")
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
                     attempt: s.attempt,
-                    outcome: s.outcome.clone(),
+                    outcome: StepResult::from_wire(s.result, "result")
+                        .map_or("unknown", StepResult::name)
+                        .to_owned(),
                     agent_id: s.agent_id.clone(),
                     at: time(&s.at),
                     fingerprint: s.fingerprint.clone(),

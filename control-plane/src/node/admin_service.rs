@@ -3,7 +3,7 @@
 //! result to a status; a follower answers `not_leader` with the leader's address.
 
 use dsops_proto::ErrorCode;
-use dsops_proto::domain::ApplyConfig;
+use dsops_proto::domain::{ApplyConfig, MemberRole};
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 use openraft::{ChangeMembers, ServerState};
@@ -192,11 +192,11 @@ impl Admin for AdminService {
             .nodes()
             .map(|(id, node)| {
                 let role = if metrics.current_leader == Some(*id) {
-                    "leader"
+                    MemberRole::Leader
                 } else if voters.contains(id) {
-                    "follower"
+                    MemberRole::Follower
                 } else {
-                    "learner"
+                    MemberRole::Learner
                 };
                 let matched = if Some(*id) == metrics.current_leader {
                     Some(last)
@@ -206,7 +206,7 @@ impl Admin for AdminService {
                 wire::Member {
                     id: *id,
                     address: node.addr.clone(),
-                    role: role.to_owned(),
+                    role: role.to_wire(),
                     matched_index: matched.unwrap_or(0),
                     lag: matched.map_or(last, |m| last.saturating_sub(m)),
                 }

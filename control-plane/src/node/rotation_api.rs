@@ -86,7 +86,7 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
         run_id: run.id.clone(),
         secret: Some(wire::SecretKey { env: run.env.clone(), key: run.key.clone() }),
         generation: run.generation,
-        state: run.phase.name().to_owned(),
+        phase: run.phase.to_wire(),
         requested_at: Some(timestamp(run.requested_at_ms)),
         finished_at: run.finished_at_ms.map(timestamp),
         detail: if run.phase == dsops_state::RunPhase::Completed {
@@ -95,7 +95,7 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
             run.last_error.clone()
         },
         strategy: run.spec.strategy.clone(),
-        step: run.step.map(|s| s.to_string()).unwrap_or_default(),
+        next_step: run.step.map_or(0, |s| s.to_wire()),
         attempt: run.attempt,
         segment: run.spec.segment.clone(),
         waiting_for_agent: waiting,
@@ -105,10 +105,10 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
             run.receipts
                 .iter()
                 .map(|r| wire::RunStep {
-                    step: r.step.to_string(),
-                    checked_step: r.checked_step.map(|s| s.to_string()).unwrap_or_default(),
+                    step: r.step.to_wire(),
+                    checked_step: r.checked_step.map_or(0, |s| s.to_wire()),
                     attempt: r.attempt,
-                    outcome: r.outcome.clone(),
+                    result: r.outcome.to_wire(),
                     agent_id: r.agent_id.clone(),
                     detail: r.detail.clone(),
                     at: Some(timestamp(r.at_ms)),
@@ -119,6 +119,7 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
             Vec::new()
         },
         rollback: run.restore_previous,
+        not_started: wire::NotStarted::Unspecified.into(),
     }
 }
 
@@ -322,7 +323,7 @@ pub(crate) async fn start_runs(
             runs.push(wire::RunSummary {
                 run_id: String::new(),
                 secret: Some(wire::SecretKey { env, key }),
-                state: "WouldStart".to_owned(),
+                not_started: wire::NotStarted::DryRun.into(),
                 strategy: spec.strategy.clone(),
                 segment: spec.segment.clone(),
                 ..wire::RunSummary::default()
@@ -393,7 +394,7 @@ pub(crate) async fn start_runs(
 fn skipped(env: &str, key: &str, why: &str) -> wire::RunSummary {
     wire::RunSummary {
         secret: Some(wire::SecretKey { env: env.to_owned(), key: key.to_owned() }),
-        state: "Skipped".to_owned(),
+        not_started: wire::NotStarted::Skipped.into(),
         detail: why.to_owned(),
         ..wire::RunSummary::default()
     }

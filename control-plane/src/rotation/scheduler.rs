@@ -346,7 +346,7 @@ async fn start(
         }
         for run in started.runs {
             let secret = run.secret.as_ref().map(|s| secret_id(&s.env, &s.key)).unwrap_or_default();
-            if run.state == "Skipped" {
+            if run.not_started() == dsops_proto::wire::admin::NotStarted::Skipped {
                 tracing::warn!(%secret, why = %run.detail, "scheduler: not started; next firing");
                 refused.push(secret);
             } else {

@@ -10,6 +10,7 @@ pub mod names;
 mod protocol_error;
 mod receipt;
 mod refs;
+mod run;
 mod session;
 mod step;
 
@@ -24,8 +25,9 @@ pub use receipt::{
     truncate_detail,
 };
 pub use refs::{RefError, ServiceRef, StoreRef};
+pub use run::{MemberRole, RunPhase, RunStatus, StepResult};
 pub use session::{Capabilities, EnrollRequest, Heartbeat, Hello};
-pub use step::{Outcome, Step};
+pub use step::{Step, StepOutcome};
 
 use std::time::SystemTime;
 

@@ -3,7 +3,9 @@ use std::time::SystemTime;
 
 use prost::Message;
 
-use super::{AgentId, Generation, Outcome, ProtocolError, RunId, Step, required_time, wire_time};
+use super::{
+    AgentId, Generation, ProtocolError, RunId, Step, StepOutcome, required_time, wire_time,
+};
 use crate::wire::common as wire;
 
 /// A keyed fingerprint of a secret value (HMAC-SHA-256, 32 bytes). It identifies a value in
@@ -49,7 +51,7 @@ pub struct ReceiptBody {
     /// When the agent finished the step.
     pub performed_at: SystemTime,
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: StepOutcome,
     /// Explanation for failures; never a secret value.
     pub detail: String,
     /// Who performed it.
@@ -100,7 +102,7 @@ impl TryFrom<wire::ReceiptBody> for ReceiptBody {
                 Some(Fingerprint::from_wire(&value_fingerprint, "value_fingerprint")?)
             },
             performed_at: required_time(performed_at, "performed_at")?,
-            outcome: Outcome::from_wire(outcome, "outcome")?,
+            outcome: StepOutcome::from_wire(outcome, "outcome")?,
             detail,
             agent_id: AgentId::parse(&agent_id, "agent_id")?,
             attempt,
@@ -235,7 +237,7 @@ mod tests {
             target: "svc://pg?kind=db_password".to_owned(),
             value_fingerprint: Some(Fingerprint([0xab; 32])),
             performed_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            outcome: Outcome::Succeeded,
+            outcome: StepOutcome::Succeeded,
             detail: String::new(),
             agent_id: AgentId::parse("agent-a", "agent_id").unwrap(),
             attempt: 1,

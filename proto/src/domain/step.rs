@@ -57,9 +57,10 @@ impl Step {
     }
 }
 
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
+impl Step {
+    /// The name as printed and stored (`stage`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
             Step::Stage => "stage",
             Step::Apply => "apply",
             Step::Verify => "verify",
@@ -67,14 +68,19 @@ impl fmt::Display for Step {
             Step::Retire => "retire",
             Step::Rollback => "rollback",
             Step::Check => "check",
-        };
-        f.write_str(name)
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 /// What happened when an agent performed a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub enum StepOutcome {
     /// The effect is in place.
     Succeeded,
     /// Definitely nothing changed.
@@ -87,15 +93,15 @@ pub enum Outcome {
     Refused,
 }
 
-impl Outcome {
+impl StepOutcome {
     /// Converts the wire enum.
-    pub fn from_wire(value: i32, field: &str) -> Result<Outcome, ProtocolError> {
+    pub fn from_wire(value: i32, field: &str) -> Result<StepOutcome, ProtocolError> {
         match wire::Outcome::try_from(value) {
-            Ok(wire::Outcome::Succeeded) => Ok(Outcome::Succeeded),
-            Ok(wire::Outcome::NotApplied) => Ok(Outcome::NotApplied),
-            Ok(wire::Outcome::Retryable) => Ok(Outcome::Retryable),
-            Ok(wire::Outcome::Indeterminate) => Ok(Outcome::Indeterminate),
-            Ok(wire::Outcome::Refused) => Ok(Outcome::Refused),
+            Ok(wire::Outcome::Succeeded) => Ok(StepOutcome::Succeeded),
+            Ok(wire::Outcome::NotApplied) => Ok(StepOutcome::NotApplied),
+            Ok(wire::Outcome::Retryable) => Ok(StepOutcome::Retryable),
+            Ok(wire::Outcome::Indeterminate) => Ok(StepOutcome::Indeterminate),
+            Ok(wire::Outcome::Refused) => Ok(StepOutcome::Refused),
             Ok(wire::Outcome::Unspecified) => Err(ProtocolError::missing(field)),
             Err(_) => Err(ProtocolError::invalid(field, format!("unknown outcome {value}"))),
         }
@@ -104,11 +110,11 @@ impl Outcome {
     /// The wire value.
     pub fn to_wire(self) -> i32 {
         let outcome = match self {
-            Outcome::Succeeded => wire::Outcome::Succeeded,
-            Outcome::NotApplied => wire::Outcome::NotApplied,
-            Outcome::Retryable => wire::Outcome::Retryable,
-            Outcome::Indeterminate => wire::Outcome::Indeterminate,
-            Outcome::Refused => wire::Outcome::Refused,
+            StepOutcome::Succeeded => wire::Outcome::Succeeded,
+            StepOutcome::NotApplied => wire::Outcome::NotApplied,
+            StepOutcome::Retryable => wire::Outcome::Retryable,
+            StepOutcome::Indeterminate => wire::Outcome::Indeterminate,
+            StepOutcome::Refused => wire::Outcome::Refused,
         };
         outcome.into()
     }
@@ -138,14 +144,14 @@ mod tests {
     #[test]
     fn outcomes_round_trip() {
         for outcome in [
-            Outcome::Succeeded,
-            Outcome::NotApplied,
-            Outcome::Retryable,
-            Outcome::Indeterminate,
-            Outcome::Refused,
+            StepOutcome::Succeeded,
+            StepOutcome::NotApplied,
+            StepOutcome::Retryable,
+            StepOutcome::Indeterminate,
+            StepOutcome::Refused,
         ] {
-            assert_eq!(Outcome::from_wire(outcome.to_wire(), "o"), Ok(outcome));
+            assert_eq!(StepOutcome::from_wire(outcome.to_wire(), "o"), Ok(outcome));
         }
-        assert!(Outcome::from_wire(0, "o").is_err());
+        assert!(StepOutcome::from_wire(0, "o").is_err());
     }
 }

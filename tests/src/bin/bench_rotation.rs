@@ -3,6 +3,7 @@
 //! ALTER ROLE + fresh-login loop directly with the same concurrency. Prints rotations per second
 //! and the ratios; asserts nothing. `scripts/bench-rotation.sh` starts PostgreSQL and runs it.
 
+use dsops_tests::RunView;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -209,12 +210,9 @@ where
     let mut open = ids.to_vec();
     loop {
         let runs = get(open.clone()).await?;
-        let ended: Vec<&wire::RunSummary> = runs
-            .iter()
-            .filter(|r| matches!(r.state.as_str(), "Completed" | "RolledBack" | "Quarantined"))
-            .collect();
-        if let Some(bad) = ended.iter().find(|r| r.state != "Completed") {
-            anyhow::bail!("run {} ended {}: {}", bad.run_id, bad.state, bad.detail);
+        let ended: Vec<&wire::RunSummary> = runs.iter().filter(|r| r.is_finished()).collect();
+        if let Some(bad) = ended.iter().find(|r| r.state_name() != "Completed") {
+            anyhow::bail!("run {} ended {}: {}", bad.run_id, bad.state_name(), bad.detail);
         }
         let ended: std::collections::HashSet<&str> =
             ended.iter().map(|r| r.run_id.as_str()).collect();
