@@ -19,20 +19,6 @@ pub enum Backend {
     Embedded(Box<Embedded>),
 }
 
-fn status_failure(what: &str, status: tonic::Status) -> Failure {
-    use dsops_proto::ErrorCode;
-    let code = ErrorCode::from_status(&status);
-    let message = format!("{what}: {}", status.message());
-    match code {
-        ErrorCode::InvalidArgument
-        | ErrorCode::NotFound
-        | ErrorCode::FailedPrecondition
-        | ErrorCode::Conflict
-        | ErrorCode::AlreadyExists => Failure::invalid(message),
-        _ => Failure::Runtime(anyhow::anyhow!(message)),
-    }
-}
-
 /// Calls the admin method `$method` with `$request`: over the network with the leader-following
 /// client, or in-process on the embedded control plane.
 macro_rules! call {
@@ -52,7 +38,7 @@ macro_rules! call {
                 .$method(e.request($request))
                 .await
                 .map(|r| r.into_inner())
-                .map_err(|s| status_failure($what, s)),
+                .map_err(|s| Failure::from_status($what, &s, None)),
         }
     };
 }

@@ -1,6 +1,7 @@
 //! How a command fails, and the exit code each failure maps to.
 
 use dsops_config::document::Diagnostic;
+use dsops_proto::ErrorCode;
 
 /// A failed command.
 #[derive(Debug)]
@@ -15,6 +16,26 @@ impl Failure {
     /// An invalid-input failure with one message.
     pub fn invalid(message: impl Into<String>) -> Failure {
         Failure::Invalid { diagnostics: Vec::new(), message: Some(message.into()) }
+    }
+
+    /// The failure for an error status from the admin API (over the network or in process):
+    /// the one mapping of error codes to exit codes. The request was wrong (invalid, unknown,
+    /// exists already, not allowed now, conflicting: exit 2), or the cluster could not do it
+    /// (exit 1). `server` names the node that answered, when there was a network.
+    pub fn from_status(what: &str, status: &tonic::Status, server: Option<&str>) -> Failure {
+        let code = ErrorCode::from_status(status);
+        let message = format!("{what}: {code}: {}", status.message());
+        match code {
+            ErrorCode::InvalidArgument
+            | ErrorCode::NotFound
+            | ErrorCode::AlreadyExists
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::Conflict => Failure::invalid(message),
+            _ => match server {
+                Some(server) => Failure::Runtime(anyhow::anyhow!("{message} (server {server})")),
+                None => Failure::Runtime(anyhow::anyhow!(message)),
+            },
+        }
     }
 
     /// The process exit code.

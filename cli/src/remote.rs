@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use dsops_identity::Credentials;
 use dsops_identity::{API_SERVER_NAME, client_config};
 use dsops_proto::ErrorCode;
@@ -116,7 +116,7 @@ impl Remote {
                         target = self.server.clone();
                         continue;
                     }
-                    break Err(status_failure(what, &target, &status));
+                    break Err(Failure::from_status(what, &status, Some(&target)));
                 }
             }
         };
@@ -124,19 +124,5 @@ impl Remote {
             bar.finish_and_clear();
         }
         result
-    }
-}
-
-/// An error for a failed call: invalid input (exit 2) or a runtime failure (exit 1).
-fn status_failure(what: &str, target: &str, status: &tonic::Status) -> Failure {
-    let code = ErrorCode::from_status(status);
-    let message = format!("{what}: {code}: {}", status.message());
-    match code {
-        ErrorCode::InvalidArgument
-        | ErrorCode::NotFound
-        | ErrorCode::AlreadyExists
-        | ErrorCode::FailedPrecondition
-        | ErrorCode::Conflict => Failure::invalid(message),
-        _ => Failure::Runtime(anyhow!("{message} (server {target})")),
     }
 }

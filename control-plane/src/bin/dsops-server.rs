@@ -162,6 +162,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                why = node.failed() => {
+                    node.shutdown().await;
+                    anyhow::bail!("node stopped: {why} (restart it once the cause is fixed)");
+                }
             }
             eprintln!("dsops-server: shutting down");
             node.shutdown().await;

@@ -4,6 +4,7 @@
 mod admin_service;
 mod agent_service;
 mod api;
+mod fatal;
 mod init;
 mod join_service;
 mod keys;

@@ -92,6 +92,7 @@ pub struct RunningNode {
     pub address: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl RunningNode {
@@ -100,6 +101,20 @@ impl RunningNode {
         let _ = self.shutdown.send(true);
         let _ = self.control.raft().shutdown().await;
         let _ = self.server.await;
+    }
+
+    /// Resolves when raft stopped on a fatal error (storage failure, panic), with the reason; the
+    /// node has stopped serving by then. Pending for ever on a healthy node.
+    pub async fn failed(&self) -> String {
+        let mut failed = self.failed.clone();
+        loop {
+            if let Some(why) = failed.borrow_and_update().clone() {
+                return why;
+            }
+            if failed.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Stops abruptly: no graceful shutdown of raft or connections (as close to a crash as one
@@ -112,6 +127,26 @@ impl RunningNode {
             let _ = raft.shutdown().await;
         });
     }
+}
+
+/// Watches raft for a fatal error: logs it, stops serving (every task of the node ends) and
+/// publishes the reason for [`RunningNode::failed`].
+fn watch_fatal(
+    control: &ControlPlane,
+    shutdown: &watch::Sender<bool>,
+) -> watch::Receiver<Option<String>> {
+    let (report, failed) = watch::channel(None);
+    let metrics = control.raft().metrics();
+    let shutdown = shutdown.clone();
+    let node_id = control.node_id();
+    tokio::spawn(async move {
+        if let Some(why) = super::fatal::fatal_error(metrics).await {
+            tracing::error!(node_id, %why, "raft stopped on a fatal error; the node stops serving");
+            let _ = shutdown.send(true);
+            let _ = report.send(Some(why));
+        }
+    });
+    failed
 }
 
 /// Builds raft for the node in `dir` (storage opened, not serving yet).
@@ -190,8 +225,9 @@ pub async fn start(
     if options.scheduler {
         tokio::spawn(crate::rotation::scheduler::run(control.clone(), shutdown.subscribe()));
     }
+    let failed = watch_fatal(&control, &shutdown);
     tracing::info!(node_id = node.node_id, %address, "node serving");
-    Ok(RunningNode { control, address, shutdown, server })
+    Ok(RunningNode { control, address, shutdown, server, failed })
 }
 
 /// Starts the node in `dir` without a listener: the embedded default, a one-node cluster the
@@ -207,5 +243,6 @@ pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningN
     });
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
-    Ok(RunningNode { control, address, shutdown, server })
+    let failed = watch_fatal(&control, &shutdown);
+    Ok(RunningNode { control, address, shutdown, server, failed })
 }
