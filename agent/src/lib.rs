@@ -28,6 +28,7 @@ pub mod sealed;
 pub mod secret;
 pub mod session;
 pub mod store;
+mod strategy;
 
 pub use dsops_proto as proto;
 pub use secret::SecretValue;

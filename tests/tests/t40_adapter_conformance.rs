@@ -1,15 +1,16 @@
-//! Every password adapter passes the same suite against a real server: changes take effect and
-//! only the new password logs in, values that would break a quoted statement are harmless,
-//! failures are classed (not applied / retryable / indeterminate), and the retire helpers work.
+//! Every adapter the agent registers (`dsops_agent::adapter::SERVICE_TYPES`) passes the same
+//! suite against a real server, through the trait object the strategies use: changes take effect
+//! and only the new password logs in, a change repeated is harmless (a retried step), values
+//! that would break a quoted statement are harmless, failures are classed (not applied /
+//! retryable) and name no value, a server that never answers fails within the adapter's
+//! timeout, and the retire helpers work.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
 use std::time::Duration;
 
 use dsops_agent::SecretValue;
-use dsops_agent::adapter::{
-    DatabaseTarget, ErrorClass, Login, MySqlAdapter, PasswordTarget, PostgresAdapter,
-};
+use dsops_agent::adapter::{DatabaseTarget, ErrorClass, Login, SERVICE_TYPES, Target};
 use dsops_tests::databases::Flavor;
 use dsops_tests::wait_for;
 
@@ -17,7 +18,7 @@ fn value(text: &str) -> SecretValue {
     SecretValue::new(text.to_owned())
 }
 
-async fn changes_take_effect(adapter: &impl PasswordTarget, flavor: Flavor) {
+async fn changes_take_effect(adapter: &dyn Target, flavor: Flavor) {
     let user = flavor.create_user("t40_change", "Old-pass-1", false).await;
     assert_eq!(adapter.login(&user.name, &value("Old-pass-1")).await.unwrap(), Login::Accepted);
     adapter.set_password(&user.name, &value("New-pass-2")).await.unwrap();
@@ -29,7 +30,7 @@ async fn changes_take_effect(adapter: &impl PasswordTarget, flavor: Flavor) {
     user.drop_user().await;
 }
 
-async fn hostile_values_are_harmless(adapter: &impl PasswordTarget, flavor: Flavor) {
+async fn hostile_values_are_harmless(adapter: &dyn Target, flavor: Flavor) {
     let user = flavor.create_user("t40_hostile", "Start-pass-1", false).await;
     for hostile in [
         "a'b\"c\\d$$e`f;--g",
@@ -49,14 +50,13 @@ async fn hostile_values_are_harmless(adapter: &impl PasswordTarget, flavor: Flav
     user.drop_user().await;
 }
 
-async fn failures_are_classed<A: PasswordTarget>(
-    make: impl Fn(DatabaseTarget) -> A,
-    flavor: Flavor,
-) {
+async fn failures_are_classed(service_type: &str, flavor: Flavor) {
+    let make = |target| dsops_agent::adapter::open(service_type, target).unwrap();
     let adapter = make(flavor.target());
     let missing = dsops_tests::unique_name("t40_missing");
     let error = adapter.set_password(&missing, &value("Whatever-1")).await.unwrap_err();
     assert_eq!(error.class, ErrorClass::NotApplied, "{error}");
+    assert!(!error.message.contains("Whatever"), "{error}");
     assert!(!adapter.user_exists(&missing).await.unwrap());
     assert_eq!(adapter.login(&missing, &value("x")).await.unwrap(), Login::Refused);
 
@@ -72,9 +72,27 @@ async fn failures_are_classed<A: PasswordTarget>(
     assert!(!error.message.contains("Whatever"), "{error}");
     let error = unreachable.login("x", &value("Whatever-1")).await.unwrap_err();
     assert_eq!(error.class, ErrorClass::Retryable, "{error}");
+
+    // A server that accepts the connection and never answers: the call ends within the
+    // adapter's timeout (a step never hangs), as a failure that names no value.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(held);
+    });
+    let timeout = Duration::from_secs(1);
+    let stuck = make(DatabaseTarget { port, timeout, ..flavor.target() });
+    let started = std::time::Instant::now();
+    let error = stuck.set_password("x", &value("Whatever-1")).await.unwrap_err();
+    assert!(started.elapsed() < timeout * 4, "took {:?}", started.elapsed());
+    assert_ne!(error.class, ErrorClass::NotApplied, "nothing proves it was not applied: {error}");
+    assert!(!error.message.contains("Whatever"), "{error}");
+    drop(hold);
 }
 
-async fn login_can_be_disabled(adapter: &impl PasswordTarget, flavor: Flavor) {
+async fn login_can_be_disabled(adapter: &dyn Target, flavor: Flavor) {
     let user = flavor.create_user("t40_lock", "Lock-pass-1", false).await;
     adapter.set_login_enabled(&user.name, false).await.unwrap();
     adapter.set_login_enabled(&user.name, false).await.unwrap();
@@ -85,7 +103,7 @@ async fn login_can_be_disabled(adapter: &impl PasswordTarget, flavor: Flavor) {
 }
 
 async fn sessions_are_counted(
-    adapter: &impl PasswordTarget,
+    adapter: &dyn Target,
     flavor: Flavor,
     url_for: impl Fn(&str, &str) -> String,
 ) {
@@ -106,7 +124,7 @@ async fn sessions_are_counted(
     user.drop_user().await;
 }
 
-async fn privileges_compare(adapter: &impl PasswordTarget, flavor: Flavor) {
+async fn privileges_compare(adapter: &dyn Target, flavor: Flavor) {
     let a = flavor.create_user("t40_priv_a", "Priv-pass-1", true).await;
     let b = flavor.create_user("t40_priv_b", "Priv-pass-1", true).await;
     let c = flavor.create_user("t40_priv_c", "Priv-pass-1", false).await;
@@ -133,26 +151,46 @@ fn url_for(flavor: Flavor) -> impl Fn(&str, &str) -> String {
     }
 }
 
+/// The suite, through the registered adapter of `service_type`.
+async fn conforms(service_type: &str, flavor: Flavor) {
+    let adapter = dsops_agent::adapter::open(service_type, flavor.target()).unwrap();
+    let adapter = adapter.as_ref();
+    changes_take_effect(adapter, flavor).await;
+    hostile_values_are_harmless(adapter, flavor).await;
+    failures_are_classed(service_type, flavor).await;
+    login_can_be_disabled(adapter, flavor).await;
+    sessions_are_counted(adapter, flavor, url_for(flavor)).await;
+    privileges_compare(adapter, flavor).await;
+}
+
+/// The server each registered service type is tested against. A new adapter without a server
+/// here fails `every_registered_adapter_is_covered`.
+fn flavor_of(service_type: &str) -> Option<Flavor> {
+    match service_type {
+        "postgresql" => Some(Flavor::Postgres),
+        "mysql" | "mariadb" => Some(Flavor::MariaDb),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_registered_adapter_is_covered() {
+    for (service_type, _) in SERVICE_TYPES {
+        assert!(flavor_of(service_type).is_some(), "no conformance server for {service_type}");
+    }
+}
+
 #[tokio::test]
-async fn postgres_adapter_conforms() {
-    let flavor = Flavor::Postgres;
-    let adapter = PostgresAdapter::new(flavor.target());
-    changes_take_effect(&adapter, flavor).await;
-    hostile_values_are_harmless(&adapter, flavor).await;
-    failures_are_classed(PostgresAdapter::new, flavor).await;
-    login_can_be_disabled(&adapter, flavor).await;
-    sessions_are_counted(&adapter, flavor, url_for(flavor)).await;
-    privileges_compare(&adapter, flavor).await;
+async fn postgresql_adapter_conforms() {
+    conforms("postgresql", flavor_of("postgresql").unwrap()).await;
+}
+
+#[tokio::test]
+async fn mysql_adapter_conforms() {
+    conforms("mysql", flavor_of("mysql").unwrap()).await;
 }
 
 #[tokio::test]
 async fn mariadb_adapter_conforms() {
-    let flavor = Flavor::MariaDb;
-    let adapter = MySqlAdapter::new(flavor.target());
-    changes_take_effect(&adapter, flavor).await;
-    hostile_values_are_harmless(&adapter, flavor).await;
-    failures_are_classed(MySqlAdapter::new, flavor).await;
-    login_can_be_disabled(&adapter, flavor).await;
-    sessions_are_counted(&adapter, flavor, url_for(flavor)).await;
-    privileges_compare(&adapter, flavor).await;
+    conforms("mariadb", flavor_of("mariadb").unwrap()).await;
 }

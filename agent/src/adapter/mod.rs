@@ -100,6 +100,65 @@ pub enum Login {
     Refused,
 }
 
+/// A boxed future of an adapter call.
+pub type AdapterFuture<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, AdapterError>> + Send + 'a>>;
+
+/// The adapter of a target as the executor holds it: [`PasswordTarget`] behind a trait object,
+/// so strategies work with any adapter and a new target type needs no forwarding code. Every
+/// [`PasswordTarget`] is one (blanket implementation).
+pub trait Target: Send + Sync + std::fmt::Debug {
+    /// See [`PasswordTarget::set_password`].
+    fn set_password<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, ()>;
+    /// See [`PasswordTarget::login`].
+    fn login<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, Login>;
+    /// See [`PasswordTarget::set_login_enabled`].
+    fn set_login_enabled<'a>(&'a self, user: &'a str, enabled: bool) -> AdapterFuture<'a, ()>;
+    /// See [`PasswordTarget::open_sessions`].
+    fn open_sessions<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, u64>;
+    /// See [`PasswordTarget::privileges`].
+    fn privileges<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, Vec<String>>;
+    /// See [`PasswordTarget::user_exists`].
+    fn user_exists<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, bool>;
+}
+
+impl<T: PasswordTarget + std::fmt::Debug> Target for T {
+    fn set_password<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, ()> {
+        Box::pin(PasswordTarget::set_password(self, user, value))
+    }
+    fn login<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, Login> {
+        Box::pin(PasswordTarget::login(self, user, value))
+    }
+    fn set_login_enabled<'a>(&'a self, user: &'a str, enabled: bool) -> AdapterFuture<'a, ()> {
+        Box::pin(PasswordTarget::set_login_enabled(self, user, enabled))
+    }
+    fn open_sessions<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, u64> {
+        Box::pin(PasswordTarget::open_sessions(self, user))
+    }
+    fn privileges<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, Vec<String>> {
+        Box::pin(PasswordTarget::privileges(self, user))
+    }
+    fn user_exists<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, bool> {
+        Box::pin(PasswordTarget::user_exists(self, user))
+    }
+}
+
+/// Opens the adapter of one service type.
+pub type OpenAdapter = fn(DatabaseTarget) -> std::sync::Arc<dyn Target>;
+
+/// The service types this agent has an adapter for, and the adapter of each: the one place a
+/// new target type is registered.
+pub const SERVICE_TYPES: &[(&str, OpenAdapter)] = &[
+    ("postgresql", |target| std::sync::Arc::new(PostgresAdapter::new(target))),
+    ("mysql", |target| std::sync::Arc::new(MySqlAdapter::new(target))),
+    ("mariadb", |target| std::sync::Arc::new(MySqlAdapter::new(target))),
+];
+
+/// The adapter for a service of `service_type`, or `None` if this agent has none.
+pub fn open(service_type: &str, target: DatabaseTarget) -> Option<std::sync::Arc<dyn Target>> {
+    SERVICE_TYPES.iter().find(|(name, _)| *name == service_type).map(|(_, open)| open(target))
+}
+
 /// A target whose users log in with passwords (databases).
 pub trait PasswordTarget: Send + Sync {
     /// Sets `user`'s password to `value`. Idempotent.
