@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::config::{AgentConfig, AgentPolicy};
 use crate::executor::Executor;
@@ -80,10 +80,6 @@ impl Drop for EnrolledState {
     }
 }
 
-fn ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The sealed state file of the agent in `dir`.
 pub fn state_file(dir: &Path) -> anyhow::Result<SealedFile> {
     SealedFile::open(&dir.join("agent.state"), &dir.join("agent.key")).map_err(|e| anyhow!(e))
@@ -144,8 +140,8 @@ pub async fn enroll(
         servers,
         key_pem: key_pem.to_string(),
         cert_pem: response.certificate_pem,
-        cert_issued_ms: ms(SystemTime::now()),
-        cert_not_after_ms: ms(not_after),
+        cert_issued_ms: dsops_proto::unix_ms(SystemTime::now()),
+        cert_not_after_ms: dsops_proto::unix_ms(not_after),
         server_ca_pem: response.server_ca_certificate_pem,
         signing_seed: dsops_proto::hex(seed.as_slice()),
         pending_key_pem: None,
@@ -197,7 +193,7 @@ impl Link for AgentLink {
         // Renew once two thirds of the certificate's life are gone.
         let life = state.cert_not_after_ms.saturating_sub(state.cert_issued_ms);
         let due = state.cert_issued_ms + life / 3 * 2;
-        if ms(SystemTime::now()) < due {
+        if dsops_proto::unix_ms(SystemTime::now()) < due {
             return None;
         }
         let (csr, key) = new_csr("dsops-agent").ok()?;
@@ -211,8 +207,8 @@ impl Link for AgentLink {
         let mut next = state.clone();
         next.key_pem = key;
         next.cert_pem = certificate_pem.to_owned();
-        next.cert_issued_ms = ms(SystemTime::now());
-        next.cert_not_after_ms = ms(not_after);
+        next.cert_issued_ms = dsops_proto::unix_ms(SystemTime::now());
+        next.cert_not_after_ms = dsops_proto::unix_ms(not_after);
         self.sealed.save(&next)?;
         *state = next;
         Ok(())

@@ -16,6 +16,18 @@ pub mod error;
 
 pub use domain::ProtocolError;
 
+/// Milliseconds since the Unix epoch of `time` (0 before the epoch): how dsops stores and sends
+/// instants.
+pub fn unix_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The wall clock now, in milliseconds since the Unix epoch (what a proposing node stamps on a
+/// request; `apply` never reads a clock).
+pub fn now_ms() -> u64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
 /// Lower-case hex of some bytes (digests, fingerprints, random ids).
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -94,12 +94,6 @@ fn corrupt(path: &Path, message: impl Into<String>) -> StoreError {
     StoreError::Corrupt { path: path.display().to_string(), message: message.into() }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Opens `path` for writing from the start (created 0600 if missing, emptied if not).
 fn open_private(path: &Path) -> Result<File, StoreError> {
     OpenOptions::new()
@@ -344,7 +338,7 @@ impl FileStore {
             version,
             fields,
             fingerprints,
-            created_at_ms: now_ms(),
+            created_at_ms: dsops_proto::now_ms(),
             run_id: run_id.to_owned(),
         });
         version

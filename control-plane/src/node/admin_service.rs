@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::api::{ControlPlane, WriteError};
-use crate::pki::{CallerIdentity, ConnInfo, Role};
+use crate::pki::{CallerIdentity, Role, caller_of};
 use dsops_config::config::{CatalogFiles, load_with};
 use dsops_identity::JoinToken;
 use dsops_state::{Command, Outcome};
@@ -33,31 +33,27 @@ impl AdminService {
     /// The operator making the request: an operator certificate that has not expired (an
     /// HTTP/2 connection outlives the handshake that checked it) and is not revoked.
     async fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
-        match request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone()) {
-            Some(identity) if identity.role == Role::Operator => {
-                if super::now_ms() >= identity.not_after_ms {
-                    return Err(ErrorCode::Unauthenticated.to_status(format!(
-                        "the certificate of operator {} has expired; reconnect with a current one",
-                        identity.name
-                    )));
-                }
-                let revoked = self
-                    .control
-                    .read_local(|s| s.is_revoked("operator", &identity.name, identity.issued_ms))
-                    .await;
-                if revoked {
-                    return Err(ErrorCode::PermissionDenied.to_status(format!(
-                        "the certificate of operator {} is revoked",
-                        identity.name
-                    )));
-                }
-                Ok(identity)
-            }
-            Some(identity) => Err(ErrorCode::PermissionDenied
-                .to_status(format!("{} certificates may not use the admin API", identity.role))),
-            None => Err(ErrorCode::Unauthenticated
-                .to_status("an operator certificate is required (see --credentials)")),
+        let identity = caller_of(
+            request,
+            Role::Operator,
+            "use the admin API",
+            "an operator certificate is required (see --credentials)",
+        )?;
+        if dsops_proto::now_ms() >= identity.not_after_ms {
+            return Err(ErrorCode::Unauthenticated.to_status(format!(
+                "the certificate of operator {} has expired; reconnect with a current one",
+                identity.name
+            )));
         }
+        let revoked = self
+            .control
+            .read_local(|s| s.is_revoked("operator", &identity.name, identity.issued_ms))
+            .await;
+        if revoked {
+            return Err(ErrorCode::PermissionDenied
+                .to_status(format!("the certificate of operator {} is revoked", identity.name)));
+        }
+        Ok(identity)
     }
 }
 
@@ -462,7 +458,7 @@ impl AdminService {
             );
         }
         let token = JoinToken::generate(self.control.peer_fingerprint());
-        Ok((token, super::now_ms() + ttl * 1000))
+        Ok((token, dsops_proto::now_ms() + ttl * 1000))
     }
 }
 

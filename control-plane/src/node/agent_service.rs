@@ -25,7 +25,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::api::ControlPlane;
-use crate::pki::{CallerIdentity, ConnInfo, Role};
+use crate::pki::{CallerIdentity, ConnInfo, Role, caller_of};
 use crate::rotation::ReceiptError;
 use crate::rotation::registry::SessionInfo;
 use dsops_identity::JoinToken;
@@ -111,14 +111,12 @@ fn message(kind: wire::control_message::Kind) -> Result<wire::ControlMessage, St
 
 /// The agent identity in a session's verified certificate.
 fn agent_of<T>(request: &Request<T>) -> Result<CallerIdentity, Status> {
-    let identity = request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone());
-    match identity {
-        Some(identity) if identity.role == Role::Agent => Ok(identity),
-        Some(identity) => Err(ErrorCode::PermissionDenied
-            .to_status(format!("{} certificates may not open agent sessions", identity.role))),
-        None => Err(ErrorCode::Unauthenticated
-            .to_status("an agent certificate is required (enrol with dsops-agent enroll)")),
-    }
+    caller_of(
+        request,
+        Role::Agent,
+        "open agent sessions",
+        "an agent certificate is required (enrol with dsops-agent enroll)",
+    )
 }
 
 /// The agent a session's certificate names, with its record; refusals are audited.
@@ -139,7 +137,7 @@ async fn authenticate<T>(
         Some(record) if record.revoked_at_ms.is_some() || revoked => {
             Some(format!("agent {agent_id} is revoked"))
         }
-        Some(_) if super::now_ms() >= identity.not_after_ms => {
+        Some(_) if dsops_proto::now_ms() >= identity.not_after_ms => {
             Some(format!("the certificate of agent {agent_id} has expired"))
         }
         Some(_) => None,
@@ -179,7 +177,7 @@ impl AgentApi for AgentService {
         // a valid token can write to the replicated log. (The state machine checks again: two
         // enrolments racing with one token, or a follower's stale view.)
         let token_hash = JoinToken::secret_hash(&token.secret);
-        let now = super::now_ms();
+        let now = dsops_proto::now_ms();
         let known = self
             .control
             .read_local(|state| {
@@ -411,7 +409,7 @@ impl Session {
                     || state.is_revoked("agent", agent_id, issued)
             })
             .await;
-        if super::now_ms() >= self.identity.not_after_ms {
+        if dsops_proto::now_ms() >= self.identity.not_after_ms {
             return Some(End::Fail(ErrorCode::Unavailable.to_status(format!(
                 "the certificate of agent {agent_id} this session was opened with has expired; reconnect with the renewed one"
             ))));
@@ -514,7 +512,7 @@ impl Session {
         // signatures and raft writes.
         let (issued, expires) = (self.identity.issued_ms, self.identity.not_after_ms);
         let half = issued + expires.saturating_sub(issued) / 2;
-        if super::now_ms() < half {
+        if dsops_proto::now_ms() < half {
             return Err(ErrorCode::FailedPrecondition.to_status(format!(
                 "renewal refused: the certificate of agent {agent_id} has more than half its life left"
             )));

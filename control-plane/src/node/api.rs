@@ -229,7 +229,7 @@ impl ControlPlane {
         let request = Request {
             request_id: request_id.to_owned(),
             actor: actor.to_owned(),
-            proposed_at_ms: super::now_ms(),
+            proposed_at_ms: dsops_proto::now_ms(),
             command,
         };
         let (reply, response) = oneshot::channel();

@@ -121,7 +121,7 @@ pub async fn init(
         },
         Command::CreateJoinToken {
             token_hash: JoinToken::secret_hash(&token.secret),
-            expires_at_ms: super::now_ms() + 3_600_000,
+            expires_at_ms: dsops_proto::now_ms() + 3_600_000,
         },
     ];
     for (i, command) in writes.into_iter().enumerate() {

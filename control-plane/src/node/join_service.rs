@@ -80,7 +80,7 @@ impl NodeJoin for JoinService {
         let hash = JoinToken::secret_hash(&token_secret.to_ascii_lowercase());
         let request_id = JoinToken::secret_hash(&format!("{hash}\n{csr_pem}\n{address}"));
         let request_id = format!("join-{}", &request_id[..48]);
-        let now = super::now_ms();
+        let now = dsops_proto::now_ms();
         let refusal = control
             .read_local(|state| {
                 if state.dedup.get(&request_id).is_some() {
@@ -170,7 +170,7 @@ impl NodeJoin for JoinService {
             control.metrics().membership_config.membership().voter_ids().any(|v| v == node_id);
         let revoked =
             control.read_local(|s| s.is_revoked("peer", &identity.name, identity.issued_ms)).await;
-        if !voter || revoked || super::now_ms() >= identity.not_after_ms {
+        if !voter || revoked || dsops_proto::now_ms() >= identity.not_after_ms {
             return Err(ErrorCode::PermissionDenied.to_status(format!(
                 "node {node_id} is not a voter of this cluster: only voters hold the issuing CA keys"
             )));

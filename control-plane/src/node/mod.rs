@@ -23,10 +23,3 @@ pub use layout::{DataDir, NodeFile};
 pub use promote::target_voters;
 pub use refusals::RefusalTally;
 pub use server::{NodeOptions, RunningNode, start, start_local};
-
-/// Wall-clock time in milliseconds since the Unix epoch, as requests carry it into the log.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

@@ -135,7 +135,7 @@ pub async fn run(control: ControlPlane, interval: Duration, mut shutdown: watch:
         }
         let writes = summaries.into_iter().enumerate().map(|(i, command)| {
             let request_id =
-                format!("refusals-{}-{}-{round}-{i}", control.node_id(), crate::node::now_ms());
+                format!("refusals-{}-{}-{round}-{i}", control.node_id(), dsops_proto::now_ms());
             let (control, actor) = (control.clone(), actor.clone());
             async move {
                 if let Err(error) = control.write(&actor, &request_id, command).await {

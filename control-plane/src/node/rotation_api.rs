@@ -22,7 +22,7 @@ use dsops_state::{Command, Outcome, Run, StoredConfig, secret_id};
 const DUE_SOON: TimeDelta = TimeDelta::hours(24);
 
 fn now_utc() -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_millis(super::now_ms() as i64).unwrap_or_default()
+    DateTime::<Utc>::from_timestamp_millis(dsops_proto::now_ms() as i64).unwrap_or_default()
 }
 
 fn failed(error: SpecError) -> Status {
@@ -99,7 +99,7 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
         attempt: run.attempt,
         segment: run.spec.segment.clone(),
         waiting_for_agent: waiting,
-        not_before: (run.not_before_ms > super::now_ms() && !run.phase.is_terminal())
+        not_before: (run.not_before_ms > dsops_proto::now_ms() && !run.phase.is_terminal())
             .then(|| timestamp(run.not_before_ms)),
         steps: if with_steps {
             run.receipts

@@ -13,9 +13,11 @@
 //! Which CA issued a client certificate decides its role ([`Role`]).
 
 mod authority;
+mod caller;
 mod identity;
 mod tls;
 
 pub use authority::{Authority, ClusterPki, NODE_NAMES};
+pub use caller::caller_of;
 pub use identity::{CallerIdentity, Role, RoleNames};
 pub use tls::{ConnInfo, RefusalHook, ServerTls, TlsConn, TlsIncoming};

@@ -10,7 +10,7 @@ use openraft::{Raft, Snapshot};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{TypeConfig, convert};
-use crate::pki::{ConnInfo, Role};
+use crate::pki::{Role, caller_of};
 
 /// Serves raft RPCs for one node.
 #[derive(Clone)]
@@ -31,34 +31,31 @@ impl RaftPeerService {
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match request.extensions().get::<ConnInfo>().and_then(|i| i.identity.as_ref()) {
-            // A peer certificate names its node (`node-<id>`); only current members may speak
-            // raft, so a removed node's certificate is refused.
-            Some(identity) if identity.role == Role::Peer => {
-                let watch = self.raft.metrics();
-                let metrics = watch.borrow();
-                let membership = metrics.membership_config.membership();
-                // A node that just joined knows no membership until the leader's log reaches
-                // it: it accepts any peer of the cluster until then.
-                let knows_none = membership.nodes().next().is_none();
-                let member = knows_none
-                    || identity
-                        .name
-                        .strip_prefix("node-")
-                        .and_then(|id| id.parse::<u64>().ok())
-                        .is_some_and(|id| membership.get_node(&id).is_some());
-                if member {
-                    Ok(())
-                } else {
-                    Err(ErrorCode::PermissionDenied
-                        .to_status(format!("{} is not a member of this cluster", identity.name)))
-                }
-            }
-            Some(identity) => Err(ErrorCode::PermissionDenied.to_status(format!(
-                "{} certificates may not call the raft service",
-                identity.role
-            ))),
-            None => Err(ErrorCode::Unauthenticated.to_status("a peer certificate is required")),
+        let identity = caller_of(
+            request,
+            Role::Peer,
+            "call the raft service",
+            "a peer certificate is required",
+        )?;
+        // A peer certificate names its node (`node-<id>`); only current members may speak raft,
+        // so a removed node's certificate is refused.
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow();
+        let membership = metrics.membership_config.membership();
+        // A node that just joined knows no membership until the leader's log reaches
+        // it: it accepts any peer of the cluster until then.
+        let knows_none = membership.nodes().next().is_none();
+        let member = knows_none
+            || identity
+                .name
+                .strip_prefix("node-")
+                .and_then(|id| id.parse::<u64>().ok())
+                .is_some_and(|id| membership.get_node(&id).is_some());
+        if member {
+            Ok(())
+        } else {
+            Err(ErrorCode::PermissionDenied
+                .to_status(format!("{} is not a member of this cluster", identity.name)))
         }
     }
 }

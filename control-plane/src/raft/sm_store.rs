@@ -74,7 +74,7 @@ impl StateMachineStore {
                 &state.audit.take_unsaved(),
                 None,
                 retention,
-                crate::node::now_ms(),
+                dsops_proto::now_ms(),
             )?;
             let mut applied = store.applied.try_write().expect("no other holder while opening");
             *applied = Current {
@@ -205,7 +205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             responses.push(response);
         }
         let events = applied.state.audit.take_unsaved();
-        audit_store::save(&self.db, &events, None, self.retention, crate::node::now_ms())
+        audit_store::save(&self.db, &events, None, self.retention, dsops_proto::now_ms())
             .map_err(|e| storage_error(StorageIOError::write_state_machine, BoxedError(e)))?;
         Ok(responses)
     }
@@ -234,7 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             window = state.audit.events();
         }
         let start = state.audit.recent_start();
-        audit_store::save(&self.db, &window, Some(&start), self.retention, crate::node::now_ms())
+        audit_store::save(&self.db, &window, Some(&start), self.retention, dsops_proto::now_ms())
             .map_err(|e| storage_error(|e| StorageIOError::write_snapshot(None, e), BoxedError(e)))?;
         self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
         *applied = Current {

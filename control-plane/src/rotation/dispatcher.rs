@@ -14,7 +14,8 @@ use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, SignedReceipt, Sto
 use tokio::sync::watch;
 
 use super::AgentRegistry;
-use crate::node::{ControlPlane, WriteError, now_ms};
+use crate::node::{ControlPlane, WriteError};
+use dsops_proto::now_ms;
 use dsops_state::{Command, Outcome, Run, RunSpec, State, StepKind};
 
 /// How often the dispatcher looks even when nothing woke it (backoffs and deadlines expire

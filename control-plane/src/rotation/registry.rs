@@ -132,7 +132,7 @@ impl AgentRegistry {
         version: String,
     ) -> (u64, Arc<Notify>) {
         let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = crate::node::now_ms();
+        let now = dsops_proto::now_ms();
         let close = Arc::new(Notify::new());
         let connected = Connected {
             segment: segment.to_owned(),
@@ -157,7 +157,7 @@ impl AgentRegistry {
     pub fn heartbeat(&self, agent_id: &str, session: u64) {
         let mut agents = self.agents.lock().expect("registry lock");
         if let Some(c) = agents.get_mut(agent_id).filter(|c| c.session == session) {
-            c.last_heartbeat_ms = crate::node::now_ms();
+            c.last_heartbeat_ms = dsops_proto::now_ms();
         }
     }
 
