@@ -11,6 +11,7 @@
 //!  dsops-data/ (bundled) + rotation.dataDir ──load──▶ catalog::Catalog ──┴─▶ plan::Plan
 //! ```
 
+pub mod control;
 pub mod node;
 pub mod pki;
 // openraft's traits fix the (large) StorageError type of every storage function.

@@ -201,7 +201,7 @@ pub async fn wait_run(cluster: &TestCluster, run_id: &str, deadline: Duration) -
 /// Waits until node `control`'s audit log has an `action` event whose subject or detail contains
 /// `needle`; returns its detail.
 pub async fn wait_audit(
-    control: &dsops_control_plane::node::ControlPlane,
+    control: &dsops_control_plane::control::ControlPlane,
     action: &str,
     needle: &str,
     deadline: Duration,

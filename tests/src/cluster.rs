@@ -9,9 +9,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dsops_control_plane::node::{
-    ControlPlane, DataDir, NodeOptions, RunningNode, init, join, start,
-};
+use dsops_control_plane::control::ControlPlane;
+use dsops_control_plane::node::{DataDir, NodeOptions, RunningNode, init, join, start};
 use dsops_control_plane::raft::{LinkAction, LinkFilter};
 use dsops_identity::{API_SERVER_NAME, client_config};
 use dsops_identity::{Credentials, JoinToken};

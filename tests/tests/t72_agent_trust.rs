@@ -138,7 +138,7 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
 /// A session of agent `agent_id` (with a fresh certificate of this cluster's agent CA), past its
 /// Welcome: what to send on, and what comes back.
 async fn open_session(
-    control: &dsops_control_plane::node::ControlPlane,
+    control: &dsops_control_plane::control::ControlPlane,
     address: &str,
     agent_id: &str,
 ) -> (tokio::sync::mpsc::Sender<wire::AgentMessage>, tonic::Streaming<wire::ControlMessage>) {

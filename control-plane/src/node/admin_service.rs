@@ -10,7 +10,7 @@ use openraft::{ChangeMembers, ServerState};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use super::api::{ControlPlane, WriteError};
+use crate::control::{ControlPlane, WriteError};
 use crate::pki::{CallerIdentity, Role, caller_of};
 use dsops_config::config::{CatalogFiles, load_with};
 use dsops_identity::JoinToken;
@@ -55,11 +55,6 @@ impl AdminService {
         }
         Ok(identity)
     }
-}
-
-/// Milliseconds since the epoch as a protobuf timestamp.
-pub(super) fn timestamp(ms: u64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
 fn request_id(id: &str) -> Result<String, Status> {
@@ -161,7 +156,7 @@ impl Admin for AdminService {
             Some(config) => wire::GetConfigResponse {
                 version: config.version,
                 config_yaml: config.config_yaml,
-                applied_at: Some(timestamp(config.applied_at_ms)),
+                applied_at: Some(dsops_proto::domain::timestamp_ms(config.applied_at_ms)),
                 applied_by: config.applied_by,
             },
             None => wire::GetConfigResponse::default(),
@@ -233,7 +228,7 @@ impl Admin for AdminService {
         shown_once(&response)?;
         Ok(Response::new(wire::CreateJoinTokenResponse {
             token: token.encode(),
-            expires_at: Some(timestamp(expires_at_ms)),
+            expires_at: Some(dsops_proto::domain::timestamp_ms(expires_at_ms)),
         }))
     }
 
@@ -293,7 +288,7 @@ impl Admin for AdminService {
         let caller = self.operator(&request).await?;
         let request = dsops_proto::domain::RotateRequest::try_from(request.into_inner())?;
         let response =
-            super::rotation_api::rotate(&self.control, &caller.name, request, false).await?;
+            crate::rotation::start::rotate(&self.control, &caller.name, request, false).await?;
         Ok(Response::new(response))
     }
 
@@ -303,7 +298,7 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::RotationStatusResponse>, Status> {
         self.operator(&request).await?;
         let env = request.into_inner().env;
-        Ok(Response::new(super::rotation_api::status(&self.control, &env).await?))
+        Ok(Response::new(crate::rotation::start::status(&self.control, &env).await?))
     }
 
     async fn rotation_history(
@@ -317,7 +312,7 @@ impl Admin for AdminService {
             .ok_or_else(|| Status::from(dsops_proto::domain::ProtocolError::missing("secret")))?;
         let limit = if request.limit == 0 { 50 } else { request.limit as usize };
         let history =
-            super::rotation_api::history(&self.control, &secret.env, &secret.key, limit).await?;
+            crate::rotation::start::history(&self.control, &secret.env, &secret.key, limit).await?;
         Ok(Response::new(history))
     }
 
@@ -339,7 +334,7 @@ impl Admin for AdminService {
             only: Vec::new(),
         })?;
         let response =
-            super::rotation_api::rotate(&self.control, &caller.name, rotate, true).await?;
+            crate::rotation::start::rotate(&self.control, &caller.name, rotate, true).await?;
         Ok(Response::new(response))
     }
 
@@ -350,7 +345,7 @@ impl Admin for AdminService {
         self.operator(&request).await?;
         let request = request.into_inner();
         let runs =
-            super::rotation_api::get_runs(&self.control, &request.run_ids, request.with_steps)
+            crate::rotation::start::get_runs(&self.control, &request.run_ids, request.with_steps)
                 .await?;
         Ok(Response::new(runs))
     }
@@ -376,7 +371,7 @@ impl Admin for AdminService {
         shown_once(&response)?;
         Ok(Response::new(wire::CreateAgentTokenResponse {
             token: token.encode_agent(),
-            expires_at: Some(timestamp(expires_at_ms)),
+            expires_at: Some(dsops_proto::domain::timestamp_ms(expires_at_ms)),
         }))
     }
 
@@ -418,9 +413,13 @@ impl Admin for AdminService {
                         .filter(|v| !v.is_empty())
                         .unwrap_or(record.version.clone()),
                     adapters: caps.adapters,
-                    connected_since: session.map(|c| timestamp(c.connected_at_ms)),
-                    last_heartbeat: session.map(|c| timestamp(c.last_heartbeat_ms)),
-                    certificate_not_after: record.cert_not_after_ms.map(timestamp),
+                    connected_since: session
+                        .map(|c| dsops_proto::domain::timestamp_ms(c.connected_at_ms)),
+                    last_heartbeat: session
+                        .map(|c| dsops_proto::domain::timestamp_ms(c.last_heartbeat_ms)),
+                    certificate_not_after: record
+                        .cert_not_after_ms
+                        .map(dsops_proto::domain::timestamp_ms),
                     hostname: record.hostname.clone(),
                     stores: caps.stores,
                     services: caps.services,

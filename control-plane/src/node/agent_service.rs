@@ -24,10 +24,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::api::ControlPlane;
+use crate::control::ControlPlane;
+use crate::control::agents::SessionInfo;
 use crate::pki::{CallerIdentity, ConnInfo, Role, caller_of};
 use crate::rotation::ReceiptError;
-use crate::rotation::registry::SessionInfo;
 use dsops_identity::JoinToken;
 use dsops_state::{AgentRecord, Command};
 
@@ -240,7 +240,7 @@ impl AgentApi for AgentService {
             certificate_pem,
             ca_certificate_pem: pki.agent.cert_pem.clone(),
             server_ca_certificate_pem: pki.peer.cert_pem.clone(),
-            not_after: Some(super::admin_service::timestamp(ms_of(not_after))),
+            not_after: Some(dsops_proto::domain::timestamp_ms(ms_of(not_after))),
         }))
     }
 
@@ -536,7 +536,7 @@ impl Session {
         tracing::info!(%agent_id, "agent certificate renewed");
         Ok(wire::RenewResponse {
             certificate_pem,
-            not_after: Some(super::admin_service::timestamp(ms_of(not_after))),
+            not_after: Some(dsops_proto::domain::timestamp_ms(ms_of(not_after))),
         })
     }
 }

@@ -111,7 +111,7 @@ pub async fn init(
     let token = JoinToken::generate(&dsops_identity::fingerprint(
         &pki.peer.cert_der().map_err(|e| e.to_string())?,
     ));
-    let control = super::api::ControlPlane::new(node_id, raft.clone(), state, pki);
+    let control = crate::control::ControlPlane::new(node_id, raft.clone(), state, pki);
     let writes = [
         Command::RegisterNode { node_id, address: advertise.clone(), role: NodeRole::Voter },
         Command::AppendAudit {

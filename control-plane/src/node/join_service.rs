@@ -7,7 +7,7 @@ use dsops_proto::wire::raft::node_join_server::NodeJoin;
 use openraft::BasicNode;
 use tonic::{Request, Response, Status};
 
-use super::api::ControlPlane;
+use crate::control::ControlPlane;
 use crate::pki::{ConnInfo, Role};
 use dsops_identity::JoinToken;
 use dsops_state::{Command, Outcome};
@@ -67,7 +67,7 @@ impl NodeJoin for JoinService {
             .map_err(|e| ErrorCode::InvalidArgument.to_status(format!("address: {e}")))?;
         let control = &self.control;
         if !control.is_leader() {
-            return Err(super::api::WriteError::NotLeader {
+            return Err(crate::control::WriteError::NotLeader {
                 leader: control.leader().map(|(_, a)| a),
             }
             .to_status());
@@ -161,7 +161,7 @@ impl NodeJoin for JoinService {
             .ok_or_else(|| ErrorCode::PermissionDenied.to_status("not a node certificate"))?;
         let control = &self.control;
         if !control.is_leader() {
-            return Err(super::api::WriteError::NotLeader {
+            return Err(crate::control::WriteError::NotLeader {
                 leader: control.leader().map(|(_, a)| a),
             }
             .to_status());

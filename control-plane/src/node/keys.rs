@@ -10,8 +10,8 @@ use dsops_proto::wire::raft as wire;
 use dsops_proto::wire::raft::node_join_client::NodeJoinClient;
 use tokio::sync::watch;
 
-use super::api::ControlPlane;
 use super::layout::DataDir;
+use crate::control::ControlPlane;
 use dsops_identity::{API_SERVER_NAME, client_config};
 
 /// How often a voter without the keys asks.

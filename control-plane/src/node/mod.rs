@@ -3,7 +3,6 @@
 
 mod admin_service;
 mod agent_service;
-mod api;
 mod fatal;
 mod init;
 mod join_service;
@@ -11,15 +10,12 @@ mod keys;
 mod layout;
 mod promote;
 mod refusals;
-pub(crate) mod rotation_api;
 mod server;
 
 pub use admin_service::AdminService;
 pub use agent_service::{AGENT_CERT_VALIDITY, AgentService, HEARTBEAT, SILENCE, WATCH};
-pub use api::{ControlPlane, WriteError};
 pub use init::{Initialized, init, join};
 pub use join_service::JoinService;
 pub use layout::{DataDir, NodeFile};
 pub use promote::target_voters;
-pub use refusals::RefusalTally;
 pub use server::{NodeOptions, RunningNode, start, start_local};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use openraft::ChangeMembers;
 
-use super::api::ControlPlane;
+use crate::control::ControlPlane;
 use dsops_state::NodeRole;
 
 /// A learner this close to the leader's last log index counts as caught up.

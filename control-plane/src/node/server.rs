@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use super::admin_service::AdminService;
 use super::agent_service::AgentService;
-use super::api::ControlPlane;
 use super::join_service::JoinService;
 use super::layout::DataDir;
+use crate::control::ControlPlane;
 use crate::pki::{ClusterPki, ServerTls};
 use crate::raft::{
     LinkFilter, LogStore, Network, OpenLinks, RaftPeerService, StateMachineStore, TypeConfig,

@@ -13,8 +13,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, SignedReceipt, StoreRef};
 use tokio::sync::watch;
 
-use super::AgentRegistry;
-use crate::node::{ControlPlane, WriteError};
+use crate::control::AgentRegistry;
+use crate::control::{ControlPlane, WriteError};
 use dsops_proto::now_ms;
 use dsops_state::{Command, Outcome, Run, RunSpec, State, StepKind};
 

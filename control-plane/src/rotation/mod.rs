@@ -1,6 +1,7 @@
-//! Rotation on the control plane: what a run does ([`spec`]), which agents are connected here
-//! ([`registry`]), the leader's [`scheduler`] that starts runs when schedules fire, and its
-//! [`dispatcher`] that drives runs through the protocol.
+//! Rotation on the control plane: what a run does ([`spec`]), selecting and starting runs and
+//! reporting them ([`start`], for the admin API and the scheduler), the leader's [`scheduler`]
+//! that starts runs when schedules fire, and its [`dispatcher`] that drives runs through the
+//! protocol to the agents connected here ([`crate::control::AgentRegistry`]).
 //!
 //! ```text
 //!  dsops rotate ─▶ admin API ─┐
@@ -10,9 +11,8 @@
 //! ```
 
 pub mod dispatcher;
-pub mod registry;
 pub mod scheduler;
 pub mod spec;
+pub mod start;
 
 pub use dispatcher::{ReceiptError, submit_receipt};
-pub use registry::{AgentRegistry, ConnectedAgent};

@@ -30,8 +30,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
 
-use crate::node::ControlPlane;
-use crate::node::rotation_api::{self, Start};
+use crate::control::ControlPlane;
+use crate::rotation::start::{self as rotation_api, Start};
 use dsops_config::config::{Loaded, ResolvedSecret};
 use dsops_config::time::next_due_in_windows;
 use dsops_config::time::{MaintenanceWindow, Schedule};
@@ -282,7 +282,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
 
 async fn tick(control: &ControlPlane, agenda: &mut Option<Agenda>) -> Result<(), String> {
     let Some((version, loaded)) =
-        rotation_api::applied_config(control).await.map_err(|s| s.message().to_owned())?
+        rotation_api::applied_config(control).await.map_err(|e| e.to_string())?
     else {
         return Ok(());
     };
@@ -338,7 +338,7 @@ async fn start(
             Start { force: false, dry_run: false, single: false, restore_previous: false, reason };
         let started = rotation_api::start_runs(control, &actor, loaded, version, chosen, &start)
             .await
-            .map_err(|s| s.message().to_owned())?;
+            .map_err(|e| e.to_string())?;
         for run in &started.in_flight {
             let secret = run.secret.as_ref().map(|s| secret_id(&s.env, &s.key)).unwrap_or_default();
             tracing::info!(%secret, run_id = %run.run_id, "scheduler: a run is in flight; next firing");

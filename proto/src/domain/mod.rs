@@ -40,6 +40,11 @@ pub fn required_time(
     SystemTime::try_from(value).map_err(|_| ProtocolError::invalid(field, "timestamp out of range"))
 }
 
+/// Milliseconds since the Unix epoch as a protobuf timestamp.
+pub fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
 /// Converts a time to the wire.
 pub fn wire_time(value: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(value)

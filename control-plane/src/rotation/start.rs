@@ -1,6 +1,7 @@
-//! The rotation half of the admin API: start runs, report their state, status and history.
+//! Starting runs and reporting them: what the admin API's rotation calls and the scheduler do.
 //! Runs are resolved from the stored configuration, so a cluster rotates exactly what was
-//! applied, whichever node answers.
+//! applied, whichever node answers. Errors are domain errors ([`RotationError`]); the admin
+//! service turns them into statuses.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dsops_proto::ErrorCode;
@@ -9,12 +10,11 @@ use dsops_proto::wire::common as common_wire;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tonic::Status;
 
-use super::admin_service::timestamp;
-use super::api::{ControlPlane, WriteError};
+use crate::control::{ControlPlane, WriteError};
 use crate::rotation::spec::{self, SpecError};
 use dsops_config::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
+use dsops_proto::domain::timestamp_ms as timestamp;
 use dsops_proto::domain::{RotateRequest, RotateSelector};
 use dsops_state::{Command, Outcome, Run, StoredConfig, secret_id};
 
@@ -25,30 +25,70 @@ fn now_utc() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(dsops_proto::now_ms() as i64).unwrap_or_default()
 }
 
-fn failed(error: SpecError) -> Status {
-    ErrorCode::FailedPrecondition.to_status(error.0)
+/// Why a rotation request (or the scheduler's start) could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RotationError {
+    /// Refused here: the request or the state does not allow it.
+    #[error("{message}")]
+    Refused {
+        /// Which class of refusal.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// The replicated write or read failed (not the leader, refused by the state machine,
+    /// unavailable).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl RotationError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> RotationError {
+        RotationError::Refused { code, message: message.into() }
+    }
+
+    /// The gRPC status for this error (a `not_leader` keeps the leader's address).
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            RotationError::Refused { code, message } => code.to_status(message.clone()),
+            RotationError::Write(error) => error.to_status(),
+        }
+    }
+}
+
+impl From<RotationError> for tonic::Status {
+    fn from(error: RotationError) -> tonic::Status {
+        error.to_status()
+    }
+}
+
+fn failed(error: SpecError) -> RotationError {
+    RotationError::new(ErrorCode::FailedPrecondition, error.0)
 }
 
 /// Loads the stored configuration (validated when it was stored; a failure here means the
 /// catalog bundled with this release disagrees with it).
-fn loaded(stored: &StoredConfig) -> Result<Loaded, Status> {
+fn loaded(stored: &StoredConfig) -> Result<Loaded, RotationError> {
     load_with(&stored.config_yaml, &stored.config_path, CatalogFiles::Given(&stored.catalog_files))
         .map_err(|d| {
             let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
-            ErrorCode::FailedPrecondition.to_status(format!(
-                "the stored configuration no longer validates:\n{}",
-                lines.join("\n")
-            ))
+            RotationError::new(
+                ErrorCode::FailedPrecondition,
+                format!("the stored configuration no longer validates:\n{}", lines.join("\n")),
+            )
         })
 }
 
 /// The stored configuration's version and its validated form. Validation (YAML, catalog,
 /// resolution) runs once per stored version; later requests reuse it.
-async fn current_config(control: &ControlPlane) -> Result<(u64, Arc<Loaded>), Status> {
-    let version = control.read_current(|s| s.config_version()).await.map_err(|e| e.to_status())?;
+async fn current_config(control: &ControlPlane) -> Result<(u64, Arc<Loaded>), RotationError> {
+    let version =
+        control.read_current(|s| s.config_version()).await.map_err(RotationError::from)?;
     if version == 0 {
-        return Err(ErrorCode::FailedPrecondition
-            .to_status("no configuration is stored yet; run `dsops apply -f dsops.yaml` first"));
+        return Err(RotationError::new(
+            ErrorCode::FailedPrecondition,
+            "no configuration is stored yet; run `dsops apply -f dsops.yaml` first",
+        ));
     }
     config_at(control, version).await
 }
@@ -57,7 +97,7 @@ async fn current_config(control: &ControlPlane) -> Result<(u64, Arc<Loaded>), St
 /// which act on the state they have); `None` before one is stored.
 pub(crate) async fn applied_config(
     control: &ControlPlane,
-) -> Result<Option<(u64, Arc<Loaded>)>, Status> {
+) -> Result<Option<(u64, Arc<Loaded>)>, RotationError> {
     let version = control.read_local(|s| s.config_version()).await;
     if version == 0 {
         return Ok(None);
@@ -65,12 +105,18 @@ pub(crate) async fn applied_config(
     config_at(control, version).await.map(Some)
 }
 
-async fn config_at(control: &ControlPlane, version: u64) -> Result<(u64, Arc<Loaded>), Status> {
+async fn config_at(
+    control: &ControlPlane,
+    version: u64,
+) -> Result<(u64, Arc<Loaded>), RotationError> {
     if let Some(hit) = control.cached_config(version) {
         return Ok((version, hit));
     }
     let stored = control.read_local(|s| s.current_config().cloned()).await.ok_or_else(|| {
-        ErrorCode::Unavailable.to_status("the stored configuration disappeared; try again")
+        RotationError::new(
+            ErrorCode::Unavailable,
+            "the stored configuration disappeared; try again",
+        )
     })?;
     let loaded = Arc::new(loaded(&stored)?);
     control.cache_config(stored.version, loaded.clone());
@@ -134,7 +180,7 @@ fn select<'a>(
     loaded: &'a Loaded,
     secrets: &std::collections::BTreeMap<String, dsops_state::SecretRecord>,
     request: &RotateRequest,
-) -> Result<Vec<ResolvedSecret<'a>>, Status> {
+) -> Result<Vec<ResolvedSecret<'a>>, RotationError> {
     let now = now_utc();
     match &request.selector {
         RotateSelector::Secret(secret) => {
@@ -158,8 +204,10 @@ fn select<'a>(
         }
         RotateSelector::ServicePolicy { service, policy } => {
             if !loaded.config.services.contains_key(&service.service) {
-                return Err(ErrorCode::FailedPrecondition
-                    .to_status(format!("no service {:?} in the configuration", service.service)));
+                return Err(RotationError::new(
+                    ErrorCode::FailedPrecondition,
+                    format!("no service {:?} in the configuration", service.service),
+                ));
             }
             let chosen: Vec<ResolvedSecret<'a>> = loaded
                 .resolved()
@@ -172,9 +220,10 @@ fn select<'a>(
                 })
                 .collect();
             if chosen.is_empty() {
-                return Err(ErrorCode::NotFound.to_status(format!(
-                    "no variable rotates against {service} with policy {policy:?}"
-                )));
+                return Err(RotationError::new(
+                    ErrorCode::NotFound,
+                    format!("no variable rotates against {service} with policy {policy:?}"),
+                ));
             }
             Ok(chosen)
         }
@@ -202,12 +251,12 @@ fn gate(item: &ResolvedSecret<'_>, force: bool) -> Result<(), String> {
 }
 
 /// Starts runs (`restore_previous` for a rollback).
-pub(super) async fn rotate(
+pub(crate) async fn rotate(
     control: &ControlPlane,
     actor: &str,
     request: RotateRequest,
     restore_previous: bool,
-) -> Result<wire::RotateResponse, Status> {
+) -> Result<wire::RotateResponse, RotationError> {
     let request_id = request.request_id.as_str().to_owned();
     let (config_version, loaded) = current_config(control).await?;
     let secrets = control.read_local(|s| s.secrets.clone()).await;
@@ -288,7 +337,7 @@ pub(crate) async fn start_runs(
     config_version: u64,
     chosen: Vec<(ResolvedSecret<'_>, String)>,
     start: &Start,
-) -> Result<Started, Status> {
+) -> Result<Started, RotationError> {
     let single = start.single;
     let mut runs = Vec::new();
     let mut busy = Vec::new();
@@ -365,9 +414,10 @@ pub(crate) async fn start_runs(
                     }
                 }
                 other => {
-                    return Err(
-                        ErrorCode::Internal.to_status(format!("unexpected outcome {other:?}"))
-                    );
+                    return Err(RotationError::new(
+                        ErrorCode::Internal,
+                        format!("unexpected outcome {other:?}"),
+                    ));
                 }
             },
             // Another run started between the look above and this write.
@@ -379,9 +429,9 @@ pub(crate) async fn start_runs(
                     continue;
                 }
                 _ if !single => skipped(env, key, &message),
-                _ => return Err(WriteError::Rejected { code, message }.to_status()),
+                _ => return Err(WriteError::Rejected { code, message }.into()),
             },
-            Err(error) => return Err(error.to_status()),
+            Err(error) => return Err(error.into()),
         };
     }
     for slot in taken.into_iter().rev() {
@@ -401,10 +451,10 @@ fn skipped(env: &str, key: &str, why: &str) -> wire::RunSummary {
 }
 
 /// The status of every variable of an environment.
-pub(super) async fn status(
+pub(crate) async fn status(
     control: &ControlPlane,
     env: &str,
-) -> Result<wire::RotationStatusResponse, Status> {
+) -> Result<wire::RotationStatusResponse, RotationError> {
     let (_, loaded) = current_config(control).await?;
     if !loaded.config.envs.contains_key(env) {
         return Err(failed(spec::unknown_env(&loaded, env)));
@@ -474,12 +524,12 @@ pub(super) async fn status(
 }
 
 /// The runs of one secret, newest first, with their steps and receipts.
-pub(super) async fn history(
+pub(crate) async fn history(
     control: &ControlPlane,
     env: &str,
     key: &str,
     limit: usize,
-) -> Result<wire::RotationHistoryResponse, Status> {
+) -> Result<wire::RotationHistoryResponse, RotationError> {
     let (_, loaded) = current_config(control).await?;
     spec::find(&loaded, env, key).map_err(failed)?;
     let runs: Vec<Run> = control
@@ -497,7 +547,7 @@ pub(super) async fn history(
                 .unwrap_or_default()
         })
         .await
-        .map_err(|e| e.to_status())?;
+        .map_err(RotationError::from)?;
     let mut receipts = Vec::new();
     for run in runs.iter().rev() {
         for record in &run.receipts {
@@ -517,11 +567,11 @@ pub(super) async fn history(
 }
 
 /// Runs by id (built under the state's read lock: polling many runs copies no history).
-pub(super) async fn get_runs(
+pub(crate) async fn get_runs(
     control: &ControlPlane,
     ids: &[String],
     with_steps: bool,
-) -> Result<wire::GetRunsResponse, Status> {
+) -> Result<wire::GetRunsResponse, RotationError> {
     let runs = control
         .read_local(|s| {
             ids.iter()

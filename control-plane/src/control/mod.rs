@@ -1,6 +1,12 @@
 //! The control plane as the services (and the embedded default) use it: replicated writes,
 //! linearizable reads, and who leads.
 
+pub mod agents;
+pub mod refusals;
+
+pub use agents::{AgentRegistry, ConnectedAgent};
+pub use refusals::RefusalTally;
+
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
@@ -84,11 +90,11 @@ struct Inner {
     /// Requests for the batching proposer.
     proposals: mpsc::UnboundedSender<Pending>,
     /// Agents connected to this node.
-    agents: crate::rotation::AgentRegistry,
+    agents: AgentRegistry,
     /// The last stored configuration validated here, by version.
     config_cache: std::sync::Mutex<Option<(u64, Arc<dsops_config::config::Loaded>)>>,
     /// Refusals counted for the next audit summary.
-    refusals: super::refusals::RefusalTally,
+    refusals: RefusalTally,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -123,9 +129,9 @@ impl ControlPlane {
                 pki: std::sync::RwLock::new(Arc::new(pki)),
                 peer_fingerprint,
                 proposals,
-                agents: crate::rotation::AgentRegistry::default(),
+                agents: AgentRegistry::default(),
                 config_cache: std::sync::Mutex::new(None),
-                refusals: super::refusals::RefusalTally::default(),
+                refusals: RefusalTally::default(),
             }),
         }
     }
@@ -146,12 +152,12 @@ impl ControlPlane {
     }
 
     /// The agents connected to this node.
-    pub fn agents(&self) -> &crate::rotation::AgentRegistry {
+    pub fn agents(&self) -> &AgentRegistry {
         &self.inner.agents
     }
 
-    /// Refusals counted here for the next audit summary ([`super::RefusalTally`]).
-    pub fn refusals(&self) -> &super::RefusalTally {
+    /// Refusals counted here for the next audit summary ([`RefusalTally`]).
+    pub fn refusals(&self) -> &RefusalTally {
         &self.inner.refusals
     }
 
