@@ -1,11 +1,8 @@
-use std::collections::BTreeSet;
+//! `apply`: one match over the command, each area's commands applied in its own file
+//! (`config_apply`, `cluster_apply`, `agent_apply`, `run_apply`), and the request-id dedup.
 
-use super::{
-    CONFIG_HISTORY, Command, ConfigChange, NodeRecord, NodeRole, Outcome, Request, Response, State,
-    StoredConfig, StoredToken,
-};
-use super::{agent_apply, run_apply};
-use dsops_proto::ErrorCode;
+use super::{Command, Outcome, Request, Response, State};
+use super::{agent_apply, cluster_apply, config_apply, run_apply};
 
 /// What the log says about the entry being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,146 +25,29 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             catalog_files,
             fingerprints,
             expected_version,
-        } => {
-            let current = state.config_version();
-            match expected_version {
-                Some(expected) if *expected != current => Outcome::rejected(
-                    ErrorCode::Conflict,
-                    format!(
-                        "the stored configuration is version {current}, not {expected}; review the changes and apply again"
-                    ),
-                ),
-                _ => {
-                    let changes =
-                        diff(state.current_config().map(|c| &c.fingerprints), fingerprints);
-                    let version = current + 1;
-                    state.configs.push(StoredConfig {
-                        version,
-                        config_yaml: config_yaml.clone(),
-                        config_path: config_path.clone(),
-                        catalog_files: catalog_files.clone(),
-                        fingerprints: fingerprints.clone(),
-                        changes: changes.clone(),
-                        applied_at_ms: now,
-                        applied_by: request.actor.clone(),
-                        index: ctx.index,
-                    });
-                    if state.configs.len() > CONFIG_HISTORY {
-                        state.configs.remove(0);
-                    }
-                    let detail = format!("version {version}, {} change(s)", changes.len());
-                    state.audit.append(
-                        ctx.index,
-                        now,
-                        &request.actor,
-                        "config.stored",
-                        config_path,
-                        &detail,
-                    );
-                    Outcome::ConfigStored { version, previous_version: current, changes }
-                }
-            }
-        }
+        } => config_apply::store_config(
+            state,
+            request,
+            ctx,
+            config_apply::ConfigInput {
+                config_yaml,
+                config_path,
+                catalog_files,
+                fingerprints,
+                expected_version: *expected_version,
+            },
+        ),
         Command::RegisterNode { node_id, address, role } => {
-            let joined_at_ms = state.nodes.get(node_id).map_or(now, |n| n.joined_at_ms);
-            state.nodes.insert(
-                *node_id,
-                NodeRecord {
-                    node_id: *node_id,
-                    address: address.clone(),
-                    role: *role,
-                    joined_at_ms,
-                },
-            );
-            state.max_node_id = state.max_node_id.max(*node_id);
-            state.audit.append(
-                ctx.index,
-                now,
-                &request.actor,
-                "node.registered",
-                &format!("node {node_id}"),
-                address,
-            );
-            Outcome::NodeUpdated { node_id: *node_id }
+            cluster_apply::register_node(state, request, ctx, *node_id, address, *role)
         }
         Command::ForgetNode { node_id } => {
-            if state.nodes.remove(node_id).is_some() {
-                state.audit.append(
-                    ctx.index,
-                    now,
-                    &request.actor,
-                    "node.removed",
-                    &format!("node {node_id}"),
-                    "",
-                );
-                Outcome::NodeUpdated { node_id: *node_id }
-            } else {
-                Outcome::rejected(ErrorCode::NotFound, format!("node {node_id} is not a member"))
-            }
+            cluster_apply::forget_node(state, request, ctx, *node_id)
         }
         Command::CreateJoinToken { token_hash, expires_at_ms } => {
-            if *expires_at_ms <= now {
-                Outcome::rejected(ErrorCode::InvalidArgument, "the token would already be expired")
-            } else {
-                state.join_tokens.insert(
-                    token_hash.clone(),
-                    StoredToken { expires_at_ms: *expires_at_ms, used_by: None },
-                );
-                state.token_expiry.insert((*expires_at_ms, token_hash.clone()));
-                // Tokens past their expiry are forgotten (used or not), oldest first, without
-                // scanning the table.
-                while let Some((expiry, hash)) = state.token_expiry.first().cloned() {
-                    if expiry > now {
-                        break;
-                    }
-                    state.token_expiry.pop_first();
-                    state.join_tokens.remove(&hash);
-                }
-                state.audit.append(
-                    ctx.index,
-                    now,
-                    &request.actor,
-                    "join_token.created",
-                    "cluster",
-                    &format!("expires at {expires_at_ms}"),
-                );
-                Outcome::TokenCreated
-            }
+            cluster_apply::create_join_token(state, request, ctx, token_hash, *expires_at_ms)
         }
         Command::ConsumeJoinToken { token_hash, address } => {
-            match state.join_tokens.get_mut(token_hash) {
-                None => Outcome::rejected(ErrorCode::PermissionDenied, "unknown join token"),
-                Some(token) if token.used_by.is_some() => Outcome::rejected(
-                    ErrorCode::PermissionDenied,
-                    "the join token was already used",
-                ),
-                Some(token) if token.expires_at_ms <= now => {
-                    Outcome::rejected(ErrorCode::PermissionDenied, "the join token has expired")
-                }
-                Some(token) => {
-                    let node_id = state.max_node_id + 1;
-                    token.used_by = Some(node_id);
-                    state.max_node_id = node_id;
-                    state.nodes.insert(
-                        node_id,
-                        NodeRecord {
-                            node_id,
-                            address: address.clone(),
-                            role: NodeRole::Voter,
-                            joined_at_ms: now,
-                        },
-                    );
-                    state.audit.append(
-                        ctx.index,
-                        now,
-                        &request.actor,
-                        "node.joined",
-                        &format!("node {node_id}"),
-                        address,
-                    );
-                    Outcome::TokenConsumed { node_id }
-                }
-            }
+            cluster_apply::consume_join_token(state, request, ctx, token_hash, address)
         }
         Command::RegisterAgent { agent_id, segment, public_key } => {
             run_apply::register_agent(state, request, ctx, agent_id, segment, public_key)
@@ -272,38 +152,7 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             },
         ),
         Command::RevokeIdentity { role, name, reason } => {
-            if !matches!(role.as_str(), "peer" | "agent" | "operator") {
-                Outcome::rejected(
-                    ErrorCode::InvalidArgument,
-                    format!("role {role:?}: expected peer, agent or operator"),
-                )
-            } else if name.is_empty() || name.len() > 128 || reason.len() > 1024 {
-                Outcome::rejected(
-                    ErrorCode::InvalidArgument,
-                    "name must be 1 to 128 bytes and reason at most 1024",
-                )
-            } else {
-                let identity = format!("{role}:{name}");
-                state.revoked.insert(
-                    identity.clone(),
-                    super::RevokedIdentity {
-                        role: role.clone(),
-                        name: name.clone(),
-                        issued_up_to_ms: now,
-                        by: request.actor.clone(),
-                        reason: reason.clone(),
-                    },
-                );
-                state.audit.append(
-                    ctx.index,
-                    now,
-                    &request.actor,
-                    "certificate.revoked",
-                    &identity,
-                    &format!("certificates issued until now are refused: {reason}"),
-                );
-                Outcome::IdentityRevoked { identity }
-            }
+            cluster_apply::revoke_identity(state, request, ctx, role, name, reason)
         }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
@@ -315,36 +164,16 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
     response
 }
 
-/// Changes between two fingerprint maps, sorted by path.
-fn diff(
-    previous: Option<&std::collections::BTreeMap<String, String>>,
-    next: &std::collections::BTreeMap<String, String>,
-) -> Vec<ConfigChange> {
-    let empty = std::collections::BTreeMap::new();
-    let previous = previous.unwrap_or(&empty);
-    let paths: BTreeSet<&String> = previous.keys().chain(next.keys()).collect();
-    paths
-        .into_iter()
-        .filter_map(|path| {
-            let action = match (previous.get(path), next.get(path)) {
-                (None, Some(_)) => "added",
-                (Some(_), None) => "removed",
-                (Some(a), Some(b)) if a != b => "modified",
-                _ => return None,
-            };
-            Some(ConfigChange { action: action.to_owned(), path: path.clone() })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
 
+    use dsops_proto::ErrorCode;
+
     use super::*;
-    use crate::AuditLog;
+    use crate::{AuditLog, CONFIG_HISTORY, NodeRole};
 
     fn request(id: &str, at: u64, command: Command) -> Request {
         Request {

@@ -16,7 +16,9 @@
 mod agent_apply;
 mod apply;
 mod audit;
+mod cluster_apply;
 mod command;
+mod config_apply;
 mod dedup;
 pub mod log_format;
 mod model;
