@@ -88,11 +88,14 @@ impl Backend {
         call!(self, "rollback", rollback, request)
     }
 
-    /// Runs by id.
+    /// Runs by id (asked for in batches the server accepts).
     pub async fn runs(&self, ids: &[String]) -> Result<Vec<wire::RunSummary>, Failure> {
-        let request = wire::GetRunsRequest { run_ids: ids.to_vec(), with_steps: false };
-        let response = call!(self, "get runs", get_runs, request)?;
-        Ok(response.runs)
+        let mut runs = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(dsops_proto::domain::MAX_RUN_IDS) {
+            let request = wire::GetRunsRequest { run_ids: batch.to_vec(), with_steps: false };
+            runs.extend(call!(self, "get runs", get_runs, request)?.runs);
+        }
+        Ok(runs)
     }
 
     /// The status of an environment.

@@ -3,7 +3,10 @@
 //! result to a status; a follower answers `not_leader` with the leader's address.
 
 use dsops_proto::ErrorCode;
-use dsops_proto::domain::{ApplyConfig, MemberRole};
+use dsops_proto::domain::{
+    ApplyConfig, CreateAgentToken, CreateJoinToken, GetRuns, MemberRole, RemoveNode, RevokeAgent,
+    Rollback, RotationHistory, RotationStatus,
+};
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 use openraft::{ChangeMembers, ServerState};
@@ -55,12 +58,6 @@ impl AdminService {
         }
         Ok(identity)
     }
-}
-
-fn request_id(id: &str) -> Result<String, Status> {
-    dsops_proto::domain::RequestId::parse(id, "request_id")
-        .map(|r| r.as_str().to_owned())
-        .map_err(Status::from)
 }
 
 /// A membership change; a follower's refusal becomes `not_leader` with the leader's address.
@@ -216,15 +213,15 @@ impl Admin for AdminService {
         request: Request<wire::CreateJoinTokenRequest>,
     ) -> Result<Response<wire::CreateJoinTokenResponse>, Status> {
         let caller = self.operator(&request).await?;
-        let wire::CreateJoinTokenRequest { request_id: id, ttl_seconds } = request.into_inner();
-        let id = request_id(&id)?;
-        let (token, expires_at_ms) = self.new_token(ttl_seconds)?;
+        let request = CreateJoinToken::try_from(request.into_inner())?;
+        let (token, expires_at_ms) = self.new_token(request.ttl);
+        let id = request.request_id.as_str();
         let command = Command::CreateJoinToken {
             token_hash: JoinToken::secret_hash(&token.secret),
             expires_at_ms,
         };
         let response =
-            self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+            self.control.write(&caller.name, id, command).await.map_err(|e| e.to_status())?;
         shown_once(&response)?;
         Ok(Response::new(wire::CreateJoinTokenResponse {
             token: token.encode(),
@@ -237,8 +234,8 @@ impl Admin for AdminService {
         request: Request<wire::RemoveNodeRequest>,
     ) -> Result<Response<wire::RemoveNodeResponse>, Status> {
         let caller = self.operator(&request).await?;
-        let wire::RemoveNodeRequest { request_id: id, node_id } = request.into_inner();
-        let id = request_id(&id)?;
+        let RemoveNode { request_id, node_id } = RemoveNode::try_from(request.into_inner())?;
+        let id = request_id.as_str();
         let control = &self.control;
         if !control.is_leader() {
             return Err(
@@ -262,7 +259,7 @@ impl Admin for AdminService {
         if control.metrics().membership_config.membership().get_node(&node_id).is_some() {
             change_membership(control, ChangeMembers::RemoveNodes([node_id].into())).await?;
         }
-        match control.write(&caller.name, &id, Command::ForgetNode { node_id }).await {
+        match control.write(&caller.name, id, Command::ForgetNode { node_id }).await {
             Ok(_) | Err(WriteError::Rejected { .. }) => {}
             Err(error) => return Err(error.to_status()),
         }
@@ -297,8 +294,8 @@ impl Admin for AdminService {
         request: Request<wire::RotationStatusRequest>,
     ) -> Result<Response<wire::RotationStatusResponse>, Status> {
         self.operator(&request).await?;
-        let env = request.into_inner().env;
-        Ok(Response::new(crate::rotation::start::status(&self.control, &env).await?))
+        let request = RotationStatus::try_from(request.into_inner())?;
+        Ok(Response::new(crate::rotation::start::status(&self.control, &request.env).await?))
     }
 
     async fn rotation_history(
@@ -306,11 +303,7 @@ impl Admin for AdminService {
         request: Request<wire::RotationHistoryRequest>,
     ) -> Result<Response<wire::RotationHistoryResponse>, Status> {
         self.operator(&request).await?;
-        let request = request.into_inner();
-        let secret = request
-            .secret
-            .ok_or_else(|| Status::from(dsops_proto::domain::ProtocolError::missing("secret")))?;
-        let limit = if request.limit == 0 { 50 } else { request.limit as usize };
+        let RotationHistory { secret, limit } = RotationHistory::try_from(request.into_inner())?;
         let history =
             crate::rotation::start::history(&self.control, &secret.env, &secret.key, limit).await?;
         Ok(Response::new(history))
@@ -321,13 +314,10 @@ impl Admin for AdminService {
         request: Request<wire::RollbackRequest>,
     ) -> Result<Response<wire::RotateResponse>, Status> {
         let caller = self.operator(&request).await?;
-        let request = request.into_inner();
-        let secret = request
-            .secret
-            .ok_or_else(|| Status::from(dsops_proto::domain::ProtocolError::missing("secret")))?;
+        let Rollback { request_id, secret } = Rollback::try_from(request.into_inner())?;
         let rotate = dsops_proto::domain::RotateRequest::try_from(wire::RotateRequest {
-            request_id: request.request_id,
-            selector: Some(wire::rotate_request::Selector::Secret(secret)),
+            request_id: request_id.as_str().to_owned(),
+            selector: Some(wire::rotate_request::Selector::Secret((&secret).into())),
             force: true,
             dry_run: false,
             reason: String::new(),
@@ -343,10 +333,8 @@ impl Admin for AdminService {
         request: Request<wire::GetRunsRequest>,
     ) -> Result<Response<wire::GetRunsResponse>, Status> {
         self.operator(&request).await?;
-        let request = request.into_inner();
-        let runs =
-            crate::rotation::start::get_runs(&self.control, &request.run_ids, request.with_steps)
-                .await?;
+        let GetRuns { run_ids, with_steps } = GetRuns::try_from(request.into_inner())?;
+        let runs = crate::rotation::start::get_runs(&self.control, &run_ids, with_steps).await?;
         Ok(Response::new(runs))
     }
 
@@ -355,19 +343,16 @@ impl Admin for AdminService {
         request: Request<wire::CreateAgentTokenRequest>,
     ) -> Result<Response<wire::CreateAgentTokenResponse>, Status> {
         let caller = self.operator(&request).await?;
-        let wire::CreateAgentTokenRequest { request_id: id, segment, ttl_seconds } =
-            request.into_inner();
-        let id = request_id(&id)?;
-        dsops_proto::domain::SegmentName::parse(&segment, "segment")
-            .map_err(|e| ErrorCode::InvalidArgument.to_status(e.to_string()))?;
-        let (token, expires_at_ms) = self.new_token(ttl_seconds)?;
+        let request = CreateAgentToken::try_from(request.into_inner())?;
+        let (token, expires_at_ms) = self.new_token(request.ttl);
         let command = Command::CreateAgentToken {
             token_hash: JoinToken::secret_hash(&token.secret),
-            segment,
+            segment: request.segment.as_str().to_owned(),
             expires_at_ms,
         };
+        let id = request.request_id.as_str();
         let response =
-            self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+            self.control.write(&caller.name, id, command).await.map_err(|e| e.to_status())?;
         shown_once(&response)?;
         Ok(Response::new(wire::CreateAgentTokenResponse {
             token: token.encode_agent(),
@@ -435,10 +420,11 @@ impl Admin for AdminService {
         request: Request<wire::RevokeAgentRequest>,
     ) -> Result<Response<wire::RevokeAgentResponse>, Status> {
         let caller = self.operator(&request).await?;
-        let wire::RevokeAgentRequest { request_id: id, agent_id } = request.into_inner();
-        let id = request_id(&id)?;
+        let RevokeAgent { request_id, agent_id } = RevokeAgent::try_from(request.into_inner())?;
+        let agent_id = agent_id.as_str().to_owned();
         let command = Command::RevokeAgent { agent_id: agent_id.clone() };
-        self.control.write(&caller.name, &id, command).await.map_err(|e| e.to_status())?;
+        let id = request_id.as_str();
+        self.control.write(&caller.name, id, command).await.map_err(|e| e.to_status())?;
         // Sessions live on the leader, which just committed the write; any other node's
         // session watch sees the record within a moment.
         let closed = self.control.agents().close(&agent_id);
@@ -448,16 +434,10 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
-    /// A new token and its expiry, `ttl_seconds` from now (0: one hour).
-    fn new_token(&self, ttl_seconds: u64) -> Result<(JoinToken, u64), Status> {
-        let ttl = if ttl_seconds == 0 { 3600 } else { ttl_seconds };
-        if !(60..=7 * 24 * 3600).contains(&ttl) {
-            return Err(
-                ErrorCode::InvalidArgument.to_status("ttl_seconds: between 1 minute and 7 days")
-            );
-        }
+    /// A new token and its expiry, `ttl` from now.
+    fn new_token(&self, ttl: std::time::Duration) -> (JoinToken, u64) {
         let token = JoinToken::generate(self.control.peer_fingerprint());
-        Ok((token, dsops_proto::now_ms() + ttl * 1000))
+        (token, dsops_proto::now_ms() + ttl.as_millis() as u64)
     }
 }
 

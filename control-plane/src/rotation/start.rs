@@ -569,13 +569,13 @@ pub(crate) async fn history(
 /// Runs by id (built under the state's read lock: polling many runs copies no history).
 pub(crate) async fn get_runs(
     control: &ControlPlane,
-    ids: &[String],
+    ids: &[dsops_proto::domain::RunId],
     with_steps: bool,
 ) -> Result<wire::GetRunsResponse, RotationError> {
     let runs = control
         .read_local(|s| {
             ids.iter()
-                .filter_map(|id| s.runs.get(id))
+                .filter_map(|id| s.runs.get(id.as_str()))
                 .map(|r| summary(r, control, with_steps))
                 .collect()
         })

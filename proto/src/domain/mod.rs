@@ -4,6 +4,7 @@
 //! file is a compile error here until the conversion decides what to do with it.
 
 mod admin;
+mod admin_requests;
 mod ids;
 mod job;
 pub mod names;
@@ -16,6 +17,10 @@ mod step;
 
 pub use admin::{
     ApplyConfig, MAX_APPLY_BYTES, MAX_DOCUMENT_BYTES, RotateRequest, RotateSelector, SecretKey,
+};
+pub use admin_requests::{
+    CreateAgentToken, CreateJoinToken, DEFAULT_TOKEN_TTL, GetRuns, MAX_HISTORY, MAX_RUN_IDS,
+    RemoveNode, RevokeAgent, Rollback, RotationHistory, RotationStatus, TOKEN_TTL_RANGE,
 };
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
 pub use job::Job;
