@@ -1,13 +1,21 @@
 //! The dsops agent: the process on a bastion host inside a network segment.
 //!
 //! It holds the segment's admin credentials (encrypted at rest), runs rotation steps with its
-//! adapters and secret stores, and returns a signed receipt for each (see `DESIGN.md` section 2).
+//! adapters and secret stores, and returns a signed receipt for each (the protocol is in
+//! `docs/rotation.md`). It links no control-plane code: configuration comes through
+//! `dsops-config`, its identity and channels through `dsops-identity`.
 //!
 //! ```text
-//!   control plane ── Job{run, generation, step} ──▶ Executor ──▶ adapter (PostgreSQL, MySQL, …)
-//!         ▲                                            │  └────▶ secret store (pending/current)
-//!         └──────────── signed Receipt ◀───────────────┘
+//!   control plane ── Job{run, generation, step} ──▶ session / in_process ──▶ Executor
+//!         ▲                                                                   │ strategy (random,
+//!         │                                                                   │ immediate, two-key,
+//!         │                                                                   │ hook) ──▶ adapter::Target
+//!         │                                                                   │        └▶ secret store
+//!         └──────────────────────── signed Receipt ◀──────────────────────────┘
 //! ```
+//!
+//! `host` enrols the agent and runs its sessions (the `dsops-agent` binary); `from_config` builds
+//! its configuration (stores, services, hooks) from a `dsops.yaml`.
 //!
 //! Secret values live in [`SecretValue`], which prints `***` and is zeroized on drop; outside
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).

@@ -1,15 +1,17 @@
-//! The dsops control plane.
-//!
-//! Today this crate holds what the control plane knows before anything is replicated: the
-//! validated user configuration (`dsops.yaml`, [`config`]), the service catalog that says what
-//! can be rotated and how ([`catalog`]), and the plan derived from both ([`plan`]). Every reader
-//! reports *all* problems of a file at once, each with file, line, column and field path
-//! ([`source::Diagnostic`]).
+//! The dsops control plane: the node that replicates the state with openraft on redb, serves
+//! the admin, agent, join and raft services over one mutually authenticated TLS port, schedules
+//! and dispatches rotation runs, and holds the cluster's PKI. Configuration is read through
+//! `dsops-config`, the state machine is `dsops-state`, client identity is `dsops-identity`.
 //!
 //! ```text
-//!  dsops.yaml ──parse──▶ source::Node tree ──validate──▶ config::Config ─┐
-//!  dsops-data/ (bundled) + rotation.dataDir ──load──▶ catalog::Catalog ──┴─▶ plan::Plan
+//!  node (services, server, init/join)         gRPC in: authenticate → TryFrom → write/read → status
+//!    └─▶ rotation (start, scheduler, dispatcher)
+//!          └─▶ control (ControlPlane: the write path, connected agents, refusal tally)
+//!                └─▶ raft (log store, state-machine store, network)   pki (CAs, server TLS, roles)
 //! ```
+//!
+//! No module imports one above it: `control`, `rotation`, `raft` and `pki` import nothing from
+//! `node`, and `control` nothing from `rotation`.
 
 pub mod control;
 pub mod node;

@@ -17,7 +17,7 @@
 //! |-----------------|------------------------------------------------------------------|
 //! | [`certificate`] | [`CertifiedKey`], [`PkiError`], subjects, [`new_csr`]            |
 //! | [`tls`]         | server names, client configurations (trusted CA or pinned)       |
-//! | [`channel`]     | a lazily connecting gRPC channel over that TLS configuration    |
+//! | [`mod@channel`] | a lazily connecting gRPC channel over that TLS configuration    |
 //! | [`token`]       | join and enrolment tokens                                        |
 //! | [`credentials`] | the operator bundle (`ca.pem`, `operator.pem`, `operator.key`)   |
 //! | [`files`]       | atomic writes of key material (keys mode 0600)                   |

@@ -1,4 +1,4 @@
-//! Rotation runs in the replicated state: the run state machine of `DESIGN.md` section 2.
+//! Rotation runs in the replicated state: the run state machine of the rotation protocol (`docs/rotation.md`).
 //!
 //! ```text
 //! Requested → Dispatched → Staged → Applied → Verified → Promoted → Retired → Completed

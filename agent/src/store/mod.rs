@@ -1,5 +1,5 @@
 //! Secret stores: where values live, with versions and the labels `current`, `pending` and
-//! `previous` that the rotation protocol moves (see `DESIGN.md` section 2).
+//! `previous` that the rotation protocol moves (see `docs/rotation.md`).
 //!
 //! Values are addressed as `store://<store>/<path>#<field>`; versions and labels belong to the
 //! entry (`<path>`), so fields that belong together change together. Staging puts a new version under `pending`; promoting moves

@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
 
 use crate::control::ControlPlane;
-use crate::rotation::start::{self as rotation_api, Start};
+use crate::rotation::start::{self, Start};
 use dsops_config::config::{Loaded, ResolvedSecret};
 use dsops_config::time::next_due_in_windows;
 use dsops_config::time::{MaintenanceWindow, Schedule};
@@ -282,7 +282,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
 
 async fn tick(control: &ControlPlane, agenda: &mut Option<Agenda>) -> Result<(), String> {
     let Some((version, loaded)) =
-        rotation_api::applied_config(control).await.map_err(|e| e.to_string())?
+        start::applied_config(control).await.map_err(|e| e.to_string())?
     else {
         return Ok(());
     };
@@ -325,7 +325,7 @@ async fn start(
         let Some(item) = items.get(&secret.id) else { continue };
         let schedule = item.schedule.as_ref().map(|(s, _)| s.as_str()).unwrap_or_default();
         let request_id = format!("schedule-{}", secret.firing_ms);
-        let run_id = rotation_api::run_id(&request_id, &item.secret.env, &item.secret.key);
+        let run_id = start::run_id(&request_id, &item.secret.env, &item.secret.key);
         by_reason
             .entry(format!("scheduled ({schedule})"))
             .or_default()
@@ -336,7 +336,7 @@ async fn start(
     for (reason, chosen) in by_reason {
         let start =
             Start { force: false, dry_run: false, single: false, restore_previous: false, reason };
-        let started = rotation_api::start_runs(control, &actor, loaded, version, chosen, &start)
+        let started = start::start_runs(control, &actor, loaded, version, chosen, &start)
             .await
             .map_err(|e| e.to_string())?;
         for run in &started.in_flight {

@@ -3,7 +3,7 @@ use std::fmt;
 use super::ProtocolError;
 use crate::wire::common as wire;
 
-/// One step of the rotation protocol (see `DESIGN.md` section 2). Serialized by name
+/// One step of the rotation protocol (see `docs/rotation.md`). Serialized by name
 /// (`"stage"`, ...), as the replicated state records it.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
