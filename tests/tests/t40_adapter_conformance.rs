@@ -3,7 +3,9 @@
 //! and only the new password logs in, a change repeated is harmless (a retried step), values
 //! that would break a quoted statement are harmless, failures are classed (not applied /
 //! retryable) and name no value, a server that never answers fails within the adapter's
-//! timeout, and the retire helpers work.
+//! timeout, a cancelled call leaves the adapter usable and exactly one password working, and the
+//! retire helpers work. (The indeterminate class, a statement the server may still run, is
+//! exercised end to end by t48 on both servers.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
@@ -60,13 +62,19 @@ async fn failures_are_classed(service_type: &str, flavor: Flavor) {
     assert!(!adapter.user_exists(&missing).await.unwrap());
     assert_eq!(adapter.login(&missing, &value("x")).await.unwrap(), Login::Refused);
 
-    // A server that is not there: nothing was sent, so retrying is safe.
+    // A server that is not there: nothing was sent, so retrying is safe. The port was free a
+    // moment ago on an address nothing else here listens on (the silent server below uses
+    // another one), so the connection is refused.
     let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let unreachable =
-        make(DatabaseTarget { port: closed, timeout: Duration::from_secs(3), ..flavor.target() });
+    let unreachable = make(DatabaseTarget {
+        host: "127.0.0.3".to_owned(),
+        port: closed,
+        timeout: Duration::from_secs(3),
+        ..flavor.target()
+    });
     let error = unreachable.set_password("x", &value("Whatever-1")).await.unwrap_err();
     assert_eq!(error.class, ErrorClass::Retryable, "{error}");
     assert!(!error.message.contains("Whatever"), "{error}");
@@ -75,7 +83,7 @@ async fn failures_are_classed(service_type: &str, flavor: Flavor) {
 
     // A server that accepts the connection and never answers: the call ends within the
     // adapter's timeout (a step never hangs), as a failure that names no value.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let hold = std::thread::spawn(move || {
         let held: Vec<_> = silent.incoming().take(4).collect();
@@ -83,7 +91,8 @@ async fn failures_are_classed(service_type: &str, flavor: Flavor) {
         drop(held);
     });
     let timeout = Duration::from_secs(1);
-    let stuck = make(DatabaseTarget { port, timeout, ..flavor.target() });
+    let stuck =
+        make(DatabaseTarget { host: "127.0.0.2".to_owned(), port, timeout, ..flavor.target() });
     let started = std::time::Instant::now();
     let error = stuck.set_password("x", &value("Whatever-1")).await.unwrap_err();
     assert!(started.elapsed() < timeout * 4, "took {:?}", started.elapsed());
@@ -151,6 +160,46 @@ fn url_for(flavor: Flavor) -> impl Fn(&str, &str) -> String {
     }
 }
 
+/// A call cancelled part way (its future dropped, as when a step is abandoned) leaves the adapter
+/// usable. A statement already sent may still land on the server a moment later, so the user
+/// settles (within seconds) on exactly one working password, the old or the new one, never none;
+/// and the next change takes effect.
+async fn cancelled_calls_leave_the_adapter_usable(adapter: &dyn Target, flavor: Flavor) {
+    let user = flavor.create_user("t40_cancel", "Before-pass-1", false).await;
+    for wait in [0, 1, 5, 20] {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(wait),
+            adapter.set_password(&user.name, &value("After-pass-2")),
+        )
+        .await;
+        // Settled: the same single working password seen twice, 200 ms apart.
+        let mut last = (Login::Refused, Login::Refused);
+        let settled = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut seen = None;
+            loop {
+                let old = adapter.login(&user.name, &value("Before-pass-1")).await.unwrap();
+                let new = adapter.login(&user.name, &value("After-pass-2")).await.unwrap();
+                last = (old, new);
+                let one = (old == Login::Accepted) != (new == Login::Accepted);
+                if one && seen == Some(last) {
+                    return;
+                }
+                seen = one.then_some(last);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        assert!(settled.is_ok(), "after a call cancelled at {wait} ms: old/new {last:?}");
+        // The adapter still works: back to the start for the next round.
+        adapter.set_password(&user.name, &value("Before-pass-1")).await.unwrap();
+        assert_eq!(
+            adapter.login(&user.name, &value("Before-pass-1")).await.unwrap(),
+            Login::Accepted
+        );
+    }
+    user.drop_user().await;
+}
+
 /// The suite, through the registered adapter of `service_type`.
 async fn conforms(service_type: &str, flavor: Flavor) {
     let adapter = dsops_agent::adapter::open(service_type, flavor.target()).unwrap();
@@ -161,6 +210,7 @@ async fn conforms(service_type: &str, flavor: Flavor) {
     login_can_be_disabled(adapter, flavor).await;
     sessions_are_counted(adapter, flavor, url_for(flavor)).await;
     privileges_compare(adapter, flavor).await;
+    cancelled_calls_leave_the_adapter_usable(adapter, flavor).await;
 }
 
 /// The server each registered service type is tested against. A new adapter without a server

@@ -239,6 +239,28 @@ pub(crate) fn server_message(message: &str) -> String {
 }
 
 /// Runs `f` with the target's timeout; a timeout is `on_timeout`.
+/// An admin connection from `pool`, waiting at most `timeout`: a failure here sent nothing, so
+/// it is retryable whichever limit (the pool's or this one) ends the wait. Returns the connection
+/// and the time left for the statement, so connecting and running together stay within
+/// `timeout`.
+pub(crate) async fn admin_connection<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    timeout: Duration,
+    label: &str,
+) -> Result<(sqlx::pool::PoolConnection<DB>, Duration), AdapterError> {
+    let started = std::time::Instant::now();
+    let conn = within(timeout, ErrorClass::Retryable, label, async {
+        pool.acquire().await.map_err(|e| {
+            AdapterError::new(
+                ErrorClass::Retryable,
+                format!("{label}: cannot connect as admin: {e}"),
+            )
+        })
+    })
+    .await?;
+    Ok((conn, timeout.saturating_sub(started.elapsed())))
+}
+
 pub(crate) async fn within<T>(
     timeout: Duration,
     on_timeout: ErrorClass,

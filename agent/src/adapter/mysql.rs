@@ -12,8 +12,8 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use zeroize::Zeroizing;
 
 use super::{
-    AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, SecretSql, server_message,
-    within,
+    AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, SecretSql, admin_connection,
+    server_message, within,
 };
 use crate::secret::SecretValue;
 
@@ -191,13 +191,8 @@ impl MySqlAdapter {
     ) -> Result<(), AdapterError> {
         let label = format!("{}: {what}", self.describe());
         let _slot = self.slots.acquire().await;
-        within(self.target.timeout, ErrorClass::Indeterminate, &label, async {
-            let mut conn = self.pool.acquire().await.map_err(|e| {
-                AdapterError::new(
-                    ErrorClass::Retryable,
-                    format!("{label}: cannot connect as admin: {e}"),
-                )
-            })?;
+        let (mut conn, left) = admin_connection(&self.pool, self.target.timeout, &label).await?;
+        within(left, ErrorClass::Indeterminate, &label, async {
             let session = sqlx::query("select @@session.sql_mode, version()")
                 .fetch_one(&mut *conn)
                 .await

@@ -10,8 +10,8 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use super::{
-    AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, SecretSql, scram,
-    server_message, within,
+    AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, SecretSql, admin_connection,
+    scram, server_message, within,
 };
 use crate::secret::{SecretValue, random_bytes};
 
@@ -89,13 +89,8 @@ impl PostgresAdapter {
         let sql = SecretSql::new(sql);
         let label = format!("{}: {what}", self.describe());
         let _slot = self.slots.acquire().await;
-        within(self.target.timeout, ErrorClass::Indeterminate, &label, async {
-            let mut conn = self.pool.acquire().await.map_err(|e| {
-                AdapterError::new(
-                    ErrorClass::Retryable,
-                    format!("{label}: cannot connect as admin: {e}"),
-                )
-            })?;
+        let (mut conn, left) = admin_connection(&self.pool, self.target.timeout, &label).await?;
+        within(left, ErrorClass::Indeterminate, &label, async {
             match sqlx::raw_sql(sql.statement()).execute(&mut *conn).await {
                 Ok(_) => Ok(()),
                 // Refused, or cancelled by the server's own limit: rolled back, not applied.

@@ -8,7 +8,7 @@ use openraft::BasicNode;
 use tonic::{Request, Response, Status};
 
 use crate::control::ControlPlane;
-use crate::pki::{ConnInfo, Role};
+use crate::pki::{Role, caller_of};
 use dsops_identity::JoinToken;
 use dsops_state::{Command, Outcome};
 
@@ -150,10 +150,12 @@ impl NodeJoin for JoinService {
         &self,
         request: Request<wire::IssuingKeysRequest>,
     ) -> Result<Response<wire::IssuingKeysResponse>, Status> {
-        let identity = request.extensions().get::<ConnInfo>().and_then(|i| i.identity.clone());
-        let Some(identity) = identity.filter(|i| i.role == Role::Peer) else {
-            return Err(ErrorCode::Unauthenticated.to_status("a node certificate is required"));
-        };
+        let identity = caller_of(
+            &request,
+            Role::Peer,
+            "ask for the issuing CA keys",
+            "a node certificate is required",
+        )?;
         let node_id = identity
             .name
             .strip_prefix("node-")

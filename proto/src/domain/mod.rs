@@ -3,6 +3,49 @@
 //! Each conversion destructures the wire struct exhaustively, so adding a field to a `.proto`
 //! file is a compile error here until the conversion decides what to do with it.
 
+/// Generates the conversions of a domain enum that mirrors a wire enum one to one (the wire's
+/// `UNSPECIFIED` is refused as missing, an unknown number as invalid).
+macro_rules! mirror_wire {
+    ($domain:ident, $wire:ty, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $domain {
+            /// Every value, in order.
+            pub const ALL: &'static [$domain] = &[$($domain::$variant),+];
+
+            /// Converts the wire enum (an `i32` in prost).
+            pub fn from_wire(value: i32, field: &str) -> Result<$domain, $crate::domain::ProtocolError> {
+                match <$wire>::try_from(value) {
+                    $(Ok(<$wire>::$variant) => Ok($domain::$variant),)+
+                    Ok(<$wire>::Unspecified) => Err($crate::domain::ProtocolError::missing(field)),
+                    Err(_) => Err($crate::domain::ProtocolError::invalid(
+                        field,
+                        format!(concat!("unknown ", $what, " {}"), value),
+                    )),
+                }
+            }
+
+            /// The wire value.
+            pub fn to_wire(self) -> i32 {
+                match self {
+                    $($domain::$variant => <$wire>::$variant.into(),)+
+                }
+            }
+
+            /// The name as printed and stored.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($domain::$variant => $name,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $domain {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
 mod admin;
 mod admin_requests;
 mod ids;

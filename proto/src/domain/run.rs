@@ -6,51 +6,8 @@
 
 use std::fmt;
 
-use super::{ProtocolError, StepOutcome};
+use super::StepOutcome;
 use crate::wire::admin as wire;
-
-/// Generates the conversions of a domain enum that mirrors a wire enum one to one (the wire's
-/// `UNSPECIFIED` is refused as missing, an unknown number as invalid).
-macro_rules! mirror_wire {
-    ($domain:ident, $wire:ty, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $domain {
-            /// Every value, in order.
-            pub const ALL: &'static [$domain] = &[$($domain::$variant),+];
-
-            /// Converts the wire enum (an `i32` in prost).
-            pub fn from_wire(value: i32, field: &str) -> Result<$domain, ProtocolError> {
-                match <$wire>::try_from(value) {
-                    $(Ok(<$wire>::$variant) => Ok($domain::$variant),)+
-                    Ok(<$wire>::Unspecified) => Err(ProtocolError::missing(field)),
-                    Err(_) => Err(ProtocolError::invalid(
-                        field,
-                        format!(concat!("unknown ", $what, " {}"), value),
-                    )),
-                }
-            }
-
-            /// The wire value.
-            pub fn to_wire(self) -> i32 {
-                match self {
-                    $($domain::$variant => <$wire>::$variant.into(),)+
-                }
-            }
-
-            /// The name as printed and stored.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($domain::$variant => $name,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $domain {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -236,6 +193,7 @@ mirror_wire!(MemberRole, wire::MemberRole, "member role", {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ProtocolError;
 
     #[test]
     fn every_value_round_trips_and_unspecified_or_unknown_values_are_refused() {
