@@ -93,6 +93,9 @@ pub enum Command {
     /// Enrol, list and revoke remote agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Operators and their roles (viewer, operator, approver, admin).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
@@ -269,6 +272,44 @@ pub enum ClusterCommand {
         /// The node id (see `dsops cluster status`).
         node_id: u64,
     },
+}
+
+/// `dsops operator ...`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Operators with their roles (until the first grant, every operator is an admin).
+    List,
+    /// Give an operator a role: viewer, operator, approver or admin.
+    #[command(
+        after_help = "The first grant of a cluster also records you (the operator granting) as admin.\n\nEXAMPLES:\n  dsops operator grant alice operator --env prod\n  dsops operator grant bob viewer"
+    )]
+    Grant {
+        /// The operator (the name in its certificate).
+        name: String,
+        /// viewer, operator, approver or admin.
+        #[arg(value_parser = parse_operator_role)]
+        role: dsops_proto::domain::OperatorRole,
+        /// Limit an operator or approver role to one environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Take a role away (as it was granted, with the same --env).
+    Ungrant {
+        /// The operator.
+        name: String,
+        /// viewer, operator, approver or admin.
+        #[arg(value_parser = parse_operator_role)]
+        role: dsops_proto::domain::OperatorRole,
+        /// The environment the role was limited to.
+        #[arg(long)]
+        env: Option<String>,
+    },
+}
+
+fn parse_operator_role(text: &str) -> Result<dsops_proto::domain::OperatorRole, String> {
+    dsops_proto::domain::OperatorRole::parse(text).ok_or_else(|| {
+        format!("{text:?} is not a role: expected viewer, operator, approver or admin")
+    })
 }
 
 /// `dsops agent ...`.

@@ -89,3 +89,38 @@ fn cluster_commands_need_a_server_and_credentials() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--server needs --credentials"), "{}", stderr(&output));
 }
+
+/// `dsops operator grant|ungrant|list`: roles as an admin gives them, with a scope; a wrong role
+/// name is refused by the CLI (exit 2) before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_roles_are_granted_listed_and_taken_away() {
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let output = dsops(&cluster, leader, &["operator", "list"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("every operator of the cluster is an admin"));
+
+    let output =
+        dsops(&cluster, leader, &["operator", "grant", "bob", "operator", "--env", "prod"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), "bob now holds: operator in prod");
+    let output = dsops(&cluster, leader, &["operator", "list", "-o", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(rows[0]["name"], "admin");
+    assert_eq!(rows[0]["roles"][0], "admin");
+    assert_eq!(rows[1]["name"], "bob");
+    assert_eq!(rows[1]["roles"][0], "operator in prod");
+
+    let output = dsops(&cluster, leader, &["operator", "grant", "bob", "root"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("\"root\" is not a role"), "{}", stderr(&output));
+    let output = dsops(&cluster, leader, &["operator", "grant", "bob", "admin", "--env", "prod"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("admin is not limited to an environment"));
+
+    let output =
+        dsops(&cluster, leader, &["operator", "ungrant", "bob", "operator", "--env", "prod"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), "bob now holds no role");
+    cluster.shutdown().await;
+}

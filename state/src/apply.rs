@@ -2,7 +2,7 @@
 //! (`config_apply`, `cluster_apply`, `agent_apply`, `run_apply`), and the request-id dedup.
 
 use super::{Command, Outcome, Request, Response, State};
-use super::{agent_apply, cluster_apply, config_apply, run_apply};
+use super::{agent_apply, cluster_apply, config_apply, operator_apply, run_apply};
 
 /// What the log says about the entry being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,9 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         ),
         Command::RevokeIdentity { role, name, reason } => {
             cluster_apply::revoke_identity(state, request, ctx, role, name, reason)
+        }
+        Command::SetRole { operator, grant, granted } => {
+            operator_apply::set_role(state, request, ctx, operator, grant, *granted)
         }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);

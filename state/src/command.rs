@@ -204,6 +204,16 @@ pub enum Command {
         /// Why, for the audit log.
         reason: String,
     },
+    /// Give an operator a role (`grant`) or take it away. The first grant of a cluster also
+    /// records the operator proposing it as admin, so the operator `init` created keeps its rights.
+    SetRole {
+        /// The operator (the name in its certificates).
+        operator: String,
+        /// The role and its scope.
+        grant: dsops_proto::domain::RoleGrant,
+        /// True to grant, false to take away.
+        granted: bool,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -256,6 +266,7 @@ impl Command {
             Command::RecordReceipt { .. } => "record_receipt",
             Command::StepTimedOut { .. } => "step_timed_out",
             Command::RevokeIdentity { .. } => "revoke_identity",
+            Command::SetRole { .. } => "set_role",
         }
     }
 }
@@ -306,6 +317,13 @@ pub enum Outcome {
     },
     /// An agent enrolment token was created.
     AgentTokenCreated,
+    /// An operator's roles changed.
+    RolesChanged {
+        /// The operator.
+        operator: String,
+        /// Its roles now.
+        grants: Vec<dsops_proto::domain::RoleGrant>,
+    },
     /// A certificate identity was revoked.
     IdentityRevoked {
         /// `role:name`.

@@ -22,6 +22,7 @@ mod config_apply;
 mod dedup;
 pub mod log_format;
 mod model;
+mod operator_apply;
 mod receipt_judge;
 mod run_apply;
 mod runs;
@@ -31,7 +32,9 @@ pub use apply::{ApplyContext, apply};
 pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
-pub use model::{CONFIG_HISTORY, NodeRecord, RevokedIdentity, State, StoredConfig, StoredToken};
+pub use model::{
+    CONFIG_HISTORY, NodeRecord, OperatorRecord, RevokedIdentity, State, StoredConfig, StoredToken,
+};
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec,

@@ -53,6 +53,17 @@ pub struct StoredToken {
     pub used_by: Option<u64>,
 }
 
+/// An operator and its roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// Its roles (empty: it may do nothing).
+    pub grants: std::collections::BTreeSet<dsops_proto::domain::RoleGrant>,
+    /// When it was first given a role, ms since the epoch.
+    pub added_at_ms: u64,
+    /// Who did that.
+    pub added_by: String,
+}
+
 /// Everything the control plane replicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -106,6 +117,10 @@ pub struct State {
     /// (expiry, hash) of every agent token, so expired ones are dropped without a scan.
     #[serde(default)]
     pub agent_token_expiry: std::collections::BTreeSet<(u64, String)>,
+    /// Operators with roles, by name. Empty until the first grant: until then every operator
+    /// certificate of the cluster acts as admin (the one `init` created).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operators: BTreeMap<String, OperatorRecord>,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
     /// Revoked certificate identities, by `role:name`: every certificate of that identity
@@ -131,6 +146,30 @@ pub struct RevokedIdentity {
 }
 
 impl State {
+    /// Whether operator `name` may do what `permission` names: `Err` says why not (naming the
+    /// operator, the permission and the roles it holds). Before any role was granted every
+    /// operator of the cluster is an admin.
+    pub fn operator_permits(
+        &self,
+        name: &str,
+        permission: &dsops_proto::domain::Permission,
+    ) -> Result<(), String> {
+        if self.operators.is_empty() {
+            return Ok(());
+        }
+        let grants = self.operators.get(name).map(|o| &o.grants);
+        if grants.is_some_and(|grants| grants.iter().any(|g| g.permits(permission))) {
+            return Ok(());
+        }
+        let held = match grants {
+            Some(grants) if !grants.is_empty() => {
+                grants.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            }
+            _ => "no role".to_owned(),
+        };
+        Err(format!("operator {name} may not {permission} (holds: {held})"))
+    }
+
     /// The current configuration.
     pub fn current_config(&self) -> Option<&StoredConfig> {
         self.configs.last()

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod completions;
 pub mod describe;
 pub mod list;
+pub mod operator;
 pub mod plan;
 pub mod rotate;
 pub mod rotation;

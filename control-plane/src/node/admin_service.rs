@@ -4,8 +4,8 @@
 
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::{
-    ApplyConfig, CreateAgentToken, CreateJoinToken, GetRuns, MemberRole, RemoveNode, RevokeAgent,
-    Rollback, RotationHistory, RotationStatus,
+    ApplyConfig, CreateAgentToken, CreateJoinToken, GetRuns, GrantRole, MemberRole, Permission,
+    RemoveNode, RevokeAgent, RoleGrant, Rollback, RotationHistory, RotationStatus,
 };
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
@@ -29,6 +29,36 @@ impl AdminService {
     /// An admin service for `control`.
     pub fn new(control: ControlPlane) -> AdminService {
         AdminService { control }
+    }
+
+    /// The operator making the request, if its roles permit `permission`.
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        permission: Permission,
+    ) -> Result<CallerIdentity, Status> {
+        let caller = self.operator(request).await?;
+        self.allow(&caller, permission).await?;
+        Ok(caller)
+    }
+
+    /// Refuses `caller` (`permission_denied`, naming the operator, the permission and the roles
+    /// it holds; counted for the audit log's refusal summary) unless its roles permit it.
+    async fn allow(&self, caller: &CallerIdentity, permission: Permission) -> Result<(), Status> {
+        let verdict = self
+            .control
+            .read_local(|state| state.operator_permits(&caller.name, &permission))
+            .await;
+        verdict.map_err(|why| {
+            self.control.refusals().count(
+                "permission.denied",
+                &format!("operator {}", caller.name),
+                &permission.to_string(),
+                None,
+                None,
+            );
+            ErrorCode::PermissionDenied.to_status(why)
+        })
     }
 
     /// Only operators may use the admin API (every operator is an administrator until roles
@@ -94,7 +124,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ApplyConfigRequest>,
     ) -> Result<Response<wire::ApplyConfigResponse>, Status> {
-        let caller = self.operator(&request).await?;
+        let caller = self.authorize(&request, Permission::Configure).await?;
         let apply = ApplyConfig::try_from(request.into_inner())?;
         // Validate here too: the server never stores a configuration it would refuse to load.
         let loaded = load_with(
@@ -143,7 +173,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::GetConfigRequest>,
     ) -> Result<Response<wire::GetConfigResponse>, Status> {
-        self.operator(&request).await?;
+        self.authorize(&request, Permission::Read).await?;
         let stored = self
             .control
             .read_current(|state| state.current_config().cloned())
@@ -164,7 +194,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ClusterStatusRequest>,
     ) -> Result<Response<wire::ClusterStatusResponse>, Status> {
-        self.operator(&request).await?;
+        self.authorize(&request, Permission::Read).await?;
         let metrics = self.control.metrics();
         // Follower lag is known only to the leader: send the caller there when there is one.
         if metrics.state != ServerState::Leader
@@ -212,7 +242,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::CreateJoinTokenRequest>,
     ) -> Result<Response<wire::CreateJoinTokenResponse>, Status> {
-        let caller = self.operator(&request).await?;
+        let caller = self.authorize(&request, Permission::Cluster).await?;
         let request = CreateJoinToken::try_from(request.into_inner())?;
         let (token, expires_at_ms) = self.new_token(request.ttl);
         let id = request.request_id.as_str();
@@ -233,7 +263,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RemoveNodeRequest>,
     ) -> Result<Response<wire::RemoveNodeResponse>, Status> {
-        let caller = self.operator(&request).await?;
+        let caller = self.authorize(&request, Permission::Cluster).await?;
         let RemoveNode { request_id, node_id } = RemoveNode::try_from(request.into_inner())?;
         let id = request_id.as_str();
         let control = &self.control;
@@ -284,6 +314,12 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::RotateResponse>, Status> {
         let caller = self.operator(&request).await?;
         let request = dsops_proto::domain::RotateRequest::try_from(request.into_inner())?;
+        let env = match &request.selector {
+            dsops_proto::domain::RotateSelector::Secret(secret) => Some(secret.env.clone()),
+            dsops_proto::domain::RotateSelector::AllDueInEnv(env) => Some(env.clone()),
+            dsops_proto::domain::RotateSelector::ServicePolicy { .. } => None,
+        };
+        self.allow(&caller, Permission::Rotate { env }).await?;
         let response =
             crate::rotation::start::rotate(&self.control, &caller.name, request, false).await?;
         Ok(Response::new(response))
@@ -293,7 +329,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RotationStatusRequest>,
     ) -> Result<Response<wire::RotationStatusResponse>, Status> {
-        self.operator(&request).await?;
+        self.authorize(&request, Permission::Read).await?;
         let request = RotationStatus::try_from(request.into_inner())?;
         Ok(Response::new(crate::rotation::start::status(&self.control, &request.env).await?))
     }
@@ -302,7 +338,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RotationHistoryRequest>,
     ) -> Result<Response<wire::RotationHistoryResponse>, Status> {
-        self.operator(&request).await?;
+        self.authorize(&request, Permission::Read).await?;
         let RotationHistory { secret, limit } = RotationHistory::try_from(request.into_inner())?;
         let history =
             crate::rotation::start::history(&self.control, &secret.env, &secret.key, limit).await?;
@@ -315,6 +351,7 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::RotateResponse>, Status> {
         let caller = self.operator(&request).await?;
         let Rollback { request_id, secret } = Rollback::try_from(request.into_inner())?;
+        self.allow(&caller, Permission::Rotate { env: Some(secret.env.clone()) }).await?;
         let rotate = dsops_proto::domain::RotateRequest::try_from(wire::RotateRequest {
             request_id: request_id.as_str().to_owned(),
             selector: Some(wire::rotate_request::Selector::Secret((&secret).into())),
@@ -332,7 +369,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::GetRunsRequest>,
     ) -> Result<Response<wire::GetRunsResponse>, Status> {
-        self.operator(&request).await?;
+        self.authorize(&request, Permission::Read).await?;
         let GetRuns { run_ids, with_steps } = GetRuns::try_from(request.into_inner())?;
         let runs = crate::rotation::start::get_runs(&self.control, &run_ids, with_steps).await?;
         Ok(Response::new(runs))
@@ -342,7 +379,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::CreateAgentTokenRequest>,
     ) -> Result<Response<wire::CreateAgentTokenResponse>, Status> {
-        let caller = self.operator(&request).await?;
+        let caller = self.authorize(&request, Permission::Agents).await?;
         let request = CreateAgentToken::try_from(request.into_inner())?;
         let (token, expires_at_ms) = self.new_token(request.ttl);
         let command = Command::CreateAgentToken {
@@ -364,7 +401,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ListAgentsRequest>,
     ) -> Result<Response<wire::ListAgentsResponse>, Status> {
-        self.operator(&request).await?;
+        self.authorize(&request, Permission::Read).await?;
         // Sessions live on the leader: a current read makes sure this node is it.
         let records = self
             .control
@@ -419,7 +456,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::RevokeAgentRequest>,
     ) -> Result<Response<wire::RevokeAgentResponse>, Status> {
-        let caller = self.operator(&request).await?;
+        let caller = self.authorize(&request, Permission::Agents).await?;
         let RevokeAgent { request_id, agent_id } = RevokeAgent::try_from(request.into_inner())?;
         let agent_id = agent_id.as_str().to_owned();
         let command = Command::RevokeAgent { agent_id: agent_id.clone() };
@@ -431,9 +468,71 @@ impl Admin for AdminService {
         tracing::info!(%agent_id, by = %caller.name, "agent revoked");
         Ok(Response::new(wire::RevokeAgentResponse { sessions_closed: u32::from(closed) }))
     }
+
+    async fn grant_role(
+        &self,
+        request: Request<wire::GrantRoleRequest>,
+    ) -> Result<Response<wire::GrantRoleResponse>, Status> {
+        self.set_role(request, true).await
+    }
+
+    async fn ungrant_role(
+        &self,
+        request: Request<wire::GrantRoleRequest>,
+    ) -> Result<Response<wire::GrantRoleResponse>, Status> {
+        self.set_role(request, false).await
+    }
+
+    async fn list_operators(
+        &self,
+        request: Request<wire::ListOperatorsRequest>,
+    ) -> Result<Response<wire::ListOperatorsResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let operators = self
+            .control
+            .read_current(|state| {
+                state
+                    .operators
+                    .iter()
+                    .map(|(name, record)| wire::OperatorInfo {
+                        name: name.clone(),
+                        grants: record.grants.iter().map(RoleGrant::to_wire).collect(),
+                        added_at: Some(dsops_proto::domain::timestamp_ms(record.added_at_ms)),
+                        added_by: record.added_by.clone(),
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(wire::ListOperatorsResponse { operators }))
+    }
 }
 
 impl AdminService {
+    /// Grants (`granted`) or takes away a role.
+    async fn set_role(
+        &self,
+        request: Request<wire::GrantRoleRequest>,
+        granted: bool,
+    ) -> Result<Response<wire::GrantRoleResponse>, Status> {
+        let caller = self.authorize(&request, Permission::Operators).await?;
+        let GrantRole { request_id, operator, grant } = GrantRole::try_from(request.into_inner())?;
+        let command = Command::SetRole { operator, grant, granted };
+        let response = self
+            .control
+            .write(&caller.name, request_id.as_str(), command)
+            .await
+            .map_err(|e| e.to_status())?;
+        match response.outcome {
+            dsops_state::Outcome::RolesChanged { grants, .. } => {
+                Ok(Response::new(wire::GrantRoleResponse {
+                    grants: grants.iter().map(RoleGrant::to_wire).collect(),
+                }))
+            }
+            other => Err(ErrorCode::Internal.to_status(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
     /// A new token and its expiry, `ttl` from now.
     fn new_token(&self, ttl: std::time::Duration) -> (JoinToken, u64) {
         let token = JoinToken::generate(self.control.peer_fingerprint());

@@ -51,6 +51,7 @@ mod admin_requests;
 mod ids;
 mod job;
 pub mod names;
+mod operators;
 mod protocol_error;
 mod receipt;
 mod refs;
@@ -67,6 +68,7 @@ pub use admin_requests::{
 };
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
 pub use job::Job;
+pub use operators::{GrantRole, OperatorRole, Permission, RoleGrant};
 pub use protocol_error::ProtocolError;
 pub use receipt::{
     Fingerprint, MAX_DETAIL_BYTES, MAX_RECEIPT_BYTES, ReceiptBody, SignatureError, SignedReceipt,
