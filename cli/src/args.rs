@@ -277,8 +277,50 @@ pub enum ClusterCommand {
 /// `dsops operator ...`.
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
-    /// Operators with their roles (until the first grant, every operator is an admin).
+    /// Operators with their roles, certificate expiry and when last seen.
     List,
+    /// Invite an operator (admin): prints a one-time token for `dsops operator enroll`.
+    #[command(
+        after_help = "The invited person enrols on their own machine (the key never leaves it):\n  dsops operator enroll --server HOST:PORT --token DSO1.... --out ~/.dsops/alice\n\nEXAMPLES:\n  dsops operator invite alice --role approver --env production\n  dsops operator invite bob --role operator --env staging --role viewer --ttl 4h"
+    )]
+    Invite {
+        /// The operator's name (the common name of its certificate).
+        name: String,
+        /// A role it will hold (repeatable): viewer, operator, approver or admin.
+        #[arg(long = "role", required = true, value_parser = parse_operator_role)]
+        roles: Vec<dsops_proto::domain::OperatorRole>,
+        /// Limit the operator and approver roles to these environments (repeatable).
+        #[arg(long = "env")]
+        envs: Vec<String>,
+        /// How long the invitation stays valid (e.g. 30m, 1h, 1d; at most 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_token_ttl)]
+        ttl: std::time::Duration,
+        /// How long the certificate will be valid, in days (1 to 365).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
+        days: u32,
+    },
+    /// Enrol with an invitation: generates a key here and writes a credential bundle.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops operator enroll --server cp-1.internal:7400 --token DSO1.... --out ~/.dsops/alice\n  DSOPS_OPERATOR_TOKEN=DSO1.... dsops operator enroll --server cp-1.internal:7400 --out ~/.dsops/alice"
+    )]
+    Enroll {
+        /// The invitation (or DSOPS_OPERATOR_TOKEN, which keeps it out of the process list).
+        #[arg(long, env = "DSOPS_OPERATOR_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Where to write the bundle (ca.pem, operator.pem, operator.key); must not hold one.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Renew your certificate for a new key (before it expires); rewrites the bundle in place.
+    Renew,
+    /// Revoke an operator: its roles go and its certificates are refused on every node.
+    Revoke {
+        /// The operator.
+        name: String,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Give an operator a role: viewer, operator, approver or admin.
     #[command(
         after_help = "The first grant of a cluster also records you (the operator granting) as admin.\n\nEXAMPLES:\n  dsops operator grant alice operator --env prod\n  dsops operator grant bob viewer"
@@ -348,7 +390,7 @@ pub enum AgentTokenCommand {
 fn parse_token_ttl(text: &str) -> Result<std::time::Duration, String> {
     let ttl = parse_duration(text)?;
     if !(60..=7 * 24 * 3600).contains(&ttl.as_secs()) {
-        return Err("a join token lives between 1m and 7d".to_owned());
+        return Err("a token lives between 1m and 7d".to_owned());
     }
     Ok(ttl)
 }

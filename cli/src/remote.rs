@@ -26,8 +26,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Remote {
     server: String,
-    credentials: Credentials,
+    auth: Auth,
     spinner: bool,
+}
+
+/// How the CLI proves who it is and knows the cluster.
+#[derive(Debug)]
+enum Auth {
+    /// An operator bundle.
+    Credentials(Credentials),
+    /// No certificate yet (enrolment): the cluster's peer CA is pinned by its fingerprint.
+    Pinned(String),
 }
 
 /// A fresh request id (32 hex digits): the same for every retry of one command.
@@ -47,9 +56,23 @@ impl Remote {
             Credentials::read(&dir).map_err(|e| Failure::invalid(format!("credentials: {e}")))?;
         Ok(Some(Remote {
             server,
-            credentials,
+            auth: Auth::Credentials(credentials),
             spinner: cli.output == crate::args::OutputFormat::Table,
         }))
+    }
+
+    /// A connection without a certificate that trusts only the peer CA with `ca_fingerprint`
+    /// (enrolment with an invitation).
+    pub fn pinned(server: String, ca_fingerprint: String, spinner: bool) -> Remote {
+        Remote { server, auth: Auth::Pinned(ca_fingerprint), spinner }
+    }
+
+    /// The directory of the operator bundle in use, if any.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        match &self.auth {
+            Auth::Credentials(credentials) => Some(credentials),
+            Auth::Pinned(_) => None,
+        }
     }
 
     /// Requires a server.
@@ -58,8 +81,14 @@ impl Remote {
     }
 
     fn client(&self, address: &str) -> anyhow::Result<AdminClient<Channel>> {
-        let tls = client_config(&self.credentials.ca_pem, Some(&self.credentials.identity))
-            .context("TLS configuration from the credentials")?;
+        let tls = match &self.auth {
+            Auth::Credentials(credentials) => {
+                client_config(&credentials.ca_pem, Some(&credentials.identity))
+                    .context("TLS configuration from the credentials")?
+            }
+            Auth::Pinned(fingerprint) => dsops_identity::pinned_client_config(fingerprint)
+                .context("TLS configuration from the token")?,
+        };
         let channel = dsops_identity::channel(address, API_SERVER_NAME, tls)?;
         Ok(AdminClient::new(channel))
     }

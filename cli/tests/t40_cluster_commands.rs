@@ -10,7 +10,15 @@ use common::{root, stderr, stdout};
 use dsops_tests::TestCluster;
 
 fn dsops(cluster: &TestCluster, server: u64, args: &[&str]) -> std::process::Output {
-    let credentials = cluster.data_dir(1).admin();
+    dsops_as(cluster, server, &cluster.data_dir(1).admin(), args)
+}
+
+fn dsops_as(
+    cluster: &TestCluster,
+    server: u64,
+    credentials: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_dsops"))
         .args(args)
         .args(["--server", cluster.address(server), "--credentials", credentials.to_str().unwrap()])
@@ -98,7 +106,7 @@ async fn operator_roles_are_granted_listed_and_taken_away() {
     let leader = cluster.leader().await;
     let output = dsops(&cluster, leader, &["operator", "list"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stdout(&output).contains("every operator of the cluster is an admin"));
+    assert!(stdout(&output).contains("admin"), "init's bundle is the first admin");
 
     let output =
         dsops(&cluster, leader, &["operator", "grant", "bob", "operator", "--env", "prod"]);
@@ -122,5 +130,85 @@ async fn operator_roles_are_granted_listed_and_taken_away() {
         dsops(&cluster, leader, &["operator", "ungrant", "bob", "operator", "--env", "prod"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output).trim(), "bob now holds no role");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_are_invited_enrolled_renewed_and_revoked_from_the_cli() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let output = dsops(
+        &cluster,
+        leader,
+        &["operator", "invite", "vera", "--role", "viewer", "--ttl", "1h", "-o", "json"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let invited: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let token = invited["token"].as_str().unwrap().to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let bundle = home.path().join("vera");
+    let enroll = std::process::Command::new(env!("CARGO_BIN_EXE_dsops"))
+        .args(["operator", "enroll", "--server", cluster.address(leader), "--out"])
+        .arg(&bundle)
+        .env("DSOPS_OPERATOR_TOKEN", &token)
+        .env_remove("DSOPS_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(enroll.status.code(), Some(0), "{}", stderr(&enroll));
+    assert!(stdout(&enroll).contains("enrolled as vera"), "{}", stdout(&enroll));
+    for file in ["ca.pem", "operator.pem", "operator.key"] {
+        let mode = std::fs::metadata(bundle.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    // The token is spent; enrolling into an existing bundle is refused before any call.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_dsops"))
+        .args(["operator", "enroll", "--server", cluster.address(leader), "--token", &token])
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(stderr(&again).contains("already holds a credential bundle"), "{}", stderr(&again));
+    let elsewhere = home.path().join("other");
+    let spent = std::process::Command::new(env!("CARGO_BIN_EXE_dsops"))
+        .args(["operator", "enroll", "--server", cluster.address(leader), "--token", &token])
+        .arg("--out")
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert_ne!(spent.status.code(), Some(0));
+    assert!(stderr(&spent).contains("already used"), "{}", stderr(&spent));
+    assert!(!elsewhere.join("operator.key").exists(), "nothing written");
+
+    // vera reads with her bundle, may not write, renews, and sees herself listed.
+    let output = dsops_as(&cluster, leader, &bundle, &["operator", "list", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let vera = rows.as_array().unwrap().iter().find(|r| r["name"] == "vera").unwrap().clone();
+    assert_eq!(vera["roles"][0], "viewer");
+    assert!(vera["certificate_not_after_unix"].as_i64().unwrap() > 0);
+    assert!(vera["last_seen_unix"].as_i64().unwrap() > 0);
+    let output = dsops_as(&cluster, leader, &bundle, &["operator", "grant", "vera", "admin"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains("operator vera may not manage operators"),
+        "{}",
+        stderr(&output)
+    );
+    let before = std::fs::read_to_string(bundle.join("operator.key")).unwrap();
+    let output = dsops_as(&cluster, leader, &bundle, &["operator", "renew"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_ne!(std::fs::read_to_string(bundle.join("operator.key")).unwrap(), before, "a new key");
+    let output = dsops_as(&cluster, leader, &bundle, &["cluster", "status"]);
+    assert_eq!(output.status.code(), Some(0), "the renewed bundle works: {}", stderr(&output));
+
+    // Revoked: refused from then on.
+    let output = dsops(&cluster, leader, &["operator", "revoke", "vera", "--reason", "left"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("revoked vera"), "{}", stdout(&output));
+    let output = dsops_as(&cluster, leader, &bundle, &["cluster", "status"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr(&output).contains("revoked"), "{}", stderr(&output));
     cluster.shutdown().await;
 }

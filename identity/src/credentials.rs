@@ -29,10 +29,10 @@ impl Credentials {
         })
     }
 
-    /// Writes the bundle (key mode 0600).
+    /// Writes the bundle, every file mode 0600 (it is one credential).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        crate::write_public(&dir.join("ca.pem"), &self.ca_pem)?;
-        crate::write_public(&dir.join("operator.pem"), &self.identity.cert_pem)?;
+        crate::write_private(&dir.join("ca.pem"), &self.ca_pem)?;
+        crate::write_private(&dir.join("operator.pem"), &self.identity.cert_pem)?;
         crate::write_private(&dir.join("operator.key"), &self.identity.key_pem)
     }
 }

@@ -36,3 +36,10 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 pub fn write_public(path: &Path, contents: &str) -> std::io::Result<()> {
     write_atomic(path, contents.as_bytes(), 0o644)
 }
+
+/// Creates a directory (and its parents) that only its owner may enter (mode 0700).
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}

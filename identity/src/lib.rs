@@ -32,7 +32,7 @@ pub mod token;
 pub use certificate::{CertifiedKey, PkiError, distinguished_name, new_csr, pem_to_der};
 pub use channel::{ChannelError, channel};
 pub use credentials::Credentials;
-pub use files::{write_private, write_public};
+pub use files::{create_private_dir, write_private, write_public};
 pub use tls::{API_SERVER_NAME, RAFT_SERVER_NAME, client_config, pinned_client_config};
 pub use token::JoinToken;
 

@@ -1,5 +1,6 @@
 //! Join tokens: `DSJ1.<CA fingerprint>.<secret>` for nodes, `DSA1.<CA fingerprint>.<secret>` for
-//! agents (a different prefix, so one kind is never accepted as the other).
+//! agents, `DSO1.<CA fingerprint>.<secret>` for operator invitations (a different prefix each, so
+//! one kind is never accepted as another).
 //!
 //! The fingerprint (SHA-256 of the peer CA certificate) lets a joining node check it is talking
 //! to the right cluster before it sends anything; the secret proves to the cluster that the node
@@ -10,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "DSJ1";
 const AGENT_PREFIX: &str = "DSA1";
+const OPERATOR_PREFIX: &str = "DSO1";
 
 /// A parsed join token.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,6 +53,11 @@ impl JoinToken {
         Self::parse_with(text, AGENT_PREFIX).ok_or_else(|| "not an agent enrolment token: expected DSA1.<64 hex digits>.<64 hex digits> (from `dsops agent token create`)".to_owned())
     }
 
+    /// Parses the text form of an operator invitation.
+    pub fn parse_operator(text: &str) -> Result<JoinToken, String> {
+        Self::parse_with(text, OPERATOR_PREFIX).ok_or_else(|| "not an operator invitation: expected DSO1.<64 hex digits>.<64 hex digits> (from `dsops operator invite`)".to_owned())
+    }
+
     fn parse_with(text: &str, prefix: &str) -> Option<JoinToken> {
         let parts: Vec<&str> = text.trim().split('.').collect();
         match parts.as_slice() {
@@ -76,6 +83,11 @@ impl JoinToken {
         format!("{AGENT_PREFIX}.{}.{}", self.ca_fingerprint, self.secret)
     }
 
+    /// The text form of an operator invitation.
+    pub fn encode_operator(&self) -> String {
+        format!("{OPERATOR_PREFIX}.{}.{}", self.ca_fingerprint, self.secret)
+    }
+
     /// What the cluster stores: SHA-256 of the secret, hex.
     pub fn secret_hash(secret: &str) -> String {
         dsops_proto::hex(&Sha256::digest(secret.as_bytes()))
@@ -97,5 +109,8 @@ mod tests {
         assert_eq!(JoinToken::parse_agent(&token.encode_agent()), Ok(token.clone()));
         assert!(JoinToken::parse_agent(&token.encode()).is_err(), "a node token is not an agent's");
         assert!(JoinToken::parse(&token.encode_agent()).is_err());
+        assert_eq!(JoinToken::parse_operator(&token.encode_operator()), Ok(token.clone()));
+        assert!(JoinToken::parse_operator(&token.encode_agent()).is_err());
+        assert!(JoinToken::parse_agent(&token.encode_operator()).is_err());
     }
 }

@@ -157,6 +157,25 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         Command::SetRole { operator, grant, granted } => {
             operator_apply::set_role(state, request, ctx, operator, grant, *granted)
         }
+        Command::InviteOperator { token_hash, name, grants, expires_at_ms, certificate_days } => {
+            let invitation = super::OperatorInvite {
+                name: name.clone(),
+                grants: grants.iter().cloned().collect(),
+                expires_at_ms: *expires_at_ms,
+                certificate_days: *certificate_days,
+                invited_by: request.actor.clone(),
+            };
+            operator_apply::invite(state, request, ctx, token_hash, invitation)
+        }
+        Command::EnrollOperator { token_hash, cert_not_after_ms } => {
+            operator_apply::enroll(state, request, ctx, token_hash, *cert_not_after_ms)
+        }
+        Command::RenewOperatorCertificate { name, cert_not_after_ms } => {
+            operator_apply::renew(state, request, ctx, name, *cert_not_after_ms)
+        }
+        Command::RevokeOperator { name, reason } => {
+            operator_apply::revoke(state, request, ctx, name, reason)
+        }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
             Outcome::Audited { seq }

@@ -214,6 +214,44 @@ pub enum Command {
         /// True to grant, false to take away.
         granted: bool,
     },
+    /// Record a one-time invitation for a new operator (its token's hash), with the roles it
+    /// will hold. Expired invitations are forgotten; at most [`crate::MAX_OPERATOR_INVITES`]
+    /// wait at once.
+    InviteOperator {
+        /// SHA-256 of the token's secret, hex.
+        token_hash: String,
+        /// The operator's name.
+        name: String,
+        /// Its roles once enrolled.
+        grants: Vec<dsops_proto::domain::RoleGrant>,
+        /// When the invitation expires, ms since the epoch.
+        expires_at_ms: u64,
+        /// How long its certificate will be valid, in days.
+        certificate_days: u32,
+    },
+    /// Spend an invitation: the operator gets its roles and a certificate valid until
+    /// `cert_not_after_ms`.
+    EnrollOperator {
+        /// SHA-256 of the token's secret, hex.
+        token_hash: String,
+        /// When the certificate issued for it expires.
+        cert_not_after_ms: u64,
+    },
+    /// An operator renewed its certificate.
+    RenewOperatorCertificate {
+        /// The operator.
+        name: String,
+        /// When the new certificate expires.
+        cert_not_after_ms: u64,
+    },
+    /// Revoke an operator: its roles go and every certificate naming it issued until now is
+    /// refused. The last admin cannot be revoked.
+    RevokeOperator {
+        /// The operator.
+        name: String,
+        /// Why, for the audit log.
+        reason: String,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -267,6 +305,10 @@ impl Command {
             Command::StepTimedOut { .. } => "step_timed_out",
             Command::RevokeIdentity { .. } => "revoke_identity",
             Command::SetRole { .. } => "set_role",
+            Command::InviteOperator { .. } => "invite_operator",
+            Command::EnrollOperator { .. } => "enroll_operator",
+            Command::RenewOperatorCertificate { .. } => "renew_operator_certificate",
+            Command::RevokeOperator { .. } => "revoke_operator",
         }
     }
 }
@@ -321,6 +363,13 @@ pub enum Outcome {
     RolesChanged {
         /// The operator.
         operator: String,
+        /// Its roles now.
+        grants: Vec<dsops_proto::domain::RoleGrant>,
+    },
+    /// An operator enrolled or renewed its certificate.
+    OperatorEnrolled {
+        /// The operator.
+        name: String,
         /// Its roles now.
         grants: Vec<dsops_proto::domain::RoleGrant>,
     },

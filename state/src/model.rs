@@ -62,7 +62,44 @@ pub struct OperatorRecord {
     pub added_at_ms: u64,
     /// Who did that.
     pub added_by: String,
+    /// When its newest certificate issued by the cluster (enrolment, renewal) expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after_ms: Option<u64>,
+    /// When it was revoked (its roles went with it); cleared by a new enrolment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<u64>,
 }
+
+impl OperatorRecord {
+    /// A record with no role yet, added at `now` by `by`.
+    pub fn new(now: u64, by: &str) -> OperatorRecord {
+        OperatorRecord {
+            grants: Default::default(),
+            added_at_ms: now,
+            added_by: by.to_owned(),
+            cert_not_after_ms: None,
+            revoked_at_ms: None,
+        }
+    }
+}
+
+/// A pending operator invitation (by its token's hash in [`State::operator_invites`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorInvite {
+    /// The operator's name.
+    pub name: String,
+    /// The roles it holds once enrolled.
+    pub grants: std::collections::BTreeSet<dsops_proto::domain::RoleGrant>,
+    /// When the invitation expires, ms since the epoch.
+    pub expires_at_ms: u64,
+    /// How long its certificate will be valid, in days.
+    pub certificate_days: u32,
+    /// Who invited it.
+    pub invited_by: String,
+}
+
+/// How many operator invitations may wait at once (an admin's typo loop cannot grow the state).
+pub const MAX_OPERATOR_INVITES: usize = 256;
 
 /// Everything the control plane replicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +158,9 @@ pub struct State {
     /// certificate of the cluster acts as admin (the one `init` created).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operators: BTreeMap<String, OperatorRecord>,
+    /// Pending operator invitations by token hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operator_invites: BTreeMap<String, OperatorInvite>,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
     /// Revoked certificate identities, by `role:name`: every certificate of that identity

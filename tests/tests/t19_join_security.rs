@@ -132,16 +132,14 @@ async fn a_bad_join_request_does_not_spend_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_node_cannot_speak_raft_and_joined_nodes_hold_no_operator_key() {
+async fn a_removed_node_cannot_speak_raft_and_voters_hold_the_issuing_keys() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
     let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-    assert!(
-        !cluster.data_dir(victim).tls().join("operator-ca.key").exists(),
-        "a joined node holds the operator CA key"
-    );
-    // Voters (promoted after joining as learners) received the issuing keys.
+    // Voters (promoted after joining as learners) received the issuing keys, the operator CA's
+    // among them (so whichever voter leads can enrol operators).
     assert!(cluster.data_dir(victim).tls().join("agent-ca.key").exists());
+    assert!(cluster.data_dir(victim).tls().join("operator-ca.key").exists());
     assert!(cluster.control(victim).pki().peer.can_issue());
     let dir = cluster.data_dir(victim).clone();
     let identity = CertifiedKey {
@@ -202,6 +200,16 @@ async fn a_revoked_operator_certificate_is_refused_on_every_node() {
         }
     };
     let leader = cluster.leader().await;
+    let viewer = dsops_proto::domain::RoleGrant {
+        role: dsops_proto::domain::OperatorRole::Viewer,
+        env: None,
+    };
+    cluster
+        .write(
+            "grant-alice",
+            Command::SetRole { operator: "alice".into(), grant: viewer, granted: true },
+        )
+        .await;
     status_from(leader, alice.clone()).await.expect("alice's certificate works");
     // Issued in an earlier second than the revocation (certificates count in whole seconds).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;

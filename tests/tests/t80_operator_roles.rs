@@ -1,6 +1,5 @@
-//! Operators and roles on a real cluster over mTLS: until the first grant every operator of the
-//! cluster is an admin; the first grant keeps its proposer admin; from then on every admin RPC
-//! is checked against the caller's roles (viewer, operator, approver, admin; operator scoped to
+//! Operators and roles on a real cluster over mTLS: the bundle `init` wrote is the first admin
+//! and an operator certificate without a role may do nothing; every admin RPC is checked against the caller's roles (viewer, operator, approver, admin; operator scoped to
 //! an environment), and a refusal is `permission_denied` naming the operator and the permission,
 //! is counted for the audit log, and changes nothing.
 
@@ -128,6 +127,28 @@ async fn denied(mut c: AdminClient<Channel>, who: &str) -> BTreeMap<&'static str
         "grant_role",
         c.grant_role(grant("nobody", OperatorRole::Viewer, "", &format!("{who}x"))).await.map(drop),
     );
+    note(
+        "invite_operator",
+        c.invite_operator(wire::InviteOperatorRequest {
+            request_id: id("invite"),
+            name: "nobody".into(),
+            grants: vec![wire::RoleGrant { role: OperatorRole::Viewer.to_wire(), env: "".into() }],
+            ttl_seconds: 600,
+            certificate_days: 1,
+        })
+        .await
+        .map(drop),
+    );
+    note(
+        "revoke_operator",
+        c.revoke_operator(wire::RevokeOperatorRequest {
+            request_id: id("revoke-op"),
+            name: "nobody".into(),
+            reason: String::new(),
+        })
+        .await
+        .map(drop),
+    );
     out
 }
 
@@ -140,12 +161,10 @@ async fn every_admin_call_is_checked_against_the_callers_roles() {
     let (vera, otto, anna, mallory) =
         (person("vera"), person("otto"), person("anna"), person("mallory"));
 
-    // Before any grant, every operator of the cluster is an admin (the bundle `init` wrote).
+    // The bundle `init` wrote is the first admin; a certificate without a role may do nothing.
     let mut early = client(&cluster, leader, &mallory);
-    early.cluster_status(wire::ClusterStatusRequest {}).await.unwrap();
-    let token =
-        wire::CreateJoinTokenRequest { request_id: "mallory-early-0123".into(), ttl_seconds: 600 };
-    early.create_join_token(token).await.unwrap();
+    let refused = early.cluster_status(wire::ClusterStatusRequest {}).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&refused), ErrorCode::PermissionDenied, "{refused:?}");
 
     let mut admin = cluster.admin_client(leader);
     admin.grant_role(grant("vera", OperatorRole::Viewer, "", "v")).await.unwrap();
@@ -153,7 +172,7 @@ async fn every_admin_call_is_checked_against_the_callers_roles() {
     admin.grant_role(grant("anna", OperatorRole::Approver, "", "a")).await.unwrap();
     let listed = admin.list_operators(wire::ListOperatorsRequest {}).await.unwrap().into_inner();
     let names: Vec<&str> = listed.operators.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(names, ["admin", "anna", "otto", "vera"], "the first grant kept its proposer admin");
+    assert_eq!(names, ["admin", "anna", "otto", "vera"]);
 
     let reads = [
         "cluster_status",
@@ -212,9 +231,11 @@ fn denied_names() -> Vec<&'static str> {
         "get_config",
         "get_runs",
         "grant_role",
+        "invite_operator",
         "list_agents",
         "list_operators",
         "revoke_agent",
+        "revoke_operator",
         "rollback_prod",
         "rotate_dev",
         "rotate_prod",

@@ -95,6 +95,9 @@ struct Inner {
     config_cache: std::sync::Mutex<Option<(u64, Arc<dsops_config::config::Loaded>)>>,
     /// Refusals counted for the next audit summary.
     refusals: RefusalTally,
+    /// When this node last served each operator (by certificate name), ms since the epoch.
+    /// Only names from certificates of the cluster's operator CA get here.
+    operators_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -132,6 +135,7 @@ impl ControlPlane {
                 agents: AgentRegistry::default(),
                 config_cache: std::sync::Mutex::new(None),
                 refusals: RefusalTally::default(),
+                operators_seen: Default::default(),
             }),
         }
     }
@@ -159,6 +163,23 @@ impl ControlPlane {
     /// Refusals counted here for the next audit summary ([`RefusalTally`]).
     pub fn refusals(&self) -> &RefusalTally {
         &self.inner.refusals
+    }
+
+    /// Notes that this node served operator `name` now.
+    pub fn operator_seen(&self, name: &str) {
+        let now = dsops_proto::now_ms();
+        let mut seen = self.inner.operators_seen.lock().expect("operators_seen lock");
+        match seen.get_mut(name) {
+            Some(at) => *at = now,
+            None => {
+                seen.insert(name.to_owned(), now);
+            }
+        }
+    }
+
+    /// When this node last served operator `name`.
+    pub fn operator_last_seen(&self, name: &str) -> Option<u64> {
+        self.inner.operators_seen.lock().expect("operators_seen lock").get(name).copied()
     }
 
     /// The validated configuration of stored version `version`, if this node has it.

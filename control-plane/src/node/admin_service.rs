@@ -4,8 +4,8 @@
 
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::{
-    ApplyConfig, CreateAgentToken, CreateJoinToken, GetRuns, GrantRole, MemberRole, Permission,
-    RemoveNode, RevokeAgent, RoleGrant, Rollback, RotationHistory, RotationStatus,
+    ApplyConfig, CreateAgentToken, CreateJoinToken, GetRuns, MemberRole, Permission, RemoveNode,
+    RevokeAgent, Rollback, RotationHistory, RotationStatus,
 };
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
@@ -22,7 +22,7 @@ use dsops_state::{Command, Outcome};
 /// Serves `Admin`.
 #[derive(Debug, Clone)]
 pub struct AdminService {
-    control: ControlPlane,
+    pub(super) control: ControlPlane,
 }
 
 impl AdminService {
@@ -32,7 +32,7 @@ impl AdminService {
     }
 
     /// The operator making the request, if its roles permit `permission`.
-    async fn authorize<T>(
+    pub(super) async fn authorize<T>(
         &self,
         request: &Request<T>,
         permission: Permission,
@@ -44,7 +44,11 @@ impl AdminService {
 
     /// Refuses `caller` (`permission_denied`, naming the operator, the permission and the roles
     /// it holds; counted for the audit log's refusal summary) unless its roles permit it.
-    async fn allow(&self, caller: &CallerIdentity, permission: Permission) -> Result<(), Status> {
+    pub(super) async fn allow(
+        &self,
+        caller: &CallerIdentity,
+        permission: Permission,
+    ) -> Result<(), Status> {
         let verdict = self
             .control
             .read_local(|state| state.operator_permits(&caller.name, &permission))
@@ -61,11 +65,9 @@ impl AdminService {
         })
     }
 
-    /// Only operators may use the admin API (every operator is an administrator until roles
-    /// arrive with governance).
     /// The operator making the request: an operator certificate that has not expired (an
     /// HTTP/2 connection outlives the handshake that checked it) and is not revoked.
-    async fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
+    pub(super) async fn operator<T>(&self, request: &Request<T>) -> Result<CallerIdentity, Status> {
         let identity = caller_of(
             request,
             Role::Operator,
@@ -86,6 +88,7 @@ impl AdminService {
             return Err(ErrorCode::PermissionDenied
                 .to_status(format!("the certificate of operator {} is revoked", identity.name)));
         }
+        self.control.operator_seen(&identity.name);
         Ok(identity)
     }
 }
@@ -487,54 +490,41 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ListOperatorsRequest>,
     ) -> Result<Response<wire::ListOperatorsResponse>, Status> {
-        self.authorize(&request, Permission::Read).await?;
-        let operators = self
-            .control
-            .read_current(|state| {
-                state
-                    .operators
-                    .iter()
-                    .map(|(name, record)| wire::OperatorInfo {
-                        name: name.clone(),
-                        grants: record.grants.iter().map(RoleGrant::to_wire).collect(),
-                        added_at: Some(dsops_proto::domain::timestamp_ms(record.added_at_ms)),
-                        added_by: record.added_by.clone(),
-                    })
-                    .collect()
-            })
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(wire::ListOperatorsResponse { operators }))
+        self.list_operators_impl(request).await
+    }
+
+    async fn invite_operator(
+        &self,
+        request: Request<wire::InviteOperatorRequest>,
+    ) -> Result<Response<wire::InviteOperatorResponse>, Status> {
+        self.invite_operator_impl(request).await
+    }
+
+    async fn enroll_operator(
+        &self,
+        request: Request<wire::EnrollOperatorRequest>,
+    ) -> Result<Response<wire::EnrollOperatorResponse>, Status> {
+        self.enroll_operator_impl(request).await
+    }
+
+    async fn renew_operator(
+        &self,
+        request: Request<wire::RenewOperatorRequest>,
+    ) -> Result<Response<wire::EnrollOperatorResponse>, Status> {
+        self.renew_operator_impl(request).await
+    }
+
+    async fn revoke_operator(
+        &self,
+        request: Request<wire::RevokeOperatorRequest>,
+    ) -> Result<Response<wire::RevokeOperatorResponse>, Status> {
+        self.revoke_operator_impl(request).await
     }
 }
 
 impl AdminService {
-    /// Grants (`granted`) or takes away a role.
-    async fn set_role(
-        &self,
-        request: Request<wire::GrantRoleRequest>,
-        granted: bool,
-    ) -> Result<Response<wire::GrantRoleResponse>, Status> {
-        let caller = self.authorize(&request, Permission::Operators).await?;
-        let GrantRole { request_id, operator, grant } = GrantRole::try_from(request.into_inner())?;
-        let command = Command::SetRole { operator, grant, granted };
-        let response = self
-            .control
-            .write(&caller.name, request_id.as_str(), command)
-            .await
-            .map_err(|e| e.to_status())?;
-        match response.outcome {
-            dsops_state::Outcome::RolesChanged { grants, .. } => {
-                Ok(Response::new(wire::GrantRoleResponse {
-                    grants: grants.iter().map(RoleGrant::to_wire).collect(),
-                }))
-            }
-            other => Err(ErrorCode::Internal.to_status(format!("unexpected outcome {other:?}"))),
-        }
-    }
-
     /// A new token and its expiry, `ttl` from now.
-    fn new_token(&self, ttl: std::time::Duration) -> (JoinToken, u64) {
+    pub(super) fn new_token(&self, ttl: std::time::Duration) -> (JoinToken, u64) {
         let token = JoinToken::generate(self.control.peer_fingerprint());
         (token, dsops_proto::now_ms() + ttl.as_millis() as u64)
     }
@@ -542,7 +532,7 @@ impl AdminService {
 
 /// A retried token request cannot be answered: the first attempt created a token whose secret
 /// only that attempt knew.
-fn shown_once(response: &dsops_state::Response) -> Result<(), Status> {
+pub(super) fn shown_once(response: &dsops_state::Response) -> Result<(), Status> {
     if response.duplicate {
         return Err(ErrorCode::FailedPrecondition.to_status(
             "this request already created a token, which cannot be shown again; ask for a new token",

@@ -123,10 +123,21 @@ pub async fn init(
             token_hash: JoinToken::secret_hash(&token.secret),
             expires_at_ms: dsops_proto::now_ms() + 3_600_000,
         },
+        // The bundle written above is the first admin (proposed as itself, so the record says
+        // it added itself).
+        Command::SetRole {
+            operator: "admin".into(),
+            grant: dsops_proto::domain::RoleGrant {
+                role: dsops_proto::domain::OperatorRole::Admin,
+                env: None,
+            },
+            granted: true,
+        },
     ];
     for (i, command) in writes.into_iter().enumerate() {
+        let actor = if matches!(command, Command::SetRole { .. }) { "admin" } else { "init" };
         control
-            .write("init", &format!("init-{cluster_id}-{i:08}"), command)
+            .write(actor, &format!("init-{cluster_id}-{i:08}"), command)
             .await
             .map_err(|e| e.to_string())?;
     }

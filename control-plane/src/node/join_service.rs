@@ -137,7 +137,8 @@ impl NodeJoin for JoinService {
             root_ca_pem: pki.root_cert_pem.clone(),
             peer_ca: Some(certificate(&pki.peer)),
             agent_ca: Some(certificate(&pki.agent)),
-            // The operator CA's key stays on the node that ran init.
+            // A learner gets no issuing key; the operator CA's comes with the others once it is
+            // a voter.
             operator_ca: Some(wire::CaMaterial {
                 certificate_pem: pki.operator_cert_pem.clone(),
                 key_pem: String::new(),
@@ -191,6 +192,7 @@ impl NodeJoin for JoinService {
         Ok(Response::new(wire::IssuingKeysResponse {
             peer_ca: Some(material(&pki.peer)),
             agent_ca: Some(material(&pki.agent)),
+            operator_ca: pki.operator.as_ref().map(material),
         }))
     }
 }

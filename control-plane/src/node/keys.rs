@@ -20,6 +20,9 @@ const EVERY: Duration = Duration::from_millis(500);
 /// Asks for the issuing keys whenever this node is a voter without them; until `shutdown`.
 pub async fn run(control: ControlPlane, dir: DataDir, mut shutdown: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(EVERY);
+    // With the peer and agent keys held, a missing operator CA key (a cluster whose leader
+    // predates its distribution) is asked for once a minute, not every tick.
+    let mut operator_asked: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -27,7 +30,12 @@ pub async fn run(control: ControlPlane, dir: DataDir, mut shutdown: watch::Recei
         }
         let pki = control.pki();
         if pki.peer.can_issue() && pki.agent.can_issue() {
-            continue;
+            if pki.operator.is_some()
+                || operator_asked.is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+            {
+                continue;
+            }
+            operator_asked = Some(std::time::Instant::now());
         }
         let metrics = control.metrics();
         let me = control.node_id();
@@ -60,7 +68,11 @@ async fn fetch(control: &ControlPlane, dir: &DataDir, leader: &str) -> Result<()
     .into_inner();
     let key = |m: Option<wire::CaMaterial>| m.map(|m| m.key_pem).unwrap_or_default();
     let keyed = pki
-        .with_issuing_keys(&key(response.peer_ca), &key(response.agent_ca))
+        .with_issuing_keys(
+            &key(response.peer_ca),
+            &key(response.agent_ca),
+            &key(response.operator_ca),
+        )
         .map_err(|e| e.to_string())?;
     keyed.save(&dir.tls()).map_err(|e| e.to_string())?;
     control.set_pki(keyed);

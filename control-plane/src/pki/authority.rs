@@ -111,8 +111,9 @@ pub struct ClusterPki {
     pub agent: Authority,
     /// The operator CA certificate, PEM (every node trusts it).
     pub operator_cert_pem: String,
-    /// The operator CA with its key: only on the node that ran `init` (joining nodes are not
-    /// given it, so neither a node nor a join token can mint operator credentials).
+    /// The operator CA with its key: on the node that ran `init` and on every voter that asked
+    /// for the issuing keys (a learner, and a join token, never get it). A voter holds the
+    /// peer CA key already, which is the greater power.
     pub operator: Option<Authority>,
 }
 
@@ -188,26 +189,28 @@ impl ClusterPki {
     }
 
     /// These CAs with the issuing keys a voter received, after checking that they belong to the
-    /// certificates this node already trusts.
+    /// certificates this node already trusts. An empty operator key keeps what this node has
+    /// (a leader of an older release sends none).
     pub fn with_issuing_keys(
         &self,
         peer_key_pem: &str,
         agent_key_pem: &str,
+        operator_key_pem: &str,
     ) -> Result<ClusterPki, PkiError> {
-        let operator = match &self.operator {
-            Some(operator) => Some(Authority::from_pem(&operator.cert_pem, &operator.key_pem)?),
-            None => None,
-        };
-        for (cert_pem, key_pem, what) in [
-            (&self.peer.cert_pem, peer_key_pem, "peer"),
-            (&self.agent.cert_pem, agent_key_pem, "agent"),
-        ] {
-            if !key_matches(cert_pem, key_pem)? {
-                return Err(PkiError::Invalid(format!(
-                    "the {what} CA key does not belong to the {what} CA certificate this node trusts"
-                )));
+        let operator = match (&self.operator, operator_key_pem.is_empty()) {
+            (_, false) => {
+                if !key_matches(&self.operator_cert_pem, operator_key_pem)? {
+                    return Err(PkiError::Invalid(
+                        "the operator CA key does not belong to the operator CA certificate this node trusts".into(),
+                    ));
+                }
+                Some(Authority::from_pem(&self.operator_cert_pem, operator_key_pem)?)
             }
-        }
+            (Some(operator), true) => {
+                Some(Authority::from_pem(&operator.cert_pem, &operator.key_pem)?)
+            }
+            (None, true) => None,
+        };
         Ok(ClusterPki {
             cluster_id: self.cluster_id.clone(),
             root_cert_pem: self.root_cert_pem.clone(),
@@ -320,6 +323,27 @@ impl ClusterPki {
         let not_after = params.not_after;
         csr.params = params;
         Ok((csr.signed_by(self.agent.issuer()?)?.pem(), not_after))
+    }
+
+    /// Signs an enrolling (or renewing) operator's CSR: subject `name`, client use only, valid
+    /// until `not_after_ms` (ms since the epoch). The CSR contributes only its public key.
+    pub fn sign_operator_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        not_after_ms: u64,
+    ) -> Result<String, PkiError> {
+        let operator = self.operator.as_ref().ok_or_else(|| {
+            PkiError::Invalid("this node does not hold the operator CA key yet".into())
+        })?;
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Invalid(format!("invalid certificate signing request: {e}")))?;
+        let mut params = Self::leaf_params(name, &[], 1, false)?;
+        params.not_after =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(not_after_ms) * 1_000_000)
+                .map_err(|_| PkiError::Invalid("certificate expiry out of range".into()))?;
+        csr.params = params;
+        Ok(csr.signed_by(operator.issuer()?)?.pem())
     }
 
     /// Issues an operator (CLI) certificate for `name`, valid for `days`.

@@ -68,7 +68,10 @@ pub use admin_requests::{
 };
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
 pub use job::Job;
-pub use operators::{GrantRole, OperatorRole, Permission, RoleGrant};
+pub use operators::{
+    DEFAULT_INVITE_TTL, DEFAULT_OPERATOR_CERT_DAYS, EnrollOperator, GrantRole, InviteOperator,
+    OperatorRole, Permission, RenewOperator, RevokeOperator, RoleGrant,
+};
 pub use protocol_error::ProtocolError;
 pub use receipt::{
     Fingerprint, MAX_DETAIL_BYTES, MAX_RECEIPT_BYTES, ReceiptBody, SignatureError, SignedReceipt,

@@ -6,6 +6,9 @@
 //! | `operator` | read; rotate and roll back (in its environment, if scoped)     |
 //! | `approver` | read; approve and deny (in its environment, if scoped)         |
 //! | `admin`    | everything: configuration, cluster, agents, operators          |
+//!
+//! Also the requests that manage operators: [`GrantRole`], [`InviteOperator`],
+//! [`EnrollOperator`], [`RenewOperator`], [`RevokeOperator`].
 
 use super::ProtocolError;
 use crate::wire::admin as wire;
@@ -165,6 +168,146 @@ impl TryFrom<wire::GrantRoleRequest> for GrantRole {
     }
 }
 
+/// How long an operator invitation lasts when the request names no time.
+pub const DEFAULT_INVITE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// How long an operator certificate lasts when the invitation names no time.
+pub const DEFAULT_OPERATOR_CERT_DAYS: u32 = 30;
+
+/// Checks an operator's name (the common name of its certificates): a config name.
+fn operator_name(name: &str, field: &str) -> Result<(), ProtocolError> {
+    super::names::check_config_name(name, "operator")
+        .map_err(|reason| ProtocolError::invalid(field, reason))
+}
+
+/// `InviteOperator`: a one-time invitation naming the operator and its roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteOperator {
+    /// Makes a retry apply once.
+    pub request_id: super::RequestId,
+    /// The operator's name.
+    pub name: String,
+    /// Its roles once enrolled (at least one).
+    pub grants: Vec<RoleGrant>,
+    /// How long the invitation is valid (1 minute to 7 days; default one day).
+    pub ttl: std::time::Duration,
+    /// How long its certificate will be valid, in days (1 to 365; default 30).
+    pub certificate_days: u32,
+}
+
+impl TryFrom<wire::InviteOperatorRequest> for InviteOperator {
+    type Error = ProtocolError;
+
+    fn try_from(request: wire::InviteOperatorRequest) -> Result<InviteOperator, ProtocolError> {
+        let wire::InviteOperatorRequest { request_id, name, grants, ttl_seconds, certificate_days } =
+            request;
+        operator_name(&name, "name")?;
+        if grants.is_empty() || grants.len() > 64 {
+            return Err(ProtocolError::invalid("grants", "give 1 to 64 roles"));
+        }
+        let grants = grants.into_iter().map(RoleGrant::try_from).collect::<Result<_, _>>()?;
+        let ttl = match ttl_seconds {
+            0 => DEFAULT_INVITE_TTL,
+            60..=604_800 => std::time::Duration::from_secs(ttl_seconds),
+            _ => return Err(ProtocolError::invalid("ttl_seconds", "between 1 minute and 7 days")),
+        };
+        let certificate_days = match certificate_days {
+            0 => DEFAULT_OPERATOR_CERT_DAYS,
+            1..=365 => certificate_days,
+            _ => return Err(ProtocolError::invalid("certificate_days", "between 1 and 365")),
+        };
+        Ok(InviteOperator {
+            request_id: super::RequestId::parse(&request_id, "request_id")?,
+            name,
+            grants,
+            ttl,
+            certificate_days,
+        })
+    }
+}
+
+/// `EnrollOperator`: an invitation's secret and a CSR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollOperator {
+    /// The token's secret, lower-case hex.
+    pub token_secret: String,
+    /// The CSR, PEM.
+    pub csr_pem: String,
+}
+
+impl TryFrom<wire::EnrollOperatorRequest> for EnrollOperator {
+    type Error = ProtocolError;
+
+    fn try_from(request: wire::EnrollOperatorRequest) -> Result<EnrollOperator, ProtocolError> {
+        let wire::EnrollOperatorRequest { token_secret, csr_pem } = request;
+        if token_secret.len() != 64 || !token_secret.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ProtocolError::invalid("token_secret", "expected 64 hex digits"));
+        }
+        Ok(EnrollOperator {
+            token_secret: token_secret.to_ascii_lowercase(),
+            csr_pem: csr(csr_pem)?,
+        })
+    }
+}
+
+fn csr(csr_pem: String) -> Result<String, ProtocolError> {
+    if csr_pem.is_empty() {
+        return Err(ProtocolError::missing("csr_pem"));
+    }
+    if csr_pem.len() > 16 * 1024 {
+        return Err(ProtocolError::invalid("csr_pem", "longer than 16 KiB"));
+    }
+    Ok(csr_pem)
+}
+
+/// `RenewOperator`: a CSR for the caller's new key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewOperator {
+    /// Makes a retry apply once.
+    pub request_id: super::RequestId,
+    /// The CSR, PEM.
+    pub csr_pem: String,
+}
+
+impl TryFrom<wire::RenewOperatorRequest> for RenewOperator {
+    type Error = ProtocolError;
+
+    fn try_from(request: wire::RenewOperatorRequest) -> Result<RenewOperator, ProtocolError> {
+        let wire::RenewOperatorRequest { request_id, csr_pem } = request;
+        Ok(RenewOperator {
+            request_id: super::RequestId::parse(&request_id, "request_id")?,
+            csr_pem: csr(csr_pem)?,
+        })
+    }
+}
+
+/// `RevokeOperator`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeOperator {
+    /// Makes a retry apply once.
+    pub request_id: super::RequestId,
+    /// The operator.
+    pub name: String,
+    /// Why (at most 1 KiB).
+    pub reason: String,
+}
+
+impl TryFrom<wire::RevokeOperatorRequest> for RevokeOperator {
+    type Error = ProtocolError;
+
+    fn try_from(request: wire::RevokeOperatorRequest) -> Result<RevokeOperator, ProtocolError> {
+        let wire::RevokeOperatorRequest { request_id, name, reason } = request;
+        operator_name(&name, "name")?;
+        if reason.len() > 1024 {
+            return Err(ProtocolError::invalid("reason", "longer than 1 KiB"));
+        }
+        Ok(RevokeOperator {
+            request_id: super::RequestId::parse(&request_id, "request_id")?,
+            name,
+            reason,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +355,28 @@ mod tests {
         let admin_in_env = GrantRole::try_from(request(OperatorRole::Admin.to_wire(), "prod"));
         assert_eq!(admin_in_env.unwrap_err().field, "grant.env");
         assert_eq!(OperatorRole::parse("approver"), Some(OperatorRole::Approver));
+        let invite = |name: &str, grants: Vec<wire::RoleGrant>, ttl: u64, days: u32| {
+            InviteOperator::try_from(wire::InviteOperatorRequest {
+                request_id: "req-0123456789abcdef".into(),
+                name: name.into(),
+                grants,
+                ttl_seconds: ttl,
+                certificate_days: days,
+            })
+        };
+        let viewer =
+            || vec![wire::RoleGrant { role: OperatorRole::Viewer.to_wire(), env: "".into() }];
+        let ok = invite("bob", viewer(), 0, 0).unwrap();
+        assert_eq!((ok.ttl, ok.certificate_days), (DEFAULT_INVITE_TTL, DEFAULT_OPERATOR_CERT_DAYS));
+        assert_eq!(invite("bob", vec![], 0, 0).unwrap_err().field, "grants");
+        assert_eq!(invite("bo b", viewer(), 0, 0).unwrap_err().field, "name");
+        assert_eq!(invite("bob", viewer(), 5, 0).unwrap_err().field, "ttl_seconds");
+        assert_eq!(invite("bob", viewer(), 0, 366).unwrap_err().field, "certificate_days");
+        let enroll = EnrollOperator::try_from(wire::EnrollOperatorRequest {
+            token_secret: "zz".into(),
+            csr_pem: "x".into(),
+        });
+        assert_eq!(enroll.unwrap_err().field, "token_secret");
         assert_eq!(OperatorRole::parse("root"), None);
     }
 }
