@@ -96,6 +96,9 @@ pub enum Command {
     /// Operators and their roles (viewer, operator, approver, admin).
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Rotations waiting for approval: list, show, approve, deny (a cluster only).
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
@@ -148,10 +151,10 @@ pub struct RotateArgs {
     /// Only show what would rotate.
     #[arg(long)]
     pub dry_run: bool,
-    /// Rotate even if not due, outside maintenance windows, or without approval (audited).
+    /// Rotate even if not due or outside maintenance windows (audited). Never skips approval.
     #[arg(long)]
     pub force: bool,
-    /// Why, for the audit log.
+    /// Why: shown to approvers, kept in the run and the audit log.
     #[arg(long)]
     pub reason: Option<String>,
     /// Start the runs and return without waiting for them.
@@ -345,6 +348,41 @@ pub enum OperatorCommand {
         /// The environment the role was limited to.
         #[arg(long)]
         env: Option<String>,
+    },
+}
+
+/// `dsops approval ...`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCommand {
+    /// Runs waiting for approval, oldest first.
+    List {
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// One run's approval: its plan, who may approve, and the decisions so far.
+    Show {
+        /// The run id.
+        run: String,
+    },
+    /// Approve a run: your decision is signed with your key and bound to the run's plan.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops approval approve run-3f2a... --reason \"change CHG-1234\""
+    )]
+    Approve {
+        /// The run id.
+        run: String,
+        /// Why (kept with the decision).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deny a run (it ends `Denied`; nothing changes).
+    Deny {
+        /// The run id.
+        run: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
     },
 }
 

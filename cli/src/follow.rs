@@ -38,11 +38,35 @@ pub fn next_step(run: &wire::RunSummary) -> Option<Step> {
     Step::from_wire(run.next_step, "next_step").ok()
 }
 
-/// Still going, but only waiting: for a grace period or backoff longer than a few seconds, or
-/// for an agent that is not connected.
+/// Still going, but only waiting: for approval, for a grace period or backoff longer than a
+/// few seconds, or for an agent that is not connected.
 pub fn parked(run: &wire::RunSummary) -> bool {
     let now = chrono::Utc::now().timestamp();
-    run.waiting_for_agent || run.not_before.as_ref().is_some_and(|t| t.seconds > now + 5)
+    awaiting_approval(run)
+        || run.waiting_for_agent
+        || run.not_before.as_ref().is_some_and(|t| t.seconds > now + 5)
+}
+
+/// The run waits for approvals.
+pub fn awaiting_approval(run: &wire::RunSummary) -> bool {
+    status(run) == RunStatus::Phase(RunPhase::AwaitingApproval)
+}
+
+/// What an approval waits for: `0/2 approvals (role:approver), expires 2026-12-07 10:00 UTC`.
+pub fn approval_state(run: &wire::RunSummary) -> String {
+    let Some(approval) = &run.approval else { return String::new() };
+    let approvals = approval.decisions.iter().filter(|d| d.approve).count();
+    let expires = approval
+        .expires_at
+        .as_ref()
+        .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t.seconds, 0))
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    format!(
+        "{approvals}/{} approvals ({}), expires {expires}",
+        approval.required,
+        approval.approvers.join(", ")
+    )
 }
 
 /// Nothing is left to wait for that keeps a credential from working: the run ended, its new
@@ -50,6 +74,7 @@ pub fn parked(run: &wire::RunSummary) -> bool {
 /// agent of its segment is here to move it.
 pub fn settled(run: &wire::RunSummary) -> bool {
     finished(run)
+        || awaiting_approval(run)
         || run.waiting_for_agent
         || (status(run) == RunStatus::Phase(RunPhase::Promoted) && parked(run))
 }

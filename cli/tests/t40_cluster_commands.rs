@@ -212,3 +212,87 @@ async fn operators_are_invited_enrolled_renewed_and_revoked_from_the_cli() {
     assert!(stderr(&output).contains("revoked"), "{}", stderr(&output));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_is_approved_from_the_cli_and_its_history_names_the_approver() {
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("dsops.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nsecretStores:\n  local: { type: file }\nrotation:\n  approvals:\n    prod: { required: 1, approvers: [\"role:approver\"], expires: 2h }\nenvs:\n  prod:\n    API_KEY:\n      from: { store: \"store://local/app/api#key\" }\n      rotation: { strategy: random, config: { length: 32 } }\n",
+    )
+    .unwrap();
+    let output = dsops(&cluster, leader, &["apply", "-f", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // anna, an approver of prod, enrols.
+    let output = dsops(
+        &cluster,
+        leader,
+        &["operator", "invite", "anna", "--role", "approver", "--env", "prod", "-o", "json"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let token = serde_json::from_str::<serde_json::Value>(&stdout(&output)).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anna = home.path().join("anna");
+    let enroll = std::process::Command::new(env!("CARGO_BIN_EXE_dsops"))
+        .args(["operator", "enroll", "--server", cluster.address(leader), "--token", &token])
+        .arg("--out")
+        .arg(&anna)
+        .output()
+        .unwrap();
+    assert_eq!(enroll.status.code(), Some(0), "{}", stderr(&enroll));
+
+    // The admin asks; the run waits (exit 0) and says so.
+    let output = dsops(
+        &cluster,
+        leader,
+        &["rotate", "--env", "prod", "--key", "API_KEY", "--reason", "CHG-9 quarterly"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("AwaitingApproval"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("await approval"), "{}", stdout(&output));
+    let output = dsops_as(&cluster, leader, &anna, &["approval", "list", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["requested_by"], "admin");
+    assert_eq!(rows[0]["strategy"], "random");
+    assert_eq!(rows[0]["store"], "store://local/app/api#key");
+    let run = rows[0]["run_id"].as_str().unwrap().to_owned();
+    let output = dsops_as(&cluster, leader, &anna, &["approval", "show", &run]);
+    assert!(stdout(&output).contains("CHG-9 quarterly"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("approvals  0/1"), "{}", stdout(&output));
+    // The requester may not approve; a denial without a reason is refused before any call.
+    let output = dsops(&cluster, leader, &["approval", "approve", &run]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr(&output).contains("cannot decide"), "{}", stderr(&output));
+    let output = dsops_as(&cluster, leader, &anna, &["approval", "deny", &run, "--reason", " "]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output =
+        dsops_as(&cluster, leader, &anna, &["approval", "approve", &run, "--reason", "reviewed"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("1/1 approvals; it starts"), "{}", stdout(&output));
+
+    let output = dsops(
+        &cluster,
+        leader,
+        &["rotation", "history", "--env", "prod", "--key", "API_KEY", "-o", "json"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let history: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let first = &history["runs"][0];
+    assert_eq!(first["requested_by"], "admin");
+    let decision = &first["approval"]["decisions"][0];
+    assert_eq!(decision["operator"], "anna");
+    assert_eq!(decision["reason"], "reviewed");
+    assert!(!decision["signature_hex"].as_str().unwrap().is_empty());
+    assert!(decision["certificate_pem"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    let output =
+        dsops(&cluster, leader, &["rotation", "history", "--env", "prod", "--key", "API_KEY"]);
+    assert!(stdout(&output).contains("anna"), "{}", stdout(&output));
+    cluster.shutdown().await;
+}

@@ -204,3 +204,19 @@ envs:
         stderr(&rotate)
     );
 }
+
+#[test]
+fn the_embedded_default_refuses_a_secret_that_needs_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        CONFIG.replace("envs:\n", "rotation:\n  approvals:\n    dev: { required: 1 }\nenvs:\n");
+    std::fs::write(dir.path().join("dsops.yaml"), config).unwrap();
+    let refused =
+        dsops_in(dir.path(), &["rotate", "--env", "dev", "--key", "SESSION_SECRET", "--force"]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr(&refused).contains("requires approval, which needs a cluster"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -29,7 +29,10 @@ pub mod files;
 pub mod tls;
 pub mod token;
 
-pub use certificate::{CertifiedKey, PkiError, distinguished_name, new_csr, pem_to_der};
+pub use certificate::{
+    CertifiedKey, PkiError, certificate_pem, distinguished_name, new_csr, pem_to_der, sign_message,
+    verify_message,
+};
 pub use channel::{ChannelError, channel};
 pub use credentials::Credentials;
 pub use files::{create_private_dir, write_private, write_public};

@@ -1,8 +1,9 @@
 //! `apply`: one match over the command, each area's commands applied in its own file
-//! (`config_apply`, `cluster_apply`, `agent_apply`, `run_apply`), and the request-id dedup.
+//! (`config_apply`, `cluster_apply`, `agent_apply`, `operator_apply`, `run_apply`,
+//! `approval_apply`), and the request-id dedup.
 
 use super::{Command, Outcome, Request, Response, State};
-use super::{agent_apply, cluster_apply, config_apply, operator_apply, run_apply};
+use super::{agent_apply, approval_apply, cluster_apply, config_apply, operator_apply, run_apply};
 
 /// What the log says about the entry being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,18 +26,24 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             catalog_files,
             fingerprints,
             expected_version,
-        } => config_apply::store_config(
-            state,
-            request,
-            ctx,
-            config_apply::ConfigInput {
-                config_yaml,
-                config_path,
-                catalog_files,
-                fingerprints,
-                expected_version: *expected_version,
-            },
-        ),
+        } => {
+            let outcome = config_apply::store_config(
+                state,
+                request,
+                ctx,
+                config_apply::ConfigInput {
+                    config_yaml,
+                    config_path,
+                    catalog_files,
+                    fingerprints,
+                    expected_version: *expected_version,
+                },
+            );
+            if matches!(outcome, Outcome::ConfigStored { .. }) {
+                approval_apply::configuration_changed(state, request, ctx);
+            }
+            outcome
+        }
         Command::RegisterNode { node_id, address, role } => {
             cluster_apply::register_node(state, request, ctx, *node_id, address, *role)
         }
@@ -175,6 +182,13 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         }
         Command::RevokeOperator { name, reason } => {
             operator_apply::revoke(state, request, ctx, name, reason)
+        }
+        Command::DecideApproval { run_id, decision } => {
+            approval_apply::decide(state, request, ctx, run_id, decision)
+        }
+        Command::ExpireApproval { run_id } => approval_apply::expire(state, request, ctx, run_id),
+        Command::ReplanRun { run_id, spec, reason } => {
+            approval_apply::replan(state, request, ctx, run_id, spec.as_ref(), reason)
         }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);

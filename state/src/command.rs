@@ -252,6 +252,29 @@ pub enum Command {
         /// Why, for the audit log.
         reason: String,
     },
+    /// An operator's signed decision on a run awaiting approval (the leader verified the
+    /// signature against the operator's certificate before proposing it).
+    DecideApproval {
+        /// The run.
+        run_id: String,
+        /// The decision, with its signature and certificate.
+        decision: crate::ApprovalDecision,
+    },
+    /// End a run whose approval request expired (refused before its expiry, in log time).
+    ExpireApproval {
+        /// The run.
+        run_id: String,
+    },
+    /// The plan of a run awaiting approval, resolved again under the current configuration;
+    /// `None` when that configuration no longer rotates the secret (the run ends).
+    ReplanRun {
+        /// The run.
+        run_id: String,
+        /// The new plan.
+        spec: Option<crate::RunSpec>,
+        /// Why there is none.
+        reason: String,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -281,6 +304,12 @@ impl Command {
             Command::AppendAudit { action, subject, detail } => {
                 64 + action.len() + subject.len() + detail.len()
             }
+            Command::DecideApproval { decision, .. } => {
+                256 + decision.reason.len() + decision.certificate_pem.len()
+            }
+            Command::ReplanRun { spec, .. } => {
+                256 + spec.as_ref().map_or(0, |s| s.config_json.len())
+            }
             _ => 256,
         }
     }
@@ -309,6 +338,9 @@ impl Command {
             Command::EnrollOperator { .. } => "enroll_operator",
             Command::RenewOperatorCertificate { .. } => "renew_operator_certificate",
             Command::RevokeOperator { .. } => "revoke_operator",
+            Command::DecideApproval { .. } => "decide_approval",
+            Command::ExpireApproval { .. } => "expire_approval",
+            Command::ReplanRun { .. } => "replan_run",
         }
     }
 }
@@ -365,6 +397,17 @@ pub enum Outcome {
         operator: String,
         /// Its roles now.
         grants: Vec<dsops_proto::domain::RoleGrant>,
+    },
+    /// A decision was recorded.
+    ApprovalRecorded {
+        /// The run.
+        run_id: String,
+        /// Its phase now (`AwaitingApproval`, `Requested` once approved, `Denied`).
+        phase: RunPhase,
+        /// Approvals counted in this round.
+        approvals: u32,
+        /// Approvals needed.
+        required: u32,
     },
     /// An operator enrolled or renewed its certificate.
     OperatorEnrolled {

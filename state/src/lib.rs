@@ -15,6 +15,7 @@
 
 mod agent_apply;
 mod apply;
+mod approval_apply;
 mod audit;
 mod cluster_apply;
 mod command;
@@ -29,6 +30,7 @@ mod runs;
 mod snapshot;
 
 pub use apply::{ApplyContext, apply};
+pub use approval_apply::eligible;
 pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
@@ -38,7 +40,8 @@ pub use model::{
 };
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
-    AgentRecord, AgentToken, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec,
-    SecretRecord, StepKind, Transition, backoff_ms, secret_id,
+    AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,
+    RUN_HISTORY, ReceiptRecord, Run, RunApproval, RunPhase, RunSpec, SecretRecord, StepKind,
+    Transition, backoff_ms, secret_id,
 };
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};

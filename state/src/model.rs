@@ -261,7 +261,10 @@ impl State {
         for run_id in active {
             self.index_run(&run_id);
             if let Some(run) = self.runs.get(&run_id)
-                && run.phase != super::RunPhase::Requested
+                && !matches!(
+                    run.phase,
+                    super::RunPhase::Requested | super::RunPhase::AwaitingApproval
+                )
             {
                 *self.target_load.entry(run.spec.target_key()).or_default() += 1;
                 *self.segment_load.entry(run.spec.segment.clone()).or_default() += 1;

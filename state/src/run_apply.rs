@@ -112,6 +112,16 @@ pub(super) fn request_run(
     for old in dropped {
         state.runs.remove(&old);
     }
+    // A run that needs approval waits without a step: nothing indexes it for dispatch.
+    let approval = spec.approval.as_ref().map(|rule| super::RunApproval {
+        expires_at_ms: now.saturating_add(rule.expires_ms),
+        round: 0,
+        plan_digest: spec.plan_digest(env, key, restore_previous),
+        decisions: Vec::new(),
+        past: Vec::new(),
+        granted_at_ms: None,
+    });
+    let phase = if approval.is_some() { RunPhase::AwaitingApproval } else { RunPhase::Requested };
     let run = Run {
         id: run_id.to_owned(),
         env: env.to_owned(),
@@ -119,21 +129,32 @@ pub(super) fn request_run(
         generation,
         spec: spec.clone(),
         restore_previous,
-        phase: RunPhase::Requested,
-        step: Some(StepKind::Stage),
+        phase,
+        step: approval.is_none().then_some(StepKind::Stage),
         checked_step: None,
         attempt: 1,
         not_before_ms: now,
         dispatched: None,
         new_fingerprint: None,
         receipts: Vec::new(),
-        transitions: vec![Transition { phase: RunPhase::Requested, at_ms: now }],
+        transitions: vec![Transition { phase, at_ms: now }],
         requested_by: request.actor.clone(),
         reason: reason.to_owned(),
         last_error: String::new(),
         requested_at_ms: now,
         finished_at_ms: None,
+        approval,
     };
+    let awaiting = run.approval.as_ref().map(|a| {
+        let rule = spec.approval.as_ref().expect("set with the approval");
+        format!(
+            "run {run_id} awaits {} approval(s) from {} until {}; plan {}",
+            rule.required,
+            rule.approvers.join(", "),
+            a.expires_at_ms,
+            a.plan_digest
+        )
+    });
     state.runs.insert(run_id.to_owned(), run);
     state.active_runs.insert(run_id.to_owned());
     state.index_run(run_id);
@@ -149,6 +170,9 @@ pub(super) fn request_run(
             spec.strategy
         ),
     );
+    if let Some(detail) = awaiting {
+        state.audit.append(ctx.index, now, &request.actor, "approval.requested", &id, &detail);
+    }
     Outcome::RunStarted { run_id: run_id.to_owned(), generation }
 }
 
@@ -470,7 +494,7 @@ pub(super) fn time_out(
     conclude(state, request, ctx, run_id, outcome, jitter_permille)
 }
 
-fn enter(run: &mut Run, phase: RunPhase, now: u64) {
+pub(super) fn enter(run: &mut Run, phase: RunPhase, now: u64) {
     run.phase = phase;
     run.transitions.push(Transition { phase, at_ms: now });
 }
@@ -589,7 +613,7 @@ fn release(loads: &mut std::collections::BTreeMap<String, u32>, key: &str) {
 }
 
 /// Bookkeeping when a run ends.
-fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &str) {
+pub(super) fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &str) {
     let Some(run) = state.runs.get_mut(run_id) else { return };
     run.finished_at_ms = Some(now);
     run.step = None;

@@ -26,6 +26,7 @@ fn spec(strategy: &str) -> RunSpec {
         step_timeout_ms: 5_000,
         config_version: 1,
         value_format: None,
+        approval: None,
     }
 }
 

@@ -49,9 +49,84 @@ pub struct RunSpec {
     /// The catalog's format constraint for new values (charset name or pattern).
     #[serde(default)]
     pub value_format: Option<String>,
+    /// Who must approve the run before it starts; `None` when nobody must.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRule>,
+}
+
+/// Who must approve a run (`rotation.approvals.<env>`, or the catalog's `requireApproval`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRule {
+    /// How many distinct approvers (the requester never counts).
+    pub required: u32,
+    /// Operator names and `role:<role>` entries.
+    pub approvers: Vec<String>,
+    /// How long the request waits before it expires, ms.
+    pub expires_ms: u64,
+}
+
+/// A run's approval: the plan it is bound to and the decisions of the current round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunApproval {
+    /// When the request expires unless approved (log time), ms since the epoch.
+    pub expires_at_ms: u64,
+    /// Which round: each configuration change while the run waits starts a new one.
+    pub round: u32,
+    /// [`RunSpec::plan_digest`] of the plan the decisions are about.
+    pub plan_digest: String,
+    /// This round's decisions, in order (one per operator).
+    pub decisions: Vec<ApprovalDecision>,
+    /// Decisions of earlier rounds, kept as evidence (at most [`MAX_PAST_DECISIONS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub past: Vec<ApprovalDecision>,
+    /// When the last approval needed came in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_at_ms: Option<u64>,
+}
+
+/// How many decisions of earlier rounds a run keeps.
+pub const MAX_PAST_DECISIONS: usize = 32;
+
+/// One operator's signed decision, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    /// The operator.
+    pub operator: String,
+    /// Approve (true) or deny.
+    pub approve: bool,
+    /// Why.
+    pub reason: String,
+    /// The round it belongs to.
+    pub round: u32,
+    /// The plan digest it signed.
+    pub plan_digest: String,
+    /// When the operator signed it (its clock), ms since the epoch.
+    pub signed_at_ms: u64,
+    /// When the cluster recorded it (log time).
+    pub recorded_at_ms: u64,
+    /// The signature over [`dsops_proto::domain::decision_bytes`] (DER, hex).
+    pub signature_hex: String,
+    /// The certificate whose key signed, PEM.
+    pub certificate_pem: String,
 }
 
 impl RunSpec {
+    /// SHA-256 (hex) of what the run will do: strategy, target, store, segment, settings and the
+    /// configuration version it was resolved from. An approval is bound to it.
+    pub fn plan_digest(&self, env: &str, key: &str, restore_previous: bool) -> String {
+        use sha2::{Digest, Sha256};
+        let text = format!(
+            "dsops-plan-v1\nsecret={env}/{key}\nrollback={restore_previous}\nstrategy={}\nstore={}\nservice={}\nsegment={}\nconfig_version={}\nsettings={}",
+            self.strategy,
+            self.store_ref,
+            self.service_ref.as_deref().unwrap_or("-"),
+            self.segment,
+            self.config_version,
+            self.config_json,
+        );
+        dsops_proto::hex(&Sha256::digest(text.as_bytes()))
+    }
+
     /// What the run loads: its service (`svc:<name>`), or its store for `random`
     /// (`store:<name>`). Per-target concurrency limits count runs by this key.
     pub fn target_key(&self) -> String {
@@ -171,6 +246,9 @@ pub struct Run {
     pub requested_at_ms: u64,
     /// When it ended.
     pub finished_at_ms: Option<u64>,
+    /// Its approval, when one is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<RunApproval>,
 }
 
 impl Run {

@@ -97,6 +97,7 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
         step_timeout_ms: 600_000,
         config_version: 1,
         value_format: None,
+        approval: None,
     };
     cluster
         .write(

@@ -67,6 +67,10 @@ async fn denied(mut c: AdminClient<Channel>, who: &str) -> BTreeMap<&'static str
     );
     note("list_agents", c.list_agents(wire::ListAgentsRequest {}).await.map(drop));
     note("list_operators", c.list_operators(wire::ListOperatorsRequest {}).await.map(drop));
+    note(
+        "list_approvals",
+        c.list_approvals(wire::ListApprovalsRequest { env: String::new() }).await.map(drop),
+    );
     let rotate = |env: &str, rpc: &str| wire::RotateRequest {
         request_id: id(rpc),
         selector: Some(wire::rotate_request::Selector::Secret(secret(env).unwrap())),
@@ -182,6 +186,7 @@ async fn every_admin_call_is_checked_against_the_callers_roles() {
         "get_runs",
         "list_agents",
         "list_operators",
+        "list_approvals",
     ];
     let expect = |allowed: &[&str]| -> BTreeMap<&'static str, bool> {
         let all = denied_names();
@@ -190,7 +195,7 @@ async fn every_admin_call_is_checked_against_the_callers_roles() {
     let viewer = denied(client(&cluster, leader, &vera), "vera").await;
     assert_eq!(viewer, expect(&reads), "viewer");
     let approver = denied(client(&cluster, leader, &anna), "anna").await;
-    assert_eq!(approver, expect(&reads), "approver (approvals arrive with issue 14's next part)");
+    assert_eq!(approver, expect(&reads), "approver (deciding is checked per run: t82)");
     let mut operator_allowed = reads.to_vec();
     operator_allowed.push("rotate_dev");
     let operator = denied(client(&cluster, leader, &otto), "otto").await;
@@ -233,6 +238,7 @@ fn denied_names() -> Vec<&'static str> {
         "grant_role",
         "invite_operator",
         "list_agents",
+        "list_approvals",
         "list_operators",
         "revoke_agent",
         "revoke_operator",

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod approval;
 pub mod catalog;
 pub mod cluster;
 pub mod completions;

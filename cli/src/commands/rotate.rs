@@ -34,7 +34,9 @@ pub struct RunRow {
 
 fn row(run: &wire::RunSummary) -> RunRow {
     let mut detail = run.detail.clone();
-    if run.waiting_for_agent {
+    if follow::awaiting_approval(run) {
+        detail = format!("awaits {}", follow::approval_state(run));
+    } else if run.waiting_for_agent {
         detail = format!("waiting for an agent of segment {}", run.segment);
     } else if let Some(at) = &run.not_before
         && !finished(run)
@@ -175,6 +177,14 @@ pub fn report(cli: &Cli, runs: &[wire::RunSummary], embedded: bool) -> Result<()
             ]);
         }
         print_table(&t);
+        let awaiting: Vec<&wire::RunSummary> =
+            runs.iter().filter(|r| follow::awaiting_approval(r)).collect();
+        if !awaiting.is_empty() {
+            out!(
+                "{} run(s) await approval; an approver runs `dsops approval approve RUN` (see `dsops approval list`)",
+                awaiting.len()
+            );
+        }
         if embedded && runs.iter().any(|r| follow::status(r).is_in_flight()) {
             out!(
                 "note: runs still waiting continue the next time a dsops command runs here (embedded default)"

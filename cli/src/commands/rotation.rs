@@ -9,6 +9,7 @@ use crate::args::{Cli, OutputFormat, RotationCommand};
 use crate::backend::Backend;
 use crate::failure::Failure;
 use crate::output::{print_json, print_table, table};
+use dsops_cli::follow::printable;
 
 pub(crate) fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     ts.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
@@ -40,6 +41,7 @@ fn status_name(status: &str) -> &'static str {
         "quarantined" => "Quarantined",
         "rotating" => "Rotating",
         "waiting_for_agent" => "Waiting (no agent)",
+        "awaiting_approval" => "Awaiting approval",
         "not_rotated" => "Not rotated",
         _ => "Unknown",
     }
@@ -69,7 +71,31 @@ struct HistoryRun {
     requested_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     detail: String,
+    requested_by: String,
+    reason: String,
+    approval: Option<HistoryApproval>,
     steps: Vec<HistoryStep>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryApproval {
+    required: u32,
+    approvers: Vec<String>,
+    plan_digest: String,
+    round: u32,
+    granted_at: Option<DateTime<Utc>>,
+    decisions: Vec<HistoryDecision>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryDecision {
+    operator: String,
+    approve: bool,
+    reason: String,
+    signed_at: Option<DateTime<Utc>>,
+    recorded_at: Option<DateTime<Utc>>,
+    signature_hex: String,
+    certificate_pem: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +191,28 @@ async fn history(
             requested_at: time(&r.requested_at),
             finished_at: time(&r.finished_at),
             detail: r.detail.clone(),
+            requested_by: r.requested_by.clone(),
+            reason: r.reason.clone(),
+            approval: r.approval.as_ref().map(|a| HistoryApproval {
+                required: a.required,
+                approvers: a.approvers.clone(),
+                plan_digest: a.plan_digest.clone(),
+                round: a.round,
+                granted_at: time(&a.granted_at),
+                decisions: a
+                    .decisions
+                    .iter()
+                    .map(|d| HistoryDecision {
+                        operator: d.operator.clone(),
+                        approve: d.approve,
+                        reason: d.reason.clone(),
+                        signed_at: time(&d.signed_at),
+                        recorded_at: time(&d.recorded_at),
+                        signature_hex: d.signature_hex.clone(),
+                        certificate_pem: d.certificate_pem.clone(),
+                    })
+                    .collect(),
+            }),
             steps: r
                 .steps
                 .iter()
@@ -199,7 +247,17 @@ async fn history(
         out!("{env}/{key} has not rotated yet");
         return Ok(());
     }
-    let mut t = table(&["RUN", "GEN", "KIND", "REQUESTED", "FINISHED", "RESULT", "STEPS"]);
+    let mut t = table(&[
+        "RUN",
+        "GEN",
+        "KIND",
+        "REQUESTED",
+        "BY",
+        "APPROVED BY",
+        "FINISHED",
+        "RESULT",
+        "STEPS",
+    ]);
     for r in &runs {
         let steps: Vec<String> = r
             .steps
@@ -220,11 +278,29 @@ async fn history(
         } else {
             format!("{} ({})", r.state, r.detail)
         };
+        let approved_by = r.approval.as_ref().map_or("-".to_owned(), |a| {
+            let names: Vec<String> = a
+                .decisions
+                .iter()
+                .map(|d| {
+                    let verb = if d.approve { "" } else { " (denied)" };
+                    format!("{}{verb} {}", d.operator, short(d.recorded_at))
+                })
+                .collect();
+            if names.is_empty() { "none yet".to_owned() } else { names.join(", ") }
+        });
+        let by = if r.reason.is_empty() {
+            r.requested_by.clone()
+        } else {
+            format!("{} ({})", r.requested_by, printable(&r.reason))
+        };
         t.add_row(vec![
             r.run_id.clone(),
             r.generation.to_string(),
             if r.rollback { "rollback".to_owned() } else { r.strategy.clone() },
             short(r.requested_at),
+            by,
+            approved_by,
             short(r.finished_at),
             result,
             steps.join(" "),

@@ -16,7 +16,7 @@ use std::path::Path;
 
 pub use fields_table::{FieldKind, FieldSpec, STORE_TYPES, service_fields, store_fields};
 pub use model::{
-    Config, EnvConfig, Notification, RotationConfig, RotationDefaults, SecretConfig,
+    ApprovalRule, Config, EnvConfig, Notification, RotationConfig, RotationDefaults, SecretConfig,
     SecretRotation, ServiceConfig, StoreConfig,
 };
 pub use parse::parse_config;

@@ -63,6 +63,32 @@ pub struct RotationConfig {
     pub data_dir: Option<PathBuf>,
     /// `defaults`.
     pub defaults: RotationDefaults,
+    /// `approvals`: who must approve rotations, by environment.
+    pub approvals: BTreeMap<String, ApprovalRule>,
+}
+
+/// `rotation.approvals.<env>`: a rotation in the environment waits until `required` distinct
+/// people among `approvers` (names, or `role:<role>`) approved it, for at most `expires`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// How many distinct approvers (the requester never counts).
+    pub required: u32,
+    /// Operator names and `role:<role>` entries; `role:approver` when the file names none.
+    pub approvers: Vec<String>,
+    /// How long a request waits before it expires.
+    pub expires: Duration,
+}
+
+impl ApprovalRule {
+    /// What a catalog policy's `constraints.requireApproval: true` means where `dsops.yaml` names
+    /// no rule for the environment: one person with the approver role, within a day.
+    pub fn catalog_default() -> ApprovalRule {
+        ApprovalRule {
+            required: 1,
+            approvers: vec!["role:approver".to_owned()],
+            expires: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// `rotation.defaults`.

@@ -43,8 +43,11 @@ pub struct ResolvedSecret<'a> {
     pub schedule: Option<(Schedule, Origin)>,
     /// Maintenance windows of the policy.
     pub windows: &'a [MaintenanceWindow],
-    /// Whether a rotation waits for approval.
+    /// Whether a rotation waits for approval (`approval` is then set).
     pub approval_required: bool,
+    /// Who must approve: `rotation.approvals.<env>` in dsops.yaml, else the catalog default
+    /// when the policy says `constraints.requireApproval: true`.
+    pub approval: Option<super::ApprovalRule>,
     /// How long the old credential stays valid after promotion.
     pub grace_period: Option<Duration>,
 }
@@ -160,6 +163,7 @@ fn resolve_one<'a>(
             schedule: None,
             windows: &[],
             approval_required: false,
+            approval: None,
             grace_period: None,
         });
     };
@@ -245,6 +249,11 @@ fn resolve_one<'a>(
         .and_then(|c| c.grace_period.as_deref())
         .and_then(|g| Duration::parse(g).ok())
         .or(config.rotation.defaults.grace_period);
+    let approval = config.rotation.approvals.get(&secret.env).cloned().or_else(|| {
+        policy
+            .is_some_and(|(_, p)| p.requires_approval())
+            .then(super::ApprovalRule::catalog_default)
+    });
     Some(ResolvedSecret {
         secret,
         service,
@@ -254,7 +263,8 @@ fn resolve_one<'a>(
         strategy,
         schedule,
         windows: policy.map(|(name, _)| catalog.policy_windows(name)).unwrap_or_default(),
-        approval_required: policy.is_some_and(|(_, p)| p.requires_approval()),
+        approval_required: approval.is_some(),
+        approval,
         grace_period,
     })
 }

@@ -1,6 +1,7 @@
 //! A control-plane node: its data directory, how it is created (`init`, `join`), how it runs
 //! (raft + TLS listener + services), and the API the services share.
 
+mod admin_approvals;
 mod admin_operators;
 mod admin_service;
 mod agent_service;

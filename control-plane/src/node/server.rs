@@ -222,6 +222,7 @@ pub async fn start(
         shutdown.subscribe(),
     ));
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(crate::rotation::approvals::run(control.clone(), shutdown.subscribe()));
     if options.scheduler {
         tokio::spawn(crate::rotation::scheduler::run(control.clone(), shutdown.subscribe()));
     }

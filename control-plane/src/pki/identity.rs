@@ -47,13 +47,16 @@ pub struct CallerIdentity {
     pub issued_ms: u64,
     /// When it expires, ms since the epoch.
     pub not_after_ms: u64,
+    /// Not from a certificate: the embedded default's local operator (whoever can read its
+    /// state directory), who holds every right there and is the only person it knows.
+    pub local: bool,
 }
 
 impl CallerIdentity {
     /// An identity that is not from a certificate (the embedded default's local operator),
     /// valid from the epoch for ever.
     pub fn local(role: Role, name: String) -> CallerIdentity {
-        CallerIdentity { role, name, issued_ms: 0, not_after_ms: u64::MAX }
+        CallerIdentity { role, name, issued_ms: 0, not_after_ms: u64::MAX, local: true }
     }
 }
 
@@ -112,6 +115,7 @@ impl RoleNames {
             issued_ms: ms(validity.not_before)
                 .saturating_add(super::authority::BACKDATE.whole_milliseconds() as u64),
             not_after_ms: ms(validity.not_after),
+            local: false,
         })
     }
 }

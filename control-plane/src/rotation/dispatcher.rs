@@ -522,6 +522,7 @@ mod tests {
             step_timeout_ms: 60_000,
             config_version: 1,
             value_format: None,
+            approval: None,
         };
         let command = Command::RequestRun {
             run_id: format!("run-{segment}-{target}-{n}"),

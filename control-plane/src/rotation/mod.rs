@@ -1,7 +1,9 @@
 //! Rotation on the control plane: what a run does ([`spec`]), selecting and starting runs and
 //! reporting them ([`start`], for the admin API and the scheduler), the leader's [`scheduler`]
 //! that starts runs when schedules fire, and its [`dispatcher`] that drives runs through the
-//! protocol to the agents connected here ([`crate::control::AgentRegistry`]).
+//! protocol to the agents connected here ([`crate::control::AgentRegistry`]); the leader's
+//! [`approvals`] upkeep ends expired approval requests and resolves again the plans a
+//! configuration change reset.
 //!
 //! ```text
 //!  dsops rotate ─▶ admin API ─┐
@@ -10,6 +12,7 @@
 //!                                                        └──── RecordReceipt (raft) ◀─ signed receipt
 //! ```
 
+pub mod approvals;
 pub mod dispatcher;
 pub mod scheduler;
 pub mod spec;

@@ -16,7 +16,9 @@
 //!   per firing, not in a loop; a Quarantined secret waits for a person;
 //! - a firing missed while no node led (a cluster restart over 03:00) starts at once if its
 //!   window is still open, else at the next firing inside a window;
-//! - a start that is refused (the policy wants an approval) waits for the next firing.
+//! - a secret that needs approval starts like any other, its run waiting in `AwaitingApproval`;
+//!   a run denied or expired unapproved counts like one that rolled back (next firing);
+//! - a start that is refused waits for the next firing.
 //!
 //! The agenda is a queue ordered by start time, built when the configuration version changes.
 //! A tick looks only at the entries whose time has come and re-reads those secrets (O(due));
@@ -67,8 +69,10 @@ impl Seen {
         let Some(record) = state.secrets.get(id) else {
             return Seen { since_ms, ..Seen::default() };
         };
+        // A run that rolled back, was denied or expired unapproved is retried at the next
+        // firing after it ended, not at once.
         let last_failed_ms = match record.last_phase {
-            Some(RunPhase::RolledBack) => record
+            Some(RunPhase::RolledBack | RunPhase::Denied | RunPhase::Expired) => record
                 .last_run
                 .as_ref()
                 .and_then(|run| state.runs.get(run))
@@ -334,8 +338,14 @@ async fn start(
     let actor = format!("node-{} scheduler", control.node_id());
     let mut refused = Vec::new();
     for (reason, chosen) in by_reason {
-        let start =
-            Start { force: false, dry_run: false, single: false, restore_previous: false, reason };
+        let start = Start {
+            force: false,
+            dry_run: false,
+            single: false,
+            restore_previous: false,
+            reason,
+            local: false,
+        };
         let started = start::start_runs(control, &actor, loaded, version, chosen, &start)
             .await
             .map_err(|e| e.to_string())?;

@@ -108,6 +108,11 @@ pub fn run_spec(
         step_timeout_ms: STEP_TIMEOUT_MS,
         config_version,
         value_format: item.kind.and_then(|k| k.constraints.as_ref()).and_then(|c| c.format.clone()),
+        approval: item.approval.as_ref().map(|rule| dsops_state::ApprovalRule {
+            required: rule.required,
+            approvers: rule.approvers.clone(),
+            expires_ms: rule.expires.as_secs() * 1000,
+        }),
     })
 }
 

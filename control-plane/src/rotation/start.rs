@@ -16,7 +16,7 @@ use crate::rotation::spec::{self, SpecError};
 use dsops_config::config::{CatalogFiles, Loaded, ResolvedSecret, load_with};
 use dsops_proto::domain::timestamp_ms as timestamp;
 use dsops_proto::domain::{RotateRequest, RotateSelector};
-use dsops_state::{Command, Outcome, Run, StoredConfig, secret_id};
+use dsops_state::{Command, Outcome, Run, RunSpec, StoredConfig, secret_id};
 
 /// A secret is "due soon" when its next due time is this close.
 const DUE_SOON: TimeDelta = TimeDelta::hours(24);
@@ -124,8 +124,9 @@ async fn config_at(
 }
 
 /// A run's summary for the API.
-pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wire::RunSummary {
+pub(crate) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wire::RunSummary {
     let waiting = !run.phase.is_terminal()
+        && run.phase != dsops_state::RunPhase::AwaitingApproval
         && run.dispatched.is_none()
         && !control.agents().has_agent(&run.spec);
     wire::RunSummary {
@@ -166,7 +167,36 @@ pub(super) fn summary(run: &Run, control: &ControlPlane, with_steps: bool) -> wi
         },
         rollback: run.restore_previous,
         not_started: wire::NotStarted::Unspecified.into(),
+        requested_by: run.requested_by.clone(),
+        reason: run.reason.clone(),
+        approval: approval_of(run),
+        store: run.spec.store_ref.clone(),
+        target: run.spec.service_ref.clone().unwrap_or_default(),
     }
+}
+
+/// A run's approval for the API.
+pub(crate) fn approval_of(run: &Run) -> Option<wire::Approval> {
+    let (approval, rule) = (run.approval.as_ref()?, run.spec.approval.as_ref());
+    let decision = |d: &dsops_state::ApprovalDecision| wire::ApprovalDecision {
+        operator: d.operator.clone(),
+        approve: d.approve,
+        reason: d.reason.clone(),
+        signed_at: Some(timestamp(d.signed_at_ms)),
+        recorded_at: Some(timestamp(d.recorded_at_ms)),
+        signature_hex: d.signature_hex.clone(),
+        certificate_pem: d.certificate_pem.clone(),
+    };
+    Some(wire::Approval {
+        required: rule.map_or(0, |r| r.required),
+        approvers: rule.map(|r| r.approvers.clone()).unwrap_or_default(),
+        expires_at: Some(timestamp(approval.expires_at_ms)),
+        plan_digest: approval.plan_digest.clone(),
+        round: approval.round,
+        decisions: approval.decisions.iter().map(decision).collect(),
+        granted_at: approval.granted_at_ms.map(timestamp),
+        config_version: run.spec.config_version,
+    })
 }
 
 /// A run id derived from the request id, so a retried request names the same runs.
@@ -230,16 +260,18 @@ fn select<'a>(
     }
 }
 
-/// Refuses rotations that governance would stop, unless forced.
-fn gate(item: &ResolvedSecret<'_>, force: bool) -> Result<(), String> {
+/// Refuses rotations that governance would stop. `--force` overrides maintenance windows only;
+/// approval is never skipped (a run that needs it waits in `AwaitingApproval`), and the embedded
+/// default, which has one local user and no approvers, refuses such a secret.
+fn gate(item: &ResolvedSecret<'_>, start: &Start) -> Result<(), String> {
     let name = format!("{}/{}", item.secret.env, item.secret.key);
-    if force {
-        return Ok(());
-    }
-    if item.approval_required {
+    if item.approval.is_some() && start.local && !start.restore_previous {
         return Err(format!(
-            "{name} requires approval, which this release cannot collect; --force rotates it anyway (break-glass, audited)"
+            "{name} requires approval, which needs a cluster: the embedded default has one local user and no approvers (see docs/governance.md)"
         ));
+    }
+    if start.force {
+        return Ok(());
     }
     let now = now_utc();
     if !item.windows.is_empty() && !item.windows.iter().any(|w| w.contains(now)) {
@@ -254,6 +286,7 @@ fn gate(item: &ResolvedSecret<'_>, force: bool) -> Result<(), String> {
 pub(crate) async fn rotate(
     control: &ControlPlane,
     actor: &str,
+    local: bool,
     request: RotateRequest,
     restore_previous: bool,
 ) -> Result<wire::RotateResponse, RotationError> {
@@ -289,6 +322,7 @@ pub(crate) async fn rotate(
         single: matches!(request.selector, RotateSelector::Secret(_)),
         restore_previous,
         reason,
+        local,
     };
     let Started { runs, in_flight } =
         start_runs(control, actor, &loaded, config_version, chosen, &start).await?;
@@ -316,7 +350,7 @@ async fn in_flight(control: &ControlPlane, env: &str, key: &str) -> Option<wire:
 
 /// How [`start_runs`] starts them.
 pub(crate) struct Start {
-    /// Past governance (approvals, maintenance windows): audited.
+    /// Past maintenance windows (never past approval): audited.
     pub force: bool,
     /// Only say what would start.
     pub dry_run: bool,
@@ -326,6 +360,8 @@ pub(crate) struct Start {
     pub restore_previous: bool,
     /// Why, for the run and the audit log (`manual`, `scheduled (0 3 * * 0)`).
     pub reason: String,
+    /// Asked by the embedded default's local user (who cannot have a run approved).
+    pub local: bool,
 }
 
 /// Starts a run for each secret under the given run id (derived from a request id, so a retried
@@ -359,8 +395,10 @@ pub(crate) async fn start_runs(
     for (item, id) in chosen {
         let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
         let spec = match spec::run_spec(loaded, &item, config_version)
-            .and_then(|s| gate(&item, start.force).map(|()| s).map_err(SpecError))
+            .and_then(|s| gate(&item, start).map(|()| s).map_err(SpecError))
         {
+            // A rollback restores the value that worked before: it needs no approval.
+            Ok(spec) if start.restore_previous => RunSpec { approval: None, ..spec },
             Ok(spec) => spec,
             Err(error) if single => return Err(failed(error)),
             Err(error) => {
@@ -484,6 +522,11 @@ pub(crate) async fn status(
         let next_due = spec::next_due(&item, record.last_rotated_at_ms, now);
         let status = match (item.strategy, record.active_run.as_ref(), record.last_phase) {
             (None, _, _) => "not_rotated",
+            (_, Some(_), _)
+                if latest.is_some_and(|r| r.phase == dsops_state::RunPhase::AwaitingApproval) =>
+            {
+                "awaiting_approval"
+            }
             (_, Some(_), _)
                 if latest.is_some_and(|r| {
                     r.dispatched.is_none() && !control.agents().has_agent(&r.spec)

@@ -48,6 +48,7 @@ macro_rules! mirror_wire {
 
 mod admin;
 mod admin_requests;
+mod approvals;
 mod ids;
 mod job;
 pub mod names;
@@ -66,6 +67,7 @@ pub use admin_requests::{
     CreateAgentToken, CreateJoinToken, DEFAULT_TOKEN_TTL, GetRuns, MAX_HISTORY, MAX_RUN_IDS,
     RemoveNode, RevokeAgent, Rollback, RotationHistory, RotationStatus, TOKEN_TTL_RANGE,
 };
+pub use approvals::{Decide, MAX_REASON, decision_bytes};
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
 pub use job::Job;
 pub use operators::{

@@ -66,6 +66,7 @@ impl RoleGrant {
                 Some(env) => in_scope(env),
                 None => self.env.is_none(),
             },
+            (OperatorRole::Approver, Permission::Approve { env }) => in_scope(env),
             _ => false,
         }
     }
@@ -118,6 +119,11 @@ pub enum Permission {
         /// The environment.
         env: Option<String>,
     },
+    /// Approve or deny a run in `env`.
+    Approve {
+        /// The environment.
+        env: String,
+    },
     /// Change the configuration.
     Configure,
     /// Join and remove control-plane nodes.
@@ -134,6 +140,7 @@ impl std::fmt::Display for Permission {
             Permission::Read => f.write_str("read"),
             Permission::Rotate { env: Some(env) } => write!(f, "rotate in {env}"),
             Permission::Rotate { env: None } => f.write_str("rotate in every environment"),
+            Permission::Approve { env } => write!(f, "approve in {env}"),
             Permission::Configure => f.write_str("configure"),
             Permission::Cluster => f.write_str("manage the cluster"),
             Permission::Agents => f.write_str("manage agents"),

@@ -35,6 +35,12 @@ pub enum RunPhase {
     RolledBack,
     /// Stopped after exhausting retries; needs a human.
     Quarantined,
+    /// Waiting for approvals; nothing is sent to an agent before they are in.
+    AwaitingApproval,
+    /// Denied by an approver; nothing changed.
+    Denied,
+    /// Not approved in time; nothing changed.
+    Expired,
 }
 
 mirror_wire!(RunPhase, wire::RunPhase, "run phase", {
@@ -49,12 +55,22 @@ mirror_wire!(RunPhase, wire::RunPhase, "run phase", {
     RollingBack => "RollingBack",
     RolledBack => "RolledBack",
     Quarantined => "Quarantined",
+    AwaitingApproval => "AwaitingApproval",
+    Denied => "Denied",
+    Expired => "Expired",
 });
 
 impl RunPhase {
     /// Whether the run is over.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunPhase::Completed | RunPhase::RolledBack | RunPhase::Quarantined)
+        matches!(
+            self,
+            RunPhase::Completed
+                | RunPhase::RolledBack
+                | RunPhase::Quarantined
+                | RunPhase::Denied
+                | RunPhase::Expired
+        )
     }
 
     /// Whether the run is over without its new value in place (rolled back or quarantined).
