@@ -99,6 +99,9 @@ pub enum Command {
     /// Rotations waiting for approval: list, show, approve, deny (a cluster only).
     #[command(subcommand)]
     Approval(ApprovalCommand),
+    /// Reviews of broken glass: list, close (a cluster only).
+    #[command(subcommand)]
+    Review(ReviewCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
@@ -157,6 +160,10 @@ pub struct RotateArgs {
     /// Why: shown to approvers, kept in the run and the audit log.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Break glass (admin, one secret, with --reason): rotate now past approval and maintenance
+    /// windows; approvers are told and a review opens that another operator must close.
+    #[arg(long, requires_all = ["env", "key", "reason"], conflicts_with_all = ["all", "dry_run"])]
+    pub break_glass: bool,
     /// Start the runs and return without waiting for them.
     #[arg(long)]
     pub no_wait: bool,
@@ -348,6 +355,28 @@ pub enum OperatorCommand {
         /// The environment the role was limited to.
         #[arg(long)]
         env: Option<String>,
+    },
+}
+
+/// `dsops review ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Open reviews (with --all, recently closed ones too), oldest first.
+    List {
+        /// Closed reviews too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Close a review: by an approver of its environment other than who broke glass.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops review close rv-1234 --note \"INC-77: leaked key, rotation was right\""
+    )]
+    Close {
+        /// The review id (`rv-…`).
+        id: String,
+        /// What the review found (required).
+        #[arg(long)]
+        note: String,
     },
 }
 

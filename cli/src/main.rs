@@ -32,6 +32,7 @@ fn main() {
         Command::Agent(command) => block_on(commands::agent::run(&cli, command)),
         Command::Operator(command) => block_on(commands::operator::run(&cli, command)),
         Command::Approval(command) => block_on(commands::approval::run(&cli, command)),
+        Command::Review(command) => block_on(commands::approval::review(&cli, command)),
         Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
         Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
         Command::Store(command) => commands::store::run(&cli, command),

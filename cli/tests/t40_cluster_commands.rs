@@ -294,5 +294,14 @@ async fn a_rotation_is_approved_from_the_cli_and_its_history_names_the_approver(
     let output =
         dsops(&cluster, leader, &["rotation", "history", "--env", "prod", "--key", "API_KEY"]);
     assert!(stdout(&output).contains("anna"), "{}", stdout(&output));
+
+    // Breaking glass needs one secret and a reason; nobody broke glass yet.
+    let output =
+        dsops(&cluster, leader, &["rotate", "--env", "prod", "--key", "API_KEY", "--break-glass"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--reason"), "{}", stderr(&output));
+    let output = dsops(&cluster, leader, &["review", "list"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), "no review is open");
     cluster.shutdown().await;
 }

@@ -86,8 +86,8 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             agent_apply::renew(state, request, ctx, agent_id, *cert_not_after_ms)
         }
         Command::RevokeAgent { agent_id } => agent_apply::revoke(state, request, ctx, agent_id),
-        Command::RequestRun { run_id, env, key, spec, restore_previous, reason } => {
-            run_apply::request_run(
+        Command::RequestRun { run_id, env, key, spec, restore_previous, reason, break_glass } => {
+            let outcome = run_apply::request_run(
                 state,
                 request,
                 ctx,
@@ -97,7 +97,11 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 spec,
                 *restore_previous,
                 reason,
-            )
+            );
+            if *break_glass && matches!(outcome, Outcome::RunStarted { .. }) {
+                approval_apply::open_review(state, request, ctx, run_id);
+            }
+            outcome
         }
         Command::DispatchStep {
             run_id,
@@ -189,6 +193,12 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         Command::ExpireApproval { run_id } => approval_apply::expire(state, request, ctx, run_id),
         Command::ReplanRun { run_id, spec, reason } => {
             approval_apply::replan(state, request, ctx, run_id, spec.as_ref(), reason)
+        }
+        Command::CloseReview { review_id, note } => {
+            approval_apply::close_review(state, request, ctx, review_id, note)
+        }
+        Command::ReviewOverdue { review_id } => {
+            approval_apply::review_overdue(state, request, ctx, review_id)
         }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);

@@ -1,5 +1,5 @@
 //! Applying approval commands: an operator's decision, an expiry, a plan resolved again after
-//! a configuration change. Every rule is judged here, in log time, so every node agrees:
+//! a configuration change; and the reviews breaking glass opens. Every rule is judged here, in log time, so every node agrees:
 //! the requester never counts, each person counts once per round, only the plan digest of the
 //! current round can be approved, a request past its expiry cannot be, and one denial ends the
 //! run. (The decision's signature is verified by the leader before it proposes the command.)
@@ -277,3 +277,119 @@ pub(super) fn configuration_changed(state: &mut State, request: &Request, ctx: A
         state.audit.append(ctx.index, now, &request.actor, "approval.reset", &secret, &detail);
     }
 }
+
+/// Opens the review of a run started by breaking glass (the run exists: it just started).
+pub(super) fn open_review(state: &mut State, request: &Request, ctx: ApplyContext, run_id: &str) {
+    let now = request.proposed_at_ms;
+    let Some(run) = state.runs.get(run_id) else { return };
+    let id = format!("rv-{}", ctx.index);
+    let review = super::Review {
+        id: id.clone(),
+        run_id: run_id.to_owned(),
+        env: run.env.clone(),
+        key: run.key.clone(),
+        opened_by: request.actor.clone(),
+        reason: run.reason.clone(),
+        opened_at_ms: now,
+        deadline_ms: now.saturating_add(super::REVIEW_DEADLINE_MS),
+        overdue_at_ms: None,
+        closed_by: None,
+        closed_at_ms: None,
+        note: String::new(),
+    };
+    let secret = run.secret();
+    let detail = format!(
+        "run {run_id} started past approval and maintenance windows: {}; review {id} due by {}",
+        run.reason, review.deadline_ms
+    );
+    state.reviews.insert(id, review);
+    state.audit.append(ctx.index, now, &request.actor, "breakglass.used", &secret, &detail);
+}
+
+/// Closes a review: by someone other than the operator who broke glass, with a note.
+pub(super) fn close_review(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    review_id: &str,
+    note: &str,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    let who = &request.actor;
+    let Some(review) = state.reviews.get_mut(review_id) else {
+        return Outcome::rejected(ErrorCode::NotFound, format!("no review {review_id}"));
+    };
+    if let Some(by) = &review.closed_by {
+        return Outcome::rejected(
+            ErrorCode::AlreadyExists,
+            format!("review {review_id} was closed by {by}"),
+        );
+    }
+    if *who == review.opened_by {
+        return Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!("{who} broke glass in run {} and cannot close its review", review.run_id),
+        );
+    }
+    if note.trim().is_empty() || note.len() > dsops_proto::domain::MAX_REASON {
+        return Outcome::rejected(
+            ErrorCode::InvalidArgument,
+            "a review closes with a note of 1 byte to 1 KiB",
+        );
+    }
+    review.closed_by = Some(who.clone());
+    review.closed_at_ms = Some(now);
+    review.note = note.to_owned();
+    let subject = format!("{}/{}", review.env, review.key);
+    let detail = format!("review {review_id} of run {} closed: {note}", review.run_id);
+    state.audit.append(ctx.index, now, who, "review.closed", &subject, &detail);
+    // Closed reviews beyond the newest CLOSED_REVIEWS_KEPT go (ids grow with the log index).
+    let closed: Vec<String> = state
+        .reviews
+        .iter()
+        .filter(|(_, r)| r.closed_by.is_some())
+        .map(|(id, r)| (r.closed_at_ms.unwrap_or(0), id.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let excess = closed.len().saturating_sub(super::CLOSED_REVIEWS_KEPT);
+    for id in closed.into_iter().take(excess) {
+        state.reviews.remove(&id);
+    }
+    Outcome::ReviewUpdated { review_id: review_id.to_owned() }
+}
+
+/// Marks an open review past its deadline (in log time), once.
+pub(super) fn review_overdue(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    review_id: &str,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    let Some(review) = state.reviews.get_mut(review_id) else {
+        return Outcome::rejected(ErrorCode::NotFound, format!("no review {review_id}"));
+    };
+    if review.closed_by.is_some() || review.overdue_at_ms.is_some() || now < review.deadline_ms {
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
+            format!(
+                "review {review_id} is closed, already overdue, or not due before {}",
+                review.deadline_ms
+            ),
+        );
+    }
+    review.overdue_at_ms = Some(now);
+    let subject = format!("{}/{}", review.env, review.key);
+    let detail = format!(
+        "review {review_id} of run {} (glass broken by {}) is open past its deadline",
+        review.run_id, review.opened_by
+    );
+    state.audit.append(ctx.index, now, &request.actor, "review.overdue", &subject, &detail);
+    Outcome::ReviewUpdated { review_id: review_id.to_owned() }
+}
+
+#[cfg(test)]
+#[path = "approval_tests.rs"]
+mod tests;

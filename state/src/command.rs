@@ -139,6 +139,10 @@ pub enum Command {
         restore_previous: bool,
         /// Why (`manual`, `schedule`, an operator's text).
         reason: String,
+        /// Broken glass: the run starts past approval (its spec carries none) and a review of
+        /// it opens, due within [`crate::REVIEW_DEADLINE_MS`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        break_glass: bool,
     },
     /// A step was sent to an agent.
     DispatchStep {
@@ -275,6 +279,18 @@ pub enum Command {
         /// Why there is none.
         reason: String,
     },
+    /// Close a break-glass review (not by the operator who broke glass).
+    CloseReview {
+        /// The review.
+        review_id: String,
+        /// What the review found.
+        note: String,
+    },
+    /// Mark a review past its deadline (refused before it, in log time).
+    ReviewOverdue {
+        /// The review.
+        review_id: String,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -341,6 +357,8 @@ impl Command {
             Command::DecideApproval { .. } => "decide_approval",
             Command::ExpireApproval { .. } => "expire_approval",
             Command::ReplanRun { .. } => "replan_run",
+            Command::CloseReview { .. } => "close_review",
+            Command::ReviewOverdue { .. } => "review_overdue",
         }
     }
 }
@@ -397,6 +415,11 @@ pub enum Outcome {
         operator: String,
         /// Its roles now.
         grants: Vec<dsops_proto::domain::RoleGrant>,
+    },
+    /// A review changed (closed, or marked overdue).
+    ReviewUpdated {
+        /// The review.
+        review_id: String,
     },
     /// A decision was recorded.
     ApprovalRecorded {

@@ -35,8 +35,8 @@ pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use model::{
-    CONFIG_HISTORY, MAX_OPERATOR_INVITES, NodeRecord, OperatorInvite, OperatorRecord,
-    RevokedIdentity, State, StoredConfig, StoredToken,
+    CLOSED_REVIEWS_KEPT, CONFIG_HISTORY, MAX_OPERATOR_INVITES, NodeRecord, OperatorInvite,
+    OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State, StoredConfig, StoredToken,
 };
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{

@@ -98,6 +98,44 @@ pub struct OperatorInvite {
     pub invited_by: String,
 }
 
+/// A break-glass review: opened when an operator broke glass, closed by another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// `rv-<log index>`.
+    pub id: String,
+    /// The run that broke glass.
+    pub run_id: String,
+    /// The environment.
+    pub env: String,
+    /// The variable.
+    pub key: String,
+    /// Who broke glass.
+    pub opened_by: String,
+    /// Their reason.
+    pub reason: String,
+    /// When, ms since the epoch (log time).
+    pub opened_at_ms: u64,
+    /// When it should be closed by.
+    pub deadline_ms: u64,
+    /// When it was marked overdue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_at_ms: Option<u64>,
+    /// Who closed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    /// When.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at_ms: Option<u64>,
+    /// What the review found.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// How long a break-glass review may stay open before it is overdue (24 h).
+pub const REVIEW_DEADLINE_MS: u64 = 24 * 3600 * 1000;
+/// How many closed reviews are kept (open ones are all kept).
+pub const CLOSED_REVIEWS_KEPT: usize = 256;
+
 /// How many operator invitations may wait at once (an admin's typo loop cannot grow the state).
 pub const MAX_OPERATOR_INVITES: usize = 256;
 
@@ -158,6 +196,9 @@ pub struct State {
     /// certificate of the cluster acts as admin (the one `init` created).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operators: BTreeMap<String, OperatorRecord>,
+    /// Break-glass reviews by id: every open one, and the latest closed ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reviews: BTreeMap<String, Review>,
     /// Pending operator invitations by token hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operator_invites: BTreeMap<String, OperatorInvite>,

@@ -72,6 +72,7 @@ impl World {
             spec,
             restore_previous: false,
             reason: "test".into(),
+            break_glass: false,
         })
     }
 

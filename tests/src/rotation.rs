@@ -118,6 +118,7 @@ pub fn rotate_request(env: &str, key: &str) -> wire::RotateRequest {
         dry_run: false,
         reason: "test".into(),
         only: Vec::new(),
+        break_glass: false,
     }
 }
 

@@ -182,6 +182,7 @@ async fn scenario(
         dry_run: false,
         reason: "crash test".into(),
         only: Vec::new(),
+        break_glass: false,
     };
     let run_id =
         embedded.admin().rotate(embedded.request(request)).await.unwrap().into_inner().runs[0]

@@ -109,6 +109,7 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
                 spec,
                 restore_previous: false,
                 reason: "test".into(),
+                break_glass: false,
             },
         )
         .await;

@@ -78,6 +78,7 @@ async fn denied(mut c: AdminClient<Channel>, who: &str) -> BTreeMap<&'static str
         dry_run: true,
         reason: String::new(),
         only: vec![],
+        break_glass: false,
     };
     note("rotate_dev", c.rotate(rotate("dev", "rotate-dev")).await.map(drop));
     note("rotate_prod", c.rotate(rotate("prod", "rotate-prod")).await.map(drop));

@@ -103,6 +103,7 @@ async fn rotate(
             dry_run: false,
             reason: reason.into(),
             only: vec![],
+            break_glass: false,
         })
         .await
         .unwrap()
@@ -325,5 +326,83 @@ async fn a_scheduled_run_of_an_approval_required_secret_waits_for_approval() {
     assert_eq!(phase(&run), "AwaitingApproval", "{run:?}");
     assert!(run.requested_by.ends_with("scheduler"), "{}", run.requested_by);
     assert!(run.reason.starts_with("scheduled"), "{}", run.reason);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaking_glass_skips_approval_and_opens_a_review_another_operator_closes() {
+    let cluster = TestCluster::start(1).await;
+    let project = AgentProject::new(CONFIG);
+    project.apply(&cluster).await;
+    let p = people(&cluster).await;
+    let _agent = enrolled_agent(&project, &cluster, "a1", "default").await;
+    let break_glass = |reason: &str| wire::RotateRequest {
+        request_id: format!("glass-{}", dsops_proto::now_ms()),
+        selector: Some(wire::rotate_request::Selector::Secret(wire::SecretKey {
+            env: "prod".into(),
+            key: "API_KEY".into(),
+        })),
+        force: false,
+        dry_run: false,
+        reason: reason.into(),
+        only: vec![],
+        break_glass: true,
+    };
+    // Only an admin breaks glass, and only with a reason.
+    let refused = client(&cluster, 1, &p.otto).rotate(break_glass("leaked")).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&refused), ErrorCode::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("break glass in prod"), "{}", refused.message());
+    let mut admin = cluster.admin_client(1);
+    let bare = admin.rotate(break_glass("")).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&bare), ErrorCode::InvalidArgument, "{bare:?}");
+    let run =
+        admin.rotate(break_glass("INC-77 key leaked")).await.unwrap().into_inner().runs.remove(0);
+    assert_ne!(phase(&run), "AwaitingApproval", "no approval: {run:?}");
+    let done = wait_run(&cluster, &run.run_id, Duration::from_secs(60)).await;
+    assert_eq!(phase(&done), "Completed", "{done:?}");
+    assert!(
+        done.reason.contains("break-glass") && done.reason.contains("INC-77"),
+        "{}",
+        done.reason
+    );
+
+    // A review is open, shown by rotation status, and closed by someone else.
+    let reviews = admin
+        .list_reviews(wire::ListReviewsRequest { all: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .reviews;
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    let review = &reviews[0];
+    assert_eq!((review.opened_by.as_str(), review.run_id.as_str()), ("admin", run.run_id.as_str()));
+    let status = admin
+        .rotation_status(wire::RotationStatusRequest { env: "prod".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.secrets[0].review, review.id);
+    let close = |who: &str, note: &str| wire::CloseReviewRequest {
+        request_id: format!("close-{who}-0123456789"),
+        review_id: review.id.clone(),
+        note: note.into(),
+    };
+    let own = admin.close_review(close("admin", "fine")).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&own), ErrorCode::PermissionDenied, "{own:?}");
+    let not_approver = client(&cluster, 1, &p.otto).close_review(close("otto", "ok")).await;
+    assert_eq!(ErrorCode::from_status(&not_approver.unwrap_err()), ErrorCode::PermissionDenied);
+    let closed = client(&cluster, 1, &p.anna)
+        .close_review(close("anna", "leak confirmed; rotation was right"))
+        .await
+        .unwrap()
+        .into_inner()
+        .review
+        .unwrap();
+    assert_eq!(closed.closed_by, "anna");
+    let open = admin.list_reviews(wire::ListReviewsRequest { all: false }).await.unwrap();
+    assert!(open.into_inner().reviews.is_empty());
+    let events = cluster.control(1).audit_history(0, usize::MAX).unwrap().events;
+    assert!(events.iter().any(|e| e.action == "breakglass.used" && e.actor == "admin"));
+    assert!(events.iter().any(|e| e.action == "review.closed" && e.actor == "anna"));
     cluster.shutdown().await;
 }

@@ -1,5 +1,5 @@
-//! `dsops approval list|show|approve|deny`: the runs waiting for approval, and an approver's
-//! decision — signed here with the operator's own key over the run, its plan digest and round,
+//! `dsops approval list|show|approve|deny` and `dsops review list|close`: the runs waiting for
+//! approval, an approver's decision — signed here with the operator's own key over the run, its plan digest and round,
 //! the decision, the time and the reason, so the cluster (and later an auditor) can check who
 //! decided what on which plan.
 
@@ -7,7 +7,7 @@ use dsops_proto::wire::admin as wire;
 use serde::Serialize;
 
 use super::rotation::{short, time};
-use crate::args::{ApprovalCommand, Cli, OutputFormat};
+use crate::args::{ApprovalCommand, Cli, OutputFormat, ReviewCommand};
 use crate::failure::Failure;
 use crate::output::{print_json, print_table, table};
 use crate::remote::{Remote, request_id};
@@ -255,4 +255,111 @@ async fn decide(
     };
     out!("{outcome}");
     Ok(())
+}
+
+/// A review, as printed.
+#[derive(Debug, Serialize)]
+struct ReviewRow {
+    id: String,
+    run_id: String,
+    secret: String,
+    opened_by: String,
+    reason: String,
+    opened_at_unix: Option<i64>,
+    deadline_unix: Option<i64>,
+    overdue: bool,
+    closed_by: String,
+    closed_at_unix: Option<i64>,
+    note: String,
+}
+
+fn review_row(r: &wire::Review) -> ReviewRow {
+    ReviewRow {
+        id: r.id.clone(),
+        run_id: r.run_id.clone(),
+        secret: r.secret.as_ref().map(|s| format!("{}/{}", s.env, s.key)).unwrap_or_default(),
+        opened_by: r.opened_by.clone(),
+        reason: r.reason.clone(),
+        opened_at_unix: r.opened_at.map(|t| t.seconds),
+        deadline_unix: r.deadline.map(|t| t.seconds),
+        overdue: r.overdue,
+        closed_by: r.closed_by.clone(),
+        closed_at_unix: r.closed_at.map(|t| t.seconds),
+        note: r.note.clone(),
+    }
+}
+
+/// `dsops review ...` (a cluster only).
+pub async fn review(cli: &Cli, command: &ReviewCommand) -> Result<(), Failure> {
+    let remote = Remote::require(cli)?;
+    match command {
+        ReviewCommand::List { all } => {
+            let all = *all;
+            let response = remote
+                .call("list reviews", |mut c| async move {
+                    c.list_reviews(wire::ListReviewsRequest { all }).await
+                })
+                .await?;
+            let rows: Vec<ReviewRow> = response.reviews.iter().map(review_row).collect();
+            if cli.output == OutputFormat::Json {
+                return print_json(&rows);
+            }
+            if rows.is_empty() {
+                out!("no review is open");
+                return Ok(());
+            }
+            let stamp = |s: Option<i64>| s.map(|s| prost_types::Timestamp { seconds: s, nanos: 0 });
+            let mut t = table(&[
+                "REVIEW",
+                "SECRET",
+                "RUN",
+                "BROKEN BY",
+                "REASON",
+                "OPENED",
+                "DUE",
+                "STATE",
+            ]);
+            for r in &rows {
+                let state = match (r.closed_by.is_empty(), r.overdue) {
+                    (false, _) => format!("closed by {}: {}", r.closed_by, printable(&r.note)),
+                    (true, true) => "OVERDUE".to_owned(),
+                    (true, false) => "open".to_owned(),
+                };
+                t.add_row(vec![
+                    r.id.clone(),
+                    r.secret.clone(),
+                    r.run_id.clone(),
+                    r.opened_by.clone(),
+                    printable(&r.reason).into_owned(),
+                    short(time(&stamp(r.opened_at_unix))),
+                    short(time(&stamp(r.deadline_unix))),
+                    state,
+                ]);
+            }
+            print_table(&t);
+            Ok(())
+        }
+        ReviewCommand::Close { id, note } => {
+            if note.trim().is_empty() {
+                return Err(Failure::invalid("a review closes with a note (--note TEXT)"));
+            }
+            let request_id = request_id();
+            let response = remote
+                .call("close review", |mut c| {
+                    let request = wire::CloseReviewRequest {
+                        request_id: request_id.clone(),
+                        review_id: id.clone(),
+                        note: note.clone(),
+                    };
+                    async move { c.close_review(request).await }
+                })
+                .await?;
+            let review = response.review.map(|r| review_row(&r));
+            if cli.output == OutputFormat::Json {
+                return print_json(&review);
+            }
+            out!("closed review {id}");
+            Ok(())
+        }
+    }
 }

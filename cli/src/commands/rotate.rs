@@ -229,6 +229,7 @@ pub async fn run(cli: &Cli, args: &RotateArgs) -> Result<(), Failure> {
             dry_run: args.dry_run,
             reason: args.reason.clone().unwrap_or_default(),
             only: Vec::new(),
+            break_glass: args.break_glass,
         };
         let show = cli.output == OutputFormat::Table;
         let mut rows = Vec::new();

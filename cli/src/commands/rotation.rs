@@ -59,6 +59,7 @@ struct StatusRow {
     generation: u64,
     active_run: String,
     detail: String,
+    review: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +146,7 @@ async fn status(cli: &Cli, backend: &Backend, env: &str) -> Result<(), Failure> 
                 generation: s.generation,
                 active_run: s.active_run.clone(),
                 detail: s.detail.clone(),
+                review: s.review.clone(),
             }
         })
         .collect();
@@ -153,11 +155,16 @@ async fn status(cli: &Cli, backend: &Backend, env: &str) -> Result<(), Failure> 
     }
     let mut t = table(&["SECRET", "TYPE", "LAST_ROTATED", "NEXT_DUE", "AGE", "STATUS"]);
     for r in &rows {
-        let status = if r.detail.is_empty() || r.status == "Healthy" {
+        let mut status = if r.detail.is_empty() || r.status == "Healthy" {
             r.status.clone()
         } else {
             format!("{} ({})", r.status, r.detail)
         };
+        if let Some(id) = r.review.strip_suffix(" overdue") {
+            status.push_str(&format!(" [break-glass review {id} OVERDUE]"));
+        } else if !r.review.is_empty() {
+            status.push_str(&format!(" [break-glass review {} open]", r.review));
+        }
         t.add_row(vec![
             r.secret.clone(),
             r.r#type.clone(),

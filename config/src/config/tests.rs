@@ -546,3 +546,26 @@ fn t39_numbers_in_other_notations_and_overflow() {
         &["dsops.yaml:1:10: error: version: unsupported version -1; this dsops reads version 1"],
     );
 }
+
+#[test]
+fn t40_approval_rules_name_declared_environments_roles_and_bounds() {
+    let text = format!(
+        "{HEAD}rotation:\n  approvals:\n    prod: {{ required: 2, approvers: [\"role:approver\", carol], expires: 12h }}\n    dev: {{ required: 0, approvers: [\"role:root\", \"bad name\"], expires: 1s }}\n    stagin: {{ required: 1 }}\nenvs:\n  prod: {{}}\n  dev: {{}}\n  staging: {{}}\n"
+    );
+    assert_findings(
+        &text,
+        &[
+            "dsops.yaml:13:22: error: rotation.approvals.dev.required: 0 is out of range; expected 1 to 16",
+            "dsops.yaml:13:37: error: rotation.approvals.dev.approvers[0]: \"role:root\" names no role; expected role:approver, role:operator or role:admin",
+            "dsops.yaml:13:50: error: rotation.approvals.dev.approvers[1]: operator name \"bad name\" must be 1-63 letters, digits, '-' or '_', starting with a letter or digit",
+            "dsops.yaml:13:72: error: rotation.approvals.dev.expires: between 5s and 30d",
+            "dsops.yaml:14:5: error: rotation.approvals.stagin: unknown environment \"stagin\"; did you mean \"staging\"?",
+        ],
+    );
+    let good = format!(
+        "{HEAD}rotation:\n  approvals:\n    prod: {{ required: 2, approvers: [\"role:approver\", carol], expires: 12h }}\nenvs:\n  prod: {{}}\n"
+    );
+    let loaded = load_str(&good, "dsops.yaml", Path::new(".")).unwrap();
+    let rule = &loaded.config.rotation.approvals["prod"];
+    assert_eq!((rule.required, rule.approvers.len(), rule.expires.as_secs()), (2, 2, 43_200));
+}

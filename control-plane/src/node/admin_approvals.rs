@@ -1,4 +1,5 @@
-//! The admin calls of approvals: the runs waiting for one, and an operator's signed decision.
+//! The admin calls of approvals: the runs waiting for one, an operator's signed decision, and
+//! the reviews breaking glass opens.
 //!
 //! A decision is signed by the CLI with the operator's key over
 //! [`dsops_proto::domain::decision_bytes`] (run, round, plan digest, decision, time, reason).
@@ -128,5 +129,76 @@ impl AdminService {
             .read_local(|state| state.runs.get(&run_id).map(|run| summary(run, control, true)))
             .await;
         Ok(Response::new(wire::DecideResponse { run }))
+    }
+
+    /// `ListReviews` (viewer): open reviews (and, with `all`, the kept closed ones), oldest first.
+    pub(super) async fn list_reviews_impl(
+        &self,
+        request: Request<wire::ListReviewsRequest>,
+    ) -> Result<Response<wire::ListReviewsResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let all = request.into_inner().all;
+        let mut reviews: Vec<(u64, wire::Review)> = self
+            .control
+            .read_current(|state| {
+                state
+                    .reviews
+                    .values()
+                    .filter(|r| all || r.closed_by.is_none())
+                    .map(|r| (r.opened_at_ms, review_wire(r)))
+                    .collect()
+            })
+            .await
+            .map_err(|e| e.to_status())?;
+        reviews.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        Ok(Response::new(wire::ListReviewsResponse {
+            reviews: reviews.into_iter().map(|(_, r)| r).collect(),
+        }))
+    }
+
+    /// `CloseReview`: an approver of the review's environment other than who broke glass.
+    pub(super) async fn close_review_impl(
+        &self,
+        request: Request<wire::CloseReviewRequest>,
+    ) -> Result<Response<wire::CloseReviewResponse>, Status> {
+        let caller = self.operator(&request).await?;
+        let wire::CloseReviewRequest { request_id, review_id, note } = request.into_inner();
+        let request_id = dsops_proto::domain::RequestId::parse(&request_id, "request_id")?;
+        if note.trim().is_empty() || note.len() > dsops_proto::domain::MAX_REASON {
+            return Err(ErrorCode::InvalidArgument
+                .to_status("note: what the review found, 1 byte to 1 KiB"));
+        }
+        let control = &self.control;
+        let env = control
+            .read_local(|state| state.reviews.get(&review_id).map(|r| r.env.clone()))
+            .await
+            .ok_or_else(|| ErrorCode::NotFound.to_status(format!("no review {review_id:?}")))?;
+        self.allow(&caller, Permission::Approve { env }).await?;
+        let command = Command::CloseReview { review_id: review_id.clone(), note };
+        control
+            .write(&caller.name, request_id.as_str(), command)
+            .await
+            .map_err(|e| e.to_status())?;
+        let review =
+            control.read_local(|state| state.reviews.get(&review_id).map(review_wire)).await;
+        Ok(Response::new(wire::CloseReviewResponse { review }))
+    }
+}
+
+/// A review for the API.
+fn review_wire(review: &dsops_state::Review) -> wire::Review {
+    use dsops_proto::domain::timestamp_ms;
+    wire::Review {
+        id: review.id.clone(),
+        run_id: review.run_id.clone(),
+        secret: Some(wire::SecretKey { env: review.env.clone(), key: review.key.clone() }),
+        opened_by: review.opened_by.clone(),
+        reason: review.reason.clone(),
+        opened_at: Some(timestamp_ms(review.opened_at_ms)),
+        deadline: Some(timestamp_ms(review.deadline_ms)),
+        overdue: review.closed_by.is_none() && review.overdue_at_ms.is_some(),
+        closed_by: review.closed_by.clone().unwrap_or_default(),
+        closed_at: review.closed_at_ms.map(timestamp_ms),
+        note: review.note.clone(),
     }
 }

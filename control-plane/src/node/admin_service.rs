@@ -326,7 +326,12 @@ impl Admin for AdminService {
             dsops_proto::domain::RotateSelector::AllDueInEnv(env) => Some(env.clone()),
             dsops_proto::domain::RotateSelector::ServicePolicy { .. } => None,
         };
-        self.allow(&caller, Permission::Rotate { env }).await?;
+        if request.break_glass {
+            let env = env.clone().unwrap_or_default();
+            self.allow(&caller, Permission::BreakGlass { env }).await?;
+        } else {
+            self.allow(&caller, Permission::Rotate { env }).await?;
+        }
         let response = crate::rotation::start::rotate(
             &self.control,
             &caller.name,
@@ -372,6 +377,7 @@ impl Admin for AdminService {
             dry_run: false,
             reason: String::new(),
             only: Vec::new(),
+            break_glass: false,
         })?;
         let response =
             crate::rotation::start::rotate(&self.control, &caller.name, caller.local, rotate, true)
@@ -544,6 +550,20 @@ impl Admin for AdminService {
         request: Request<wire::DecideRequest>,
     ) -> Result<Response<wire::DecideResponse>, Status> {
         self.decide_impl(request).await
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<wire::ListReviewsRequest>,
+    ) -> Result<Response<wire::ListReviewsResponse>, Status> {
+        self.list_reviews_impl(request).await
+    }
+
+    async fn close_review(
+        &self,
+        request: Request<wire::CloseReviewRequest>,
+    ) -> Result<Response<wire::CloseReviewResponse>, Status> {
+        self.close_review_impl(request).await
     }
 }
 

@@ -4,7 +4,8 @@
 //!   judges the expiry in log time, so an early proposal is refused and retried);
 //! - a run awaiting approval whose plan was resolved from an older configuration (a change
 //!   reset its decisions) gets its plan resolved again under the current one (`ReplanRun`),
-//!   or ends when that configuration no longer rotates the secret.
+//!   or ends when that configuration no longer rotates the secret;
+//! - a break-glass review open past its deadline is marked overdue (`ReviewOverdue`, audited).
 
 use std::time::Duration;
 
@@ -46,6 +47,26 @@ struct Stale {
 
 async fn tick(control: &ControlPlane) -> Result<(), String> {
     let now = dsops_proto::now_ms();
+    let overdue: Vec<String> = control
+        .read_local(|state| {
+            state
+                .reviews
+                .values()
+                .filter(|r| r.closed_by.is_none() && r.overdue_at_ms.is_none())
+                .filter(|r| r.deadline_ms <= now)
+                .map(|r| r.id.clone())
+                .collect()
+        })
+        .await;
+    let actor = format!("node-{} approvals", control.node_id());
+    for review_id in overdue {
+        let command = Command::ReviewOverdue { review_id: review_id.clone() };
+        match control.write(&actor, &format!("overdue-{review_id}"), command).await {
+            Ok(_) => tracing::warn!(%review_id, "break-glass review overdue"),
+            Err(WriteError::Rejected { .. }) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+    }
     let (expired, stale) = control
         .read_local(|state| {
             let version = state.config_version();
@@ -70,7 +91,6 @@ async fn tick(control: &ControlPlane) -> Result<(), String> {
             (expired, stale)
         })
         .await;
-    let actor = format!("node-{} approvals", control.node_id());
     for run_id in expired {
         let command = Command::ExpireApproval { run_id: run_id.clone() };
         match control.write(&actor, &format!("expire-{run_id}"), command).await {

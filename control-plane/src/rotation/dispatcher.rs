@@ -531,6 +531,7 @@ mod tests {
             spec,
             restore_previous: false,
             reason: "test".into(),
+            break_glass: false,
         };
         let request = Request {
             request_id: format!("r-{segment}-{target}-{n}"),

@@ -345,6 +345,7 @@ async fn start(
             restore_previous: false,
             reason,
             local: false,
+            break_glass: false,
         };
         let started = start::start_runs(control, &actor, loaded, version, chosen, &start)
             .await

@@ -265,12 +265,17 @@ fn select<'a>(
 /// default, which has one local user and no approvers, refuses such a secret.
 fn gate(item: &ResolvedSecret<'_>, start: &Start) -> Result<(), String> {
     let name = format!("{}/{}", item.secret.env, item.secret.key);
+    if start.break_glass && start.local {
+        return Err(format!(
+            "{name}: breaking glass needs a cluster: its review is closed by another operator, and the embedded default has one local user"
+        ));
+    }
     if item.approval.is_some() && start.local && !start.restore_previous {
         return Err(format!(
             "{name} requires approval, which needs a cluster: the embedded default has one local user and no approvers (see docs/governance.md)"
         ));
     }
-    if start.force {
+    if start.force || start.break_glass {
         return Ok(());
     }
     let now = now_utc();
@@ -306,6 +311,9 @@ pub(crate) async fn rotate(
     if request.force {
         reason.push_str(", forced");
     }
+    if request.break_glass {
+        reason.push_str(", break-glass");
+    }
     if !request.reason.is_empty() {
         reason.push_str(&format!(": {}", request.reason));
     }
@@ -323,6 +331,7 @@ pub(crate) async fn rotate(
         restore_previous,
         reason,
         local,
+        break_glass: request.break_glass,
     };
     let Started { runs, in_flight } =
         start_runs(control, actor, &loaded, config_version, chosen, &start).await?;
@@ -362,6 +371,8 @@ pub(crate) struct Start {
     pub reason: String,
     /// Asked by the embedded default's local user (who cannot have a run approved).
     pub local: bool,
+    /// Broken glass: past approval and windows, opening a review.
+    pub break_glass: bool,
 }
 
 /// Starts a run for each secret under the given run id (derived from a request id, so a retried
@@ -397,8 +408,11 @@ pub(crate) async fn start_runs(
         let spec = match spec::run_spec(loaded, &item, config_version)
             .and_then(|s| gate(&item, start).map(|()| s).map_err(SpecError))
         {
-            // A rollback restores the value that worked before: it needs no approval.
-            Ok(spec) if start.restore_previous => RunSpec { approval: None, ..spec },
+            // A rollback restores the value that worked before: it needs no approval. Breaking
+            // glass skips it (and opens a review).
+            Ok(spec) if start.restore_previous || start.break_glass => {
+                RunSpec { approval: None, ..spec }
+            }
             Ok(spec) => spec,
             Err(error) if single => return Err(failed(error)),
             Err(error) => {
@@ -429,6 +443,7 @@ pub(crate) async fn start_runs(
             spec,
             restore_previous: start.restore_previous,
             reason: start.reason.clone(),
+            break_glass: start.break_glass,
         };
         let write_id = format!("rotate-{}", &id[4..]);
         runs.push(wire::RunSummary::default());
@@ -498,7 +513,7 @@ pub(crate) async fn status(
         return Err(failed(spec::unknown_env(&loaded, env)));
     }
     let now = now_utc();
-    let (secrets, runs) = control
+    let (secrets, runs, reviews) = control
         .read_local(|s| {
             let runs: Vec<Run> = s
                 .secrets
@@ -512,7 +527,16 @@ pub(crate) async fn status(
                         .cloned()
                 })
                 .collect();
-            (s.secrets.clone(), runs)
+            let reviews: std::collections::HashMap<String, String> = s
+                .reviews
+                .values()
+                .filter(|r| r.env == env && r.closed_by.is_none())
+                .map(|r| {
+                    let overdue = if r.overdue_at_ms.is_some() { " overdue" } else { "" };
+                    (r.key.clone(), format!("{}{overdue}", r.id))
+                })
+                .collect();
+            (s.secrets.clone(), runs, reviews)
         })
         .await;
     let mut rows = Vec::new();
@@ -561,6 +585,7 @@ pub(crate) async fn status(
                 .filter(|r| r.phase != dsops_state::RunPhase::Completed)
                 .map(|r| r.last_error.clone())
                 .unwrap_or_default(),
+            review: reviews.get(&item.secret.key).cloned().unwrap_or_default(),
         });
     }
     Ok(wire::RotationStatusResponse { secrets: rows })

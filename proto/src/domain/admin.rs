@@ -148,6 +148,8 @@ pub struct RotateRequest {
     pub reason: String,
     /// Only these of the selected secrets (empty: all of them).
     pub only: std::collections::BTreeSet<SecretKey>,
+    /// Break glass: one secret, now, past approval and windows, with a reason; opens a review.
+    pub break_glass: bool,
 }
 
 /// The most secrets a rotate request may narrow its selection to.
@@ -157,7 +159,8 @@ impl TryFrom<wire::RotateRequest> for RotateRequest {
     type Error = ProtocolError;
 
     fn try_from(request: wire::RotateRequest) -> Result<RotateRequest, ProtocolError> {
-        let wire::RotateRequest { request_id, selector, force, dry_run, reason, only } = request;
+        let wire::RotateRequest { request_id, selector, force, dry_run, reason, only, break_glass } =
+            request;
         if reason.len() > 1024 {
             return Err(ProtocolError::invalid("reason", "longer than 1024 bytes"));
         }
@@ -198,6 +201,20 @@ impl TryFrom<wire::RotateRequest> for RotateRequest {
                 RotateSelector::ServicePolicy { service, policy }
             }
         };
+        if break_glass {
+            if !matches!(selector, RotateSelector::Secret(_)) {
+                return Err(ProtocolError::invalid(
+                    "break_glass",
+                    "breaks glass for one secret: name it with --env and --key",
+                ));
+            }
+            if reason.trim().is_empty() {
+                return Err(ProtocolError::invalid("reason", "breaking glass needs a reason"));
+            }
+            if dry_run {
+                return Err(ProtocolError::invalid("break_glass", "not with a dry run"));
+            }
+        }
         Ok(RotateRequest {
             request_id: RequestId::parse(&request_id, "request_id")?,
             selector,
@@ -205,6 +222,7 @@ impl TryFrom<wire::RotateRequest> for RotateRequest {
             dry_run,
             reason,
             only,
+            break_glass,
         })
     }
 }
@@ -250,6 +268,7 @@ mod tests {
             dry_run: true,
             reason: String::new(),
             only: Vec::new(),
+            break_glass: false,
         };
         assert!(matches!(
             RotateRequest::try_from(secret).unwrap().selector,
@@ -265,6 +284,7 @@ mod tests {
             dry_run: false,
             reason: String::new(),
             only: Vec::new(),
+            break_glass: false,
         };
         assert_eq!(RotateRequest::try_from(bad_key).unwrap_err().field, "secret.key");
         let service = wire::RotateRequest {
@@ -277,6 +297,7 @@ mod tests {
             dry_run: false,
             reason: String::new(),
             only: Vec::new(),
+            break_glass: false,
         };
         assert!(matches!(
             RotateRequest::try_from(service).unwrap().selector,
@@ -289,6 +310,7 @@ mod tests {
             dry_run: false,
             reason: String::new(),
             only: Vec::new(),
+            break_glass: false,
         };
         assert_eq!(RotateRequest::try_from(none).unwrap_err().field, "selector");
         let narrowed = wire::RotateRequest {
@@ -301,6 +323,7 @@ mod tests {
                 wire::SecretKey { env: "prod".into(), key: "A".into() },
                 wire::SecretKey { env: "prod".into(), key: "b-c".into() },
             ],
+            break_glass: false,
         };
         assert_eq!(RotateRequest::try_from(narrowed).unwrap_err().field, "only[1].key");
     }

@@ -124,6 +124,11 @@ pub enum Permission {
         /// The environment.
         env: String,
     },
+    /// Break glass in `env`: rotate now past approval and windows (admin).
+    BreakGlass {
+        /// The environment.
+        env: String,
+    },
     /// Change the configuration.
     Configure,
     /// Join and remove control-plane nodes.
@@ -141,6 +146,7 @@ impl std::fmt::Display for Permission {
             Permission::Rotate { env: Some(env) } => write!(f, "rotate in {env}"),
             Permission::Rotate { env: None } => f.write_str("rotate in every environment"),
             Permission::Approve { env } => write!(f, "approve in {env}"),
+            Permission::BreakGlass { env } => write!(f, "break glass in {env}"),
             Permission::Configure => f.write_str("configure"),
             Permission::Cluster => f.write_str("manage the cluster"),
             Permission::Agents => f.write_str("manage agents"),

@@ -232,6 +232,7 @@ fn rotate_all() -> wire::RotateRequest {
         dry_run: false,
         reason: "benchmark".into(),
         only: Vec::new(),
+        break_glass: false,
     }
 }
 
