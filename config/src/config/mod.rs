@@ -7,6 +7,7 @@
 
 mod fields_table;
 mod model;
+pub mod notify;
 mod parse;
 mod resolve;
 mod settings;
@@ -131,6 +132,7 @@ pub fn load_with(
     }
     let catalog = Catalog::load(&layers, &mut diagnostics);
     resolve(&config, &catalog, &mut diagnostics);
+    notify::warn_unresolved(&root, file, &config, &catalog, &mut diagnostics);
     if diagnostics.has_errors() {
         return Err(diagnostics.sorted());
     }

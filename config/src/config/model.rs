@@ -24,6 +24,8 @@ pub struct Config {
     pub rotation: RotationConfig,
     /// `envs`, by name.
     pub envs: BTreeMap<String, EnvConfig>,
+    /// `notifications`: channels and the installation's target names.
+    pub notifications: super::notify::NotificationsConfig,
 }
 
 /// One secret store.

@@ -15,7 +15,8 @@ use dsops_proto::domain::names::{check_config_name, check_variable_name};
 use crate::document::{Diagnostics, Fields, Node, unknown_name};
 use crate::time::{Duration, Schedule};
 
-const TOP_KEYS: [&str; 5] = ["version", "secretStores", "services", "rotation", "envs"];
+const TOP_KEYS: [&str; 6] =
+    ["version", "secretStores", "services", "rotation", "envs", "notifications"];
 const SECRET_KEYS: [&str; 3] = ["from", "rotation", "description"];
 const FROM_KEYS: [&str; 2] = ["store", "service"];
 const SECRET_ROTATION_KEYS: [&str; 4] = ["policy", "strategy", "schedule", "config"];
@@ -54,6 +55,7 @@ pub fn parse_config(
     let services = parse_services(&top, &store_names, diagnostics);
     let rotation = parse_rotation(&top, base_dir, diagnostics);
     let envs = parse_envs(&top, &store_names, &service_names, diagnostics);
+    let notifications = super::notify::parse(&top, &store_names, diagnostics);
     Some(Config {
         file: file.to_owned(),
         version: version.unwrap_or(1),
@@ -61,6 +63,7 @@ pub fn parse_config(
         services,
         rotation,
         envs,
+        notifications,
     })
 }
 
@@ -369,14 +372,12 @@ fn parse_approvals(
     rules
 }
 
-const TARGET_SCHEMES: [&str; 5] = ["slack", "email", "webhook", "pagerduty", "log"];
-
+/// A list of notification targets (`<kind>:<rest>` or plain names; whether each resolves to a
+/// channel is a warning, checked once the catalog is loaded).
 fn read_targets(fields: &Fields<'_>, key: &str, diagnostics: &mut Diagnostics) -> Vec<String> {
     let targets = fields.string_list(key, diagnostics).unwrap_or_default();
     for (index, target) in targets.iter().enumerate() {
-        let scheme = target.split_once(':').map(|(s, rest)| (s, rest.is_empty()));
-        let ok = matches!(scheme, Some((s, false)) if TARGET_SCHEMES.contains(&s));
-        if !ok {
+        if let Err(problem) = super::notify::check_target(target) {
             let pos = match fields.get(key).map(|n| &n.value) {
                 Some(crate::document::Value::Seq(items)) => items[index].pos,
                 _ => fields.pos(),
@@ -385,7 +386,7 @@ fn read_targets(fields: &Fields<'_>, key: &str, diagnostics: &mut Diagnostics) -
                 fields.file(),
                 pos,
                 &format!("{}[{index}]", fields.child(key)),
-                format!("{target:?} is not a notification target; expected <kind>:<address> with kind one of: {}", TARGET_SCHEMES.join(", ")),
+                problem,
             );
         }
     }
