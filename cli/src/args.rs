@@ -102,6 +102,9 @@ pub enum Command {
     /// Reviews of broken glass: list, close (a cluster only).
     #[command(subcommand)]
     Review(ReviewCommand),
+    /// The notification outbox (a cluster only).
+    #[command(subcommand)]
+    Notification(NotificationCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
@@ -355,6 +358,20 @@ pub enum OperatorCommand {
         /// The environment the role was limited to.
         #[arg(long)]
         env: Option<String>,
+    },
+}
+
+/// `dsops notification ...`.
+#[derive(Debug, Subcommand)]
+pub enum NotificationCommand {
+    /// Deliveries, newest first: pending, delivered and dead.
+    List {
+        /// Only dead letters (given up after too many tries).
+        #[arg(long)]
+        failed: bool,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
     },
 }
 

@@ -33,6 +33,9 @@ fn main() {
         Command::Operator(command) => block_on(commands::operator::run(&cli, command)),
         Command::Approval(command) => block_on(commands::approval::run(&cli, command)),
         Command::Review(command) => block_on(commands::approval::review(&cli, command)),
+        Command::Notification(command) => {
+            block_on(commands::approval::notifications(&cli, command))
+        }
         Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
         Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
         Command::Store(command) => commands::store::run(&cli, command),

@@ -200,6 +200,9 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         Command::ReviewOverdue { review_id } => {
             approval_apply::review_overdue(state, request, ctx, review_id)
         }
+        Command::EnqueueNotifications { through_seq, entries } => {
+            super::outbox::enqueue(state, request, ctx, *through_seq, entries)
+        }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
             Outcome::Audited { seq }

@@ -291,6 +291,13 @@ pub enum Command {
         /// The review.
         review_id: String,
     },
+    /// The notifier read the audit log through `through_seq`: these deliveries are due.
+    EnqueueNotifications {
+        /// The last audit sequence read.
+        through_seq: u64,
+        /// One per event and channel.
+        entries: Vec<crate::OutboxEntry>,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -358,6 +365,7 @@ impl Command {
             Command::ExpireApproval { .. } => "expire_approval",
             Command::ReplanRun { .. } => "replan_run",
             Command::CloseReview { .. } => "close_review",
+            Command::EnqueueNotifications { .. } => "enqueue_notifications",
             Command::ReviewOverdue { .. } => "review_overdue",
         }
     }
@@ -415,6 +423,13 @@ pub enum Outcome {
         operator: String,
         /// Its roles now.
         grants: Vec<dsops_proto::domain::RoleGrant>,
+    },
+    /// Deliveries were queued.
+    NotificationsQueued {
+        /// The audit sequence read through.
+        through_seq: u64,
+        /// How many.
+        queued: u32,
     },
     /// A review changed (closed, or marked overdue).
     ReviewUpdated {

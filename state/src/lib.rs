@@ -24,6 +24,7 @@ mod dedup;
 pub mod log_format;
 mod model;
 mod operator_apply;
+pub mod outbox;
 mod receipt_judge;
 mod run_apply;
 mod runs;
@@ -38,6 +39,7 @@ pub use model::{
     CLOSED_REVIEWS_KEPT, CONFIG_HISTORY, MAX_OPERATOR_INVITES, NodeRecord, OperatorInvite,
     OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State, StoredConfig, StoredToken,
 };
+pub use outbox::{DeliveryStatus, MAX_DELIVERY_ATTEMPTS, MAX_OUTBOX, OutboxEntry};
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,

@@ -136,6 +136,10 @@ pub const REVIEW_DEADLINE_MS: u64 = 24 * 3600 * 1000;
 /// How many closed reviews are kept (open ones are all kept).
 pub const CLOSED_REVIEWS_KEPT: usize = 256;
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 /// How many operator invitations may wait at once (an admin's typo loop cannot grow the state).
 pub const MAX_OPERATOR_INVITES: usize = 256;
 
@@ -196,6 +200,12 @@ pub struct State {
     /// certificate of the cluster acts as admin (the one `init` created).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operators: BTreeMap<String, OperatorRecord>,
+    /// The audit sequence the notifier has read through.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notify_cursor: u64,
+    /// Notification deliveries by id (see [`crate::outbox`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outbox: BTreeMap<String, crate::OutboxEntry>,
     /// Break-glass reviews by id: every open one, and the latest closed ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reviews: BTreeMap<String, Review>,

@@ -7,7 +7,7 @@ use dsops_proto::wire::admin as wire;
 use serde::Serialize;
 
 use super::rotation::{short, time};
-use crate::args::{ApprovalCommand, Cli, OutputFormat, ReviewCommand};
+use crate::args::{ApprovalCommand, Cli, NotificationCommand, OutputFormat, ReviewCommand};
 use crate::failure::Failure;
 use crate::output::{print_json, print_table, table};
 use crate::remote::{Remote, request_id};
@@ -362,4 +362,81 @@ pub async fn review(cli: &Cli, command: &ReviewCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// A delivery, as printed.
+#[derive(Debug, Serialize)]
+struct NotificationRow {
+    id: String,
+    event_id: String,
+    action: String,
+    subject: String,
+    channel: String,
+    address: String,
+    segment: String,
+    status: String,
+    attempts: u32,
+    at_unix: Option<i64>,
+    finished_at_unix: Option<i64>,
+    detail: String,
+    last_error: String,
+}
+
+/// `dsops notification list` (a cluster only).
+pub async fn notifications(cli: &Cli, command: &NotificationCommand) -> Result<(), Failure> {
+    let remote = Remote::require(cli)?;
+    let NotificationCommand::List { failed, limit } = command;
+    let (failed, limit) = (*failed, *limit);
+    let response = remote
+        .call("list notifications", |mut c| async move {
+            c.list_notifications(wire::ListNotificationsRequest { failed, limit }).await
+        })
+        .await?;
+    let rows: Vec<NotificationRow> = response
+        .notifications
+        .iter()
+        .map(|n| NotificationRow {
+            id: n.id.clone(),
+            event_id: n.event_id.clone(),
+            action: n.action.clone(),
+            subject: n.subject.clone(),
+            channel: n.channel.clone(),
+            address: n.address.clone(),
+            segment: n.segment.clone(),
+            status: n.status.clone(),
+            attempts: n.attempts,
+            at_unix: n.at.map(|t| t.seconds),
+            finished_at_unix: n.finished_at.map(|t| t.seconds),
+            detail: n.detail.clone(),
+            last_error: n.last_error.clone(),
+        })
+        .collect();
+    if cli.output == OutputFormat::Json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        out!("{}", if failed { "no dead letter" } else { "no notification" });
+        return Ok(());
+    }
+    let stamp = |s: Option<i64>| s.map(|s| prost_types::Timestamp { seconds: s, nanos: 0 });
+    let mut t = table(&["ID", "EVENT", "SUBJECT", "CHANNEL", "AT", "STATUS", "TRIES", "ERROR"]);
+    for r in &rows {
+        let channel = if r.address.is_empty() {
+            r.channel.clone()
+        } else {
+            format!("{} ({})", r.channel, r.address)
+        };
+        t.add_row(vec![
+            r.id.clone(),
+            r.action.clone(),
+            r.subject.clone(),
+            channel,
+            short(time(&stamp(r.at_unix))),
+            r.status.clone(),
+            r.attempts.to_string(),
+            printable(&r.last_error).into_owned(),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
 }

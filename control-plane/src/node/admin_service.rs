@@ -565,6 +565,34 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::CloseReviewResponse>, Status> {
         self.close_review_impl(request).await
     }
+
+    async fn list_notifications(
+        &self,
+        request: Request<wire::ListNotificationsRequest>,
+    ) -> Result<Response<wire::ListNotificationsResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let wire::ListNotificationsRequest { failed, limit } = request.into_inner();
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1_000) as usize,
+        };
+        let notifications = self
+            .control
+            .read_current(|state| {
+                let mut entries: Vec<&dsops_state::OutboxEntry> = state
+                    .outbox
+                    .values()
+                    .filter(|e| {
+                        !failed || matches!(e.status, dsops_state::DeliveryStatus::Dead { .. })
+                    })
+                    .collect();
+                entries.sort_by(|a, b| (b.at_ms, &b.id).cmp(&(a.at_ms, &a.id)));
+                entries.into_iter().take(limit).map(notification_wire).collect()
+            })
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(wire::ListNotificationsResponse { notifications }))
+    }
 }
 
 impl AdminService {
@@ -572,6 +600,32 @@ impl AdminService {
     pub(super) fn new_token(&self, ttl: std::time::Duration) -> (JoinToken, u64) {
         let token = JoinToken::generate(self.control.peer_fingerprint());
         (token, dsops_proto::now_ms() + ttl.as_millis() as u64)
+    }
+}
+
+/// An outbox entry for the API.
+fn notification_wire(entry: &dsops_state::OutboxEntry) -> wire::Notification {
+    use dsops_proto::domain::timestamp_ms;
+    use dsops_state::DeliveryStatus;
+    let (status, finished) = match entry.status {
+        DeliveryStatus::Pending => ("pending", None),
+        DeliveryStatus::Delivered { at_ms } => ("delivered", Some(at_ms)),
+        DeliveryStatus::Dead { at_ms } => ("dead", Some(at_ms)),
+    };
+    wire::Notification {
+        id: entry.id.clone(),
+        event_id: entry.event_id.clone(),
+        action: entry.action.clone(),
+        subject: entry.subject.clone(),
+        detail: entry.detail.clone(),
+        channel: entry.channel.clone(),
+        address: entry.address.clone().unwrap_or_default(),
+        segment: entry.segment.clone(),
+        status: status.to_owned(),
+        attempts: entry.attempts,
+        at: Some(timestamp_ms(entry.at_ms)),
+        finished_at: finished.map(timestamp_ms),
+        last_error: entry.last_error.clone(),
     }
 }
 

@@ -223,6 +223,7 @@ pub async fn start(
     ));
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
     tokio::spawn(crate::rotation::approvals::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(crate::rotation::notifier::run(control.clone(), shutdown.subscribe()));
     if options.scheduler {
         tokio::spawn(crate::rotation::scheduler::run(control.clone(), shutdown.subscribe()));
     }

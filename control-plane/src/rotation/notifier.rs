@@ -1,0 +1,171 @@
+//! The leader's notifier: reads the audit log after the replicated cursor, picks the events
+//! people are told about, resolves each one's targets under the stored configuration (the
+//! secret's policy `notifications`, then `rotation.defaults.notification`) to channels, and
+//! queues one delivery per event and channel (`EnqueueNotifications`, which moves the cursor in
+//! the same entry: a new leader neither skips nor repeats an event).
+//!
+//! | event | told to |
+//! |---|---|
+//! | `run.requested`, `run.completed`, `approval.approved` | `onSuccess` / `on_success` |
+//! | `run.rolledback`, `run.quarantined`, `approval.denied`, `run.expired`, `approval.requested`, `breakglass.used`, `review.overdue` | `onFailure` / `on_failure` |
+//!
+//! Events older than an hour when read (a cluster that was down, or one upgraded to a release
+//! with notifications) are passed over, not delivered late. `log:` targets are written to this
+//! node's log and recorded delivered.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::control::{ControlPlane, WriteError};
+use crate::rotation::start;
+use dsops_config::config::Loaded;
+use dsops_config::config::notify::resolve_target;
+use dsops_state::{AuditEvent, Command, DeliveryStatus, OutboxEntry};
+
+/// How often the leader looks.
+const TICK: Duration = Duration::from_secs(1);
+/// Events read per tick.
+const BATCH: usize = 500;
+/// Events older than this when read are not delivered.
+const STALE: u64 = 3_600_000;
+
+/// Runs the notifier until `shutdown`.
+pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if !control.is_leader() {
+            continue;
+        }
+        if let Err(error) = tick(&control).await {
+            tracing::warn!(%error, "notifier: tick failed; trying again");
+        }
+    }
+}
+
+/// Which list of targets an audit action goes to: `Some(true)` success, `Some(false)` failure.
+pub fn routing(action: &str) -> Option<bool> {
+    match action {
+        "run.requested" | "run.completed" | "approval.approved" => Some(true),
+        "run.rolledback" | "run.quarantined" | "approval.denied" | "run.expired"
+        | "approval.requested" | "breakglass.used" | "review.overdue" => Some(false),
+        _ => None,
+    }
+}
+
+/// The targets of an event on `env/key`, from its policy and the defaults, without repeats.
+fn targets(loaded: &Loaded, subject: &str, success: bool) -> Vec<String> {
+    let defaults = &loaded.config.rotation.defaults.notification;
+    let mut all: Vec<String> =
+        if success { defaults.on_success.clone() } else { defaults.on_failure.clone() };
+    let policy = subject.split_once('/').and_then(|(env, key)| {
+        let secret = loaded.config.envs.get(env)?.secrets.get(key)?;
+        let name = secret.rotation.as_ref()?.policy.as_ref()?;
+        loaded.catalog.rotation_policies.get(name)
+    });
+    if let Some(notifications) = policy.and_then(|p| p.value.spec.notifications.as_ref()) {
+        let list = if success { &notifications.on_success } else { &notifications.on_failure };
+        all.splice(0..0, list.iter().cloned());
+    }
+    let mut seen = BTreeSet::new();
+    all.retain(|t| seen.insert(t.clone()));
+    all
+}
+
+/// The deliveries of one event.
+pub fn deliveries(loaded: &Loaded, event: &AuditEvent) -> Vec<OutboxEntry> {
+    let Some(success) = routing(&event.action) else { return Vec::new() };
+    let notifications = &loaded.config.notifications;
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for target in targets(loaded, &event.subject, success) {
+        let resolved = match resolve_target(&target, notifications, &loaded.catalog) {
+            Ok(resolved) => resolved,
+            Err(why) => {
+                tracing::debug!(%target, %why, "notifier: target resolves to no channel");
+                continue;
+            }
+        };
+        for delivery in resolved {
+            if !seen.insert((delivery.channel.clone(), delivery.address.clone())) {
+                continue;
+            }
+            let (segment, status) = match notifications.channels.get(&delivery.channel) {
+                Some(channel) => (channel.segment.clone(), DeliveryStatus::Pending),
+                // `log:`: written here, now.
+                None => {
+                    tracing::info!(
+                        target: "dsops::notification",
+                        log = delivery.address.as_deref().unwrap_or_default(),
+                        action = %event.action,
+                        subject = %event.subject,
+                        detail = %event.detail,
+                        "notification"
+                    );
+                    (String::new(), DeliveryStatus::Delivered { at_ms: event.at_ms })
+                }
+            };
+            out.push(OutboxEntry {
+                id: format!("evt-{}.{}", event.seq, out.len()),
+                event_id: format!("evt-{}", event.seq),
+                action: event.action.clone(),
+                subject: event.subject.clone(),
+                detail: event.detail.clone(),
+                actor: event.actor.clone(),
+                at_ms: event.at_ms,
+                channel: delivery.channel,
+                address: delivery.address,
+                segment,
+                attempts: 0,
+                next_attempt_ms: event.at_ms,
+                status,
+                last_error: String::new(),
+            });
+        }
+    }
+    out
+}
+
+async fn tick(control: &ControlPlane) -> Result<(), String> {
+    let cursor = control.read_local(|s| s.notify_cursor).await;
+    let history = control.audit_history(cursor, BATCH)?;
+    let Some(last) = history.events.last().map(|e| e.seq) else { return Ok(()) };
+    let Some((_, loaded)) = start::applied_config(control).await.map_err(|e| e.to_string())? else {
+        // No configuration, no targets: move on.
+        return enqueue(control, last, Vec::new()).await;
+    };
+    let now = dsops_proto::now_ms();
+    let mut entries = Vec::new();
+    for event in history.events.iter().filter(|e| e.at_ms + STALE >= now) {
+        entries.extend(deliveries(&loaded, event));
+    }
+    enqueue(control, last, entries).await
+}
+
+async fn enqueue(
+    control: &ControlPlane,
+    through_seq: u64,
+    entries: Vec<OutboxEntry>,
+) -> Result<(), String> {
+    let queued = entries.len();
+    let command = Command::EnqueueNotifications { through_seq, entries };
+    let actor = format!("node-{} notifier", control.node_id());
+    match control.write(&actor, &format!("notify-{through_seq}"), command).await {
+        Ok(_) => {
+            if queued > 0 {
+                tracing::debug!(through_seq, queued, "notifier: deliveries queued");
+            }
+            Ok(())
+        }
+        // Another leader got there first: the next tick reads from the new cursor.
+        Err(WriteError::Rejected { .. }) => Ok(()),
+        Err(error) => Err(error.to_string()),
+    }
+}
