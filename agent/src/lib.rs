@@ -15,7 +15,8 @@
 //! ```
 //!
 //! `host` enrols the agent and runs its sessions (the `dsops-agent` binary); `from_config` builds
-//! its configuration (stores, services, hooks) from a `dsops.yaml`.
+//! its configuration (stores, services, hooks) from a `dsops.yaml`. `notify` delivers one
+//! notification through a Slack, webhook or PagerDuty channel (not yet driven by the session).
 //!
 //! Secret values live in [`SecretValue`], which prints `***` and is zeroized on drop; outside
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).
@@ -31,6 +32,7 @@ pub mod host;
 pub mod identity;
 pub mod in_process;
 mod key_file;
+pub mod notify;
 pub mod redact;
 pub mod sealed;
 pub mod secret;

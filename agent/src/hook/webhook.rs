@@ -253,6 +253,80 @@ pub async fn post(
     (StepOutcome::NotApplied, format!("{who} refused the request: {status}"))
 }
 
+/// Why a [`send`] failed: whether any of the request may have reached the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// Bytes of the request may have left (after the connection was made).
+    pub maybe_sent: bool,
+    /// What happened, safe to report.
+    pub message: String,
+}
+
+/// Sends one `POST` of `body` (JSON) with `headers` to `spec`'s URL, with the same rules as a
+/// step's call (no proxy, no redirect, the spec's CAs and timeout): the status and the first
+/// 64 KiB of the answer.
+pub async fn send(
+    spec: &WebhookSpec,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<(StatusCode, Vec<u8>), SendError> {
+    let who = spec.origin();
+    let deadline = Instant::now() + spec.timeout;
+    let connection = match tokio::time::timeout(spec.timeout, connect(spec)).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
+            return Err(SendError { maybe_sent: false, message: format!("{who}: {error}") });
+        }
+        Err(_) => {
+            return Err(SendError {
+                maybe_sent: false,
+                message: format!("{who}: no connection within {:?}", spec.timeout),
+            });
+        }
+    };
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(spec.path.as_str())
+        .header(hyper::header::HOST, host_header(spec))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, concat!("dsops-agent/", env!("CARGO_PKG_VERSION")));
+    for (name, value) in headers {
+        request = request.header(*name, value.as_str());
+    }
+    let body = SecretBody(Zeroizing::new(body), 0);
+    let request = request.body(Full::new(body)).map_err(|error| SendError {
+        maybe_sent: false,
+        message: format!("{who}: cannot build the request: {error}"),
+    })?;
+    let exchange = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(connection).await?;
+        let driver = tokio::spawn(connection);
+        let answer = match sender.send_request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                Ok((status, bytes))
+            }
+            Err(error) => Err(error),
+        };
+        driver.abort();
+        answer
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, exchange).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(SendError { maybe_sent: true, message: format!("{who}: {error}") }),
+        Err(_) => Err(SendError {
+            maybe_sent: true,
+            message: format!("{who} did not answer within {:?}", spec.timeout),
+        }),
+    }
+}
+
 fn host_header(spec: &WebhookSpec) -> String {
     let default = if spec.tls { 443 } else { 80 };
     let host = if spec.host.contains(':') { format!("[{}]", spec.host) } else { spec.host.clone() };

@@ -1,0 +1,399 @@
+//! Delivering one notification through one channel: what an agent of the channel's segment does
+//! with a delivery from the control plane's outbox. The channel's credential comes from the
+//! agent's own store; the control plane never holds it.
+//!
+//! | channel | request |
+//! |---|---|
+//! | `slack` | `POST` to the incoming-webhook URL (the credential): `{"text": …}` (`channel` when the target names one) |
+//! | `webhook` | `POST` to the channel's URL, signed the Standard Webhooks way: `webhook-id` (the delivery id), `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>`; a `whsec_` secret is base64 |
+//! | `pagerduty` | Events API v2: a failure triggers with `dedup_key` = the secret, the next completed run resolves it; other events are not sent |
+//!
+//! A `2xx` answer is delivered; a refused connection, a timeout, `408`, `429` or `5xx` is worth
+//! another try; any other answer is final (dead letter). Email (SMTP with STARTTLS) is not built
+//! yet.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::hook::webhook::{self, WebhookSpec};
+use crate::secret::SecretValue;
+
+/// The PagerDuty Events API v2 endpoint, when a channel names no other.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// How long one delivery may take.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One event for one channel, as the outbox holds it (no value: audit text only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The delivery id (`evt-<seq>.<n>`): receivers deduplicate on it.
+    pub id: String,
+    /// The event id (`evt-<seq>`).
+    pub event_id: String,
+    /// What happened (`run.completed`, ...).
+    pub action: String,
+    /// The secret (`env/KEY`) or other subject.
+    pub subject: String,
+    /// The event's text.
+    pub detail: String,
+    /// Who acted.
+    pub actor: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// The address within the channel (a Slack channel, an email recipient).
+    pub address: Option<String>,
+}
+
+impl Notification {
+    /// One line for people: `dev/API_KEY: run.completed by node-1 — <detail>`.
+    pub fn summary(&self) -> String {
+        format!("{}: {} by {} — {}", self.subject, self.action, self.actor, self.detail)
+    }
+
+    /// The command that shows more.
+    pub fn command(&self) -> String {
+        match self.subject.split_once('/') {
+            Some((env, key)) => format!("dsops rotation history --env {env} --key {key}"),
+            None => "dsops notification list".to_owned(),
+        }
+    }
+
+    fn is_failure(&self) -> bool {
+        matches!(
+            self.action.as_str(),
+            "run.rolledback"
+                | "run.quarantined"
+                | "approval.denied"
+                | "run.expired"
+                | "review.overdue"
+        )
+    }
+}
+
+/// A channel as the agent delivers through it.
+#[derive(Debug, Clone)]
+pub enum ChannelSpec {
+    /// A Slack incoming webhook; its URL is the credential.
+    Slack,
+    /// A generic webhook at a URL, signed with the credential.
+    Webhook(WebhookSpec),
+    /// PagerDuty Events v2 at a URL (normally [`PAGERDUTY_EVENTS_URL`]); the credential is the
+    /// routing key.
+    PagerDuty(WebhookSpec),
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// The receiver took it.
+    Yes(String),
+    /// Nothing to send for this event on this channel (PagerDuty hears failures and recoveries only).
+    Skipped(String),
+    /// Worth another try later.
+    Retry(String),
+    /// Final: the receiver refused it, or the channel cannot work as configured.
+    Refused(String),
+}
+
+/// The Standard Webhooks signature header value for `body` sent as `id` at `timestamp`.
+pub fn standard_webhook_signature(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let key_bytes = match secret.strip_prefix("whsec_") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap_or_else(|_| encoded.as_bytes().to_vec()),
+        None => secret.as_bytes().to_vec(),
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes);
+    let mut context = ring::hmac::Context::with_key(&key);
+    context.update(id.as_bytes());
+    context.update(b".");
+    context.update(timestamp.to_string().as_bytes());
+    context.update(b".");
+    context.update(body);
+    let tag = context.sign();
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag.as_ref()))
+}
+
+fn at_rfc3339(ms: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The generic webhook body.
+pub fn webhook_body(n: &Notification) -> serde_json::Value {
+    json!({
+        "type": n.action,
+        "timestamp": at_rfc3339(n.at_ms),
+        "data": {
+            "id": n.id,
+            "event_id": n.event_id,
+            "subject": n.subject,
+            "detail": n.detail,
+            "actor": n.actor,
+            "command": n.command(),
+        }
+    })
+}
+
+/// Delivers `n` through `channel` with its `credential`.
+pub async fn deliver(
+    channel: &ChannelSpec,
+    n: &Notification,
+    credential: &SecretValue,
+) -> Delivered {
+    match channel {
+        ChannelSpec::Slack => {
+            let spec = match WebhookSpec::new(credential.expose(), DELIVERY_TIMEOUT, None, None) {
+                Ok(spec) => spec,
+                Err(_) => {
+                    return Delivered::Refused(
+                        "the Slack webhook URL in the store is not a usable https:// URL".into(),
+                    );
+                }
+            };
+            let mut body = json!({ "text": format!("{}\n`{}`", n.summary(), n.command()) });
+            if let Some(address) = &n.address {
+                body["channel"] = json!(address);
+            }
+            post(&spec, &[], &body).await
+        }
+        ChannelSpec::Webhook(spec) => {
+            let body = webhook_body(n);
+            let bytes = body.to_string().into_bytes();
+            let timestamp =
+                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let headers = [
+                ("webhook-id", n.id.clone()),
+                ("webhook-timestamp", timestamp.to_string()),
+                (
+                    "webhook-signature",
+                    standard_webhook_signature(credential.expose(), &n.id, timestamp, &bytes),
+                ),
+            ];
+            classify(webhook::send(spec, &headers, bytes).await)
+        }
+        ChannelSpec::PagerDuty(spec) => {
+            let action = if n.is_failure() {
+                "trigger"
+            } else if n.action == "run.completed" {
+                "resolve"
+            } else {
+                return Delivered::Skipped(format!(
+                    "PagerDuty hears failures and recoveries, not {}",
+                    n.action
+                ));
+            };
+            let mut body = json!({
+                "routing_key": credential.expose(),
+                "event_action": action,
+                "dedup_key": format!("dsops:{}", n.subject),
+            });
+            if action == "trigger" {
+                body["payload"] = json!({
+                    "summary": n.summary().chars().take(1024).collect::<String>(),
+                    "source": "dsops",
+                    "severity": "error",
+                    "component": n.subject,
+                    "custom_details": { "event_id": n.event_id, "command": n.command() },
+                });
+            }
+            post(spec, &[], &body).await
+        }
+    }
+}
+
+async fn post(
+    spec: &WebhookSpec,
+    headers: &[(&str, String)],
+    body: &serde_json::Value,
+) -> Delivered {
+    classify(webhook::send(spec, headers, body.to_string().into_bytes()).await)
+}
+
+fn classify(result: Result<(hyper::StatusCode, Vec<u8>), webhook::SendError>) -> Delivered {
+    match result {
+        Ok((status, _)) if status.is_success() => Delivered::Yes(format!("answered {status}")),
+        Ok((status, _))
+            if status.is_server_error()
+                || status == hyper::StatusCode::TOO_MANY_REQUESTS
+                || status == hyper::StatusCode::REQUEST_TIMEOUT =>
+        {
+            Delivered::Retry(format!("answered {status}"))
+        }
+        Ok((status, _)) => Delivered::Refused(format!("answered {status}")),
+        Err(error) => Delivered::Retry(error.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-request HTTP receiver (a stand-in for Slack, a webhook endpoint and PagerDuty:
+    /// it records the request and answers `status`).
+    async fn receiver(status: u16) -> (String, tokio::task::JoinHandle<(String, Vec<u8>)>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + length {
+                        let head = text[..end].to_owned();
+                        let body = data[end + 4..end + 4 + length].to_vec();
+                        let answer = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                        socket.write_all(answer.as_bytes()).await.unwrap();
+                        return (head, body);
+                    }
+                }
+                if n == 0 {
+                    return (text, Vec::new());
+                }
+            }
+        });
+        (url, task)
+    }
+
+    fn notification(action: &str) -> Notification {
+        Notification {
+            id: "evt-7.0".into(),
+            event_id: "evt-7".into(),
+            action: action.into(),
+            subject: "prod/API_KEY".into(),
+            detail: "run r1 ended RolledBack: login failed".into(),
+            actor: "agent:a1".into(),
+            at_ms: 1_700_000_000_000,
+            address: Some("#payments".into()),
+        }
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_webhook_is_signed_the_standard_webhooks_way() {
+        let (url, task) = receiver(204).await;
+        let spec = WebhookSpec::new(&url, DELIVERY_TIMEOUT, None, None).unwrap();
+        let secret = SecretValue::new(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(b"0123456789abcdef")
+        ));
+        let n = notification("run.rolledback");
+        assert!(matches!(
+            deliver(&ChannelSpec::Webhook(spec), &n, &secret).await,
+            Delivered::Yes(_)
+        ));
+        let (head, body) = task.await.unwrap();
+        assert_eq!(header(&head, "webhook-id"), Some("evt-7.0"));
+        let timestamp: u64 = header(&head, "webhook-timestamp").unwrap().parse().unwrap();
+        // The signature, computed independently from the spec's definition.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"0123456789abcdef");
+        let mut signed = format!("evt-7.0.{timestamp}.").into_bytes();
+        signed.extend_from_slice(&body);
+        let expected = base64::engine::general_purpose::STANDARD
+            .encode(ring::hmac::sign(&key, &signed).as_ref());
+        assert_eq!(header(&head, "webhook-signature"), Some(format!("v1,{expected}").as_str()));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["type"], "run.rolledback");
+        assert_eq!(json["data"]["command"], "dsops rotation history --env prod --key API_KEY");
+    }
+
+    #[tokio::test]
+    async fn slack_gets_text_and_pagerduty_triggers_and_resolves_by_secret() {
+        let (url, task) = receiver(200).await;
+        let n = notification("run.rolledback");
+        let delivered = deliver(&ChannelSpec::Slack, &n, &SecretValue::new(url)).await;
+        assert!(matches!(delivered, Delivered::Yes(_)), "{delivered:?}");
+        let (_, body) = task.await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(json["text"].as_str().unwrap().contains("prod/API_KEY: run.rolledback"));
+        assert_eq!(json["channel"], "#payments");
+
+        for (action, expected) in [("run.quarantined", "trigger"), ("run.completed", "resolve")] {
+            let (url, task) = receiver(202).await;
+            let spec = WebhookSpec::new(&url, DELIVERY_TIMEOUT, None, None).unwrap();
+            let key = SecretValue::new("R0UT1NGKEY".into());
+            let delivered =
+                deliver(&ChannelSpec::PagerDuty(spec), &notification(action), &key).await;
+            assert!(matches!(delivered, Delivered::Yes(_)), "{delivered:?}");
+            let (_, body) = task.await.unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["event_action"], expected);
+            assert_eq!(json["dedup_key"], "dsops:prod/API_KEY");
+            assert_eq!(json["routing_key"], "R0UT1NGKEY");
+        }
+        let spec =
+            WebhookSpec::new("https://events.example.com/v2/enqueue", DELIVERY_TIMEOUT, None, None)
+                .unwrap();
+        let skipped = deliver(
+            &ChannelSpec::PagerDuty(spec),
+            &notification("run.requested"),
+            &SecretValue::new("k".into()),
+        )
+        .await;
+        assert!(matches!(skipped, Delivered::Skipped(_)), "{skipped:?}");
+    }
+
+    #[tokio::test]
+    async fn answers_decide_retry_or_dead_letter() {
+        for (status, retry) in [(503, true), (429, true), (400, false), (410, false)] {
+            let (url, task) = receiver(status).await;
+            let spec = WebhookSpec::new(&url, DELIVERY_TIMEOUT, None, None).unwrap();
+            let got = deliver(
+                &ChannelSpec::Webhook(spec),
+                &notification("run.completed"),
+                &SecretValue::new("s".into()),
+            )
+            .await;
+            task.await.unwrap();
+            match got {
+                Delivered::Retry(_) => assert!(retry, "{status}"),
+                Delivered::Refused(_) => assert!(!retry, "{status}"),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let spec =
+            WebhookSpec::new(&format!("http://127.0.0.1:{port}/"), DELIVERY_TIMEOUT, None, None)
+                .unwrap();
+        let got = deliver(
+            &ChannelSpec::Webhook(spec),
+            &notification("run.completed"),
+            &SecretValue::new("s".into()),
+        )
+        .await;
+        assert!(matches!(got, Delivered::Retry(_)), "{got:?}");
+        let bad = deliver(
+            &ChannelSpec::Slack,
+            &notification("run.completed"),
+            &SecretValue::new("http://hooks.slack.example/x".into()),
+        )
+        .await;
+        assert!(matches!(bad, Delivered::Refused(_)), "{bad:?}");
+    }
+}
