@@ -19,22 +19,11 @@ use dsops_state::{Command, RunPhase, RunSpec};
 const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the upkeep until `shutdown`.
-pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        if !control.is_leader() {
-            continue;
-        }
-        if let Err(error) = tick(&control).await {
-            tracing::warn!(%error, "approvals: upkeep failed; trying again");
-        }
-    }
+pub async fn run(control: ControlPlane, shutdown: watch::Receiver<bool>) {
+    super::while_leading(control, shutdown, TICK, "approvals", |control| async move {
+        tick(&control).await
+    })
+    .await;
 }
 
 /// A run awaiting approval whose plan is older than the configuration.

@@ -21,3 +21,38 @@ pub mod spec;
 pub mod start;
 
 pub use dispatcher::{ReceiptError, submit_receipt};
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::control::ControlPlane;
+
+/// Calls `tick` every `every` while this node leads, until `shutdown`; a failed tick is logged
+/// (naming `what`) and the next one tries again. For the leader's stateless loops.
+pub(crate) async fn while_leading<F, Fut>(
+    control: ControlPlane,
+    mut shutdown: watch::Receiver<bool>,
+    every: Duration,
+    what: &'static str,
+    mut tick: F,
+) where
+    F: FnMut(ControlPlane) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if !control.is_leader() {
+            continue;
+        }
+        if let Err(error) = tick(control.clone()).await {
+            tracing::warn!(%error, "{what}: tick failed; trying again");
+        }
+    }
+}

@@ -32,22 +32,11 @@ const BATCH: usize = 500;
 const STALE: u64 = 3_600_000;
 
 /// Runs the notifier until `shutdown`.
-pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        if !control.is_leader() {
-            continue;
-        }
-        if let Err(error) = tick(&control).await {
-            tracing::warn!(%error, "notifier: tick failed; trying again");
-        }
-    }
+pub async fn run(control: ControlPlane, shutdown: watch::Receiver<bool>) {
+    super::while_leading(control, shutdown, TICK, "notifier", |control| async move {
+        tick(&control).await
+    })
+    .await;
 }
 
 /// Which list of targets an audit action goes to: `Some(true)` success, `Some(false)` failure.
