@@ -15,8 +15,8 @@
 //! ```
 //!
 //! `host` enrols the agent and runs its sessions (the `dsops-agent` binary); `from_config` builds
-//! its configuration (stores, services, hooks) from a `dsops.yaml`. `notify` delivers one
-//! notification through a Slack, webhook or PagerDuty channel (not yet driven by the session).
+//! its configuration (stores, services, hooks) from a `dsops.yaml`. `notify` delivers the
+//! notifications the control plane sends over the session (Slack, webhook, PagerDuty).
 //!
 //! Secret values live in [`SecretValue`], which prints `***` and is zeroized on drop; outside
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).

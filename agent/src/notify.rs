@@ -10,7 +10,10 @@
 //!
 //! A `2xx` answer is delivered; a refused connection, a timeout, `408`, `429` or `5xx` is worth
 //! another try; any other answer is final (dead letter). Email (SMTP with STARTTLS) is not built
-//! yet.
+//! yet: an email delivery is refused (a dead letter saying so).
+//!
+//! [`perform`] is what the agent's session does with a `Delivery` from the control plane: read
+//! the credential from the agent's store, deliver, and sign the result with the agent's key.
 
 use std::time::{Duration, SystemTime};
 
@@ -226,6 +229,104 @@ fn classify(result: Result<(hyper::StatusCode, Vec<u8>), webhook::SendError>) ->
         Ok((status, _)) => Delivered::Refused(format!("answered {status}")),
         Err(error) => Delivered::Retry(error.message),
     }
+}
+
+/// Performs a delivery the control plane sent: reads the channel's credential from this
+/// agent's store, delivers, and returns the signed result for the session to send.
+pub async fn perform(
+    executor: &crate::executor::Executor,
+    delivery: &dsops_proto::wire::agent::Delivery,
+) -> dsops_proto::wire::agent::DeliveryResult {
+    let (outcome, detail) = match perform_inner(executor, delivery).await {
+        Delivered::Yes(detail) => ("delivered", detail),
+        Delivered::Skipped(detail) => ("skipped", detail),
+        Delivered::Retry(detail) => ("retry", detail),
+        Delivered::Refused(detail) => ("refused", detail),
+    };
+    let at_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let body = json!({
+        "id": delivery.id,
+        "attempt": delivery.attempt,
+        "outcome": outcome,
+        "detail": detail.chars().take(512).collect::<String>(),
+        "at_ms": at_ms,
+    })
+    .to_string()
+    .into_bytes();
+    let signature = ed25519_dalek::Signer::sign(&executor.identity().signing_key, &body);
+    dsops_proto::wire::agent::DeliveryResult { body, signature: signature.to_bytes().to_vec() }
+}
+
+async fn perform_inner(
+    executor: &crate::executor::Executor,
+    delivery: &dsops_proto::wire::agent::Delivery,
+) -> Delivered {
+    use crate::store::SecretStore;
+    let reference = match dsops_proto::domain::StoreRef::parse(&delivery.credential_ref) {
+        Ok(reference) => reference,
+        Err(error) => return Delivered::Refused(format!("credential: {error}")),
+    };
+    let Some(field) = reference.field.clone() else {
+        return Delivered::Refused("credential: the reference names no field".into());
+    };
+    let store = match executor.store(&reference.store) {
+        Ok(store) => store,
+        Err(error) => return Delivered::Refused(format!("credential: {error}")),
+    };
+    let credential = match store.read(&reference.path, crate::store::Label::Current) {
+        Ok(Some(fields)) => match fields.get(&field) {
+            Some(value) => value.clone(),
+            None => {
+                return Delivered::Refused(format!(
+                    "credential: {} has no field {field}",
+                    reference.path
+                ));
+            }
+        },
+        Ok(None) => {
+            return Delivered::Refused(format!(
+                "credential: no entry {} in store {}",
+                reference.path, reference.store
+            ));
+        }
+        Err(error) => return Delivered::Retry(format!("credential: {error}")),
+    };
+    let url = |default: &str| {
+        let url = if delivery.url.is_empty() { default } else { delivery.url.as_str() };
+        WebhookSpec::new(url, DELIVERY_TIMEOUT, None, None)
+    };
+    let channel = match delivery.channel_type.as_str() {
+        "slack" => ChannelSpec::Slack,
+        "webhook" => match url("") {
+            Ok(spec) => ChannelSpec::Webhook(spec),
+            Err(error) => return Delivered::Refused(error),
+        },
+        "pagerduty" => match url(PAGERDUTY_EVENTS_URL) {
+            Ok(spec) => ChannelSpec::PagerDuty(spec),
+            Err(error) => return Delivered::Refused(error),
+        },
+        other => {
+            return Delivered::Refused(format!(
+                "this agent cannot deliver through {other} channels yet"
+            ));
+        }
+    };
+    let at_ms = delivery
+        .at
+        .map_or(0, |t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000);
+    let notification = Notification {
+        id: delivery.id.clone(),
+        event_id: delivery.event_id.clone(),
+        action: delivery.action.clone(),
+        subject: delivery.subject.clone(),
+        detail: delivery.detail.clone(),
+        actor: delivery.actor.clone(),
+        at_ms,
+        address: Some(delivery.address.clone()).filter(|a| !a.is_empty()),
+    };
+    deliver(&channel, &notification, &credential).await
 }
 
 #[cfg(test)]

@@ -352,6 +352,14 @@ async fn one_session(
                             Err(error) => tracing::error!(%error, "cannot keep the renewed certificate"),
                         }
                     }
+                    Some(wire::control_message::Kind::Delivery(delivery)) => {
+                        let (executor, tx) = (executor.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let result = crate::notify::perform(&executor, &delivery).await;
+                            let kind = wire::agent_message::Kind::DeliveryResult(result);
+                            let _ = tx.send(wire::AgentMessage { kind: Some(kind) }).await;
+                        });
+                    }
                     Some(wire::control_message::Kind::Cancel(cancel)) => {
                         tracing::info!(run = %cancel.run_id, reason = %cancel.reason, "run cancelled");
                     }

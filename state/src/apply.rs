@@ -203,6 +203,9 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         Command::EnqueueNotifications { through_seq, entries } => {
             super::outbox::enqueue(state, request, ctx, *through_seq, entries)
         }
+        Command::RecordDelivery { agent_id, body_hex, signature_hex } => {
+            super::outbox::record(state, request, ctx, agent_id, body_hex, signature_hex)
+        }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
             Outcome::Audited { seq }

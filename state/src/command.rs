@@ -298,6 +298,15 @@ pub enum Command {
         /// One per event and channel.
         entries: Vec<crate::OutboxEntry>,
     },
+    /// An agent's signed result of a delivery (verified here against its registered key).
+    RecordDelivery {
+        /// The agent.
+        agent_id: String,
+        /// The result's JSON body, hex.
+        body_hex: String,
+        /// Its Ed25519 signature, hex.
+        signature_hex: String,
+    },
     /// Append an event to the audit log.
     AppendAudit {
         /// What happened (`cluster.init`, `node.removed`, ...).
@@ -366,6 +375,7 @@ impl Command {
             Command::ReplanRun { .. } => "replan_run",
             Command::CloseReview { .. } => "close_review",
             Command::EnqueueNotifications { .. } => "enqueue_notifications",
+            Command::RecordDelivery { .. } => "record_delivery",
             Command::ReviewOverdue { .. } => "review_overdue",
         }
     }
@@ -423,6 +433,11 @@ pub enum Outcome {
         operator: String,
         /// Its roles now.
         grants: Vec<dsops_proto::domain::RoleGrant>,
+    },
+    /// A delivery's result was recorded.
+    DeliveryRecorded {
+        /// The delivery.
+        id: String,
     },
     /// Deliveries were queued.
     NotificationsQueued {

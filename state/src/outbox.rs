@@ -48,6 +48,9 @@ pub struct OutboxEntry {
     /// The last failure.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_error: String,
+    /// The agent's signed result of the last try: the JSON body and its Ed25519 signature (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<(String, String)>,
 }
 
 /// Where a delivery stands.
@@ -133,6 +136,109 @@ pub(super) fn enqueue(
     Outcome::NotificationsQueued { through_seq, queued: entries.len() as u32 }
 }
 
+/// The body of an agent's signed delivery result.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct ResultBody {
+    id: String,
+    attempt: u32,
+    outcome: String,
+    detail: String,
+}
+
+/// The wait before try `attempts + 1`: 5 s doubling, at most an hour.
+pub fn backoff_ms(attempts: u32) -> u64 {
+    (5_000u64 << attempts.min(20)).min(3_600_000)
+}
+
+/// Records an agent's signed result of a delivery: delivered (or nothing to send), another try
+/// after a backoff, or a dead letter (refused, or [`MAX_DELIVERY_ATTEMPTS`] tries). The agent
+/// must be of the entry's segment and the signature its registered key's.
+pub(super) fn record(
+    state: &mut State,
+    request: &Request,
+    ctx: ApplyContext,
+    agent_id: &str,
+    body_hex: &str,
+    signature_hex: &str,
+) -> Outcome {
+    let now = request.proposed_at_ms;
+    if body_hex.len() > 4096 || signature_hex.len() > 256 {
+        return Outcome::rejected(ErrorCode::InvalidArgument, "delivery result too large");
+    }
+    let Some(agent) = state.agents.get(agent_id).filter(|a| a.revoked_at_ms.is_none()) else {
+        return Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!("agent {agent_id} is not registered or revoked"),
+        );
+    };
+    let (Some(body), Some(signature), Some(key)) = (
+        dsops_proto::hex_decode(body_hex),
+        dsops_proto::hex_decode(signature_hex).and_then(|s| <[u8; 64]>::try_from(s).ok()),
+        dsops_proto::hex_decode(&agent.public_key).and_then(|k| <[u8; 32]>::try_from(k).ok()),
+    ) else {
+        return Outcome::rejected(ErrorCode::InvalidArgument, "delivery result: not hex");
+    };
+    let verified = ed25519_dalek::VerifyingKey::from_bytes(&key).and_then(|key| {
+        key.verify_strict(&body, &ed25519_dalek::Signature::from_bytes(&signature))
+    });
+    if verified.is_err() {
+        return Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!("the delivery result of agent {agent_id} is not signed by its key"),
+        );
+    }
+    let Ok(result) = serde_json::from_slice::<ResultBody>(&body) else {
+        return Outcome::rejected(ErrorCode::InvalidArgument, "delivery result: malformed body");
+    };
+    let segment = agent.segment.clone();
+    let Some(entry) = state.outbox.get_mut(&result.id) else {
+        return Outcome::rejected(ErrorCode::NotFound, format!("no delivery {}", result.id));
+    };
+    if entry.status != DeliveryStatus::Pending || result.attempt != entry.attempts + 1 {
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
+            format!("delivery {} is not waiting for try {}", result.id, result.attempt),
+        );
+    }
+    if entry.segment != segment {
+        return Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!(
+                "agent {agent_id} of segment {segment} cannot deliver {} (segment {})",
+                result.id, entry.segment
+            ),
+        );
+    }
+    entry.attempts = result.attempt;
+    entry.receipt = Some((body_hex.to_owned(), signature_hex.to_owned()));
+    let detail: String = result.detail.chars().take(512).collect();
+    let action = match result.outcome.as_str() {
+        "delivered" | "skipped" => {
+            entry.status = DeliveryStatus::Delivered { at_ms: now };
+            entry.last_error.clear();
+            "notification.delivered"
+        }
+        "retry" if entry.attempts < MAX_DELIVERY_ATTEMPTS => {
+            entry.next_attempt_ms = now.saturating_add(backoff_ms(entry.attempts - 1));
+            entry.last_error = detail.clone();
+            ""
+        }
+        _ => {
+            entry.status = DeliveryStatus::Dead { at_ms: now };
+            entry.last_error = detail.clone();
+            "notification.dead"
+        }
+    };
+    let id = result.id.clone();
+    let channel = entry.channel.clone();
+    if !action.is_empty() {
+        let text =
+            format!("{id} via {channel} by agent {agent_id}, try {}: {detail}", result.attempt);
+        state.audit.append(ctx.index, now, agent_id, action, &format!("notification {id}"), &text);
+    }
+    Outcome::DeliveryRecorded { id }
+}
+
 /// The oldest delivered or dead entry.
 fn oldest_finished(state: &State) -> Option<String> {
     state
@@ -177,6 +283,7 @@ mod tests {
             next_attempt_ms: 0,
             status: DeliveryStatus::Pending,
             last_error: String::new(),
+            receipt: None,
         }
     }
 
@@ -188,6 +295,73 @@ mod tests {
             command: Command::EnqueueNotifications { through_seq: through, entries },
         };
         apply(state, &request, ApplyContext { index }).outcome
+    }
+
+    /// A state with agent `agt-1` of segment `default` and one pending delivery `evt-1.0`.
+    fn with_agent(key: &ed25519_dalek::SigningKey) -> State {
+        let mut state = State::default();
+        let public_key = dsops_proto::hex(&key.verifying_key().to_bytes());
+        let request = Request {
+            request_id: "reg".into(),
+            actor: "test".into(),
+            proposed_at_ms: 1,
+            command: Command::RegisterAgent {
+                agent_id: "agt-1".into(),
+                segment: "default".into(),
+                public_key,
+            },
+        };
+        apply(&mut state, &request, ApplyContext { index: 1 });
+        enqueue(&mut state, 2, 1, vec![entry(1, 0)]);
+        state
+    }
+
+    fn result(
+        state: &mut State,
+        index: u64,
+        key: &ed25519_dalek::SigningKey,
+        attempt: u32,
+        outcome: &str,
+    ) -> Outcome {
+        use ed25519_dalek::Signer;
+        let body = serde_json::json!({"id": "evt-1.0", "attempt": attempt, "outcome": outcome, "detail": "answered 503", "at_ms": 5}).to_string();
+        let signature = key.sign(body.as_bytes());
+        let request = Request {
+            request_id: format!("res{index}"),
+            actor: "agent:agt-1".into(),
+            proposed_at_ms: 10_000 * index,
+            command: Command::RecordDelivery {
+                agent_id: "agt-1".into(),
+                body_hex: dsops_proto::hex(body.as_bytes()),
+                signature_hex: dsops_proto::hex(&signature.to_bytes()),
+            },
+        };
+        apply(state, &request, ApplyContext { index }).outcome
+    }
+
+    #[test]
+    fn results_are_verified_retried_with_backoff_and_dead_after_the_last_try() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let mut state = with_agent(&key);
+        // Another key's signature, or a try the entry is not waiting for, is refused.
+        let forged = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        assert!(matches!(result(&mut state, 3, &forged, 1, "delivered"), Outcome::Rejected { .. }));
+        assert!(matches!(result(&mut state, 4, &key, 2, "delivered"), Outcome::Rejected { .. }));
+        for attempt in 1..MAX_DELIVERY_ATTEMPTS {
+            let index = 4 + u64::from(attempt);
+            assert!(matches!(
+                result(&mut state, index, &key, attempt, "retry"),
+                Outcome::DeliveryRecorded { .. }
+            ));
+            let entry = &state.outbox["evt-1.0"];
+            assert_eq!(entry.status, DeliveryStatus::Pending);
+            assert_eq!(entry.next_attempt_ms, 10_000 * index + backoff_ms(attempt - 1));
+        }
+        result(&mut state, 100, &key, MAX_DELIVERY_ATTEMPTS, "retry");
+        assert!(matches!(state.outbox["evt-1.0"].status, DeliveryStatus::Dead { .. }));
+        assert!(state.audit.recent().any(|e| e.action == "notification.dead"));
+        assert_eq!(backoff_ms(0), 5_000);
+        assert_eq!(backoff_ms(30), 3_600_000);
     }
 
     #[test]

@@ -1,38 +1,105 @@
-//! The notification outbox on a 3-node cluster: the leader's notifier turns audit events into
-//! deliveries for the targets the configuration names (policy, defaults, installation names,
-//! `log:`), one per event and channel with a stable id, and moves its replicated cursor in the
-//! same entry — so after the leader is killed the next one carries on without repeating or
-//! skipping an event. (Delivery by agents is the next part; deliveries here stay pending.)
+//! Notifications on a 3-node cluster with a remote agent: the leader's notifier turns audit
+//! events into deliveries for the targets the configuration names (policy, defaults,
+//! installation names, `log:`), one per event and channel with a stable id, moving its
+//! replicated cursor in the same entry; an agent of the channel's segment delivers each to a
+//! real HTTP receiver started here, signed the Standard Webhooks way with the secret from the
+//! agent's own store, and its signed result marks it delivered — or dead, when the receiver
+//! refuses it. After the leader is killed the next one carries on: every delivery arrives (at
+//! least once; receivers deduplicate by `webhook-id`) and no event is queued twice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
 use dsops_proto::wire::admin as wire;
 use dsops_tests::agents::{AgentProject, enrolled_agent, rotate};
 use dsops_tests::{RunView, TestCluster, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CONFIG: &str = "version: 1
+/// The webhook signing secret, as the agent's store holds it.
+const SECRET: &[u8] = b"a-32-byte-standard-webhook-key!!";
+
+fn config(hook_port: u16, bad_port: u16) -> String {
+    format!(
+        "version: 1
 secretStores:
-  local: { type: file }
+  local: {{ type: file }}
 rotation:
   defaults:
     notification:
-      on_success: [\"webhook:hook\", \"log:audit\"]
+      on_success: [\"webhook:hook\", \"webhook:bad\", \"log:audit\"]
       on_failure: [payments-team]
 notifications:
   channels:
-    hook: { type: webhook, url: \"https://hooks.example.com/dsops\", credential: \"store://local/notify/hook#secret\" }
-    chat: { type: slack, channel: \"#payments\", segment: seg-b, credential: \"store://local/notify/slack#url\" }
+    hook: {{ type: webhook, url: \"http://127.0.0.1:{hook_port}/dsops\", credential: \"store://local/notify/hook#secret\" }}
+    bad: {{ type: webhook, url: \"http://127.0.0.1:{bad_port}/dsops\", credential: \"store://local/notify/hook#secret\" }}
+    chat: {{ type: slack, channel: \"#payments\", segment: seg-b, credential: \"store://local/notify/slack#url\" }}
   targets:
     payments-team: [\"slack:#payments\"]
 envs:
   dev:
     API_KEY:
-      from: { store: \"store://local/app/api#key\" }
-      rotation: { strategy: random, config: { length: 16 } }
-";
+      from: {{ store: \"store://local/app/api#key\" }}
+      rotation: {{ strategy: random, config: {{ length: 16 }} }}
+"
+    )
+}
+
+/// A request as an HTTP receiver got it.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// An HTTP/1.1 receiver on a free loopback port answering every request with `status`.
+async fn receiver(status: u16) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let headers: BTreeMap<String, String> = text[..end]
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let length: usize =
+                        headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    if data.len() < end + 4 + length {
+                        continue;
+                    }
+                    let body = data[end + 4..end + 4 + length].to_vec();
+                    log.lock().unwrap().push(Received { headers, body });
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    return;
+                }
+            });
+        }
+    });
+    (port, seen)
+}
 
 async fn outbox(cluster: &TestCluster) -> Vec<wire::Notification> {
     let leader = cluster.leader().await;
@@ -46,63 +113,108 @@ async fn outbox(cluster: &TestCluster) -> Vec<wire::Notification> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_events_become_deliveries_once_across_a_leader_change() {
+async fn events_are_queued_once_and_delivered_by_an_agent_across_a_leader_change() {
+    let (hook_port, hooked) = receiver(204).await;
+    let (bad_port, _) = receiver(400).await;
     let mut cluster = TestCluster::start(3).await;
-    let project = AgentProject::new(CONFIG);
+    let project = AgentProject::new(&config(hook_port, bad_port));
     project.apply(&cluster).await;
+    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(SECRET));
+    for agent in ["a1", "a2"] {
+        project.put(agent, "local", "notify/hook", "secret", &secret);
+    }
     let agent = enrolled_agent(&project, &cluster, "a1", "default").await;
     let done = rotate(&cluster, "dev", "API_KEY").await;
     assert!(done.is_finished());
 
-    // run.requested and run.completed, each to the webhook (pending, for an agent of `default`)
-    // and to the log (written and delivered by the leader).
-    let entries = wait_for("the deliveries of the run", Duration::from_secs(10), || async {
+    // run.requested and run.completed, each to both webhooks (delivered by the agent, or dead:
+    // the second receiver refuses) and to the log (written by the leader).
+    let entries = wait_for("the deliveries of the run", Duration::from_secs(30), || async {
         let entries = outbox(&cluster).await;
-        (entries.iter().filter(|e| e.action == "run.completed").count() == 2).then_some(entries)
+        let settled = entries.iter().filter(|e| e.status != "pending").count();
+        (entries.len() == 6 && settled == 6).then_some(entries)
     })
     .await;
-    let of = |action: &str| -> Vec<&wire::Notification> {
-        entries.iter().filter(|e| e.action == action).collect()
-    };
     for action in ["run.requested", "run.completed"] {
-        let mut channels: Vec<(&str, &str)> =
-            of(action).iter().map(|e| (e.channel.as_str(), e.status.as_str())).collect();
+        let mut channels: Vec<(&str, &str)> = entries
+            .iter()
+            .filter(|e| e.action == action)
+            .map(|e| (e.channel.as_str(), e.status.as_str()))
+            .collect();
         channels.sort();
-        assert_eq!(channels, [("hook", "pending"), ("log", "delivered")], "{action}");
-        let e = of(action)[0];
-        assert_eq!(e.subject, "dev/API_KEY");
-        assert!(e.id.starts_with(&format!("{}.", e.event_id)), "{e:?}");
+        assert_eq!(
+            channels,
+            [("bad", "dead"), ("hook", "delivered"), ("log", "delivered")],
+            "{action}"
+        );
     }
-    let hook = of("run.completed").into_iter().find(|e| e.channel == "hook").unwrap().clone();
-    assert_eq!(hook.segment, "default");
-    // The event id is the audit event's sequence number.
+    let dead = entries.iter().find(|e| e.channel == "bad").unwrap();
+    assert!(dead.last_error.contains("400"), "{dead:?}");
+    assert_eq!(dead.attempts, 1, "a refusal is final");
+    // The receiver got each hook delivery, signed with the secret from the agent's store.
+    let hook_ids: BTreeSet<String> =
+        entries.iter().filter(|e| e.channel == "hook").map(|e| e.id.clone()).collect();
+    let got = hooked.lock().unwrap().clone();
+    let got_ids: BTreeSet<String> = got.iter().map(|r| r.headers["webhook-id"].clone()).collect();
+    assert_eq!(got_ids, hook_ids);
+    for r in &got {
+        let (id, ts) = (&r.headers["webhook-id"], &r.headers["webhook-timestamp"]);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET);
+        let mut signed = format!("{id}.{ts}.").into_bytes();
+        signed.extend_from_slice(&r.body);
+        let expected = base64::engine::general_purpose::STANDARD
+            .encode(ring::hmac::sign(&key, &signed).as_ref());
+        assert_eq!(r.headers["webhook-signature"], format!("v1,{expected}"));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["data"]["subject"], "dev/API_KEY");
+        assert!(!String::from_utf8_lossy(&r.body).contains("whsec_"), "no secret in a message");
+    }
+    // The event id is the audit event's sequence number; deliveries are audited by the agent.
     let leader = cluster.leader().await;
     let audit = cluster.control(leader).audit_history(0, usize::MAX).unwrap().events;
-    let seq: u64 = hook.event_id.trim_start_matches("evt-").parse().unwrap();
+    let completed = entries.iter().find(|e| e.action == "run.completed").unwrap();
+    let seq: u64 = completed.event_id.trim_start_matches("evt-").parse().unwrap();
     let event = audit.iter().find(|e| e.seq == seq).unwrap();
     assert_eq!((event.action.as_str(), event.subject.as_str()), ("run.completed", "dev/API_KEY"));
+    assert!(
+        audit.iter().any(|e| e.action == "notification.delivered" && e.actor.starts_with("agt-"))
+    );
+    assert!(audit.iter().any(|e| e.action == "notification.dead"));
 
-    // The leader goes; the next one carries on from the replicated cursor.
+    // The leader goes; the next one carries on from the replicated cursor, and its agent
+    // delivers the second run's events.
     drop(agent);
-    let before = outbox(&cluster).await.len();
     cluster.kill(leader).await;
     let survivors = cluster.running();
     let new_leader = cluster.leader_among(&survivors).await;
     let _agent = enrolled_agent(&project, &cluster, "a2", "default").await;
     rotate(&cluster, "dev", "API_KEY").await;
-    let after = wait_for("the second run's deliveries", Duration::from_secs(15), || async {
+    let after = wait_for("the second run's deliveries", Duration::from_secs(30), || async {
         let entries = outbox(&cluster).await;
-        (entries.iter().filter(|e| e.action == "run.completed").count() == 4).then_some(entries)
+        let done = entries.iter().filter(|e| e.channel == "hook" && e.status == "delivered");
+        (done.count() == 4).then_some(entries)
     })
     .await;
-    assert!(after.len() >= before + 4, "{} then {}", before, after.len());
-    // Every (event, channel) once.
+    // Every (event, channel) queued once, every hook delivery received (at least once).
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
     for e in &after {
         *seen.entry((e.event_id.clone(), e.channel.clone())).or_default() += 1;
     }
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    let hook_ids: BTreeSet<String> =
+        after.iter().filter(|e| e.channel == "hook").map(|e| e.id.clone()).collect();
+    let got_ids: BTreeSet<String> =
+        hooked.lock().unwrap().iter().map(|r| r.headers["webhook-id"].clone()).collect();
+    assert_eq!(got_ids, hook_ids);
     let cursor = cluster.control(new_leader).read_local(|s| s.notify_cursor).await;
-    assert!(cursor >= seq, "the cursor moved on: {cursor}");
+    assert!(cursor > seq, "the cursor moved on: {cursor}");
+    let failed = cluster
+        .admin_client(new_leader)
+        .list_notifications(wire::ListNotificationsRequest { failed: true, limit: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert!(failed.iter().all(|e| e.status == "dead" && e.channel == "bad"), "{failed:?}");
     cluster.shutdown().await;
 }

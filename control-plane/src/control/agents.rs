@@ -65,6 +65,9 @@ impl<'a> Needs<'a> {
     }
 }
 
+/// Where a session takes deliveries: its number, segment and queue.
+type DeliveryQueue = (u64, String, mpsc::UnboundedSender<dsops_proto::wire::agent::Delivery>);
+
 /// A dispatched step as sent: (run, attempt, step).
 pub(crate) type StepKey = (String, u32, StepKind);
 
@@ -75,6 +78,8 @@ type Sent = HashMap<StepKey, u64>;
 #[derive(Clone, Default)]
 pub struct AgentRegistry {
     agents: Arc<Mutex<BTreeMap<String, Connected>>>,
+    /// Remote sessions that take notification deliveries: agent id → (session, segment, queue).
+    deliveries: Arc<Mutex<BTreeMap<String, DeliveryQueue>>>,
     sent: Arc<Mutex<Sent>>,
     sessions: Arc<AtomicU64>,
     next: Arc<AtomicU64>,
@@ -173,6 +178,44 @@ impl AgentRegistry {
         if agents.get(agent_id).is_some_and(|c| c.session == session) {
             agents.remove(agent_id);
         }
+        let mut deliveries = self.deliveries.lock().expect("deliveries lock");
+        if deliveries.get(agent_id).is_some_and(|(s, _, _)| *s == session) {
+            deliveries.remove(agent_id);
+        }
+    }
+
+    /// Lets session `session` of `agent_id` (in `segment`) take notification deliveries.
+    pub fn take_deliveries(
+        &self,
+        agent_id: &str,
+        session: u64,
+        segment: &str,
+        queue: mpsc::UnboundedSender<dsops_proto::wire::agent::Delivery>,
+    ) {
+        self.deliveries
+            .lock()
+            .expect("deliveries lock")
+            .insert(agent_id.to_owned(), (session, segment.to_owned(), queue));
+    }
+
+    /// Sends a delivery to an agent of `segment` (round robin); the agent, or `None` if no
+    /// agent of the segment takes deliveries here.
+    pub fn send_delivery(
+        &self,
+        segment: &str,
+        delivery: dsops_proto::wire::agent::Delivery,
+    ) -> Option<String> {
+        let deliveries = self.deliveries.lock().expect("deliveries lock");
+        let live: Vec<(&String, &DeliveryQueue)> = deliveries
+            .iter()
+            .filter(|(_, (_, s, queue))| s == segment && !queue.is_closed())
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let (agent_id, (_, _, queue)) = live[n % live.len()];
+        queue.send(delivery).ok().map(|()| agent_id.clone())
     }
 
     /// The session number of `agent_id`'s live session here, if it is connected.

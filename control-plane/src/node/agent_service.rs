@@ -328,6 +328,8 @@ impl Session {
         };
         let registry = self.control.agents().clone();
         let (session, close) = registry.connect_session(info, jobs);
+        let (deliveries, mut delivery_queue) = mpsc::unbounded_channel();
+        registry.take_deliveries(&agent_id, session, &self.agent.segment, deliveries);
         tracing::info!(%agent_id, segment = %self.agent.segment, session, "agent session open");
         let welcome = wire::Welcome {
             agent_id: agent_id.clone(),
@@ -349,6 +351,11 @@ impl Session {
                     }
                     None => break End::Closed,
                 },
+                Some(delivery) = delivery_queue.recv() => {
+                    if self.out.send(message(wire::control_message::Kind::Delivery(delivery))).await.is_err() {
+                        break End::Closed;
+                    }
+                }
                 received = inbound.message() => match received {
                     Ok(Some(msg)) => {
                         last_heard = tokio::time::Instant::now();
@@ -468,6 +475,10 @@ impl Session {
             Some(wire::agent_message::Kind::Renew(renew)) => {
                 let renewed = self.renew(&renew.csr_pem).await.map_err(End::Fail)?;
                 let _ = self.out.send(message(wire::control_message::Kind::Renewed(renewed))).await;
+                Ok(())
+            }
+            Some(wire::agent_message::Kind::DeliveryResult(result)) => {
+                crate::rotation::notifier::record_result(&self.control, &self.agent, &result).await;
                 Ok(())
             }
             Some(wire::agent_message::Kind::Hello(_)) => {

@@ -12,9 +12,18 @@
 //! Events older than an hour when read (a cluster that was down, or one upgraded to a release
 //! with notifications) are passed over, not delivered late. `log:` targets are written to this
 //! node's log and recorded delivered.
+//!
+//! Each tick also sends the due pending deliveries to an agent of their channel's segment
+//! connected here (they wait while none is); the agent's signed result (`RecordDelivery`,
+//! verified by the state machine) marks a delivery delivered, schedules another try after a
+//! capped exponential backoff, or makes it a dead letter.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dsops_proto::wire::agent as wire;
+use sha2::Digest;
 
 use tokio::sync::watch;
 
@@ -33,10 +42,111 @@ const STALE: u64 = 3_600_000;
 
 /// Runs the notifier until `shutdown`.
 pub async fn run(control: ControlPlane, shutdown: watch::Receiver<bool>) {
-    super::while_leading(control, shutdown, TICK, "notifier", |control| async move {
-        tick(&control).await
+    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    super::while_leading(control, shutdown, TICK, "notifier", |control| {
+        let sent = sent.clone();
+        async move {
+            tick(&control).await?;
+            dispatch(&control, &sent).await
+        }
     })
     .await;
+}
+
+/// What this node sent, by delivery id: the try and when (a try is sent again after
+/// [`RESEND`] without a result, e.g. when the agent went away).
+type Sent = Arc<Mutex<HashMap<String, (u32, Instant)>>>;
+
+/// How long a try waits for its result before it is sent again.
+const RESEND: Duration = Duration::from_secs(60);
+/// Tries sent per tick at most.
+const SEND_BATCH: usize = 256;
+
+/// Sends each due pending delivery to an agent of its channel's segment connected here.
+async fn dispatch(control: &ControlPlane, sent: &Sent) -> Result<(), String> {
+    let now = dsops_proto::now_ms();
+    let due: Vec<OutboxEntry> = control
+        .read_local(|state| {
+            state
+                .outbox
+                .values()
+                .filter(|e| e.status == DeliveryStatus::Pending && e.next_attempt_ms <= now)
+                .take(SEND_BATCH * 4)
+                .cloned()
+                .collect()
+        })
+        .await;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let Some((_, loaded)) = start::applied_config(control).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let mut sent = sent.lock().expect("sent lock");
+    sent.retain(|id, _| due.iter().any(|e| &e.id == id));
+    let mut count = 0;
+    for entry in due {
+        let attempt = entry.attempts + 1;
+        if sent.get(&entry.id).is_some_and(|(a, at)| *a == attempt && at.elapsed() < RESEND) {
+            continue;
+        }
+        let Some(channel) = loaded.config.notifications.channels.get(&entry.channel) else {
+            tracing::debug!(id = %entry.id, channel = %entry.channel, "notifier: the channel is no longer configured");
+            continue;
+        };
+        let delivery = wire::Delivery {
+            id: entry.id.clone(),
+            event_id: entry.event_id.clone(),
+            action: entry.action.clone(),
+            subject: entry.subject.clone(),
+            detail: entry.detail.clone(),
+            actor: entry.actor.clone(),
+            at: Some(dsops_proto::domain::timestamp_ms(entry.at_ms)),
+            address: entry.address.clone().unwrap_or_default(),
+            channel: entry.channel.clone(),
+            channel_type: channel.kind.clone(),
+            url: channel.url.clone().unwrap_or_default(),
+            credential_ref: channel.credential.clone().unwrap_or_default(),
+            attempt,
+        };
+        // Waits while no agent of the segment is connected here.
+        if control.agents().send_delivery(&entry.segment, delivery).is_some() {
+            sent.insert(entry.id.clone(), (attempt, Instant::now()));
+            count += 1;
+            if count >= SEND_BATCH {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records an agent's signed delivery result (the state machine verifies the signature).
+pub async fn record_result(
+    control: &ControlPlane,
+    agent: &dsops_state::AgentRecord,
+    result: &wire::DeliveryResult,
+) {
+    if result.body.len() > 2048 || result.signature.len() > 64 {
+        tracing::warn!(agent_id = %agent.agent_id, "notifier: oversized delivery result ignored");
+        return;
+    }
+    let body_hex = dsops_proto::hex(&result.body);
+    let request_id =
+        format!("delivered-{}", &dsops_proto::hex(&sha2::Sha256::digest(&result.body))[..40]);
+    let command = Command::RecordDelivery {
+        agent_id: agent.agent_id.clone(),
+        body_hex,
+        signature_hex: dsops_proto::hex(&result.signature),
+    };
+    let actor = format!("agent:{}", agent.agent_id);
+    match control.write(&actor, &request_id, command).await {
+        Ok(_) => {}
+        Err(WriteError::Rejected { message, .. }) => {
+            tracing::info!(agent_id = %agent.agent_id, %message, "notifier: delivery result not recorded");
+        }
+        Err(error) => tracing::warn!(%error, "notifier: delivery result not committed"),
+    }
 }
 
 /// Which list of targets an audit action goes to: `Some(true)` success, `Some(false)` failure.
@@ -116,6 +226,7 @@ pub fn deliveries(loaded: &Loaded, event: &AuditEvent) -> Vec<OutboxEntry> {
                 next_attempt_ms: event.at_ms,
                 status,
                 last_error: String::new(),
+                receipt: None,
             });
         }
     }
