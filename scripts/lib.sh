@@ -53,6 +53,22 @@ wait_for() {
     done
 }
 
+# A virtual environment with the PyPI tools the tests use (aiosmtpd, a real SMTP server for
+# email notifications); exports DSOPS_TEST_PYTHON, its interpreter. Kept between runs in
+# $DSOPS_VENV (default ~/.cache/dsops/venv).
+ensure_python_tools() {
+    local venv=${DSOPS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dsops/venv}
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        ensure_packages python3-venv:/nonexistent/python3-venv-marker
+    fi
+    if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+        echo "==> installing PyPI tools into $venv: aiosmtpd" >&2
+        python3 -m venv "$venv" >&2
+        "$venv/bin/python" -m pip install -q 'aiosmtpd==1.4.6' >&2
+    fi
+    export DSOPS_TEST_PYTHON="$venv/bin/python"
+}
+
 # The build needs a C compiler (ring) and python3 (these scripts).
 ensure_build_tools() {
     ensure_packages build-essential:cc python3:python3 ca-certificates:/etc/ssl/certs/ca-certificates.crt

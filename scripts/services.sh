@@ -5,7 +5,8 @@
 #   MariaDB     no anonymous users, root and the test admin with passwords
 #   Redis       requirepass
 # Usage: source scripts/services.sh; start_services; ...; stop_services
-# Exports DSOPS_TEST_PG_URL, DSOPS_TEST_MYSQL_URL, DSOPS_TEST_REDIS_URL.
+# Exports DSOPS_TEST_PG_URL, DSOPS_TEST_MYSQL_URL, DSOPS_TEST_REDIS_URL, and DSOPS_TEST_PYTHON
+# (a virtual environment with aiosmtpd, which the email tests start themselves).
 
 SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
@@ -118,6 +119,7 @@ start_services() {
         mariadb-client:mariadb redis-server:/usr/bin/redis-server redis-tools:redis-cli python3:python3
     DSOPS_SERVICES_DIR=$(mktemp -d -t dsops-services.XXXXXX)
     chmod 755 "$DSOPS_SERVICES_DIR"
+    ensure_python_tools
     start_postgres && start_mariadb && start_redis
 }
 

@@ -63,6 +63,9 @@ pub struct Channel {
     pub from: Option<String>,
     /// For `email`: the user to authenticate as (with `credential`).
     pub username: Option<String>,
+    /// For `webhook` and `email`: a PEM file on the agent's host with the CAs the server's
+    /// certificate must chain to (instead of the public web roots).
+    pub ca_file: Option<String>,
 }
 
 /// Reads `notifications` (absent: none). Channel credentials must name a declared store and a
@@ -210,6 +213,7 @@ fn parse_channel(
         port,
         from: fields.string("from", diagnostics),
         username: fields.string("username", diagnostics),
+        ca_file: fields.string("ca_file", diagnostics),
     };
     let mut need = |key: &str, present: bool, what: &str| {
         if !present {

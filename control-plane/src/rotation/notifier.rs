@@ -108,6 +108,11 @@ async fn dispatch(control: &ControlPlane, sent: &Sent) -> Result<(), String> {
             url: channel.url.clone().unwrap_or_default(),
             credential_ref: channel.credential.clone().unwrap_or_default(),
             attempt,
+            host: channel.host.clone().unwrap_or_default(),
+            port: channel.port.map_or(0, u32::from),
+            from: channel.from.clone().unwrap_or_default(),
+            username: channel.username.clone().unwrap_or_default(),
+            ca_file: channel.ca_file.clone().unwrap_or_default(),
         };
         // Waits while no agent of the segment is connected here.
         if control.agents().send_delivery(&entry.segment, delivery).is_some() {
