@@ -105,6 +105,9 @@ pub enum Command {
     /// The notification outbox (a cluster only).
     #[command(subcommand)]
     Notification(NotificationCommand),
+    /// The audit log: who did what (a cluster only).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
@@ -358,6 +361,29 @@ pub enum OperatorCommand {
         /// The environment the role was limited to.
         #[arg(long)]
         env: Option<String>,
+    },
+}
+
+/// `dsops audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Events, oldest first (the last 100 unless --after), with a check of their hash chain.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops audit list\n  dsops audit list --action approval. --limit 500\n  dsops audit list --subject production/DB_PASSWORD -o json"
+    )]
+    List {
+        /// Events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many events read (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only actions starting with this (`approval.`, `operator.`, `run.`).
+        #[arg(long, default_value = "")]
+        action: String,
+        /// Only this subject (`production/DB_PASSWORD`, `operator alice`).
+        #[arg(long, default_value = "")]
+        subject: String,
     },
 }
 

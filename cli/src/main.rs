@@ -36,6 +36,7 @@ fn main() {
         Command::Notification(command) => {
             block_on(commands::approval::notifications(&cli, command))
         }
+        Command::Audit(command) => block_on(commands::approval::audit(&cli, command)),
         Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
         Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
         Command::Store(command) => commands::store::run(&cli, command),

@@ -295,6 +295,24 @@ async fn a_rotation_is_approved_from_the_cli_and_its_history_names_the_approver(
         dsops(&cluster, leader, &["rotation", "history", "--env", "prod", "--key", "API_KEY"]);
     assert!(stdout(&output).contains("anna"), "{}", stdout(&output));
 
+    // The audit log says who did what, and its chain verifies.
+    let output = dsops(&cluster, leader, &["audit", "list", "--limit", "1000", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let audit: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(audit["verified"], true);
+    let events = audit["events"].as_array().unwrap();
+    let did = |actor: &str, action: &str| {
+        events.iter().any(|e| e["actor"] == actor && e["action"] == action)
+    };
+    assert!(did("admin", "operator.invited"), "{audit}");
+    assert!(did("anna", "operator.enrolled"), "{audit}");
+    assert!(did("admin", "run.requested"), "{audit}");
+    assert!(did("anna", "approval.approved"), "{audit}");
+    let output = dsops_as(&cluster, leader, &anna, &["audit", "list", "--action", "approval."]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("approval.granted"), "{}", stdout(&output));
+    assert!(!stdout(&output).contains("operator.invited"), "{}", stdout(&output));
+
     // Breaking glass needs one secret and a reason; nobody broke glass yet.
     let output =
         dsops(&cluster, leader, &["rotate", "--env", "prod", "--key", "API_KEY", "--break-glass"]);

@@ -71,6 +71,17 @@ async fn denied(mut c: AdminClient<Channel>, who: &str) -> BTreeMap<&'static str
         "list_approvals",
         c.list_approvals(wire::ListApprovalsRequest { env: String::new() }).await.map(drop),
     );
+    note(
+        "list_audit",
+        c.list_audit(wire::ListAuditRequest {
+            after: 0,
+            limit: 10,
+            action_prefix: String::new(),
+            subject: String::new(),
+        })
+        .await
+        .map(drop),
+    );
     let rotate = |env: &str, rpc: &str| wire::RotateRequest {
         request_id: id(rpc),
         selector: Some(wire::rotate_request::Selector::Secret(secret(env).unwrap())),
@@ -188,6 +199,7 @@ async fn every_admin_call_is_checked_against_the_callers_roles() {
         "list_agents",
         "list_operators",
         "list_approvals",
+        "list_audit",
     ];
     let expect = |allowed: &[&str]| -> BTreeMap<&'static str, bool> {
         let all = denied_names();
@@ -240,6 +252,7 @@ fn denied_names() -> Vec<&'static str> {
         "invite_operator",
         "list_agents",
         "list_approvals",
+        "list_audit",
         "list_operators",
         "revoke_agent",
         "revoke_operator",

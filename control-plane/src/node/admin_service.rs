@@ -566,6 +566,41 @@ impl Admin for AdminService {
         self.close_review_impl(request).await
     }
 
+    async fn list_audit(
+        &self,
+        request: Request<wire::ListAuditRequest>,
+    ) -> Result<Response<wire::ListAuditResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let wire::ListAuditRequest { after, limit, action_prefix, subject } = request.into_inner();
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1_000) as usize,
+        };
+        let head_seq = self.control.read_local(|state| state.audit.head().seq).await;
+        let after = if after == 0 { head_seq.saturating_sub(limit as u64) } else { after };
+        let history = self
+            .control
+            .audit_history(after, limit)
+            .map_err(|e| ErrorCode::Unavailable.to_status(e))?;
+        let verified = history.verify().is_ok();
+        let events = history
+            .events
+            .iter()
+            .filter(|e| e.action.starts_with(&action_prefix))
+            .filter(|e| subject.is_empty() || e.subject == subject)
+            .map(|e| wire::AuditEntry {
+                seq: e.seq,
+                at: Some(dsops_proto::domain::timestamp_ms(e.at_ms)),
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                subject: e.subject.clone(),
+                detail: e.detail.clone(),
+                hash: e.hash.clone(),
+            })
+            .collect();
+        Ok(Response::new(wire::ListAuditResponse { events, verified, head_seq }))
+    }
+
     async fn list_notifications(
         &self,
         request: Request<wire::ListNotificationsRequest>,
