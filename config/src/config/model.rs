@@ -79,6 +79,9 @@ pub struct ApprovalRule {
     pub approvers: Vec<String>,
     /// How long a request waits before it expires.
     pub expires: Duration,
+    /// Who hears at once when a rotation here waits for approval or glass is broken: the
+    /// approvers' targets (`slack:#prod-approvers`, a team name, ...).
+    pub notify: Vec<String>,
 }
 
 impl ApprovalRule {
@@ -89,6 +92,7 @@ impl ApprovalRule {
             required: 1,
             approvers: vec!["role:approver".to_owned()],
             expires: Duration::from_secs(24 * 3600),
+            notify: Vec::new(),
         }
     }
 }

@@ -422,6 +422,13 @@ pub(super) fn warn_unresolved(
             );
         }
     }
+    for (env, rule) in &config.rotation.approvals {
+        for (index, target) in rule.notify.iter().enumerate() {
+            let pointer = format!("/rotation/approvals/{env}/notify/{index}");
+            let path = format!("rotation.approvals.{env}.notify[{index}]");
+            check(target, file, root.at_pointer(&pointer).pos, &path);
+        }
+    }
     for (name, list) in &notifications.targets {
         for (index, target) in list.iter().enumerate() {
             let pointer = format!("/notifications/targets/{name}/{index}");

@@ -320,7 +320,7 @@ fn parse_approvals(
             node,
             rotation.file(),
             &path,
-            &["required", "approvers", "expires"],
+            &["required", "approvers", "expires", "notify"],
             diagnostics,
         ) else {
             continue;
@@ -360,6 +360,7 @@ fn parse_approvals(
                 rule.approvers = approvers;
             }
         }
+        rule.notify = read_targets(&fields, "notify", diagnostics);
         if let Some(text) = fields.string("expires", diagnostics) {
             match Duration::parse(&text) {
                 Ok(d) if (5..=30 * 86_400).contains(&d.as_secs()) => rule.expires = d,

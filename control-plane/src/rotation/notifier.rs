@@ -9,6 +9,9 @@
 //! | `run.requested`, `run.completed`, `approval.approved` | `onSuccess` / `on_success` |
 //! | `run.rolledback`, `run.quarantined`, `approval.denied`, `run.expired`, `approval.requested`, `breakglass.used`, `review.overdue` | `onFailure` / `on_failure` |
 //!
+//! `approval.requested` and `breakglass.used` also go, first, to the environment's
+//! `rotation.approvals.<env>.notify` targets (its approvers).
+//!
 //! Events older than an hour when read (a cluster that was down, or one upgraded to a release
 //! with notifications) are passed over, not delivered late. `log:` targets are written to this
 //! node's log and recorded delivered.
@@ -165,7 +168,7 @@ pub fn routing(action: &str) -> Option<bool> {
 }
 
 /// The targets of an event on `env/key`, from its policy and the defaults, without repeats.
-fn targets(loaded: &Loaded, subject: &str, success: bool) -> Vec<String> {
+fn targets(loaded: &Loaded, action: &str, subject: &str, success: bool) -> Vec<String> {
     let defaults = &loaded.config.rotation.defaults.notification;
     let mut all: Vec<String> =
         if success { defaults.on_success.clone() } else { defaults.on_failure.clone() };
@@ -178,6 +181,13 @@ fn targets(loaded: &Loaded, subject: &str, success: bool) -> Vec<String> {
         let list = if success { &notifications.on_success } else { &notifications.on_failure };
         all.splice(0..0, list.iter().cloned());
     }
+    // The approvers of the environment hear at once when they are needed or bypassed.
+    if matches!(action, "approval.requested" | "breakglass.used")
+        && let Some(rule) =
+            subject.split_once('/').and_then(|(env, _)| loaded.config.rotation.approvals.get(env))
+    {
+        all.splice(0..0, rule.notify.iter().cloned());
+    }
     let mut seen = BTreeSet::new();
     all.retain(|t| seen.insert(t.clone()));
     all
@@ -189,7 +199,7 @@ pub fn deliveries(loaded: &Loaded, event: &AuditEvent) -> Vec<OutboxEntry> {
     let notifications = &loaded.config.notifications;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for target in targets(loaded, &event.subject, success) {
+    for target in targets(loaded, &event.action, &event.subject, success) {
         let resolved = match resolve_target(&target, notifications, &loaded.catalog) {
             Ok(resolved) => resolved,
             Err(why) => {
@@ -272,5 +282,72 @@ async fn enqueue(
         // Another leader got there first: the next tick reads from the new cursor.
         Err(WriteError::Rejected { .. }) => Ok(()),
         Err(error) => Err(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, action: &str) -> AuditEvent {
+        AuditEvent {
+            seq,
+            index: seq,
+            at_ms: 1_000,
+            actor: "admin".into(),
+            action: action.into(),
+            subject: "prod/K".into(),
+            detail: String::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn events_go_to_their_targets_and_approvers_hear_of_requests_and_broken_glass() {
+        let yaml = "version: 1
+secretStores:
+  local: { type: file }
+rotation:
+  defaults:
+    notification: { on_success: [\"webhook:ops\"], on_failure: [oncall, \"log:audit\"] }
+  approvals:
+    prod: { required: 1, notify: [\"webhook:approvers\"] }
+notifications:
+  channels:
+    ops: { type: webhook, url: \"https://ops.example.com/h\", credential: \"store://local/n#s\" }
+    approvers: { type: webhook, url: \"https://appr.example.com/h\", segment: seg-b, credential: \"store://local/n#s\" }
+    pd: { type: pagerduty, credential: \"store://local/n#k\" }
+  targets:
+    oncall: [\"pagerduty:pd\"]
+envs:
+  prod:
+    K:
+      from: { store: \"store://local/app#k\" }
+      rotation: { strategy: random, config: { length: 16 } }
+";
+        let loaded = dsops_config::config::load_str(yaml, "dsops.yaml", std::path::Path::new("."))
+            .expect("valid");
+        let channels = |action: &str| -> Vec<(String, String)> {
+            deliveries(&loaded, &event(7, action))
+                .into_iter()
+                .map(|d| (d.channel, d.segment))
+                .collect()
+        };
+        assert_eq!(channels("run.completed"), [("ops".to_owned(), "default".to_owned())]);
+        assert_eq!(
+            channels("breakglass.used"),
+            [
+                ("approvers".to_owned(), "seg-b".to_owned()),
+                ("pd".to_owned(), "default".to_owned()),
+                ("log".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(channels("approval.requested")[0].0, "approvers");
+        assert_eq!(channels("run.rolledback")[0].0, "pd", "approvers hear only of their business");
+        assert!(channels("config.stored").is_empty());
+        let ids: Vec<String> =
+            deliveries(&loaded, &event(7, "breakglass.used")).into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, ["evt-7.0", "evt-7.1", "evt-7.2"]);
     }
 }
