@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod redis;
 pub mod rotation;
 pub mod runs;
+pub mod tls;
 pub mod usage;
 
 /// The etcd KV client (put only) used by the raft benchmark.

@@ -150,26 +150,18 @@ async fn serve(endpoint: Arc<Endpoint>, tls: bool) -> (u16, Option<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (acceptor, ca_pem) = if tls {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf = leaf.signed_by(&key, &issuer).unwrap();
+        let tls = dsops_tests::tls::ca_and_server(&["localhost"]);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+                vec![tls.cert_der.clone().into()],
+                rustls::pki_types::PrivateKeyDer::try_from(tls.key_der.clone()).unwrap(),
             )
             .unwrap();
-        (Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))), Some(ca_cert.pem()))
+        (Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))), Some(tls.ca_pem.clone()))
     } else {
         (None, None)
     };

@@ -34,24 +34,16 @@ fn receiver(user: &str, password: &str) -> Receiver {
         panic!("DSOPS_TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs aiosmtpd")
     });
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = leaf.signed_by(&key, &issuer).unwrap();
+    let tls = dsops_tests::tls::ca_and_server(&["127.0.0.1"]);
     let (cert, key_file, ca_file, out) = (
         dir.path().join("cert.pem"),
         dir.path().join("key.pem"),
         dir.path().join("ca.pem"),
         dir.path().join("mail.jsonl"),
     );
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&cert, &tls.cert_pem).unwrap();
+    std::fs::write(&key_file, &tls.key_pem).unwrap();
+    std::fs::write(&ca_file, &tls.ca_pem).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/smtp_receiver.py");
     let mut child = Command::new(python)
