@@ -10,7 +10,7 @@ use dsops_proto::ErrorCode;
 use super::{ApplyContext, Outcome, Request, State};
 
 /// How many entries the outbox holds. Past it, delivered and dead entries go first (oldest
-/// first); a new entry that still finds no room is recorded dead ("outbox full"), audited.
+/// first); a new entry that still finds no room is dropped, and the drop audited.
 pub const MAX_OUTBOX: usize = 10_000;
 /// Tries before an entry is dead.
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 8;
@@ -106,22 +106,13 @@ pub(super) fn enqueue(
     state.notify_cursor = through_seq;
     let mut dropped = 0;
     for entry in entries {
+        make_room(state);
+        // Every entry left is pending: the new one is dropped (and counted) rather than grow it.
         if state.outbox.len() >= MAX_OUTBOX {
-            make_room(state);
-        }
-        let mut entry = entry.clone();
-        if state.outbox.len() >= MAX_OUTBOX {
-            entry.status = DeliveryStatus::Dead { at_ms: now };
-            entry.last_error = format!("the outbox was full ({MAX_OUTBOX} deliveries waiting)");
             dropped += 1;
-            // Dead on arrival replaces the oldest dead letter rather than growing the outbox.
-            if let Some(oldest) = oldest_finished(state) {
-                state.outbox.remove(&oldest);
-            } else {
-                continue;
-            }
+            continue;
         }
-        state.outbox.insert(entry.id.clone(), entry);
+        state.outbox.insert(entry.id.clone(), entry.clone());
     }
     if dropped > 0 {
         state.audit.append(

@@ -1,0 +1,100 @@
+//! The admin calls that read the cluster's record of what happened: the audit log and the
+//! notification outbox (viewer).
+
+use dsops_proto::ErrorCode;
+use dsops_proto::domain::Permission;
+use dsops_proto::wire::admin as wire;
+use tonic::{Request, Response, Status};
+
+use super::admin_service::AdminService;
+
+impl AdminService {
+    pub(super) async fn list_audit_impl(
+        &self,
+        request: Request<wire::ListAuditRequest>,
+    ) -> Result<Response<wire::ListAuditResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let wire::ListAuditRequest { after, limit, action_prefix, subject } = request.into_inner();
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1_000) as usize,
+        };
+        let head_seq = self.control.read_local(|state| state.audit.head().seq).await;
+        let after = if after == 0 { head_seq.saturating_sub(limit as u64) } else { after };
+        let history = self
+            .control
+            .audit_history(after, limit)
+            .map_err(|e| ErrorCode::Unavailable.to_status(e))?;
+        let verified = history.verify().is_ok();
+        let events = history
+            .events
+            .iter()
+            .filter(|e| e.action.starts_with(&action_prefix))
+            .filter(|e| subject.is_empty() || e.subject == subject)
+            .map(|e| wire::AuditEntry {
+                seq: e.seq,
+                at: Some(dsops_proto::domain::timestamp_ms(e.at_ms)),
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                subject: e.subject.clone(),
+                detail: e.detail.clone(),
+                hash: e.hash.clone(),
+            })
+            .collect();
+        Ok(Response::new(wire::ListAuditResponse { events, verified, head_seq }))
+    }
+
+    pub(super) async fn list_notifications_impl(
+        &self,
+        request: Request<wire::ListNotificationsRequest>,
+    ) -> Result<Response<wire::ListNotificationsResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let wire::ListNotificationsRequest { failed, limit } = request.into_inner();
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1_000) as usize,
+        };
+        let notifications = self
+            .control
+            .read_current(|state| {
+                let mut entries: Vec<&dsops_state::OutboxEntry> = state
+                    .outbox
+                    .values()
+                    .filter(|e| {
+                        !failed || matches!(e.status, dsops_state::DeliveryStatus::Dead { .. })
+                    })
+                    .collect();
+                entries.sort_by(|a, b| (b.at_ms, &b.id).cmp(&(a.at_ms, &a.id)));
+                entries.into_iter().take(limit).map(notification_wire).collect()
+            })
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(wire::ListNotificationsResponse { notifications }))
+    }
+}
+
+/// An outbox entry for the API.
+fn notification_wire(entry: &dsops_state::OutboxEntry) -> wire::Notification {
+    use dsops_proto::domain::timestamp_ms;
+    use dsops_state::DeliveryStatus;
+    let (status, finished) = match entry.status {
+        DeliveryStatus::Pending => ("pending", None),
+        DeliveryStatus::Delivered { at_ms } => ("delivered", Some(at_ms)),
+        DeliveryStatus::Dead { at_ms } => ("dead", Some(at_ms)),
+    };
+    wire::Notification {
+        id: entry.id.clone(),
+        event_id: entry.event_id.clone(),
+        action: entry.action.clone(),
+        subject: entry.subject.clone(),
+        detail: entry.detail.clone(),
+        channel: entry.channel.clone(),
+        address: entry.address.clone().unwrap_or_default(),
+        segment: entry.segment.clone(),
+        status: status.to_owned(),
+        attempts: entry.attempts,
+        at: Some(timestamp_ms(entry.at_ms)),
+        finished_at: finished.map(timestamp_ms),
+        last_error: entry.last_error.clone(),
+    }
+}
