@@ -72,6 +72,7 @@ impl Notification {
                 | "approval.denied"
                 | "run.expired"
                 | "review.overdue"
+                | "secret.overdue"
         )
     }
 }
@@ -216,7 +217,7 @@ pub async fn deliver(
                 body["payload"] = json!({
                     "summary": n.summary().chars().take(1024).collect::<String>(),
                     "source": "dsops",
-                    "severity": "error",
+                    "severity": if n.action.ends_with(".overdue") { "warning" } else { "error" },
                     "component": n.subject,
                     "custom_details": { "event_id": n.event_id, "command": n.command() },
                 });

@@ -25,15 +25,17 @@ use dsops_config::config::{Loaded, catalog_files};
 use dsops_control_plane::control::ControlPlane;
 use dsops_control_plane::node::{AdminService, DataDir, NodeOptions, RunningNode};
 use dsops_control_plane::pki::{CallerIdentity, ConnInfo, Role};
+use dsops_control_plane::rotation::notifier;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 use dsops_state::Command;
 
-/// The segments the configuration's services and stores are in.
+/// The segments the configuration's services, stores and notification channels are in.
 fn segments(loaded: &Loaded) -> BTreeSet<String> {
     let mut segments = BTreeSet::from(["default".to_owned()]);
     segments.extend(loaded.config.services.values().filter_map(|s| s.segment.clone()));
     segments.extend(loaded.config.secret_stores.values().filter_map(|s| s.segment.clone()));
+    segments.extend(loaded.config.notifications.channels.values().map(|c| c.segment.clone()));
     segments
 }
 
@@ -144,6 +146,12 @@ impl Embedded {
         embedded.sync_config(config_path, loaded).await?;
         embedded.connect_agents().await?;
         embedded.recovered = embedded.finish_interrupted().await?;
+        // Reminders of secrets past or near their due time: nothing runs between commands here,
+        // so each command looks once as it starts (and every 30 s while it runs).
+        if let Err(error) = dsops_control_plane::rotation::reminders::tick(embedded.control()).await
+        {
+            tracing::warn!(%error, "reminders: could not look for secrets past due");
+        }
         Ok(embedded)
     }
 
@@ -290,8 +298,27 @@ impl Embedded {
         self.node.kill();
     }
 
-    /// Stops the agents and the node cleanly.
+    /// Delivers the notifications of this command's events (for at most [`FLUSH_LIMIT`], with a
+    /// spinner), then stops the agents and the node cleanly. What is left undelivered stays in
+    /// the outbox for the next command.
     pub async fn close(self) {
+        let bar = std::cell::OnceCell::new();
+        let left = self
+            .node
+            .notifier
+            .flush(FLUSH_LIMIT, |waiting| {
+                bar.get_or_init(crate::follow::spinner)
+                    .set_message(format!("delivering {waiting} notification(s)"));
+            })
+            .await;
+        if let Some(bar) = bar.get() {
+            bar.finish_and_clear();
+        }
+        if left > 0 {
+            eprintln!(
+                "note: {left} notification(s) not delivered yet; they go out the next time a dsops command runs here (dsops notification list)"
+            );
+        }
         for agent in &self.agents {
             agent.abort();
         }
@@ -323,7 +350,28 @@ pub async fn attach_agent(
         .map_err(|e| anyhow!("registering agent {agent_id}: {e}"))?;
     let executor = Arc::new(Executor::new(identity, config));
     let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
-    control.agents().connect(agent_id, segment, jobs);
+    let session = control.agents().connect(agent_id, segment, jobs);
+    let (deliveries, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+    control.agents().take_deliveries(agent_id, session, segment, deliveries);
+    // Notification deliveries, as a remote agent's session does them: the channel's credential
+    // from this agent's stores, the result signed with its key and recorded through raft.
+    let deliver = {
+        let (control, executor, agent_id) =
+            (control.clone(), executor.clone(), agent_id.to_owned());
+        async move {
+            while let Some(delivery) = inbox.recv().await {
+                let (control, executor, agent_id) =
+                    (control.clone(), executor.clone(), agent_id.clone());
+                tokio::spawn(async move {
+                    let result = dsops_agent::notify::perform(&executor, &delivery).await;
+                    let record = control.read_local(|s| s.agents.get(&agent_id).cloned()).await;
+                    if let Some(record) = record {
+                        notifier::record_result(&control, &record, &result).await;
+                    }
+                });
+            }
+        }
+    };
     let submitter = control.clone();
     let sender = agent_id.to_owned();
     let submit = move |receipt| {
@@ -337,7 +385,24 @@ pub async fn attach_agent(
             }
         }
     };
-    Ok(dsops_agent::in_process::serve(executor, queue, submit, crash))
+    let serve = AbortOnDrop(dsops_agent::in_process::serve(executor, queue, submit, crash));
+    Ok(tokio::spawn(async move {
+        let _serve = serve;
+        deliver.await;
+    }))
+}
+
+/// How long closing the embedded default waits, at most, for notifications to go out (one
+/// delivery's timeout and a little).
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(20);
+
+/// Aborts a task when dropped (the in-process agent's job loop, with its delivery loop).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A fresh request id.

@@ -3,7 +3,10 @@
 //! `approval_apply`), and the request-id dedup.
 
 use super::{Command, Outcome, Request, Response, State};
-use super::{agent_apply, approval_apply, cluster_apply, config_apply, operator_apply, run_apply};
+use super::{
+    agent_apply, approval_apply, cluster_apply, config_apply, operator_apply, reminder_apply,
+    run_apply,
+};
 
 /// What the log says about the entry being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +202,22 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         }
         Command::ReviewOverdue { review_id } => {
             approval_apply::review_overdue(state, request, ctx, review_id)
+        }
+        Command::Remind { env, key, reminder, last_rotated_ms, due_ms, remind_at_ms, detail } => {
+            reminder_apply::remind(
+                state,
+                request,
+                ctx,
+                reminder_apply::Reminding {
+                    env,
+                    key,
+                    reminder: *reminder,
+                    last_rotated_ms: *last_rotated_ms,
+                    due_ms: *due_ms,
+                    remind_at_ms: *remind_at_ms,
+                    detail,
+                },
+            )
         }
         Command::EnqueueNotifications { through_seq, entries } => {
             super::outbox::enqueue(state, request, ctx, *through_seq, entries)

@@ -291,6 +291,26 @@ pub enum Command {
         /// The review.
         review_id: String,
     },
+    /// Remind people of a secret past due or nearing it (the leader's reminders). Refused before
+    /// `remind_at_ms` in log time, when the secret rotated since the leader looked
+    /// (`last_rotated_ms` differs), or when this reminder was already sent for `due_ms` (an
+    /// overdue one repeats after [`crate::OVERDUE_REPEAT_MS`]).
+    Remind {
+        /// The environment.
+        env: String,
+        /// The variable.
+        key: String,
+        /// Which reminder.
+        reminder: crate::Reminder,
+        /// When the secret last rotated, as the leader saw it.
+        last_rotated_ms: Option<u64>,
+        /// Its due time.
+        due_ms: u64,
+        /// When the reminder is due.
+        remind_at_ms: u64,
+        /// The text people read (no value; at most 512 bytes).
+        detail: String,
+    },
     /// The notifier read the audit log through `through_seq`: these deliveries are due.
     EnqueueNotifications {
         /// The last audit sequence read.
@@ -336,6 +356,7 @@ impl Command {
             Command::AppendAudit { action, subject, detail } => {
                 64 + action.len() + subject.len() + detail.len()
             }
+            Command::Remind { env, key, detail, .. } => 128 + env.len() + key.len() + detail.len(),
             Command::DecideApproval { decision, .. } => {
                 256 + decision.reason.len() + decision.certificate_pem.len()
             }
@@ -377,6 +398,7 @@ impl Command {
             Command::EnqueueNotifications { .. } => "enqueue_notifications",
             Command::RecordDelivery { .. } => "record_delivery",
             Command::ReviewOverdue { .. } => "review_overdue",
+            Command::Remind { .. } => "remind",
         }
     }
 }

@@ -26,6 +26,7 @@ mod model;
 mod operator_apply;
 pub mod outbox;
 mod receipt_judge;
+mod reminder_apply;
 mod run_apply;
 mod runs;
 mod snapshot;
@@ -43,7 +44,7 @@ pub use outbox::{DeliveryStatus, MAX_DELIVERY_ATTEMPTS, MAX_OUTBOX, OutboxEntry}
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,
-    RUN_HISTORY, ReceiptRecord, Run, RunApproval, RunPhase, RunSpec, SecretRecord, StepKind,
-    Transition, backoff_ms, secret_id,
+    OVERDUE_REPEAT_MS, RUN_HISTORY, ReceiptRecord, Reminder, ReminderMark, Run, RunApproval,
+    RunPhase, RunSpec, SecretRecord, StepKind, Transition, backoff_ms, secret_id,
 };
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};

@@ -283,7 +283,35 @@ pub struct SecretRecord {
     pub current_fingerprint: Option<String>,
     /// Recent run ids, oldest first (at most [`RUN_HISTORY`]).
     pub history: VecDeque<String>,
+    /// The last reminder that it is past due.
+    #[serde(default)]
+    pub overdue_reminded: Option<ReminderMark>,
+    /// The last reminder ahead of its due time (`beforeExpiry`).
+    #[serde(default)]
+    pub expiry_reminded: Option<ReminderMark>,
 }
+
+/// A reminder sent about a secret: for which due time, and when (log time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderMark {
+    /// The due time it was about, ms since the epoch.
+    pub due_ms: u64,
+    /// When it was sent, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// What a reminder says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reminder {
+    /// The secret is past its due time and has not rotated (`secret.overdue`, repeated daily).
+    Overdue,
+    /// Its due time is near (`secret.expiring`, once per due time).
+    Expiring,
+}
+
+/// How often an overdue reminder repeats while the secret stays overdue (24 h).
+pub const OVERDUE_REPEAT_MS: u64 = 86_400_000;
 
 /// An agent allowed to send receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod databases;
 pub mod processes;
 pub mod proxy;
+pub mod receivers;
 pub mod redis;
 pub mod rotation;
 pub mod runs;

@@ -10,14 +10,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use dsops_proto::wire::admin as wire;
 use dsops_tests::agents::{AgentProject, enrolled_agent, rotate};
+use dsops_tests::receivers::receiver;
 use dsops_tests::{RunView, TestCluster, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The webhook signing secret, as the agent's store holds it.
 const SECRET: &[u8] = b"a-32-byte-standard-webhook-key!!";
@@ -46,59 +45,6 @@ envs:
       rotation: {{ strategy: random, config: {{ length: 16 }} }}
 "
     )
-}
-
-/// A request as an HTTP receiver got it.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// An HTTP/1.1 receiver on a free loopback port answering every request with `status`.
-async fn receiver(status: u16) -> (u16, Arc<Mutex<Vec<Received>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 8192];
-                loop {
-                    let Ok(n) = socket.read(&mut buf).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&data).to_string();
-                    let Some(end) = text.find("\r\n\r\n") else { continue };
-                    let headers: BTreeMap<String, String> = text[..end]
-                        .lines()
-                        .skip(1)
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                        .collect();
-                    let length: usize =
-                        headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    if data.len() < end + 4 + length {
-                        continue;
-                    }
-                    let body = data[end + 4..end + 4 + length].to_vec();
-                    log.lock().unwrap().push(Received { headers, body });
-                    let answer = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    let _ = socket.write_all(answer.as_bytes()).await;
-                    return;
-                }
-            });
-        }
-    });
-    (port, seen)
 }
 
 async fn outbox(cluster: &TestCluster) -> Vec<wire::Notification> {
@@ -158,13 +104,7 @@ async fn events_are_queued_once_and_delivered_by_an_agent_across_a_leader_change
     let got_ids: BTreeSet<String> = got.iter().map(|r| r.headers["webhook-id"].clone()).collect();
     assert_eq!(got_ids, hook_ids);
     for r in &got {
-        let (id, ts) = (&r.headers["webhook-id"], &r.headers["webhook-timestamp"]);
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET);
-        let mut signed = format!("{id}.{ts}.").into_bytes();
-        signed.extend_from_slice(&r.body);
-        let expected = base64::engine::general_purpose::STANDARD
-            .encode(ring::hmac::sign(&key, &signed).as_ref());
-        assert_eq!(r.headers["webhook-signature"], format!("v1,{expected}"));
+        assert!(r.signed_with(SECRET), "signed with the secret from the agent's store");
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["data"]["subject"], "dev/API_KEY");
         assert!(!String::from_utf8_lossy(&r.body).contains("whsec_"), "no secret in a message");

@@ -218,6 +218,12 @@ impl AgentRegistry {
         queue.send(delivery).ok().map(|()| agent_id.clone())
     }
 
+    /// Whether an agent of `segment` takes deliveries here.
+    pub fn takes_deliveries(&self, segment: &str) -> bool {
+        let deliveries = self.deliveries.lock().expect("deliveries lock");
+        deliveries.values().any(|(_, s, queue)| s == segment && !queue.is_closed())
+    }
+
     /// The session number of `agent_id`'s live session here, if it is connected.
     pub fn session_of(&self, agent_id: &str) -> Option<u64> {
         let agents = self.agents.lock().expect("registry lock");

@@ -21,6 +21,7 @@ use crate::pki::{ClusterPki, ServerTls};
 use crate::raft::{
     LinkFilter, LogStore, Network, OpenLinks, RaftPeerService, StateMachineStore, TypeConfig,
 };
+use crate::rotation::notifier::Notifier;
 use dsops_identity::client_config;
 
 /// Knobs for starting a node (tests shorten timeouts and inject link faults).
@@ -90,6 +91,8 @@ pub struct RunningNode {
     pub control: ControlPlane,
     /// The address it listens on.
     pub address: SocketAddr,
+    /// Its notifier (the embedded default flushes it before a command exits).
+    pub notifier: Notifier,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     failed: watch::Receiver<Option<String>>,
@@ -223,18 +226,20 @@ pub async fn start(
     ));
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
     tokio::spawn(crate::rotation::approvals::run(control.clone(), shutdown.subscribe()));
-    tokio::spawn(crate::rotation::notifier::run(control.clone(), shutdown.subscribe()));
+    let notifier = Notifier::new(control.clone());
+    tokio::spawn(notifier.clone().run(shutdown.subscribe()));
+    tokio::spawn(crate::rotation::reminders::run(control.clone(), shutdown.subscribe()));
     if options.scheduler {
         tokio::spawn(crate::rotation::scheduler::run(control.clone(), shutdown.subscribe()));
     }
     let failed = watch_fatal(&control, &shutdown);
     tracing::info!(node_id = node.node_id, %address, "node serving");
-    Ok(RunningNode { control, address, shutdown, server, failed })
+    Ok(RunningNode { control, address, notifier, shutdown, server, failed })
 }
 
 /// Starts the node in `dir` without a listener: the embedded default, a one-node cluster the
-/// CLI drives in-process. Raft, the state machine and the dispatcher are the same as a served
-/// node's; only the network is absent.
+/// CLI drives in-process. Raft, the state machine, the dispatcher, the reminders and the
+/// notifier are the same as a served node's; only the network is absent.
 pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningNode, String> {
     let node = dir.read_node()?;
     let (raft, state, pki) = open_raft(dir, node.node_id, &options).await?;
@@ -244,7 +249,10 @@ pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningN
         let _ = stopped.wait_for(|s| *s).await;
     });
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
+    let notifier = Notifier::new(control.clone());
+    tokio::spawn(notifier.clone().run(shutdown.subscribe()));
+    tokio::spawn(crate::rotation::reminders::run(control.clone(), shutdown.subscribe()));
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     let failed = watch_fatal(&control, &shutdown);
-    Ok(RunningNode { control, address, shutdown, server, failed })
+    Ok(RunningNode { control, address, notifier, shutdown, server, failed })
 }

@@ -3,8 +3,8 @@
 //! that starts runs when schedules fire, and its [`dispatcher`] that drives runs through the
 //! protocol to the agents connected here ([`crate::control::AgentRegistry`]); the leader's
 //! [`approvals`] upkeep ends expired approval requests and resolves again the plans a
-//! configuration change reset; and its [`notifier`], which queues notification deliveries
-//! from the audit log.
+//! configuration change reset; its [`reminders`] of secrets past or near their due time; and
+//! its [`notifier`], which queues notification deliveries from the audit log.
 //!
 //! ```text
 //!  dsops rotate ─▶ admin API ─┐
@@ -16,6 +16,7 @@
 pub mod approvals;
 pub mod dispatcher;
 pub mod notifier;
+pub mod reminders;
 pub mod scheduler;
 pub mod spec;
 pub mod start;

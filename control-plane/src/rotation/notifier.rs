@@ -7,7 +7,8 @@
 //! | event | told to |
 //! |---|---|
 //! | `run.requested`, `run.completed`, `approval.approved` | `onSuccess` / `on_success` |
-//! | `run.rolledback`, `run.quarantined`, `approval.denied`, `run.expired`, `approval.requested`, `breakglass.used`, `review.overdue` | `onFailure` / `on_failure` |
+//! | `run.rolledback`, `run.quarantined`, `approval.denied`, `run.expired`, `approval.requested`, `breakglass.used`, `review.overdue`, `secret.overdue` | `onFailure` / `on_failure` |
+//! | `secret.expiring` | the policy's `beforeExpiry.targets` |
 //!
 //! `approval.requested` and `breakglass.used` also go, first, to the environment's
 //! `rotation.approvals.<env>.notify` targets (its approvers).
@@ -43,19 +44,6 @@ const BATCH: usize = 500;
 /// Events older than this when read are not delivered.
 const STALE: u64 = 3_600_000;
 
-/// Runs the notifier until `shutdown`.
-pub async fn run(control: ControlPlane, shutdown: watch::Receiver<bool>) {
-    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
-    super::while_leading(control, shutdown, TICK, "notifier", |control| {
-        let sent = sent.clone();
-        async move {
-            tick(&control).await?;
-            dispatch(&control, &sent).await
-        }
-    })
-    .await;
-}
-
 /// What this node sent, by delivery id: the try and when (a try is sent again after
 /// [`RESEND`] without a result, e.g. when the agent went away).
 type Sent = Arc<Mutex<HashMap<String, (u32, Instant)>>>;
@@ -64,6 +52,80 @@ type Sent = Arc<Mutex<HashMap<String, (u32, Instant)>>>;
 const RESEND: Duration = Duration::from_secs(60);
 /// Tries sent per tick at most.
 const SEND_BATCH: usize = 256;
+
+/// The notifier of one node: what it sent (a try is not sent twice while its result is on its
+/// way), shared by its loop and [`Notifier::flush`].
+#[derive(Clone)]
+pub struct Notifier {
+    control: ControlPlane,
+    sent: Sent,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// The notifier of `control`'s node.
+    pub fn new(control: ControlPlane) -> Notifier {
+        Notifier { control, sent: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Runs the notifier until `shutdown`.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let control = self.control.clone();
+        super::while_leading(control, shutdown, TICK, "notifier", move |control| {
+            let sent = self.sent.clone();
+            async move {
+                tick(&control).await?;
+                dispatch(&control, &sent).await
+            }
+        })
+        .await;
+    }
+
+    /// Queues the deliveries of the events so far and sends them, until none is due that an
+    /// agent connected here could take, or `limit` passed (the embedded default, before its
+    /// command exits: what is left waits for the next command). `progress` hears how many are
+    /// on their way. Returns how many are still waiting.
+    pub async fn flush(&self, limit: Duration, progress: impl Fn(usize)) -> usize {
+        let started = Instant::now();
+        loop {
+            if let Err(error) = tick(&self.control).await {
+                tracing::warn!(%error, "notifier: could not queue deliveries");
+            }
+            if let Err(error) = dispatch(&self.control, &self.sent).await {
+                tracing::warn!(%error, "notifier: could not send deliveries");
+            }
+            let now = dsops_proto::now_ms();
+            let agents = self.control.agents().clone();
+            let (waiting, unread) = self
+                .control
+                .read_local(|state| {
+                    let waiting = state
+                        .outbox
+                        .values()
+                        .filter(|e| e.status == DeliveryStatus::Pending && e.next_attempt_ms <= now)
+                        .filter(|e| agents.takes_deliveries(&e.segment))
+                        .count();
+                    (waiting, state.notify_cursor < state.audit.head().seq)
+                })
+                .await;
+            if (waiting == 0 && !unread) || started.elapsed() >= limit {
+                return waiting;
+            }
+            progress(waiting);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Runs the notifier of `control`'s node until `shutdown`.
+pub async fn run(control: ControlPlane, shutdown: watch::Receiver<bool>) {
+    Notifier::new(control).run(shutdown).await;
+}
 
 /// Sends each due pending delivery to an agent of its channel's segment connected here.
 async fn dispatch(control: &ControlPlane, sent: &Sent) -> Result<(), String> {
@@ -162,22 +224,31 @@ pub fn routing(action: &str) -> Option<bool> {
     match action {
         "run.requested" | "run.completed" | "approval.approved" => Some(true),
         "run.rolledback" | "run.quarantined" | "approval.denied" | "run.expired"
-        | "approval.requested" | "breakglass.used" | "review.overdue" => Some(false),
+        | "approval.requested" | "breakglass.used" | "review.overdue" | "secret.overdue"
+        | "secret.expiring" => Some(false),
         _ => None,
     }
 }
 
 /// The targets of an event on `env/key`, from its policy and the defaults, without repeats.
 fn targets(loaded: &Loaded, action: &str, subject: &str, success: bool) -> Vec<String> {
-    let defaults = &loaded.config.rotation.defaults.notification;
-    let mut all: Vec<String> =
-        if success { defaults.on_success.clone() } else { defaults.on_failure.clone() };
     let policy = subject.split_once('/').and_then(|(env, key)| {
         let secret = loaded.config.envs.get(env)?.secrets.get(key)?;
         let name = secret.rotation.as_ref()?.policy.as_ref()?;
         loaded.catalog.rotation_policies.get(name)
     });
-    if let Some(notifications) = policy.and_then(|p| p.value.spec.notifications.as_ref()) {
+    let notifications = policy.and_then(|p| p.value.spec.notifications.as_ref());
+    // A reminder ahead of the due time goes to whom the policy names for it, and no one else.
+    if action == "secret.expiring" {
+        return notifications
+            .and_then(|n| n.before_expiry.as_ref())
+            .map(|b| b.targets.clone())
+            .unwrap_or_default();
+    }
+    let defaults = &loaded.config.rotation.defaults.notification;
+    let mut all: Vec<String> =
+        if success { defaults.on_success.clone() } else { defaults.on_failure.clone() };
+    if let Some(notifications) = notifications {
         let list = if success { &notifications.on_success } else { &notifications.on_failure };
         all.splice(0..0, list.iter().cloned());
     }
