@@ -28,6 +28,7 @@ pub mod outbox;
 mod receipt_judge;
 mod reminder_apply;
 mod run_apply;
+mod run_steps;
 mod runs;
 mod snapshot;
 

@@ -201,4 +201,6 @@ pub fn catalog_files(dir: &Path) -> Result<BTreeMap<String, String>, Vec<Diagnos
 }
 
 #[cfg(test)]
+mod governance_tests;
+#[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
-//! The admin calls that read the cluster's record of what happened: the audit log and the
-//! notification outbox (viewer).
+//! The admin calls that read the cluster's record (viewer): the agents with their sessions, the
+//! audit log and the notification outbox.
 
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::Permission;
@@ -9,6 +9,61 @@ use tonic::{Request, Response, Status};
 use super::admin_service::AdminService;
 
 impl AdminService {
+    pub(super) async fn list_agents_impl(
+        &self,
+        request: Request<wire::ListAgentsRequest>,
+    ) -> Result<Response<wire::ListAgentsResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        // Sessions live on the leader: a current read makes sure this node is it.
+        let records = self
+            .control
+            .read_current(|state| {
+                state
+                    .agents
+                    .values()
+                    .filter(|a| a.revoked_at_ms.is_none())
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| e.to_status())?;
+        let connected: std::collections::BTreeMap<String, _> = self
+            .control
+            .agents()
+            .connected()
+            .into_iter()
+            .map(|c| (c.agent_id.clone(), c))
+            .collect();
+        let agents = records
+            .into_iter()
+            .map(|record| {
+                let session = connected.get(&record.agent_id);
+                let caps = session.and_then(|c| c.capabilities.clone()).unwrap_or_default();
+                wire::AgentInfo {
+                    agent_id: record.agent_id.clone(),
+                    segment: record.segment.clone(),
+                    version: session
+                        .map(|c| c.version.clone())
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or(record.version.clone()),
+                    adapters: caps.adapters,
+                    connected_since: session
+                        .map(|c| dsops_proto::domain::timestamp_ms(c.connected_at_ms)),
+                    last_heartbeat: session
+                        .map(|c| dsops_proto::domain::timestamp_ms(c.last_heartbeat_ms)),
+                    certificate_not_after: record
+                        .cert_not_after_ms
+                        .map(dsops_proto::domain::timestamp_ms),
+                    hostname: record.hostname.clone(),
+                    stores: caps.stores,
+                    services: caps.services,
+                    connected: session.is_some(),
+                }
+            })
+            .collect();
+        Ok(Response::new(wire::ListAgentsResponse { agents }))
+    }
+
     pub(super) async fn list_audit_impl(
         &self,
         request: Request<wire::ListAuditRequest>,

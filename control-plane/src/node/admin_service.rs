@@ -349,7 +349,7 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::RotationStatusResponse>, Status> {
         self.authorize(&request, Permission::Read).await?;
         let request = RotationStatus::try_from(request.into_inner())?;
-        Ok(Response::new(crate::rotation::start::status(&self.control, &request.env).await?))
+        Ok(Response::new(crate::rotation::report::status(&self.control, &request.env).await?))
     }
 
     async fn rotation_history(
@@ -359,7 +359,8 @@ impl Admin for AdminService {
         self.authorize(&request, Permission::Read).await?;
         let RotationHistory { secret, limit } = RotationHistory::try_from(request.into_inner())?;
         let history =
-            crate::rotation::start::history(&self.control, &secret.env, &secret.key, limit).await?;
+            crate::rotation::report::history(&self.control, &secret.env, &secret.key, limit)
+                .await?;
         Ok(Response::new(history))
     }
 
@@ -391,7 +392,7 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::GetRunsResponse>, Status> {
         self.authorize(&request, Permission::Read).await?;
         let GetRuns { run_ids, with_steps } = GetRuns::try_from(request.into_inner())?;
-        let runs = crate::rotation::start::get_runs(&self.control, &run_ids, with_steps).await?;
+        let runs = crate::rotation::report::get_runs(&self.control, &run_ids, with_steps).await?;
         Ok(Response::new(runs))
     }
 
@@ -421,55 +422,7 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::ListAgentsRequest>,
     ) -> Result<Response<wire::ListAgentsResponse>, Status> {
-        self.authorize(&request, Permission::Read).await?;
-        // Sessions live on the leader: a current read makes sure this node is it.
-        let records = self
-            .control
-            .read_current(|state| {
-                state
-                    .agents
-                    .values()
-                    .filter(|a| a.revoked_at_ms.is_none())
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| e.to_status())?;
-        let connected: std::collections::BTreeMap<String, _> = self
-            .control
-            .agents()
-            .connected()
-            .into_iter()
-            .map(|c| (c.agent_id.clone(), c))
-            .collect();
-        let agents = records
-            .into_iter()
-            .map(|record| {
-                let session = connected.get(&record.agent_id);
-                let caps = session.and_then(|c| c.capabilities.clone()).unwrap_or_default();
-                wire::AgentInfo {
-                    agent_id: record.agent_id.clone(),
-                    segment: record.segment.clone(),
-                    version: session
-                        .map(|c| c.version.clone())
-                        .filter(|v| !v.is_empty())
-                        .unwrap_or(record.version.clone()),
-                    adapters: caps.adapters,
-                    connected_since: session
-                        .map(|c| dsops_proto::domain::timestamp_ms(c.connected_at_ms)),
-                    last_heartbeat: session
-                        .map(|c| dsops_proto::domain::timestamp_ms(c.last_heartbeat_ms)),
-                    certificate_not_after: record
-                        .cert_not_after_ms
-                        .map(dsops_proto::domain::timestamp_ms),
-                    hostname: record.hostname.clone(),
-                    stores: caps.stores,
-                    services: caps.services,
-                    connected: session.is_some(),
-                }
-            })
-            .collect();
-        Ok(Response::new(wire::ListAgentsResponse { agents }))
+        self.list_agents_impl(request).await
     }
 
     async fn revoke_agent(

@@ -1,6 +1,6 @@
-//! Rotation on the control plane: what a run does ([`spec`]), selecting and starting runs and
-//! reporting them ([`start`], for the admin API and the scheduler), the leader's [`scheduler`]
-//! that starts runs when schedules fire, and its [`dispatcher`] that drives runs through the
+//! Rotation on the control plane: what a run does ([`spec`]), selecting and starting runs
+//! ([`start`], for the admin API and the scheduler) and reporting them ([`report`]), the
+//! leader's [`scheduler`] that starts runs when schedules fire, and its [`dispatcher`] that drives runs through the
 //! protocol to the agents connected here ([`crate::control::AgentRegistry`]); the leader's
 //! [`approvals`] upkeep ends expired approval requests and resolves again the plans a
 //! configuration change reset; its [`reminders`] of secrets past or near their due time; and
@@ -17,6 +17,7 @@ pub mod approvals;
 pub mod dispatcher;
 pub mod notifier;
 pub mod reminders;
+pub mod report;
 pub mod scheduler;
 pub mod spec;
 pub mod start;
