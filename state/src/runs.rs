@@ -284,10 +284,10 @@ pub struct SecretRecord {
     /// Recent run ids, oldest first (at most [`RUN_HISTORY`]).
     pub history: VecDeque<String>,
     /// The last reminder that it is past due.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdue_reminded: Option<ReminderMark>,
     /// The last reminder ahead of its due time (`beforeExpiry`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_reminded: Option<ReminderMark>,
 }
 
