@@ -9,6 +9,7 @@ mod fields_table;
 mod model;
 pub mod notify;
 mod parse;
+pub mod promotion;
 mod resolve;
 mod settings;
 mod strategy_rules;
@@ -202,5 +203,7 @@ pub fn catalog_files(dir: &Path) -> Result<BTreeMap<String, String>, Vec<Diagnos
 
 #[cfg(test)]
 mod governance_tests;
+#[cfg(test)]
+mod promotion_tests;
 #[cfg(test)]
 mod tests;

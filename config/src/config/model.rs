@@ -26,6 +26,8 @@ pub struct Config {
     pub envs: BTreeMap<String, EnvConfig>,
     /// `notifications`: channels and the installation's target names.
     pub notifications: super::notify::NotificationsConfig,
+    /// `health`: checks that gate promotion, by name.
+    pub health: BTreeMap<String, super::promotion::HealthCheck>,
 }
 
 /// One secret store.
@@ -67,6 +69,8 @@ pub struct RotationConfig {
     pub defaults: RotationDefaults,
     /// `approvals`: who must approve rotations, by environment.
     pub approvals: BTreeMap<String, ApprovalRule>,
+    /// `promotion`: the order environments rotate in.
+    pub promotion: Vec<super::promotion::PromotionStage>,
 }
 
 /// `rotation.approvals.<env>`: a rotation in the environment waits until `required` distinct
@@ -139,6 +143,8 @@ pub struct SecretConfig {
     pub service: Option<ServiceRef>,
     /// `rotation`, if the variable rotates at all.
     pub rotation: Option<SecretRotation>,
+    /// `promotion.group`: the line it rotates in, when not the one of its key.
+    pub group: Option<String>,
     /// The parsed node, for positions in later checks.
     pub node: Node,
 }

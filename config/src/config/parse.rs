@@ -15,9 +15,9 @@ use dsops_proto::domain::names::{check_config_name, check_variable_name};
 use crate::document::{Diagnostics, Fields, Node, unknown_name};
 use crate::time::{Duration, Schedule};
 
-const TOP_KEYS: [&str; 6] =
-    ["version", "secretStores", "services", "rotation", "envs", "notifications"];
-const SECRET_KEYS: [&str; 3] = ["from", "rotation", "description"];
+const TOP_KEYS: [&str; 7] =
+    ["version", "secretStores", "services", "rotation", "envs", "notifications", "health"];
+const SECRET_KEYS: [&str; 4] = ["from", "rotation", "description", "promotion"];
 const FROM_KEYS: [&str; 2] = ["store", "service"];
 const SECRET_ROTATION_KEYS: [&str; 4] = ["policy", "strategy", "schedule", "config"];
 
@@ -53,10 +53,11 @@ pub fn parse_config(
     let service_names = declared(top.get("services"));
     let secret_stores = parse_stores(&top, &store_names, diagnostics);
     let services = parse_services(&top, &store_names, diagnostics);
-    let rotation = parse_rotation(&top, base_dir, diagnostics);
+    let health = super::promotion::parse_health(&top, &services, diagnostics);
+    let rotation = parse_rotation(&top, base_dir, &health, diagnostics);
     let envs = parse_envs(&top, &store_names, &service_names, diagnostics);
     let notifications = super::notify::parse(&top, &store_names, diagnostics);
-    Some(Config {
+    let config = Config {
         file: file.to_owned(),
         version: version.unwrap_or(1),
         secret_stores,
@@ -64,7 +65,10 @@ pub fn parse_config(
         rotation,
         envs,
         notifications,
-    })
+        health,
+    };
+    super::promotion::check_groups(&config, diagnostics);
+    Some(config)
 }
 
 /// The keys of an optional mapping (empty for anything else).
@@ -73,7 +77,7 @@ fn declared(node: Option<&Node>) -> Vec<&str> {
 }
 
 /// Checks a user-chosen name (store, service, environment).
-fn check_name(
+pub(super) fn check_name(
     key: &Node,
     file: &str,
     path: &str,
@@ -231,6 +235,7 @@ fn map_keys(node: &Node) -> Vec<&str> {
 fn parse_rotation(
     top: &Fields<'_>,
     base_dir: &Path,
+    health: &BTreeMap<String, super::promotion::HealthCheck>,
     diagnostics: &mut Diagnostics,
 ) -> RotationConfig {
     let mut rotation = RotationConfig::default();
@@ -239,7 +244,7 @@ fn parse_rotation(
         node,
         top.file(),
         "rotation",
-        &["dataDir", "defaults", "approvals"],
+        &["dataDir", "defaults", "approvals", "promotion"],
         diagnostics,
     ) else {
         return rotation;
@@ -258,6 +263,13 @@ fn parse_rotation(
         }
     }
     rotation.approvals = parse_approvals(&fields, top.get("envs"), diagnostics);
+    let health_names: Vec<&str> = health.keys().map(String::as_str).collect();
+    rotation.promotion = super::promotion::parse_promotion(
+        &fields,
+        &declared(top.get("envs")),
+        &health_names,
+        diagnostics,
+    );
     let Some(defaults) = fields.get("defaults") else { return rotation };
     let Some(defaults) = Fields::read(
         defaults,
@@ -559,6 +571,18 @@ fn parse_secret(
             config,
         })
     });
+    let group = fields.get("promotion").and_then(|node| {
+        let promotion =
+            Fields::read(node, file, &fields.child("promotion"), &["group"], diagnostics)?;
+        let group = promotion.required_string("group", "a promotion line name", diagnostics)?;
+        match check_config_name(&group, "promotion group") {
+            Ok(()) => Some(group),
+            Err(message) => {
+                promotion.error("group", message, diagnostics);
+                None
+            }
+        }
+    });
     if diagnostics.error_count() > errors_before {
         return None;
     }
@@ -568,6 +592,7 @@ fn parse_secret(
         store: store?,
         service,
         rotation,
+        group,
         node: node.clone(),
     })
 }
