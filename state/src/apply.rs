@@ -4,8 +4,8 @@
 
 use super::{Command, Outcome, Request, Response, State};
 use super::{
-    agent_apply, approval_apply, cluster_apply, config_apply, operator_apply, reminder_apply,
-    run_apply,
+    agent_apply, approval_apply, cluster_apply, config_apply, operator_apply, promotion_apply,
+    reminder_apply, run_apply,
 };
 
 /// What the log says about the entry being applied.
@@ -90,6 +90,31 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         }
         Command::RevokeAgent { agent_id } => agent_apply::revoke(state, request, ctx, agent_id),
         Command::RequestRun { run_id, env, key, spec, restore_previous, reason, break_glass } => {
+            if !*break_glass && let Some(halt) = &state.halt_all {
+                return done(
+                    state,
+                    request,
+                    ctx,
+                    Outcome::rejected(
+                        dsops_proto::ErrorCode::FailedPrecondition,
+                        format!(
+                            "every run is halted ({}, by {}); `dsops promotion resume --all --reason …` lets them go on",
+                            halt.reason, halt.by
+                        ),
+                    ),
+                );
+            }
+            let admission = match &spec.promotion {
+                None => None,
+                Some(p) => match promotion_apply::admit(state, request, p, *break_glass) {
+                    Ok(promotion_apply::Admission::Queue) => {
+                        let outcome = promotion_apply::queue(state, request, ctx, p);
+                        return done(state, request, ctx, outcome);
+                    }
+                    Ok(admission) => Some((p, admission)),
+                    Err(refusal) => return done(state, request, ctx, refusal),
+                },
+            };
             let outcome = run_apply::request_run(
                 state,
                 request,
@@ -101,8 +126,13 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 *restore_previous,
                 reason,
             );
-            if *break_glass && matches!(outcome, Outcome::RunStarted { .. }) {
-                approval_apply::open_review(state, request, ctx, run_id);
+            if matches!(outcome, Outcome::RunStarted { .. }) {
+                if let Some((p, admission)) = &admission {
+                    promotion_apply::started(state, request, ctx, p, admission, run_id);
+                }
+                if *break_glass {
+                    approval_apply::open_review(state, request, ctx, run_id);
+                }
             }
             outcome
         }
@@ -219,6 +249,12 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 },
             )
         }
+        Command::HaltPromotion { line, reason } => {
+            promotion_apply::halt(state, request, ctx, line.as_deref(), reason)
+        }
+        Command::ResumePromotion { line, reason } => {
+            promotion_apply::resume(state, request, ctx, line.as_deref(), reason)
+        }
         Command::EnqueueNotifications { through_seq, entries } => {
             super::outbox::enqueue(state, request, ctx, *through_seq, entries)
         }
@@ -230,8 +266,13 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             Outcome::Audited { seq }
         }
     };
+    done(state, request, ctx, outcome)
+}
+
+/// Remembers the outcome for retries of the request, and answers it.
+fn done(state: &mut State, request: &Request, ctx: ApplyContext, outcome: Outcome) -> Response {
     let response = Response { index: ctx.index, outcome, duplicate: false };
-    state.dedup.remember(&request.request_id, response.clone(), now);
+    state.dedup.remember(&request.request_id, response.clone(), request.proposed_at_ms);
     response
 }
 

@@ -72,6 +72,7 @@ impl World {
                 approvers: approvers.iter().map(|s| s.to_string()).collect(),
                 expires_ms: 60_000,
             }),
+            promotion: None,
         }
     }
 

@@ -311,6 +311,20 @@ pub enum Command {
         /// The text people read (no value; at most 512 bytes).
         detail: String,
     },
+    /// Stop a promotion line (`line`), or every run (`None`): no new run or step starts.
+    HaltPromotion {
+        /// The line; `None` for all.
+        line: Option<String>,
+        /// Why (required).
+        reason: String,
+    },
+    /// Let a halted line (or everything) go on.
+    ResumePromotion {
+        /// The line; `None` for the `--all` halt.
+        line: Option<String>,
+        /// Why (required).
+        reason: String,
+    },
     /// The notifier read the audit log through `through_seq`: these deliveries are due.
     EnqueueNotifications {
         /// The last audit sequence read.
@@ -357,6 +371,9 @@ impl Command {
                 64 + action.len() + subject.len() + detail.len()
             }
             Command::Remind { env, key, detail, .. } => 128 + env.len() + key.len() + detail.len(),
+            Command::HaltPromotion { reason, .. } | Command::ResumePromotion { reason, .. } => {
+                128 + reason.len()
+            }
             Command::DecideApproval { decision, .. } => {
                 256 + decision.reason.len() + decision.certificate_pem.len()
             }
@@ -399,6 +416,8 @@ impl Command {
             Command::RecordDelivery { .. } => "record_delivery",
             Command::ReviewOverdue { .. } => "review_overdue",
             Command::Remind { .. } => "remind",
+            Command::HaltPromotion { .. } => "halt_promotion",
+            Command::ResumePromotion { .. } => "resume_promotion",
         }
     }
 }
@@ -416,6 +435,18 @@ pub struct ConfigChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Outcome {
+    /// A first-stage start waits: a new wave of the line follows the one under way.
+    WaveQueued {
+        /// The line.
+        line: String,
+        /// The wave under way.
+        wave: u64,
+    },
+    /// A promotion line was halted or resumed (`*`: everything).
+    PromotionUpdated {
+        /// The line.
+        line: String,
+    },
     /// A configuration was stored.
     ConfigStored {
         /// The new version.

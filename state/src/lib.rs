@@ -25,12 +25,17 @@ pub mod log_format;
 mod model;
 mod operator_apply;
 pub mod outbox;
+mod promotion_apply;
+#[cfg(test)]
+mod promotion_tests;
 mod receipt_judge;
 mod reminder_apply;
 mod run_apply;
 mod run_steps;
 mod runs;
 mod snapshot;
+#[cfg(test)]
+mod test_world;
 
 pub use apply::{ApplyContext, apply};
 pub use approval_apply::eligible;
@@ -42,10 +47,11 @@ pub use model::{
     OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State, StoredConfig, StoredToken,
 };
 pub use outbox::{DeliveryStatus, MAX_DELIVERY_ATTEMPTS, MAX_OUTBOX, OutboxEntry};
+pub use promotion_apply::{Halt, HaltKind, MAX_PROMOTION_LINES, PromotionLine, WaveStage};
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,
-    OVERDUE_REPEAT_MS, RUN_HISTORY, ReceiptRecord, Reminder, ReminderMark, Run, RunApproval,
-    RunPhase, RunSpec, SecretRecord, StepKind, Transition, backoff_ms, secret_id,
+    OVERDUE_REPEAT_MS, PromotionRef, RUN_HISTORY, ReceiptRecord, Reminder, ReminderMark, Run,
+    RunApproval, RunPhase, RunSpec, SecretRecord, StepKind, Transition, backoff_ms, secret_id,
 };
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};

@@ -212,6 +212,12 @@ pub struct State {
     /// Pending operator invitations by token hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operator_invites: BTreeMap<String, OperatorInvite>,
+    /// Promotion lines by name: each one's current or last wave, and its halt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub promotions: BTreeMap<String, crate::PromotionLine>,
+    /// `dsops promotion halt --all`: no new run or step starts anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_all: Option<crate::Halt>,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
     /// Revoked certificate identities, by `role:name`: every certificate of that identity

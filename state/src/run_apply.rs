@@ -201,6 +201,12 @@ pub(super) fn dispatch(state: &mut State, request: &Request, sent: StepSent<'_>)
         );
     };
     let agent_segment = agent.segment.clone();
+    if let Some(halt) = state.runs.get(run_id).and_then(|run| state.step_held(run)) {
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
+            format!("run {run_id} is held: halted by {} ({})", halt.by, halt.reason),
+        );
+    }
     let Some(run) = state.runs.get_mut(run_id) else {
         return Outcome::rejected(ErrorCode::NotFound, format!("run {run_id} does not exist"));
     };
@@ -567,6 +573,7 @@ pub(super) fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContex
         &secret,
         &detail,
     );
+    super::promotion_apply::run_ended(state, run_id, now, ctx, actor);
 }
 
 #[cfg(test)]

@@ -52,6 +52,22 @@ pub struct RunSpec {
     /// Who must approve the run before it starts; `None` when nobody must.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRule>,
+    /// The promotion line the secret rotates in, and its stage there; `None` outside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionRef>,
+}
+
+/// A run's place in a promotion line (`rotation.promotion`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionRef {
+    /// The line (a key, or a `promotion.group`).
+    pub line: String,
+    /// This run's stage, an index into `stages`.
+    pub stage: u32,
+    /// The line's secrets (`env/KEY`), in stage order.
+    pub stages: Vec<String>,
+    /// How long this stage soaks once its run completed, ms.
+    pub soak_ms: u64,
 }
 
 /// Who must approve a run (`rotation.approvals.<env>`, or the catalog's `requireApproval`).

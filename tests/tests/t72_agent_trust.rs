@@ -98,6 +98,7 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
         config_version: 1,
         value_format: None,
         approval: None,
+        promotion: None,
     };
     cluster
         .write(

@@ -523,6 +523,7 @@ mod tests {
             config_version: 1,
             value_format: None,
             approval: None,
+            promotion: None,
         };
         let command = Command::RequestRun {
             run_id: format!("run-{segment}-{target}-{n}"),

@@ -113,6 +113,22 @@ pub fn run_spec(
             approvers: rule.approvers.clone(),
             expires_ms: rule.expires.as_secs() * 1000,
         }),
+        promotion: promotion_of(loaded, item),
+    })
+}
+
+/// `item`'s place in its promotion line, if it is in one.
+pub fn promotion_of(
+    loaded: &Loaded,
+    item: &ResolvedSecret<'_>,
+) -> Option<dsops_state::PromotionRef> {
+    let (line, at) = loaded.config.line_of(&item.secret.env, &item.secret.key)?;
+    let soak = loaded.config.rotation.promotion.get(line.stages[at].stage)?.soak;
+    Some(dsops_state::PromotionRef {
+        line: line.name.clone(),
+        stage: at as u32,
+        stages: line.stages.iter().map(|s| format!("{}/{}", s.env, s.key)).collect(),
+        soak_ms: soak.as_secs() * 1000,
     })
 }
 
