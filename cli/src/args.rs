@@ -108,6 +108,9 @@ pub enum Command {
     /// The audit log: who did what (a cluster only).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Promotion waves: status, halt ("stop the line"), resume (a cluster only).
+    #[command(subcommand)]
+    Promotion(crate::commands::promotion::PromotionCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"

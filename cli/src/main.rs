@@ -37,6 +37,7 @@ fn main() {
             block_on(commands::approval::notifications(&cli, command))
         }
         Command::Audit(command) => block_on(commands::approval::audit(&cli, command)),
+        Command::Promotion(command) => block_on(commands::promotion::run(&cli, command)),
         Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
         Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
         Command::Store(command) => commands::store::run(&cli, command),

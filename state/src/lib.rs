@@ -47,7 +47,9 @@ pub use model::{
     OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State, StoredConfig, StoredToken,
 };
 pub use outbox::{DeliveryStatus, MAX_DELIVERY_ATTEMPTS, MAX_OUTBOX, OutboxEntry};
-pub use promotion_apply::{Halt, HaltKind, MAX_PROMOTION_LINES, PromotionLine, WaveStage};
+pub use promotion_apply::{
+    Halt, HaltKind, MAX_PROMOTION_LINES, MAX_REASON as MAX_HALT_REASON, PromotionLine, WaveStage,
+};
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,

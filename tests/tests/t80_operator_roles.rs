@@ -82,6 +82,21 @@ async fn denied(mut c: AdminClient<Channel>, who: &str) -> BTreeMap<&'static str
         .await
         .map(drop),
     );
+    note(
+        "promotion_status",
+        c.promotion_status(wire::PromotionStatusRequest::default()).await.map(drop),
+    );
+    note(
+        "halt_promotion",
+        c.halt_promotion(wire::HaltPromotionRequest {
+            line: String::new(),
+            all: true,
+            reason: "matrix".into(),
+            request_id: id("halt"),
+        })
+        .await
+        .map(drop),
+    );
     let rotate = |env: &str, rpc: &str| wire::RotateRequest {
         request_id: id(rpc),
         selector: Some(wire::rotate_request::Selector::Secret(secret(env).unwrap())),
@@ -200,6 +215,7 @@ async fn every_admin_call_is_checked_against_the_callers_roles() {
         "list_operators",
         "list_approvals",
         "list_audit",
+        "promotion_status",
     ];
     let expect = |allowed: &[&str]| -> BTreeMap<&'static str, bool> {
         let all = denied_names();
@@ -254,6 +270,8 @@ fn denied_names() -> Vec<&'static str> {
         "list_approvals",
         "list_audit",
         "list_operators",
+        "halt_promotion",
+        "promotion_status",
         "revoke_agent",
         "revoke_operator",
         "rollback_prod",

@@ -10,6 +10,7 @@ pub mod describe;
 pub mod list;
 pub mod operator;
 pub mod plan;
+pub mod promotion;
 pub mod rotate;
 pub mod rotation;
 pub mod secrets;

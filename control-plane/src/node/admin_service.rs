@@ -532,6 +532,27 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::ListNotificationsResponse>, Status> {
         self.list_notifications_impl(request).await
     }
+
+    async fn promotion_status(
+        &self,
+        request: Request<wire::PromotionStatusRequest>,
+    ) -> Result<Response<wire::PromotionStatusResponse>, Status> {
+        self.promotion_status_impl(request).await
+    }
+
+    async fn halt_promotion(
+        &self,
+        request: Request<wire::HaltPromotionRequest>,
+    ) -> Result<Response<wire::HaltPromotionResponse>, Status> {
+        self.halt_impl(request, false).await
+    }
+
+    async fn resume_promotion(
+        &self,
+        request: Request<wire::HaltPromotionRequest>,
+    ) -> Result<Response<wire::HaltPromotionResponse>, Status> {
+        self.halt_impl(request, true).await
+    }
 }
 
 impl AdminService {

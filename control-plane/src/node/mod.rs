@@ -3,6 +3,7 @@
 
 mod admin_approvals;
 mod admin_operators;
+mod admin_promotion;
 mod admin_reads;
 mod admin_service;
 mod agent_service;

@@ -226,6 +226,7 @@ pub async fn start(
     ));
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
     tokio::spawn(crate::rotation::approvals::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(crate::rotation::promotion::run(control.clone(), shutdown.subscribe()));
     let notifier = Notifier::new(control.clone());
     tokio::spawn(notifier.clone().run(shutdown.subscribe()));
     tokio::spawn(crate::rotation::reminders::run(control.clone(), shutdown.subscribe()));
@@ -249,6 +250,7 @@ pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningN
         let _ = stopped.wait_for(|s| *s).await;
     });
     tokio::spawn(crate::rotation::dispatcher::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(crate::rotation::promotion::run(control.clone(), shutdown.subscribe()));
     let notifier = Notifier::new(control.clone());
     tokio::spawn(notifier.clone().run(shutdown.subscribe()));
     tokio::spawn(crate::rotation::reminders::run(control.clone(), shutdown.subscribe()));

@@ -166,6 +166,8 @@ fn due(
     for (_, run_id) in started.chain(starting) {
         if let Some(run) = state.runs.get(run_id)
             && let Some(step) = run.step
+            // Halted (`dsops promotion halt`): no new step starts.
+            && state.step_held(run).is_none()
         {
             let order = StepOrder::of(run, step, run.checked_step, run.attempt);
             actions.push(Action::Dispatch(Box::new(order)));

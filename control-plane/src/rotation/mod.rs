@@ -3,7 +3,8 @@
 //! leader's [`scheduler`] that starts runs when schedules fire, and its [`dispatcher`] that drives runs through the
 //! protocol to the agents connected here ([`crate::control::AgentRegistry`]); the leader's
 //! [`approvals`] upkeep ends expired approval requests and resolves again the plans a
-//! configuration change reset; its [`reminders`] of secrets past or near their due time; and
+//! configuration change reset; its [`promotion`] loop that starts each stage of a wave after
+//! the previous one soaked; its [`reminders`] of secrets past or near their due time; and
 //! its [`notifier`], which queues notification deliveries from the audit log.
 //!
 //! ```text
@@ -16,6 +17,7 @@
 pub mod approvals;
 pub mod dispatcher;
 pub mod notifier;
+pub mod promotion;
 pub mod reminders;
 pub mod report;
 pub mod scheduler;

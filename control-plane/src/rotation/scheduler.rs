@@ -346,6 +346,7 @@ async fn start(
             reason,
             local: false,
             break_glass: false,
+            wave: false,
         };
         let started = start::start_runs(control, &actor, loaded, version, chosen, &start)
             .await

@@ -78,7 +78,7 @@ fn loaded(stored: &StoredConfig) -> Result<Loaded, RotationError> {
 
 /// The stored configuration's version and its validated form. Validation (YAML, catalog,
 /// resolution) runs once per stored version; later requests reuse it.
-pub(super) async fn current_config(
+pub(crate) async fn current_config(
     control: &ControlPlane,
 ) -> Result<(u64, Arc<Loaded>), RotationError> {
     let version =
@@ -262,7 +262,7 @@ fn select<'a>(
 /// Refuses rotations that governance would stop. `--force` overrides maintenance windows only;
 /// approval is never skipped (a run that needs it waits in `AwaitingApproval`), and the embedded
 /// default, which has one local user and no approvers, refuses such a secret.
-fn gate(item: &ResolvedSecret<'_>, start: &Start) -> Result<(), String> {
+pub(super) fn gate(item: &ResolvedSecret<'_>, start: &Start) -> Result<(), String> {
     let name = format!("{}/{}", item.secret.env, item.secret.key);
     if start.break_glass && start.local {
         return Err(format!(
@@ -331,6 +331,7 @@ pub(crate) async fn rotate(
         reason,
         local,
         break_glass: request.break_glass,
+        wave: false,
     };
     let Started { runs, in_flight } =
         start_runs(control, actor, &loaded, config_version, chosen, &start).await?;
@@ -372,6 +373,8 @@ pub(crate) struct Start {
     pub local: bool,
     /// Broken glass: past approval and windows, opening a review.
     pub break_glass: bool,
+    /// The promotion loop starting a wave's next stage (no redirect to the first stage).
+    pub wave: bool,
 }
 
 /// Starts a run for each secret under the given run id (derived from a request id, so a retried
@@ -413,6 +416,32 @@ pub(crate) async fn start_runs(
                 RunSpec { approval: None, ..spec }
             }
             Ok(spec) => spec,
+            Err(error) if single => return Err(failed(error)),
+            Err(error) => {
+                runs.push(skipped(&env, &key, &error.0));
+                continue;
+            }
+        };
+        let (env, key, spec, id) = match super::promotion::route(
+            control,
+            loaded,
+            config_version,
+            &env,
+            &key,
+            spec,
+            &id,
+            start,
+        )
+        .await
+        {
+            Ok(super::promotion::Route::Run { env, key, spec, id, note }) => {
+                runs.extend(note.map(|n| *n));
+                (env, key, *spec, id)
+            }
+            Ok(super::promotion::Route::Waiting(row)) => {
+                runs.push(*row);
+                continue;
+            }
             Err(error) if single => return Err(failed(error)),
             Err(error) => {
                 runs.push(skipped(&env, &key, &error.0));
@@ -465,6 +494,13 @@ pub(crate) async fn start_runs(
                         None => skipped(env, key, "the run ended and was dropped from history"),
                     }
                 }
+                Outcome::WaveQueued { line, wave } => super::promotion::waiting(
+                    env,
+                    key,
+                    format!(
+                        "queued: wave {wave} of line {line} is past this stage; a new wave starts when it ends"
+                    ),
+                ),
                 other => {
                     return Err(RotationError::new(
                         ErrorCode::Internal,

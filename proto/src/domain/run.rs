@@ -129,6 +129,8 @@ pub enum RunStatus {
     WouldStart,
     /// Skipped; the summary's detail says why.
     Skipped,
+    /// Waits in a promotion wave; it starts by itself (the detail says after what).
+    Waiting,
     /// A phase this release does not know.
     Unknown,
 }
@@ -139,6 +141,7 @@ impl RunStatus {
         match wire::NotStarted::try_from(run.not_started) {
             Ok(wire::NotStarted::DryRun) => RunStatus::WouldStart,
             Ok(wire::NotStarted::Skipped) => RunStatus::Skipped,
+            Ok(wire::NotStarted::Waiting) => RunStatus::Waiting,
             Ok(wire::NotStarted::Unspecified) => {
                 RunPhase::from_wire(run.phase, "phase").map_or(RunStatus::Unknown, RunStatus::Phase)
             }
@@ -152,6 +155,7 @@ impl RunStatus {
             RunStatus::Phase(phase) => phase.name(),
             RunStatus::WouldStart => "WouldStart",
             RunStatus::Skipped => "Skipped",
+            RunStatus::Waiting => "Waiting",
             RunStatus::Unknown => "Unknown",
         }
     }
@@ -161,7 +165,7 @@ impl RunStatus {
         match self {
             RunStatus::Phase(phase) => phase.is_terminal(),
             RunStatus::Unknown => true,
-            RunStatus::WouldStart | RunStatus::Skipped => false,
+            RunStatus::WouldStart | RunStatus::Skipped | RunStatus::Waiting => false,
         }
     }
 
@@ -175,7 +179,7 @@ impl RunStatus {
         match self {
             RunStatus::Phase(phase) => phase.is_failure(),
             RunStatus::Unknown => true,
-            RunStatus::WouldStart | RunStatus::Skipped => false,
+            RunStatus::WouldStart | RunStatus::Skipped | RunStatus::Waiting => false,
         }
     }
 }
