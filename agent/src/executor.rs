@@ -118,6 +118,12 @@ impl Executor {
         Ok(store)
     }
 
+    /// The adapter for service `name`, for a health check's query; the error says why this
+    /// agent cannot reach it.
+    pub fn probe_target(&self, name: &str) -> Result<Arc<dyn Target>, String> {
+        self.target(name).map_err(|refused| refused.detail)
+    }
+
     /// The adapter for service `name` (opened once, with its admin credential from the store).
     fn target(&self, name: &str) -> Step_<Arc<dyn Target>> {
         if let Some(target) = self.targets.lock().expect("adapter cache lock").get(name) {

@@ -27,6 +27,7 @@ mod envelope;
 pub mod executor;
 pub mod from_config;
 pub mod generate;
+pub mod health;
 pub mod hook;
 pub mod host;
 pub mod identity;

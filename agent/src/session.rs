@@ -360,6 +360,14 @@ async fn one_session(
                             let _ = tx.send(wire::AgentMessage { kind: Some(kind) }).await;
                         });
                     }
+                    Some(wire::control_message::Kind::HealthCheck(check)) => {
+                        let (executor, tx) = (executor.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let result = crate::health::perform(&executor, &check).await;
+                            let kind = wire::agent_message::Kind::HealthResult(result);
+                            let _ = tx.send(wire::AgentMessage { kind: Some(kind) }).await;
+                        });
+                    }
                     Some(wire::control_message::Kind::Cancel(cancel)) => {
                         tracing::info!(run = %cancel.run_id, reason = %cancel.reason, "run cancelled");
                     }

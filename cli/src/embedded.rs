@@ -23,9 +23,10 @@ use dsops_agent::identity::AgentIdentity;
 use dsops_agent::in_process::CrashHook;
 use dsops_config::config::{Loaded, catalog_files};
 use dsops_control_plane::control::ControlPlane;
+use dsops_control_plane::control::agents::Task;
 use dsops_control_plane::node::{AdminService, DataDir, NodeOptions, RunningNode};
 use dsops_control_plane::pki::{CallerIdentity, ConnInfo, Role};
-use dsops_control_plane::rotation::notifier;
+use dsops_control_plane::rotation::{notifier, promotion};
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 use dsops_state::Command;
@@ -353,20 +354,29 @@ pub async fn attach_agent(
     let session = control.agents().connect(agent_id, segment, jobs);
     let (deliveries, mut inbox) = tokio::sync::mpsc::unbounded_channel();
     control.agents().take_deliveries(agent_id, session, segment, deliveries);
-    // Notification deliveries, as a remote agent's session does them: the channel's credential
-    // from this agent's stores, the result signed with its key and recorded through raft.
+    // Notification deliveries and health-check probes, as a remote agent's session does them:
+    // credentials from this agent's stores, the result signed with its key and recorded through
+    // raft.
     let deliver = {
         let (control, executor, agent_id) =
             (control.clone(), executor.clone(), agent_id.to_owned());
         async move {
-            while let Some(delivery) = inbox.recv().await {
+            while let Some(task) = inbox.recv().await {
                 let (control, executor, agent_id) =
                     (control.clone(), executor.clone(), agent_id.clone());
                 tokio::spawn(async move {
-                    let result = dsops_agent::notify::perform(&executor, &delivery).await;
                     let record = control.read_local(|s| s.agents.get(&agent_id).cloned()).await;
-                    if let Some(record) = record {
-                        notifier::record_result(&control, &record, &result).await;
+                    let Some(record) = record else { return };
+                    match task {
+                        Task::Delivery(delivery) => {
+                            let result = dsops_agent::notify::perform(&executor, &delivery).await;
+                            notifier::record_result(&control, &record, &result).await;
+                        }
+                        Task::HealthCheck(check) => {
+                            let result = dsops_agent::health::perform(&executor, &check).await;
+                            promotion::record_health(&control, &record, &result).await;
+                        }
+                        _ => {}
                     }
                 });
             }

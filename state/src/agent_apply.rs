@@ -174,6 +174,43 @@ pub(super) fn revoke(
     Outcome::AgentRevoked { agent_id: agent_id.to_owned() }
 }
 
+/// A body an agent signed (a delivery or health-check result): its bytes and the agent's
+/// segment, or the refusal (unknown or revoked agent, not hex, too large, not its signature).
+pub(super) fn agent_signed(
+    state: &State,
+    agent_id: &str,
+    body_hex: &str,
+    signature_hex: &str,
+    what: &str,
+) -> Result<(Vec<u8>, String), Outcome> {
+    if body_hex.len() > 4096 || signature_hex.len() > 256 {
+        return Err(Outcome::rejected(ErrorCode::InvalidArgument, format!("{what} too large")));
+    }
+    let Some(agent) = state.agents.get(agent_id).filter(|a| a.revoked_at_ms.is_none()) else {
+        return Err(Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!("agent {agent_id} is not registered or revoked"),
+        ));
+    };
+    let (Some(body), Some(signature), Some(key)) = (
+        dsops_proto::hex_decode(body_hex),
+        dsops_proto::hex_decode(signature_hex).and_then(|s| <[u8; 64]>::try_from(s).ok()),
+        dsops_proto::hex_decode(&agent.public_key).and_then(|k| <[u8; 32]>::try_from(k).ok()),
+    ) else {
+        return Err(Outcome::rejected(ErrorCode::InvalidArgument, format!("{what}: not hex")));
+    };
+    let verified = ed25519_dalek::VerifyingKey::from_bytes(&key).and_then(|key| {
+        key.verify_strict(&body, &ed25519_dalek::Signature::from_bytes(&signature))
+    });
+    if verified.is_err() {
+        return Err(Outcome::rejected(
+            ErrorCode::PermissionDenied,
+            format!("the {what} of agent {agent_id} is not signed by its key"),
+        ));
+    }
+    Ok((body, agent.segment.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Command, apply};

@@ -4,8 +4,8 @@
 
 use super::{Command, Outcome, Request, Response, State};
 use super::{
-    agent_apply, approval_apply, cluster_apply, config_apply, operator_apply, promotion_apply,
-    reminder_apply, run_apply,
+    agent_apply, approval_apply, cluster_apply, config_apply, gate_apply, operator_apply,
+    promotion_apply, reminder_apply, run_apply,
 };
 
 /// What the log says about the entry being applied.
@@ -249,6 +249,28 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 },
             )
         }
+        Command::RecordHealth {
+            agent_id,
+            body_hex,
+            signature_hex,
+            segment,
+            failures,
+            on_fail,
+            on_inconclusive,
+        } => gate_apply::record(
+            state,
+            request,
+            ctx,
+            agent_id,
+            body_hex,
+            signature_hex,
+            gate_apply::CheckRules {
+                segment,
+                failures: *failures,
+                on_fail: *on_fail,
+                on_inconclusive: *on_inconclusive,
+            },
+        ),
         Command::HaltPromotion { line, reason } => {
             promotion_apply::halt(state, request, ctx, line.as_deref(), reason)
         }

@@ -311,6 +311,24 @@ pub enum Command {
         /// The text people read (no value; at most 512 bytes).
         detail: String,
     },
+    /// A health-check probe an agent ran and signed, with the check's rules from the
+    /// configuration (the leader adds them).
+    RecordHealth {
+        /// The agent.
+        agent_id: String,
+        /// The signed JSON body, hex.
+        body_hex: String,
+        /// Its Ed25519 signature, hex.
+        signature_hex: String,
+        /// The check's segment (the agent must be of it).
+        segment: String,
+        /// Failing probes in a row before the check fails.
+        failures: u32,
+        /// What a failure does.
+        on_fail: crate::GateAction,
+        /// What an inconclusive verdict does.
+        on_inconclusive: crate::GateAction,
+    },
     /// Stop a promotion line (`line`), or every run (`None`): no new run or step starts.
     HaltPromotion {
         /// The line; `None` for all.
@@ -417,6 +435,7 @@ impl Command {
             Command::ReviewOverdue { .. } => "review_overdue",
             Command::Remind { .. } => "remind",
             Command::HaltPromotion { .. } => "halt_promotion",
+            Command::RecordHealth { .. } => "record_health",
             Command::ResumePromotion { .. } => "resume_promotion",
         }
     }
@@ -441,6 +460,13 @@ pub enum Outcome {
         line: String,
         /// The wave under way.
         wave: u64,
+    },
+    /// A health-check probe was recorded.
+    GateRecorded {
+        /// The check.
+        check: String,
+        /// Its verdict now.
+        verdict: crate::GateVerdict,
     },
     /// A promotion line was halted or resumed (`*`: everything).
     PromotionUpdated {

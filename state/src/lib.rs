@@ -21,6 +21,7 @@ mod cluster_apply;
 mod command;
 mod config_apply;
 mod dedup;
+mod gate_apply;
 pub mod log_format;
 mod model;
 mod operator_apply;
@@ -42,6 +43,9 @@ pub use approval_apply::eligible;
 pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
+pub use gate_apply::{
+    GATE_HISTORY, GateAction, GateProbe, GateRecord, GateVerdict, MAX_GATES, gates_block,
+};
 pub use model::{
     CLOSED_REVIEWS_KEPT, CONFIG_HISTORY, MAX_OPERATOR_INVITES, NodeRecord, OperatorInvite,
     OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State, StoredConfig, StoredToken,

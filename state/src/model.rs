@@ -215,6 +215,9 @@ pub struct State {
     /// Promotion lines by name: each one's current or last wave, and its halt.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub promotions: BTreeMap<String, crate::PromotionLine>,
+    /// Health checks (promotion gates) by name: each one's latest verdict.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gates: BTreeMap<String, crate::GateRecord>,
     /// `dsops promotion halt --all`: no new run or step starts anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halt_all: Option<crate::Halt>,

@@ -153,35 +153,19 @@ pub(super) fn record(
     signature_hex: &str,
 ) -> Outcome {
     let now = request.proposed_at_ms;
-    if body_hex.len() > 4096 || signature_hex.len() > 256 {
-        return Outcome::rejected(ErrorCode::InvalidArgument, "delivery result too large");
-    }
-    let Some(agent) = state.agents.get(agent_id).filter(|a| a.revoked_at_ms.is_none()) else {
-        return Outcome::rejected(
-            ErrorCode::PermissionDenied,
-            format!("agent {agent_id} is not registered or revoked"),
-        );
+    let (body, segment) = match super::agent_apply::agent_signed(
+        state,
+        agent_id,
+        body_hex,
+        signature_hex,
+        "delivery result",
+    ) {
+        Ok(verified) => verified,
+        Err(refusal) => return refusal,
     };
-    let (Some(body), Some(signature), Some(key)) = (
-        dsops_proto::hex_decode(body_hex),
-        dsops_proto::hex_decode(signature_hex).and_then(|s| <[u8; 64]>::try_from(s).ok()),
-        dsops_proto::hex_decode(&agent.public_key).and_then(|k| <[u8; 32]>::try_from(k).ok()),
-    ) else {
-        return Outcome::rejected(ErrorCode::InvalidArgument, "delivery result: not hex");
-    };
-    let verified = ed25519_dalek::VerifyingKey::from_bytes(&key).and_then(|key| {
-        key.verify_strict(&body, &ed25519_dalek::Signature::from_bytes(&signature))
-    });
-    if verified.is_err() {
-        return Outcome::rejected(
-            ErrorCode::PermissionDenied,
-            format!("the delivery result of agent {agent_id} is not signed by its key"),
-        );
-    }
     let Ok(result) = serde_json::from_slice::<ResultBody>(&body) else {
         return Outcome::rejected(ErrorCode::InvalidArgument, "delivery result: malformed body");
     };
-    let segment = agent.segment.clone();
     let Some(entry) = state.outbox.get_mut(&result.id) else {
         return Outcome::rejected(ErrorCode::NotFound, format!("no delivery {}", result.id));
     };

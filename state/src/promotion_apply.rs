@@ -66,6 +66,9 @@ pub struct WaveStage {
     /// Until when it soaks (its run completed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak_until_ms: Option<u64>,
+    /// Its gates: checked before its run starts, and through its soak before the next stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<String>,
 }
 
 /// Why a line (or everything) is stopped.
@@ -89,6 +92,8 @@ pub enum HaltKind {
     Operator,
     /// A stage's run did not complete: no later stage starts.
     Failed,
+    /// A gate failed (its action was `halt`): no later stage starts.
+    Gate,
 }
 
 impl State {
@@ -202,7 +207,13 @@ pub(super) fn admit(
     }
     let previous = &wave.stages[stage - 1];
     match previous.soak_until_ms {
-        Some(until) if now >= until => Ok(Admission::Stage),
+        Some(until) if now >= until => match super::gate_apply::gates_block(state, wave, stage) {
+            None => Ok(Admission::Stage),
+            Some(why) => Err(Outcome::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("wave {} of line {}: {} {why}", wave.wave, p.line, p.stages[stage]),
+            )),
+        },
         Some(until) => Err(Outcome::rejected(
             ErrorCode::FailedPrecondition,
             format!(
@@ -262,7 +273,12 @@ pub(super) fn started(
             line.stages = p
                 .stages
                 .iter()
-                .map(|secret| WaveStage { secret: secret.clone(), ..WaveStage::default() })
+                .enumerate()
+                .map(|(i, secret)| WaveStage {
+                    secret: secret.clone(),
+                    gates: p.stage_gates.get(i).cloned().unwrap_or_default(),
+                    ..WaveStage::default()
+                })
                 .collect();
             line.stages[0].run_id = Some(run_id.to_owned());
             line.started_at_ms = now;

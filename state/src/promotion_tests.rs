@@ -6,18 +6,23 @@ use dsops_proto::ErrorCode;
 use dsops_proto::domain::StepOutcome::{Refused, Succeeded};
 
 use crate::test_world::{World, spec, started};
-use crate::{Command, HaltKind, Outcome, PromotionRef, RunPhase, RunSpec};
+use crate::{Command, GateAction, GateVerdict, HaltKind, Outcome, PromotionRef, RunPhase, RunSpec};
 
 const SOAK: u64 = 600_000;
 const STAGES: [&str; 3] = ["dev/K", "staging/K", "production/K"];
 
-fn staged(stage: u32) -> RunSpec {
+fn staged(stage: u32, gated: bool) -> RunSpec {
     RunSpec {
         promotion: Some(PromotionRef {
             line: "K".into(),
             stage,
             stages: STAGES.iter().map(|s| s.to_string()).collect(),
             soak_ms: SOAK,
+            stage_gates: if gated {
+                vec![Vec::new(), vec!["api".into()], Vec::new()]
+            } else {
+                Vec::new()
+            },
         }),
         ..spec("random")
     }
@@ -25,7 +30,13 @@ fn staged(stage: u32) -> RunSpec {
 
 fn request(world: &mut World, stage: u32) -> Outcome {
     let env = STAGES[stage as usize].split('/').next().unwrap();
-    world.request_for(env, "K", staged(stage), false)
+    world.request_for(env, "K", staged(stage, false), false)
+}
+
+/// A request of a line whose staging stage has gate `api`.
+fn request_gated(world: &mut World, stage: u32) -> Outcome {
+    let env = STAGES[stage as usize].split('/').next().unwrap();
+    world.request_for(env, "K", staged(stage, true), false)
 }
 
 fn code(outcome: Outcome) -> ErrorCode {
@@ -165,7 +176,7 @@ fn a_halt_holds_new_runs_and_steps_and_break_glass_passes() {
         matches!(&other, Outcome::Rejected { message, .. } if message.contains("every run is halted")),
         "{other:?}"
     );
-    let glass = started(world.request_for("staging", "K", staged(1), true));
+    let glass = started(world.request_for("staging", "K", staged(1, false), true));
     assert_eq!(
         world.state.promotions["K"].stages[1].run_id.as_deref(),
         Some(glass.as_str()),
@@ -180,4 +191,87 @@ fn a_halt_holds_new_runs_and_steps_and_break_glass_passes() {
         Outcome::PromotionUpdated { .. }
     ));
     assert!(world.state.halt_all.is_none());
+}
+
+/// A probe of check `api` signed by `key` (the world's agent key unless another is given).
+fn probe(
+    world: &mut World,
+    id: &str,
+    outcome: &str,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Outcome {
+    let body = serde_json::json!({
+        "id": id, "check": "api", "outcome": outcome, "detail": format!("status for {id}"), "at_ms": world.now,
+    })
+    .to_string();
+    let key = key.cloned().unwrap_or_else(|| world.key.clone());
+    let signature = ed25519_dalek::Signer::sign(&key, body.as_bytes());
+    world.apply(Command::RecordHealth {
+        agent_id: "agent-1".into(),
+        body_hex: dsops_proto::hex(body.as_bytes()),
+        signature_hex: dsops_proto::hex(&signature.to_bytes()),
+        segment: "default".into(),
+        failures: 2,
+        on_fail: GateAction::Halt,
+        on_inconclusive: GateAction::Wait,
+    })
+}
+
+#[test]
+fn gates_hold_a_stage_until_they_pass_and_a_failing_gate_halts_the_line() {
+    let mut world = World::new();
+    let dev = started(request_gated(&mut world, 0));
+    complete(&mut world, &dev);
+    world.now += SOAK;
+    let held = request_gated(&mut world, 1);
+    assert!(
+        matches!(&held, Outcome::Rejected { message, .. } if message.contains("waiting for gate api (no verdict yet)")),
+        "{held:?}"
+    );
+    // Forged, or from another segment's rules: refused, nothing recorded.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    assert_eq!(code(probe(&mut world, "p1", "pass", Some(&stranger))), ErrorCode::PermissionDenied);
+    assert!(world.state.gates.is_empty());
+    assert!(matches!(
+        probe(&mut world, "p1", "pass", None),
+        Outcome::GateRecorded { verdict: GateVerdict::Pass, .. }
+    ));
+    world.now += 1;
+    assert_eq!(
+        code(probe(&mut world, "p1", "pass", None)),
+        ErrorCode::FailedPrecondition,
+        "a probe counts once"
+    );
+    let staging = started(request_gated(&mut world, 1));
+    complete(&mut world, &staging);
+    // Through staging's soak `api` fails: once is not enough (failures: 2) but makes production wait.
+    world.now += 1;
+    assert!(matches!(
+        probe(&mut world, "p2", "fail", None),
+        Outcome::GateRecorded { verdict: GateVerdict::Inconclusive, .. }
+    ));
+    world.now += SOAK;
+    let waiting = request_gated(&mut world, 2);
+    assert!(
+        matches!(&waiting, Outcome::Rejected { message, .. } if message.contains("waiting for gate api (inconclusive")),
+        "{waiting:?}"
+    );
+    assert!(world.state.promotions["K"].halted.is_none());
+    world.now += 1;
+    assert!(matches!(
+        probe(&mut world, "p3", "fail", None),
+        Outcome::GateRecorded { verdict: GateVerdict::Fail, .. }
+    ));
+    let halt = world.state.promotions["K"].halted.clone().expect("halted by the gate");
+    assert_eq!(halt.kind, HaltKind::Gate);
+    assert!(halt.reason.contains("gate api fail: status for p3"), "{}", halt.reason);
+    assert!(actions(&world).contains(&"promotion.halted".to_owned()));
+    let events: Vec<String> = world
+        .state
+        .audit
+        .recent()
+        .filter(|e| e.action.starts_with("gate."))
+        .map(|e| e.action.clone())
+        .collect();
+    assert_eq!(events, ["gate.pass", "gate.inconclusive", "gate.fail"]);
 }

@@ -68,6 +68,9 @@ pub struct PromotionRef {
     pub stages: Vec<String>,
     /// How long this stage soaks once its run completed, ms.
     pub soak_ms: u64,
+    /// Each stage's gates (`health` checks), in stage order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_gates: Vec<Vec<String>>,
 }
 
 /// Who must approve a run (`rotation.approvals.<env>`, or the catalog's `requireApproval`).

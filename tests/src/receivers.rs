@@ -3,6 +3,7 @@
 //! Webhooks signature check a receiver does.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -19,6 +20,18 @@ pub struct Received {
 
 /// An HTTP/1.1 receiver on a free loopback port answering every request with `status`.
 pub async fn receiver(status: u16) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let (port, seen, _) = switchable(status).await;
+    (port, seen)
+}
+
+/// [`receiver`] whose answer can be changed while it runs (a health endpoint that goes bad).
+pub async fn switchable(status: u16) -> (u16, Arc<Mutex<Vec<Received>>>, Arc<AtomicU16>) {
+    let answer = Arc::new(AtomicU16::new(status));
+    let (port, seen) = serve(answer.clone()).await;
+    (port, seen, answer)
+}
+
+async fn serve(answer: Arc<AtomicU16>) -> (u16, Arc<Mutex<Vec<Received>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a receiver");
     let port = listener.local_addr().expect("receiver address").port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -27,6 +40,7 @@ pub async fn receiver(status: u16) -> (u16, Arc<Mutex<Vec<Received>>>) {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else { return };
             let log = log.clone();
+            let status = answer.load(Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut data = Vec::new();
                 let mut buf = [0u8; 8192];

@@ -120,6 +120,8 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     fn privileges<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, Vec<String>>;
     /// See [`PasswordTarget::user_exists`].
     fn user_exists<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, bool>;
+    /// See [`PasswordTarget::probe`].
+    fn probe<'a>(&'a self, query: &'a str) -> AdapterFuture<'a, Option<String>>;
 }
 
 impl<T: PasswordTarget + std::fmt::Debug> Target for T {
@@ -140,6 +142,9 @@ impl<T: PasswordTarget + std::fmt::Debug> Target for T {
     }
     fn user_exists<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, bool> {
         Box::pin(PasswordTarget::user_exists(self, user))
+    }
+    fn probe<'a>(&'a self, query: &'a str) -> AdapterFuture<'a, Option<String>> {
+        Box::pin(PasswordTarget::probe(self, query))
     }
 }
 
@@ -194,6 +199,13 @@ pub trait PasswordTarget: Send + Sync {
 
     /// Whether `user` exists.
     fn user_exists(&self, user: &str) -> impl Future<Output = Result<bool, AdapterError>> + Send;
+
+    /// Runs `query` (one statement returning one column) as admin in a read-only transaction:
+    /// the first row's value as text, `None` for no row or NULL (a promotion gate's SQL check).
+    fn probe(
+        &self,
+        query: &str,
+    ) -> impl Future<Output = Result<Option<String>, AdapterError>> + Send;
 }
 
 /// SQL text that holds a credential (a verifier, a hash, a quoted password): handed to the

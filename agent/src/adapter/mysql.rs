@@ -351,6 +351,23 @@ impl PasswordTarget for MySqlAdapter {
         })
         .await
     }
+
+    async fn probe(&self, query: &str) -> Result<Option<String>, AdapterError> {
+        let label = format!("{}: health query", self.describe());
+        let _slot = self.slots.acquire().await;
+        let fail =
+            |e: sqlx::Error| AdapterError::new(ErrorClass::NotApplied, format!("{label}: {e}"));
+        within(self.target.timeout, ErrorClass::Retryable, &label, async {
+            let mut conn = self.pool.acquire().await.map_err(fail)?;
+            sqlx::query("start transaction read only").execute(&mut *conn).await.map_err(fail)?;
+            let wrapped =
+                format!("with probe(v) as ({query}) select cast(v as char) from probe limit 1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(wrapped)).fetch_optional(&mut *conn).await;
+            let _ = sqlx::query("rollback").execute(&mut *conn).await;
+            Ok(row.map_err(fail)?.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten()))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

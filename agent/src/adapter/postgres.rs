@@ -216,6 +216,26 @@ impl PasswordTarget for PostgresAdapter {
             .await?;
         Ok(!rows.is_empty())
     }
+
+    async fn probe(&self, query: &str) -> Result<Option<String>, AdapterError> {
+        let label = format!("{}: health query", self.describe());
+        let _slot = self.slots.acquire().await;
+        let fail =
+            |e: sqlx::Error| AdapterError::new(ErrorClass::NotApplied, format!("{label}: {e}"));
+        within(self.target.timeout, ErrorClass::Retryable, &label, async {
+            let mut tx = self.pool.begin().await.map_err(fail)?;
+            sqlx::query("set transaction read only").execute(&mut *tx).await.map_err(fail)?;
+            let wrapped =
+                format!("with probe(v) as ({query}) select cast(v as text) from probe limit 1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(wrapped))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tx.rollback().await.map_err(fail)?;
+            Ok(row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten()))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

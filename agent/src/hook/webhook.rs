@@ -59,6 +59,22 @@ impl WebhookSpec {
         auth: Option<StoreRef>,
         ca_file: Option<PathBuf>,
     ) -> Result<WebhookSpec, String> {
+        WebhookSpec::parse(url, timeout, auth, ca_file, false)
+    }
+
+    /// An endpoint a health check `GET`s: it carries no value, so `http://` is allowed to any
+    /// host.
+    pub fn probe(url: &str, timeout: Duration) -> Result<WebhookSpec, String> {
+        WebhookSpec::parse(url, timeout, None, None, true)
+    }
+
+    fn parse(
+        url: &str,
+        timeout: Duration,
+        auth: Option<StoreRef>,
+        ca_file: Option<PathBuf>,
+        plain_anywhere: bool,
+    ) -> Result<WebhookSpec, String> {
         let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
@@ -70,7 +86,7 @@ impl WebhookSpec {
             return Err(format!("webhook URL {url:?} carries credentials; use auth_store"));
         }
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        if !tls && !is_loopback(&host) {
+        if !tls && !plain_anywhere && !is_loopback(&host) {
             return Err(format!(
                 "webhook URL {url:?} must be https://: requests carry secret values (http:// is accepted only to a loopback address)"
             ));
@@ -270,6 +286,20 @@ pub async fn send(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Result<(StatusCode, Vec<u8>), SendError> {
+    exchange(spec, Method::POST, headers, body).await
+}
+
+/// One `GET` of `spec`'s URL (a health check), with the rules of [`send`].
+pub async fn get(spec: &WebhookSpec) -> Result<(StatusCode, Vec<u8>), SendError> {
+    exchange(spec, Method::GET, &[], Vec::new()).await
+}
+
+async fn exchange(
+    spec: &WebhookSpec,
+    method: Method,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<(StatusCode, Vec<u8>), SendError> {
     let who = spec.origin();
     let deadline = Instant::now() + spec.timeout;
     let connection = match tokio::time::timeout(spec.timeout, connect(spec)).await {
@@ -284,12 +314,15 @@ pub async fn send(
             });
         }
     };
+    let post = method == Method::POST;
     let mut request = Request::builder()
-        .method(Method::POST)
+        .method(method)
         .uri(spec.path.as_str())
         .header(hyper::header::HOST, host_header(spec))
-        .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::USER_AGENT, concat!("dsops-agent/", env!("CARGO_PKG_VERSION")));
+    if post {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
     for (name, value) in headers {
         request = request.header(*name, value.as_str());
     }

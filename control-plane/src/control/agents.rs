@@ -66,7 +66,11 @@ impl<'a> Needs<'a> {
 }
 
 /// Where a session takes deliveries: its number, segment and queue.
-type DeliveryQueue = (u64, String, mpsc::UnboundedSender<dsops_proto::wire::agent::Delivery>);
+type DeliveryQueue = (u64, String, mpsc::UnboundedSender<Task>);
+
+/// Work besides steps that goes to any agent of a segment: a notification delivery or a
+/// health-check probe.
+pub type Task = dsops_proto::wire::agent::control_message::Kind;
 
 /// A dispatched step as sent: (run, attempt, step).
 pub(crate) type StepKey = (String, u32, StepKind);
@@ -184,13 +188,14 @@ impl AgentRegistry {
         }
     }
 
-    /// Lets session `session` of `agent_id` (in `segment`) take notification deliveries.
+    /// Lets session `session` of `agent_id` (in `segment`) take notification deliveries and
+    /// health-check probes.
     pub fn take_deliveries(
         &self,
         agent_id: &str,
         session: u64,
         segment: &str,
-        queue: mpsc::UnboundedSender<dsops_proto::wire::agent::Delivery>,
+        queue: mpsc::UnboundedSender<Task>,
     ) {
         self.deliveries
             .lock()
@@ -205,6 +210,20 @@ impl AgentRegistry {
         segment: &str,
         delivery: dsops_proto::wire::agent::Delivery,
     ) -> Option<String> {
+        self.send_task(segment, Task::Delivery(delivery))
+    }
+
+    /// Sends a health-check probe to an agent of `segment` (round robin); the agent, or `None`
+    /// if none of the segment is connected here.
+    pub fn send_health(
+        &self,
+        segment: &str,
+        check: dsops_proto::wire::agent::HealthCheck,
+    ) -> Option<String> {
+        self.send_task(segment, Task::HealthCheck(check))
+    }
+
+    fn send_task(&self, segment: &str, task: Task) -> Option<String> {
         let deliveries = self.deliveries.lock().expect("deliveries lock");
         let live: Vec<(&String, &DeliveryQueue)> = deliveries
             .iter()
@@ -215,7 +234,7 @@ impl AgentRegistry {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
         let (agent_id, (_, _, queue)) = live[n % live.len()];
-        queue.send(delivery).ok().map(|()| agent_id.clone())
+        queue.send(task).ok().map(|()| agent_id.clone())
     }
 
     /// Whether an agent of `segment` takes deliveries here.

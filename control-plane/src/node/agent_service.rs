@@ -351,8 +351,8 @@ impl Session {
                     }
                     None => break End::Closed,
                 },
-                Some(delivery) = delivery_queue.recv() => {
-                    if self.out.send(message(wire::control_message::Kind::Delivery(delivery))).await.is_err() {
+                Some(task) = delivery_queue.recv() => {
+                    if self.out.send(message(task)).await.is_err() {
                         break End::Closed;
                     }
                 }
@@ -479,6 +479,11 @@ impl Session {
             }
             Some(wire::agent_message::Kind::DeliveryResult(result)) => {
                 crate::rotation::notifier::record_result(&self.control, &self.agent, &result).await;
+                Ok(())
+            }
+            Some(wire::agent_message::Kind::HealthResult(result)) => {
+                crate::rotation::promotion::record_health(&self.control, &self.agent, &result)
+                    .await;
                 Ok(())
             }
             Some(wire::agent_message::Kind::Hello(_)) => {

@@ -10,10 +10,13 @@
 //!
 //! Break-glass and rollbacks go straight to the secret.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dsops_config::config::Loaded;
+use dsops_config::config::promotion::{GateAction, HealthProbe};
 use dsops_proto::wire::admin as wire;
 use dsops_state::{PromotionLine, RunSpec, secret_id};
 use tokio::sync::watch;
@@ -79,7 +82,13 @@ pub(crate) async fn route(
     if p.stage == 0 || start.wave || start.break_glass || start.restore_previous {
         return Ok(run(spec));
     }
-    let line = control.read_local(|s| s.promotions.get(&p.line).cloned()).await.unwrap_or_default();
+    let (line, gate) = control
+        .read_local(|s| {
+            let line = s.promotions.get(&p.line).cloned().unwrap_or_default();
+            let gate = dsops_state::gates_block(s, &line, p.stage as usize);
+            (line, gate)
+        })
+        .await;
     if line.halted.is_some() {
         // The state machine refuses it, saying why.
         return Ok(run(spec));
@@ -92,7 +101,7 @@ pub(crate) async fn route(
             "joins wave {} of line {}: {}; it starts by itself",
             line.wave,
             p.line,
-            waits_for(&line, p.stage as usize, dsops_proto::now_ms())
+            waits_for(&line, p.stage as usize, dsops_proto::now_ms(), gate.as_ref())
         );
         return Ok(Route::Waiting(Box::new(waiting(env, key, detail))));
     }
@@ -117,8 +126,9 @@ pub(crate) async fn route(
     })
 }
 
-/// What stage `stage` of `line`'s wave waits for.
-fn waits_for(line: &PromotionLine, stage: usize, now: u64) -> String {
+/// What stage `stage` of `line`'s wave waits for (`gate`: what its gates say, once the stage
+/// before it has soaked).
+fn waits_for(line: &PromotionLine, stage: usize, now: u64, gate: Option<&String>) -> String {
     let Some(previous) = stage.checked_sub(1).and_then(|i| line.stages.get(i)) else {
         return "nothing".to_owned();
     };
@@ -126,19 +136,151 @@ fn waits_for(line: &PromotionLine, stage: usize, now: u64) -> String {
         (_, _, Some(until)) if until > now => {
             format!("{} soaks until {}", previous.secret, time(until))
         }
-        (_, _, Some(_)) => format!("{} has soaked", previous.secret),
+        (_, _, Some(_)) => match gate {
+            Some(gate) => gate.clone(),
+            None => format!("{} has soaked", previous.secret),
+        },
         (Some(run), None, _) => format!("{} is rotating (run {run})", previous.secret),
         (Some(_), Some((_, phase)), None) => format!("{} ended {}", previous.secret, phase.name()),
         (None, _, _) => format!("{} has not started", previous.secret),
     }
 }
 
+/// When this node last sent a probe of each check.
+type Probed = Arc<Mutex<HashMap<String, Instant>>>;
+
 /// Runs the leader's promotion loop until `shutdown`.
 pub async fn run(control: ControlPlane, shutdown: watch::Receiver<bool>) {
-    super::while_leading(control, shutdown, TICK, "promotion", |control| async move {
-        tick(&control).await
+    let probed: Probed = Arc::default();
+    super::while_leading(control, shutdown, TICK, "promotion", move |control| {
+        let probed = probed.clone();
+        async move {
+            tick(&control).await?;
+            probe_gates(&control, &probed).await
+        }
     })
     .await;
+}
+
+/// Sends a probe of each gate a wave under way watches (the soaking stage's and the next
+/// stage's), once per its `every`, to an agent of its segment connected here.
+async fn probe_gates(control: &ControlPlane, probed: &Probed) -> Result<(), String> {
+    let now = dsops_proto::now_ms();
+    let watched: Vec<(String, u64)> = control
+        .read_local(|s| {
+            let mut watched = std::collections::BTreeSet::new();
+            for line in s.promotions.values().filter(|l| l.active() && l.halted.is_none()) {
+                let Some(next) = line.stages.iter().position(|st| st.run_id.is_none()) else {
+                    continue;
+                };
+                let soaking = next.checked_sub(1).and_then(|i| line.stages.get(i));
+                for stage in
+                    soaking.filter(|st| st.ended.is_some()).into_iter().chain(line.stages.get(next))
+                {
+                    watched.extend(stage.gates.iter().cloned());
+                }
+            }
+            watched
+                .into_iter()
+                .map(|g| {
+                    let at = s.gates.get(&g).map_or(0, dsops_state::GateRecord::at_ms);
+                    (g, at)
+                })
+                .collect()
+        })
+        .await;
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let Some((_, loaded)) = start::applied_config(control).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let mut probed = probed.lock().expect("probed lock");
+    for (name, recorded_at) in watched {
+        let Some(check) = loaded.config.health.get(&name) else { continue };
+        let every = Duration::from_secs(check.every.as_secs());
+        if probed.get(&name).is_some_and(|at| at.elapsed() < every)
+            || recorded_at + every.as_millis() as u64 > now
+        {
+            continue;
+        }
+        let mut probe = dsops_proto::wire::agent::HealthCheck {
+            id: format!("hc-{name}-{now}"),
+            check: name.clone(),
+            kind: check.probe.kind().to_owned(),
+            timeout_ms: (check.timeout.as_secs() * 1000).min(u64::from(u32::MAX)) as u32,
+            ..Default::default()
+        };
+        match &check.probe {
+            HealthProbe::Http { url, expect, body } => {
+                probe.url = url.clone();
+                probe.expect_status = u32::from(*expect);
+                probe.body_contains = body.clone().unwrap_or_default();
+            }
+            HealthProbe::Sql { service, query, expect } => {
+                probe.service = service.clone();
+                probe.query = query.clone();
+                probe.expect_value = expect.clone().unwrap_or_default();
+            }
+            HealthProbe::Script { service } => probe.service = service.clone(),
+        }
+        // Waits while no agent of the segment is connected here.
+        if control.agents().send_health(&check.segment, probe).is_some() {
+            probed.insert(name, Instant::now());
+        }
+    }
+    Ok(())
+}
+
+/// Records an agent's signed probe result, with the check's rules from the configuration (the
+/// state machine verifies the signature and the agent's segment).
+pub async fn record_health(
+    control: &ControlPlane,
+    agent: &dsops_state::AgentRecord,
+    result: &dsops_proto::wire::agent::HealthResult,
+) {
+    if result.body.len() > 2048 || result.signature.len() > 64 {
+        tracing::warn!(agent_id = %agent.agent_id, "promotion: oversized health result ignored");
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        check: String,
+    }
+    let Ok(named) = serde_json::from_slice::<Named>(&result.body) else {
+        tracing::warn!(agent_id = %agent.agent_id, "promotion: malformed health result ignored");
+        return;
+    };
+    let Ok(Some((_, loaded))) = start::applied_config(control).await else { return };
+    let Some(check) = loaded.config.health.get(&named.check) else {
+        tracing::info!(check = %named.check, "promotion: a result for a check no longer configured");
+        return;
+    };
+    let action = |a: GateAction| match a {
+        GateAction::Halt => dsops_state::GateAction::Halt,
+        GateAction::Wait => dsops_state::GateAction::Wait,
+        GateAction::Continue => dsops_state::GateAction::Continue,
+    };
+    use sha2::Digest;
+    let request_id =
+        format!("health-{}", &dsops_proto::hex(&sha2::Sha256::digest(&result.body))[..40]);
+    let command = dsops_state::Command::RecordHealth {
+        agent_id: agent.agent_id.clone(),
+        body_hex: dsops_proto::hex(&result.body),
+        signature_hex: dsops_proto::hex(&result.signature),
+        segment: check.segment.clone(),
+        failures: check.failures,
+        on_fail: action(check.on_fail),
+        on_inconclusive: action(check.on_inconclusive),
+    };
+    let actor = format!("agent:{}", agent.agent_id);
+    match control.write(&actor, &request_id, command).await {
+        Ok(_) => {}
+        Err(crate::control::WriteError::Rejected { message, .. }) => {
+            tracing::info!(agent_id = %agent.agent_id, %message, "promotion: health result not recorded");
+        }
+        Err(error) => tracing::warn!(%error, "promotion: health result not committed"),
+    }
 }
 
 /// A stage whose time has come.
@@ -175,8 +317,10 @@ pub(crate) async fn tick(control: &ControlPlane) -> Result<(), String> {
                 let Some(next) = line.stages.iter().position(|st| st.run_id.is_none()) else {
                     continue;
                 };
-                let ready =
-                    next > 0 && line.stages[next - 1].soak_until_ms.is_some_and(|u| u <= now);
+                // Soaked, and its gates pass: asking earlier would only be refused.
+                let ready = next > 0
+                    && line.stages[next - 1].soak_until_ms.is_some_and(|u| u <= now)
+                    && dsops_state::gates_block(s, line, next).is_none();
                 if ready {
                     due.push(Due {
                         line: name.clone(),
@@ -207,7 +351,10 @@ pub(crate) async fn tick(control: &ControlPlane) -> Result<(), String> {
                 continue;
             }
         };
-        let id = run_id(&format!("wave-{}-{}-{}", d.line, d.wave, d.stage), env, key);
+        // A new id per try: a refused request is remembered by its id, and a stage refused once
+        // (its window closed meanwhile) must be asked again. Two leaders cannot both start it:
+        // the state machine starts a stage of a wave once.
+        let id = run_id(&format!("wave-{}-{}-{}-{now}", d.line, d.wave, d.stage), env, key);
         let start = Start {
             force: false,
             dry_run: false,
@@ -239,8 +386,16 @@ pub(crate) async fn status(
     let (_, loaded) = start::current_config(control).await?;
     let lines = loaded.config.promotion_lines();
     let now = dsops_proto::now_ms();
-    let (states, halted_all, secrets) = control
+    let (states, halted_all, secrets, gate_waits) = control
         .read_local(|s| {
+            let gate_waits: HashMap<String, String> = s
+                .promotions
+                .iter()
+                .filter_map(|(name, line)| {
+                    let next = line.stages.iter().position(|st| st.run_id.is_none())?;
+                    Some((name.clone(), dsops_state::gates_block(s, line, next)?))
+                })
+                .collect();
             let secrets: std::collections::HashMap<String, Option<String>> = lines
                 .iter()
                 .flat_map(|l| l.stages.iter())
@@ -250,7 +405,7 @@ pub(crate) async fn status(
                     (id, active)
                 })
                 .collect();
-            (s.promotions.clone(), s.halt_all.clone(), secrets)
+            (s.promotions.clone(), s.halt_all.clone(), secrets, gate_waits)
         })
         .await;
     let mut out = Vec::new();
@@ -266,7 +421,8 @@ pub(crate) async fn status(
         for (i, configured) in line.stages.iter().enumerate() {
             let id = secret_id(&configured.env, &configured.key);
             let wave_stage = state.stages.get(i).filter(|s| s.secret == id);
-            let (name, detail, until) = stage_state(&state, wave_stage, i, now);
+            let (name, detail, until) =
+                stage_state(&state, wave_stage, i, now, gate_waits.get(&line.name));
             let (name, detail) = match secrets.get(&id).cloned().flatten() {
                 Some(run) if name == "pending" => {
                     ("rotating", format!("run {run} (outside the wave)"))
@@ -306,6 +462,7 @@ fn stage_state(
     stage: Option<&dsops_state::WaveStage>,
     index: usize,
     now: u64,
+    gate: Option<&String>,
 ) -> (&'static str, String, Option<u64>) {
     let Some(stage) = stage else { return ("pending", String::new(), None) };
     match (stage.run_id.as_ref(), stage.ended, stage.soak_until_ms) {
@@ -328,7 +485,10 @@ fn stage_state(
         {
             ("halted", line.halted.as_ref().map(|h| h.reason.clone()).unwrap_or_default(), None)
         }
-        (None, _, _) if line.active() => ("waiting", waits_for(line, index, now), None),
+        (None, _, _) if line.active() => {
+            let next = line.stages.iter().position(|s| s.run_id.is_none()) == Some(index);
+            ("waiting", waits_for(line, index, now, gate.filter(|_| next)), None)
+        }
         (None, _, _) => ("pending", String::new(), None),
     }
 }

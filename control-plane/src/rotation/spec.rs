@@ -123,12 +123,18 @@ pub fn promotion_of(
     item: &ResolvedSecret<'_>,
 ) -> Option<dsops_state::PromotionRef> {
     let (line, at) = loaded.config.line_of(&item.secret.env, &item.secret.key)?;
-    let soak = loaded.config.rotation.promotion.get(line.stages[at].stage)?.soak;
+    let stages = &loaded.config.rotation.promotion;
+    let soak = stages.get(line.stages[at].stage)?.soak;
     Some(dsops_state::PromotionRef {
         line: line.name.clone(),
         stage: at as u32,
         stages: line.stages.iter().map(|s| format!("{}/{}", s.env, s.key)).collect(),
         soak_ms: soak.as_secs() * 1000,
+        stage_gates: line
+            .stages
+            .iter()
+            .map(|s| stages.get(s.stage).map(|st| st.gates.clone()).unwrap_or_default())
+            .collect(),
     })
 }
 
