@@ -200,6 +200,19 @@ pub enum RotationCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Every secret in a policy's scope against its rules (`policies.<name>` in dsops.yaml): a
+    /// table of violations, exit 1 when there is any.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops rotation enforce --policy company-standard --env production\n  dsops rotation enforce --policy company-standard --output json"
+    )]
+    Enforce {
+        /// The policy.
+        #[arg(long)]
+        policy: String,
+        /// Only this environment of its scope.
+        #[arg(short, long)]
+        env: Option<String>,
+    },
     /// Return a secret to its previous value (a run of its own: stage, apply, verify, promote).
     #[command(after_help = "EXAMPLES:\n  dsops rotation rollback --env prod --key DB_PASSWORD")]
     Rollback {

@@ -187,5 +187,35 @@ async fn a_wave_goes_stage_by_stage_after_each_soak_across_a_leader_change_and_h
     // The queued wave follows by itself.
     wave_done(&cluster, 3).await;
     assert!(!status(&cluster).await.queued);
+
+    // A configuration that violates a policy it enforces is refused, every violation listed,
+    // nothing stored.
+    let leader = cluster.leader().await;
+    let mut admin = cluster.admin_client(leader);
+    let before = admin.get_config(wire::GetConfigRequest {}).await.unwrap().into_inner().version;
+    let strict = config().replace(
+        "rotation:\n",
+        "policies:\n  strict: { maxAge: 30d, minLength: 32 }\nrotation:\n  enforce: [strict]\n",
+    );
+    let refused = admin
+        .apply_config(wire::ApplyConfigRequest {
+            request_id: dsops_cli::embedded::random_id(),
+            config_yaml: strict,
+            config_path: "dsops.yaml".into(),
+            catalog_files: Default::default(),
+            expected_version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    for env in ["dev", "staging", "production"] {
+        let line = format!(
+            "envs.{env}.API_KEY: violates enforced policy strict: minLength: requires 32, has 24"
+        );
+        assert!(refused.message().contains(&line), "{line:?} in {}", refused.message());
+    }
+    assert!(refused.message().contains("schedule: requires at least every 30d, has none"));
+    let after = admin.get_config(wire::GetConfigRequest {}).await.unwrap().into_inner().version;
+    assert_eq!(after, before, "nothing stored");
     cluster.shutdown().await;
 }

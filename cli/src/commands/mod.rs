@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod completions;
 pub mod describe;
+pub mod enforce;
 pub mod list;
 pub mod operator;
 pub mod plan;

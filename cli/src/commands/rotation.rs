@@ -116,13 +116,16 @@ pub async fn run(cli: &Cli, command: &RotationCommand) -> Result<(), Failure> {
     if let RotationCommand::Rollback { secret } = command {
         return super::rotate::rollback(cli, &secret.env, &secret.key).await;
     }
+    if let RotationCommand::Enforce { policy, env } = command {
+        return super::enforce::run(cli, policy, env.as_deref()).await;
+    }
     let backend = Backend::open(cli).await?;
     let result = match command {
         RotationCommand::Status { env } => status(cli, &backend, env).await,
         RotationCommand::History { secret, limit } => {
             history(cli, &backend, &secret.env, &secret.key, *limit).await
         }
-        RotationCommand::Rollback { .. } => Ok(()),
+        RotationCommand::Rollback { .. } | RotationCommand::Enforce { .. } => Ok(()),
     };
     backend.close().await;
     result

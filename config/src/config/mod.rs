@@ -5,6 +5,7 @@
 //! (bundled plus `rotation.dataDir`), and resolves every variable against it. Every problem of
 //! every stage is collected; nothing is returned as valid unless there are no errors.
 
+pub mod enforce;
 mod fields_table;
 mod model;
 pub mod notify;
@@ -81,10 +82,14 @@ pub enum CatalogFiles<'a> {
 
 /// Validates configuration text; `base_dir` resolves a relative `rotation.dataDir`.
 pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
-    load_with(text, file, CatalogFiles::FromDisk { base_dir })
+    let loaded = load_with(text, file, CatalogFiles::FromDisk { base_dir })?;
+    enforce::enforced(&loaded)?;
+    Ok(loaded)
 }
 
-/// Validates configuration text with its extra catalog from `catalog`.
+/// Validates configuration text with its extra catalog from `catalog`. The policies of
+/// `rotation.enforce` are not judged here (see [`enforce::enforced`]): a stored configuration
+/// loads the same on every node at any time, while a schedule's gaps depend on the year ahead.
 pub fn load_with(
     text: &str,
     file: &str,
@@ -201,6 +206,8 @@ pub fn catalog_files(dir: &Path) -> Result<BTreeMap<String, String>, Vec<Diagnos
         .collect())
 }
 
+#[cfg(test)]
+mod enforce_tests;
 #[cfg(test)]
 mod governance_tests;
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Config {
     pub notifications: super::notify::NotificationsConfig,
     /// `health`: checks that gate promotion, by name.
     pub health: BTreeMap<String, super::promotion::HealthCheck>,
+    /// `policies`: what secrets must meet, by name.
+    pub policies: BTreeMap<String, super::enforce::EnforcePolicy>,
 }
 
 /// One secret store.
@@ -71,6 +73,8 @@ pub struct RotationConfig {
     pub approvals: BTreeMap<String, ApprovalRule>,
     /// `promotion`: the order environments rotate in.
     pub promotion: Vec<super::promotion::PromotionStage>,
+    /// `enforce`: the policies a configuration must meet to be accepted.
+    pub enforce: Vec<String>,
 }
 
 /// `rotation.approvals.<env>`: a rotation in the environment waits until `required` distinct

@@ -15,8 +15,16 @@ use dsops_proto::domain::names::{check_config_name, check_variable_name};
 use crate::document::{Diagnostics, Fields, Node, unknown_name};
 use crate::time::{Duration, Schedule};
 
-const TOP_KEYS: [&str; 7] =
-    ["version", "secretStores", "services", "rotation", "envs", "notifications", "health"];
+const TOP_KEYS: [&str; 8] = [
+    "version",
+    "secretStores",
+    "services",
+    "rotation",
+    "envs",
+    "notifications",
+    "health",
+    "policies",
+];
 const SECRET_KEYS: [&str; 4] = ["from", "rotation", "description", "promotion"];
 const FROM_KEYS: [&str; 2] = ["store", "service"];
 const SECRET_ROTATION_KEYS: [&str; 4] = ["policy", "strategy", "schedule", "config"];
@@ -54,7 +62,8 @@ pub fn parse_config(
     let secret_stores = parse_stores(&top, &store_names, diagnostics);
     let services = parse_services(&top, &store_names, diagnostics);
     let health = super::promotion::parse_health(&top, &services, diagnostics);
-    let rotation = parse_rotation(&top, base_dir, &health, diagnostics);
+    let policies = super::enforce::parse_policies(&top, &declared(top.get("envs")), diagnostics);
+    let rotation = parse_rotation(&top, base_dir, &health, &policies, diagnostics);
     let envs = parse_envs(&top, &store_names, &service_names, diagnostics);
     let notifications = super::notify::parse(&top, &store_names, diagnostics);
     let config = Config {
@@ -66,6 +75,7 @@ pub fn parse_config(
         envs,
         notifications,
         health,
+        policies,
     };
     super::promotion::check_groups(&config, diagnostics);
     Some(config)
@@ -236,6 +246,7 @@ fn parse_rotation(
     top: &Fields<'_>,
     base_dir: &Path,
     health: &BTreeMap<String, super::promotion::HealthCheck>,
+    policies: &BTreeMap<String, super::enforce::EnforcePolicy>,
     diagnostics: &mut Diagnostics,
 ) -> RotationConfig {
     let mut rotation = RotationConfig::default();
@@ -244,7 +255,7 @@ fn parse_rotation(
         node,
         top.file(),
         "rotation",
-        &["dataDir", "defaults", "approvals", "promotion"],
+        &["dataDir", "defaults", "approvals", "promotion", "enforce"],
         diagnostics,
     ) else {
         return rotation;
@@ -263,6 +274,24 @@ fn parse_rotation(
         }
     }
     rotation.approvals = parse_approvals(&fields, top.get("envs"), diagnostics);
+    // Checked against every declared policy: one with an error of its own is not also unknown.
+    let policy_names = declared(top.get("policies"));
+    for (index, name) in
+        fields.string_list("enforce", diagnostics).unwrap_or_default().into_iter().enumerate()
+    {
+        if policy_names.contains(&name.as_str()) {
+            if policies.contains_key(&name) {
+                rotation.enforce.push(name);
+            }
+        } else {
+            let pos = match fields.get("enforce").map(|n| &n.value) {
+                Some(crate::document::Value::Seq(items)) => items[index].pos,
+                _ => fields.pos(),
+            };
+            let message = unknown_name("policy", &name, &policy_names, None);
+            diagnostics.error(fields.file(), pos, &format!("rotation.enforce[{index}]"), message);
+        }
+    }
     let health_names: Vec<&str> = health.keys().map(String::as_str).collect();
     rotation.promotion = super::promotion::parse_promotion(
         &fields,

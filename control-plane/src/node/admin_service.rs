@@ -139,6 +139,7 @@ impl Admin for AdminService {
             &apply.config_path,
             CatalogFiles::Given(&apply.catalog_files),
         )
+        .and_then(|loaded| dsops_config::config::enforce::enforced(&loaded).map(|()| loaded))
         .map_err(|diagnostics| {
             let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             ErrorCode::InvalidArgument
