@@ -75,6 +75,8 @@ pub struct RotationConfig {
     pub promotion: Vec<super::promotion::PromotionStage>,
     /// `enforce`: the policies a configuration must meet to be accepted.
     pub enforce: Vec<String>,
+    /// `blackouts`: when nothing starts but break-glass.
+    pub blackouts: Vec<crate::time::Blackout>,
 }
 
 /// `rotation.approvals.<env>`: a rotation in the environment waits until `required` distinct
@@ -114,6 +116,8 @@ pub struct RotationDefaults {
     pub grace_period: Option<Duration>,
     /// Who hears about rotations.
     pub notification: Notification,
+    /// How far a scheduled start is spread after its firing (a fixed offset per secret).
+    pub jitter: Option<Duration>,
 }
 
 /// Notification targets such as `slack:#ops` or `email:ops@example.com`.

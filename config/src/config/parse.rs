@@ -255,7 +255,7 @@ fn parse_rotation(
         node,
         top.file(),
         "rotation",
-        &["dataDir", "defaults", "approvals", "promotion", "enforce"],
+        &["dataDir", "defaults", "approvals", "promotion", "enforce", "blackouts"],
         diagnostics,
     ) else {
         return rotation;
@@ -292,6 +292,8 @@ fn parse_rotation(
             diagnostics.error(fields.file(), pos, &format!("rotation.enforce[{index}]"), message);
         }
     }
+    rotation.blackouts =
+        super::calendar::parse_blackouts(&fields, &declared(top.get("envs")), diagnostics);
     let health_names: Vec<&str> = health.keys().map(String::as_str).collect();
     rotation.promotion = super::promotion::parse_promotion(
         &fields,
@@ -304,12 +306,13 @@ fn parse_rotation(
         defaults,
         top.file(),
         "rotation.defaults",
-        &["schedule", "grace_period", "notification"],
+        &["schedule", "grace_period", "notification", "jitter"],
         diagnostics,
     ) else {
         return rotation;
     };
     rotation.defaults.schedule = read_schedule(&defaults, diagnostics);
+    rotation.defaults.jitter = super::calendar::parse_jitter(&defaults, diagnostics);
     if let Some(text) = defaults.string("grace_period", diagnostics) {
         match Duration::parse(&text) {
             Ok(duration) => rotation.defaults.grace_period = Some(duration),

@@ -1,9 +1,11 @@
 //! Time as users write it: durations (`24h`, `90d`), cron schedules, and maintenance windows.
 
+mod blackout;
 mod duration;
 mod schedule;
 mod window;
 
+pub use blackout::{Blackout, BlackoutTime, blackout_at, parse_local};
 pub use duration::{Duration, DurationError};
 pub use schedule::{Schedule, ScheduleError};
 pub use window::{MaintenanceWindow, WindowError, next_due_in_windows};

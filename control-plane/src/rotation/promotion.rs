@@ -111,7 +111,7 @@ pub(crate) async fn route(
     };
     let item = spec::find(loaded, first_env, first_key)?;
     let first = spec::run_spec(loaded, &item, version)?;
-    start::gate(&item, start).map_err(SpecError)?;
+    start::gate(loaded, &item, start).map_err(SpecError)?;
     let detail = format!(
         "starts wave {} of line {} at {first_env}/{first_key}; {env}/{key} follows after the earlier stages and their soaks",
         line.wave + 1,

@@ -34,9 +34,10 @@ use tokio::sync::watch;
 
 use crate::control::ControlPlane;
 use crate::rotation::start::{self, Start};
+use dsops_config::config::calendar::jitter_ms;
 use dsops_config::config::{Loaded, ResolvedSecret};
 use dsops_config::time::next_due_in_windows;
-use dsops_config::time::{MaintenanceWindow, Schedule};
+use dsops_config::time::{Blackout, MaintenanceWindow, Schedule};
 use dsops_state::{RunPhase, State, StoredConfig, secret_id};
 
 /// How often the scheduler looks (schedules fire on the minute).
@@ -93,34 +94,63 @@ fn utc(ms: u64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(ms.min(i64::MAX as u64) as i64).unwrap_or_default()
 }
 
-/// When a variable may start on its own: its schedule and its policy's windows.
+/// When a variable may start on its own: its schedule, its policy's windows, the blackouts
+/// of its environment and its jitter.
 #[derive(Debug, Clone)]
 pub struct Timing {
     /// The cron schedule.
     pub schedule: Schedule,
     /// Maintenance windows (none: any time).
     pub windows: Vec<MaintenanceWindow>,
+    /// The blackouts that hold its environment.
+    pub blackouts: Vec<Blackout>,
+    /// Its start's offset after a firing, ms (`rotation.defaults.jitter`).
+    pub jitter_ms: u64,
 }
 
 impl Timing {
     /// The timing of a variable that rotates on a schedule.
-    pub fn of(item: &ResolvedSecret<'_>) -> Option<Timing> {
+    pub fn of(loaded: &Loaded, item: &ResolvedSecret<'_>) -> Option<Timing> {
         item.strategy.as_ref()?;
         let (schedule, _) = item.schedule.as_ref()?;
-        Some(Timing { schedule: schedule.clone(), windows: item.windows.to_vec() })
+        let (env, key) = (&item.secret.env, &item.secret.key);
+        let rotation = &loaded.config.rotation;
+        Some(Timing {
+            schedule: schedule.clone(),
+            windows: item.windows.to_vec(),
+            blackouts: rotation.blackouts.iter().filter(|b| b.covers(env)).cloned().collect(),
+            jitter_ms: jitter_ms(rotation.defaults.jitter, env, key),
+        })
     }
 
     /// When the secret next starts on its own, ms since the epoch: the first firing of its
-    /// schedule, inside its windows, after it last rotated, after its last failed run and after
-    /// it came under dsops. `None`: no firing within a year fits its windows.
+    /// schedule, inside its windows and outside every blackout, after it last rotated, after its
+    /// last failed run and after it came under dsops — plus its jitter, unless that leaves its
+    /// window or enters a blackout. `None`: no firing within a year fits.
     pub fn next_start(&self, seen: &Seen) -> Option<i64> {
         let base = [seen.last_rotated_ms, seen.last_failed_ms, seen.since_ms]
             .into_iter()
             .flatten()
             .max()
             .unwrap_or(0);
-        next_due_in_windows(&self.schedule, &self.windows, utc(base), HORIZON)
-            .map(|t| t.timestamp_millis())
+        let held = |at: DateTime<Utc>| self.blackouts.iter().any(|b| b.until(at).is_some());
+        let mut cursor = utc(base);
+        for _ in 0..1_000 {
+            let firing = next_due_in_windows(&self.schedule, &self.windows, cursor, HORIZON)?;
+            if firing > utc(base) + HORIZON {
+                return None;
+            }
+            if held(firing) {
+                cursor = firing;
+                continue;
+            }
+            let start = firing + TimeDelta::milliseconds(self.jitter_ms as i64);
+            let in_window =
+                self.windows.is_empty() || self.windows.iter().any(|w| w.contains(start));
+            let start = if in_window && !held(start) { start } else { firing };
+            return Some(start.timestamp_millis());
+        }
+        None
     }
 }
 
@@ -175,7 +205,7 @@ impl Agenda {
         let mut agenda =
             Agenda { version, since: since_times(&state.configs), ..Agenda::default() };
         for item in loaded.resolved() {
-            let Some(timing) = Timing::of(&item) else { continue };
+            let Some(timing) = Timing::of(loaded, &item) else { continue };
             let id = secret_id(&item.secret.env, &item.secret.key);
             let seen = Seen::of(state, &id, agenda.since.get(&id).copied());
             if let Some(at) = timing.next_start(&seen) {

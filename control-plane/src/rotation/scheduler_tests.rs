@@ -121,7 +121,12 @@ fn a_quarantined_secret_waits_for_a_person() {
 
 #[test]
 fn a_failed_run_is_retried_at_the_next_firing_not_in_a_loop() {
-    let timing = Timing { schedule: time::Schedule::parse("0 3 * * 0").unwrap(), windows: vec![] };
+    let timing = Timing {
+        schedule: time::Schedule::parse("0 3 * * 0").unwrap(),
+        windows: vec![],
+        blackouts: vec![],
+        jitter_ms: 0,
+    };
     let failed_after_firing =
         Seen { last_failed_ms: Some(at(29, 3, 4) as u64), since_ms: Some(0), ..Seen::default() };
     let next = Utc.with_ymd_and_hms(2026, 12, 6, 3, 0, 0).unwrap().timestamp_millis();
@@ -150,8 +155,12 @@ fn firings_outside_the_maintenance_windows_are_skipped() {
         Some("UTC"),
     )
     .unwrap();
-    let timing =
-        Timing { schedule: time::Schedule::parse("0 * * * *").unwrap(), windows: vec![window] };
+    let timing = Timing {
+        schedule: time::Schedule::parse("0 * * * *").unwrap(),
+        windows: vec![window],
+        blackouts: vec![],
+        jitter_ms: 0,
+    };
     let seen = Seen { last_rotated_ms: Some(at(28, 12, 0) as u64), ..Seen::default() };
     let next_saturday = Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap().timestamp_millis();
     assert_eq!(timing.next_start(&seen), Some(next_saturday));
@@ -185,4 +194,64 @@ fn a_secret_refused_at_its_firing_waits_for_the_next_one() {
     let next_week = Utc.with_ymd_and_hms(2026, 12, 6, 3, 0, 0).unwrap().timestamp_millis();
     assert!(!agenda.has_due(next_week - 1));
     assert_eq!(agenda.take_due(next_week, &state).len(), 1);
+}
+
+#[test]
+fn a_blackout_skips_firings_and_jitter_spreads_starts_but_never_into_one() {
+    // Daily at 03:00; a freeze from Sunday 2026-11-29 00:00 to Tuesday 2026-12-01 00:00.
+    let freeze = time::Blackout {
+        name: "freeze".into(),
+        time: time::BlackoutTime::Fixed {
+            from: Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap(),
+            to: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+        },
+        envs: vec![],
+    };
+    let daily = |blackouts: Vec<time::Blackout>, jitter_ms: u64| Timing {
+        schedule: time::Schedule::parse("0 3 * * *").unwrap(),
+        windows: vec![],
+        blackouts,
+        jitter_ms,
+    };
+    let seen = Seen { last_rotated_ms: Some(at(28, 12, 0) as u64), ..Seen::default() };
+    let tuesday = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap().timestamp_millis();
+    assert_eq!(daily(vec![], 0).next_start(&seen), Some(at(29, 3, 0)));
+    assert_eq!(
+        daily(vec![freeze.clone()], 0).next_start(&seen),
+        Some(tuesday),
+        "Sunday and Monday are frozen"
+    );
+    assert_eq!(daily(vec![freeze.clone()], 90_000).next_start(&seen), Some(tuesday + 90_000));
+    // A jitter that would run into a blackout is dropped: the firing itself is outside it.
+    let late = time::Blackout {
+        name: "late".into(),
+        time: time::BlackoutTime::Fixed {
+            from: Utc.with_ymd_and_hms(2026, 11, 29, 3, 1, 0).unwrap(),
+            to: Utc.with_ymd_and_hms(2026, 11, 29, 5, 0, 0).unwrap(),
+        },
+        envs: vec![],
+    };
+    assert_eq!(daily(vec![late], 600_000).next_start(&seen), Some(at(29, 3, 0)));
+}
+
+#[test]
+fn the_agenda_applies_the_configurations_jitter_and_blackouts() {
+    let yaml = YAML.replace(
+        "envs:\n",
+        "rotation:\n  defaults: { jitter: 30m }\n  blackouts:\n    - { name: sundays, cron: \"0 0 * * 0\", duration: 1d }\nenvs:\n",
+    );
+    let files = BTreeMap::new();
+    let loaded = load_with(&yaml, "dsops.yaml", CatalogFiles::Given(&files)).expect("valid");
+    let item = loaded.resolved().into_iter().find(|i| i.secret.key == "WEEKLY").unwrap();
+    let timing = Timing::of(&loaded, &item).unwrap();
+    let offset = dsops_config::config::calendar::jitter_ms(
+        loaded.config.rotation.defaults.jitter,
+        "dev",
+        "WEEKLY",
+    );
+    assert_eq!(timing.jitter_ms, offset);
+    assert!(offset > 0 && offset < 1_800_000);
+    // WEEKLY fires on Sundays at 03:00, all inside the Sunday blackout: no start within a year.
+    let seen = Seen { last_rotated_ms: Some(at(28, 12, 0) as u64), ..Seen::default() };
+    assert_eq!(timing.next_start(&seen), None);
 }

@@ -262,7 +262,11 @@ fn select<'a>(
 /// Refuses rotations that governance would stop. `--force` overrides maintenance windows only;
 /// approval is never skipped (a run that needs it waits in `AwaitingApproval`), and the embedded
 /// default, which has one local user and no approvers, refuses such a secret.
-pub(super) fn gate(item: &ResolvedSecret<'_>, start: &Start) -> Result<(), String> {
+pub(super) fn gate(
+    loaded: &Loaded,
+    item: &ResolvedSecret<'_>,
+    start: &Start,
+) -> Result<(), String> {
     let name = format!("{}/{}", item.secret.env, item.secret.key);
     if start.break_glass && start.local {
         return Err(format!(
@@ -274,10 +278,23 @@ pub(super) fn gate(item: &ResolvedSecret<'_>, start: &Start) -> Result<(), Strin
             "{name} requires approval, which needs a cluster: the embedded default has one local user and no approvers (see docs/governance.md)"
         ));
     }
-    if start.force || start.break_glass {
+    if start.break_glass {
         return Ok(());
     }
     let now = now_utc();
+    // A blackout beats a window, and --force: only breaking glass rotates during one.
+    if let Some((blackout, until)) =
+        dsops_config::time::blackout_at(&loaded.config.rotation.blackouts, &item.secret.env, now)
+    {
+        return Err(format!(
+            "{name} is in blackout {} until {}; only --break-glass rotates during a blackout",
+            blackout.name,
+            until.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    if start.force {
+        return Ok(());
+    }
     if !item.windows.is_empty() && !item.windows.iter().any(|w| w.contains(now)) {
         return Err(format!(
             "{name} is outside its maintenance windows; --force rotates it anyway (audited)"
@@ -408,7 +425,7 @@ pub(crate) async fn start_runs(
     for (item, id) in chosen {
         let (env, key) = (item.secret.env.clone(), item.secret.key.clone());
         let spec = match spec::run_spec(loaded, &item, config_version)
-            .and_then(|s| gate(&item, start).map(|()| s).map_err(SpecError))
+            .and_then(|s| gate(loaded, &item, start).map(|()| s).map_err(SpecError))
         {
             // A rollback restores the value that worked before: it needs no approval. Breaking
             // glass skips it (and opens a review).
