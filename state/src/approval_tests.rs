@@ -73,6 +73,7 @@ impl World {
                 expires_ms: 60_000,
             }),
             promotion: None,
+            rate_limit: None,
         }
     }
 

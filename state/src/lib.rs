@@ -58,6 +58,7 @@ pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{
     AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,
     OVERDUE_REPEAT_MS, PromotionRef, RUN_HISTORY, ReceiptRecord, Reminder, ReminderMark, Run,
-    RunApproval, RunPhase, RunSpec, SecretRecord, StepKind, Transition, backoff_ms, secret_id,
+    RunApproval, RunPhase, RunRate, RunSpec, SecretRecord, StepKind, Transition, backoff_ms,
+    secret_id,
 };
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError, decode_snapshot, encode_snapshot};

@@ -187,6 +187,10 @@ pub struct State {
     /// count. Derived; rebuilt on snapshot load.
     #[serde(skip)]
     pub segment_load: BTreeMap<String, u32>,
+    /// When runs of each rate-limited target started (first dispatch), oldest first, within
+    /// the last day. Derived; rebuilt on snapshot load.
+    #[serde(skip)]
+    pub target_starts: BTreeMap<String, std::collections::VecDeque<u64>>,
     /// Agents by id.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentRecord>,
@@ -270,6 +274,30 @@ impl State {
         Err(format!("operator {name} may not {permission} (holds: {held})"))
     }
 
+    /// How many more runs like `spec` may start at `now` under its target's rate limit
+    /// (`u32::MAX` without one).
+    pub fn rate_room(&self, spec: &super::RunSpec, now: u64) -> u32 {
+        let Some(rate) = spec.rate_limit else { return u32::MAX };
+        let since = now.saturating_sub(rate.per_ms);
+        let recent = self
+            .target_starts
+            .get(&spec.target_key())
+            .map_or(0, |starts| starts.iter().rev().take_while(|at| **at > since).count());
+        rate.runs.saturating_sub(recent as u32)
+    }
+
+    /// Records that a run of `spec` started at `now` (its target's rate window).
+    pub(crate) fn record_start(&mut self, spec: &super::RunSpec, now: u64) {
+        if spec.rate_limit.is_none() {
+            return;
+        }
+        let starts = self.target_starts.entry(spec.target_key()).or_default();
+        starts.push_back(now);
+        while starts.front().is_some_and(|at| *at + 86_400_000 < now) || starts.len() > 100_000 {
+            starts.pop_front();
+        }
+    }
+
     /// The current configuration.
     pub fn current_config(&self) -> Option<&StoredConfig> {
         self.configs.last()
@@ -317,6 +345,20 @@ impl State {
         self.deadlines.clear();
         self.target_load.clear();
         self.segment_load.clear();
+        self.target_starts.clear();
+        let mut starts: Vec<(String, u64)> = self
+            .runs
+            .values()
+            .filter(|run| run.spec.rate_limit.is_some())
+            .filter_map(|run| {
+                let at = run.transitions.iter().find(|t| t.phase == super::RunPhase::Dispatched)?;
+                Some((run.spec.target_key(), at.at_ms))
+            })
+            .collect();
+        starts.sort_by_key(|(_, at)| *at);
+        for (key, at) in starts {
+            self.target_starts.entry(key).or_default().push_back(at);
+        }
         let active: Vec<String> = self.active_runs.iter().cloned().collect();
         for run_id in active {
             self.index_run(&run_id);

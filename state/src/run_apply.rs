@@ -207,6 +207,21 @@ pub(super) fn dispatch(state: &mut State, request: &Request, sent: StepSent<'_>)
             format!("run {run_id} is held: halted by {} ({})", halt.by, halt.reason),
         );
     }
+    if let Some(run) = state.runs.get(run_id)
+        && run.phase == RunPhase::Requested
+        && let Some(rate) = run.spec.rate_limit
+        && state.rate_room(&run.spec, now) == 0
+    {
+        return Outcome::rejected(
+            ErrorCode::FailedPrecondition,
+            format!(
+                "run {run_id}: {} runs of {} may start per {} ms, and that many have",
+                rate.runs,
+                run.spec.target_key(),
+                rate.per_ms
+            ),
+        );
+    }
     let Some(run) = state.runs.get_mut(run_id) else {
         return Outcome::rejected(ErrorCode::NotFound, format!("run {run_id} does not exist"));
     };
@@ -256,9 +271,11 @@ pub(super) fn dispatch(state: &mut State, request: &Request, sent: StepSent<'_>)
     }
     let phase = run.phase;
     if started {
-        let (key, segment) = (run.spec.target_key(), run.spec.segment.clone());
+        let spec = run.spec.clone();
+        let (key, segment) = (spec.target_key(), spec.segment.clone());
         *state.target_load.entry(key).or_default() += 1;
         *state.segment_load.entry(segment).or_default() += 1;
+        state.record_start(&spec, now);
     }
     state.index_run(run_id);
     Outcome::RunUpdated { run_id: run_id.to_owned(), phase }

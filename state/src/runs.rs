@@ -55,6 +55,18 @@ pub struct RunSpec {
     /// The promotion line the secret rotates in, and its stage there; `None` outside one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<PromotionRef>,
+    /// How many runs of its target may start in a window (the service's `rateLimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RunRate>,
+}
+
+/// At most `runs` runs of one target start in any `per_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRate {
+    /// Starts allowed in a window.
+    pub runs: u32,
+    /// The window, ms.
+    pub per_ms: u64,
 }
 
 /// A run's place in a promotion line (`rotation.promotion`).

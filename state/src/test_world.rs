@@ -33,6 +33,7 @@ pub(crate) fn spec(strategy: &str) -> RunSpec {
         value_format: None,
         approval: None,
         promotion: None,
+        rate_limit: None,
     }
 }
 

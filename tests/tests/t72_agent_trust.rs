@@ -99,6 +99,7 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
         value_format: None,
         approval: None,
         promotion: None,
+        rate_limit: None,
     };
     cluster
         .write(

@@ -58,6 +58,8 @@ pub struct ServiceConfig {
     pub admin_store: Option<StoreRef>,
     /// Type-specific settings (host, port, ...), validated against the type's fields.
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// `rate_limit`: how fast its rotations may start, instead of its type's `rateLimit`.
+    pub rate_limit: Option<String>,
     /// The parsed node, for positions in later checks.
     pub node: Node,
 }

@@ -177,6 +177,7 @@ fn parse_services(
         let fields = match specs {
             Some(specs) => {
                 let mut allowed: Vec<&str> = COMMON_KEYS.to_vec();
+                allowed.push("rate_limit");
                 allowed.extend(specs.iter().map(|s| s.name));
                 Fields::read(node, top.file(), &path, &allowed, diagnostics)
             }
@@ -193,6 +194,13 @@ fn parse_services(
             continue;
         };
         let segment = read_common(&fields, diagnostics);
+        let rate_limit = fields.string("rate_limit", diagnostics).filter(|text| {
+            let parsed = crate::time::RateLimit::parse(text);
+            if let Err(message) = &parsed {
+                fields.error("rate_limit", message.clone(), diagnostics);
+            }
+            parsed.is_ok()
+        });
         let settings = match specs {
             Some(specs) => read_settings(&fields, specs, stores, diagnostics),
             None => {
@@ -207,7 +215,7 @@ fn parse_services(
                 match node.to_json() {
                     serde_json::Value::Object(map) => map
                         .into_iter()
-                        .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
+                        .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()) && k != "rate_limit")
                         .collect(),
                     _ => BTreeMap::new(),
                 }
@@ -225,6 +233,7 @@ fn parse_services(
                 segment,
                 admin_store,
                 settings,
+                rate_limit,
                 node: node.clone(),
             },
         );

@@ -2,10 +2,12 @@
 
 mod blackout;
 mod duration;
+mod rate;
 mod schedule;
 mod window;
 
 pub use blackout::{Blackout, BlackoutTime, blackout_at, parse_local};
 pub use duration::{Duration, DurationError};
+pub use rate::RateLimit;
 pub use schedule::{Schedule, ScheduleError};
 pub use window::{MaintenanceWindow, WindowError, next_due_in_windows};

@@ -144,6 +144,8 @@ fn due(
     // everything first.
     // A segment's room is shared by its targets: count what this pass starts.
     let mut segment_room: HashMap<&str, u32> = HashMap::new();
+    // And a target's rate limit: at most so many starts in its window.
+    let mut rate_room: HashMap<String, u32> = HashMap::new();
     let started = state.ready.range(due_now.clone());
     let starting = state.queued.iter().flat_map(|(target, queue)| {
         let load = state.target_load.get(target).copied().unwrap_or(0);
@@ -159,6 +161,15 @@ fn due(
         });
         if *room == 0 {
             return false;
+        }
+        if run.spec.rate_limit.is_some() {
+            let rate = rate_room
+                .entry(run.spec.target_key())
+                .or_insert_with(|| state.rate_room(&run.spec, now));
+            if *rate == 0 {
+                return false;
+            }
+            *rate -= 1;
         }
         *room -= 1;
         true
@@ -526,6 +537,7 @@ mod tests {
             value_format: None,
             approval: None,
             promotion: None,
+            rate_limit: None,
         };
         let command = Command::RequestRun {
             run_id: format!("run-{segment}-{target}-{n}"),

@@ -114,7 +114,18 @@ pub fn run_spec(
             expires_ms: rule.expires.as_secs() * 1000,
         }),
         promotion: promotion_of(loaded, item),
+        rate_limit: rate_of(item),
     })
+}
+
+/// The rate limit of `item`'s target: its service's `rate_limit`, else its type's `rateLimit`.
+pub fn rate_of(item: &ResolvedSecret<'_>) -> Option<dsops_state::RunRate> {
+    let text = item
+        .service
+        .and_then(|s| s.rate_limit.clone())
+        .or_else(|| item.service_type.and_then(|t| t.spec.defaults.as_ref()?.rate_limit.clone()))?;
+    let rate = dsops_config::time::RateLimit::parse(&text).ok()??;
+    Some(dsops_state::RunRate { runs: rate.runs, per_ms: rate.per_ms })
 }
 
 /// `item`'s place in its promotion line, if it is in one.
