@@ -23,7 +23,7 @@ fn main() {
     let json = cli.output == OutputFormat::Json;
     let result = match &cli.command {
         Command::Validate => commands::validate::run(&cli),
-        Command::Plan(args) => commands::plan::run(&cli, args),
+        Command::Plan(args) => block_on(commands::plan::run(&cli, args)),
         Command::List(list) => commands::list::run(&cli, list),
         Command::Describe(describe) => commands::describe::run(&cli, describe),
         Command::Catalog(catalog) => commands::catalog::run(&cli, catalog),

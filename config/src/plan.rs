@@ -4,9 +4,10 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
+use crate::config::calendar::jitter_ms;
 use crate::config::{Loaded, Origin};
 use crate::document::suggest;
-use crate::time::next_due_in_windows;
+use crate::time::{blackout_at, next_start};
 
 /// How far ahead the plan looks for a due time inside a maintenance window.
 const HORIZON_DAYS: i64 = 366;
@@ -48,6 +49,9 @@ pub struct PlanRow {
     pub maintenance_windows: Vec<String>,
     /// How long the old credential stays valid after promotion.
     pub grace_period: Option<String>,
+    /// What a start waits for besides its time: a blackout now, approval, a rate limit, its
+    /// promotion stage.
+    pub waits: Vec<String>,
 }
 
 /// The plan cannot be made: the environment asked for does not exist, or a variable's strategy
@@ -83,6 +87,9 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
     }
     let mut rows = Vec::new();
     let mut refused = Vec::new();
+    let rotation = &loaded.config.rotation;
+    let blackouts: Vec<&crate::time::Blackout> =
+        rotation.blackouts.iter().filter(|b| b.covers(env)).collect();
     for item in loaded.resolved().into_iter().filter(|r| r.secret.env == env) {
         let secret = item.secret;
         if let Some((crate::catalog::Strategy::Overlap, _)) = item.strategy
@@ -101,25 +108,60 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
             (None, _) => (None, Some("does not rotate".to_owned())),
             (Some(_), None) => (None, Some("manual only (no schedule)".to_owned())),
             (Some(_), Some((schedule, _))) => {
-                match next_due_in_windows(
+                let jitter = jitter_ms(rotation.defaults.jitter, env, &secret.key);
+                match next_start(
                     schedule,
                     item.windows,
+                    &blackouts,
+                    jitter,
                     now,
                     TimeDelta::days(HORIZON_DAYS),
                 ) {
                     Some(due) => (Some(due), None),
-                    None if item.windows.is_empty() => {
+                    None if item.windows.is_empty() && blackouts.is_empty() => {
                         (None, Some("the schedule never fires".to_owned()))
                     }
                     None => (
                         None,
                         Some(format!(
-                            "no scheduled time falls in a maintenance window within {HORIZON_DAYS} days"
+                            "no scheduled time falls in a maintenance window and outside the blackouts within {HORIZON_DAYS} days"
                         )),
                     ),
                 }
             }
         };
+        let mut waits = Vec::new();
+        if item.strategy.is_some() {
+            if let Some((blackout, until)) = blackout_at(&rotation.blackouts, env, now) {
+                waits.push(format!(
+                    "blackout {} until {}",
+                    blackout.name,
+                    until.format("%Y-%m-%d %H:%M UTC")
+                ));
+            }
+            if let Some(rule) = &item.approval {
+                waits.push(format!("approval: {} of {}", rule.required, rule.approvers.join(", ")));
+            }
+            let rate = item.service.and_then(|s| s.rate_limit.clone()).or_else(|| {
+                item.service_type.and_then(|t| t.spec.defaults.as_ref()?.rate_limit.clone())
+            });
+            if let (Some(rate), Some(service)) = (rate.filter(|r| r != "unlimited"), item.service) {
+                waits.push(format!("rate limit {rate} of service {}", service.name));
+            }
+            if let Some((line, at)) =
+                loaded.config.line_of(env, &secret.key).filter(|(_, at)| *at > 0)
+            {
+                let previous = &line.stages[at - 1];
+                let soak = rotation.promotion.get(previous.stage).map(|s| s.soak.to_string());
+                waits.push(format!(
+                    "promotion line {}: after {}/{}{}",
+                    line.name,
+                    previous.env,
+                    previous.key,
+                    soak.map(|s| format!(" and its soak ({s})")).unwrap_or_default()
+                ));
+            }
+        }
         rows.push(PlanRow {
             env: env.to_owned(),
             key: secret.key.clone(),
@@ -138,6 +180,7 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
             approval_required: item.approval_required,
             maintenance_windows: item.windows.iter().map(|w| w.describe()).collect(),
             grace_period: item.grace_period.map(|g| g.to_string()),
+            waits,
         });
     }
     if !refused.is_empty() {

@@ -7,10 +7,33 @@ use crate::failure::Failure;
 use crate::output::{print_json, print_table, table};
 
 /// `dsops plan --env ENV`.
-pub fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
+pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
     let loaded = require_config(cli)?;
     let now = args.at.unwrap_or_else(Utc::now);
-    let rows = plan(&loaded, &args.env, now).map_err(|e| Failure::invalid(e.to_string()))?;
+    let mut rows = plan(&loaded, &args.env, now).map_err(|e| Failure::invalid(e.to_string()))?;
+    // With a cluster: where each secret's promotion wave stands now.
+    if let Some(remote) = crate::remote::Remote::from_cli(cli)? {
+        let request = dsops_proto::wire::admin::PromotionStatusRequest {
+            env: args.env.clone(),
+            key: String::new(),
+        };
+        let status = remote
+            .call("promotion status", |mut c| {
+                let request = request.clone();
+                async move { c.promotion_status(request).await }
+            })
+            .await?;
+        for line in &status.lines {
+            for stage in line.stages.iter().filter(|s| s.env == args.env) {
+                if !matches!(stage.state.as_str(), "waiting" | "halted") {
+                    continue;
+                }
+                if let Some(row) = rows.iter_mut().find(|r| r.key == stage.key) {
+                    row.waits.push(format!("wave {} {}: {}", line.wave, stage.state, stage.detail));
+                }
+            }
+        }
+    }
     if cli.output == OutputFormat::Json {
         return print_json(&rows);
     }
@@ -25,8 +48,9 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
         "KIND",
         "STRATEGY",
         "SCHEDULE",
-        "NEXT DUE",
+        "NEXT START",
         "CONSTRAINTS",
+        "WAITS FOR",
     ]);
     for row in &rows {
         out.add_row(vec![
@@ -38,6 +62,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
             row.schedule.clone().unwrap_or_else(|| "-".into()),
             due_cell(row, now),
             constraints_cell(row),
+            if row.waits.is_empty() { "-".to_owned() } else { row.waits.join("; ") },
         ]);
     }
     print_table(&out);

@@ -79,6 +79,36 @@ pub fn blackout_at<'a>(
         .max_by_key(|(_, end)| *end)
 }
 
+/// When a scheduled secret next starts after `after`: the first firing of `schedule` inside
+/// `windows` (when there are any) and outside every blackout, plus `jitter_ms` unless that
+/// leaves its window or enters a blackout. Looks at most `horizon` ahead. The scheduler and
+/// `dsops plan` both use it.
+pub fn next_start(
+    schedule: &super::Schedule,
+    windows: &[MaintenanceWindow],
+    blackouts: &[&Blackout],
+    jitter_ms: u64,
+    after: DateTime<Utc>,
+    horizon: chrono::TimeDelta,
+) -> Option<DateTime<Utc>> {
+    let held = |at: DateTime<Utc>| blackouts.iter().any(|b| b.until(at).is_some());
+    let mut cursor = after;
+    for _ in 0..1_000 {
+        let firing = super::next_due_in_windows(schedule, windows, cursor, horizon)?;
+        if firing > after + horizon {
+            return None;
+        }
+        if held(firing) {
+            cursor = firing;
+            continue;
+        }
+        let start = firing + chrono::TimeDelta::milliseconds(jitter_ms as i64);
+        let in_window = windows.is_empty() || windows.iter().any(|w| w.contains(start));
+        return Some(if in_window && !held(start) { start } else { firing });
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

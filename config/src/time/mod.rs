@@ -6,7 +6,7 @@ mod rate;
 mod schedule;
 mod window;
 
-pub use blackout::{Blackout, BlackoutTime, blackout_at, parse_local};
+pub use blackout::{Blackout, BlackoutTime, blackout_at, next_start, parse_local};
 pub use duration::{Duration, DurationError};
 pub use rate::RateLimit;
 pub use schedule::{Schedule, ScheduleError};

@@ -36,8 +36,7 @@ use crate::control::ControlPlane;
 use crate::rotation::start::{self, Start};
 use dsops_config::config::calendar::jitter_ms;
 use dsops_config::config::{Loaded, ResolvedSecret};
-use dsops_config::time::next_due_in_windows;
-use dsops_config::time::{Blackout, MaintenanceWindow, Schedule};
+use dsops_config::time::{Blackout, MaintenanceWindow, Schedule, next_start};
 use dsops_state::{RunPhase, State, StoredConfig, secret_id};
 
 /// How often the scheduler looks (schedules fire on the minute).
@@ -133,24 +132,9 @@ impl Timing {
             .flatten()
             .max()
             .unwrap_or(0);
-        let held = |at: DateTime<Utc>| self.blackouts.iter().any(|b| b.until(at).is_some());
-        let mut cursor = utc(base);
-        for _ in 0..1_000 {
-            let firing = next_due_in_windows(&self.schedule, &self.windows, cursor, HORIZON)?;
-            if firing > utc(base) + HORIZON {
-                return None;
-            }
-            if held(firing) {
-                cursor = firing;
-                continue;
-            }
-            let start = firing + TimeDelta::milliseconds(self.jitter_ms as i64);
-            let in_window =
-                self.windows.is_empty() || self.windows.iter().any(|w| w.contains(start));
-            let start = if in_window && !held(start) { start } else { firing };
-            return Some(start.timestamp_millis());
-        }
-        None
+        let blackouts: Vec<&Blackout> = self.blackouts.iter().collect();
+        next_start(&self.schedule, &self.windows, &blackouts, self.jitter_ms, utc(base), HORIZON)
+            .map(|t| t.timestamp_millis())
     }
 }
 
