@@ -11,14 +11,15 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// Reads `N/second|minute|hour|day`, or a name: `low` (10/minute), `medium` (60/minute),
-    /// `high` (600/minute), `unlimited` (`None`).
+    /// Reads `N/second|minute|hour|day`, or a name: `low` (10/second), `medium` (50/second),
+    /// `high` (250/second), `unlimited` (`None`). The names are for targets that take many
+    /// calls (a database: `low` still rotates 600 roles a minute); vendor APIs name numbers.
     pub fn parse(text: &str) -> Result<Option<RateLimit>, String> {
-        let per_minute = |runs| Ok(Some(RateLimit { runs, per_ms: 60_000 }));
+        let per_second = |runs| Ok(Some(RateLimit { runs, per_ms: 1_000 }));
         match text {
-            "low" => return per_minute(10),
-            "medium" => return per_minute(60),
-            "high" => return per_minute(600),
+            "low" => return per_second(10),
+            "medium" => return per_second(50),
+            "high" => return per_second(250),
             "unlimited" => return Ok(None),
             _ => {}
         }
@@ -48,8 +49,8 @@ mod tests {
     fn rates_read_as_the_catalog_writes_them() {
         assert_eq!(RateLimit::parse("10/minute"), Ok(Some(RateLimit { runs: 10, per_ms: 60_000 })));
         assert_eq!(RateLimit::parse("5/second"), Ok(Some(RateLimit { runs: 5, per_ms: 1_000 })));
-        assert_eq!(RateLimit::parse("low"), Ok(Some(RateLimit { runs: 10, per_ms: 60_000 })));
-        assert_eq!(RateLimit::parse("high"), Ok(Some(RateLimit { runs: 600, per_ms: 60_000 })));
+        assert_eq!(RateLimit::parse("low"), Ok(Some(RateLimit { runs: 10, per_ms: 1_000 })));
+        assert_eq!(RateLimit::parse("high"), Ok(Some(RateLimit { runs: 250, per_ms: 1_000 })));
         assert_eq!(RateLimit::parse("unlimited"), Ok(None));
         for bad in ["0/second", "ten/minute", "5/fortnight", "fast", ""] {
             assert!(RateLimit::parse(bad).is_err(), "{bad}");

@@ -159,7 +159,7 @@ async fn baseline(url: &ServerUrl, roles: &[String], concurrency: usize) -> anyh
 
 fn config_yaml(url: &ServerUrl, roles: &[String]) -> String {
     let mut yaml = format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n  pg:\n    type: postgresql\n    host: {}\n    port: {}\n    database: postgres\n    admin_store: store://local/pg/admin\nenvs:\n  bench:\n",
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n  pg:\n    type: postgresql\n    host: {}\n    port: {}\n    database: postgres\n    admin_store: store://local/pg/admin\n    rate_limit: unlimited\nenvs:\n  bench:\n",
         url.host, url.port
     );
     for (i, role) in roles.iter().enumerate() {
