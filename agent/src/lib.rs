@@ -34,6 +34,7 @@ pub mod identity;
 pub mod in_process;
 mod key_file;
 pub mod notify;
+pub mod preflight;
 pub mod redact;
 pub mod sealed;
 pub mod secret;

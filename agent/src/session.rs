@@ -360,6 +360,14 @@ async fn one_session(
                             let _ = tx.send(wire::AgentMessage { kind: Some(kind) }).await;
                         });
                     }
+                    Some(wire::control_message::Kind::Preflight(request)) => {
+                        let (executor, tx) = (executor.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let result = crate::preflight::perform(&executor, &request).await;
+                            let kind = wire::agent_message::Kind::PreflightResult(result);
+                            let _ = tx.send(wire::AgentMessage { kind: Some(kind) }).await;
+                        });
+                    }
                     Some(wire::control_message::Kind::HealthCheck(check)) => {
                         let (executor, tx) = (executor.clone(), tx.clone());
                         tokio::spawn(async move {

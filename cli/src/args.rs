@@ -272,6 +272,10 @@ pub struct PlanArgs {
     /// Compute due times as of this instant (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With a cluster: exit 1 when a secret's preflight failed (its agent cannot reach the
+    /// target, lacks the credential or the privilege, or two-key users' grants differ).
+    #[arg(long)]
+    pub check: bool,
 }
 
 fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

@@ -372,6 +372,10 @@ pub async fn attach_agent(
                             let result = dsops_agent::notify::perform(&executor, &delivery).await;
                             notifier::record_result(&control, &record, &result).await;
                         }
+                        Task::Preflight(request) => {
+                            let result = dsops_agent::preflight::perform(&executor, &request).await;
+                            control.agents().preflight_answered(result);
+                        }
                         Task::HealthCheck(check) => {
                             let result = dsops_agent::health::perform(&executor, &check).await;
                             promotion::record_health(&control, &record, &result).await;

@@ -52,6 +52,21 @@ pub struct PlanRow {
     /// What a start waits for besides its time: a blackout now, approval, a rate limit, its
     /// promotion stage.
     pub waits: Vec<String>,
+    /// What the agents found when asked whether it could rotate now (with a cluster).
+    pub preflight: Vec<PreflightFinding>,
+}
+
+/// One preflight check, as the plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreflightFinding {
+    /// `agent`, `credential`, `reach`, `privilege`, `users`, `grants`, `format`.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// Known, but not a failure.
+    pub warning: bool,
 }
 
 /// The plan cannot be made: the environment asked for does not exist, or a variable's strategy
@@ -181,6 +196,7 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
             maintenance_windows: item.windows.iter().map(|w| w.describe()).collect(),
             grace_period: item.grace_period.map(|g| g.to_string()),
             waits,
+            preflight: Vec::new(),
         });
     }
     if !refused.is_empty() {

@@ -26,6 +26,7 @@ pub mod log_format;
 mod model;
 mod operator_apply;
 pub mod outbox;
+mod outcome;
 mod promotion_apply;
 #[cfg(test)]
 mod promotion_tests;
@@ -41,7 +42,7 @@ mod test_world;
 pub use apply::{ApplyContext, apply};
 pub use approval_apply::eligible;
 pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
-pub use command::{Command, ConfigChange, NodeRole, Outcome, Request, Response};
+pub use command::{Command, ConfigChange, NodeRole, Request};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use gate_apply::{
     GATE_HISTORY, GateAction, GateProbe, GateRecord, GateVerdict, MAX_GATES, gates_block,
@@ -51,6 +52,7 @@ pub use model::{
     OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State, StoredConfig, StoredToken,
 };
 pub use outbox::{DeliveryStatus, MAX_DELIVERY_ATTEMPTS, MAX_OUTBOX, OutboxEntry};
+pub use outcome::{Outcome, Response};
 pub use promotion_apply::{
     Halt, HaltKind, MAX_PROMOTION_LINES, MAX_REASON as MAX_HALT_REASON, PromotionLine, WaveStage,
 };

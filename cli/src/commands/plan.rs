@@ -23,6 +23,27 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
                 async move { c.promotion_status(request).await }
             })
             .await?;
+        let request = dsops_proto::wire::admin::PreflightRequest { env: args.env.clone() };
+        let checked = remote
+            .call("preflight", |mut c| {
+                let request = request.clone();
+                async move { c.preflight(request).await }
+            })
+            .await?;
+        for secret in &checked.secrets {
+            if let Some(row) = rows.iter_mut().find(|r| r.key == secret.key) {
+                row.preflight = secret
+                    .checks
+                    .iter()
+                    .map(|c| dsops_config::plan::PreflightFinding {
+                        name: c.name.clone(),
+                        ok: c.ok,
+                        detail: c.detail.clone(),
+                        warning: c.warning,
+                    })
+                    .collect();
+            }
+        }
         for line in &status.lines {
             for stage in line.stages.iter().filter(|s| s.env == args.env) {
                 if !matches!(stage.state.as_str(), "waiting" | "halted") {
@@ -34,8 +55,21 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
             }
         }
     }
+    let failed: usize =
+        rows.iter().filter(|r| r.preflight.iter().any(|c| !c.ok && !c.warning)).count();
+    let verdict = || {
+        if args.check && failed > 0 {
+            Err(Failure::Runtime(anyhow::anyhow!(
+                "the preflight of {failed} secret(s) of {} failed",
+                args.env
+            )))
+        } else {
+            Ok(())
+        }
+    };
     if cli.output == OutputFormat::Json {
-        return print_json(&rows);
+        print_json(&rows)?;
+        return verdict();
     }
     if rows.is_empty() {
         out!("environment {} has no secrets", args.env);
@@ -51,6 +85,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
         "NEXT START",
         "CONSTRAINTS",
         "WAITS FOR",
+        "PREFLIGHT",
     ]);
     for row in &rows {
         out.add_row(vec![
@@ -63,10 +98,28 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
             due_cell(row, now),
             constraints_cell(row),
             if row.waits.is_empty() { "-".to_owned() } else { row.waits.join("; ") },
+            preflight_cell(row),
         ]);
     }
     print_table(&out);
-    Ok(())
+    verdict()
+}
+
+/// `ok`, or each failed check (and warnings); `-` without a cluster.
+fn preflight_cell(row: &PlanRow) -> String {
+    if row.preflight.is_empty() {
+        return "-".into();
+    }
+    let notes: Vec<String> = row
+        .preflight
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| {
+            let mark = if c.warning { "warning" } else { "FAILED" };
+            format!("{mark} {}: {}", c.name, c.detail)
+        })
+        .collect();
+    if notes.is_empty() { "ok".into() } else { notes.join("; ") }
 }
 
 fn service_cell(row: &PlanRow) -> String {

@@ -5,6 +5,7 @@
 //! (bundled plus `rotation.dataDir`), and resolves every variable against it. Every problem of
 //! every stage is collected; nothing is returned as valid unless there are no errors.
 
+mod approvals;
 pub mod calendar;
 pub mod enforce;
 mod fields_table;

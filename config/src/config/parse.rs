@@ -82,7 +82,7 @@ pub fn parse_config(
 }
 
 /// The keys of an optional mapping (empty for anything else).
-fn declared(node: Option<&Node>) -> Vec<&str> {
+pub(super) fn declared(node: Option<&Node>) -> Vec<&str> {
     node.map(map_keys).unwrap_or_default()
 }
 
@@ -282,7 +282,7 @@ fn parse_rotation(
             rotation.data_dir = Some(resolved);
         }
     }
-    rotation.approvals = parse_approvals(&fields, top.get("envs"), diagnostics);
+    rotation.approvals = super::approvals::parse_approvals(&fields, top.get("envs"), diagnostics);
     // Checked against every declared policy: one with an error of its own is not also unknown.
     let policy_names = declared(top.get("policies"));
     for (index, name) in
@@ -345,90 +345,13 @@ fn parse_rotation(
     rotation
 }
 
-/// The roles an `approvers` entry may name (`role:<role>`).
-const APPROVER_ROLES: [&str; 3] = ["approver", "operator", "admin"];
-
-/// `rotation.approvals`: a rule per environment (each must be declared under `envs`).
-fn parse_approvals(
-    rotation: &Fields<'_>,
-    envs: Option<&Node>,
-    diagnostics: &mut Diagnostics,
-) -> BTreeMap<String, super::ApprovalRule> {
-    let mut rules = BTreeMap::new();
-    let Some(entries) = rotation.entries("approvals", diagnostics) else { return rules };
-    let env_names = declared(envs);
-    for (key, node) in entries {
-        let env = key.scalar_text().unwrap_or_default();
-        let path = format!("rotation.approvals.{env}");
-        if !env_names.contains(&env) {
-            diagnostics.error(
-                rotation.file(),
-                key.pos,
-                &path,
-                unknown_name("environment", env, &env_names, None),
-            );
-            continue;
-        }
-        let Some(fields) = Fields::read(
-            node,
-            rotation.file(),
-            &path,
-            &["required", "approvers", "expires", "notify"],
-            diagnostics,
-        ) else {
-            continue;
-        };
-        let mut rule = super::ApprovalRule::catalog_default();
-        if let Some(required) = fields.integer("required", 1..=16, diagnostics) {
-            rule.required = required as u32;
-        }
-        if let Some(approvers) = fields.string_list("approvers", diagnostics) {
-            for (index, entry) in approvers.iter().enumerate() {
-                let problem = match entry.strip_prefix("role:") {
-                    Some(role) if !APPROVER_ROLES.contains(&role) => Some(format!(
-                        "{entry:?} names no role; expected role:approver, role:operator or role:admin"
-                    )),
-                    Some(_) => None,
-                    None => dsops_proto::domain::names::check_config_name(entry, "operator").err(),
-                };
-                if let Some(problem) = problem {
-                    diagnostics.error(
-                        rotation.file(),
-                        fields.get("approvers").map_or(fields.pos(), |n| match &n.value {
-                            crate::document::Value::Seq(items) => items[index].pos,
-                            _ => n.pos,
-                        }),
-                        &format!("{path}.approvers[{index}]"),
-                        problem,
-                    );
-                }
-            }
-            if approvers.is_empty() {
-                fields.error(
-                    "approvers",
-                    "name at least one approver or role:approver",
-                    diagnostics,
-                );
-            } else {
-                rule.approvers = approvers;
-            }
-        }
-        rule.notify = read_targets(&fields, "notify", diagnostics);
-        if let Some(text) = fields.string("expires", diagnostics) {
-            match Duration::parse(&text) {
-                Ok(d) if (5..=30 * 86_400).contains(&d.as_secs()) => rule.expires = d,
-                Ok(_) => fields.error("expires", "between 5s and 30d", diagnostics),
-                Err(error) => fields.error("expires", error.to_string(), diagnostics),
-            }
-        }
-        rules.insert(env.to_owned(), rule);
-    }
-    rules
-}
-
 /// A list of notification targets (`<kind>:<rest>` or plain names; whether each resolves to a
 /// channel is a warning, checked once the catalog is loaded).
-fn read_targets(fields: &Fields<'_>, key: &str, diagnostics: &mut Diagnostics) -> Vec<String> {
+pub(super) fn read_targets(
+    fields: &Fields<'_>,
+    key: &str,
+    diagnostics: &mut Diagnostics,
+) -> Vec<String> {
     let targets = fields.string_list(key, diagnostics).unwrap_or_default();
     for (index, target) in targets.iter().enumerate() {
         if let Err(problem) = super::notify::check_target(target) {

@@ -72,6 +72,9 @@ type DeliveryQueue = (u64, String, mpsc::UnboundedSender<Task>);
 /// health-check probe.
 pub type Task = dsops_proto::wire::agent::control_message::Kind;
 
+/// Where a preflight's answer goes.
+type PreflightWait = tokio::sync::oneshot::Sender<dsops_proto::wire::agent::PreflightResult>;
+
 /// A dispatched step as sent: (run, attempt, step).
 pub(crate) type StepKey = (String, u32, StepKind);
 
@@ -85,6 +88,8 @@ pub struct AgentRegistry {
     /// Remote sessions that take notification deliveries: agent id → (session, segment, queue).
     deliveries: Arc<Mutex<BTreeMap<String, DeliveryQueue>>>,
     sent: Arc<Mutex<Sent>>,
+    /// Preflights sent from here, waiting for their agent's answer, by id.
+    preflights: Arc<Mutex<HashMap<String, PreflightWait>>>,
     sessions: Arc<AtomicU64>,
     next: Arc<AtomicU64>,
     wake: Arc<Notify>,
@@ -221,6 +226,39 @@ impl AgentRegistry {
         check: dsops_proto::wire::agent::HealthCheck,
     ) -> Option<String> {
         self.send_task(segment, Task::HealthCheck(check))
+    }
+
+    /// Sends a preflight to an agent of `segment`: the agent, and where its answer arrives;
+    /// `None` if none of the segment is connected here.
+    pub fn send_preflight(
+        &self,
+        segment: &str,
+        request: dsops_proto::wire::agent::Preflight,
+    ) -> Option<(String, tokio::sync::oneshot::Receiver<dsops_proto::wire::agent::PreflightResult>)>
+    {
+        let (answer, wait) = tokio::sync::oneshot::channel();
+        let id = request.id.clone();
+        self.preflights.lock().expect("preflights lock").insert(id.clone(), answer);
+        match self.send_task(segment, Task::Preflight(request)) {
+            Some(agent) => Some((agent, wait)),
+            None => {
+                self.preflights.lock().expect("preflights lock").remove(&id);
+                None
+            }
+        }
+    }
+
+    /// An agent answered a preflight (ignored unless one with that id waits here).
+    pub fn preflight_answered(&self, result: dsops_proto::wire::agent::PreflightResult) {
+        let waiting = self.preflights.lock().expect("preflights lock").remove(&result.id);
+        if let Some(answer) = waiting {
+            let _ = answer.send(result);
+        }
+    }
+
+    /// Forgets a preflight that was not answered in time.
+    pub fn preflight_given_up(&self, id: &str) {
+        self.preflights.lock().expect("preflights lock").remove(id);
     }
 
     fn send_task(&self, segment: &str, task: Task) -> Option<String> {

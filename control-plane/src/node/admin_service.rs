@@ -534,6 +534,18 @@ impl Admin for AdminService {
         self.list_notifications_impl(request).await
     }
 
+    async fn preflight(
+        &self,
+        request: Request<wire::PreflightRequest>,
+    ) -> Result<Response<wire::PreflightResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let env = request.into_inner().env;
+        if env.is_empty() || env.len() > 128 {
+            return Err(dsops_proto::ErrorCode::InvalidArgument.to_status("env: the environment"));
+        }
+        Ok(Response::new(crate::rotation::preflight::preflight(&self.control, &env).await?))
+    }
+
     async fn promotion_status(
         &self,
         request: Request<wire::PromotionStatusRequest>,

@@ -481,6 +481,12 @@ impl Session {
                 crate::rotation::notifier::record_result(&self.control, &self.agent, &result).await;
                 Ok(())
             }
+            Some(wire::agent_message::Kind::PreflightResult(result)) => {
+                if result.checks.len() <= 32 {
+                    self.control.agents().preflight_answered(result);
+                }
+                Ok(())
+            }
             Some(wire::agent_message::Kind::HealthResult(result)) => {
                 crate::rotation::promotion::record_health(&self.control, &self.agent, &result)
                     .await;

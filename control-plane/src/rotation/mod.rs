@@ -17,6 +17,7 @@
 pub mod approvals;
 pub mod dispatcher;
 pub mod notifier;
+pub mod preflight;
 pub mod promotion;
 pub mod reminders;
 pub mod report;

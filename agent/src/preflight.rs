@@ -1,0 +1,112 @@
+//! Preflight: could a rotation of a secret of this service work now? The agent looks without
+//! changing anything — its admin credential is in its store, the target answers, the credential
+//! may change passwords (PostgreSQL: superuser or `CREATEROLE`; MySQL/MariaDB: `CREATE USER`),
+//! and the two users of a two-key rotation hold the same grants.
+
+use dsops_proto::wire::agent as wire;
+use dsops_proto::wire::common::PreflightCheck;
+
+use crate::executor::Executor;
+
+fn check(name: &str, ok: bool, detail: impl Into<String>) -> PreflightCheck {
+    PreflightCheck { name: name.to_owned(), ok, detail: detail.into(), warning: false }
+}
+
+/// The query that says whether the admin may change other users' passwords ("true"/"false").
+fn privilege_query(service_type: &str) -> Option<&'static str> {
+    match service_type {
+        "postgresql" => Some(
+            "select (rolsuper or rolcreaterole)::text from pg_roles where rolname = current_user",
+        ),
+        "mysql" => Some(
+            "select if(count(*) > 0, 'true', 'false') from information_schema.user_privileges \
+             where privilege_type = 'CREATE USER' \
+             and grantee = concat('''', substring_index(current_user(), '@', 1), '''@''', substring_index(current_user(), '@', -1), '''')",
+        ),
+        _ => None,
+    }
+}
+
+/// Runs the checks of `request`.
+pub async fn perform(executor: &Executor, request: &wire::Preflight) -> wire::PreflightResult {
+    let checks = checks(executor, request).await;
+    wire::PreflightResult { id: request.id.clone(), checks }
+}
+
+async fn checks(executor: &Executor, request: &wire::Preflight) -> Vec<PreflightCheck> {
+    let mut out = Vec::new();
+    let service = &request.service;
+    let Some(spec) = executor.config().services.get(service) else {
+        out.push(check(
+            "credential",
+            false,
+            format!("this agent does not reach service {service:?}"),
+        ));
+        return out;
+    };
+    let target = match executor.probe_target(service) {
+        Ok(target) => target,
+        Err(why) => {
+            out.push(check("credential", false, why));
+            return out;
+        }
+    };
+    out.push(check("credential", true, format!("{} is in the agent's store", spec.admin)));
+    if let Err(error) = target.probe("select 1").await {
+        out.push(check("reach", false, error.message));
+        return out;
+    }
+    out.push(check("reach", true, format!("{}:{} answers", spec.host, spec.port)));
+    if let Some(query) = privilege_query(&spec.service_type) {
+        let found = match target.probe(query).await {
+            Ok(Some(value)) if value == "true" || value == "1" => {
+                check("privilege", true, "the admin credential may change passwords")
+            }
+            Ok(_) => check(
+                "privilege",
+                false,
+                match spec.service_type.as_str() {
+                    "postgresql" => {
+                        "the admin role is neither superuser nor CREATEROLE: it cannot change passwords"
+                    }
+                    _ => "the admin user lacks CREATE USER: it cannot change passwords",
+                },
+            ),
+            Err(error) => check("privilege", false, error.message),
+        };
+        out.push(found);
+    }
+    for user in &request.usernames {
+        match target.user_exists(user).await {
+            Ok(true) => {}
+            Ok(false) => out.push(check("users", false, format!("user {user:?} does not exist"))),
+            Err(error) => out.push(check("users", false, error.message)),
+        }
+    }
+    if request.strategy == "two-key"
+        && let [a, b] = request.usernames.as_slice()
+    {
+        let grants = (target.privileges(a).await, target.privileges(b).await);
+        out.push(match grants {
+            (Ok(first), Ok(second)) if first == second => {
+                check("grants", true, format!("{a} and {b} hold the same grants"))
+            }
+            (Ok(first), Ok(second)) => {
+                let only = |x: &[String], y: &[String]| {
+                    x.iter().filter(|g| !y.contains(g)).cloned().collect::<Vec<_>>().join(", ")
+                };
+                check(
+                    "grants",
+                    false,
+                    format!(
+                        "{a} and {b} hold different grants (only {a}: {}; only {b}: {}): after a switch the application would lose or gain rights",
+                        only(&first, &second),
+                        only(&second, &first)
+                    ),
+                )
+            }
+            (Err(error), _) | (_, Err(error)) => check("grants", false, error.message),
+        });
+    }
+    out
+}
