@@ -73,6 +73,7 @@ impl Notification {
                 | "run.expired"
                 | "review.overdue"
                 | "secret.overdue"
+                | "promotion.halted"
         )
     }
 }

@@ -195,7 +195,18 @@ pub(super) fn admit(
             ))
         };
     }
-    let here = &wave.stages[stage.min(wave.stages.len() - 1)];
+    // The configuration changed the line while this wave runs: its stages are the wave's.
+    let Some(here) = wave.stages.get(stage) else {
+        return Err(Outcome::rejected(
+            ErrorCode::FailedPrecondition,
+            format!(
+                "wave {} of line {} has {} stages (the configuration changed since it started); a new wave follows it",
+                wave.wave,
+                p.line,
+                wave.stages.len()
+            ),
+        ));
+    };
     if here.run_id.is_some() {
         return Err(Outcome::rejected(
             ErrorCode::Conflict,
@@ -332,7 +343,7 @@ pub(super) fn run_ended(state: &mut State, run_id: &str, now: u64, ctx: ApplyCon
                 format!("wave {wave} of line {} completed: {}", p.line, p.stages.join(" → ")),
             )
         } else {
-            let next = &p.stages[p.stage as usize + 1];
+            let next = line.stages.get(p.stage as usize + 1).map_or("", |s| s.secret.as_str());
             (
                 "promotion.soaking",
                 format!(

@@ -7,7 +7,7 @@
 //! | event | told to |
 //! |---|---|
 //! | `run.requested`, `run.completed`, `approval.approved` | `onSuccess` / `on_success` |
-//! | `run.rolledback`, `run.quarantined`, `approval.denied`, `run.expired`, `approval.requested`, `breakglass.used`, `review.overdue`, `secret.overdue` | `onFailure` / `on_failure` |
+//! | `run.rolledback`, `run.quarantined`, `approval.denied`, `run.expired`, `approval.requested`, `breakglass.used`, `review.overdue`, `secret.overdue`, `promotion.halted` | `onFailure` / `on_failure` |
 //! | `secret.expiring` | the policy's `beforeExpiry.targets` |
 //!
 //! `approval.requested` and `breakglass.used` also go, first, to the environment's
@@ -225,7 +225,7 @@ pub fn routing(action: &str) -> Option<bool> {
         "run.requested" | "run.completed" | "approval.approved" => Some(true),
         "run.rolledback" | "run.quarantined" | "approval.denied" | "run.expired"
         | "approval.requested" | "breakglass.used" | "review.overdue" | "secret.overdue"
-        | "secret.expiring" => Some(false),
+        | "secret.expiring" | "promotion.halted" => Some(false),
         _ => None,
     }
 }
@@ -416,6 +416,7 @@ envs:
         );
         assert_eq!(channels("approval.requested")[0].0, "approvers");
         assert_eq!(channels("run.rolledback")[0].0, "pd", "approvers hear only of their business");
+        assert_eq!(channels("promotion.halted")[0].0, "pd", "a halted line is a failure");
         assert!(channels("config.stored").is_empty());
         let ids: Vec<String> =
             deliveries(&loaded, &event(7, "breakglass.used")).into_iter().map(|d| d.id).collect();

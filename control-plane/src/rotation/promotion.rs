@@ -1,6 +1,6 @@
-//! Promotion on the control plane: where a rotate request of a line's stage goes ([`route`]),
+//! Promotion on the control plane: where a rotate request of a line's stage goes (`route`),
 //! the leader's loop that starts each later stage once the previous one has soaked ([`run`]),
-//! and `dsops promotion status` ([`status`]). The state machine judges every start in log time
+//! and `dsops promotion status` (`status`). The state machine judges every start in log time
 //! (see `dsops_state`'s promotion rules); this module only asks at the right moment.
 //!
 //! | a request for | with no wave under way | with a wave under way |
@@ -317,8 +317,14 @@ pub(crate) async fn tick(control: &ControlPlane) -> Result<(), String> {
                 let Some(next) = line.stages.iter().position(|st| st.run_id.is_none()) else {
                     continue;
                 };
-                // Soaked, and its gates pass: asking earlier would only be refused.
+                // Soaked, its gates pass, and no run of it is in flight outside the wave: asking
+                // otherwise would only be refused (and a refused request is still a log entry).
+                let busy = s
+                    .secrets
+                    .get(&line.stages[next].secret)
+                    .is_some_and(|r| r.active_run.is_some());
                 let ready = next > 0
+                    && !busy
                     && line.stages[next - 1].soak_until_ms.is_some_and(|u| u <= now)
                     && dsops_state::gates_block(s, line, next).is_none();
                 if ready {
