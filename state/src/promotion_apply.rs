@@ -347,8 +347,9 @@ pub(super) fn run_ended(state: &mut State, run_id: &str, now: u64, ctx: ApplyCon
             (
                 "promotion.soaking",
                 format!(
-                    "wave {wave} of line {}: {secret} completed; {next} may start at {until}",
-                    p.line
+                    "wave {wave} of line {}: {secret} completed; {next} may start once it has soaked {} s (until {until} ms)",
+                    p.line,
+                    p.soak_ms / 1000
                 ),
             )
         };

@@ -5,7 +5,6 @@ use clap::Subcommand;
 use dsops_proto::wire::admin as wire;
 use serde::Serialize;
 
-use super::rotation::{short, time};
 use crate::args::{Cli, OutputFormat};
 use crate::failure::Failure;
 use crate::output::{print_json, print_table, table};
@@ -205,11 +204,7 @@ fn line_row(line: &wire::PromotionLineStatus) -> LineRow {
                 env: s.env.clone(),
                 key: s.key.clone(),
                 state: s.state.clone(),
-                detail: if s.state == "soaking" {
-                    format!("until {}", short(time(&s.until)))
-                } else {
-                    s.detail.clone()
-                },
+                detail: s.detail.clone(),
                 run_id: s.run_id.clone(),
                 until_unix: s.until.as_ref().map(|t| t.seconds),
             })
