@@ -17,12 +17,15 @@ use crate::output::{print_json, print_table, table};
 /// Runs `dsops rotation enforce`.
 pub async fn run(cli: &Cli, policy: &str, env: Option<&str>) -> Result<(), Failure> {
     let loaded = require_config(cli)?;
-    let Some(rules) = loaded.config.policies.get(policy) else {
-        let names: Vec<&str> = loaded.config.policies.keys().map(String::as_str).collect();
+    let found = dsops_config::config::enforce::find_policy(&loaded.config, &loaded.catalog, policy);
+    let Some(rules) = found.as_ref() else {
+        let names = dsops_config::config::enforce::policy_names(&loaded.config, &loaded.catalog);
         let hint = dsops_config::document::suggest(policy, names.iter().copied())
             .map(|h| format!("; did you mean {h:?}?"))
             .unwrap_or_else(|| format!(" (policies: {})", names.join(", ")));
-        return Err(Failure::invalid(format!("no policy {policy:?} under `policies`{hint}")));
+        return Err(Failure::invalid(format!(
+            "no policy {policy:?} in dsops.yaml `policies` or in the catalog (a RotationPolicy with spec.requirements){hint}"
+        )));
     };
     if let Some(env) = env
         && !loaded.config.envs.contains_key(env)

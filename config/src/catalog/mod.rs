@@ -28,7 +28,7 @@ pub use model::{
     Capability, Constraints, CredentialKind, InstanceCredential, MaxActive, ServiceInstance,
     ServiceType, Strategy,
 };
-pub use policy::{Principal, RotationPolicy};
+pub use policy::{Principal, Requirements, RotationPolicy};
 pub use schema::SchemaSet;
 
 use crate::document::{Diagnostic, Diagnostics, Node, Pos};

@@ -126,6 +126,37 @@ pub struct PolicySpec {
     /// Approval and windows.
     #[serde(default)]
     pub constraints: Option<PolicyConstraints>,
+    /// What every secret in scope must meet (`dsops rotation enforce`).
+    #[serde(default)]
+    pub requirements: Option<Requirements>,
+}
+
+/// `spec.requirements` of a RotationPolicy: the rules of `dsops rotation enforce`, as
+/// `policies.<name>` in dsops.yaml writes them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Requirements {
+    /// The environments covered (empty: all).
+    #[serde(default)]
+    pub envs: Vec<String>,
+    /// The longest a value may live.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// The strategies allowed.
+    #[serde(default)]
+    pub strategies: Option<Vec<String>>,
+    /// Every rotation waits for approval.
+    #[serde(default)]
+    pub require_approval: Option<bool>,
+    /// Generated values at least this long.
+    #[serde(default)]
+    pub min_length: Option<u64>,
+    /// The charsets generated values may use.
+    #[serde(default)]
+    pub charsets: Option<Vec<String>>,
+    /// Every secret in scope rotates.
+    #[serde(default)]
+    pub require_rotation: Option<bool>,
 }
 
 /// A RotationPolicy document.

@@ -252,6 +252,22 @@ pub fn violations(
 }
 
 impl EnforcePolicy {
+    /// The policy a catalog RotationPolicy's `spec.requirements` states (a `maxAge` that does
+    /// not parse is left out; the schema checked its form).
+    pub fn from_requirements(name: &str, r: &crate::catalog::Requirements) -> EnforcePolicy {
+        EnforcePolicy {
+            name: name.to_owned(),
+            envs: r.envs.clone(),
+            max_age: r.max_age.as_deref().and_then(|t| Duration::parse(t).ok()),
+            strategies: r.strategies.clone(),
+            require_approval: r.require_approval.unwrap_or(false),
+            min_length: r.min_length,
+            charsets: r.charsets.clone(),
+            require_rotation: r.require_rotation.unwrap_or(false),
+            pos: Pos::default(),
+        }
+    }
+
     /// Whether it covers environment `env`.
     pub fn covers(&self, env: &str) -> bool {
         self.envs.is_empty() || self.envs.iter().any(|e| e == env)
@@ -266,6 +282,59 @@ pub fn enforced(loaded: &super::Loaded) -> Result<(), Vec<crate::document::Diagn
     if diagnostics.has_errors() { Err(diagnostics.sorted()) } else { Ok(()) }
 }
 
+/// The policy `name`: `policies.<name>` in dsops.yaml, else the `spec.requirements` of the
+/// catalog's RotationPolicy of that name.
+pub fn find_policy(config: &Config, catalog: &Catalog, name: &str) -> Option<EnforcePolicy> {
+    if let Some(policy) = config.policies.get(name) {
+        return Some(policy.clone());
+    }
+    let entry = catalog.rotation_policies.get(name)?;
+    let requirements = entry.value.spec.requirements.as_ref()?;
+    Some(EnforcePolicy::from_requirements(name, requirements))
+}
+
+/// Every policy name a policy may be looked up by: dsops.yaml's and the catalog's with
+/// requirements.
+pub fn policy_names<'a>(config: &'a Config, catalog: &'a Catalog) -> Vec<&'a str> {
+    let mut names: Vec<&str> = config.policies.keys().map(String::as_str).collect();
+    names.extend(
+        catalog
+            .rotation_policies
+            .iter()
+            .filter(|(_, e)| e.value.spec.requirements.is_some())
+            .map(|(name, _)| name.as_str()),
+    );
+    names
+}
+
+/// Reports each name of `rotation.enforce` that names no policy, at its line.
+pub(super) fn check_names(
+    root: &crate::document::Node,
+    config: &Config,
+    catalog: &Catalog,
+    diagnostics: &mut Diagnostics,
+) {
+    // Declared in dsops.yaml counts as known even when the policy has an error of its own.
+    let declared = super::parse::declared(root.get("policies"));
+    let mut known = policy_names(config, catalog);
+    known.extend(declared.iter().copied());
+    for (index, name) in config.rotation.enforce.iter().enumerate() {
+        if find_policy(config, catalog, name).is_some() || declared.contains(&name.as_str()) {
+            continue;
+        }
+        let list = root.at_pointer("/rotation/enforce");
+        let pos = match &list.value {
+            crate::document::Value::Seq(items) => items
+                .iter()
+                .find(|i| i.scalar_text() == Some(name.as_str()))
+                .map_or(list.pos, |i| i.pos),
+            _ => list.pos,
+        };
+        let message = unknown_name("policy", name, &known, None);
+        diagnostics.error(&config.file, pos, &format!("rotation.enforce[{index}]"), message);
+    }
+}
+
 fn check_enforced(config: &Config, catalog: &Catalog, diagnostics: &mut Diagnostics) {
     if config.rotation.enforce.is_empty() {
         return;
@@ -273,7 +342,8 @@ fn check_enforced(config: &Config, catalog: &Catalog, diagnostics: &mut Diagnost
     let resolved = super::resolve(config, catalog, &mut Diagnostics::new());
     let now = Utc::now();
     for name in &config.rotation.enforce {
-        let Some(policy) = config.policies.get(name) else { continue };
+        let Some(policy) = find_policy(config, catalog, name) else { continue };
+        let policy = &policy;
         for item in resolved.iter().filter(|i| policy.covers(&i.secret.env)) {
             for v in violations(policy, item, now) {
                 diagnostics.error(

@@ -113,3 +113,44 @@ fn an_enforced_policy_refuses_the_configuration_listing_every_violation() {
         .sum();
     assert_eq!(count, 5);
 }
+
+#[test]
+fn a_catalog_policy_with_requirements_is_enforced_like_one_in_dsops_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rotation-policies")).unwrap();
+    std::fs::write(
+        dir.path().join("rotation-policies/company-standard.yaml"),
+        "apiVersion: dsops.io/v1
+kind: RotationPolicy
+metadata: { name: company-standard }
+spec:
+  strategy: random
+  schedule: \"0 3 1 * *\"
+  requirements: { envs: [prod], minLength: 48, requireRotation: true }
+",
+    )
+    .unwrap();
+    let config = |enforce: &str| {
+        format!(
+            "{BASE}rotation:\n  dataDir: {}\n  enforce: [{enforce}]\nenvs:\n  prod:\n    SHORT: {{ from: {{ store: \"store://local/a#k\" }}, rotation: {{ strategy: random, config: {{ length: 40 }} }} }}\n    STATIC: {{ from: {{ store: \"store://local/b#k\" }} }}\n",
+            dir.path().display()
+        )
+    };
+    let got = findings(&config("company-standard"));
+    let messages: Vec<&str> =
+        got.iter().map(|f| f.split(": error: ").nth(1).unwrap_or(f)).collect();
+    assert_eq!(
+        messages,
+        [
+            "envs.prod.SHORT: violates enforced policy company-standard: minLength: requires 48, has 40",
+            "envs.prod.STATIC: violates enforced policy company-standard: requireRotation: requires a rotation, has none (never rotated by dsops)",
+        ],
+        "{got:#?}"
+    );
+    let unknown = findings(&config("company-standart"));
+    assert_eq!(unknown.len(), 1, "{unknown:#?}");
+    assert!(
+        unknown[0].contains("rotation.enforce[0]: unknown policy \"company-standart\"; did you mean \"company-standard\"?"),
+        "{unknown:#?}"
+    );
+}

@@ -141,6 +141,7 @@ pub fn load_with(
     let catalog = Catalog::load(&layers, &mut diagnostics);
     resolve(&config, &catalog, &mut diagnostics);
     notify::warn_unresolved(&root, file, &config, &catalog, &mut diagnostics);
+    enforce::check_names(&root, &config, &catalog, &mut diagnostics);
     if diagnostics.has_errors() {
         return Err(diagnostics.sorted());
     }

@@ -283,22 +283,12 @@ fn parse_rotation(
         }
     }
     rotation.approvals = super::approvals::parse_approvals(&fields, top.get("envs"), diagnostics);
-    // Checked against every declared policy: one with an error of its own is not also unknown.
+    // A declared policy with an error of its own is left out (it is not also unknown); other
+    // names may be catalog policies, checked once the catalog is loaded.
     let policy_names = declared(top.get("policies"));
-    for (index, name) in
-        fields.string_list("enforce", diagnostics).unwrap_or_default().into_iter().enumerate()
-    {
-        if policy_names.contains(&name.as_str()) {
-            if policies.contains_key(&name) {
-                rotation.enforce.push(name);
-            }
-        } else {
-            let pos = match fields.get("enforce").map(|n| &n.value) {
-                Some(crate::document::Value::Seq(items)) => items[index].pos,
-                _ => fields.pos(),
-            };
-            let message = unknown_name("policy", &name, &policy_names, None);
-            diagnostics.error(fields.file(), pos, &format!("rotation.enforce[{index}]"), message);
+    for name in fields.string_list("enforce", diagnostics).unwrap_or_default() {
+        if !policy_names.contains(&name.as_str()) || policies.contains_key(&name) {
+            rotation.enforce.push(name);
         }
     }
     rotation.blackouts =
