@@ -30,6 +30,8 @@ pub struct Config {
     pub health: BTreeMap<String, super::promotion::HealthCheck>,
     /// `policies`: what secrets must meet, by name.
     pub policies: BTreeMap<String, super::enforce::EnforcePolicy>,
+    /// The promotion lines, computed on first use (see [`Config::promotion_lines`]).
+    pub(crate) lines: std::sync::OnceLock<super::promotion::Lines>,
 }
 
 /// One secret store.

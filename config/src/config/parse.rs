@@ -76,6 +76,7 @@ pub fn parse_config(
         notifications,
         health,
         policies,
+        lines: Default::default(),
     };
     super::promotion::check_groups(&config, diagnostics);
     Some(config)

@@ -157,9 +157,35 @@ pub struct PromotionLine {
     pub stages: Vec<LineStage>,
 }
 
+/// The lines of a configuration, and where each variable stands in them (computed once per
+/// configuration: a bulk rotation asks for every secret's place).
+#[derive(Debug, Clone, Default)]
+pub struct Lines {
+    list: Vec<PromotionLine>,
+    /// `(env, key)` → (index into `list`, stage within the line).
+    places: std::collections::HashMap<(String, String), (usize, usize)>,
+}
+
 impl Config {
     /// Every line: variables of the same key (or `promotion.group`) in two or more stages.
-    pub fn promotion_lines(&self) -> Vec<PromotionLine> {
+    pub fn promotion_lines(&self) -> &[PromotionLine] {
+        &self.lines().list
+    }
+
+    fn lines(&self) -> &Lines {
+        self.lines.get_or_init(|| {
+            let list = self.compute_lines();
+            let mut places = std::collections::HashMap::new();
+            for (index, line) in list.iter().enumerate() {
+                for (at, stage) in line.stages.iter().enumerate() {
+                    places.insert((stage.env.clone(), stage.key.clone()), (index, at));
+                }
+            }
+            Lines { list, places }
+        })
+    }
+
+    fn compute_lines(&self) -> Vec<PromotionLine> {
         let mut lines: BTreeMap<String, Vec<LineStage>> = BTreeMap::new();
         for (stage, step) in self.rotation.promotion.iter().enumerate() {
             let Some(env) = self.envs.get(&step.env) else { continue };
@@ -181,11 +207,10 @@ impl Config {
     }
 
     /// The line `env/key` is in, and its place there.
-    pub fn line_of(&self, env: &str, key: &str) -> Option<(PromotionLine, usize)> {
-        self.promotion_lines().into_iter().find_map(|line| {
-            let at = line.stages.iter().position(|s| s.env == env && s.key == key)?;
-            Some((line, at))
-        })
+    pub fn line_of(&self, env: &str, key: &str) -> Option<(&PromotionLine, usize)> {
+        let lines = self.lines();
+        let &(index, at) = lines.places.get(&(env.to_owned(), key.to_owned()))?;
+        Some((&lines.list[index], at))
     }
 }
 

@@ -65,8 +65,10 @@ health:
     );
     let lines: Vec<(String, Vec<String>)> = config
         .promotion_lines()
-        .into_iter()
-        .map(|l| (l.name, l.stages.iter().map(|s| format!("{}/{}", s.env, s.key)).collect()))
+        .iter()
+        .map(|l| {
+            (l.name.clone(), l.stages.iter().map(|s| format!("{}/{}", s.env, s.key)).collect())
+        })
         .collect();
     assert_eq!(
         lines,

@@ -415,7 +415,7 @@ pub(crate) async fn status(
         })
         .await;
     let mut out = Vec::new();
-    for line in &lines {
+    for line in lines {
         if !key.is_empty() && line.name != key && !line.stages.iter().any(|s| s.key == key) {
             continue;
         }
