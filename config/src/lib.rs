@@ -17,9 +17,11 @@
 //! | [`catalog`]  | the service catalog (dsops-data layout): types, instances, policies |
 //! | [`config`]   | `dsops.yaml`: secret stores, services, environments, resolution     |
 //! | [`plan`]     | what rotates when, per environment                                  |
+//! | [`value_format`] | what generated values look like (charsets, patterns)            |
 
 pub mod catalog;
 pub mod config;
 pub mod document;
 pub mod plan;
 pub mod time;
+pub mod value_format;

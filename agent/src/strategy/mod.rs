@@ -26,7 +26,7 @@ use serde_json::Value as Json;
 
 use crate::adapter::{Login, Target};
 use crate::executor::{Executor, StepResult};
-use crate::generate::ValueFormat;
+use crate::generate::{Generate, ValueFormat};
 use crate::hook::HookSpec;
 use crate::secret::SecretValue;
 use crate::store::{Fields, FileStore, Label, SecretStore, StoreError, VersionInfo};
@@ -162,7 +162,7 @@ pub(crate) async fn stage_fields(cx: &Context<'_>) -> Step_<Fields> {
         });
     }
     let refused =
-        |e: crate::generate::GenerateError| StepResult::failed(StepOutcome::Refused, e.to_string());
+        |e: crate::generate::FormatError| StepResult::failed(StepOutcome::Refused, e.to_string());
     let mut format = ValueFormat::parse(cx.job.value_format.as_deref()).map_err(refused)?;
     if let Some(charset) = cx.config.get("charset").and_then(Json::as_str) {
         format = format.with_charset(charset).map_err(refused)?;

@@ -10,12 +10,13 @@ use super::tests::{assert_findings, findings};
 const BASE: &str = "version: 1
 secretStores:
   local: { type: file }
+  local-b: { type: file, segment: seg-b }
 services:
   pg-prod:
     type: postgresql
     host: 127.0.0.1
     database: app
-    admin_store: store://local/pg/admin
+    admin_store: store://local-b/pg/admin
     segment: seg-b
 ";
 
@@ -108,14 +109,14 @@ health:
     assert_findings(
         &text,
         &[
-            "dsops.yaml:14:13: error: rotation.promotion[0].soak: at most 30d",
-            "dsops.yaml:15:12: error: rotation.promotion[1].env: unknown environment \"stagin\"; did you mean \"staging\"?",
-            "dsops.yaml:17:15: error: rotation.promotion[2].gates[0]: unknown health check \"prod-db-redy\"; did you mean \"prod-db-ready\"?",
-            "dsops.yaml:18:12: error: rotation.promotion[3].env: production is already a stage; each environment is one stage",
-            "dsops.yaml:20:27: error: health.web.url: \"ftp://x\" is not an http:// or https:// URL",
-            "dsops.yaml:21:7: error: health.db.query: is required: a query such as select 1",
-            "dsops.yaml:22:16: error: health.odd.type: unknown health check type \"tcp\"; expected one of: http, sql, script",
-            "dsops.yaml:23:69: error: health.wrong.segment: a sql or script check runs in its service's segment; remove segment",
+            "dsops.yaml:15:13: error: rotation.promotion[0].soak: at most 30d",
+            "dsops.yaml:16:12: error: rotation.promotion[1].env: unknown environment \"stagin\"; did you mean \"staging\"?",
+            "dsops.yaml:18:15: error: rotation.promotion[2].gates[0]: unknown health check \"prod-db-redy\"; did you mean \"prod-db-ready\"?",
+            "dsops.yaml:19:12: error: rotation.promotion[3].env: production is already a stage; each environment is one stage",
+            "dsops.yaml:21:27: error: health.web.url: \"ftp://x\" is not an http:// or https:// URL",
+            "dsops.yaml:22:7: error: health.db.query: is required: a query such as select 1",
+            "dsops.yaml:23:16: error: health.odd.type: unknown health check type \"tcp\"; expected one of: http, sql, script",
+            "dsops.yaml:24:69: error: health.wrong.segment: a sql or script check runs in its service's segment; remove segment",
         ],
     );
 }
@@ -143,7 +144,7 @@ envs:
     );
     assert!(
         got[0].contains(
-            "18:91: error: envs.dev.B.promotion.group: B and A of dev are both in promotion line \"g\""
+            "19:91: error: envs.dev.B.promotion.group: B and A of dev are both in promotion line \"g\""
         ),
         "{got:#?}"
     );

@@ -92,6 +92,25 @@ fn check_services(config: &Config, catalog: &Catalog, diagnostics: &mut Diagnost
                 );
             }
             diagnostics.error(&config.file, pos, &path, message);
+        } else if let Some((admin, store)) = service
+            .admin_store
+            .as_ref()
+            .and_then(|a| config.secret_stores.get(&a.store).map(|s| (a, s)))
+            .filter(|(_, s)| in_segment(&s.segment) != in_segment(&service.segment))
+        {
+            diagnostics.error(
+                &config.file,
+                service.node.at_pointer("/admin_store").pos,
+                &format!("services.{}.admin_store", service.name),
+                format!(
+                    "store {:?} is in segment {:?} but the service is in segment {:?}; the \
+                     agents of {2:?} hold the stores of their own segment only, so none could \
+                     read {admin}",
+                    store.name,
+                    in_segment(&store.segment),
+                    in_segment(&service.segment),
+                ),
+            );
         } else if super::fields_table::service_fields(&service.service_type).is_none() {
             diagnostics.warning(
                 &config.file,
@@ -167,6 +186,9 @@ fn resolve_one<'a>(
             grace_period: None,
         });
     };
+    if let Some(service) = service {
+        check_segments(config, secret, service, diagnostics);
+    }
     let policy = match &rotation.policy {
         None => None,
         Some(name) => match catalog.rotation_policies.get_key_value(name) {
@@ -267,6 +289,37 @@ fn resolve_one<'a>(
         approval,
         grace_period,
     })
+}
+
+/// A rotated secret's work runs on one agent, which holds the stores and services of its own
+/// segment only: a service in one segment and a store in another leave no agent to do it.
+fn check_segments(
+    config: &Config,
+    secret: &SecretConfig,
+    service: &ServiceConfig,
+    diagnostics: &mut Diagnostics,
+) {
+    let Some(store) = config.secret_stores.get(&secret.store.store) else { return };
+    let (service_segment, store_segment) =
+        (in_segment(&service.segment), in_segment(&store.segment));
+    if service_segment != store_segment {
+        diagnostics.error(
+            &config.file,
+            secret.node.at_pointer("/from/store").pos,
+            &format!("envs.{}.{}.from.store", secret.env, secret.key),
+            format!(
+                "store {:?} is in segment {store_segment:?} but service {:?} is in segment \
+                 {service_segment:?}; an agent holds the stores and services of its own segment \
+                 only, so no agent could rotate it: use a store of segment {service_segment:?}",
+                store.name, service.name
+            ),
+        );
+    }
+}
+
+/// The segment a store or service is in: its own, else `default`.
+fn in_segment(segment: &Option<String>) -> &str {
+    segment.as_deref().unwrap_or("default")
 }
 
 /// Whether the kind can be rotated at all.

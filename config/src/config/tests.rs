@@ -537,3 +537,34 @@ fn t39_numbers_in_other_notations_and_overflow() {
         &["dsops.yaml:1:10: error: version: unsupported version -1; this dsops reads version 1"],
     );
 }
+
+#[test]
+fn t40_a_service_and_its_stores_share_a_segment() {
+    let text = "version: 1
+secretStores:
+  local: { type: file }
+  far: { type: file, segment: seg-b }
+services:
+  pg:
+    type: postgresql
+    segment: seg-b
+    host: 127.0.0.1
+    database: app
+    admin_store: store://local/pg/admin
+envs:
+  dev:
+    K:
+      from: { store: \"store://local/a#b\", service: \"svc://pg?kind=db_password\" }
+      rotation: { strategy: immediate, config: { username: u } }
+    OK:
+      from: { store: \"store://far/a#b\", service: \"svc://pg?kind=db_password\" }
+      rotation: { strategy: immediate, config: { username: v } }
+";
+    assert_findings(
+        text,
+        &[
+            "dsops.yaml:11:18: error: services.pg.admin_store: store \"local\" is in segment \"default\" but the service is in segment \"seg-b\"; the agents of \"seg-b\" hold the stores of their own segment only, so none could read store://local/pg/admin",
+            "dsops.yaml:15:22: error: envs.dev.K.from.store: store \"local\" is in segment \"default\" but service \"pg\" is in segment \"seg-b\"; an agent holds the stores and services of its own segment only, so no agent could rotate it: use a store of segment \"seg-b\"",
+        ],
+    );
+}

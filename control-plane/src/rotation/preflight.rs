@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use dsops_config::config::{Loaded, ResolvedSecret};
+use dsops_config::value_format::ValueFormat;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::common::PreflightCheck;
 
@@ -15,8 +16,6 @@ use crate::control::ControlPlane;
 
 /// How long an agent has to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(15);
-/// Charsets whose values need no escaping in a URL.
-const URI_SAFE: [&str; 5] = ["alphanumeric", "alpha", "numeric", "hex", "base64url"];
 
 fn finding(name: &str, ok: bool, detail: impl Into<String>) -> PreflightCheck {
     PreflightCheck { name: name.to_owned(), ok, detail: detail.into(), warning: false }
@@ -36,19 +35,34 @@ fn usernames(item: &ResolvedSecret<'_>) -> Vec<String> {
     }
 }
 
-/// Whether generated values of `item` are safe in a URL (a warning, not a failure).
+/// Whether generated values of `item` are safe in a URL (a warning, not a failure): the
+/// catalog's format narrowed by the variable's `charset`, as the agent generates them.
 fn format_check(item: &ResolvedSecret<'_>) -> Option<PreflightCheck> {
-    let config = item.secret.rotation.as_ref().map(|r| &r.config);
-    let charset = config
-        .and_then(|c| c.get("charset"))
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| item.kind.and_then(|k| k.constraints.as_ref()?.format.clone()))?;
-    let safe = URI_SAFE.contains(&charset.as_str());
-    let detail = if safe {
-        format!("values of charset {charset} need no escaping in a URL")
-    } else {
-        format!("values of {charset} may hold characters a URL or connection string must escape")
+    let rotation = item.secret.rotation.as_ref()?;
+    let charset = rotation.config.get("charset").and_then(serde_json::Value::as_str);
+    let pattern = item.kind.and_then(|k| k.constraints.as_ref()?.format.clone());
+    if charset.is_none() && pattern.is_none() {
+        return None;
+    }
+    let format = ValueFormat::parse(pattern.as_deref()).and_then(|f| match charset {
+        Some(charset) => f.with_charset(charset),
+        None => Ok(f),
+    });
+    let shown = match (charset, pattern.as_deref()) {
+        (Some(charset), Some(pattern)) => format!("{pattern} narrowed to {charset}"),
+        (Some(charset), None) => format!("charset {charset}"),
+        (None, Some(pattern)) => pattern.to_owned(),
+        (None, None) => String::new(),
+    };
+    let (safe, detail) = match format {
+        Ok(format) if format.uri_safe() => {
+            (true, format!("values of {shown} need no escaping in a URL"))
+        }
+        Ok(_) => (
+            false,
+            format!("values of {shown} may hold characters a URL or connection string must escape"),
+        ),
+        Err(e) => (false, e.to_string()),
     };
     Some(PreflightCheck { name: "format".into(), ok: safe, detail, warning: true })
 }

@@ -15,7 +15,7 @@ use dsops_agent::SecretValue;
 use dsops_agent::adapter::{Login, PasswordTarget, PostgresAdapter};
 use dsops_agent::config::AgentConfig;
 use dsops_agent::from_config::open_store;
-use dsops_agent::generate::ValueFormat;
+use dsops_agent::generate::{Generate, ValueFormat};
 use dsops_agent::store::SecretStore;
 use dsops_cli::embedded::{Embedded, EmbeddedOptions, attach_agent, random_id};
 use dsops_config::config::load_file;
