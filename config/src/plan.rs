@@ -157,10 +157,8 @@ pub fn plan(loaded: &Loaded, env: &str, now: DateTime<Utc>) -> Result<Vec<PlanRo
             if let Some(rule) = &item.approval {
                 waits.push(format!("approval: {} of {}", rule.required, rule.approvers.join(", ")));
             }
-            let rate = item.service.and_then(|s| s.rate_limit.clone()).or_else(|| {
-                item.service_type.and_then(|t| t.spec.defaults.as_ref()?.rate_limit.clone())
-            });
-            if let (Some(rate), Some(service)) = (rate.filter(|r| r != "unlimited"), item.service) {
+            let rate = item.rate_limit().filter(|r| *r != "unlimited");
+            if let (Some(rate), Some(service)) = (rate, item.service) {
                 waits.push(format!("rate limit {rate} of service {}", service.name));
             }
             if let Some((line, at)) =

@@ -86,6 +86,26 @@ impl AgentProject {
         self.start_with(name, servers, AgentPolicy::default())
     }
 
+    /// Enrolls and starts one agent per `(name, segment)`, each knowing every node of
+    /// `cluster` (so it follows the leader), and waits until each is connected.
+    pub async fn start_agents(
+        &self,
+        cluster: &TestCluster,
+        agents: &[(&str, &str)],
+    ) -> Vec<RunningAgent> {
+        let leader = cluster.leader().await;
+        let addresses: Vec<&str> = cluster.ids().iter().map(|&id| cluster.address(id)).collect();
+        let mut running = Vec::new();
+        for (name, segment) in agents {
+            let token = agent_token(cluster, segment, 600).await;
+            enroll(&self.data_dir(name), cluster.address(leader), &token).await.expect("enroll");
+            let agent = self.start(name, &addresses);
+            wait_connected(&agent).await;
+            running.push(agent);
+        }
+        running
+    }
+
     /// Starts agent `name` with a local policy.
     pub fn start_with(&self, name: &str, servers: &[&str], policy: AgentPolicy) -> RunningAgent {
         let run = AgentRun {

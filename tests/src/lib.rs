@@ -9,6 +9,7 @@ pub mod agents;
 pub mod cluster;
 pub mod databases;
 pub mod processes;
+pub mod promotion;
 pub mod proxy;
 pub mod receivers;
 pub mod redis;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use dsops_proto::wire::admin as wire;
 use dsops_state::{PromotionLine, RunPhase};
 use dsops_tests::agents::{AgentProject, agent_token, enroll, wait_connected};
+use dsops_tests::promotion;
 use dsops_tests::rotation::rotate_request;
 use dsops_tests::{RunView, TestCluster, wait_for};
 
@@ -47,26 +48,11 @@ envs:
 }
 
 async fn line(cluster: &TestCluster) -> PromotionLine {
-    let leader = cluster.leader().await;
-    cluster
-        .control(leader)
-        .read_local(|s| s.promotions.get("API_KEY").cloned())
-        .await
-        .unwrap_or_default()
+    promotion::line(cluster, "API_KEY").await
 }
 
 async fn status(cluster: &TestCluster) -> wire::PromotionLineStatus {
-    let leader = cluster.leader().await;
-    let mut admin = cluster.admin_client(leader);
-    let response = admin
-        .promotion_status(wire::PromotionStatusRequest {
-            env: String::new(),
-            key: "API_KEY".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    response.lines.into_iter().next().expect("the line")
+    promotion::status(cluster, "API_KEY").await
 }
 
 fn states(line: &wire::PromotionLineStatus) -> Vec<String> {

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use dsops_proto::wire::admin as wire;
 use dsops_state::{GateVerdict, HaltKind, PromotionLine};
-use dsops_tests::agents::{AgentProject, agent_token, enroll, wait_connected};
+use dsops_tests::agents::AgentProject;
 use dsops_tests::databases::Flavor;
+use dsops_tests::promotion;
 use dsops_tests::receivers::switchable;
 use dsops_tests::rotation::{database_service_at, rotate_request};
 use dsops_tests::{TestCluster, wait_for};
@@ -53,20 +54,11 @@ envs:
 }
 
 async fn line(cluster: &TestCluster) -> PromotionLine {
-    let leader = cluster.leader().await;
-    cluster
-        .control(leader)
-        .read_local(|s| s.promotions.get("API_KEY").cloned())
-        .await
-        .unwrap_or_default()
+    promotion::line(cluster, "API_KEY").await
 }
 
 async fn status(cluster: &TestCluster) -> wire::PromotionLineStatus {
-    let leader = cluster.leader().await;
-    let request = wire::PromotionStatusRequest { env: String::new(), key: "API_KEY".into() };
-    let response =
-        cluster.admin_client(leader).promotion_status(request).await.unwrap().into_inner();
-    response.lines.into_iter().next().expect("the line")
+    promotion::status(cluster, "API_KEY").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,16 +70,8 @@ async fn gates_pass_hold_and_halt_a_wave_with_checks_run_by_the_agents_of_their_
     project.put("a1", "local", "db/admin", "password", &admin.password);
     let cluster = TestCluster::start(3).await;
     project.apply(&cluster).await;
+    let _agents = project.start_agents(&cluster, &[("a1", "default"), ("a2", "seg-a")]).await;
     let leader = cluster.leader().await;
-    let addresses: Vec<&str> = cluster.ids().iter().map(|&id| cluster.address(id)).collect();
-    let mut agents = Vec::new();
-    for (name, segment) in [("a1", "default"), ("a2", "seg-a")] {
-        let token = agent_token(&cluster, segment, 600).await;
-        enroll(&project.data_dir(name), cluster.address(leader), &token).await.unwrap();
-        let agent = project.start(name, &addresses);
-        wait_connected(&agent).await;
-        agents.push(agent);
-    }
 
     cluster.admin_client(leader).rotate(rotate_request("dev", "API_KEY")).await.unwrap();
     // The SQL gate runs on PostgreSQL with the agent's admin credential and passes; staging

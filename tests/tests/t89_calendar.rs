@@ -11,7 +11,7 @@ use dsops_config::config::calendar::jitter_ms;
 use dsops_control_plane::node::NodeOptions;
 use dsops_control_plane::rotation::scheduler::Timing;
 use dsops_proto::wire::admin as wire;
-use dsops_tests::agents::{AgentProject, agent_token, enroll, wait_connected};
+use dsops_tests::agents::AgentProject;
 use dsops_tests::cluster::fast_options;
 use dsops_tests::rotation::rotate_request;
 use dsops_tests::{TestCluster, wait_for};
@@ -66,12 +66,7 @@ async fn jitter_offsets_scheduled_starts_alike_everywhere_and_a_blackout_holds_i
     let cluster =
         TestCluster::start_with(3, NodeOptions { scheduler: true, ..fast_options() }).await;
     project.apply(&cluster).await;
-    let leader = cluster.leader().await;
-    let token = agent_token(&cluster, "default", 600).await;
-    enroll(&project.data_dir("a"), cluster.address(leader), &token).await.unwrap();
-    let addresses: Vec<&str> = cluster.ids().iter().map(|&id| cluster.address(id)).collect();
-    let agent = project.start("a", &addresses);
-    wait_connected(&agent).await;
+    let agents = project.start_agents(&cluster, &[("a", "default")]).await;
 
     // Every node computes the same offset from the configuration it applied.
     let offset = jitter_ms(project.loaded().config.rotation.defaults.jitter, "dev", "EVERY_MINUTE");
@@ -116,6 +111,6 @@ async fn jitter_offsets_scheduled_starts_alike_everywhere_and_a_blackout_holds_i
     assert!(refused.message().contains("is in blackout freeze until"), "{refused:?}");
     assert!(refused.message().contains("only --break-glass"), "{refused:?}");
     assert!(runs(&cluster, "prod").await.is_empty());
-    drop(agent);
+    drop(agents);
     cluster.shutdown().await;
 }

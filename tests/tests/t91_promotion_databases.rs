@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use dsops_control_plane::node::NodeOptions;
 use dsops_state::{PromotionLine, RunPhase};
-use dsops_tests::agents::{AgentProject, agent_token, enroll, wait_connected};
+use dsops_tests::agents::AgentProject;
 use dsops_tests::cluster::fast_options;
 use dsops_tests::databases::{Flavor, TestUser};
+use dsops_tests::promotion;
 use dsops_tests::rotation::database_service_at;
 use dsops_tests::{TestCluster, wait_for};
 
@@ -49,12 +50,7 @@ envs:
 }
 
 async fn line(cluster: &TestCluster) -> PromotionLine {
-    let leader = cluster.leader().await;
-    cluster
-        .control(leader)
-        .read_local(|s| s.promotions.get("DB_PASSWORD").cloned())
-        .await
-        .unwrap_or_default()
+    promotion::line(cluster, "DB_PASSWORD").await
 }
 
 /// The stage's current password logs in through the server's own client; `old` does not.
@@ -84,16 +80,7 @@ async fn a_scheduled_wave_rotates_postgres_then_mariadb_and_a_firing_in_the_soak
     let cluster =
         TestCluster::start_with(3, NodeOptions { scheduler: true, ..fast_options() }).await;
     project.apply(&cluster).await;
-    let leader = cluster.leader().await;
-    let addresses: Vec<&str> = cluster.ids().iter().map(|&id| cluster.address(id)).collect();
-    let mut agents = Vec::new();
-    for (name, segment) in [("a1", "default"), ("a2", "seg-b")] {
-        let token = agent_token(&cluster, segment, 600).await;
-        enroll(&project.data_dir(name), cluster.address(leader), &token).await.unwrap();
-        let agent = project.start(name, &addresses);
-        wait_connected(&agent).await;
-        agents.push(agent);
-    }
+    let agents = project.start_agents(&cluster, &[("a1", "default"), ("a2", "seg-b")]).await;
 
     // Nobody asks: dev's schedule starts wave 1 within a minute, and dev soaks.
     let soaking =

@@ -14,7 +14,7 @@
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
-use crate::document::{Diagnostics, Fields, Value, unknown_name};
+use crate::document::{Diagnostics, Fields, Value};
 use crate::time::{Blackout, BlackoutTime, Duration, MaintenanceWindow, Schedule, parse_local};
 
 /// The longest jitter.
@@ -65,16 +65,7 @@ pub(super) fn parse_blackouts(
                 Tz::UTC
             }
         };
-        let envs = fields.string_list("envs", diagnostics).unwrap_or_default();
-        for env in &envs {
-            if !env_names.contains(&env.as_str()) {
-                fields.error(
-                    "envs",
-                    unknown_name("environment", env, env_names, None),
-                    diagnostics,
-                );
-            }
-        }
+        let envs = fields.known_names("envs", "environment", env_names, diagnostics);
         let fixed = fields.get("from").is_some() || fields.get("to").is_some();
         let recurring = fields.get("cron").is_some() || fields.get("duration").is_some();
         let time = match (fixed, recurring) {
@@ -223,7 +214,7 @@ envs:
             "rotation.blackouts[1].cron: a blackout is either from/to or cron/duration, not both",
             "rotation.blackouts[2].from: say when: from and to, or cron and duration",
             "rotation.blackouts[3].timezone: unknown time zone \"Mars/Olympus\"",
-            "rotation.blackouts[3].envs: unknown environment \"prodd\"; did you mean \"prod\"?",
+            "rotation.blackouts[3].envs[0]: unknown environment \"prodd\"; did you mean \"prod\"?",
             "rotation.blackouts[4].duration: the window's duration must be between 1m and 7d",
         ] {
             assert!(messages.iter().any(|m| m.starts_with(expected)), "{expected:?} in {got:#?}");

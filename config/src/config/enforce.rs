@@ -94,16 +94,7 @@ pub(super) fn parse_policies(
             continue;
         };
         let before = diagnostics.error_count();
-        let envs = fields.string_list("envs", diagnostics).unwrap_or_default();
-        for env in &envs {
-            if !env_names.contains(&env.as_str()) {
-                fields.error(
-                    "envs",
-                    unknown_name("environment", env, env_names, None),
-                    diagnostics,
-                );
-            }
-        }
+        let envs = fields.known_names("envs", "environment", env_names, diagnostics);
         let max_age =
             fields.string("maxAge", diagnostics).and_then(|text| match Duration::parse(&text) {
                 Ok(d) if d.as_secs() >= 3600 => Some(d),

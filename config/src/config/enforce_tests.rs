@@ -32,7 +32,7 @@ envs:
     assert_eq!(got.len(), 6, "{got:#?}");
     assert!(
         fields.iter().any(|f| f.starts_with(
-            "policies.strict.envs: unknown environment \"prodd\"; did you mean \"prod\"?"
+            "policies.strict.envs[0]: unknown environment \"prodd\"; did you mean \"prod\"?"
         )),
         "{got:#?}"
     );

@@ -52,6 +52,17 @@ pub struct ResolvedSecret<'a> {
     pub grace_period: Option<Duration>,
 }
 
+impl ResolvedSecret<'_> {
+    /// The rate limit its rotations start at, as written: the service's `rate_limit`, else its
+    /// type's default (`rateLimit` in the catalog); `None` without a service or a limit.
+    pub fn rate_limit(&self) -> Option<&str> {
+        let service = self.service?;
+        service.rate_limit.as_deref().or_else(|| {
+            self.service_type.and_then(|t| t.spec.defaults.as_ref()?.rate_limit.as_deref())
+        })
+    }
+}
+
 /// Resolves every variable, reporting each problem. Variables with errors are left out.
 pub fn resolve<'a>(
     config: &'a Config,

@@ -286,6 +286,33 @@ impl<'a> Fields<'a> {
         ok.then_some(values)
     }
 
+    /// An optional list of names of `what` that must be among `known` (e.g. environments);
+    /// each unknown one is reported at its item with a hint. Empty when absent.
+    pub fn known_names(
+        &self,
+        key: &str,
+        what: &str,
+        known: &[&str],
+        diagnostics: &mut Diagnostics,
+    ) -> Vec<String> {
+        let names = self.string_list(key, diagnostics).unwrap_or_default();
+        for (index, name) in names.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                let pos = match self.get(key).map(|n| &n.value) {
+                    Some(Value::Seq(items)) => items.get(index).map(|i| i.pos),
+                    _ => None,
+                };
+                diagnostics.error(
+                    self.file,
+                    pos.unwrap_or(self.node.pos),
+                    &format!("{}[{index}]", self.child(key)),
+                    unknown_name(what, name, known, None),
+                );
+            }
+        }
+        names
+    }
+
     /// An optional mapping whose keys are names chosen by the user (e.g. `envs`), in file order.
     pub fn entries(
         &self,

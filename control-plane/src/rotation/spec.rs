@@ -120,11 +120,7 @@ pub fn run_spec(
 
 /// The rate limit of `item`'s target: its service's `rate_limit`, else its type's `rateLimit`.
 pub fn rate_of(item: &ResolvedSecret<'_>) -> Option<dsops_state::RunRate> {
-    let text = item
-        .service
-        .and_then(|s| s.rate_limit.clone())
-        .or_else(|| item.service_type.and_then(|t| t.spec.defaults.as_ref()?.rate_limit.clone()))?;
-    let rate = dsops_config::time::RateLimit::parse(&text).ok()??;
+    let rate = dsops_config::time::RateLimit::parse(item.rate_limit()?).ok()??;
     Some(dsops_state::RunRate { runs: rate.runs, per_ms: rate.per_ms })
 }
 
