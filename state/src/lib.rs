@@ -55,6 +55,7 @@ pub use outbox::{DeliveryStatus, MAX_DELIVERY_ATTEMPTS, MAX_OUTBOX, OutboxEntry}
 pub use outcome::{Outcome, Response};
 pub use promotion_apply::{
     Halt, HaltKind, MAX_PROMOTION_LINES, MAX_REASON as MAX_HALT_REASON, PromotionLine, WaveStage,
+    utc_text,
 };
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
 pub use runs::{

@@ -347,9 +347,10 @@ pub(super) fn run_ended(state: &mut State, run_id: &str, now: u64, ctx: ApplyCon
             (
                 "promotion.soaking",
                 format!(
-                    "wave {wave} of line {}: {secret} completed; {next} may start once it has soaked {} s (until {until} ms)",
+                    "wave {wave} of line {}: {secret} completed; {next} may start once it has soaked {} s (until {})",
                     p.line,
-                    p.soak_ms / 1000
+                    p.soak_ms / 1000,
+                    utc_text(until)
                 ),
             )
         };
@@ -457,4 +458,12 @@ pub(super) fn resume(
     let detail = format!("resumed ({reason}); it was halted: {}", was.reason);
     state.audit.append(ctx.index, now, &request.actor, "promotion.resumed", &subject, &detail);
     Outcome::PromotionUpdated { line: subject }
+}
+
+/// A time (ms since the epoch) as people read it: `2026-12-06 08:58:02 UTC`.
+pub fn utc_text(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(|| format!("{ms} ms"), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
 }

@@ -110,16 +110,9 @@ pub async fn run(cli: &Cli, command: &PromotionCommand) -> Result<(), Failure> {
             }
             let mut t = table(&["LINE", "WAVE", "STAGE", "STATE", "DETAIL", "RUN"]);
             for line in &lines {
-                let mut head = line.line.clone();
-                if !line.halted.is_empty() {
-                    head.push_str(&format!("\nHALTED: {}", printable(&line.halted)));
-                }
-                if line.queued {
-                    head.push_str("\n(a new wave is queued)");
-                }
                 for (i, stage) in line.stages.iter().enumerate() {
                     let (name, wave) = if i == 0 {
-                        (head.clone(), line.wave.to_string())
+                        (line.line.clone(), line.wave.to_string())
                     } else {
                         (String::new(), String::new())
                     };
@@ -134,6 +127,19 @@ pub async fn run(cli: &Cli, command: &PromotionCommand) -> Result<(), Failure> {
                 }
             }
             print_table(&t);
+            for line in &lines {
+                if !line.halted.is_empty() {
+                    out!(
+                        "line {} is HALTED: {}; `dsops promotion resume {} --reason ...` lets it go on",
+                        line.line,
+                        printable(&line.halted),
+                        line.line
+                    );
+                }
+                if line.queued {
+                    out!("line {}: a new wave is queued behind wave {}", line.line, line.wave);
+                }
+            }
             Ok(())
         }
         PromotionCommand::Halt { all, key, reason } => {

@@ -14,11 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use dsops_config::config::Loaded;
 use dsops_config::config::promotion::{GateAction, HealthProbe};
 use dsops_proto::wire::admin as wire;
-use dsops_state::{PromotionLine, RunSpec, secret_id};
+use dsops_state::{PromotionLine, RunSpec, secret_id, utc_text as time};
 use tokio::sync::watch;
 
 use super::spec::{self, SpecError};
@@ -27,11 +26,6 @@ use crate::control::ControlPlane;
 
 /// How often the leader looks.
 const TICK: Duration = Duration::from_secs(1);
-
-fn time(ms: u64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms as i64)
-        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-}
 
 /// Where a start of `env/key` goes.
 #[derive(Debug)]
