@@ -275,18 +275,10 @@ fn halt_watchers(
     let now = request.proposed_at_ms;
     let mut halted = Vec::new();
     for (name, line) in state.promotions.iter_mut() {
-        if !line.active() || line.halted.is_some() {
-            continue;
-        }
-        let Some(next) = line.stages.iter().position(|s| s.run_id.is_none()) else { continue };
-        let watched = next
-            .checked_sub(1)
-            .and_then(|i| line.stages.get(i))
-            .filter(|s| s.ended.is_some())
-            .into_iter()
-            .chain(line.stages.get(next))
-            .any(|s| s.gates.iter().any(|g| g == check));
-        if watched {
+        if line.watched_gates().any(|g| g == check) {
+            let Some(next) = line.stages.iter().position(|s| s.run_id.is_none()) else {
+                continue;
+            };
             line.halted = Some(Halt {
                 kind: HaltKind::Gate,
                 reason: reason.to_owned(),

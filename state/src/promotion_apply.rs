@@ -50,6 +50,19 @@ impl PromotionLine {
     pub fn active(&self) -> bool {
         self.wave > 0 && self.finished_at_ms.is_none()
     }
+
+    /// The gates a running, unhalted wave watches now: the gates of the stage soaking (or just
+    /// done) before the next stage to start, and that next stage's own. Empty otherwise.
+    pub fn watched_gates(&self) -> impl Iterator<Item = &String> {
+        let next = (self.active() && self.halted.is_none())
+            .then(|| self.stages.iter().position(|s| s.run_id.is_none()))
+            .flatten();
+        let soaking = next
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| self.stages.get(i))
+            .filter(|s| s.ended.is_some());
+        soaking.into_iter().chain(next.and_then(|n| self.stages.get(n))).flat_map(|s| &s.gates)
+    }
 }
 
 /// One stage of a wave.

@@ -162,23 +162,13 @@ async fn probe_gates(control: &ControlPlane, probed: &Probed) -> Result<(), Stri
     let now = dsops_proto::now_ms();
     let watched: Vec<(String, u64)> = control
         .read_local(|s| {
-            let mut watched = std::collections::BTreeSet::new();
-            for line in s.promotions.values().filter(|l| l.active() && l.halted.is_none()) {
-                let Some(next) = line.stages.iter().position(|st| st.run_id.is_none()) else {
-                    continue;
-                };
-                let soaking = next.checked_sub(1).and_then(|i| line.stages.get(i));
-                for stage in
-                    soaking.filter(|st| st.ended.is_some()).into_iter().chain(line.stages.get(next))
-                {
-                    watched.extend(stage.gates.iter().cloned());
-                }
-            }
+            let watched: std::collections::BTreeSet<&String> =
+                s.promotions.values().flat_map(PromotionLine::watched_gates).collect();
             watched
                 .into_iter()
                 .map(|g| {
-                    let at = s.gates.get(&g).map_or(0, dsops_state::GateRecord::at_ms);
-                    (g, at)
+                    let at = s.gates.get(g).map_or(0, dsops_state::GateRecord::at_ms);
+                    (g.clone(), at)
                 })
                 .collect()
         })
