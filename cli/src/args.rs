@@ -2,16 +2,31 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+/// How results are printed, or the file a command writes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     /// Aligned tables for people.
     #[default]
     Table,
     /// JSON on standard output, for scripts.
     Json,
+    /// The file written by a command that writes one (`evidence export -o bundle.zip`).
+    File(PathBuf),
+}
+
+/// `-o table`, `-o json`, or `-o FILE` (a name with a dot or a slash) for commands that write a
+/// file.
+fn parse_output(text: &str) -> Result<OutputFormat, String> {
+    match text {
+        "table" => Ok(OutputFormat::Table),
+        "json" => Ok(OutputFormat::Json),
+        _ if text.contains(['.', '/']) => Ok(OutputFormat::File(PathBuf::from(text))),
+        _ => Err(format!(
+            "expected table, json, or a file name (commands that write a file), got {text:?}"
+        )),
+    }
 }
 
 /// dsops rotates secret values — database passwords, API keys, certificates, cloud keys —
@@ -26,7 +41,14 @@ pub struct Cli {
     #[arg(short = 'f', long = "file", global = true, env = "DSOPS_CONFIG", value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_name = "table|json|FILE",
+        default_value = "table",
+        value_parser = parse_output
+    )]
     pub output: OutputFormat,
     /// A control-plane node to talk to, HOST:PORT (any node: calls follow the leader).
     #[arg(long, global = true, env = "DSOPS_SERVER", value_name = "HOST:PORT")]
@@ -111,6 +133,9 @@ pub enum Command {
     /// Promotion waves: status, halt ("stop the line"), resume (a cluster only).
     #[command(subcommand)]
     Promotion(crate::commands::promotion::PromotionCommand),
+    /// Evidence bundles for auditors: export a period, verify a bundle offline.
+    #[command(subcommand)]
+    Evidence(crate::commands::evidence::EvidenceCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"

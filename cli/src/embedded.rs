@@ -320,6 +320,15 @@ impl Embedded {
                 "note: {left} notification(s) not delivered yet; they go out the next time a dsops command runs here (dsops notification list)"
             );
         }
+        // The embedded node lives for one command: it signs a checkpoint of the audit chain
+        // as it closes when the last one is older than the interval (registering the evidence
+        // key the first time).
+        let every = dsops_control_plane::node::NodeOptions::default().checkpoint_every;
+        if let Err(error) =
+            dsops_control_plane::node::evidence::checkpoint(&self.node.control, every).await
+        {
+            tracing::warn!(%error, "audit checkpoint not signed");
+        }
         for agent in &self.agents {
             agent.abort();
         }

@@ -21,6 +21,18 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let json = cli.output == OutputFormat::Json;
+    let writes_file = matches!(
+        cli.command,
+        Command::Evidence(commands::evidence::EvidenceCommand::Export { .. })
+    );
+    if let (OutputFormat::File(file), false) = (&cli.output, writes_file) {
+        let failure = failure::Failure::invalid(format!(
+            "-o {}: this command prints its result; use -o table or -o json",
+            file.display()
+        ));
+        output::print_failure(&failure, false);
+        std::process::exit(failure.exit_code());
+    }
     let result = match &cli.command {
         Command::Validate => commands::validate::run(&cli),
         Command::Plan(args) => block_on(commands::plan::run(&cli, args)),
@@ -38,6 +50,7 @@ fn main() {
         }
         Command::Audit(command) => block_on(commands::approval::audit(&cli, command)),
         Command::Promotion(command) => block_on(commands::promotion::run(&cli, command)),
+        Command::Evidence(command) => block_on(commands::evidence::run(&cli, command)),
         Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
         Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
         Command::Store(command) => commands::store::run(&cli, command),

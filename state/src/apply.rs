@@ -283,6 +283,12 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         Command::RecordDelivery { agent_id, body_hex, signature_hex } => {
             super::outbox::record(state, request, ctx, agent_id, body_hex, signature_hex)
         }
+        Command::RegisterEvidenceKey { key } => {
+            super::evidence_apply::register_key(state, request, ctx, key)
+        }
+        Command::Checkpoint { checkpoint } => {
+            super::evidence_apply::checkpoint(state, request, ctx, checkpoint)
+        }
         Command::AppendAudit { action, subject, detail } => {
             let seq = state.audit.append(ctx.index, now, &request.actor, action, subject, detail);
             Outcome::Audited { seq }

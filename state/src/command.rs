@@ -290,6 +290,17 @@ pub enum Command {
         /// The review.
         review_id: String,
     },
+    /// Register the next generation of the cluster's evidence key (the leader, before its first
+    /// checkpoint and at a rotation).
+    RegisterEvidenceKey {
+        /// The key and its certificate (`registered_at_ms` is set from the log).
+        key: crate::EvidenceKey,
+    },
+    /// Record a signed checkpoint of the audit chain (the leader, at an interval).
+    Checkpoint {
+        /// The checkpoint.
+        checkpoint: crate::SignedCheckpoint,
+    },
     /// Remind people of a secret past due or nearing it (the leader's reminders). Refused before
     /// `remind_at_ms` in log time, when the secret rotated since the leader looked
     /// (`last_rotated_ms` differs), or when this reminder was already sent for `due_ms` (an
@@ -388,6 +399,7 @@ impl Command {
                 64 + action.len() + subject.len() + detail.len()
             }
             Command::Remind { env, key, detail, .. } => 128 + env.len() + key.len() + detail.len(),
+            Command::RegisterEvidenceKey { key } => 256 + key.certificate_pem.len(),
             Command::HaltPromotion { reason, .. } | Command::ResumePromotion { reason, .. } => {
                 128 + reason.len()
             }
@@ -433,6 +445,8 @@ impl Command {
             Command::RecordDelivery { .. } => "record_delivery",
             Command::ReviewOverdue { .. } => "review_overdue",
             Command::Remind { .. } => "remind",
+            Command::RegisterEvidenceKey { .. } => "register_evidence_key",
+            Command::Checkpoint { .. } => "checkpoint",
             Command::HaltPromotion { .. } => "halt_promotion",
             Command::RecordHealth { .. } => "record_health",
             Command::ResumePromotion { .. } => "resume_promotion",

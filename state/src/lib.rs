@@ -21,6 +21,9 @@ mod cluster_apply;
 mod command;
 mod config_apply;
 mod dedup;
+pub mod evidence_apply;
+#[cfg(test)]
+mod evidence_tests;
 mod gate_apply;
 pub mod log_format;
 mod model;
@@ -44,6 +47,7 @@ pub use approval_apply::eligible;
 pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Request};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
+pub use evidence_apply::{CHECKPOINT_ACTION, EvidenceKey, SignedCheckpoint};
 pub use gate_apply::{
     GATE_HISTORY, GateAction, GateProbe, GateRecord, GateVerdict, MAX_GATES, gates_block,
 };

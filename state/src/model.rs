@@ -225,6 +225,15 @@ pub struct State {
     /// `dsops promotion halt --all`: no new run or step starts anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halt_all: Option<crate::Halt>,
+    /// The evidence key generations, oldest first (see [`crate::evidence_apply`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence_keys: BTreeMap<u32, crate::EvidenceKey>,
+    /// The newest signed checkpoint of the audit chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<crate::SignedCheckpoint>,
+    /// When it was recorded, log time.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_checkpoint_at_ms: u64,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
     /// Revoked certificate identities, by `role:name`: every certificate of that identity

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod completions;
 pub mod describe;
 pub mod enforce;
+pub mod evidence;
 pub mod list;
 pub mod operator;
 pub mod plan;

@@ -74,6 +74,10 @@ enum Command {
         /// The most audit events this node keeps; past it the oldest are dropped.
         #[arg(long, value_name = "N", default_value_t = 5_000_000)]
         audit_max_events: u64,
+        /// How often the leader signs a checkpoint of the audit chain with the cluster's
+        /// evidence key, also when nothing happened (`5m`, `1h`; 10s to 1d).
+        #[arg(long, value_name = "DURATION", default_value = "5m")]
+        checkpoint_every: String,
     },
 }
 
@@ -128,7 +132,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             election_timeout_ms,
             audit_retention,
             audit_max_events,
+            checkpoint_every,
         } => {
+            let checkpoint_every = dsops_config::time::Duration::parse(&checkpoint_every)
+                .ok()
+                .filter(|d| (10..=86_400).contains(&d.as_secs()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--checkpoint-every {checkpoint_every:?}: expected a duration from 10s to 1d"
+                    )
+                })?;
             let max_age = dsops_config::time::Duration::parse(&audit_retention)
                 .map_err(|e| anyhow::anyhow!("--audit-retention {audit_retention:?}: {e}"))?;
             anyhow::ensure!(audit_max_events >= 1_000, "--audit-max-events must be at least 1000");
@@ -147,6 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_age: std::time::Duration::from_secs(max_age.as_secs()),
                     max_events: audit_max_events,
                 },
+                checkpoint_every: std::time::Duration::from_secs(checkpoint_every.as_secs()),
                 ..NodeOptions::default()
             };
             let node =

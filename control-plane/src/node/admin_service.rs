@@ -534,6 +534,15 @@ impl Admin for AdminService {
         self.list_notifications_impl(request).await
     }
 
+    type ExportEvidenceStream = super::admin_evidence::ChunkStream;
+
+    async fn export_evidence(
+        &self,
+        request: Request<wire::ExportEvidenceRequest>,
+    ) -> Result<Response<Self::ExportEvidenceStream>, Status> {
+        self.export_evidence_impl(request).await
+    }
+
     async fn preflight(
         &self,
         request: Request<wire::PreflightRequest>,

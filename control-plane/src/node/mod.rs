@@ -2,11 +2,13 @@
 //! (raft + TLS listener + services), and the API the services share.
 
 mod admin_approvals;
+mod admin_evidence;
 mod admin_operators;
 mod admin_promotion;
 mod admin_reads;
 mod admin_service;
 mod agent_service;
+pub mod evidence;
 mod fatal;
 mod init;
 mod join_service;

@@ -47,7 +47,12 @@ pub struct NodeOptions {
     pub refusal_summary: Duration,
     /// How long and how many audit events this node keeps.
     pub audit_retention: crate::raft::AuditRetention,
+    /// How often the leader signs a checkpoint of the audit chain (also when nothing happened).
+    pub checkpoint_every: Duration,
 }
+
+/// How often a leader checkpoints the audit chain unless told otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
 impl Default for NodeOptions {
     fn default() -> NodeOptions {
@@ -63,6 +68,7 @@ impl Default for NodeOptions {
             scheduler: true,
             refusal_summary: Duration::from_secs(60),
             audit_retention: crate::raft::AuditRetention::default(),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
         }
     }
 }
@@ -230,6 +236,11 @@ pub async fn start(
     let notifier = Notifier::new(control.clone());
     tokio::spawn(notifier.clone().run(shutdown.subscribe()));
     tokio::spawn(crate::rotation::reminders::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(super::evidence::run(
+        control.clone(),
+        options.checkpoint_every,
+        shutdown.subscribe(),
+    ));
     if options.scheduler {
         tokio::spawn(crate::rotation::scheduler::run(control.clone(), shutdown.subscribe()));
     }
@@ -254,6 +265,11 @@ pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningN
     let notifier = Notifier::new(control.clone());
     tokio::spawn(notifier.clone().run(shutdown.subscribe()));
     tokio::spawn(crate::rotation::reminders::run(control.clone(), shutdown.subscribe()));
+    tokio::spawn(super::evidence::run(
+        control.clone(),
+        options.checkpoint_every,
+        shutdown.subscribe(),
+    ));
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     let failed = watch_fatal(&control, &shutdown);
     Ok(RunningNode { control, address, notifier, shutdown, server, failed })

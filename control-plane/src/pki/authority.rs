@@ -56,7 +56,7 @@ impl Authority {
         self.issuer.is_some()
     }
 
-    fn issuer(&self) -> Result<&Issuer<'static, KeyPair>, PkiError> {
+    pub(super) fn issuer(&self) -> Result<&Issuer<'static, KeyPair>, PkiError> {
         self.issuer.as_ref().ok_or_else(|| {
             PkiError::Invalid(
                 "this node does not hold the issuing CA key (only voters do; it may have just been promoted): ask the leader".into(),

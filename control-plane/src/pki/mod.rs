@@ -14,6 +14,7 @@
 
 mod authority;
 mod caller;
+mod evidence;
 mod identity;
 mod tls;
 

@@ -1,0 +1,101 @@
+//! The leader's signed checkpoints of the audit chain (see `dsops_state::evidence_apply`): every
+//! `every`, also when nothing happened, it signs the chain head with the evidence key and the
+//! log records the checkpoint as an audit event. Before its first checkpoint the cluster
+//! registers generation 1 of the key with its certificate.
+
+use std::time::Duration;
+
+use dsops_state::{Command, EvidenceKey, SignedCheckpoint};
+use ed25519_dalek::Signer;
+use tokio::sync::watch;
+
+use crate::control::ControlPlane;
+
+/// How often the leader looks whether a checkpoint is due.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Signs checkpoints while this node leads; until `shutdown`.
+pub async fn run(control: ControlPlane, every: Duration, shutdown: watch::Receiver<bool>) {
+    let tick = TICK.min(every);
+    crate::rotation::while_leading(
+        control,
+        shutdown,
+        tick,
+        "checkpoints",
+        move |control| async move { checkpoint(&control, every).await },
+    )
+    .await;
+}
+
+/// Registers the evidence key if the cluster has none, then checkpoints the head if the last
+/// checkpoint is older than `every`.
+pub async fn checkpoint(control: &ControlPlane, every: Duration) -> Result<(), String> {
+    let (newest, last_at, head) = control
+        .read_local(|s| {
+            let newest = s.evidence_keys.values().next_back().cloned();
+            (newest, s.last_checkpoint_at_ms, s.audit.head())
+        })
+        .await;
+    let pki = control.pki();
+    if !pki.peer.can_issue() {
+        return Ok(()); // A voter that has not received the CA keys yet; the next leader signs.
+    }
+    let actor = format!("node-{}", control.node_id());
+    let newest = match newest {
+        Some(key) => key,
+        None => register(control, &actor, 1).await?,
+    };
+    let now = dsops_proto::now_ms();
+    if now < last_at.saturating_add(every.as_millis() as u64) {
+        return Ok(());
+    }
+    let signing = pki.evidence_key(newest.generation).map_err(|e| e.to_string())?;
+    if dsops_proto::hex(&signing.verifying_key().to_bytes()) != newest.public_key_hex {
+        // The registered key is not the one this node derives (another CA key): register the
+        // next generation, which this node can sign with.
+        tracing::warn!(
+            generation = newest.generation,
+            "the registered evidence key is not this node's; registering the next generation"
+        );
+        register(control, &actor, newest.generation + 1).await?;
+        return Ok(());
+    }
+    let mut checkpoint = SignedCheckpoint {
+        generation: newest.generation,
+        seq: head.seq,
+        hash: head.hash,
+        at_ms: head.at_ms,
+        signature_hex: String::new(),
+    };
+    checkpoint.signature_hex = dsops_proto::hex(&signing.sign(&checkpoint.message()).to_bytes());
+    let request_id = format!("checkpoint-{}-{}", checkpoint.generation, checkpoint.seq);
+    match control.write(&actor, &request_id, Command::Checkpoint { checkpoint }).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("checkpoint of event {}: {error}", head.seq)),
+    }
+}
+
+/// Registers evidence key `generation` (derived, with a new certificate).
+async fn register(
+    control: &ControlPlane,
+    actor: &str,
+    generation: u32,
+) -> Result<EvidenceKey, String> {
+    let pki = control.pki();
+    let signing = pki.evidence_key(generation).map_err(|e| e.to_string())?;
+    let certificate_pem =
+        pki.issue_evidence_certificate(generation, &signing).map_err(|e| e.to_string())?;
+    let key = EvidenceKey {
+        generation,
+        public_key_hex: dsops_proto::hex(&signing.verifying_key().to_bytes()),
+        certificate_pem,
+        registered_at_ms: 0,
+    };
+    let request_id = format!("evidence-key-{generation}");
+    control
+        .write(actor, &request_id, Command::RegisterEvidenceKey { key: key.clone() })
+        .await
+        .map_err(|e| format!("registering evidence key generation {generation}: {e}"))?;
+    tracing::info!(generation, "evidence key registered");
+    Ok(key)
+}
