@@ -127,7 +127,7 @@ pub enum Command {
     /// The notification outbox (a cluster only).
     #[command(subcommand)]
     Notification(NotificationCommand),
-    /// The audit log: who did what (a cluster only).
+    /// The audit log: who did what, with a check of its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Promotion waves: status, halt ("stop the line"), resume (a cluster only).
@@ -237,6 +237,22 @@ pub enum RotationCommand {
         /// Only this environment of its scope.
         #[arg(short, long)]
         env: Option<String>,
+    },
+    /// The audit events of an environment's secrets over the last days (runs, steps,
+    /// approvals, reminders), with a check of the hash chain.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops rotation audit --env production --days 90\n  dsops rotation audit --env production --days 90 --export csv > audit.csv\n  dsops rotation audit --env production --output json"
+    )]
+    Audit {
+        /// The environment.
+        #[arg(short, long)]
+        env: String,
+        /// How many days back (1 to 3650).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        /// Write CSV instead of a table.
+        #[arg(long, value_enum)]
+        export: Option<crate::commands::audit::AuditExport>,
     },
     /// Return a secret to its previous value (a run of its own: stage, apply, verify, promote).
     #[command(after_help = "EXAMPLES:\n  dsops rotation rollback --env prod --key DB_PASSWORD")]

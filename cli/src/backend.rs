@@ -117,4 +117,12 @@ impl Backend {
         };
         call!(self, "rotation history", rotation_history, request)
     }
+
+    /// Audit events (a page).
+    pub async fn list_audit(
+        &self,
+        request: wire::ListAuditRequest,
+    ) -> Result<wire::ListAuditResponse, Failure> {
+        call!(self, "read the audit log", list_audit, request)
+    }
 }

@@ -48,7 +48,7 @@ fn main() {
         Command::Notification(command) => {
             block_on(commands::approval::notifications(&cli, command))
         }
-        Command::Audit(command) => block_on(commands::approval::audit(&cli, command)),
+        Command::Audit(command) => block_on(commands::audit::list(&cli, command)),
         Command::Promotion(command) => block_on(commands::promotion::run(&cli, command)),
         Command::Evidence(command) => block_on(commands::evidence::run(&cli, command)),
         Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),

@@ -1,6 +1,7 @@
-//! `dsops evidence export|verify` through the binary on the embedded default: a rotation, an
-//! export of the day, an offline check that passes; a flipped byte fails with the manifest's
-//! exit status naming the file; `-o FILE` on a command that prints is refused.
+//! `dsops evidence export|verify` and `dsops rotation audit` through the binary on the embedded
+//! default: a rotation, an export of the day, an offline check that passes; a flipped byte fails
+//! with the manifest's exit status naming the file; the environment's audit events as a table,
+//! CSV and JSON; `-o FILE` on a command that prints is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
@@ -70,6 +71,25 @@ fn export_then_verify_offline_and_catch_a_flipped_byte() {
     );
     let missing = dsops_in(d, &["evidence", "verify", "nothing.zip"]);
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+
+    // The environment's audit events, as a table, CSV and JSON, on the embedded default.
+    let table = dsops_in(d, &["rotation", "audit", "--env", "dev", "--days", "1"]);
+    assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
+    assert!(stdout(&table).contains("run.completed"), "{}", stdout(&table));
+    let csv = dsops_in(d, &["rotation", "audit", "--env", "dev", "--export", "csv"]);
+    let csv = stdout(&csv);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("seq,at,actor,action,subject,detail,hash"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(rows.iter().any(|r| r.contains(",run.requested,dev/API_KEY,")), "{csv}");
+    assert!(rows.iter().all(|r| r.contains("dev/")), "only dev's secrets: {csv}");
+    let json = dsops_in(d, &["rotation", "audit", "--env", "dev", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["verified"], true, "{value}");
+    assert_eq!(value["events"].as_array().unwrap().len(), rows.len());
+    let all = dsops_in(d, &["audit", "list", "--action", "audit.checkpoint"]);
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    assert!(stdout(&all).contains("audit.checkpoint"), "{}", stdout(&all));
 
     // -o FILE only where a command writes one.
     let printed = dsops_in(d, &["rotation", "status", "--env", "dev", "-o", "status.txt"]);

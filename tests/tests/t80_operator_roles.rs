@@ -73,14 +73,9 @@ async fn denied(mut c: AdminClient<Channel>, who: &str) -> BTreeMap<&'static str
     );
     note(
         "list_audit",
-        c.list_audit(wire::ListAuditRequest {
-            after: 0,
-            limit: 10,
-            action_prefix: String::new(),
-            subject: String::new(),
-        })
-        .await
-        .map(drop),
+        c.list_audit(wire::ListAuditRequest { limit: 10, ..wire::ListAuditRequest::default() })
+            .await
+            .map(drop),
     );
     note(
         "promotion_status",

@@ -7,9 +7,7 @@ use dsops_proto::wire::admin as wire;
 use serde::Serialize;
 
 use super::rotation::{short, time};
-use crate::args::{
-    ApprovalCommand, AuditCommand, Cli, NotificationCommand, OutputFormat, ReviewCommand,
-};
+use crate::args::{ApprovalCommand, Cli, NotificationCommand, OutputFormat, ReviewCommand};
 use crate::failure::Failure;
 use crate::output::{print_json, print_table, table};
 use crate::remote::{Remote, request_id};
@@ -440,74 +438,5 @@ pub async fn notifications(cli: &Cli, command: &NotificationCommand) -> Result<(
         ]);
     }
     print_table(&t);
-    Ok(())
-}
-
-/// An audit event, as printed.
-#[derive(Debug, Serialize)]
-struct AuditRow {
-    seq: u64,
-    at_unix: Option<i64>,
-    actor: String,
-    action: String,
-    subject: String,
-    detail: String,
-    hash: String,
-}
-
-/// `dsops audit list` (a cluster only).
-pub async fn audit(cli: &Cli, command: &AuditCommand) -> Result<(), Failure> {
-    let remote = Remote::require(cli)?;
-    let AuditCommand::List { after, limit, action, subject } = command;
-    let request = wire::ListAuditRequest {
-        after: *after,
-        limit: *limit,
-        action_prefix: action.clone(),
-        subject: subject.clone(),
-    };
-    let response = remote
-        .call("read the audit log", |mut c| {
-            let request = request.clone();
-            async move { c.list_audit(request).await }
-        })
-        .await?;
-    let rows: Vec<AuditRow> = response
-        .events
-        .iter()
-        .map(|e| AuditRow {
-            seq: e.seq,
-            at_unix: e.at.map(|t| t.seconds),
-            actor: e.actor.clone(),
-            action: e.action.clone(),
-            subject: e.subject.clone(),
-            detail: e.detail.clone(),
-            hash: e.hash.clone(),
-        })
-        .collect();
-    if cli.output == OutputFormat::Json {
-        return print_json(&serde_json::json!({
-            "events": rows,
-            "verified": response.verified,
-            "head_seq": response.head_seq,
-        }));
-    }
-    let stamp = |s: Option<i64>| s.map(|s| prost_types::Timestamp { seconds: s, nanos: 0 });
-    let mut t = table(&["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"]);
-    for r in &rows {
-        t.add_row(vec![
-            r.seq.to_string(),
-            short(time(&stamp(r.at_unix))),
-            r.actor.clone(),
-            r.action.clone(),
-            r.subject.clone(),
-            printable(&r.detail).into_owned(),
-        ]);
-    }
-    print_table(&t);
-    if !response.verified {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "the hash chain of these events does not verify: the audit log was altered"
-        )));
-    }
     Ok(())
 }

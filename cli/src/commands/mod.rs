@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod apply;
 pub mod approval;
+pub mod audit;
 pub mod catalog;
 pub mod cluster;
 pub mod completions;

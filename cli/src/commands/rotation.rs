@@ -119,13 +119,18 @@ pub async fn run(cli: &Cli, command: &RotationCommand) -> Result<(), Failure> {
     if let RotationCommand::Enforce { policy, env } = command {
         return super::enforce::run(cli, policy, env.as_deref()).await;
     }
+    if let RotationCommand::Audit { env, days, export } = command {
+        return super::audit::rotation(cli, env, *days, *export).await;
+    }
     let backend = Backend::open(cli).await?;
     let result = match command {
         RotationCommand::Status { env } => status(cli, &backend, env).await,
         RotationCommand::History { secret, limit } => {
             history(cli, &backend, &secret.env, &secret.key, *limit).await
         }
-        RotationCommand::Rollback { .. } | RotationCommand::Enforce { .. } => Ok(()),
+        RotationCommand::Rollback { .. }
+        | RotationCommand::Enforce { .. }
+        | RotationCommand::Audit { .. } => Ok(()),
     };
     backend.close().await;
     result

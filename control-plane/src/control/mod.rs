@@ -311,6 +311,23 @@ impl ControlPlane {
         self.inner.state.audit(after, limit).map_err(|e| format!("reading the audit history: {e}"))
     }
 
+    /// The first audit event this node keeps at or after `from_ms` (log time), if any: found
+    /// by reading the history page by page.
+    pub fn audit_seq_at(&self, from_ms: u64) -> Result<Option<u64>, String> {
+        const PAGE: usize = 10_000;
+        let mut after = 0;
+        loop {
+            let page = self.audit_history(after, PAGE)?;
+            if let Some(event) = page.events.iter().find(|e| e.at_ms >= from_ms) {
+                return Ok(Some(event.seq));
+            }
+            match page.events.last() {
+                Some(last) if page.events.len() == PAGE => after = last.seq,
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// Reads the local state, which may lag the leader (for status displays).
     pub async fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         self.inner.state.read(f).await

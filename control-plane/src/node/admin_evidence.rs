@@ -68,23 +68,22 @@ impl AdminService {
 /// The first event at or after `from_ms` and the last before `to_ms` (sequence numbers), reading
 /// the store page by page; `None` when the period holds no event.
 fn period(control: &ControlPlane, from_ms: u64, to_ms: u64) -> Result<Option<(u64, u64)>, Status> {
-    let mut after = 0;
-    let (mut first, mut last) = (None, None);
+    let unavailable = |e: String| ErrorCode::Unavailable.to_status(e);
+    let Some(first) = control.audit_seq_at(from_ms).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let (mut after, mut last) = (first.saturating_sub(1), None);
     loop {
-        let page =
-            control.audit_history(after, PAGE).map_err(|e| ErrorCode::Unavailable.to_status(e))?;
+        let page = control.audit_history(after, PAGE).map_err(unavailable)?;
         for event in &page.events {
             if event.at_ms >= to_ms {
-                return Ok(first.zip(last));
+                return Ok(last.map(|last| (first, last)));
             }
-            if event.at_ms >= from_ms {
-                first.get_or_insert(event.seq);
-                last = Some(event.seq);
-            }
+            last = Some(event.seq);
         }
         match page.events.last() {
             Some(event) if page.events.len() == PAGE => after = event.seq,
-            _ => return Ok(first.zip(last)),
+            _ => return Ok(last.map(|last| (first, last))),
         }
     }
 }

@@ -69,23 +69,36 @@ impl AdminService {
         request: Request<wire::ListAuditRequest>,
     ) -> Result<Response<wire::ListAuditResponse>, Status> {
         self.authorize(&request, Permission::Read).await?;
-        let wire::ListAuditRequest { after, limit, action_prefix, subject } = request.into_inner();
+        let wire::ListAuditRequest { after, limit, action_prefix, subject, from, subject_prefix } =
+            request.into_inner();
         let limit = match limit {
             0 => 100,
             n => n.min(1_000) as usize,
         };
         let head_seq = self.control.read_local(|state| state.audit.head().seq).await;
-        let after = if after == 0 { head_seq.saturating_sub(limit as u64) } else { after };
+        let after = match (after, from) {
+            (0, Some(from)) => {
+                let from_ms = u64::try_from(from.seconds).unwrap_or(0).saturating_mul(1000);
+                self.control
+                    .audit_seq_at(from_ms)
+                    .map_err(|e| ErrorCode::Unavailable.to_status(e))?
+                    .map_or(head_seq, |seq| seq.saturating_sub(1))
+            }
+            (0, None) => head_seq.saturating_sub(limit as u64),
+            (after, _) => after,
+        };
         let history = self
             .control
             .audit_history(after, limit)
             .map_err(|e| ErrorCode::Unavailable.to_status(e))?;
         let verified = history.verify().is_ok();
+        let last_read = history.events.last().map_or(after, |e| e.seq);
         let events = history
             .events
             .iter()
             .filter(|e| e.action.starts_with(&action_prefix))
             .filter(|e| subject.is_empty() || e.subject == subject)
+            .filter(|e| e.subject.starts_with(&subject_prefix))
             .map(|e| wire::AuditEntry {
                 seq: e.seq,
                 at: Some(dsops_proto::domain::timestamp_ms(e.at_ms)),
@@ -96,7 +109,7 @@ impl AdminService {
                 hash: e.hash.clone(),
             })
             .collect();
-        Ok(Response::new(wire::ListAuditResponse { events, verified, head_seq }))
+        Ok(Response::new(wire::ListAuditResponse { events, verified, head_seq, last_read }))
     }
 
     pub(super) async fn list_notifications_impl(
