@@ -65,25 +65,33 @@ impl AdminService {
     }
 }
 
-/// The first event at or after `from_ms` and the last before `to_ms` (sequence numbers), reading
-/// the store page by page; `None` when the period holds no event.
+/// The first event at or after `from_ms` and the last before `to_ms` that is not itself a
+/// checkpoint (sequence numbers), reading the store page by page; `None` when the period holds
+/// no event. Checkpoints need no checkpoint over them (their content is signed), so exporting
+/// the same quiet period again signs nothing new: a caller cannot make the log grow by
+/// repeating an export.
 fn period(control: &ControlPlane, from_ms: u64, to_ms: u64) -> Result<Option<(u64, u64)>, Status> {
     let unavailable = |e: String| ErrorCode::Unavailable.to_status(e);
     let Some(first) = control.audit_seq_at(from_ms).map_err(unavailable)? else {
         return Ok(None);
     };
-    let (mut after, mut last) = (first.saturating_sub(1), None);
+    // (any event of the period, the last one that is not a checkpoint)
+    let (mut after, mut seen, mut last) = (first.saturating_sub(1), false, None);
+    let found = |seen: bool, last: Option<u64>| seen.then(|| (first, last.unwrap_or(first)));
     loop {
         let page = control.audit_history(after, PAGE).map_err(unavailable)?;
         for event in &page.events {
             if event.at_ms >= to_ms {
-                return Ok(last.map(|last| (first, last)));
+                return Ok(found(seen, last));
             }
-            last = Some(event.seq);
+            seen = true;
+            if event.action != CHECKPOINT_ACTION {
+                last = Some(event.seq);
+            }
         }
         match page.events.last() {
             Some(event) if page.events.len() == PAGE => after = event.seq,
-            _ => return Ok(last.map(|last| (first, last))),
+            _ => return Ok(found(seen, last)),
         }
     }
 }
