@@ -7,6 +7,7 @@
 #[macro_use]
 mod output;
 mod args;
+mod args_governance;
 mod backend;
 mod commands;
 mod context;
