@@ -154,7 +154,7 @@ pub(super) fn parse_policies(
 
 /// The longest time between two firings of `item`'s schedule over the next year (`None`: it
 /// has no schedule).
-fn longest_gap(item: &ResolvedSecret<'_>, now: DateTime<Utc>) -> Option<chrono::TimeDelta> {
+pub fn longest_gap(item: &ResolvedSecret<'_>, now: DateTime<Utc>) -> Option<chrono::TimeDelta> {
     let (schedule, _) = item.schedule.as_ref()?;
     let horizon = now + chrono::TimeDelta::days(400);
     let mut at = schedule.next_utc(now)?;
