@@ -254,6 +254,12 @@ pub enum RotationCommand {
         #[arg(long, value_enum)]
         export: Option<crate::commands::audit::AuditExport>,
     },
+    /// A compliance report (pci-dss, soc2, hipaa, iso27001, nist-800-53) for an environment and
+    /// a period: controls, population, rotations, exceptions and a summary with an age chart.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops rotation compliance --standard pci-dss --env production --export pdf -o report.pdf\n  dsops rotation compliance --standard soc2 --env production --from 2026-10-01 --to 2026-12-31 --export html -o soc2.html\n  dsops rotation compliance --standard pci-dss --env production --sample 25 --seed 7 --export csv --table rotations\n  dsops rotation compliance --standard iso27001 --env production --output json"
+    )]
+    Compliance(crate::commands::compliance::ComplianceArgs),
     /// Return a secret to its previous value (a run of its own: stage, apply, verify, promote).
     #[command(after_help = "EXAMPLES:\n  dsops rotation rollback --env prod --key DB_PASSWORD")]
     Rollback {

@@ -125,4 +125,12 @@ impl Backend {
     ) -> Result<wire::ListAuditResponse, Failure> {
         call!(self, "read the audit log", list_audit, request)
     }
+
+    /// A compliance report (JSON).
+    pub async fn compliance_report(
+        &self,
+        request: wire::ComplianceReportRequest,
+    ) -> Result<wire::ComplianceReportResponse, Failure> {
+        call!(self, "compliance report", compliance_report, request)
+    }
 }

@@ -25,6 +25,7 @@ fn main() {
     let writes_file = matches!(
         cli.command,
         Command::Evidence(commands::evidence::EvidenceCommand::Export { .. })
+            | Command::Rotation(args::RotationCommand::Compliance(_))
     );
     if let (OutputFormat::File(file), false) = (&cli.output, writes_file) {
         let failure = failure::Failure::invalid(format!(

@@ -49,6 +49,15 @@ fn export_then_verify_offline_and_catch_a_flipped_byte() {
     // Flip one byte of events.jsonl inside the zip (stored again, so the zip stays readable).
     let bytes = std::fs::read(d.join("bundle.zip")).unwrap();
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    // The report tables ride along, covered by the signed manifest.
+    let mut controls = String::new();
+    archive.by_name("reports/dev/controls.csv").unwrap().read_to_string(&mut controls).unwrap();
+    for standard in ["pci-dss", "soc2", "hipaa", "iso27001", "nist-800-53"] {
+        assert!(controls.contains(&format!("\r\n{standard},")), "{standard}: {controls}");
+    }
+    let mut rotations = String::new();
+    archive.by_name("reports/dev/rotations.csv").unwrap().read_to_string(&mut rotations).unwrap();
+    assert!(rotations.contains(",API_KEY,") && rotations.contains(",completed,"), "{rotations}");
     let mut writer = zip::ZipWriter::new(std::fs::File::create(d.join("tampered.zip")).unwrap());
     for i in 0..archive.len() {
         let mut file = archive.by_index(i).unwrap();

@@ -337,6 +337,10 @@ fn rotation(state: &State, run: &Run) -> Rotation {
         .collect();
     let verification = if verifies.iter().any(|r| r.outcome == StepResult::Succeeded) {
         "passed"
+    } else if verifies.is_empty() && run.phase == RunPhase::Completed {
+        // Completed without a verify step: a value with no target (random) has nothing to
+        // log in to.
+        "no_target"
     } else if verifies.is_empty() {
         "not_reached"
     } else {

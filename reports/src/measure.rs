@@ -107,19 +107,25 @@ fn measure(measure: Measure, items: &[Item], rotations: &[Rotation]) -> Outcome 
         Measure::Verified => {
             let completed: Vec<_> =
                 rotations.iter().filter(|r| r.row.result == "completed").collect();
-            let passed = completed
+            let untargeted = completed.iter().filter(|r| r.row.verification == "no_target").count();
+            let checked: Vec<_> =
+                completed.iter().filter(|r| r.row.verification != "no_target").collect();
+            let passed = checked
                 .iter()
                 .filter(|r| r.row.verification == "passed" && r.row.receipt_sha256.is_some())
                 .count();
-            Outcome {
-                passed,
-                of: completed.len(),
-                text: format!(
-                    "{passed} of {} completed rotations passed verification against the target, \
-                     with signed agent receipts",
-                    completed.len()
-                ),
+            let mut text = format!(
+                "{passed} of {} completed rotations of a target passed verification against it, \
+                 with signed agent receipts",
+                checked.len()
+            );
+            if untargeted > 0 {
+                text.push_str(&format!(
+                    " ({untargeted} more rotated values with no target, which have nothing to \
+                     verify against)"
+                ));
             }
+            Outcome { passed, of: checked.len(), text }
         }
     }
 }

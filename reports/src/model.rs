@@ -112,7 +112,8 @@ pub struct RotationRow {
     pub break_glass: bool,
     /// The agents that signed its receipts.
     pub agents: Vec<String>,
-    /// The verify step's outcome: `passed`, `failed`, `not_reached`.
+    /// The verify step's outcome: `passed`, `failed`, `not_reached`, or `no_target` (a value
+    /// with no target, such as `random`, has nothing to verify against).
     pub verification: String,
     /// SHA-256 of its last signed receipt body, hex (`None`: no receipt).
     pub receipt_sha256: Option<String>,

@@ -106,12 +106,9 @@ async fn read_since(
 }
 
 /// One CSV field, quoted when it must be (RFC 4180).
+/// One CSV field, quoted and formula-safe (see [`dsops_reports::csv::field`]).
 fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
+    dsops_reports::csv::field(text)
 }
 
 fn show(

@@ -64,16 +64,16 @@ fn parse_time(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
     Ok(day.and_hms_opt(0, 0, 0).ok_or("no midnight that day")?.and_utc())
 }
 
-fn parse_from(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_from(text: &str) -> Result<DateTime<Utc>, String> {
     parse_time(text, false)
 }
 
-fn parse_to(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_to(text: &str) -> Result<DateTime<Utc>, String> {
     parse_time(text, true)
 }
 
 fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 /// Runs `dsops evidence ...`.

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cluster;
 pub mod completions;
+pub mod compliance;
 pub mod describe;
 pub mod enforce;
 pub mod evidence;

@@ -122,6 +122,9 @@ pub async fn run(cli: &Cli, command: &RotationCommand) -> Result<(), Failure> {
     if let RotationCommand::Audit { env, days, export } = command {
         return super::audit::rotation(cli, env, *days, *export).await;
     }
+    if let RotationCommand::Compliance(args) = command {
+        return super::compliance::run(cli, args).await;
+    }
     let backend = Backend::open(cli).await?;
     let result = match command {
         RotationCommand::Status { env } => status(cli, &backend, env).await,
@@ -130,7 +133,8 @@ pub async fn run(cli: &Cli, command: &RotationCommand) -> Result<(), Failure> {
         }
         RotationCommand::Rollback { .. }
         | RotationCommand::Enforce { .. }
-        | RotationCommand::Audit { .. } => Ok(()),
+        | RotationCommand::Audit { .. }
+        | RotationCommand::Compliance(_) => Ok(()),
     };
     backend.close().await;
     result

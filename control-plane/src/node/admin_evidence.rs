@@ -25,11 +25,14 @@ pub const CHUNK: usize = 1 << 20;
 /// Events read from the store at a time.
 const PAGE: usize = 10_000;
 
-fn ms(t: Option<prost_types::Timestamp>, what: &str) -> Result<u64, Status> {
+pub(super) fn ms(t: Option<prost_types::Timestamp>, what: &str) -> Result<u64, Status> {
     let t = t.ok_or_else(|| ErrorCode::InvalidArgument.to_status(format!("{what}: required")))?;
     u64::try_from(t.seconds)
         .ok()
         .and_then(|s| s.checked_mul(1000))
+        .and_then(|ms| {
+            ms.checked_add(u64::try_from(t.nanos.clamp(0, 999_999_999)).ok()? / 1_000_000)
+        })
         .ok_or_else(|| ErrorCode::InvalidArgument.to_status(format!("{what}: before 1970")))
 }
 
@@ -180,6 +183,9 @@ async fn export(
             (keys, agents, runs, config_at(s, to_ms))
         })
         .await;
+    let extra = crate::rotation::compliance::bundle_files(control, env, from_ms, to_ms)
+        .await
+        .map_err(|e| e.to_status())?;
     let newest = keys
         .last()
         .ok_or_else(|| ErrorCode::Unavailable.to_status("no evidence key is registered yet"))?;
@@ -208,7 +214,7 @@ async fn export(
         agents,
         runs,
         config_yaml: config,
-        extra: Vec::new(),
+        extra,
     };
     tokio::task::spawn_blocking(move || dsops_evidence::write(&input, &signing))
         .await

@@ -97,34 +97,6 @@ impl AdminService {
     }
 }
 
-/// A membership change; a follower's refusal becomes `not_leader` with the leader's address.
-/// While another change (a learner's promotion, say) is still committing, it waits for it, up to
-/// ten seconds.
-async fn change_membership(
-    control: &ControlPlane,
-    change: ChangeMembers<u64, openraft::BasicNode>,
-) -> Result<(), Status> {
-    use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-    let started = std::time::Instant::now();
-    loop {
-        match control.raft().change_membership(change.clone(), false).await {
-            Ok(_) => return Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                return Err(WriteError::NotLeader { leader: forward.leader_node.map(|n| n.addr) }
-                    .to_status());
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                ChangeMembershipError::InProgress(_),
-            ))) if started.elapsed() < std::time::Duration::from_secs(10) => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            Err(error) => {
-                return Err(ErrorCode::Unavailable.to_status(format!("membership change: {error}")));
-            }
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn apply_config(
@@ -292,10 +264,18 @@ impl Admin for AdminService {
             if voters.len() == 1 {
                 return Err(ErrorCode::FailedPrecondition.to_status("cannot remove the last voter"));
             }
-            change_membership(control, ChangeMembers::RemoveVoters([node_id].into())).await?;
+            super::promote::change_membership(
+                control,
+                ChangeMembers::RemoveVoters([node_id].into()),
+            )
+            .await?;
         }
         if control.metrics().membership_config.membership().get_node(&node_id).is_some() {
-            change_membership(control, ChangeMembers::RemoveNodes([node_id].into())).await?;
+            super::promote::change_membership(
+                control,
+                ChangeMembers::RemoveNodes([node_id].into()),
+            )
+            .await?;
         }
         match control.write(&caller.name, id, Command::ForgetNode { node_id }).await {
             Ok(_) | Err(WriteError::Rejected { .. }) => {}
@@ -541,6 +521,13 @@ impl Admin for AdminService {
         request: Request<wire::ExportEvidenceRequest>,
     ) -> Result<Response<Self::ExportEvidenceStream>, Status> {
         self.export_evidence_impl(request).await
+    }
+
+    async fn compliance_report(
+        &self,
+        request: Request<wire::ComplianceReportRequest>,
+    ) -> Result<Response<wire::ComplianceReportResponse>, Status> {
+        self.compliance_report_impl(request).await
     }
 
     async fn preflight(

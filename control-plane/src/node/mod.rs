@@ -6,6 +6,7 @@ mod admin_evidence;
 mod admin_operators;
 mod admin_promotion;
 mod admin_reads;
+mod admin_reports;
 mod admin_service;
 mod agent_service;
 pub mod evidence;

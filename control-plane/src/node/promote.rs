@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use openraft::ChangeMembers;
 
-use crate::control::ControlPlane;
+use dsops_proto::ErrorCode;
+use tonic::Status;
+
+use crate::control::{ControlPlane, WriteError};
 use dsops_state::NodeRole;
 
 /// A learner this close to the leader's last log index counts as caught up.
@@ -81,6 +84,34 @@ async fn promote_once(control: &ControlPlane) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// A membership change; a follower's refusal becomes `not_leader` with the leader's address.
+/// While another change (a learner's promotion, say) is still committing, it waits for it, up to
+/// ten seconds.
+pub(super) async fn change_membership(
+    control: &ControlPlane,
+    change: ChangeMembers<u64, openraft::BasicNode>,
+) -> Result<(), Status> {
+    use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+    let started = std::time::Instant::now();
+    loop {
+        match control.raft().change_membership(change.clone(), false).await {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                return Err(WriteError::NotLeader { leader: forward.leader_node.map(|n| n.addr) }
+                    .to_status());
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => {
+                return Err(ErrorCode::Unavailable.to_status(format!("membership change: {error}")));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod approvals;
+pub mod compliance;
 pub mod dispatcher;
 pub mod notifier;
 pub mod preflight;

@@ -40,7 +40,7 @@ pub enum RotationError {
 }
 
 impl RotationError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> RotationError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> RotationError {
         RotationError::Refused { code, message: message.into() }
     }
 
@@ -104,7 +104,7 @@ pub(crate) async fn applied_config(
     config_at(control, version).await.map(Some)
 }
 
-async fn config_at(
+pub(crate) async fn config_at(
     control: &ControlPlane,
     version: u64,
 ) -> Result<(u64, Arc<Loaded>), RotationError> {
