@@ -6,6 +6,7 @@
 #   dsops-config  configuration reads files only: no server, no gRPC runtime, no storage
 #   dsops-identity client identity: no server code, no raft, no storage
 #   dsops-evidence bundles verify anywhere, offline: no control plane, no raft, no storage
+#   dsops-reports  reports are pure: no runtime, no gRPC, no storage, no raft
 #
 # Prints each rule and fails on the first crate whose normal dependency tree contains a
 # forbidden package.
@@ -37,4 +38,5 @@ check dsops-state tokio tonic hyper redb openraft dsops-control-plane
 check dsops-config tokio tonic redb openraft dsops-control-plane dsops-state
 check dsops-identity dsops-control-plane dsops-state openraft redb
 check dsops-evidence redb openraft dsops-control-plane
+check dsops-reports tokio tonic redb openraft dsops-control-plane
 exit $status

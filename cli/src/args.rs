@@ -254,6 +254,19 @@ pub enum RotationCommand {
         #[arg(long, value_enum)]
         export: Option<crate::commands::audit::AuditExport>,
     },
+    /// How rotations stand (overdue, in flight, awaiting approval, quarantined, agents, raft),
+    /// or with --export prometheus the node's metrics for a node-exporter textfile collector.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops rotation health --env production\n  dsops rotation health --env production --export prometheus > /var/lib/node-exporter/dsops.prom"
+    )]
+    Health {
+        /// Only this environment (default: all).
+        #[arg(short, long)]
+        env: Option<String>,
+        /// Print the metrics in this format instead of a table.
+        #[arg(long, value_enum)]
+        export: Option<crate::commands::health::HealthExport>,
+    },
     /// A compliance report (pci-dss, soc2, hipaa, iso27001, nist-800-53) for an environment and
     /// a period: controls, population, rotations, exceptions and a summary with an age chart.
     #[command(

@@ -133,4 +133,12 @@ impl Backend {
     ) -> Result<wire::ComplianceReportResponse, Failure> {
         call!(self, "compliance report", compliance_report, request)
     }
+
+    /// The node's metrics (Prometheus text).
+    pub async fn metrics(
+        &self,
+        request: wire::GetMetricsRequest,
+    ) -> Result<wire::GetMetricsResponse, Failure> {
+        call!(self, "metrics", get_metrics, request)
+    }
 }

@@ -14,6 +14,7 @@
 //! `node`, and `control` nothing from `rotation`.
 
 pub mod control;
+pub mod metrics;
 pub mod node;
 pub mod pki;
 // openraft's traits fix the (large) StorageError type of every storage function.

@@ -7,7 +7,8 @@
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::Permission;
 
-use super::run_apply::{enter, finish};
+use super::run_apply::enter;
+use super::run_finish::finish;
 use super::{
     ApplyContext, ApprovalDecision, ApprovalRule, Outcome, Request, RunPhase, RunSpec, State,
     StepKind,

@@ -36,6 +36,7 @@ mod promotion_tests;
 mod receipt_judge;
 mod reminder_apply;
 mod run_apply;
+mod run_finish;
 mod run_steps;
 mod runs;
 mod snapshot;
@@ -62,6 +63,7 @@ pub use promotion_apply::{
     utc_text,
 };
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
+pub use run_finish::{DURATION_BUCKETS_S, RunCounters};
 pub use runs::{
     AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,
     OVERDUE_REPEAT_MS, PromotionRef, RUN_HISTORY, ReceiptRecord, Reminder, ReminderMark, Run,

@@ -234,6 +234,9 @@ pub struct State {
     /// When it was recorded, log time.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_checkpoint_at_ms: u64,
+    /// Counters of ended runs, for `/metrics`.
+    #[serde(default, skip_serializing_if = "crate::RunCounters::is_empty")]
+    pub run_counters: crate::RunCounters,
     /// Responses of recent requests, for idempotent retries.
     pub dedup: Dedup,
     /// Revoked certificate identities, by `role:name`: every certificate of that identity

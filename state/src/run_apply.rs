@@ -10,8 +10,8 @@ use super::receipt_judge::{MALFORMED, ReceiptRefusal, judge_receipt};
 use super::run_steps::advance;
 pub(super) use super::run_steps::enter;
 use super::runs::{
-    AgentRecord, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec, SecretRecord,
-    StepKind, Transition, secret_id,
+    AgentRecord, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec, StepKind,
+    Transition, secret_id,
 };
 use super::{ApplyContext, Outcome, Request, State};
 
@@ -517,80 +517,6 @@ pub(super) fn time_out(
         new_fingerprint: None,
     };
     conclude(state, request, ctx, run_id, outcome, jitter_permille)
-}
-
-/// Whether a run counted towards its target's and segment's load (it was dispatched once).
-fn phase_started(run: &Run) -> bool {
-    run.transitions.iter().any(|t| t.phase == RunPhase::Dispatched)
-}
-
-/// One run less in `loads[key]`.
-fn release(loads: &mut std::collections::BTreeMap<String, u32>, key: &str) {
-    if let Some(load) = loads.get_mut(key) {
-        *load = load.saturating_sub(1);
-        if *load == 0 {
-            loads.remove(key);
-        }
-    }
-}
-
-/// Bookkeeping when a run ends.
-pub(super) fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContext, actor: &str) {
-    let Some(run) = state.runs.get_mut(run_id) else { return };
-    run.finished_at_ms = Some(now);
-    run.step = None;
-    let phase = run.phase;
-    let fingerprint = run.new_fingerprint.clone();
-    let secret = run.secret();
-    let error = run.last_error.clone();
-    let key = run.spec.target_key();
-    let segment = run.spec.segment.clone();
-    let started = phase_started(run);
-    // A first rotation has nothing to roll back to: its rollback keeps the run's value (see the
-    // agent's executor) and says so with the value's fingerprint.
-    let kept = (phase == RunPhase::RolledBack)
-        .then(|| run.receipts.last())
-        .flatten()
-        .filter(|r| {
-            r.outcome == StepResult::Succeeded
-                && (r.step == StepKind::Rollback || r.checked_step == Some(StepKind::Rollback))
-        })
-        .and_then(|r| r.fingerprint.clone())
-        .filter(|kept| fingerprint.as_ref() == Some(kept));
-    if state.active_runs.remove(run_id) && started {
-        release(&mut state.target_load, &key);
-        release(&mut state.segment_load, &segment);
-    }
-    let record: &mut SecretRecord = state.secrets.entry(secret.clone()).or_default();
-    if record.active_run.as_deref() == Some(run_id) {
-        record.active_run = None;
-    }
-    record.last_run = Some(run_id.to_owned());
-    record.last_phase = Some(phase);
-    if phase == RunPhase::Completed {
-        record.last_rotated_at_ms = Some(now);
-        record.current_fingerprint = fingerprint;
-    }
-    if let Some(kept) = &kept {
-        record.last_rotated_at_ms = Some(now);
-        record.current_fingerprint = Some(kept.clone());
-    }
-    let detail = match phase {
-        RunPhase::Completed => format!("run {run_id} completed"),
-        RunPhase::RolledBack if kept.is_some() => format!(
-            "run {run_id} ended RolledBack with nothing earlier to restore: its value, which works, was kept as current ({error})"
-        ),
-        _ => format!("run {run_id} ended {}: {error}", phase.name()),
-    };
-    state.audit.append(
-        ctx.index,
-        now,
-        actor,
-        &format!("run.{}", phase.name().to_lowercase()),
-        &secret,
-        &detail,
-    );
-    super::promotion_apply::run_ended(state, run_id, now, ctx, actor);
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! What a step's result does to a run: the protocol's transitions, on the run alone (the
-//! bookkeeping when a run ends stays in `run_apply::finish`).
+//! bookkeeping when a run ends is `run_finish::finish`).
 //!
 //! | result of | succeeded | not applied, retryable | indeterminate, timed out | refused |
 //! |---|---|---|---|---|
@@ -10,7 +10,7 @@
 
 use dsops_proto::domain::StepResult;
 
-use super::run_apply::finish;
+use super::run_finish::finish;
 use super::runs::{Run, RunPhase, StepKind, Transition, backoff_ms};
 use super::{ApplyContext, State};
 

@@ -60,6 +60,22 @@ fn random_secrets_skip_the_target_steps() {
 }
 
 #[test]
+fn ended_runs_are_counted_by_strategy_and_phase_with_their_time_to_rotate() {
+    let mut world = World::new();
+    let id = started(world.request("random"));
+    world.now += 7_000;
+    world.step(&id, Succeeded);
+    world.step(&id, Succeeded);
+    let counters = &world.state.run_counters;
+    assert_eq!(counters.ended["random"]["Completed"], 1);
+    // Requested to completed took a little over 7 s: the 15 s bucket.
+    let at = crate::DURATION_BUCKETS_S.iter().position(|b| *b == 15).unwrap();
+    assert_eq!(counters.duration_buckets[at], 1, "{counters:?}");
+    assert_eq!(counters.duration_buckets.iter().sum::<u64>(), 1);
+    assert!(counters.duration_sum_ms >= 7_000);
+}
+
+#[test]
 fn immediate_has_nothing_to_retire() {
     let mut world = World::new();
     let id = started(world.request("immediate"));

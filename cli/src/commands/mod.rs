@@ -11,6 +11,7 @@ pub mod compliance;
 pub mod describe;
 pub mod enforce;
 pub mod evidence;
+pub mod health;
 pub mod list;
 pub mod operator;
 pub mod plan;

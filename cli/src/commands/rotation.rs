@@ -122,6 +122,9 @@ pub async fn run(cli: &Cli, command: &RotationCommand) -> Result<(), Failure> {
     if let RotationCommand::Audit { env, days, export } = command {
         return super::audit::rotation(cli, env, *days, *export).await;
     }
+    if let RotationCommand::Health { env, export } = command {
+        return super::health::run(cli, env.as_deref(), *export).await;
+    }
     if let RotationCommand::Compliance(args) = command {
         return super::compliance::run(cli, args).await;
     }
@@ -134,6 +137,7 @@ pub async fn run(cli: &Cli, command: &RotationCommand) -> Result<(), Failure> {
         RotationCommand::Rollback { .. }
         | RotationCommand::Enforce { .. }
         | RotationCommand::Audit { .. }
+        | RotationCommand::Health { .. }
         | RotationCommand::Compliance(_) => Ok(()),
     };
     backend.close().await;

@@ -98,6 +98,8 @@ struct Inner {
     /// When this node last served each operator (by certificate name), ms since the epoch.
     /// Only names from certificates of the cluster's operator CA get here.
     operators_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Leader changes this process has seen (for `/metrics`).
+    leader_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -124,6 +126,8 @@ impl ControlPlane {
             pki.peer.cert_der().map(|der| dsops_identity::fingerprint(&der)).unwrap_or_default();
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(propose(raft.clone(), queue));
+        let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(count_leader_changes(raft.clone(), leader_changes.clone()));
         ControlPlane {
             inner: Arc::new(Inner {
                 node_id,
@@ -136,6 +140,7 @@ impl ControlPlane {
                 config_cache: std::sync::Mutex::new(None),
                 refusals: RefusalTally::default(),
                 operators_seen: Default::default(),
+                leader_changes,
             }),
         }
     }
@@ -153,6 +158,11 @@ impl ControlPlane {
     /// The state machine.
     pub fn state(&self) -> &StateMachineStore {
         &self.inner.state
+    }
+
+    /// How many times this process saw the leader change (a first leader counts).
+    pub fn leader_changes(&self) -> u64 {
+        self.inner.leader_changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The agents connected to this node.
@@ -395,5 +405,21 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Pend
             }
             drop(slot);
         });
+    }
+}
+
+/// Counts changes of the known leader until the node shuts down.
+async fn count_leader_changes(raft: Raft<TypeConfig>, count: Arc<std::sync::atomic::AtomicU64>) {
+    let mut metrics = raft.metrics();
+    let mut leader = None;
+    loop {
+        let now = metrics.borrow_and_update().current_leader;
+        if now.is_some() && now != leader {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        leader = now;
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! `ComplianceReport`: a compliance report as JSON (viewer); the CLI writes it in the format
-//! asked for.
+//! asked for. `GetMetrics`: the node's metrics as `/metrics` serves them (viewer).
 
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::Permission;
@@ -41,5 +41,19 @@ impl AdminService {
         let report_json = serde_json::to_vec(&report)
             .map_err(|e| ErrorCode::Internal.to_status(e.to_string()))?;
         Ok(Response::new(wire::ComplianceReportResponse { report_json }))
+    }
+
+    pub(super) async fn get_metrics_impl(
+        &self,
+        request: Request<wire::GetMetricsRequest>,
+    ) -> Result<Response<wire::GetMetricsResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let env = request.into_inner().env;
+        if env.len() > 128 {
+            return Err(ErrorCode::InvalidArgument.to_status("env: at most 128 bytes"));
+        }
+        let envs = (!env.is_empty()).then(|| std::collections::BTreeSet::from([env]));
+        let text = crate::metrics::render(&self.control, envs.as_ref()).await;
+        Ok(Response::new(wire::GetMetricsResponse { text }))
     }
 }

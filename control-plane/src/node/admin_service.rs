@@ -530,6 +530,13 @@ impl Admin for AdminService {
         self.compliance_report_impl(request).await
     }
 
+    async fn get_metrics(
+        &self,
+        request: Request<wire::GetMetricsRequest>,
+    ) -> Result<Response<wire::GetMetricsResponse>, Status> {
+        self.get_metrics_impl(request).await
+    }
+
     async fn preflight(
         &self,
         request: Request<wire::PreflightRequest>,
