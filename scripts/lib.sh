@@ -54,17 +54,18 @@ wait_for() {
 }
 
 # A virtual environment with the PyPI tools the tests use (aiosmtpd, a real SMTP server for
-# email notifications); exports DSOPS_TEST_PYTHON, its interpreter. Kept between runs in
-# $DSOPS_VENV (default ~/.cache/dsops/venv).
+# email notifications; schemathesis, a client nobody here wrote, for the reports API); exports
+# DSOPS_TEST_PYTHON, its interpreter. Kept between runs in $DSOPS_VENV (default
+# ~/.cache/dsops/venv).
 ensure_python_tools() {
     local venv=${DSOPS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dsops/venv}
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         ensure_packages python3-venv:/nonexistent/python3-venv-marker
     fi
-    if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
-        echo "==> installing PyPI tools into $venv: aiosmtpd" >&2
-        python3 -m venv "$venv" >&2
-        "$venv/bin/python" -m pip install -q 'aiosmtpd==1.4.6' >&2
+    if ! "$venv/bin/python" -c 'import aiosmtpd, schemathesis' >/dev/null 2>&1; then
+        echo "==> installing PyPI tools into $venv: aiosmtpd, schemathesis" >&2
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+        "$venv/bin/python" -m pip install -q 'aiosmtpd==1.4.6' 'schemathesis==4.32.5' >&2
     fi
     export DSOPS_TEST_PYTHON="$venv/bin/python"
 }

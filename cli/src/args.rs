@@ -136,6 +136,9 @@ pub enum Command {
     /// Evidence bundles for auditors: export a period, verify a bundle offline.
     #[command(subcommand)]
     Evidence(crate::commands::evidence::EvidenceCommand),
+    /// The reports API's read-only tokens for auditors and tools (a cluster only).
+    #[command(subcommand)]
+    Reports(crate::commands::reports::ReportsCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
         after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"

@@ -53,6 +53,7 @@ fn main() {
         Command::Audit(command) => block_on(commands::audit::list(&cli, command)),
         Command::Promotion(command) => block_on(commands::promotion::run(&cli, command)),
         Command::Evidence(command) => block_on(commands::evidence::run(&cli, command)),
+        Command::Reports(command) => block_on(commands::reports::run(&cli, command)),
         Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
         Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
         Command::Store(command) => commands::store::run(&cli, command),

@@ -17,6 +17,7 @@ pub mod control;
 pub mod metrics;
 pub mod node;
 pub mod pki;
+pub mod reports_api;
 // openraft's traits fix the (large) StorageError type of every storage function.
 #[allow(clippy::result_large_err)]
 pub mod raft;

@@ -4,7 +4,7 @@
 //! their initiators, approvers, agents and receipt hashes, the exceptions, a summary with an
 //! age chart, and a deterministic sample for auditors.
 //!
-//! [`build`] makes the report from the configuration in force and the replicated state; the
+//! [`build()`] makes the report from the configuration in force and the replicated state; the
 //! writers turn it into JSON, CSV ([`csv`]), HTML ([`html`]) and PDF ([`pdf`]). Nothing here
 //! does I/O or needs a runtime, so the CLI on the embedded default, the admin API and the
 //! reports API produce the same bytes from the same state.

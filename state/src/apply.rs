@@ -283,8 +283,18 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
         Command::RecordDelivery { agent_id, body_hex, signature_hex } => {
             super::outbox::record(state, request, ctx, agent_id, body_hex, signature_hex)
         }
+        Command::CreateReportToken { token } => {
+            super::report_token_apply::create(state, request, ctx, token)
+        }
+        Command::RevokeReportToken { id } => {
+            super::report_token_apply::revoke(state, request, ctx, id)
+        }
         Command::RegisterEvidenceKey { key } => {
             super::evidence_apply::register_key(state, request, ctx, key)
+        }
+        Command::StartRunCounters => {
+            state.run_counters.counting = true;
+            Outcome::Noop
         }
         Command::Checkpoint { checkpoint } => {
             super::evidence_apply::checkpoint(state, request, ctx, checkpoint)

@@ -301,6 +301,10 @@ pub enum Command {
         /// The checkpoint.
         checkpoint: crate::SignedCheckpoint,
     },
+    /// Start counting ended runs in [`crate::RunCounters`] (the leader, once). Counting starts at
+    /// this entry rather than with the release that counts, so a node that replays an older log
+    /// and one that restores a snapshot of it reach the same counters.
+    StartRunCounters,
     /// Remind people of a secret past due or nearing it (the leader's reminders). Refused before
     /// `remind_at_ms` in log time, when the secret rotated since the leader looked
     /// (`last_rotated_ms` differs), or when this reminder was already sent for `due_ms` (an
@@ -368,6 +372,16 @@ pub enum Command {
         body_hex: String,
         /// Its Ed25519 signature, hex.
         signature_hex: String,
+    },
+    /// Create a report token (its hash and scope).
+    CreateReportToken {
+        /// The token, as stored.
+        token: crate::ReportToken,
+    },
+    /// Revoke a report token.
+    RevokeReportToken {
+        /// Its id.
+        id: String,
     },
     /// Append an event to the audit log.
     AppendAudit {
@@ -447,9 +461,12 @@ impl Command {
             Command::Remind { .. } => "remind",
             Command::RegisterEvidenceKey { .. } => "register_evidence_key",
             Command::Checkpoint { .. } => "checkpoint",
+            Command::StartRunCounters => "start_run_counters",
             Command::HaltPromotion { .. } => "halt_promotion",
             Command::RecordHealth { .. } => "record_health",
             Command::ResumePromotion { .. } => "resume_promotion",
+            Command::CreateReportToken { .. } => "create_report_token",
+            Command::RevokeReportToken { .. } => "revoke_report_token",
         }
     }
 }

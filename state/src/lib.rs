@@ -35,6 +35,7 @@ mod promotion_apply;
 mod promotion_tests;
 mod receipt_judge;
 mod reminder_apply;
+pub mod report_token_apply;
 mod run_apply;
 mod run_finish;
 mod run_steps;
@@ -63,6 +64,7 @@ pub use promotion_apply::{
     utc_text,
 };
 pub use receipt_judge::{ReceiptRefusal, judge_receipt};
+pub use report_token_apply::{MAX_REPORT_TOKENS, ReportToken};
 pub use run_finish::{DURATION_BUCKETS_S, RunCounters};
 pub use runs::{
     AgentRecord, AgentToken, ApprovalDecision, ApprovalRule, Dispatch, MAX_PAST_DECISIONS,

@@ -234,6 +234,9 @@ pub struct State {
     /// When it was recorded, log time.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_checkpoint_at_ms: u64,
+    /// Report tokens by id (see [`crate::report_token_apply`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub report_tokens: BTreeMap<String, crate::ReportToken>,
     /// Counters of ended runs, for `/metrics`.
     #[serde(default, skip_serializing_if = "crate::RunCounters::is_empty")]
     pub run_counters: crate::RunCounters,

@@ -139,6 +139,11 @@ pub enum Outcome {
     },
     /// A raft-internal entry (blank or membership) with nothing to report.
     Noop,
+    /// A report token was created or revoked.
+    ReportTokenUpdated {
+        /// Its id.
+        id: String,
+    },
     /// The command was refused; nothing changed.
     Rejected {
         /// Which class of refusal (stored by its stable name, `failed_precondition`, ...).

@@ -16,6 +16,10 @@ pub const DURATION_BUCKETS_S: [u64; 10] = [1, 5, 15, 60, 300, 900, 3600, 21_600,
 /// survive restarts and leader changes (Prometheus counters never go down).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunCounters {
+    /// Whether counting started ([`crate::Command::StartRunCounters`]); runs that ended before
+    /// are not counted.
+    #[serde(default)]
+    pub counting: bool,
     /// Runs ended, by `strategy` then final phase (`Completed`, `RolledBack`, ...). Both come
     /// from fixed sets, so the series stay few.
     #[serde(default)]
@@ -32,10 +36,13 @@ pub struct RunCounters {
 impl RunCounters {
     /// Whether nothing was counted yet.
     pub fn is_empty(&self) -> bool {
-        self.ended.is_empty()
+        !self.counting && self.ended.is_empty()
     }
 
     fn count(&mut self, strategy: &str, phase: RunPhase, requested_at_ms: u64, now: u64) {
+        if !self.counting {
+            return;
+        }
         let strategy = strategy.chars().take(32).collect::<String>();
         *self.ended.entry(strategy).or_default().entry(phase.name().to_owned()).or_default() += 1;
         if phase == RunPhase::Completed {

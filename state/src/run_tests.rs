@@ -62,6 +62,14 @@ fn random_secrets_skip_the_target_steps() {
 #[test]
 fn ended_runs_are_counted_by_strategy_and_phase_with_their_time_to_rotate() {
     let mut world = World::new();
+    // Before the leader starts the counters (an older log replayed) nothing is counted.
+    let before = started(world.request("random"));
+    world.step(&before, Succeeded);
+    world.step(&before, Succeeded);
+    assert_eq!(world.run(&before).phase, RunPhase::Completed);
+    assert!(world.state.run_counters.is_empty(), "{:?}", world.state.run_counters);
+
+    world.apply(Command::StartRunCounters);
     let id = started(world.request("random"));
     world.now += 7_000;
     world.step(&id, Succeeded);

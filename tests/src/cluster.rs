@@ -187,6 +187,11 @@ impl TestCluster {
             .control
     }
 
+    /// Where a running node's reports API listens, if it serves one.
+    pub fn reports_address(&self, id: u64) -> Option<std::net::SocketAddr> {
+        self.slots[&id].running.as_ref().and_then(|node| node.reports_address)
+    }
+
     /// A node's address.
     pub fn address(&self, id: u64) -> &str {
         &self.slots[&id].address

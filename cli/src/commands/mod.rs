@@ -16,6 +16,7 @@ pub mod list;
 pub mod operator;
 pub mod plan;
 pub mod promotion;
+pub mod reports;
 pub mod rotate;
 pub mod rotation;
 pub mod secrets;

@@ -78,6 +78,10 @@ enum Command {
         /// evidence key, also when nothing happened (`5m`, `1h`; 10s to 1d).
         #[arg(long, value_name = "DURATION", default_value = "5m")]
         checkpoint_every: String,
+        /// Serve the reports API (HTTPS, read-only: status, history, audit, compliance
+        /// reports, evidence bundles, approvals, /metrics) on this address, e.g. 0.0.0.0:9443.
+        #[arg(long, value_name = "HOST:PORT")]
+        reports_listen: Option<String>,
     },
 }
 
@@ -133,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             audit_retention,
             audit_max_events,
             checkpoint_every,
+            reports_listen,
         } => {
             let checkpoint_every = dsops_config::time::Duration::parse(&checkpoint_every)
                 .ok()
@@ -161,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_events: audit_max_events,
                 },
                 checkpoint_every: std::time::Duration::from_secs(checkpoint_every.as_secs()),
+                reports_listen,
                 ..NodeOptions::default()
             };
             let node =
@@ -170,6 +176,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 node.control.node_id(),
                 node.address
             );
+            if let Some(reports) = node.reports_address {
+                eprintln!(
+                    "dsops-server: reports API on https://{reports}/v1/ (OpenAPI: /v1/openapi.json)"
+                );
+            }
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("signal handler")?;

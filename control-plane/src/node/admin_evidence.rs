@@ -132,7 +132,7 @@ fn events_through(
     }
 }
 
-async fn export(
+pub(crate) async fn export(
     control: &ControlPlane,
     actor: &str,
     env: &str,

@@ -15,7 +15,8 @@ use dsops_proto::domain::{
 use dsops_proto::wire::admin as wire;
 use tonic::{Request, Response, Status};
 
-use super::admin_service::{AdminService, shown_once};
+use super::admin_service::AdminService;
+use super::admin_tokens::shown_once;
 use crate::control::WriteError;
 use dsops_identity::JoinToken;
 use dsops_state::{Command, Outcome};

@@ -2,6 +2,7 @@
 //! certificate, converts the request, writes through raft (or reads linearizably), and maps the
 //! result to a status; a follower answers `not_leader` with the leader's address.
 
+use super::admin_tokens::shown_once;
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::{
     ApplyConfig, CreateAgentToken, CreateJoinToken, GetRuns, MemberRole, Permission, RemoveNode,
@@ -537,6 +538,27 @@ impl Admin for AdminService {
         self.get_metrics_impl(request).await
     }
 
+    async fn create_report_token(
+        &self,
+        request: Request<wire::CreateReportTokenRequest>,
+    ) -> Result<Response<wire::CreateReportTokenResponse>, Status> {
+        self.create_report_token_impl(request).await
+    }
+
+    async fn list_report_tokens(
+        &self,
+        request: Request<wire::ListReportTokensRequest>,
+    ) -> Result<Response<wire::ListReportTokensResponse>, Status> {
+        self.list_report_tokens_impl(request).await
+    }
+
+    async fn revoke_report_token(
+        &self,
+        request: Request<wire::RevokeReportTokenRequest>,
+    ) -> Result<Response<wire::RevokeReportTokenResponse>, Status> {
+        self.revoke_report_token_impl(request).await
+    }
+
     async fn preflight(
         &self,
         request: Request<wire::PreflightRequest>,
@@ -569,23 +591,4 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::HaltPromotionResponse>, Status> {
         self.halt_impl(request, true).await
     }
-}
-
-impl AdminService {
-    /// A new token and its expiry, `ttl` from now.
-    pub(super) fn new_token(&self, ttl: std::time::Duration) -> (JoinToken, u64) {
-        let token = JoinToken::generate(self.control.peer_fingerprint());
-        (token, dsops_proto::now_ms() + ttl.as_millis() as u64)
-    }
-}
-
-/// A retried token request cannot be answered: the first attempt created a token whose secret
-/// only that attempt knew.
-pub(super) fn shown_once(response: &dsops_state::Response) -> Result<(), Status> {
-    if response.duplicate {
-        return Err(ErrorCode::FailedPrecondition.to_status(
-            "this request already created a token, which cannot be shown again; ask for a new token",
-        ));
-    }
-    Ok(())
 }

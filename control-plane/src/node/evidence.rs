@@ -1,7 +1,7 @@
 //! The leader's signed checkpoints of the audit chain (see `dsops_state::evidence_apply`): every
 //! `every`, also when nothing happened, it signs the chain head with the evidence key and the
 //! log records the checkpoint as an audit event. Before its first checkpoint the cluster
-//! registers generation 1 of the key with its certificate.
+//! registers generation 1 of the key with its certificate, and it starts the run counters once.
 
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ pub async fn run(control: ControlPlane, every: Duration, shutdown: watch::Receiv
 /// Registers the evidence key if the cluster has none, then checkpoints the head if the last
 /// checkpoint is older than `every`.
 pub async fn checkpoint(control: &ControlPlane, every: Duration) -> Result<(), String> {
+    start_run_counters(control).await?;
     let (newest, last_at, head) = control
         .read_local(|s| {
             let newest = s.evidence_keys.values().next_back().cloned();
@@ -73,6 +74,20 @@ pub async fn checkpoint(control: &ControlPlane, every: Duration) -> Result<(), S
         Ok(_) => Ok(()),
         Err(error) => Err(format!("checkpoint of event {}: {error}", head.seq)),
     }
+}
+
+/// Starts the replicated run counters `/metrics` reports if the log has not yet (a new cluster, or
+/// one upgraded from a release that did not count).
+pub async fn start_run_counters(control: &ControlPlane) -> Result<(), String> {
+    if control.read_local(|s| s.run_counters.counting).await {
+        return Ok(());
+    }
+    let actor = format!("node-{}", control.node_id());
+    control
+        .write(&actor, "start-run-counters", Command::StartRunCounters)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("starting the run counters: {e}"))
 }
 
 /// Registers evidence key `generation` (derived, with a new certificate).

@@ -2,12 +2,13 @@
 //! (raft + TLS listener + services), and the API the services share.
 
 mod admin_approvals;
-mod admin_evidence;
+pub(crate) mod admin_evidence;
 mod admin_operators;
 mod admin_promotion;
 mod admin_reads;
 mod admin_reports;
 mod admin_service;
+pub mod admin_tokens;
 mod agent_service;
 pub mod evidence;
 mod fatal;

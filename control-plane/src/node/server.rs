@@ -49,6 +49,8 @@ pub struct NodeOptions {
     pub audit_retention: crate::raft::AuditRetention,
     /// How often the leader signs a checkpoint of the audit chain (also when nothing happened).
     pub checkpoint_every: Duration,
+    /// Serve the reports API on this address (`host:port`; port 0 picks one).
+    pub reports_listen: Option<String>,
 }
 
 /// How often a leader checkpoints the audit chain unless told otherwise.
@@ -69,6 +71,7 @@ impl Default for NodeOptions {
             refusal_summary: Duration::from_secs(60),
             audit_retention: crate::raft::AuditRetention::default(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            reports_listen: None,
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct RunningNode {
     pub address: SocketAddr,
     /// Its notifier (the embedded default flushes it before a command exits).
     pub notifier: Notifier,
+    /// Where the reports API listens, when it was asked for.
+    pub reports_address: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     failed: watch::Receiver<Option<String>>,
@@ -193,12 +198,29 @@ pub async fn start(
             .map_err(|e| format!("cannot listen on {}: {e}", node.listen))?,
     };
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let reports = match &options.reports_listen {
+        Some(listen) => Some(
+            TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("--reports-listen {listen}: cannot listen: {e}"))?,
+        ),
+        None => None,
+    };
+    let reports_address = reports.as_ref().and_then(|l| l.local_addr().ok());
     let (raft, state, pki) = open_raft(dir, node.node_id, &options).await?;
     let tls = ServerTls::new(&dir.read_node_cert()?, &pki).map_err(|e| e.to_string())?;
     let control = ControlPlane::new(node.node_id, raft.clone(), state, pki);
     let tls = Arc::new(tls.on_refusal(super::refusals::audit_hook(control.clone())));
     let (shutdown, mut stopped) = watch::channel(false);
-    let incoming = tls.incoming(listener);
+    let incoming = tls.clone().incoming(listener);
+    if let Some(reports) = reports {
+        tokio::spawn(crate::reports_api::serve(
+            control.clone(),
+            Arc::new(tls.for_http1()),
+            reports,
+            shutdown.subscribe(),
+        ));
+    }
     let agent_service =
         AgentService::new(control.clone(), options.agent_cert_validity, shutdown.subscribe());
     let router = tonic::transport::Server::builder()
@@ -246,7 +268,7 @@ pub async fn start(
     }
     let failed = watch_fatal(&control, &shutdown);
     tracing::info!(node_id = node.node_id, %address, "node serving");
-    Ok(RunningNode { control, address, notifier, shutdown, server, failed })
+    Ok(RunningNode { control, address, notifier, reports_address, shutdown, server, failed })
 }
 
 /// Starts the node in `dir` without a listener: the embedded default, a one-node cluster the
@@ -270,7 +292,10 @@ pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningN
         options.checkpoint_every,
         shutdown.subscribe(),
     ));
+    // A CLI command may end before the first checkpoint tick: count its runs from the start.
+    super::evidence::start_run_counters(&control).await?;
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     let failed = watch_fatal(&control, &shutdown);
-    Ok(RunningNode { control, address, notifier, shutdown, server, failed })
+    let reports_address = None;
+    Ok(RunningNode { control, address, notifier, reports_address, shutdown, server, failed })
 }

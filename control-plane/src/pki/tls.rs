@@ -97,6 +97,21 @@ impl ServerTls {
         self
     }
 
+    /// The same trust for HTTP/1.1 clients (the reports API): every server name gets the API
+    /// configuration (client certificates optional, any of the cluster's CAs), offering
+    /// `http/1.1` by ALPN.
+    pub fn for_http1(&self) -> ServerTls {
+        let mut api = (*self.api).clone();
+        api.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let api = Arc::new(api);
+        ServerTls {
+            raft: api.clone(),
+            api,
+            roles: self.roles.clone(),
+            refused: self.refused.clone(),
+        }
+    }
+
     fn for_server_name(&self, name: Option<&str>) -> Arc<ServerConfig> {
         if name == Some(RAFT_SERVER_NAME) { self.raft.clone() } else { self.api.clone() }
     }
