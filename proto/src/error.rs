@@ -327,4 +327,16 @@ mod tests {
         assert_eq!(ErrorCode::Internal.http_status(), 500);
         assert_eq!(ErrorCode::InvalidArgument.http_status(), 400);
     }
+
+    #[test]
+    fn the_documented_table_matches_the_code() {
+        let page = include_str!("../../docs/errors.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` | {} | {} |", code.name(), code.http_status(), match code.is_retryable() {
+                true => "yes",
+                false => "no",
+            });
+            assert!(page.contains(&row), "docs/errors.md has no row starting {row}");
+        }
+    }
 }

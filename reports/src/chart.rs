@@ -29,11 +29,13 @@ pub enum Shape {
 /// The chart of `summary`'s age buckets in a `width` × `height` box.
 pub fn layout(summary: &Summary, width: f32, height: f32) -> Vec<Shape> {
     let mut shapes = Vec::new();
-    let (left, right, top, bottom) = (36.0, 8.0, 18.0, 30.0);
+    let (left, right, top, bottom) = (36.0, 8.0, 26.0, 30.0);
     let plot_w = width - left - right;
     let plot_h = height - top - bottom;
     let buckets = &summary.age_buckets;
-    let most = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+    // The axis ends at a multiple of 4 so that each of its 4 ticks is a whole count.
+    let step = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1).div_ceil(4);
+    let most = step * 4;
     let slot = plot_w / buckets.len().max(1) as f32;
     let base = top + plot_h;
     let title = match summary.policy_max_days {
@@ -49,14 +51,14 @@ pub fn layout(summary: &Summary, width: f32, height: f32) -> Vec<Shape> {
         color: INK,
     });
     for tick in 0..=4 {
-        let value = most as f32 * tick as f32 / 4.0;
+        let value = step * tick;
         let y = base - plot_h * tick as f32 / 4.0;
         shapes.push(Shape::Line { x1: left - 3.0, y1: y, x2: left, y2: y, color: INK, width: 0.5 });
         shapes.push(Shape::Text {
             x: 4.0,
             y: y + 3.0,
             size: 7.0,
-            text: format!("{}", value.round()),
+            text: value.to_string(),
             centred: false,
             color: INK,
         });
