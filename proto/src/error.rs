@@ -332,10 +332,15 @@ mod tests {
     fn the_documented_table_matches_the_code() {
         let page = include_str!("../../docs/errors.md");
         for code in ErrorCode::ALL {
-            let row = format!("| `{}` | {} | {} |", code.name(), code.http_status(), match code.is_retryable() {
-                true => "yes",
-                false => "no",
-            });
+            let row = format!(
+                "| `{}` | {} | {} |",
+                code.name(),
+                code.http_status(),
+                match code.is_retryable() {
+                    true => "yes",
+                    false => "no",
+                }
+            );
             assert!(page.contains(&row), "docs/errors.md has no row starting {row}");
         }
     }
