@@ -108,3 +108,50 @@ fn export_then_verify_offline_and_catch_a_flipped_byte() {
     assert_eq!(no_file.status.code(), Some(2));
     assert!(stderr(&no_file).contains("-o FILE"), "{}", stderr(&no_file));
 }
+
+#[test]
+fn a_new_evidence_key_generation_signs_on_and_the_old_checkpoints_still_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("dsops.yaml"), CONFIG).unwrap();
+    let rotated = dsops_in(d, &["rotate", "--env", "dev", "--key", "API_KEY"]);
+    assert_eq!(rotated.status.code(), Some(0), "{}", stderr(&rotated));
+
+    let new_key = dsops_in(d, &["evidence", "key", "rotate", "-o", "json"]);
+    assert_eq!(new_key.status.code(), Some(0), "{}", stderr(&new_key));
+    let key: serde_json::Value = serde_json::from_slice(&new_key.stdout).unwrap();
+    assert_eq!(key["previous_generation"], 1, "{key}");
+    assert_eq!(key["generation"], 2, "{key}");
+    let table = dsops_in(d, &["evidence", "key", "rotate"]);
+    assert!(
+        stdout(&table).contains("evidence key generation 3 signs from audit event"),
+        "{}",
+        stdout(&table)
+    );
+
+    // A second rotation after the new keys: the period's bundle holds checkpoints of the three
+    // generations, each verified with its own key.
+    let rotated = dsops_in(d, &["rotate", "--env", "dev", "--key", "API_KEY"]);
+    assert_eq!(rotated.status.code(), Some(0), "{}", stderr(&rotated));
+    let today = chrono::Utc::now().date_naive().to_string();
+    let args = ["evidence", "export", "--env", "dev", "--from", &today, "--to", &today];
+    let exported = dsops_in(d, &[&args[..], &["-o", "bundle.zip"]].concat());
+    assert_eq!(exported.status.code(), Some(0), "{}", stderr(&exported));
+    let bytes = std::fs::read(d.join("bundle.zip")).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut events = String::new();
+    archive.by_name("events.jsonl").unwrap().read_to_string(&mut events).unwrap();
+    for generation in 1..=3 {
+        assert!(
+            events.lines().any(|l| l.contains("audit.checkpoint")
+                && l.contains(&format!("generation={generation} "))),
+            "no checkpoint of generation {generation}"
+        );
+    }
+    let verified = dsops_in(d, &["evidence", "verify", "bundle.zip"]);
+    assert_eq!(verified.status.code(), Some(0), "{}{}", stdout(&verified), stderr(&verified));
+
+    // The help says what becomes of the earlier generations.
+    let help = dsops_in(d, &["evidence", "key", "rotate", "--help"]);
+    assert!(stdout(&help).contains("still verifies"), "{}", stdout(&help));
+}

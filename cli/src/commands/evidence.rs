@@ -1,5 +1,6 @@
-//! `dsops evidence export|verify`: an evidence bundle of a period, and its offline check (see
-//! `dsops_evidence` for what a bundle holds and what is checked).
+//! `dsops evidence export|verify|key rotate`: an evidence bundle of a period, its offline check
+//! (see `dsops_evidence` for what a bundle holds and what is checked), and a new generation of
+//! the evidence key.
 
 use std::path::PathBuf;
 
@@ -49,6 +50,21 @@ pub enum EvidenceCommand {
         #[arg(long, value_name = "PEM")]
         ca: Option<PathBuf>,
     },
+    /// The cluster's evidence key, which signs the audit chain's checkpoints and the bundles.
+    #[command(subcommand)]
+    Key(EvidenceKeyCommand),
+}
+
+/// `dsops evidence key ...`.
+#[derive(Debug, Subcommand)]
+pub enum EvidenceKeyCommand {
+    /// Start a new generation of the evidence key (cluster admin), as a key-rotation policy asks:
+    /// later checkpoints and bundles are signed with it; every bundle carries each generation's
+    /// certificate, so what the earlier ones signed still verifies.
+    #[command(
+        after_help = "EXAMPLES:\n  dsops evidence key rotate\n  dsops evidence key rotate --output json"
+    )]
+    Rotate,
 }
 
 fn parse_time(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
@@ -81,7 +97,49 @@ pub async fn run(cli: &Cli, command: &EvidenceCommand) -> Result<(), Failure> {
     match command {
         EvidenceCommand::Export { env, from, to } => export(cli, env.as_deref(), *from, *to).await,
         EvidenceCommand::Verify { bundle, ca } => verify(cli, bundle, ca.as_ref()),
+        EvidenceCommand::Key(EvidenceKeyCommand::Rotate) => rotate_key(cli).await,
     }
+}
+
+async fn rotate_key(cli: &Cli) -> Result<(), Failure> {
+    let what = "evidence key rotate";
+    let request = wire::RotateEvidenceKeyRequest { request_id: dsops_cli::embedded::random_id() };
+    let backend = Backend::open(cli).await?;
+    let response = match &backend {
+        Backend::Remote(remote) => {
+            remote
+                .call(what, |mut c| {
+                    let request = request.clone();
+                    async move { c.rotate_evidence_key(request).await }
+                })
+                .await
+        }
+        Backend::Embedded(embedded) => embedded
+            .admin()
+            .rotate_evidence_key(embedded.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Failure::from_status(what, &s, None)),
+    };
+    backend.close().await;
+    let response = response?;
+    if cli.output == OutputFormat::Json {
+        return print_json(&serde_json::json!({
+            "generation": response.generation,
+            "public_key_hex": response.public_key_hex,
+            "previous_generation": response.previous_generation,
+            "first_checkpoint_seq": response.first_checkpoint_seq,
+        }));
+    }
+    out!(
+        "evidence key generation {} signs from audit event {} on (public key {}); generation {} \
+         signs no more, and what it signed still verifies",
+        response.generation,
+        response.first_checkpoint_seq,
+        response.public_key_hex,
+        response.previous_generation
+    );
+    Ok(())
 }
 
 async fn export(

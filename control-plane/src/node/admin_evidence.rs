@@ -41,6 +41,28 @@ pub type ChunkStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<wire::EvidenceChunk, Status>> + Send>>;
 
 impl AdminService {
+    /// `RotateEvidenceKey` (cluster admin): the next evidence key generation.
+    pub(super) async fn rotate_evidence_key_impl(
+        &self,
+        request: Request<wire::RotateEvidenceKeyRequest>,
+    ) -> Result<Response<wire::RotateEvidenceKeyResponse>, Status> {
+        let caller = self.authorize(&request, Permission::Cluster).await?;
+        let request_id = request.into_inner().request_id;
+        if request_id.is_empty() || request_id.len() > 128 {
+            return Err(ErrorCode::InvalidArgument.to_status("request_id: 1 to 128 bytes"));
+        }
+        let (key, previous_generation, first_checkpoint_seq) =
+            super::evidence::rotate(&self.control, &caller.name, &request_id)
+                .await
+                .map_err(|e| e.to_status())?;
+        Ok(Response::new(wire::RotateEvidenceKeyResponse {
+            generation: key.generation,
+            public_key_hex: key.public_key_hex,
+            previous_generation,
+            first_checkpoint_seq,
+        }))
+    }
+
     pub(super) async fn export_evidence_impl(
         &self,
         request: Request<wire::ExportEvidenceRequest>,

@@ -1,5 +1,5 @@
 //! The admin calls that read the cluster's record (viewer): the agents with their sessions, the
-//! audit log and the notification outbox.
+//! audit log, the notification outbox and the agents' preflight of an environment.
 
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::Permission;
@@ -9,6 +9,18 @@ use tonic::{Request, Response, Status};
 use super::admin_service::AdminService;
 
 impl AdminService {
+    pub(super) async fn preflight_impl(
+        &self,
+        request: Request<wire::PreflightRequest>,
+    ) -> Result<Response<wire::PreflightResponse>, Status> {
+        self.authorize(&request, Permission::Read).await?;
+        let env = request.into_inner().env;
+        if env.is_empty() || env.len() > 128 {
+            return Err(ErrorCode::InvalidArgument.to_status("env: the environment"));
+        }
+        Ok(Response::new(crate::rotation::preflight::preflight(&self.control, &env).await?))
+    }
+
     pub(super) async fn list_agents_impl(
         &self,
         request: Request<wire::ListAgentsRequest>,

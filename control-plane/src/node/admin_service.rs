@@ -563,12 +563,14 @@ impl Admin for AdminService {
         &self,
         request: Request<wire::PreflightRequest>,
     ) -> Result<Response<wire::PreflightResponse>, Status> {
-        self.authorize(&request, Permission::Read).await?;
-        let env = request.into_inner().env;
-        if env.is_empty() || env.len() > 128 {
-            return Err(dsops_proto::ErrorCode::InvalidArgument.to_status("env: the environment"));
-        }
-        Ok(Response::new(crate::rotation::preflight::preflight(&self.control, &env).await?))
+        self.preflight_impl(request).await
+    }
+
+    async fn rotate_evidence_key(
+        &self,
+        request: Request<wire::RotateEvidenceKeyRequest>,
+    ) -> Result<Response<wire::RotateEvidenceKeyResponse>, Status> {
+        self.rotate_evidence_key_impl(request).await
     }
 
     async fn promotion_status(

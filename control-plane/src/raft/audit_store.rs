@@ -6,6 +6,14 @@
 //! them durable before the log behind it can be purged. Past the retention (an age, a count)
 //! the oldest events are dropped and the checkpoint moves to the last one dropped, so the chain
 //! that remains verifies from it.
+//!
+//! The cut falls where a signed checkpoint still in the history attests it: the last event
+//! dropped is one a kept `audit.checkpoint` event signed, so the retained history starts at a
+//! hash the evidence key vouches for, not only this node. An index of the signed sequence
+//! numbers makes finding that cut one lookup. When no signed checkpoint falls in what is due to
+//! go (a cluster without an evidence key yet, or more than [`UNSIGNED_CUT_AFTER`] events between
+//! two checkpoints), the history keeps up to that many events past its bound and is then cut
+//! where the retention says, unsigned.
 
 use std::time::Duration;
 
@@ -13,11 +21,15 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use dsops_state::{AuditEvent, AuditLog, Checkpoint};
+use dsops_state::{AuditEvent, AuditLog, CHECKPOINT_ACTION, Checkpoint, SignedCheckpoint};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
 const CHECKPOINT: &str = "checkpoint";
+/// Sequence numbers that a stored `audit.checkpoint` event signs → that event's own.
+const SIGNED: TableDefinition<u64, u64> = TableDefinition::new("audit_signed");
+/// Events kept past the retention while waiting for a cut a signed checkpoint attests.
+pub const UNSIGNED_CUT_AFTER: u64 = 5_000;
 /// Events dropped at most per batch, so compaction never stalls applying.
 const DROP_PER_BATCH: usize = 10_000;
 
@@ -89,6 +101,7 @@ pub fn save(
     {
         let mut table = txn.open_table(EVENTS)?;
         let mut meta = txn.open_table(META)?;
+        let mut signed = txn.open_table(SIGNED)?;
         let last_stored = table.last()?.map(|(seq, _)| seq.value());
         let stored_start: Checkpoint = match meta.get(CHECKPOINT)? {
             Some(value) => serde_json::from_slice(value.value())?,
@@ -107,10 +120,17 @@ pub fn save(
                 "audit history restarts at a checkpoint (a snapshot was installed far ahead)"
             );
             table.retain(|_, _| false)?;
+            signed.retain(|_, _| false)?;
             meta.insert(CHECKPOINT, encode(&start)?.as_slice())?;
         }
         for event in events {
             table.insert(event.seq, encode(event)?.as_slice())?;
+            if event.action == CHECKPOINT_ACTION
+                && let Some(checkpoint) = SignedCheckpoint::from_detail(&event.detail)
+                && checkpoint.seq < event.seq
+            {
+                signed.insert(checkpoint.seq, event.seq)?;
+            }
         }
         // Retention: drop from the oldest end.
         let cutoff_ms = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
@@ -133,9 +153,27 @@ pub fn save(
             last_dropped = Some(event);
         }
         if let Some(dropped) = last_dropped {
-            let cut = dropped.seq;
-            table.retain_in(..=cut, |_, _| false)?;
-            meta.insert(CHECKPOINT, encode(&Checkpoint::after(&dropped))?.as_slice())?;
+            // The last event due to go that a kept checkpoint signed; failing one, the retention's
+            // own cut once the history is past its bound by UNSIGNED_CUT_AFTER.
+            let attested = signed
+                .range(oldest..=dropped.seq)?
+                .next_back()
+                .transpose()?
+                .map(|(seq, _)| seq.value());
+            let cut = match attested {
+                Some(seq) => Some(seq),
+                None if dropped.seq + 1 - oldest >= UNSIGNED_CUT_AFTER => Some(dropped.seq),
+                None => None,
+            };
+            if let Some(cut) = cut {
+                let at_cut: AuditEvent = match table.get(cut)? {
+                    Some(value) => serde_json::from_slice(value.value())?,
+                    None => return Err(format!("audit event {cut} missing below the cut").into()),
+                };
+                table.retain_in(..=cut, |_, _| false)?;
+                signed.retain_in(..=cut, |_, _| false)?;
+                meta.insert(CHECKPOINT, encode(&Checkpoint::after(&at_cut))?.as_slice())?;
+            }
         }
     }
     txn.commit()?;
@@ -193,39 +231,91 @@ mod tests {
         log.take_unsaved()
     }
 
+    /// Like [`chain`], with a signed checkpoint of the event before it every 10th event (the
+    /// signature is not checked here).
+    fn signed_chain(log: &mut AuditLog, from: u64, to: u64, at_ms: u64) -> Vec<AuditEvent> {
+        for i in from..to {
+            if i % 10 == 9 {
+                let head = log.head();
+                let checkpoint = SignedCheckpoint {
+                    generation: 1,
+                    seq: head.seq,
+                    hash: head.hash,
+                    at_ms: head.at_ms,
+                    signature_hex: "00".repeat(64),
+                };
+                log.append(i, at_ms, "node-1", CHECKPOINT_ACTION, "audit", &checkpoint.to_detail());
+            } else {
+                log.append(i, at_ms, "node-1", "test", "s", &format!("event {i}"));
+            }
+        }
+        log.take_unsaved()
+    }
+
+    /// The retained history starts right after an event that one of its own checkpoints signs.
+    fn starts_at_a_signed_checkpoint(history: &AuditHistory) -> bool {
+        history.events.iter().filter(|e| e.action == CHECKPOINT_ACTION).any(|e| {
+            SignedCheckpoint::from_detail(&e.detail)
+                .is_some_and(|c| c.seq == history.start.seq && c.hash == history.start.hash)
+        })
+    }
+
     #[test]
-    fn retention_drops_the_oldest_and_the_rest_still_verifies() {
+    fn retention_cuts_at_a_signed_checkpoint_and_the_rest_still_verifies() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Database::create(dir.path().join("state.redb")).expect("db");
         let retention = AuditRetention { max_age: Duration::from_secs(3600), max_events: 100 };
         let mut log = AuditLog::default();
-        // 250 events in batches: only the newest 100 stay, from a checkpoint.
+        // 250 events in batches (seq 1..=250, checkpoints at 10, 20, ... signing 9, 19, ...):
+        // the newest 100 are due to stay (151..), and the cut goes back to 149, the last event
+        // due to go that a kept checkpoint (150) signed.
         for batch in 0..5 {
-            let events = chain(&mut log, batch * 50, batch * 50 + 50, |_| 10_000_000);
+            let events = signed_chain(&mut log, batch * 50, batch * 50 + 50, 10_000_000);
             save(&db, &events, None, retention, 10_000_000).expect("save");
         }
         let history = read(&db, 0, usize::MAX).expect("read");
-        assert_eq!(history.events.len(), 100);
-        assert_eq!(history.start.seq, 150);
-        assert_eq!(history.events[0].seq, 151);
+        assert_eq!(history.start.seq, 149);
+        assert_eq!(history.events.len(), 101);
+        assert_eq!(history.events[0].seq, 150);
+        assert!(starts_at_a_signed_checkpoint(&history), "{:?}", history.start);
         assert!(history.verify().is_ok());
-        assert_eq!(count(&db).expect("count"), 100);
+        assert_eq!(count(&db).expect("count"), 101);
         // Writing the same events again (a replay after a restart) changes nothing.
         let mut replayed = AuditLog::default();
-        let again = chain(&mut replayed, 0, 250, |_| 10_000_000);
+        let again = signed_chain(&mut replayed, 0, 250, 10_000_000);
         save(&db, &again[200..], None, retention, 10_000_000).expect("replay");
         assert_eq!(read(&db, 0, usize::MAX).expect("read"), history);
-        // Age: everything older than an hour before `now` goes, the newest 10 are recent.
-        let events = chain(&mut log, 250, 260, |_| 20_000_000);
+        // Age: every event older than an hour before `now` (..=250) is due to go; the cut backs
+        // off to 249, which the checkpoint 250 signs, and 250..=261 stay.
+        let events = signed_chain(&mut log, 250, 261, 20_000_000);
         save(&db, &events, None, retention, 10_000_000 + 3_600_000 + 1).expect("save");
         let history = read(&db, 0, usize::MAX).expect("read");
-        assert_eq!(history.events.len(), 10);
-        assert_eq!(history.start.seq, 250);
+        assert_eq!(history.start.seq, 249);
+        assert!(starts_at_a_signed_checkpoint(&history), "{:?}", history.start);
+        assert_eq!(history.events.len(), 12);
         assert!(history.verify().is_ok());
         // A tampered event is found.
         let mut tampered = history.clone();
         tampered.events[3].detail.push('!');
         assert_eq!(tampered.verify(), Err(tampered.events[3].seq));
+    }
+
+    #[test]
+    fn without_signed_checkpoints_the_cut_waits_a_bounded_number_of_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("state.redb")).expect("db");
+        let retention = AuditRetention { max_age: Duration::from_secs(3600), max_events: 100 };
+        let mut log = AuditLog::default();
+        let mut most = 0;
+        for batch in 0..60 {
+            let events = chain(&mut log, batch * 100, batch * 100 + 100, |_| 10_000_000);
+            save(&db, &events, None, retention, 10_000_000).expect("save");
+            most = most.max(count(&db).expect("count"));
+        }
+        let history = read(&db, 0, usize::MAX).expect("read");
+        assert!(history.start.seq > 0, "the history was cut");
+        assert!(most <= 100 + UNSIGNED_CUT_AFTER, "kept {most}");
+        assert!(history.verify().is_ok());
     }
 
     #[test]
