@@ -7,6 +7,7 @@
 #   dsops-identity client identity: no server code, no raft, no storage
 #   dsops-evidence bundles verify anywhere, offline: no control plane, no raft, no storage
 #   dsops-reports  reports are pure: no runtime, no gRPC, no storage, no raft
+#   dsops-telemetry every binary links it: no control plane, no raft, no storage
 #
 # Prints each rule and fails on the first crate whose normal dependency tree contains a
 # forbidden package.
@@ -38,5 +39,6 @@ check dsops-state tokio tonic hyper redb openraft dsops-control-plane
 check dsops-config tokio tonic redb openraft dsops-control-plane dsops-state
 check dsops-identity dsops-control-plane dsops-state openraft redb
 check dsops-evidence redb openraft dsops-control-plane
+check dsops-telemetry dsops-control-plane dsops-state openraft redb
 check dsops-reports tokio tonic redb openraft dsops-control-plane
 exit $status

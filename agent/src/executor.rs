@@ -237,8 +237,22 @@ impl Executor {
         })
     }
 
-    /// Performs `job` and returns the signed receipt.
+    /// Performs `job` and returns the signed receipt, in a span under the job's trace.
     pub async fn execute(&self, job: &Job) -> SignedReceipt {
+        let span = dsops_telemetry::span(|| {
+            tracing::info_span!(
+                "agent.step",
+                run_id = %job.run_id,
+                step = %job.step,
+                attempt = job.attempt,
+                strategy = %job.strategy
+            )
+        });
+        dsops_telemetry::set_parent(&span, job.trace_parent.as_deref());
+        tracing::Instrument::instrument(self.perform(job), span).await
+    }
+
+    async fn perform(&self, job: &Job) -> SignedReceipt {
         let started = std::time::Instant::now();
         let service = job.service_ref.as_ref().map(|s| s.service.as_str());
         let refusal = self

@@ -29,6 +29,7 @@ fn job(deadline: SystemTime) -> Job {
         checked_step: None,
         restore_previous: false,
         value_format: None,
+        trace_parent: None,
     }
 }
 

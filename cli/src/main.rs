@@ -35,38 +35,64 @@ fn main() {
         output::print_failure(&failure, false);
         std::process::exit(failure.exit_code());
     }
-    let result = match &cli.command {
-        Command::Validate => commands::validate::run(&cli),
-        Command::Plan(args) => block_on(commands::plan::run(&cli, args)),
-        Command::List(list) => commands::list::run(&cli, list),
-        Command::Describe(describe) => commands::describe::run(&cli, describe),
-        Command::Catalog(catalog) => commands::catalog::run(&cli, catalog),
-        Command::Apply(args) => block_on(commands::apply::run(&cli, args)),
-        Command::Cluster(command) => block_on(commands::cluster::run(&cli, command)),
-        Command::Agent(command) => block_on(commands::agent::run(&cli, command)),
-        Command::Operator(command) => block_on(commands::operator::run(&cli, command)),
-        Command::Approval(command) => block_on(commands::approval::run(&cli, command)),
-        Command::Review(command) => block_on(commands::approval::review(&cli, command)),
-        Command::Notification(command) => {
-            block_on(commands::approval::notifications(&cli, command))
-        }
-        Command::Audit(command) => block_on(commands::audit::list(&cli, command)),
-        Command::Promotion(command) => block_on(commands::promotion::run(&cli, command)),
-        Command::Evidence(command) => block_on(commands::evidence::run(&cli, command)),
-        Command::Reports(command) => block_on(commands::reports::run(&cli, command)),
-        Command::Rotate(args) => block_on(commands::rotate::run(&cli, args)),
-        Command::Rotation(command) => block_on(commands::rotation::run(&cli, command)),
-        Command::Store(command) => commands::store::run(&cli, command),
-        Command::Get(args) => commands::secrets::get(&cli, args),
-        Command::Exec(args) => commands::secrets::exec(&cli, args),
+    let telemetry = dsops_telemetry::init(
+        "dsops",
+        dsops_telemetry::Logs {
+            default_filter: "info",
+            stderr: std::env::var_os("RUST_LOG").is_some(),
+        },
+    );
+    let span = dsops_telemetry::span(|| tracing::info_span!("dsops", command = %command_words()));
+    let result = span.in_scope(|| run(&cli));
+    drop(span);
+    telemetry.shutdown();
+    if let Err(failure) = result {
+        output::print_failure(&failure, json);
+        std::process::exit(failure.exit_code());
+    }
+}
+
+/// The command's words (`rotate`, `reports token create`) for its span: the leading arguments
+/// that look like subcommand names, never a flag's value or a token.
+fn command_words() -> String {
+    std::env::args()
+        .skip(1)
+        .take_while(|a| {
+            a.starts_with(|c: char| c.is_ascii_lowercase())
+                && a.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        })
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run(cli: &Cli) -> Result<(), failure::Failure> {
+    match &cli.command {
+        Command::Validate => commands::validate::run(cli),
+        Command::Plan(args) => block_on(commands::plan::run(cli, args)),
+        Command::List(list) => commands::list::run(cli, list),
+        Command::Describe(describe) => commands::describe::run(cli, describe),
+        Command::Catalog(catalog) => commands::catalog::run(cli, catalog),
+        Command::Apply(args) => block_on(commands::apply::run(cli, args)),
+        Command::Cluster(command) => block_on(commands::cluster::run(cli, command)),
+        Command::Agent(command) => block_on(commands::agent::run(cli, command)),
+        Command::Operator(command) => block_on(commands::operator::run(cli, command)),
+        Command::Approval(command) => block_on(commands::approval::run(cli, command)),
+        Command::Review(command) => block_on(commands::approval::review(cli, command)),
+        Command::Notification(command) => block_on(commands::approval::notifications(cli, command)),
+        Command::Audit(command) => block_on(commands::audit::list(cli, command)),
+        Command::Promotion(command) => block_on(commands::promotion::run(cli, command)),
+        Command::Evidence(command) => block_on(commands::evidence::run(cli, command)),
+        Command::Reports(command) => block_on(commands::reports::run(cli, command)),
+        Command::Rotate(args) => block_on(commands::rotate::run(cli, args)),
+        Command::Rotation(command) => block_on(commands::rotation::run(cli, command)),
+        Command::Store(command) => commands::store::run(cli, command),
+        Command::Get(args) => commands::secrets::get(cli, args),
+        Command::Exec(args) => commands::secrets::exec(cli, args),
         Command::Completions { shell } => {
             commands::completions::run(*shell);
             Ok(())
         }
-    };
-    if let Err(failure) = result {
-        output::print_failure(&failure, json);
-        std::process::exit(failure.exit_code());
     }
 }
 

@@ -12,7 +12,7 @@ use dsops_identity::Credentials;
 use dsops_identity::{API_SERVER_NAME, client_config};
 use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin::admin_client::AdminClient;
-use tonic::transport::Channel;
+use dsops_telemetry::TracedChannel as Channel;
 
 use crate::args::Cli;
 use crate::failure::Failure;
@@ -90,7 +90,7 @@ impl Remote {
                 .context("TLS configuration from the token")?,
         };
         let channel = dsops_identity::channel(address, API_SERVER_NAME, tls)?;
-        Ok(AdminClient::new(channel))
+        Ok(AdminClient::new(dsops_telemetry::traced(channel)))
     }
 
     /// Calls `call` at the leader: follows `not_leader` redirects and waits (with a spinner)

@@ -13,6 +13,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod trace;
 
 pub use domain::ProtocolError;
 

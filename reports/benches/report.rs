@@ -107,6 +107,7 @@ fn main() {
                 requested_at_ms: at,
                 finished_at_ms: Some(at + 1000),
                 approval: None,
+                trace_parent: None,
             };
             if phase == RunPhase::Completed {
                 record.last_rotated_at_ms = record.last_rotated_at_ms.max(Some(at + 1000));

@@ -89,6 +89,7 @@ fn run(id: &str, key: &str, phase: RunPhase, at: u64, by: &str) -> Run {
         requested_at_ms: at,
         finished_at_ms: Some(at + 3000),
         approval: None,
+        trace_parent: None,
     }
 }
 

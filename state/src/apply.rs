@@ -89,7 +89,16 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             agent_apply::renew(state, request, ctx, agent_id, *cert_not_after_ms)
         }
         Command::RevokeAgent { agent_id } => agent_apply::revoke(state, request, ctx, agent_id),
-        Command::RequestRun { run_id, env, key, spec, restore_previous, reason, break_glass } => {
+        Command::RequestRun {
+            run_id,
+            env,
+            key,
+            spec,
+            restore_previous,
+            reason,
+            break_glass,
+            trace_parent,
+        } => {
             if !*break_glass && let Some(halt) = &state.halt_all {
                 return done(
                     state,
@@ -127,6 +136,10 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                 reason,
             );
             if matches!(outcome, Outcome::RunStarted { .. }) {
+                if let Some(run) = state.runs.get_mut(run_id.as_str()) {
+                    run.trace_parent =
+                        trace_parent.clone().filter(|t| dsops_proto::trace::is_traceparent(t));
+                }
                 if let Some((p, admission)) = &admission {
                     promotion_apply::started(state, request, ctx, p, admission, run_id);
                 }

@@ -88,6 +88,7 @@ impl World {
                 restore_previous: false,
                 reason: "test".into(),
                 break_glass,
+                trace_parent: None,
             },
         )
     }

@@ -142,6 +142,10 @@ pub enum Command {
         /// it opens, due within [`crate::REVIEW_DEADLINE_MS`].
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         break_glass: bool,
+        /// The W3C trace context of the request, so the run's steps join its trace; kept only
+        /// when well formed ([`dsops_proto::trace::is_traceparent`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_parent: Option<String>,
     },
     /// A step was sent to an agent.
     DispatchStep {

@@ -146,6 +146,7 @@ pub(super) fn request_run(
         requested_at_ms: now,
         finished_at_ms: None,
         approval,
+        trace_parent: None,
     };
     let awaiting = run.approval.as_ref().map(|a| {
         let rule = spec.approval.as_ref().expect("set with the approval");

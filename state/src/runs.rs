@@ -280,6 +280,9 @@ pub struct Run {
     /// Its approval, when one is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<RunApproval>,
+    /// The W3C trace context of the request that started it; each dispatch is a span under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 impl Run {

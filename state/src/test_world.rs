@@ -91,6 +91,7 @@ impl World {
             restore_previous: false,
             reason: "test".into(),
             break_glass,
+            trace_parent: None,
         })
     }
 

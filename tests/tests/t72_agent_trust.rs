@@ -112,6 +112,7 @@ async fn run_dispatched_to_a(cluster: &TestCluster) -> u64 {
                 restore_previous: false,
                 reason: "test".into(),
                 break_glass: false,
+                trace_parent: None,
             },
         )
         .await;

@@ -32,6 +32,7 @@ fn job(strategy: &str, store: &str, service: Option<&str>, config: &str) -> Job 
         checked_step: None,
         restore_previous: false,
         value_format: None,
+        trace_parent: None,
     }
 }
 

@@ -12,6 +12,8 @@ mod scram;
 use std::future::Future;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use crate::secret::SecretValue;
 
 pub use mysql::MySqlAdapter;
@@ -124,27 +126,40 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     fn probe<'a>(&'a self, query: &'a str) -> AdapterFuture<'a, Option<String>>;
 }
 
+/// The span of one adapter call: which call and for which user, never a value or a query.
+fn call_span(call: &'static str, user: &str) -> tracing::Span {
+    dsops_telemetry::span(|| tracing::info_span!("adapter", call, user = %user))
+}
+
 impl<T: PasswordTarget + std::fmt::Debug> Target for T {
     fn set_password<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, ()> {
-        Box::pin(PasswordTarget::set_password(self, user, value))
+        Box::pin(
+            PasswordTarget::set_password(self, user, value)
+                .instrument(call_span("set_password", user)),
+        )
     }
     fn login<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, Login> {
-        Box::pin(PasswordTarget::login(self, user, value))
+        Box::pin(PasswordTarget::login(self, user, value).instrument(call_span("login", user)))
     }
     fn set_login_enabled<'a>(&'a self, user: &'a str, enabled: bool) -> AdapterFuture<'a, ()> {
-        Box::pin(PasswordTarget::set_login_enabled(self, user, enabled))
+        Box::pin(
+            PasswordTarget::set_login_enabled(self, user, enabled)
+                .instrument(call_span("set_login_enabled", user)),
+        )
     }
     fn open_sessions<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, u64> {
-        Box::pin(PasswordTarget::open_sessions(self, user))
+        Box::pin(
+            PasswordTarget::open_sessions(self, user).instrument(call_span("open_sessions", user)),
+        )
     }
     fn privileges<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, Vec<String>> {
-        Box::pin(PasswordTarget::privileges(self, user))
+        Box::pin(PasswordTarget::privileges(self, user).instrument(call_span("privileges", user)))
     }
     fn user_exists<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, bool> {
-        Box::pin(PasswordTarget::user_exists(self, user))
+        Box::pin(PasswordTarget::user_exists(self, user).instrument(call_span("user_exists", user)))
     }
     fn probe<'a>(&'a self, query: &'a str) -> AdapterFuture<'a, Option<String>> {
-        Box::pin(PasswordTarget::probe(self, query))
+        Box::pin(PasswordTarget::probe(self, query).instrument(call_span("probe", "")))
     }
 }
 

@@ -68,13 +68,13 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(error) = run(Cli::parse()).await {
+    let telemetry = dsops_telemetry::init(
+        "dsops-agent",
+        dsops_telemetry::Logs { default_filter: "info", stderr: true },
+    );
+    let result = run(Cli::parse()).await;
+    telemetry.shutdown();
+    if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }

@@ -88,15 +88,14 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = dsops_telemetry::init(
+        "dsops-server",
+        dsops_telemetry::Logs { default_filter: "info,openraft=warn", stderr: true },
+    );
     let cli = Cli::parse();
-    if let Err(error) = run(cli).await {
+    let result = run(cli).await;
+    telemetry.shutdown();
+    if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }

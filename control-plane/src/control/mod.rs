@@ -269,12 +269,19 @@ impl ControlPlane {
             proposed_at_ms: dsops_proto::now_ms(),
             command,
         };
+        // A span only inside a traced request (an admin call, a dispatch): the leader's own
+        // periodic writes start no trace of their own.
+        let span = if tracing::Span::current().is_disabled() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("raft.write", command = request.command.name())
+        };
         let (reply, response) = oneshot::channel();
         self.inner
             .proposals
             .send(Pending { request, reply })
             .map_err(|_| WriteError::Unavailable("the node is shutting down".into()))?;
-        let response = response
+        let response = tracing::Instrument::instrument(response, span)
             .await
             .map_err(|_| WriteError::Unavailable("the node is shutting down".into()))??;
         match &response.outcome {

@@ -225,6 +225,7 @@ pub async fn start(
         AgentService::new(control.clone(), options.agent_cert_validity, shutdown.subscribe());
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .trace_fn(dsops_telemetry::server_span)
         .add_service(
             RaftPeerServer::new(RaftPeerService::new(raft)).max_decoding_message_size(160 << 20),
         )

@@ -1,5 +1,5 @@
 //! The leader's dispatcher: sends each run's next step to an agent of its segment when it is
-//! due, turns missed deadlines into checks, and commits receipts.
+//! due and turns missed deadlines into checks (receipts are committed in `receipts`).
 //!
 //! It runs on every node and acts only while the node leads, from the replicated state alone,
 //! so a new leader picks up where the old one stopped. Each action is a raft write first (the
@@ -10,13 +10,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, SignedReceipt, StoreRef};
+use dsops_proto::domain::{Generation, Job, RunId, ServiceRef, StoreRef};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::control::AgentRegistry;
-use crate::control::{ControlPlane, WriteError};
+use crate::control::ControlPlane;
 use dsops_proto::now_ms;
-use dsops_state::{Command, Outcome, Run, RunSpec, State, StepKind};
+use dsops_state::{Command, Run, RunSpec, State, StepKind};
 
 /// How often the dispatcher looks even when nothing woke it (backoffs and deadlines expire
 /// without an event).
@@ -34,7 +35,7 @@ pub const AGENT_LOST: Duration = Duration::from_secs(10);
 
 /// One step of one run, as the state holds it.
 #[derive(Debug, Clone)]
-struct StepOrder {
+pub(super) struct StepOrder {
     run_id: String,
     env: String,
     key: String,
@@ -44,10 +45,16 @@ struct StepOrder {
     attempt: u32,
     spec: RunSpec,
     restore_previous: bool,
+    trace_parent: Option<String>,
 }
 
 impl StepOrder {
-    fn of(run: &Run, step: StepKind, checked_step: Option<StepKind>, attempt: u32) -> StepOrder {
+    pub(super) fn of(
+        run: &Run,
+        step: StepKind,
+        checked_step: Option<StepKind>,
+        attempt: u32,
+    ) -> StepOrder {
         StepOrder {
             run_id: run.id.clone(),
             env: run.env.clone(),
@@ -58,6 +65,7 @@ impl StepOrder {
             attempt,
             spec: run.spec.clone(),
             restore_previous: run.restore_previous,
+            trace_parent: run.trace_parent.clone(),
         }
     }
 
@@ -82,6 +90,7 @@ impl StepOrder {
             checked_step: self.checked_step,
             restore_previous: self.restore_previous,
             value_format: spec.value_format.clone(),
+            trace_parent: self.trace_parent.clone(),
         })
     }
 }
@@ -221,7 +230,7 @@ fn due(
     actions
 }
 
-fn jitter() -> u16 {
+pub(super) fn jitter() -> u16 {
     rand::random_range(0..=1000)
 }
 
@@ -300,51 +309,15 @@ async fn perform(control: &ControlPlane, action: Action) {
     let actor = format!("node-{}", control.node_id());
     match action {
         Action::Dispatch(order) => {
-            let Some(agent_id) = control.agents().pick(&order.spec) else {
-                // No agent of the segment is connected: the run waits (status shows it).
-                return;
-            };
-            let deadline_ms = now_ms() + order.spec.step_timeout_ms;
-            let Some(job) = order.job(deadline_ms) else {
-                tracing::error!(run_id = %order.run_id, "run has references that do not parse; it will time out");
-                return;
-            };
-            let StepOrder { run_id, generation, step, checked_step, attempt, .. } = *order;
-            let request_id = format!("dispatch-{run_id}-{generation}-{step}-{attempt}");
-            let command = Command::DispatchStep {
-                run_id: run_id.clone(),
-                generation,
-                step,
-                checked_step,
-                attempt,
-                agent_id: agent_id.clone(),
-                deadline_ms,
-            };
-            match control.write(&actor, &request_id, command).await {
-                Ok(response) if !response.duplicate => {
-                    let key = (run_id.clone(), attempt, step);
-                    if control.agents().session_of(&agent_id).is_none() {
-                        tracing::warn!(
-                            %run_id,
-                            %agent_id,
-                            "agent went away after dispatch; the step is resent when it reconnects, or checked at its deadline"
-                        );
-                    } else {
-                        // A resend decided meanwhile may have sent it already.
-                        control.agents().send_step(&agent_id, key, job);
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => tracing::debug!(%run_id, %error, "dispatch not recorded"),
-            }
+            // A span under the run's trace (the request that started it); the job carries it
+            // on to the agent.
+            let span = step_span(&order, false);
+            dispatch(control, &actor, order).instrument(span).await;
         }
         Action::Resend { order, agent_id, deadline_ms } => {
             // Decided from the state as it was: the first send may have completed since, which
             // `send_step` checks against the agent's current session.
-            let key = (order.run_id.clone(), order.attempt, order.step);
-            if let Some(job) = order.job(deadline_ms) {
-                control.agents().send_step(&agent_id, key, job);
-            }
+            send(control, &agent_id, &order, deadline_ms, true);
         }
         Action::TimeOut { run_id, generation, step, attempt, lost_agent } => {
             let request_id = format!("timeout-{run_id}-{generation}-{step}-{attempt}");
@@ -364,156 +337,77 @@ async fn perform(control: &ControlPlane, action: Action) {
     control.agents().wake();
 }
 
-/// Why a receipt was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReceiptError {
-    /// The state machine refused it (stale, late, bad signature, ...): final, and audited.
-    #[error("{0}")]
-    Refused(String),
-    /// It could not be committed here (not the leader, no quorum): send it again later.
-    #[error("not committed: {0}")]
-    NotCommitted(String),
+/// The span of sending `order`'s step (again, for `resend`), under the run's trace.
+fn step_span(order: &StepOrder, resend: bool) -> tracing::Span {
+    let span = dsops_telemetry::span(|| {
+        tracing::info_span!(
+            "dispatch",
+            run_id = %order.run_id,
+            step = %order.step,
+            attempt = order.attempt,
+            resend
+        )
+    });
+    dsops_telemetry::set_parent(&span, order.trace_parent.as_deref());
+    span
 }
 
-/// What an agent is told when the receipt it sent names another agent.
-pub const NOT_THE_SENDER: &str =
-    "the receipt names another agent than the one whose certificate sent it";
-
-/// Commits a receipt that agent `sender` (the id its session's certificate names, or the
-/// in-process agent's) sent; the state machine verifies it. Returns whether it was accepted and,
-/// if not, why, in words that name no other agent.
-///
-/// A receipt naming any agent but its sender is refused before anything is written, so one agent
-/// cannot speak, or be blamed, for another. The request id covers the exact signed bytes: only
-/// the very same receipt, sent again, gets the remembered answer, never a different receipt that
-/// names the same run, step and attempt.
-pub async fn submit_receipt(
-    control: &ControlPlane,
-    receipt: &SignedReceipt,
-    sender: &str,
-) -> Result<(), ReceiptError> {
-    let body = &receipt.body;
-    if body.agent_id.as_str() != sender {
-        return Err(ReceiptError::Refused(NOT_THE_SENDER.to_owned()));
-    }
-    let digest = {
-        use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        hasher.update(&receipt.body_bytes);
-        hasher.update(receipt.signature);
-        dsops_proto::hex(&hasher.finalize()[..12])
+/// Sends `order`'s step to an agent of its segment, once the log records the dispatch.
+async fn dispatch(control: &ControlPlane, actor: &str, order: Box<StepOrder>) {
+    let Some(agent_id) = control.agents().pick(&order.spec) else {
+        // No agent of the segment is connected: the run waits (status shows it).
+        return;
     };
-    let request_id = format!(
-        "receipt-{}-{}-{}-{}-{}-{digest}",
-        body.run_id,
-        body.generation.get(),
-        body.step,
-        body.attempt,
-        body.agent_id
-    );
-    let agent_id = body.agent_id.to_string();
-    // Judged here first, on the leader's state, with the signature verified once: a receipt the
-    // state machine would refuse costs no raft write, only a count in the next refusal summary.
-    // Every node's apply relies on the signature check while that key is still the agent's.
-    enum Verdict {
-        Remembered(Outcome),
-        Refused(dsops_state::ReceiptRefusal),
-        Judged(Option<String>),
-    }
-    let verdict = control
-        .read_local(|state| {
-            if let Some(previous) = state.dedup.get(&request_id) {
-                return Verdict::Remembered(previous.outcome.clone());
-            }
-            let mut verified_with = None;
-            let judged = dsops_state::judge_receipt(state, receipt, |public_key| {
-                let ok = dsops_proto::hex_decode(public_key)
-                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
-                    .is_some_and(|k| receipt.verify(&k).is_ok());
-                if ok {
-                    verified_with = Some(public_key.to_owned());
-                }
-                ok
-            });
-            match judged {
-                Ok(_) => Verdict::Judged(verified_with),
-                Err(refusal) => Verdict::Refused(refusal),
-            }
-        })
-        .await;
-    let verified_with = match verdict {
-        Verdict::Remembered(Outcome::ReceiptRefused { for_agent, .. }) => {
-            return Err(ReceiptError::Refused(if for_agent.is_empty() {
-                "refused".to_owned()
+    let deadline_ms = now_ms() + order.spec.step_timeout_ms;
+    let Some(mut job) = order.job(deadline_ms) else {
+        tracing::error!(run_id = %order.run_id, "run has references that do not parse; it will time out");
+        return;
+    };
+    job.trace_parent = dsops_telemetry::traceparent().or(job.trace_parent);
+    let StepOrder { run_id, generation, step, checked_step, attempt, .. } = *order;
+    let request_id = format!("dispatch-{run_id}-{generation}-{step}-{attempt}");
+    let command = Command::DispatchStep {
+        run_id: run_id.clone(),
+        generation,
+        step,
+        checked_step,
+        attempt,
+        agent_id: agent_id.clone(),
+        deadline_ms,
+    };
+    match control.write(actor, &request_id, command).await {
+        Ok(response) if !response.duplicate => {
+            let key = (run_id.clone(), attempt, step);
+            if control.agents().session_of(&agent_id).is_none() {
+                tracing::warn!(
+                    %run_id,
+                    %agent_id,
+                    "agent went away after dispatch; the step is resent when it reconnects, or checked at its deadline"
+                );
             } else {
-                for_agent
-            }));
-        }
-        Verdict::Remembered(_) => {
-            // Committed before (this is a resend): its chained dispatch may still be unsent.
-            send_dispatched(control, body.run_id.as_str(), &agent_id).await;
-            return Ok(());
-        }
-        Verdict::Refused(refusal) => {
-            tracing::debug!(%agent_id, reason = %refusal.reason, "receipt refused before the log");
-            control.refusals().count(
-                "receipt.refused",
-                &format!("agent {agent_id}"),
-                refusal.for_agent,
-                None,
-                Some(&format!("{}: {}", refusal.subject, refusal.reason)),
-            );
-            control.agents().wake();
-            return Err(ReceiptError::Refused(refusal.for_agent.to_owned()));
-        }
-        Verdict::Judged(verified_with) => verified_with,
-    };
-    let command = Command::RecordReceipt {
-        body_hex: dsops_proto::hex(&receipt.body_bytes),
-        signature_hex: dsops_proto::hex(&receipt.signature),
-        jitter_permille: jitter(),
-        verified_with,
-        // The agent that answered is connected and can do the run: it takes the next step.
-        next_agent: Some(agent_id.clone()),
-    };
-    let actor = format!("agent:{agent_id}");
-    let result = match control.write(&actor, &request_id, command).await {
-        Ok(response) => match response.outcome {
-            Outcome::ReceiptRefused { for_agent, .. } => {
-                Err(ReceiptError::Refused(if for_agent.is_empty() {
-                    "refused".to_owned()
-                } else {
-                    for_agent
-                }))
+                // A resend decided meanwhile may have sent it already.
+                control.agents().send_step(&agent_id, key, job);
             }
-            _ => {
-                send_dispatched(control, body.run_id.as_str(), &agent_id).await;
-                Ok(())
-            }
-        },
-        Err(WriteError::Rejected { message, .. }) => Err(ReceiptError::Refused(message)),
-        Err(error) => Err(ReceiptError::NotCommitted(error.to_string())),
-    };
-    // Whatever happened, the run may have moved: the dispatcher looks now.
-    control.agents().wake();
-    result
+        }
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%run_id, %error, "dispatch not recorded"),
+    }
 }
 
-/// Sends the step a receipt's entry dispatched to `agent_id`, if it did.
-async fn send_dispatched(control: &ControlPlane, run_id: &str, agent_id: &str) {
-    let order = control
-        .read_local(|state| {
-            let run = state.runs.get(run_id)?;
-            let d = run.dispatched.as_ref().filter(|d| d.agent_id == agent_id)?;
-            Some((StepOrder::of(run, d.step, d.checked_step, d.attempt), d.deadline_ms))
-        })
-        .await;
-    if let Some((order, deadline_ms)) = order
-        && let Some(job) = order.job(deadline_ms)
-    {
-        let key = (order.run_id.clone(), order.attempt, order.step);
-        control.agents().send_step(agent_id, key, job);
-    }
+/// Sends `order`'s step (recorded as dispatched) to `agent_id`, the job under a span of the run's
+/// trace.
+pub(super) fn send(
+    control: &ControlPlane,
+    agent_id: &str,
+    order: &StepOrder,
+    deadline_ms: u64,
+    resend: bool,
+) {
+    let Some(mut job) = order.job(deadline_ms) else { return };
+    let span = step_span(order, resend);
+    let _inside = span.enter();
+    job.trace_parent = dsops_telemetry::traceparent().or(job.trace_parent);
+    control.agents().send_step(agent_id, (order.run_id.clone(), order.attempt, order.step), job);
 }
 
 #[cfg(test)]
@@ -521,7 +415,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use dsops_state::{ApplyContext, Request, apply};
+    use dsops_state::{ApplyContext, Outcome, Request, apply};
 
     fn request(state: &mut State, n: usize, segment: &str, target: &str) {
         let spec = RunSpec {
@@ -547,6 +441,7 @@ mod tests {
             restore_previous: false,
             reason: "test".into(),
             break_glass: false,
+            trace_parent: None,
         };
         let request = Request {
             request_id: format!("r-{segment}-{target}-{n}"),

@@ -20,13 +20,14 @@ pub mod dispatcher;
 pub mod notifier;
 pub mod preflight;
 pub mod promotion;
+pub mod receipts;
 pub mod reminders;
 pub mod report;
 pub mod scheduler;
 pub mod spec;
 pub mod start;
 
-pub use dispatcher::{ReceiptError, submit_receipt};
+pub use receipts::{ReceiptError, submit_receipt};
 
 use std::time::Duration;
 

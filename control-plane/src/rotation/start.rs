@@ -489,6 +489,7 @@ pub(crate) async fn start_runs(
             restore_previous: start.restore_previous,
             reason: start.reason.clone(),
             break_glass: start.break_glass,
+            trace_parent: dsops_telemetry::traceparent(),
         };
         let write_id = format!("rotate-{}", &id[4..]);
         runs.push(wire::RunSummary::default());

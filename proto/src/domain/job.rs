@@ -36,6 +36,8 @@ pub struct Job {
     pub restore_previous: bool,
     /// The catalog's format constraint for new values; `None` for none.
     pub value_format: Option<String>,
+    /// The dispatch's trace context (see [`crate::trace`]); `None` when not traced or malformed.
+    pub trace_parent: Option<String>,
 }
 
 impl TryFrom<wire::Job> for Job {
@@ -57,6 +59,7 @@ impl TryFrom<wire::Job> for Job {
             checked_step,
             restore_previous,
             value_format,
+            traceparent,
         } = job;
         if attempt == 0 {
             return Err(ProtocolError::missing("attempt"));
@@ -106,6 +109,8 @@ impl TryFrom<wire::Job> for Job {
             checked_step,
             restore_previous,
             value_format: (!value_format.is_empty()).then_some(value_format),
+            // Tracing never refuses a job: a malformed context is dropped.
+            trace_parent: crate::trace::is_traceparent(&traceparent).then_some(traceparent),
         })
     }
 }
@@ -127,6 +132,7 @@ impl From<&Job> for wire::Job {
             checked_step: job.checked_step.map_or(0, Step::to_wire),
             restore_previous: job.restore_previous,
             value_format: job.value_format.clone().unwrap_or_default(),
+            traceparent: job.trace_parent.clone().unwrap_or_default(),
         }
     }
 }
@@ -153,6 +159,7 @@ mod tests {
             checked_step: 0,
             restore_previous: false,
             value_format: "^[A-Za-z0-9_-]{32,64}$".into(),
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
         }
     }
 
@@ -161,6 +168,14 @@ mod tests {
         let job = Job::try_from(wire_job()).unwrap();
         assert_eq!(job.service_ref.as_ref().unwrap().kind.as_deref(), Some("db_password"));
         assert_eq!(wire::Job::from(&job), wire_job());
+    }
+
+    #[test]
+    fn a_malformed_trace_context_is_dropped_not_refused() {
+        let mut wire = wire_job();
+        wire.traceparent = "not a trace".repeat(100);
+        let job = Job::try_from(wire).unwrap();
+        assert_eq!(job.trace_parent, None);
     }
 
     #[test]
