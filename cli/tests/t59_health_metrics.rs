@@ -97,3 +97,29 @@ fn prometheus_export_passes_promtool_and_counts_the_rotations() {
     assert_eq!(value("overdue"), Some(1.0));
     assert_eq!(value("rotations completed"), Some(2.0));
 }
+
+#[test]
+fn the_documented_alert_rules_pass_promtool() {
+    let page = std::fs::read_to_string(common::root().join("docs/observability.md")).unwrap();
+    let alerts = page.split("## Alerts").nth(1).expect("docs/observability.md has ## Alerts");
+    let rules = alerts
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a yaml block under ## Alerts");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dsops-rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let output = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian's prometheus package; the test script installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool check rules: {said}\n{rules}");
+    assert!(said.contains("SUCCESS: 9 rules found"), "{said}");
+}

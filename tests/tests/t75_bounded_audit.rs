@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dsops_control_plane::raft::AuditRetention;
 use dsops_identity::RAFT_SERVER_NAME;
-use dsops_state::Command;
+use dsops_state::{CHECKPOINT_ACTION, Command, SignedCheckpoint};
 use dsops_tests::cluster::fast_options;
 use dsops_tests::usage::rss_kib;
 use dsops_tests::{TestCluster, wait_for};
@@ -120,26 +120,47 @@ async fn the_audit_history_is_kept_for_its_retention_and_verifies_across_the_cut
     options.audit_retention =
         AuditRetention { max_age: Duration::from_secs(3600), max_events: 200 };
     let mut cluster = TestCluster::start_with(1, options).await;
-    for i in 0..600 {
-        cluster
-            .write(
-                &format!("audit-{i}"),
-                Command::AppendAudit {
-                    action: "test.event".into(),
-                    subject: format!("e{i}"),
-                    detail: String::new(),
-                },
-            )
-            .await;
+    // Two phases of 300 events, each followed by a signed checkpoint.
+    for phase in 0..2 {
+        for i in phase * 300..(phase + 1) * 300 {
+            cluster
+                .write(
+                    &format!("audit-{i}"),
+                    Command::AppendAudit {
+                        action: "test.event".into(),
+                        subject: format!("e{i}"),
+                        detail: String::new(),
+                    },
+                )
+                .await;
+        }
+        dsops_control_plane::node::evidence::checkpoint(cluster.control(1), Duration::ZERO)
+            .await
+            .unwrap();
     }
     let check = |cluster: &TestCluster| {
         let control = cluster.control(1).clone();
         async move {
             let history = control.audit_history(0, usize::MAX).unwrap();
-            assert!(history.events.len() <= 200, "{} kept", history.events.len());
+            // The cut falls where the first phase's checkpoint signed (about 300 events in): the
+            // history keeps more than the 200 asked for, up to one checkpoint interval.
+            let kept = history.events.len();
+            assert!((200..=320).contains(&kept), "{kept} kept");
             assert!(history.start.seq > 0, "a checkpoint replaced the genesis");
             assert!(history.verify().is_ok(), "the kept chain verifies from its checkpoint");
-            assert_eq!(history.events.last().unwrap().subject, "e599");
+            let attested = history
+                .events
+                .iter()
+                .filter(|e| e.action == CHECKPOINT_ACTION)
+                .filter_map(|e| SignedCheckpoint::from_detail(&e.detail))
+                .any(|c| c.seq == history.start.seq && c.hash == history.start.hash);
+            assert!(
+                attested,
+                "a kept signed checkpoint vouches for the cut at {}",
+                history.start.seq
+            );
+            let last = history.events.iter().rev().find(|e| e.action == "test.event").unwrap();
+            assert_eq!(last.subject, "e599");
             history
         }
     };
