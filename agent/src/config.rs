@@ -96,12 +96,12 @@ pub struct AgentConfig {
 }
 
 /// The field a store reference means when it names none (as `dsops get` reads it).
-pub const DEFAULT_FIELD: &str = "value";
+pub const DEFAULT_FIELD: &str = dsops_proto::domain::WHOLE_VALUE_FIELD;
 
 impl AgentConfig {
     /// Registers `store` as a secret rotated against `service`.
     pub fn add_secret(&mut self, store: &StoreRef, service: Option<&str>) {
-        let field = store.field.clone().unwrap_or_else(|| DEFAULT_FIELD.to_owned());
+        let field = store.value_field().to_owned();
         self.secrets
             .insert((store.store.clone(), store.path.clone(), field), service.map(str::to_owned));
     }
@@ -130,7 +130,7 @@ impl AgentConfig {
                 entry.0, entry.1
             ));
         }
-        let field = store.field.clone().unwrap_or_else(|| DEFAULT_FIELD.to_owned());
+        let field = store.value_field().to_owned();
         let key = (store.store.clone(), store.path.clone(), field);
         match self.secrets.get(&key) {
             None => Some(format!(

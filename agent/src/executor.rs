@@ -166,11 +166,8 @@ impl Executor {
     fn context<'a>(&'a self, job: &'a Job) -> Step_<Context<'a>> {
         let refused = |detail: String| StepResult::failed(StepOutcome::Refused, detail);
         let store = self.store(&job.store_ref.store).map_err(refused)?;
-        let field = job
-            .store_ref
-            .field
-            .clone()
-            .ok_or_else(|| refused("the store reference names no field".to_owned()))?;
+        // No field: the whole value, kept under the one field a file store holds it in.
+        let field = job.store_ref.value_field().to_owned();
         let config: serde_json::Map<String, Json> = if job.config_json.trim().is_empty() {
             serde_json::Map::new()
         } else {

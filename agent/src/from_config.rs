@@ -26,11 +26,8 @@ pub fn file_store_options(
         .secret_stores
         .get(name)
         .ok_or_else(|| anyhow!("no secret store {name:?} in {}", loaded.config.file))?;
-    if store.store_type != "file" {
-        bail!(
-            "store {name:?} is of type {}; this release reads and writes only file stores",
-            store.store_type
-        );
+    if let Err(why) = dsops_config::config::store_type_runs(name, &store.store_type) {
+        bail!("{why}");
     }
     let setting =
         |key: &str| store.settings.get(key).and_then(|v| v.as_str()).map(|p| base_dir.join(p));

@@ -141,7 +141,7 @@ pub enum Command {
     Reports(crate::commands::reports::ReportsCommand),
     /// Rotate secrets now: one, those due in an environment, or those of a service and policy.
     #[command(
-        after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --all --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
+        after_help = "Without --server, the embedded default runs here, with its state in .dsops/.\n\nEXAMPLES:\n  dsops rotate --env dev --key DB_PASSWORD\n  dsops rotate --env prod --all\n  dsops rotate --env prod --dry-run\n  dsops rotate --service svc://pg-prod --policy database-production"
     )]
     Rotate(RotateArgs),
     /// Rotation status, history and rollback.
@@ -171,7 +171,7 @@ pub enum Command {
 
 /// `dsops rotate`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["key", "all", "service"])))]
+#[command(group(clap::ArgGroup::new("what").args(["key", "all", "service"])))]
 pub struct RotateArgs {
     /// The environment.
     #[arg(short, long)]
@@ -188,7 +188,7 @@ pub struct RotateArgs {
     /// ... under this rotation policy.
     #[arg(long, value_name = "POLICY", requires = "service")]
     pub policy: Option<String>,
-    /// Only show what would rotate.
+    /// Only show what would rotate (with --env alone: every secret of it that is due).
     #[arg(long)]
     pub dry_run: bool,
     /// Rotate even if not due or outside maintenance windows (audited). Never skips approval.
@@ -521,10 +521,11 @@ pub enum ListCommand {
 /// Filters of `dsops list services`.
 #[derive(Debug, Args)]
 pub struct ListServicesArgs {
-    /// Only instances of this service type.
+    /// Only instances of this service type, or of the types of this category (database,
+    /// api-service, certificate, cloud, ...).
     #[arg(long = "type", value_name = "TYPE")]
     pub service_type: Option<String>,
-    /// Only instances whose type has this category (database, api-service, certificate, cloud, ...).
+    /// Only instances whose type has this category, or this finer category (payment, ...).
     #[arg(long)]
     pub category: Option<String>,
     /// Only instances with this tag, as key:value (repeat to require several).

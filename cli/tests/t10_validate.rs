@@ -92,3 +92,46 @@ fn the_default_file_is_dsops_yaml_in_the_working_directory() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(stdout(&output).starts_with("dsops.yaml: valid"));
 }
+
+/// The example configuration of the project's vision (`examples/vision-dsops.yaml`, copied
+/// verbatim), as a new user would try it: in a directory of its own, with the empty `dataDir`
+/// it names beside it. It validates, and the vision's commands around it work as written.
+#[test]
+fn the_vision_example_validates_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(root().join("examples/vision-dsops.yaml"), d.join("dsops.yaml")).unwrap();
+    std::fs::create_dir(d.join("dsops-data")).unwrap();
+    let output = common::dsops_in(d, &["validate"]);
+    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    assert!(
+        stdout(&output).contains("valid: 1 environment(s), 5 secret(s)"),
+        "{}",
+        stdout(&output)
+    );
+
+    // `dsops rotate --env production --dry-run`: what is due, without --key or --all.
+    let dry = common::dsops_in(d, &["rotate", "--env", "production", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}{}", stdout(&dry), stderr(&dry));
+    assert!(stdout(&dry).contains("DATABASE_URL"), "{}", stdout(&dry));
+
+    // `--type` takes a type or a category; `--category` also a finer one.
+    let databases = common::dsops_in(
+        d,
+        &["list", "services", "--type", "database", "--tag", "env:prod", "-o", "json"],
+    );
+    assert_eq!(databases.status.code(), Some(0), "{}", stderr(&databases));
+    let rows: serde_json::Value = serde_json::from_slice(&databases.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty(), "no database instance tagged env:prod");
+    assert!(rows.iter().all(|r| r["category"] == "database"), "{rows:?}");
+    let payment = common::dsops_in(
+        d,
+        &["list", "services", "--type", "api-service", "--category", "payment", "-o", "json"],
+    );
+    assert_eq!(payment.status.code(), Some(0), "{}", stderr(&payment));
+    let rows: serde_json::Value = serde_json::from_slice(&payment.stdout).unwrap();
+    let types: Vec<&str> =
+        rows.as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
+    assert!(!types.is_empty() && types.iter().all(|t| *t == "stripe"), "{types:?}");
+}

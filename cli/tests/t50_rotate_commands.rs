@@ -52,9 +52,9 @@ fn rotate_status_history_rollback_get_exec() {
     let stored = put(d, "store://local/app/legacy#token", "legacy-value\n");
     assert_eq!(stored.status.code(), Some(0), "{}", stderr(&stored));
     assert!(!stdout(&stored).contains("legacy-value"));
-    let nofield = put(d, "store://local/app/legacy", "x");
-    assert_eq!(nofield.status.code(), Some(2));
-    assert!(stderr(&nofield).contains("names no field"), "{}", stderr(&nofield));
+    // Without a field: the whole value, which `from.store` without `#field` reads.
+    let whole = put(d, "store://local/app/whole", "whole-value\n");
+    assert_eq!(whole.status.code(), Some(0), "{}", stderr(&whole));
 
     let all = dsops_in(d, &["rotate", "--env", "dev", "--all", "--force"]);
     assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
@@ -219,4 +219,67 @@ fn the_embedded_default_refuses_a_secret_that_needs_approval() {
         "{}",
         stderr(&refused)
     );
+}
+
+#[test]
+fn a_store_type_this_version_cannot_run_validates_and_is_refused_at_use() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dsops.yaml"),
+        "version: 1
+secretStores:
+  vault-prod: { type: vault, address: \"https://vault.company.com\" }
+envs:
+  dev:
+    TOKEN: { from: { store: \"store://vault-prod/app/token#value\" }, rotation: { strategy: random } }
+",
+    )
+    .unwrap();
+    let validate = dsops_in(dir.path(), &["validate"]);
+    assert_eq!(validate.status.code(), Some(0), "{}", stderr(&validate));
+    let rotate = dsops_in(dir.path(), &["rotate", "--env", "dev", "--key", "TOKEN", "--force"]);
+    assert_ne!(rotate.status.code(), Some(0));
+    let said = stderr(&rotate);
+    assert!(
+        said.contains("dev/TOKEN: store \"vault-prod\" is of type vault, which is not supported in this version"),
+        "{said}"
+    );
+    // Refused before anything started: no run, so nothing to quarantine or clean up.
+    let history = dsops_in(
+        dir.path(),
+        &["rotation", "history", "--env", "dev", "--key", "TOKEN", "-o", "json"],
+    );
+    assert_eq!(history.status.code(), Some(0), "{}", stderr(&history));
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
+    let get = dsops_in(dir.path(), &["get", "--env", "dev", "--key", "TOKEN"]);
+    assert_ne!(get.status.code(), Some(0));
+    assert!(stderr(&get).contains("not supported in this version"), "{}", stderr(&get));
+}
+
+#[test]
+fn a_reference_without_a_field_rotates_the_whole_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("dsops.yaml"),
+        "version: 1
+secretStores:
+  local: { type: file }
+envs:
+  dev:
+    WHOLE: { from: { store: \"store://local/app/whole\" }, rotation: { strategy: random, config: { length: 40 } } }
+",
+    )
+    .unwrap();
+    let stored = put(d, "store://local/app/whole", "first-whole-value\n");
+    assert_eq!(stored.status.code(), Some(0), "{}", stderr(&stored));
+    let first = dsops_in(d, &["get", "--env", "dev", "--key", "WHOLE"]);
+    assert_eq!(stdout(&first).trim(), "first-whole-value", "{}", stderr(&first));
+    let rotated = dsops_in(d, &["rotate", "--env", "dev", "--key", "WHOLE", "--force"]);
+    assert_eq!(rotated.status.code(), Some(0), "{}", stderr(&rotated));
+    let new = dsops_in(d, &["get", "--env", "dev", "--key", "WHOLE"]);
+    let new = stdout(&new).trim().to_owned();
+    assert_eq!(new.len(), 40, "{new:?}");
+    assert_ne!(new, "first-whole-value");
 }

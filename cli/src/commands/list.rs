@@ -36,23 +36,41 @@ pub fn run(cli: &Cli, command: &ListCommand) -> Result<(), Failure> {
     }
 }
 
+/// Whether `wanted` names a category of the type `type_name`: its category or, with `finer`,
+/// one of its finer ones.
+fn in_category(catalog: &Catalog, type_name: &str, wanted: &str, finer: bool) -> bool {
+    let Some(service_type) = catalog.service_type(type_name) else { return false };
+    service_type.metadata.category.as_deref() == Some(wanted)
+        || (finer && service_type.metadata.subcategories.iter().any(|c| c == wanted))
+}
+
 fn matches(catalog: &Catalog, instance: &ServiceInstance, args: &ListServicesArgs) -> bool {
     let type_name = &instance.metadata.type_name;
-    if args.service_type.as_ref().is_some_and(|t| t != type_name) {
+    // `--type` takes a type name or a category (`database`, `api-service`).
+    if let Some(wanted) = &args.service_type
+        && wanted != type_name
+        && !in_category(catalog, type_name, wanted, false)
+    {
         return false;
     }
-    if let Some(category) = &args.category {
-        let actual = catalog.service_type(type_name).and_then(|t| t.metadata.category.as_deref());
-        if actual != Some(category.as_str()) {
-            return false;
-        }
+    // `--category` takes a category or a finer one (`payment`).
+    if let Some(category) = &args.category
+        && !in_category(catalog, type_name, category, true)
+    {
+        return false;
     }
     args.tags.iter().all(|(key, value)| instance.has_tag(key, value))
 }
 
 fn services(cli: &Cli, catalog: &Catalog, args: &ListServicesArgs) -> Result<(), Failure> {
+    let categories: Vec<&str> = catalog
+        .service_types
+        .values()
+        .filter_map(|t| t.value.metadata.category.as_deref())
+        .collect();
     if let Some(name) = &args.service_type
         && catalog.service_type(name).is_none()
+        && !categories.contains(&name.as_str())
     {
         let message = dsops_config::document::unknown_hinted(
             "service type",

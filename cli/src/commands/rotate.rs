@@ -207,6 +207,8 @@ pub async fn run(cli: &Cli, args: &RotateArgs) -> Result<(), Failure> {
             Selector::Secret(wire::SecretKey { env: env.clone(), key: key.clone() })
         }
         (Some(env), None, true, None, _) => Selector::AllDueInEnv(env.clone()),
+        // `dsops rotate --env E --dry-run`: what is due in E, as --all would start it.
+        (Some(env), None, false, None, _) if args.dry_run => Selector::AllDueInEnv(env.clone()),
         (None, None, false, Some(service), Some(policy)) => {
             Selector::ServicePolicy(wire::ServicePolicy {
                 service_ref: service.clone(),
@@ -215,7 +217,7 @@ pub async fn run(cli: &Cli, args: &RotateArgs) -> Result<(), Failure> {
         }
         _ => {
             return Err(Failure::invalid(
-                "name what to rotate: --env E --key K, --env E --all, or --service SVC --policy P",
+                "name what to rotate: --env E --key K, --env E --all, or --service SVC --policy P (--env E --dry-run shows what is due)",
             ));
         }
     };

@@ -18,7 +18,7 @@ fn current(cli: &Cli, loaded: &Loaded, secret: &SecretConfig) -> Result<SecretVa
     let store =
         open_store(loaded, &reference.store, &cli.state_dir(), &super::store::base_dir(cli))
             .map_err(|e| Failure::invalid(format!("{e:#}")))?;
-    let field = reference.field.clone().unwrap_or_else(|| "value".to_owned());
+    let field = reference.value_field().to_owned();
     let fields = store
         .read(&reference.path, Label::Current)
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;

@@ -37,11 +37,8 @@ pub fn run(cli: &Cli, command: &StoreCommand) -> Result<(), Failure> {
         StoreCommand::Put { reference } => {
             let reference =
                 StoreRef::parse(reference).map_err(|e| Failure::invalid(e.to_string()))?;
-            let field = reference.field.clone().ok_or_else(|| {
-                Failure::invalid(format!(
-                    "{reference} names no field; use store://<store>/<path>#<field>"
-                ))
-            })?;
+            // No field: the whole value (what `from.store` without `#field` reads).
+            let field = reference.value_field().to_owned();
             let store = open_store(&loaded, &reference.store, &cli.state_dir(), &base_dir(cli))
                 .map_err(|e| Failure::invalid(format!("{e:#}")))?;
             if std::io::IsTerminal::is_terminal(&std::io::stdin()) {

@@ -89,6 +89,10 @@ pub struct TypeMetadata {
     /// The adapter family: `database`, `api-service`, `certificate`, `cloud`, ...
     #[serde(default)]
     pub category: Option<String>,
+    /// Finer categories within it (`payment`, `source-control`), for `dsops list services
+    /// --category`.
+    #[serde(default)]
+    pub subcategories: Vec<String>,
 }
 
 /// How many credentials of a kind may be active at once.

@@ -119,7 +119,7 @@ fn schema_violations_carry_line_and_field_path() {
         messages,
         [
             "service-types/x.yaml:1:13: error: apiVersion: \"dsops.io/v2\" is not one of: dsops.io/v1, dsops-data/v1, dsops.io/v1alpha1; did you mean \"dsops.io/v1\"?",
-            "service-types/x.yaml:5:3: error: metadata.colour: unknown field \"colour\"; expected one of: category, description, name",
+            "service-types/x.yaml:5:3: error: metadata.colour: unknown field \"colour\"; expected one of: category, description, name, subcategories",
             "service-types/x.yaml:8:7: error: spec.credentialKinds[0].capabilities: missing required field",
             "service-types/x.yaml:9:7: error: spec.credentialKinds[0].capabilites: unknown field \"capabilites\"; did you mean \"capabilities\"?",
         ]

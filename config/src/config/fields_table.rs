@@ -82,11 +82,18 @@ const REDIS: &[FieldSpec] = &[
     req("admin_store", FieldKind::StoreEntry),
     opt("tls", FieldKind::Bool),
 ];
-const STRIPE: &[FieldSpec] =
-    &[req("admin_store", FieldKind::StoreField), opt("endpoint", FieldKind::Url)];
+// API services: the key dsops rotates with comes from `admin_store` or `auth` (a store field),
+// or, with neither, from the agent's environment (its own process, never the control plane).
+const STRIPE: &[FieldSpec] = &[
+    opt("environment", FieldKind::Choice(&["live", "test"])),
+    opt("admin_store", FieldKind::StoreField),
+    opt("auth", FieldKind::StoreField),
+    opt("endpoint", FieldKind::Url),
+];
 const GITHUB: &[FieldSpec] = &[
-    req("admin_store", FieldKind::StoreEntry),
-    req("organization", FieldKind::Text),
+    req("org", FieldKind::Text),
+    opt("admin_store", FieldKind::StoreEntry),
+    opt("auth", FieldKind::StoreField),
     opt("endpoint", FieldKind::Url),
 ];
 const AWS_IAM: &[FieldSpec] = &[
@@ -140,8 +147,9 @@ pub fn service_fields(service_type: &str) -> Option<&'static [FieldSpec]> {
     })
 }
 
-/// The store types dsops has, with their settings.
-pub const STORE_TYPES: [(&str, &[FieldSpec]); 3] = [
+/// The store types dsops knows, with their settings: each validates; which ones an agent can
+/// read and write in this version is [`store_type_runs`].
+pub const STORE_TYPES: [(&str, &[FieldSpec]); 6] = [
     ("file", &[opt("path", FieldKind::Text), opt("key_file", FieldKind::Text)]),
     (
         "vault",
@@ -153,16 +161,54 @@ pub const STORE_TYPES: [(&str, &[FieldSpec]); 3] = [
         ],
     ),
     (
-        "aws-secrets-manager",
+        "aws.secretsmanager",
         &[
             req("region", FieldKind::Text),
             opt("endpoint", FieldKind::Url),
             opt("kms_key_id", FieldKind::Text),
         ],
     ),
+    (
+        "onepassword",
+        &[
+            opt("vault", FieldKind::Text),
+            opt("account", FieldKind::Text),
+            opt("connect_host", FieldKind::Url),
+        ],
+    ),
+    ("gcp.secretmanager", &[req("project", FieldKind::Text), opt("location", FieldKind::Text)]),
+    ("azure.keyvault", &[req("vault_url", FieldKind::Url)]),
 ];
+
+/// Earlier spellings of store types, still accepted: (old, current).
+pub const STORE_TYPE_ALIASES: [(&str, &str); 1] = [("aws-secrets-manager", "aws.secretsmanager")];
+
+/// The store types an agent of this version reads and writes.
+pub const RUNNABLE_STORE_TYPES: [&str; 1] = ["file"];
+
+/// The service types whose passwords an agent of this version changes itself (the `immediate`
+/// and `two-key` strategies); other types rotate through `script` or `webhook` services.
+pub const ADAPTER_TYPES: [&str; 2] = ["postgresql", "mysql"];
+
+/// The current name of `store_type` (an alias resolved), or itself.
+pub fn store_type_name(store_type: &str) -> &str {
+    STORE_TYPE_ALIASES.iter().find(|(old, _)| *old == store_type).map_or(store_type, |(_, new)| new)
+}
+
+/// Whether an agent of this version can read and write stores of `store_type`; if not, the
+/// error to show where one is used.
+pub fn store_type_runs(store_name: &str, store_type: &str) -> Result<(), String> {
+    if RUNNABLE_STORE_TYPES.contains(&store_type) {
+        return Ok(());
+    }
+    Err(format!(
+        "store {store_name:?} is of type {store_type}, which is not supported in this version (an agent reads and writes {} stores)",
+        RUNNABLE_STORE_TYPES.join(", ")
+    ))
+}
 
 /// The settings of a store type, if dsops has it.
 pub fn store_fields(store_type: &str) -> Option<&'static [FieldSpec]> {
+    let store_type = store_type_name(store_type);
     STORE_TYPES.iter().find(|(name, _)| *name == store_type).map(|(_, fields)| *fields)
 }

@@ -9,6 +9,7 @@ mod approvals;
 pub mod calendar;
 pub mod enforce;
 mod fields_table;
+mod instances;
 mod model;
 pub mod notify;
 mod parse;
@@ -19,13 +20,17 @@ mod strategy_rules;
 
 use std::path::Path;
 
-pub use fields_table::{FieldKind, FieldSpec, STORE_TYPES, service_fields, store_fields};
+pub use fields_table::{
+    ADAPTER_TYPES, FieldKind, FieldSpec, RUNNABLE_STORE_TYPES, STORE_TYPE_ALIASES, STORE_TYPES,
+    service_fields, store_fields, store_type_name, store_type_runs,
+};
 pub use model::{
     ApprovalRule, Config, EnvConfig, Notification, RotationConfig, RotationDefaults, SecretConfig,
     SecretRotation, ServiceConfig, StoreConfig,
 };
 pub use parse::parse_config;
 pub use resolve::{Origin, ResolvedSecret, resolve};
+pub use strategy_rules::CONNECTION_STRING;
 
 use std::collections::BTreeMap;
 
@@ -105,7 +110,7 @@ pub fn load_with(
         CatalogFiles::FromDisk { base_dir } => base_dir,
         CatalogFiles::Given(_) => Path::new("."),
     };
-    let Some(config) = parse_config(&root, file, base_dir, &mut diagnostics) else {
+    let Some(mut config) = parse_config(&root, file, base_dir, &mut diagnostics) else {
         return Err(diagnostics.sorted());
     };
     let mut layers = vec![Layer::bundled()];
@@ -139,6 +144,7 @@ pub fn load_with(
         }
     }
     let catalog = Catalog::load(&layers, &mut diagnostics);
+    instances::add_catalog_services(&root, &mut config, &catalog, &mut diagnostics);
     resolve(&config, &catalog, &mut diagnostics);
     notify::warn_unresolved(&root, file, &config, &catalog, &mut diagnostics);
     enforce::check_names(&root, &config, &catalog, &mut diagnostics);
@@ -217,3 +223,5 @@ mod governance_tests;
 mod promotion_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vision_tests;

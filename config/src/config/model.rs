@@ -39,7 +39,8 @@ pub struct Config {
 pub struct StoreConfig {
     /// Its name.
     pub name: String,
-    /// `file`, `vault` or `aws-secrets-manager`.
+    /// One of [`super::fields_table::STORE_TYPES`] (`file`, `vault`, `aws.secretsmanager`, ...),
+    /// an earlier spelling resolved.
     pub store_type: String,
     /// The network segment whose agents can reach it; `None` for the default segment.
     pub segment: Option<String>,

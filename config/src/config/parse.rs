@@ -6,7 +6,9 @@ use std::path::Path;
 
 use dsops_proto::domain::{ServiceRef, StoreRef};
 
-use super::fields_table::{COMMON_KEYS, STORE_TYPES, service_fields, store_fields};
+use super::fields_table::{
+    COMMON_KEYS, STORE_TYPES, service_fields, store_fields, store_type_name,
+};
 use super::model::*;
 use super::settings::{check_store_reference, read_settings, unknown_store};
 use crate::catalog::Strategy;
@@ -58,13 +60,12 @@ pub fn parse_config(
     // References are checked against every *declared* name, so a store or service with an error
     // of its own does not also make each reference to it an "unknown" error.
     let store_names = declared(top.get("secretStores"));
-    let service_names = declared(top.get("services"));
     let secret_stores = parse_stores(&top, &store_names, diagnostics);
     let services = parse_services(&top, &store_names, diagnostics);
     let health = super::promotion::parse_health(&top, &services, diagnostics);
     let policies = super::enforce::parse_policies(&top, &declared(top.get("envs")), diagnostics);
     let rotation = parse_rotation(&top, base_dir, &health, &policies, diagnostics);
-    let envs = parse_envs(&top, &store_names, &service_names, diagnostics);
+    let envs = parse_envs(&top, &store_names, diagnostics);
     let notifications = super::notify::parse(&top, &store_names, diagnostics);
     let config = Config {
         file: file.to_owned(),
@@ -155,6 +156,7 @@ fn parse_stores(
             );
             continue;
         };
+        let store_type = store_type_name(&store_type).to_owned();
         let segment = read_common(&fields, diagnostics);
         let settings = read_settings(&fields, specs, declared_stores, diagnostics);
         stores.insert(name.clone(), StoreConfig { name, store_type, segment, settings });
@@ -319,19 +321,44 @@ fn parse_rotation(
             Err(error) => defaults.error("grace_period", error.to_string(), diagnostics),
         }
     }
-    if let Some(node) = defaults.get("notification")
-        && let Some(notification) = Fields::read(
-            node,
-            top.file(),
-            "rotation.defaults.notification",
-            &["on_success", "on_failure"],
-            diagnostics,
-        )
-    {
-        rotation.defaults.notification = Notification {
-            on_success: read_targets(&notification, "on_success", diagnostics),
-            on_failure: read_targets(&notification, "on_failure", diagnostics),
-        };
+    match defaults.get("notification").map(|n| &n.value) {
+        // `notification: slack://security-ops` (or a list of targets): told of every outcome.
+        Some(crate::document::Value::Scalar { .. }) => {
+            let targets = defaults
+                .string("notification", diagnostics)
+                .and_then(|t| match super::notify::check_target(&t) {
+                    Ok(target) => Some(vec![target]),
+                    Err(problem) => {
+                        defaults.error("notification", problem, diagnostics);
+                        None
+                    }
+                })
+                .unwrap_or_default();
+            rotation.defaults.notification =
+                Notification { on_success: targets.clone(), on_failure: targets };
+        }
+        Some(crate::document::Value::Seq(_)) => {
+            let targets = read_targets(&defaults, "notification", diagnostics);
+            rotation.defaults.notification =
+                Notification { on_success: targets.clone(), on_failure: targets };
+        }
+        Some(_) => {
+            if let Some(notification) = defaults.get("notification").and_then(|node| {
+                Fields::read(
+                    node,
+                    top.file(),
+                    "rotation.defaults.notification",
+                    &["on_success", "on_failure"],
+                    diagnostics,
+                )
+            }) {
+                rotation.defaults.notification = Notification {
+                    on_success: read_targets(&notification, "on_success", diagnostics),
+                    on_failure: read_targets(&notification, "on_failure", diagnostics),
+                };
+            }
+        }
+        None => {}
     }
     rotation
 }
@@ -343,19 +370,22 @@ pub(super) fn read_targets(
     key: &str,
     diagnostics: &mut Diagnostics,
 ) -> Vec<String> {
-    let targets = fields.string_list(key, diagnostics).unwrap_or_default();
-    for (index, target) in targets.iter().enumerate() {
-        if let Err(problem) = super::notify::check_target(target) {
-            let pos = match fields.get(key).map(|n| &n.value) {
-                Some(crate::document::Value::Seq(items)) => items[index].pos,
-                _ => fields.pos(),
-            };
-            diagnostics.error(
-                fields.file(),
-                pos,
-                &format!("{}[{index}]", fields.child(key)),
-                problem,
-            );
+    let mut targets = fields.string_list(key, diagnostics).unwrap_or_default();
+    for (index, target) in targets.iter_mut().enumerate() {
+        match super::notify::check_target(target) {
+            Ok(kept) => *target = kept,
+            Err(problem) => {
+                let pos = match fields.get(key).map(|n| &n.value) {
+                    Some(crate::document::Value::Seq(items)) => items[index].pos,
+                    _ => fields.pos(),
+                };
+                diagnostics.error(
+                    fields.file(),
+                    pos,
+                    &format!("{}[{index}]", fields.child(key)),
+                    problem,
+                );
+            }
         }
     }
     targets
@@ -375,7 +405,6 @@ fn read_schedule(fields: &Fields<'_>, diagnostics: &mut Diagnostics) -> Option<S
 fn parse_envs(
     top: &Fields<'_>,
     stores: &[&str],
-    services: &[&str],
     diagnostics: &mut Diagnostics,
 ) -> BTreeMap<String, EnvConfig> {
     let mut envs = BTreeMap::new();
@@ -402,7 +431,7 @@ fn parse_envs(
                 continue;
             }
             if let Some(secret) =
-                parse_secret(spec, top.file(), &env, name, &var_path, stores, services, diagnostics)
+                parse_secret(spec, top.file(), &env, name, &var_path, stores, diagnostics)
             {
                 secrets.insert(name.to_owned(), secret);
             }
@@ -420,7 +449,6 @@ fn parse_secret(
     key: &str,
     path: &str,
     stores: &[&str],
-    services: &[&str],
     diagnostics: &mut Diagnostics,
 ) -> Option<SecretConfig> {
     // A variable with any structural error is left out, so later checks do not pile further
@@ -439,14 +467,6 @@ fn parse_secret(
     let store = from
         .required_string("store", "store://<store>/<path>#<field>", diagnostics)
         .and_then(|text| match StoreRef::parse(&text) {
-            Ok(reference) if reference.field.is_none() => {
-                from.error(
-                    "store",
-                    format!("{text:?} must name a field: store://<store>/<path>#<field>"),
-                    diagnostics,
-                );
-                None
-            }
             Ok(reference) if !stores.contains(&reference.store.as_str()) => {
                 from.error("store", unknown_store(&reference.store, stores), diagnostics);
                 None
@@ -468,16 +488,8 @@ fn parse_secret(
                 );
                 None
             }
-            Ok(reference) if !services.contains(&reference.service.as_str()) => {
-                let message = unknown_name(
-                    "service",
-                    &reference.service,
-                    services,
-                    Some("it must be defined under `services`"),
-                );
-                from.error("service", message, diagnostics);
-                None
-            }
+            // A name not under `services` may be a catalog instance's id: judged once the
+            // catalog is loaded (`instances::add_catalog_services`).
             Ok(reference) => Some(reference),
             Err(error) => {
                 from.error("service", error.to_string(), diagnostics);

@@ -350,8 +350,15 @@ fn check_conflicts(
     for item in resolved {
         let secret = item.secret;
         let here = format!("envs.{}.{}", secret.env, secret.key);
+        // `store://s/p` (the whole value) and `store://s/p#value` are one location.
+        let location = format!(
+            "store://{}/{}#{}",
+            secret.store.store,
+            secret.store.path,
+            secret.store.value_field()
+        );
         if item.strategy.is_some()
-            && let Some(first) = locations.insert(secret.store.to_string(), here.clone())
+            && let Some(first) = locations.insert(location, here.clone())
         {
             diagnostics.error(
                     &config.file,

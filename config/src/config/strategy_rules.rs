@@ -7,6 +7,9 @@ use super::resolve::{ResolvedSecret, rotatable};
 use crate::catalog::{CHARSETS, CredentialKind, ServiceType, Strategy};
 use crate::document::{Diagnostics, Fields, Pos};
 
+/// The credential kind of a database connection URL (`postgresql://user:password@host/db`).
+pub const CONNECTION_STRING: &str = "connection_string";
+
 fn is_database(service_type: Option<&ServiceType>) -> bool {
     service_type.and_then(|t| t.metadata.category.as_deref()) == Some("database")
 }
@@ -16,7 +19,8 @@ fn is_database(service_type: Option<&ServiceType>) -> bool {
 fn config_keys(strategy: Strategy, database: bool) -> Option<&'static [&'static str]> {
     match strategy {
         Strategy::Random => Some(&["length", "charset"]),
-        Strategy::Script => Some(&["command", "args", "timeout"]),
+        // `script_path` is how the project's vision spells `command`.
+        Strategy::Script => Some(&["command", "script_path", "args", "timeout"]),
         Strategy::Webhook => Some(&["url", "timeout"]),
         Strategy::Immediate | Strategy::Overlap if database => Some(&["username"]),
         Strategy::TwoKey if database => Some(&["usernames"]),
@@ -106,7 +110,7 @@ pub(super) fn check(
             }
         }
         Strategy::Script => {
-            if type_name != "script" && get("command").is_none() {
+            if type_name != "script" && get("command").is_none() && get("script_path").is_none() {
                 report.at("strategy", "the `script` strategy needs a service of type script, or rotation.config.command".to_owned());
             }
         }
@@ -138,7 +142,11 @@ pub(super) fn check(
                     );
                 }
             }
-            if database {
+            // A connection string names its own user, so the users may be left out.
+            let users_optional = kind.is_some_and(|k| k.name == CONNECTION_STRING)
+                && get("username").is_none()
+                && get("usernames").is_none();
+            if database && !users_optional {
                 check_database_users(&mut report, strategy, get("username"), get("usernames"));
             }
         }

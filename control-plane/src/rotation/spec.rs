@@ -65,13 +65,29 @@ pub fn run_spec(
     let Some((strategy, _)) = item.strategy else {
         return Err(SpecError(format!("{name} does not rotate (no rotation strategy or policy)")));
     };
+    let type_name = item.service_type.map(|t| t.metadata.name.as_str());
+    if let Some(kind) = item.kind.filter(|k| k.name == dsops_config::config::CONNECTION_STRING) {
+        return Err(SpecError(format!(
+            "{name}: rotating {}/{} credentials is not supported in this version (rotate the password with kind db_password)",
+            type_name.unwrap_or_default(),
+            kind.name
+        )));
+    }
     match strategy {
+        Strategy::Immediate | Strategy::TwoKey
+            if type_name.is_some_and(|t| !dsops_config::config::ADAPTER_TYPES.contains(&t)) =>
+        {
+            return Err(SpecError(format!(
+                "{name}: rotating {} credentials is not supported in this version (agents change passwords on {}); a script or webhook service can rotate them",
+                type_name.unwrap_or_default(),
+                dsops_config::config::ADAPTER_TYPES.join(" and ")
+            )));
+        }
         Strategy::Immediate | Strategy::TwoKey | Strategy::Random => {}
         Strategy::Script | Strategy::Webhook => {
             // The agent calls only the programs and endpoints its own configuration names, so
             // the hook must be a service of the strategy's type, not a `rotation.config` setting.
             let wanted = strategy.to_string();
-            let type_name = item.service_type.map(|t| t.metadata.name.as_str());
             if type_name != Some(wanted.as_str()) {
                 return Err(SpecError(format!(
                     "{name}: strategy {wanted} calls the {wanted} service named in from.service; set from.service to svc://<service>?kind=secret with a service of type {wanted} (a command or URL in rotation.config is not run)"
@@ -79,14 +95,29 @@ pub fn run_spec(
             }
         }
         Strategy::Overlap => {
-            // Database roles hold one password: a second valid credential for the same identity
-            // cannot exist, which is what overlap needs.
-            let type_name =
-                item.service_type.map(|t| t.metadata.name.as_str()).unwrap_or("this target");
-            return Err(SpecError(format!(
-                "{name}: strategy overlap needs a target that can hold two credentials at once; {type_name} cannot (use two-key)"
-            )));
+            let holds_two = item
+                .kind
+                .and_then(|k| k.constraints.as_ref())
+                .and_then(|c| c.max_active)
+                .is_some_and(|m| m.allows_two());
+            let type_name = type_name.unwrap_or("this target");
+            return Err(SpecError(if holds_two {
+                format!(
+                    "{name}: strategy overlap is not supported in this version ({type_name} can hold two credentials at once, but no agent adapter rotates it yet)"
+                )
+            } else {
+                // Database roles hold one password: a second valid credential for the same
+                // identity cannot exist, which is what overlap needs.
+                format!(
+                    "{name}: strategy overlap needs a target that can hold two credentials at once; {type_name} cannot (use two-key)"
+                )
+            }));
         }
+    }
+    let store = &item.secret.store.store;
+    if let Some(config) = loaded.config.secret_stores.get(store) {
+        dsops_config::config::store_type_runs(store, &config.store_type)
+            .map_err(|why| SpecError(format!("{name}: {why}")))?;
     }
     let config = item.secret.rotation.as_ref().map(|r| r.config.clone()).unwrap_or_default();
     let grace_ms = match strategy {

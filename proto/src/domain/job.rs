@@ -20,7 +20,7 @@ pub struct Job {
     pub env: String,
     /// The variable within the environment.
     pub key: String,
-    /// Where the value lives; always names a field.
+    /// Where the value lives; without a field, the whole value ([`StoreRef::value_field`]).
     pub store_ref: StoreRef,
     /// The target; `None` for the `random` strategy.
     pub service_ref: Option<ServiceRef>,
@@ -70,9 +70,6 @@ impl TryFrom<wire::Job> for Job {
         super::SecretKey::parse(&env, &key)?;
         let store_ref = StoreRef::parse(&store_ref)
             .map_err(|error| ProtocolError::invalid("store_ref", error.to_string()))?;
-        if store_ref.field.is_none() {
-            return Err(ProtocolError::invalid("store_ref", "must name a field (#<field>)"));
-        }
         let service_ref = if service_ref.is_empty() {
             None
         } else {
@@ -187,7 +184,6 @@ mod tests {
             (|j| j.step = 0, "step"),
             (|j| j.attempt = 0, "attempt"),
             (|j| j.env.clear(), "env"),
-            (|j| j.store_ref = "store://local/app/db".into(), "store_ref"),
             (|j| j.store_ref = "vault://x".into(), "store_ref"),
             (|j| j.service_ref = "svc://pg/x".into(), "service_ref"),
             (|j| j.deadline = None, "deadline"),

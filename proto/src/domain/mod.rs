@@ -79,7 +79,7 @@ pub use receipt::{
     Fingerprint, MAX_DETAIL_BYTES, MAX_RECEIPT_BYTES, ReceiptBody, SignatureError, SignedReceipt,
     truncate_detail,
 };
-pub use refs::{RefError, ServiceRef, StoreRef};
+pub use refs::{RefError, ServiceRef, StoreRef, WHOLE_VALUE_FIELD};
 pub use run::{MemberRole, RunPhase, RunStatus, StepResult};
 pub use session::{Capabilities, EnrollRequest, Heartbeat, Hello};
 pub use step::{Step, StepOutcome};

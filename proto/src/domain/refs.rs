@@ -59,7 +59,17 @@ pub struct StoreRef {
     pub field: Option<String>,
 }
 
+/// The field a store reference means when it names none: the whole value of an entry in a
+/// store that holds one value per path (AWS Secrets Manager's secret string), and the one
+/// field dsops keeps it under in its file store.
+pub const WHOLE_VALUE_FIELD: &str = "value";
+
 impl StoreRef {
+    /// The field the reference reads and writes: its own, or [`WHOLE_VALUE_FIELD`].
+    pub fn value_field(&self) -> &str {
+        self.field.as_deref().unwrap_or(WHOLE_VALUE_FIELD)
+    }
+
     /// Parses a store reference.
     pub fn parse(input: &str) -> Result<StoreRef, RefError> {
         let fail =
