@@ -115,6 +115,37 @@ fn the_vision_example_validates_as_written() {
     assert_eq!(dry.status.code(), Some(0), "{}{}", stdout(&dry), stderr(&dry));
     assert!(stdout(&dry).contains("DATABASE_URL"), "{}", stdout(&dry));
 
+    // `svc://<type>/<service>` with --service: the service resolves (here to be refused, before
+    // any run, as this version cannot rotate connection strings); a wrong type is named.
+    let service = "svc://postgres/postgres-prod?kind=connection_string";
+    let args = ["rotate", "--service", service, "--policy", "pg-app-user-rotation", "--dry-run"];
+    let typed = common::dsops_in(d, &args);
+    assert!(
+        stdout(&typed)
+            .contains("postgresql/connection_string credentials is not supported in this version"),
+        "{}{}",
+        stdout(&typed),
+        stderr(&typed)
+    );
+    let wrong = common::dsops_in(
+        d,
+        &[
+            "rotate",
+            "--service",
+            "svc://stripe/postgres-prod?kind=connection_string",
+            "--policy",
+            "pg-app-user-rotation",
+        ],
+    );
+    assert_ne!(wrong.status.code(), Some(0));
+    assert!(
+        stderr(&wrong).contains(
+            "names type \"stripe\", but service \"postgres-prod\" is of type \"postgresql\""
+        ),
+        "{}",
+        stderr(&wrong)
+    );
+
     // `--type` takes a type or a category; `--category` also a finer one.
     let databases = common::dsops_in(
         d,

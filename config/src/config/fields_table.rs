@@ -190,6 +190,15 @@ pub const RUNNABLE_STORE_TYPES: [&str; 1] = ["file"];
 /// and `two-key` strategies); other types rotate through `script` or `webhook` services.
 pub const ADAPTER_TYPES: [&str; 2] = ["postgresql", "mysql"];
 
+/// Short names people write for service types in `svc://<type>/<service>`: (short, type).
+pub const SERVICE_TYPE_ALIASES: [(&str, &str); 3] =
+    [("postgres", "postgresql"), ("pg", "postgresql"), ("mariadb", "mysql")];
+
+/// Whether `written` (the `<type>` of `svc://<type>/<service>`) names the type `actual`.
+pub fn service_type_is(written: &str, actual: &str) -> bool {
+    written == actual || SERVICE_TYPE_ALIASES.contains(&(written, actual))
+}
+
 /// The current name of `store_type` (an alias resolved), or itself.
 pub fn store_type_name(store_type: &str) -> &str {
     STORE_TYPE_ALIASES.iter().find(|(old, _)| *old == store_type).map_or(store_type, |(_, new)| new)

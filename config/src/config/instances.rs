@@ -1,6 +1,7 @@
 //! `from.service` names that are not under `services`: the id of a catalog ServiceInstance (the
 //! bundled `letsencrypt-acme`, or one of a `dataDir`) stands in as a service of that instance's
-//! type, with its endpoint; any other name is an unknown service, reported where it is used.
+//! type, with its endpoint; any other name is an unknown service, reported where it is used. A
+//! reference that names a type (`svc://<type>/<service>`) must name the service's.
 
 use std::collections::BTreeMap;
 
@@ -68,4 +69,26 @@ pub(super) fn add_catalog_services(
         }
     }
     config.services.extend(added);
+    // `svc://<type>/<service>`: the type written must be the service's.
+    for env in config.envs.values() {
+        for secret in env.secrets.values() {
+            let Some(reference) = &secret.service else { continue };
+            let (Some(written), Some(service)) =
+                (&reference.service_type, config.services.get(&reference.service))
+            else {
+                continue;
+            };
+            if !super::fields_table::service_type_is(written, &service.service_type) {
+                diagnostics.error(
+                    &config.file,
+                    secret.node.at_pointer("/from/service").pos,
+                    &format!("envs.{}.{}.from.service", secret.env, secret.key),
+                    format!(
+                        "{reference} names type {written:?}, but service {:?} is of type {:?}",
+                        service.name, service.service_type
+                    ),
+                );
+            }
+        }
+    }
 }

@@ -21,8 +21,9 @@ mod strategy_rules;
 use std::path::Path;
 
 pub use fields_table::{
-    ADAPTER_TYPES, FieldKind, FieldSpec, RUNNABLE_STORE_TYPES, STORE_TYPE_ALIASES, STORE_TYPES,
-    service_fields, store_fields, store_type_name, store_type_runs,
+    ADAPTER_TYPES, FieldKind, FieldSpec, RUNNABLE_STORE_TYPES, SERVICE_TYPE_ALIASES,
+    STORE_TYPE_ALIASES, STORE_TYPES, service_fields, service_type_is, store_fields,
+    store_type_name, store_type_runs,
 };
 pub use model::{
     ApprovalRule, Config, EnvConfig, Notification, RotationConfig, RotationDefaults, SecretConfig,

@@ -82,3 +82,20 @@ fn the_whole_value_and_its_field_are_one_location() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_typed_service_reference_must_name_the_services_type() {
+    let var = |service: &str| {
+        format!(
+            "{HEAD}envs:\n  dev:\n    DB: {{ from: {{ store: \"store://local/app/db#password\", service: \"{service}\" }}, rotation: {{ strategy: immediate, config: {{ username: app }} }} }}\n"
+        )
+    };
+    assert_findings(&var("svc://postgres/pg?kind=db_password"), &[]);
+    assert_findings(&var("svc://postgresql/pg?kind=db_password"), &[]);
+    let got = findings(&var("svc://mysql/pg?kind=db_password"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("names type \"mysql\", but service \"pg\" is of type \"postgresql\""),
+        "{got:?}"
+    );
+}

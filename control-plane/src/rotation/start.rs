@@ -232,10 +232,22 @@ fn select<'a>(
                 .collect())
         }
         RotateSelector::ServicePolicy { service, policy } => {
-            if !loaded.config.services.contains_key(&service.service) {
+            let Some(configured) = loaded.config.services.get(&service.service) else {
                 return Err(RotationError::new(
                     ErrorCode::FailedPrecondition,
                     format!("no service {:?} in the configuration", service.service),
+                ));
+            };
+            // `svc://<type>/<service>`: the type written must be the service's.
+            if let Some(written) = &service.service_type
+                && !dsops_config::config::service_type_is(written, &configured.service_type)
+            {
+                return Err(RotationError::new(
+                    ErrorCode::FailedPrecondition,
+                    format!(
+                        "{service} names type {written:?}, but service {:?} is of type {:?}",
+                        service.service, configured.service_type
+                    ),
                 ));
             }
             let chosen: Vec<ResolvedSecret<'a>> = loaded

@@ -185,7 +185,7 @@ mod tests {
             (|j| j.attempt = 0, "attempt"),
             (|j| j.env.clear(), "env"),
             (|j| j.store_ref = "vault://x".into(), "store_ref"),
-            (|j| j.service_ref = "svc://pg/x".into(), "service_ref"),
+            (|j| j.service_ref = "svc://pg/x/y".into(), "service_ref"),
             (|j| j.deadline = None, "deadline"),
             (|j| j.checked_step = Step::Apply.to_wire(), "checked_step"),
             (

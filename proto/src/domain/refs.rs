@@ -121,9 +121,14 @@ impl FromStr for StoreRef {
     }
 }
 
-/// `svc://<service>?kind=<kind>`: a service from `services` and one of its credential kinds.
+/// `svc://<service>?kind=<kind>`: a service from `services` (or a catalog instance's id) and one
+/// of its credential kinds. `svc://<type>/<service>?kind=<kind>` also names the service's type,
+/// which must then match it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceRef {
+    /// The service type written before the name, when it is (`postgresql` in
+    /// `svc://postgresql/prod-db`).
+    pub service_type: Option<String>,
     /// The service's name in `services`.
     pub service: String,
     /// The credential kind, a `credentialKinds[].name` of the service's type.
@@ -142,9 +147,19 @@ impl ServiceRef {
             Some((service, query)) => (service, Some(query)),
             None => (rest, None),
         };
-        if service.contains('/') {
-            return Err(fail("a service reference has no path after the service name".to_owned()));
-        }
+        let (service_type, service) = match service.split_once('/') {
+            Some((_, name)) if name.contains('/') => {
+                return Err(fail(
+                    "a service reference has no path after the service name (svc://<type>/<service> at most)"
+                        .to_owned(),
+                ));
+            }
+            Some((service_type, name)) => {
+                check_catalog_name(service_type, "service type").map_err(&fail)?;
+                (Some(service_type.to_owned()), name)
+            }
+            None => (None, service),
+        };
         if service.contains('#') {
             return Err(fail("a service reference takes no '#' field".to_owned()));
         }
@@ -171,13 +186,16 @@ impl ServiceRef {
                 kind
             }
         };
-        Ok(ServiceRef { service: service.to_owned(), kind })
+        Ok(ServiceRef { service_type, service: service.to_owned(), kind })
     }
 }
 
 impl fmt::Display for ServiceRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "svc://{}", self.service)?;
+        match &self.service_type {
+            Some(service_type) => write!(f, "svc://{service_type}/{}", self.service)?,
+            None => write!(f, "svc://{}", self.service)?,
+        }
         if let Some(kind) = &self.kind {
             write!(f, "?kind={kind}")?;
         }
@@ -236,9 +254,16 @@ mod tests {
         let r = ServiceRef::parse("svc://pg-dev?kind=db_password").unwrap();
         assert_eq!((r.service.as_str(), r.kind.as_deref()), ("pg-dev", Some("db_password")));
         assert_eq!(ServiceRef::parse("svc://pg").unwrap().kind, None);
+        let typed = ServiceRef::parse("svc://postgres/prod-db?kind=db_password").unwrap();
+        assert_eq!(
+            (typed.service_type.as_deref(), typed.service.as_str(), typed.kind.as_deref()),
+            (Some("postgres"), "prod-db", Some("db_password"))
+        );
+        assert_eq!(typed.to_string(), "svc://postgres/prod-db?kind=db_password");
         let cases = [
             ("pg-dev?kind=x", "does not start with \"svc://\""),
-            ("svc://pg/x?kind=y", "no path"),
+            ("svc://pg/x/y?kind=y", "no path"),
+            ("svc://p g/x?kind=y", "service type"),
             ("svc://pg?type=y", "unknown query parameter \"type\""),
             ("svc://pg?kind=a&kind=b", "given twice"),
             ("svc://pg?kind=", "the kind is empty"),
