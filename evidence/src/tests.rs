@@ -336,3 +336,52 @@ fn tampering_is_caught_in_its_class_naming_the_file() {
     fails(&other_plan, Failure::Approval, "runs/run-1.json approval by anna (round 1): signs plan");
     let _ = f.agent;
 }
+
+/// A bundle that starts right after a signed event (as at a retention cut): the checkpoint of
+/// that event, which is not in the file, must sign the hash the first event links to.
+#[test]
+fn a_checkpoint_of_the_event_before_the_bundle_must_match_the_first_link() {
+    let bundle_with = |wrong: bool| {
+        let mut f = fixture();
+        let evidence = f.evidence.clone();
+        let signed = |seq: u64, hash: String, at_ms: u64| {
+            let mut c =
+                SignedCheckpoint { generation: 1, seq, hash, at_ms, signature_hex: String::new() };
+            c.signature_hex = dsops_proto::hex(&evidence.sign(&c.message()).to_bytes());
+            c.to_detail()
+        };
+        let mut log = AuditLog::default();
+        for i in 1..=4 {
+            log.append(i, 1_000 + i, "alice", "run.requested", "prod/DB", "detail");
+        }
+        let cut = log.head();
+        let hash = if wrong { "ff".repeat(32) } else { cut.hash.clone() };
+        log.append(
+            5,
+            1_100,
+            "node-1",
+            CHECKPOINT_ACTION,
+            "audit",
+            &signed(cut.seq, hash, cut.at_ms),
+        );
+        log.append(6, 1_200, "alice", "run.completed", "prod/DB", "detail");
+        let head = log.head();
+        log.append(
+            7,
+            1_300,
+            "node-1",
+            CHECKPOINT_ACTION,
+            "audit",
+            &signed(head.seq, head.hash, head.at_ms),
+        );
+        f.input.events = log.events().into_iter().filter(|e| e.seq >= 5).collect();
+        f.input.scope.first_seq = 5;
+        f.input.scope.through_seq = 6;
+        (write(&f.input, &f.evidence).unwrap(), f)
+    };
+    let (good, _) = bundle_with(false);
+    let report = verify(&good, None);
+    assert_eq!(report.failure(), None, "{:#?}", report.checks);
+    let (bad, _) = bundle_with(true);
+    fails(&bad, Failure::Checkpoint, "signs another hash for event 4");
+}

@@ -400,6 +400,22 @@ fn check_checkpoints(
             report.fail(Failure::Checkpoint, format!("{at}: {e}"));
             continue;
         }
+        // The event a checkpoint signs is in the file, or is the one just before its first
+        // event (a bundle that starts at a retention cut): either way its hash is known here.
+        let before_first = events.first().filter(|first| first.seq == checkpoint.seq + 1);
+        if let Some(first) = before_first
+            && first.prev_hash != checkpoint.hash
+        {
+            bad += 1;
+            report.fail(
+                Failure::Checkpoint,
+                format!(
+                    "{at}: signs another hash for event {} than the first event's link to it",
+                    checkpoint.seq
+                ),
+            );
+            continue;
+        }
         if let Some(target) = events.iter().find(|e| e.seq == checkpoint.seq)
             && (target.hash != checkpoint.hash || target.at_ms != checkpoint.at_ms)
         {
