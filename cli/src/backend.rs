@@ -134,6 +134,13 @@ impl Backend {
         call!(self, "compliance report", compliance_report, request)
     }
 
+    /// A new evidence key generation.
+    pub async fn rotate_evidence_key(&self) -> Result<wire::RotateEvidenceKeyResponse, Failure> {
+        let request =
+            wire::RotateEvidenceKeyRequest { request_id: dsops_cli::embedded::random_id() };
+        call!(self, "evidence key rotate", rotate_evidence_key, request)
+    }
+
     /// The node's metrics (Prometheus text).
     pub async fn metrics(
         &self,

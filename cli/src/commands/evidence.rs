@@ -102,25 +102,8 @@ pub async fn run(cli: &Cli, command: &EvidenceCommand) -> Result<(), Failure> {
 }
 
 async fn rotate_key(cli: &Cli) -> Result<(), Failure> {
-    let what = "evidence key rotate";
-    let request = wire::RotateEvidenceKeyRequest { request_id: dsops_cli::embedded::random_id() };
     let backend = Backend::open(cli).await?;
-    let response = match &backend {
-        Backend::Remote(remote) => {
-            remote
-                .call(what, |mut c| {
-                    let request = request.clone();
-                    async move { c.rotate_evidence_key(request).await }
-                })
-                .await
-        }
-        Backend::Embedded(embedded) => embedded
-            .admin()
-            .rotate_evidence_key(embedded.request(request))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| Failure::from_status(what, &s, None)),
-    };
+    let response = backend.rotate_evidence_key().await;
     backend.close().await;
     let response = response?;
     if cli.output == OutputFormat::Json {

@@ -129,16 +129,20 @@ pub(super) fn parse(
     config
 }
 
+/// `<kind>://<rest>` (`slack://security-ops`) as the target `<kind>:<rest>`; anything else as is.
+fn uri_as_target(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.split_once("://") {
+        Some((kind, rest)) if TARGET_KINDS.contains(&kind) => format!("{kind}:{rest}").into(),
+        _ => text.into(),
+    }
+}
+
 /// Checks a target's form: `<kind>:<rest>` with a known kind, or a plain name; returns it as
 /// dsops keeps it (the URI form `<kind>://<rest>`, as in `slack://security-ops`, becomes
 /// `<kind>:<rest>`).
 pub fn check_target(text: &str) -> Result<String, String> {
-    if let Some((kind, rest)) = text.split_once("://")
-        && TARGET_KINDS.contains(&kind)
-        && !rest.trim().is_empty()
-    {
-        return Ok(format!("{kind}:{rest}"));
-    }
+    let text = uri_as_target(text);
+    let text = text.as_ref();
     match text.split_once(':') {
         Some((kind, rest)) if TARGET_KINDS.contains(&kind) && !rest.trim().is_empty() => {
             Ok(text.to_owned())
@@ -312,15 +316,9 @@ fn resolve_depth(
     if depth > 4 {
         return Err(format!("{target:?} is nested more than 4 names deep"));
     }
-    // The URI form (`slack://security-ops`), from a catalog policy, reads as `slack:security-ops`.
-    let uri;
-    let target = match target.split_once("://") {
-        Some((kind, rest)) if TARGET_KINDS.contains(&kind) => {
-            uri = format!("{kind}:{rest}");
-            uri.as_str()
-        }
-        _ => target,
-    };
+    // The URI form may come from a catalog policy, which `check_target` did not read.
+    let target = uri_as_target(target);
+    let target = target.as_ref();
     let by_kind = |kind: &'static str| config.channels.iter().filter(move |(_, c)| c.kind == kind);
     match target.split_once(':') {
         Some(("log", name)) => {

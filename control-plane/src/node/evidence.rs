@@ -112,12 +112,9 @@ pub async fn rotate(
         ));
     };
     let write_id = format!("evidence-key-rotate-{request_id}");
-    let key = register(control, actor, previous.generation + 1, &write_id).await?;
     // A retry finds the generation its first attempt registered.
-    let previous = match key.generation == previous.generation + 1 {
-        true => previous.generation,
-        false => key.generation.saturating_sub(1),
-    };
+    let key = register(control, actor, previous.generation + 1, &write_id).await?;
+    let previous = key.generation.saturating_sub(1);
     checkpoint(control, Duration::ZERO).await.map_err(unavailable)?;
     let signed = control
         .read_local(|s| s.last_checkpoint.clone())
