@@ -68,6 +68,8 @@ pub enum Flavor {
     Postgres,
     /// MariaDB (MySQL protocol).
     MariaDb,
+    /// Redis ACL users (statements are commands, words separated by spaces).
+    Redis,
 }
 
 impl Flavor {
@@ -76,17 +78,24 @@ impl Flavor {
         match self {
             Flavor::Postgres => Service::Postgres,
             Flavor::MariaDb => Service::MariaDb,
+            Flavor::Redis => Service::Redis,
         }
     }
 
     /// The admin's view of the server, as the agent gets it.
     pub fn target(self) -> DatabaseTarget {
         let url = ServerUrl::parse(&self.service().url());
+        // `redis://:password@…`: the `default` user (requirepass).
+        let user = if url.user.is_empty() && self == Flavor::Redis {
+            "default".to_owned()
+        } else {
+            url.user
+        };
         DatabaseTarget {
             host: url.host,
             port: url.port,
             database: url.database,
-            admin_user: url.user,
+            admin_user: user,
             admin_password: SecretValue::new(url.password),
             timeout: Duration::from_secs(10),
             max_connections: 4,
@@ -99,15 +108,16 @@ impl Flavor {
         user: &str,
         password: &SecretValue,
     ) -> Result<dsops_agent::adapter::Login, dsops_agent::adapter::AdapterError> {
-        use dsops_agent::adapter::{MySqlAdapter, PasswordTarget, PostgresAdapter};
+        use dsops_agent::adapter::{MySqlAdapter, PasswordTarget, PostgresAdapter, RedisAdapter};
         match self {
             Flavor::Postgres => PostgresAdapter::new(self.target()).login(user, password).await,
             Flavor::MariaDb => MySqlAdapter::new(self.target()).login(user, password).await,
+            Flavor::Redis => RedisAdapter::new(self.target()).login(user, password).await,
         }
     }
 
     /// A fresh login as `user` with `password` through the server's own command-line client
-    /// (`psql`, `mariadb`), which shares no code with dsops: `Ok(true)` when it logged in,
+    /// (`psql`, `mariadb`, `redis-cli`), which shares no code with dsops: `Ok(true)` when it logged in,
     /// `Ok(false)` when the server refused the password, `Err` when the client could not tell.
     /// The password reaches the client through its environment, not its command line.
     pub fn login_with_client(self, user: &str, password: &str) -> Result<bool, String> {
@@ -126,15 +136,28 @@ impl Flavor {
                 .args(["-e", "select 1"])
                 .env("MYSQL_PWD", password)
                 .output(),
+            Flavor::Redis => std::process::Command::new("redis-cli")
+                .args(["--no-auth-warning", "-h", &url.host, "-p", &url.port.to_string()])
+                .args(["--user", user, "ping"])
+                .env("REDISCLI_AUTH", password)
+                .output(),
         }
         .map_err(|e| format!("running the {self:?} client: {e}"))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "1" {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let expected = if self == Flavor::Redis { "PONG" } else { "1" };
+        if output.status.success() && stdout.trim() == expected {
+            return Ok(true);
+        }
+        // A Redis user without the right to PING is told NOPERM only once it has logged in.
+        if self == Flavor::Redis && output.status.success() && stdout.contains("NOPERM") {
             return Ok(true);
         }
         let refused = match self {
             Flavor::Postgres => stderr.contains("password authentication failed"),
             Flavor::MariaDb => stderr.contains("Access denied"),
+            // redis-cli prints the AUTH refusal and the NOAUTH of the PING that follows.
+            Flavor::Redis => format!("{stdout}{stderr}").contains("WRONGPASS"),
         };
         if refused { Ok(false) } else { Err(format!("{self:?} client: {}", stderr.trim())) }
     }
@@ -161,6 +184,45 @@ impl Flavor {
                         .unwrap_or_else(|e| panic!("{sql}: {e}"));
                 }
             }
+            Flavor::Redis => {
+                use crate::redis::{Connection, Reply, parse_url};
+                let (address, password) = parse_url(&url);
+                let mut conn = Connection::connect(&address).await.expect("redis connect");
+                if let Some(password) = password {
+                    let reply = conn.command(&["AUTH", &password]).await.expect("redis auth");
+                    assert_eq!(reply, Reply::Status("OK".to_owned()), "admin AUTH");
+                }
+                for command in statements {
+                    let words: Vec<&str> = command.split(' ').collect();
+                    let reply = conn.command(&words).await.expect("redis command");
+                    assert!(!matches!(reply, Reply::Error(_)), "{command}: {reply:?}");
+                }
+            }
+        }
+    }
+
+    /// A session logged in as `user` with `password`, open until dropped.
+    pub async fn session(self, user: &str, password: &str) -> Box<dyn std::any::Any + Send> {
+        let url = crate::services::with_credentials(&self.service().url(), user, password);
+        match self {
+            Flavor::Postgres => Box::new(
+                sqlx::PgConnection::connect(&crate::services::with_database(&url, "postgres"))
+                    .await
+                    .expect("session"),
+            ),
+            Flavor::MariaDb => Box::new(
+                sqlx::MySqlConnection::connect(&crate::services::with_database(&url, ""))
+                    .await
+                    .expect("session"),
+            ),
+            Flavor::Redis => {
+                use crate::redis::{Connection, Reply, parse_url};
+                let (address, _) = parse_url(&self.service().url());
+                let mut conn = Connection::connect(&address).await.expect("redis connect");
+                let reply = conn.command(&["AUTH", user, password]).await.expect("AUTH");
+                assert_eq!(reply, Reply::Status("OK".to_owned()), "session AUTH as {user}");
+                Box::new(conn)
+            }
         }
     }
 
@@ -172,6 +234,10 @@ impl Flavor {
         let mut statements = match self {
             Flavor::Postgres => vec![format!("create role \"{name}\" login password '{literal}'")],
             Flavor::MariaDb => vec![format!("create user '{name}'@'%' identified by '{literal}'")],
+            Flavor::Redis => {
+                assert!(!password.contains(' '), "test passwords for Redis have no spaces");
+                vec![format!("ACL SETUSER {name} on >{password}")]
+            }
         };
         if grants {
             statements.extend(match self {
@@ -183,6 +249,9 @@ impl Flavor {
                     "create database if not exists dsops_fixture".to_owned(),
                     format!("grant select, insert on dsops_fixture.* to '{name}'@'%'"),
                 ],
+                Flavor::Redis => {
+                    vec![format!("ACL SETUSER {name} ~dsops_fixture:* +get +set +ping")]
+                }
             });
         }
         self.admin(&statements).await;
@@ -212,6 +281,8 @@ impl TestUser {
                 format!("drop role if exists \"{name}\""),
             ],
             Flavor::MariaDb => vec![format!("drop user if exists '{name}'@'%'")],
+            // Also closes its connections.
+            Flavor::Redis => vec![format!("ACL DELUSER {name}")],
         };
         self.flavor.admin(&statements).await;
     }

@@ -81,11 +81,16 @@ pub fn database_service_at(
     segment: Option<&str>,
     store: &str,
 ) -> (String, ServerUrl) {
-    let url = ServerUrl::parse(&flavor.service().url());
+    let mut url = ServerUrl::parse(&flavor.service().url());
     let (kind, database) = match flavor {
         Flavor::Postgres => ("postgresql", "\n    database: postgres"),
         Flavor::MariaDb => ("mysql", ""),
+        Flavor::Redis => ("redis", ""),
     };
+    if url.user.is_empty() {
+        // `requirepass` is the password of Redis's `default` user.
+        url.user = "default".to_owned();
+    }
     let segment = segment.map(|s| format!("\n    segment: {s}")).unwrap_or_default();
     let yaml = format!(
         "  {name}:\n    type: {kind}{segment}\n    host: {}\n    port: {}{database}\n    admin_store: store://{store}/db/admin\n",

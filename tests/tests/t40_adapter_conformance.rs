@@ -111,20 +111,19 @@ async fn login_can_be_disabled(adapter: &dyn Target, flavor: Flavor) {
     user.drop_user().await;
 }
 
-async fn sessions_are_counted(
-    adapter: &dyn Target,
-    flavor: Flavor,
-    url_for: impl Fn(&str, &str) -> String,
-) {
-    use sqlx::Connection as _;
+async fn sessions_are_counted(adapter: &dyn Target, flavor: Flavor) {
     let user = flavor.create_user("t40_sessions", "Sess-pass-1", false).await;
     assert_eq!(adapter.open_sessions(&user.name).await.unwrap(), 0);
-    let url = url_for(&user.name, "Sess-pass-1");
-    let session: Box<dyn std::any::Any> = match flavor {
-        Flavor::Postgres => Box::new(sqlx::PgConnection::connect(&url).await.unwrap()),
-        Flavor::MariaDb => Box::new(sqlx::MySqlConnection::connect(&url).await.unwrap()),
-    };
+    let session = flavor.session(&user.name, "Sess-pass-1").await;
     assert_eq!(adapter.open_sessions(&user.name).await.unwrap(), 1);
+    // Every session is at least zero seconds old, and none of them an hour.
+    assert_eq!(adapter.sessions_older_than(&user.name, Duration::ZERO).await.unwrap(), 1);
+    if flavor == Flavor::Redis {
+        assert_eq!(
+            adapter.sessions_older_than(&user.name, Duration::from_secs(3600)).await.unwrap(),
+            0
+        );
+    }
     drop(session);
     wait_for("the session to end", Duration::from_secs(10), || async {
         (adapter.open_sessions(&user.name).await.unwrap() == 0).then_some(())
@@ -147,16 +146,6 @@ async fn privileges_compare(adapter: &dyn Target, flavor: Flavor) {
     assert!(pa.iter().all(|line| !line.contains("PASSWORD")), "{pa:?}");
     for user in [a, b, c] {
         user.drop_user().await;
-    }
-}
-
-fn url_for(flavor: Flavor) -> impl Fn(&str, &str) -> String {
-    move |user, password| {
-        let url = dsops_tests::services::with_credentials(&flavor.service().url(), user, password);
-        match flavor {
-            Flavor::Postgres => dsops_tests::services::with_database(&url, "postgres"),
-            Flavor::MariaDb => dsops_tests::services::with_database(&url, ""),
-        }
     }
 }
 
@@ -200,6 +189,41 @@ async fn cancelled_calls_leave_the_adapter_usable(adapter: &dyn Target, flavor: 
     user.drop_user().await;
 }
 
+/// Targets whose users hold two passwords at once (`OVERLAP_TYPES`): a second one is added
+/// beside the first, both log in, removing one leaves the other, and both calls are idempotent.
+/// Other targets refuse a second password as not applied.
+async fn second_passwords(adapter: &dyn Target, flavor: Flavor, service_type: &str) {
+    let user = flavor.create_user("t40_overlap", "First-pass-1", false).await;
+    let (first, second) = (value("First-pass-1"), value("Second-pass-2"));
+    if !dsops_agent::adapter::OVERLAP_TYPES.contains(&service_type) {
+        let error = adapter.add_password(&user.name, &second).await.unwrap_err();
+        assert_eq!(error.class, ErrorClass::NotApplied, "{error}");
+        assert_eq!(adapter.login(&user.name, &second).await.unwrap(), Login::Refused);
+        user.drop_user().await;
+        return;
+    }
+    assert_eq!(adapter.password_count(&user.name).await.unwrap(), 1);
+    for _ in 0..2 {
+        adapter.add_password(&user.name, &second).await.unwrap();
+    }
+    assert_eq!(adapter.password_count(&user.name).await.unwrap(), 2);
+    assert_eq!(adapter.login(&user.name, &first).await.unwrap(), Login::Accepted);
+    assert_eq!(adapter.login(&user.name, &second).await.unwrap(), Login::Accepted);
+    assert_eq!(flavor.login_with_client(&user.name, "Second-pass-2"), Ok(true));
+    for _ in 0..2 {
+        adapter.remove_password(&user.name, &first).await.unwrap();
+    }
+    assert_eq!(adapter.password_count(&user.name).await.unwrap(), 1);
+    assert_eq!(adapter.login(&user.name, &first).await.unwrap(), Login::Refused);
+    assert_eq!(flavor.login_with_client(&user.name, "First-pass-1"), Ok(false));
+    assert_eq!(adapter.login(&user.name, &second).await.unwrap(), Login::Accepted);
+    let missing = dsops_tests::unique_name("t40_missing");
+    let error = adapter.add_password(&missing, &second).await.unwrap_err();
+    assert_eq!(error.class, ErrorClass::NotApplied, "{error}");
+    assert!(!adapter.user_exists(&missing).await.unwrap(), "adding a password created a user");
+    user.drop_user().await;
+}
+
 /// The suite, through the registered adapter of `service_type`.
 async fn conforms(service_type: &str, flavor: Flavor) {
     let adapter = dsops_agent::adapter::open(service_type, flavor.target()).unwrap();
@@ -208,9 +232,10 @@ async fn conforms(service_type: &str, flavor: Flavor) {
     hostile_values_are_harmless(adapter, flavor).await;
     failures_are_classed(service_type, flavor).await;
     login_can_be_disabled(adapter, flavor).await;
-    sessions_are_counted(adapter, flavor, url_for(flavor)).await;
+    sessions_are_counted(adapter, flavor).await;
     privileges_compare(adapter, flavor).await;
     cancelled_calls_leave_the_adapter_usable(adapter, flavor).await;
+    second_passwords(adapter, flavor, service_type).await;
 }
 
 /// The server each registered service type is tested against. A new adapter without a server
@@ -219,6 +244,7 @@ fn flavor_of(service_type: &str) -> Option<Flavor> {
     match service_type {
         "postgresql" => Some(Flavor::Postgres),
         "mysql" | "mariadb" => Some(Flavor::MariaDb),
+        "redis" => Some(Flavor::Redis),
         _ => None,
     }
 }
@@ -243,4 +269,9 @@ async fn mysql_adapter_conforms() {
 #[tokio::test]
 async fn mariadb_adapter_conforms() {
     conforms("mariadb", flavor_of("mariadb").unwrap()).await;
+}
+
+#[tokio::test]
+async fn redis_adapter_conforms() {
+    conforms("redis", flavor_of("redis").unwrap()).await;
 }

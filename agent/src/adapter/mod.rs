@@ -7,6 +7,7 @@
 
 mod mysql;
 mod postgres;
+mod redis;
 mod scram;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use crate::secret::SecretValue;
 
 pub use mysql::MySqlAdapter;
 pub use postgres::PostgresAdapter;
+pub use redis::RedisAdapter;
 
 /// What a failure means for the side effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,18 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     fn user_exists<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, bool>;
     /// See [`PasswordTarget::probe`].
     fn probe<'a>(&'a self, query: &'a str) -> AdapterFuture<'a, Option<String>>;
+    /// See [`PasswordTarget::add_password`].
+    fn add_password<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, ()>;
+    /// See [`PasswordTarget::remove_password`].
+    fn remove_password<'a>(
+        &'a self,
+        user: &'a str,
+        value: &'a SecretValue,
+    ) -> AdapterFuture<'a, ()>;
+    /// See [`PasswordTarget::password_count`].
+    fn password_count<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, u64>;
+    /// See [`PasswordTarget::sessions_older_than`].
+    fn sessions_older_than<'a>(&'a self, user: &'a str, age: Duration) -> AdapterFuture<'a, u64>;
 }
 
 /// The span of one adapter call: which call and for which user, never a value or a query.
@@ -161,6 +175,34 @@ impl<T: PasswordTarget + std::fmt::Debug> Target for T {
     fn probe<'a>(&'a self, query: &'a str) -> AdapterFuture<'a, Option<String>> {
         Box::pin(PasswordTarget::probe(self, query).instrument(call_span("probe", "")))
     }
+    fn add_password<'a>(&'a self, user: &'a str, value: &'a SecretValue) -> AdapterFuture<'a, ()> {
+        Box::pin(
+            PasswordTarget::add_password(self, user, value)
+                .instrument(call_span("add_password", user)),
+        )
+    }
+    fn remove_password<'a>(
+        &'a self,
+        user: &'a str,
+        value: &'a SecretValue,
+    ) -> AdapterFuture<'a, ()> {
+        Box::pin(
+            PasswordTarget::remove_password(self, user, value)
+                .instrument(call_span("remove_password", user)),
+        )
+    }
+    fn password_count<'a>(&'a self, user: &'a str) -> AdapterFuture<'a, u64> {
+        Box::pin(
+            PasswordTarget::password_count(self, user)
+                .instrument(call_span("password_count", user)),
+        )
+    }
+    fn sessions_older_than<'a>(&'a self, user: &'a str, age: Duration) -> AdapterFuture<'a, u64> {
+        Box::pin(
+            PasswordTarget::sessions_older_than(self, user, age)
+                .instrument(call_span("sessions_older_than", user)),
+        )
+    }
 }
 
 /// Opens the adapter of one service type.
@@ -172,7 +214,11 @@ pub const SERVICE_TYPES: &[(&str, OpenAdapter)] = &[
     ("postgresql", |target| std::sync::Arc::new(PostgresAdapter::new(target))),
     ("mysql", |target| std::sync::Arc::new(MySqlAdapter::new(target))),
     ("mariadb", |target| std::sync::Arc::new(MySqlAdapter::new(target))),
+    ("redis", |target| std::sync::Arc::new(RedisAdapter::new(target))),
 ];
+
+/// The service types whose users can hold two passwords at once (the `overlap` strategy).
+pub const OVERLAP_TYPES: &[&str] = &["redis"];
 
 /// The adapter for a service of `service_type`, or `None` if this agent has none.
 pub fn open(service_type: &str, target: DatabaseTarget) -> Option<std::sync::Arc<dyn Target>> {
@@ -221,6 +267,53 @@ pub trait PasswordTarget: Send + Sync {
         &self,
         query: &str,
     ) -> impl Future<Output = Result<Option<String>, AdapterError>> + Send;
+
+    /// Adds `value` as a further password of `user`, keeping the ones it holds (targets whose
+    /// users can hold two at once: the `overlap` strategy). Idempotent. Others refuse.
+    fn add_password(
+        &self,
+        user: &str,
+        value: &SecretValue,
+    ) -> impl Future<Output = Result<(), AdapterError>> + Send {
+        let _ = value;
+        async move { Err(one_password(user)) }
+    }
+
+    /// Removes `value` from `user`'s passwords, keeping the others. Idempotent. Targets whose
+    /// users hold one password refuse.
+    fn remove_password(
+        &self,
+        user: &str,
+        value: &SecretValue,
+    ) -> impl Future<Output = Result<(), AdapterError>> + Send {
+        let _ = value;
+        async move { Err(one_password(user)) }
+    }
+
+    /// How many passwords `user` holds (1 where users hold one).
+    fn password_count(&self, user: &str) -> impl Future<Output = Result<u64, AdapterError>> + Send {
+        let _ = user;
+        async { Ok(1) }
+    }
+
+    /// How many of `user`'s sessions are at least `age` old: those opened before a moment `age`
+    /// ago. Targets that cannot tell count every open session.
+    fn sessions_older_than(
+        &self,
+        user: &str,
+        age: Duration,
+    ) -> impl Future<Output = Result<u64, AdapterError>> + Send {
+        let _ = age;
+        self.open_sessions(user)
+    }
+}
+
+/// The refusal of a second password by a target whose users hold one.
+fn one_password(user: &str) -> AdapterError {
+    AdapterError::new(
+        ErrorClass::NotApplied,
+        format!("{user:?} can hold one password only on this target (overlap needs two)"),
+    )
 }
 
 /// SQL text that holds a credential (a verifier, a hash, a quoted password): handed to the
