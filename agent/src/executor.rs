@@ -198,6 +198,11 @@ impl Executor {
                     refused("rotation.config.username is required for immediate".to_owned())
                 })?,
             },
+            "overlap" => Plan::Overlap {
+                user: text("username").ok_or_else(|| {
+                    refused("rotation.config.username is required for overlap".to_owned())
+                })?,
+            },
             "two-key" => {
                 let users: Vec<String> = config
                     .get("usernames")

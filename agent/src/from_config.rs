@@ -83,8 +83,16 @@ pub fn agent_config(
         let default_port = match service.service_type.as_str() {
             "postgresql" => 5432,
             "mysql" => 3306,
+            "redis" => 6379,
             _ => 0,
         };
+        if service.settings.get("tls").and_then(|v| v.as_bool()) == Some(true) {
+            // Refused rather than ignored: the admin password would cross the network in clear.
+            bail!(
+                "services.{name}.tls: TLS connections to {} are not supported in this version (reach it over a trusted network or a local TLS tunnel and set tls: false)",
+                service.service_type
+            );
+        }
         config.services.insert(
             name.clone(),
             ServiceSpec {

@@ -27,6 +27,14 @@ fn privilege_query(service_type: &str) -> Option<&'static str> {
     }
 }
 
+/// The command that shows the target answers (and the admin credential logs in).
+fn reach_query(service_type: &str) -> &'static str {
+    match service_type {
+        "redis" => "PING",
+        _ => "select 1",
+    }
+}
+
 /// Runs the checks of `request`.
 pub async fn perform(executor: &Executor, request: &wire::Preflight) -> wire::PreflightResult {
     let checks = checks(executor, request).await;
@@ -52,7 +60,7 @@ async fn checks(executor: &Executor, request: &wire::Preflight) -> Vec<Preflight
         }
     };
     out.push(check("credential", true, format!("{} is in the agent's store", spec.admin)));
-    if let Err(error) = target.probe("select 1").await {
+    if let Err(error) = target.probe(reach_query(&spec.service_type)).await {
         out.push(check("reach", false, error.message));
         return out;
     }

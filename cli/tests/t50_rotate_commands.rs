@@ -171,6 +171,20 @@ envs:
         "{}",
         stderr(&plan)
     );
+    // It names the target and the strategies that would work.
+    assert!(stderr(&plan).contains("service pg (postgresql)"), "{}", stderr(&plan));
+    assert!(stderr(&plan).contains("use two-key"), "{}", stderr(&plan));
+    assert!(stderr(&plan).contains("or immediate"), "{}", stderr(&plan));
+    // A Redis ACL user holds several passwords: the same variable on Redis plans.
+    let redis = std::fs::read_to_string(dir.path().join("dsops.yaml"))
+        .unwrap()
+        .replace("type: postgresql", "type: redis")
+        .replace("    database: app\n", "")
+        .replace("kind=db_password", "kind=acl_password");
+    std::fs::write(dir.path().join("dsops.yaml"), redis).unwrap();
+    let plan = dsops_in(dir.path(), &["plan", "--env", "dev"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    assert!(stdout(&plan).contains("overlap"), "{}", stdout(&plan));
 }
 
 #[test]

@@ -78,12 +78,14 @@ pub struct PlanError {
 }
 
 /// Why `overlap` cannot work for `item`, if it cannot: it needs a second valid credential for the
-/// same identity during the grace period, and a database role or account holds one password.
+/// same identity during the grace period, and a PostgreSQL role or MySQL account holds one
+/// password. The message names the service and the strategies that would work.
 pub fn overlap_refusal(item: &crate::config::ResolvedSecret<'_>) -> Option<String> {
     let type_name = item.service_type.map(|t| t.metadata.name.as_str())?;
+    let service = item.secret.service.as_ref().map(|s| s.service.as_str()).unwrap_or(type_name);
     matches!(type_name, "postgresql" | "mysql").then(|| {
         format!(
-            "strategy overlap needs a target that holds two credentials for one identity at once; a {type_name} user holds one password (use two-key)"
+            "strategy overlap needs a target that holds two credentials for one identity at once; service {service} ({type_name}) holds one password per user: use two-key (two users taking turns) or immediate"
         )
     })
 }

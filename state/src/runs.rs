@@ -171,11 +171,11 @@ impl RunSpec {
         }
     }
 
-    /// Whether an old credential is left to revoke after promotion: `two-key` leaves one
-    /// working, and a `script`'s program or a `webhook` may (`immediate` replaced it in place at
-    /// apply; `random` has no target).
+    /// Whether an old credential is left to revoke after promotion: `two-key` and `overlap`
+    /// leave one working, and a `script`'s program or a `webhook` may (`immediate` replaced it in
+    /// place at apply; `random` has no target).
     pub fn has_retire(&self) -> bool {
-        matches!(self.strategy.as_str(), "two-key" | "script" | "webhook")
+        matches!(self.strategy.as_str(), "two-key" | "overlap" | "script" | "webhook")
     }
 
     /// Whether the strategy changes a target (everything but `random`).

@@ -82,6 +82,14 @@ impl Flavor {
         }
     }
 
+    /// The catalog credential kind of a user's password on this server.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Flavor::Postgres | Flavor::MariaDb => "db_password",
+            Flavor::Redis => "acl_password",
+        }
+    }
+
     /// The admin's view of the server, as the agent gets it.
     pub fn target(self) -> DatabaseTarget {
         let url = ServerUrl::parse(&self.service().url());

@@ -104,7 +104,8 @@ pub fn database_service_at(
 pub fn immediate_project(flavor: Flavor, user: &str, extra: &str) -> Project {
     let (service, admin) = database_service(flavor);
     let project = Project::new(&format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {user} }} }}\n{extra}"
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind={kind}\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {user} }} }}\n{extra}",
+        kind = flavor.kind()
     ));
     project.put("db/admin", "user", &admin.user);
     project.put("db/admin", "password", &admin.password);

@@ -1,4 +1,4 @@
-//! `immediate` on real PostgreSQL and MariaDB through the embedded default: the password changes,
+//! `immediate` on real PostgreSQL, MariaDB and Redis through the embedded default: the password changes,
 //! the new one is current and logs in, the old one no longer does, every step has a verified
 //! receipt, and no value reaches the control plane's files.
 
@@ -20,7 +20,8 @@ async fn immediate(flavor: Flavor) {
     let user = flavor.create_user("t41_app", old, false).await;
     let (service, admin) = database_service(flavor);
     let project = Project::new(&format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB_PASSWORD:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n",
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB_PASSWORD:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind={}\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n",
+        flavor.kind(),
         user.name
     ));
     project.put("db/admin", "user", &admin.user);
@@ -79,4 +80,9 @@ async fn postgres_immediate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_immediate() {
     immediate(Flavor::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_immediate() {
+    immediate(Flavor::Redis).await;
 }

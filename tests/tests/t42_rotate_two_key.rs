@@ -1,4 +1,4 @@
-//! `two-key` on real PostgreSQL and MariaDB: the inactive user gets the new password, becomes
+//! `two-key` on real PostgreSQL, MariaDB and Redis: the inactive user gets the new password, becomes
 //! current with its name, and the old user is disabled after the grace period; the next rotation
 //! turns back. Users whose privileges differ are refused before anything changes.
 
@@ -18,7 +18,8 @@ async fn login(flavor: Flavor, user: &str, password: &str) -> Login {
 fn config(flavor: Flavor, a: &str, b: &str) -> (String, dsops_tests::databases::ServerUrl) {
     let (service, admin) = database_service(flavor);
     let yaml = format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}rotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  dev:\n    APP_DB_PASSWORD:\n      from: {{ store: \"store://local/app/db2#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: two-key, config: {{ usernames: [{a}, {b}] }} }}\n"
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}rotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  dev:\n    APP_DB_PASSWORD:\n      from: {{ store: \"store://local/app/db2#password\", service: \"svc://db?kind={}\" }}\n      rotation: {{ strategy: two-key, config: {{ usernames: [{a}, {b}] }} }}\n",
+        flavor.kind()
     );
     (yaml, admin)
 }
@@ -112,4 +113,14 @@ async fn postgres_two_key_refuses_different_grants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_two_key_refuses_different_grants() {
     different_grants_are_refused(Flavor::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_key() {
+    two_key(Flavor::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_key_refuses_different_grants() {
+    different_grants_are_refused(Flavor::Redis).await;
 }

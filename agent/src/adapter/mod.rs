@@ -399,6 +399,29 @@ pub(crate) async fn within<T>(
 mod tests {
     use super::*;
 
+    /// The control plane refuses, before a run starts, the types it believes agents have no
+    /// adapter for (`dsops_config::config::ADAPTER_TYPES`, `OVERLAP_TYPES`): the lists must be
+    /// this registry's (`mariadb` is another name for `mysql`).
+    #[test]
+    fn the_control_plane_lists_these_adapters() {
+        let canonical = |name: &str| {
+            dsops_config::config::SERVICE_TYPE_ALIASES
+                .iter()
+                .find(|(short, _)| *short == name)
+                .map_or(name.to_owned(), |(_, full)| (*full).to_owned())
+        };
+        let mut registered: Vec<String> =
+            SERVICE_TYPES.iter().map(|(name, _)| canonical(name)).collect();
+        registered.sort();
+        registered.dedup();
+        let mut known: Vec<String> =
+            dsops_config::config::ADAPTER_TYPES.iter().map(|t| (*t).to_owned()).collect();
+        known.sort();
+        assert_eq!(registered, known);
+        assert_eq!(OVERLAP_TYPES, dsops_config::config::OVERLAP_TYPES);
+        assert!(OVERLAP_TYPES.iter().all(|t| SERVICE_TYPES.iter().any(|(name, _)| name == t)));
+    }
+
     #[test]
     fn server_messages_lose_the_statement_they_quote() {
         let mysql = "You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'PASSWORD '*14E65567ABDB5135D0CFD9A70B3032C179A49EE7' x' at line 1";

@@ -7,6 +7,7 @@
 //! | `random.rs`     | `random`    | none: the value lives in the store only                 |
 //! | `immediate.rs`  | `immediate` | one user whose password changes in place                |
 //! | `two_key.rs`    | `two-key`   | two users taking turns; the old one is disabled at retire |
+//! | `overlap.rs`    | `overlap`   | one user holding the old and the new password until retire |
 //! | `hook.rs`       | `script`, `webhook` | the user's program or endpoint does the target's part |
 //!
 //! What every strategy shares lives here: staging a value (new or, for a rollback run, the
@@ -15,6 +16,7 @@
 
 mod hook;
 mod immediate;
+mod overlap;
 mod random;
 mod two_key;
 
@@ -33,6 +35,7 @@ use crate::store::{Fields, FileStore, Label, SecretStore, StoreError, VersionInf
 
 pub(crate) use hook::Hook;
 pub(crate) use immediate::Immediate;
+pub(crate) use overlap::Overlap;
 pub(crate) use random::Random;
 pub(crate) use two_key::TwoKey;
 
@@ -48,6 +51,8 @@ pub(crate) enum Plan {
     Immediate { user: String },
     /// Two users taking turns.
     TwoKey { users: [String; 2] },
+    /// One user holding two passwords during the grace period.
+    Overlap { user: String },
     /// User code (a program or a webhook) applies, verifies and retires (see [`crate::hook`]).
     Hook(HookSpec),
 }
@@ -108,6 +113,7 @@ pub(crate) async fn perform(cx: &Context<'_>) -> Step_<StepResult> {
         Plan::StoreOnly => run(&Random, cx).await,
         Plan::Immediate { user } => run(&Immediate { user }, cx).await,
         Plan::TwoKey { users } => run(&TwoKey { users }, cx).await,
+        Plan::Overlap { user } => run(&Overlap { user }, cx).await,
         Plan::Hook(spec) => run(&Hook { spec }, cx).await,
     }
 }

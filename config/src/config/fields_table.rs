@@ -187,8 +187,14 @@ pub const STORE_TYPE_ALIASES: [(&str, &str); 1] = [("aws-secrets-manager", "aws.
 pub const RUNNABLE_STORE_TYPES: [&str; 1] = ["file"];
 
 /// The service types whose passwords an agent of this version changes itself (the `immediate`
-/// and `two-key` strategies); other types rotate through `script` or `webhook` services.
-pub const ADAPTER_TYPES: [&str; 2] = ["postgresql", "mysql"];
+/// and `two-key` strategies); other types rotate through `script` or `webhook` services. The
+/// agent's adapter registry (`dsops_agent::adapter::SERVICE_TYPES`) must hold the same types (an
+/// agent test keeps the two equal).
+pub const ADAPTER_TYPES: [&str; 3] = ["postgresql", "mysql", "redis"];
+
+/// Of [`ADAPTER_TYPES`], those whose users hold two passwords at once: the `overlap` strategy
+/// (the agent's `OVERLAP_TYPES`).
+pub const OVERLAP_TYPES: [&str; 1] = ["redis"];
 
 /// Short names people write for service types in `svc://<type>/<service>`: (short, type).
 pub const SERVICE_TYPE_ALIASES: [(&str, &str); 3] =

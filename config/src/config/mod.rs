@@ -21,7 +21,7 @@ mod strategy_rules;
 use std::path::Path;
 
 pub use fields_table::{
-    ADAPTER_TYPES, FieldKind, FieldSpec, RUNNABLE_STORE_TYPES, SERVICE_TYPE_ALIASES,
+    ADAPTER_TYPES, FieldKind, FieldSpec, OVERLAP_TYPES, RUNNABLE_STORE_TYPES, SERVICE_TYPE_ALIASES,
     STORE_TYPE_ALIASES, STORE_TYPES, service_fields, service_type_is, store_fields,
     store_type_name, store_type_runs,
 };

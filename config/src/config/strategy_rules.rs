@@ -153,7 +153,7 @@ pub(super) fn check(
     }
 }
 
-/// `immediate` changes one named user; `two-key` needs two different users.
+/// `immediate` and `overlap` change one named user; `two-key` needs two different users.
 fn check_database_users(
     report: &mut Reporter<'_>,
     strategy: Strategy,
@@ -161,7 +161,7 @@ fn check_database_users(
     usernames: Option<&Json>,
 ) {
     match strategy {
-        Strategy::Immediate => match username {
+        Strategy::Immediate | Strategy::Overlap => match username {
             Some(Json::String(user)) if !user.is_empty() => {}
             Some(other) => report.at(
                 "config.username",
@@ -174,7 +174,7 @@ fn check_database_users(
                     report.file,
                     pos,
                     &path,
-                    "is required: the database user whose password `immediate` changes".to_owned(),
+                    format!("is required: the database user whose password `{strategy}` changes"),
                 );
             }
         },

@@ -80,7 +80,7 @@ pub fn run_spec(
             return Err(SpecError(format!(
                 "{name}: rotating {} credentials is not supported in this version (agents change passwords on {}); a script or webhook service can rotate them",
                 type_name.unwrap_or_default(),
-                dsops_config::config::ADAPTER_TYPES.join(" and ")
+                dsops_config::config::ADAPTER_TYPES.join(", ")
             )));
         }
         Strategy::Immediate | Strategy::TwoKey | Strategy::Random => {}
@@ -94,24 +94,19 @@ pub fn run_spec(
                 )));
             }
         }
+        Strategy::Overlap
+            if type_name.is_some_and(|t| dsops_config::config::OVERLAP_TYPES.contains(&t)) => {}
         Strategy::Overlap => {
-            let holds_two = item
-                .kind
-                .and_then(|k| k.constraints.as_ref())
-                .and_then(|c| c.max_active)
-                .is_some_and(|m| m.allows_two());
-            let type_name = type_name.unwrap_or("this target");
-            return Err(SpecError(if holds_two {
-                format!(
-                    "{name}: strategy overlap is not supported in this version ({type_name} can hold two credentials at once, but no agent adapter rotates it yet)"
-                )
-            } else {
-                // Database roles hold one password: a second valid credential for the same
-                // identity cannot exist, which is what overlap needs.
-                format!(
-                    "{name}: strategy overlap needs a target that can hold two credentials at once; {type_name} cannot (use two-key)"
-                )
-            }));
+            // Database roles hold one password: a second valid credential for the same
+            // identity cannot exist, which is what overlap needs.
+            if let Some(reason) = dsops_config::plan::overlap_refusal(item) {
+                return Err(SpecError(format!("{name}: {reason}")));
+            }
+            return Err(SpecError(format!(
+                "{name}: strategy overlap is not supported in this version for {} (agents rotate overlap on {} only)",
+                type_name.unwrap_or("this target"),
+                dsops_config::config::OVERLAP_TYPES.join(", ")
+            )));
         }
     }
     let store = &item.secret.store.store;
@@ -121,9 +116,9 @@ pub fn run_spec(
     }
     let config = item.secret.rotation.as_ref().map(|r| r.config.clone()).unwrap_or_default();
     let grace_ms = match strategy {
-        // Only two-key, script and webhook (whose code may keep two credentials) leave the old
-        // one working, so only they wait before retiring.
-        Strategy::TwoKey | Strategy::Script | Strategy::Webhook => {
+        // Only two-key, overlap, script and webhook (whose code may keep two credentials) leave
+        // the old one working, so only they wait before retiring.
+        Strategy::TwoKey | Strategy::Overlap | Strategy::Script | Strategy::Webhook => {
             item.grace_period.map_or(0, |g| g.as_secs() * 1000)
         }
         _ => 0,
