@@ -275,3 +275,17 @@ async fn mariadb_adapter_conforms() {
 async fn redis_adapter_conforms() {
     conforms("redis", flavor_of("redis").unwrap()).await;
 }
+
+/// A Redis health command runs only when the server flags it read-only; a write is refused
+/// without being sent.
+#[tokio::test]
+async fn redis_probes_run_read_only_commands_only() {
+    let adapter = dsops_agent::adapter::open("redis", Flavor::Redis.target()).unwrap();
+    assert_eq!(adapter.probe("PING").await.unwrap().as_deref(), Some("PONG"));
+    let key = dsops_tests::unique_name("t40_probe");
+    assert_eq!(adapter.probe(&format!("GET {key}")).await.unwrap(), None);
+    let error = adapter.probe(&format!("SET {key} written")).await.unwrap_err();
+    assert_eq!(error.class, ErrorClass::NotApplied, "{error}");
+    assert!(error.message.contains("not a read-only command"), "{error}");
+    assert_eq!(adapter.probe(&format!("EXISTS {key}")).await.unwrap().as_deref(), Some("0"));
+}

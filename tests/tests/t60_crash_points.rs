@@ -1,6 +1,7 @@
 //! Crash safety: the agent dies right after performing each step (stage, apply, verify, promote,
-//! and retire for two-key) — its receipt lost — and either the agent restarts or the whole control plane is
-//! killed and restarted from disk. For `immediate` and `two-key`, on PostgreSQL and MariaDB.
+//! and retire for two-key and overlap) — its receipt lost — and either the agent restarts or the
+//! whole control plane is killed and restarted from disk. For `immediate` and `two-key` on
+//! PostgreSQL, MariaDB and Redis, and `overlap` on Redis.
 //!
 //! While each run goes on, a watcher logs in again and again with the store's current value (or,
 //! mid-run, its pending value): it must always work. After recovery the run ends Completed (or
@@ -36,6 +37,7 @@ enum Recovery {
 enum Strategy {
     Immediate,
     TwoKey,
+    Overlap,
 }
 
 /// Logs in with the store's current value, else its pending one, from one snapshot of the store.
@@ -56,7 +58,7 @@ async fn some_value_works(
             let Some((_, fields)) = snapshot.get(&label) else { continue };
             let Some(password) = fields.get("password") else { continue };
             let user = match strategy {
-                Strategy::Immediate => users[0].clone(),
+                Strategy::Immediate | Strategy::Overlap => users[0].clone(),
                 Strategy::TwoKey => {
                     fields.get("username").map(|u| u.expose().to_owned()).unwrap_or_default()
                 }
@@ -94,6 +96,12 @@ async fn bed(flavor: Flavor, strategy: Strategy) -> Bed {
                 format!("{{ strategy: immediate, config: {{ username: {} }} }}", user.name);
             (vec![user], rotation)
         }
+        Strategy::Overlap => {
+            let user = flavor.create_user("t60_o", initial, false).await;
+            let rotation =
+                format!("{{ strategy: overlap, config: {{ username: {} }} }}", user.name);
+            (vec![user], rotation)
+        }
         Strategy::TwoKey => {
             let a = flavor.create_user("t60_a", initial, true).await;
             let b = flavor.create_user("t60_b", "Crash-other-password-00000000000", true).await;
@@ -105,7 +113,8 @@ async fn bed(flavor: Flavor, strategy: Strategy) -> Bed {
         }
     };
     let project = Project::new(&format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}rotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  dev:\n    DB:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {rotation}\n"
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}rotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  dev:\n    DB:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind={kind}\" }}\n      rotation: {rotation}\n",
+        kind = flavor.kind()
     ));
     project.put("db/admin", "user", &admin.user);
     project.put("db/admin", "password", &admin.password);
@@ -279,6 +288,21 @@ async fn mariadb_two_key_crash_points() {
 }
 
 /// The invariant check itself can fail: a store whose values do not log in is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_immediate_crash_points() {
+    all_crash_points(Flavor::Redis, Strategy::Immediate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_key_crash_points() {
+    all_crash_points(Flavor::Redis, Strategy::TwoKey).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_overlap_crash_points() {
+    all_crash_points(Flavor::Redis, Strategy::Overlap).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_catches_a_broken_invariant() {
     let bed = bed(Flavor::Postgres, Strategy::Immediate).await;

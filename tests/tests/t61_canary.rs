@@ -1,4 +1,5 @@
-//! No value leaves its segment: rotate and roll back with known canary values, then scan every
+//! No value leaves its segment: rotate and roll back with known canary values (PostgreSQL
+//! `immediate`, `random`, Redis `overlap`), then scan every
 //! control-plane file, every log line (all crates, TRACE level) and every API response for them
 //! — and for the values dsops generated. Zero hits.
 
@@ -37,9 +38,12 @@ fn hits(haystack: &[u8], needle: &str) -> usize {
 async fn canary_values_appear_nowhere_in_the_control_plane() {
     let canary_db = "CanaryDbValue-7f3a9c1e5b2d4f6a8c0e";
     let canary_app = "CanaryAppValue-1b2c3d4e5f6a7b8c9d0e";
+    let canary_redis = "CanaryRedisValue-5e4d3c2b1a0f9e8d7c6b";
     let flavor = Flavor::Postgres;
     // The fixture's own CREATE ROLE carries the canary: make it before capturing logs.
     let user = flavor.create_user("t61_app", canary_db, false).await;
+    let redis_user = Flavor::Redis.create_user("t61_cache", canary_redis, false).await;
+    let redis = dsops_tests::databases::ServerUrl::parse(&Flavor::Redis.service().url());
     let logs = Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()
@@ -50,9 +54,12 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
 
     let (service, admin) = database_service(flavor);
     let project = Project::new(&format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}envs:\n  dev:\n    DB_PASSWORD:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n    APP_KEY:\n      from: {{ store: \"store://local/app/key#value\" }}\n      rotation: {{ strategy: random, config: {{ length: 48 }} }}\n",
-        user.name
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}  cache:\n    type: redis\n    host: {}\n    port: {}\n    admin_store: store://local/cache/admin\nenvs:\n  dev:\n    DB_PASSWORD:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n    APP_KEY:\n      from: {{ store: \"store://local/app/key#value\" }}\n      rotation: {{ strategy: random, config: {{ length: 48 }} }}\n    REDIS_PASSWORD:\n      from: {{ store: \"store://local/app/cache#password\", service: \"svc://cache?kind=acl_password\" }}\n      rotation: {{ strategy: overlap, config: {{ username: {} }} }}\n",
+        redis.host, redis.port, user.name, redis_user.name
     ));
+    project.put("cache/admin", "user", "default");
+    project.put("cache/admin", "password", &redis.password);
+    project.put("app/cache", "password", canary_redis);
     project.put("db/admin", "user", &admin.user);
     project.put("db/admin", "password", &admin.password);
     project.put("app/db", "password", canary_db);
@@ -60,7 +67,7 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
 
     let embedded = project.open().await;
     let mut responses: Vec<u8> = Vec::new();
-    for key in ["DB_PASSWORD", "APP_KEY"] {
+    for key in ["DB_PASSWORD", "APP_KEY", "REDIS_PASSWORD"] {
         let run = rotate(&embedded, "dev", key).await;
         assert_eq!(run.state_name(), "Completed", "{run:?}");
         responses.extend(run.encode_to_vec());
@@ -113,6 +120,11 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
     assert_eq!(project.read("app/key", "value", Label::Current).as_deref(), Some(canary_app));
     let generated_db = project.read("app/db", "password", Label::Previous).unwrap();
     let generated_app = project.read("app/key", "value", Label::Previous).unwrap();
+    assert_eq!(
+        project.read("app/cache", "password", Label::Current).as_deref(),
+        Some(canary_redis)
+    );
+    let generated_redis = project.read("app/cache", "password", Label::Previous).unwrap();
     embedded.close().await;
 
     let log_bytes = logs.0.lock().unwrap().clone();
@@ -123,7 +135,10 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
         canary_app,
         generated_db.as_str(),
         generated_app.as_str(),
+        canary_redis,
+        generated_redis.as_str(),
         admin.password.as_str(),
+        redis.password.as_str(),
     ] {
         let files = tree_contains(&project.state.join("cluster"), value.as_bytes());
         assert!(files.is_empty(), "a secret value is in control-plane files {files:?}");
@@ -136,8 +151,9 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
         assert_eq!(hits(&responses, value), 0, "a secret value is in an API response");
     }
     // The agent's store files hold them only encrypted.
-    for value in [canary_db, canary_app] {
+    for value in [canary_db, canary_app, canary_redis] {
         assert!(tree_contains(&project.state.join("stores"), value.as_bytes()).is_empty());
     }
     user.drop_user().await;
+    redis_user.drop_user().await;
 }

@@ -379,7 +379,8 @@ pub(super) fn parse_health(
                 (url.map(|url| HealthProbe::Http { url, expect, body }), None)
             }
             Some("sql") => {
-                let service = service_of(&fields, diagnostics, "sql", &["postgresql", "mysql"]);
+                let service =
+                    service_of(&fields, diagnostics, "sql", &["postgresql", "mysql", "redis"]);
                 let query =
                     fields.required_string("query", "a query such as select 1", diagnostics);
                 let expect = fields.string("expect", diagnostics);
