@@ -79,6 +79,8 @@ pub struct AgentConfig {
     /// Script and webhook services by name: the only programs the agent runs and the only
     /// endpoints it sends values to.
     pub hooks: BTreeMap<String, crate::hook::HookSpec>,
+    /// Certificate services by name (`internal-ca-certificate`): the CAs the agent issues from.
+    pub certificates: BTreeMap<String, crate::certificate::CertificateSpec>,
     /// Limit on each call to a target.
     pub target_timeout: Duration,
     /// How long retire waits for the old user's sessions to end before disabling it anyway.
@@ -123,6 +125,7 @@ impl AgentConfig {
                 }
                 crate::hook::HookSpec::Script(_) => None,
             }))
+            .chain(self.certificates.iter().map(|(name, spec)| (name, &spec.ca, "issuing CA")))
             .find(|(_, held, _)| (held.store.as_str(), held.path.as_str()) == entry);
         if let Some((name, _, what)) = own {
             return Some(format!(
@@ -155,6 +158,7 @@ impl AgentConfig {
             stores: BTreeMap::new(),
             services: BTreeMap::new(),
             hooks: BTreeMap::new(),
+            certificates: BTreeMap::new(),
             target_timeout: Duration::from_secs(15),
             session_wait: Duration::from_secs(30),
             max_concurrent_jobs: 32,

@@ -198,6 +198,14 @@ impl Executor {
                     refused("rotation.config.username is required for immediate".to_owned())
                 })?,
             },
+            "overlap"
+                if let Some(spec) = job
+                    .service_ref
+                    .as_ref()
+                    .and_then(|service| self.config.certificates.get(&service.service)) =>
+            {
+                Plan::Certificate(spec.clone())
+            }
             "overlap" => Plan::Overlap {
                 user: text("username").ok_or_else(|| {
                     refused("rotation.config.username is required for overlap".to_owned())
@@ -222,8 +230,15 @@ impl Executor {
                 return Err(refused(format!("strategy {other:?} is not supported by this agent")));
             }
         };
+        // A certificate is three fields; with none named, the run's value is the certificate.
+        let field = match &plan {
+            Plan::Certificate(_) if job.store_ref.field.is_none() => {
+                crate::certificate::CERT_FIELD.to_owned()
+            }
+            _ => field,
+        };
         let target = match (&plan, &job.service_ref) {
-            (Plan::StoreOnly | Plan::Hook(_), _) => None,
+            (Plan::StoreOnly | Plan::Hook(_) | Plan::Certificate(_), _) => None,
             (_, Some(service)) => Some(self.target(&service.service)?),
             (_, None) => return Err(refused(format!("strategy {} needs a service", job.strategy))),
         };

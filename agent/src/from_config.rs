@@ -72,6 +72,10 @@ pub fn agent_config(
         }
     }
     for (name, service) in &loaded.config.services {
+        if let Some(spec) = certificate_spec(name, service)? {
+            config.certificates.insert(name.clone(), spec);
+            continue;
+        }
         if let Some(hook) = hook_spec(name, service, base_dir)? {
             config.hooks.insert(name.clone(), hook);
             continue;
@@ -105,6 +109,29 @@ pub fn agent_config(
         );
     }
     Ok(config)
+}
+
+/// An `internal-ca-certificate` service as the agent runs it; `None` for other types.
+fn certificate_spec(
+    name: &str,
+    service: &ServiceConfig,
+) -> anyhow::Result<Option<crate::certificate::CertificateSpec>> {
+    if service.service_type != "internal-ca-certificate" {
+        return Ok(None);
+    }
+    let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
+    let ca = text("ca_store")
+        .map(StoreRef::parse)
+        .transpose()
+        .map_err(|e| anyhow!("services.{name}.ca_store: {e}"))?
+        .ok_or_else(|| anyhow!("services.{name}.ca_store is required"))?;
+    let validity = text("validity")
+        .map(dsops_config::time::Duration::parse)
+        .transpose()
+        .map_err(|e| anyhow!("services.{name}.validity: {e}"))?
+        .map_or(Duration::from_secs(30 * 86_400), |d| Duration::from_secs(d.as_secs()));
+    let key_type = text("key_type").unwrap_or("ecdsa-p256").to_owned();
+    Ok(Some(crate::certificate::CertificateSpec { ca, validity, key_type }))
 }
 
 /// A `script` or `webhook` service as the agent runs it; `None` for other types.

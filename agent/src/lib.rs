@@ -22,6 +22,7 @@
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).
 
 pub mod adapter;
+pub mod certificate;
 pub mod config;
 mod envelope;
 pub mod executor;

@@ -418,7 +418,12 @@ mod tests {
             dsops_config::config::ADAPTER_TYPES.iter().map(|t| (*t).to_owned()).collect();
         known.sort();
         assert_eq!(registered, known);
-        assert_eq!(OVERLAP_TYPES, dsops_config::config::OVERLAP_TYPES);
+        let mut overlap: Vec<&str> =
+            OVERLAP_TYPES.iter().chain(crate::certificate::CERTIFICATE_TYPES).copied().collect();
+        overlap.sort();
+        let mut configured = dsops_config::config::OVERLAP_TYPES.to_vec();
+        configured.sort();
+        assert_eq!(overlap, configured);
         assert!(OVERLAP_TYPES.iter().all(|t| SERVICE_TYPES.iter().any(|(name, _)| name == t)));
     }
 

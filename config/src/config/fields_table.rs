@@ -111,10 +111,7 @@ const ACME: &[FieldSpec] = &[
 const INTERNAL_CA: &[FieldSpec] = &[
     req("ca_store", FieldKind::StoreEntry),
     opt("validity", FieldKind::Duration),
-    opt(
-        "key_type",
-        FieldKind::Choice(&["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072"]),
-    ),
+    opt("key_type", FieldKind::Choice(&["ecdsa-p256", "ecdsa-p384", "ed25519"])),
 ];
 const WEBHOOK: &[FieldSpec] = &[
     req("url", FieldKind::SecretUrl),
@@ -192,9 +189,10 @@ pub const RUNNABLE_STORE_TYPES: [&str; 1] = ["file"];
 /// agent test keeps the two equal).
 pub const ADAPTER_TYPES: [&str; 3] = ["postgresql", "mysql", "redis"];
 
-/// Of [`ADAPTER_TYPES`], those whose users hold two passwords at once: the `overlap` strategy
-/// (the agent's `OVERLAP_TYPES`).
-pub const OVERLAP_TYPES: [&str; 1] = ["redis"];
+/// The service types an agent of this version rotates with the `overlap` strategy: of
+/// [`ADAPTER_TYPES`], those whose users hold two passwords at once (the agent's
+/// `adapter::OVERLAP_TYPES`), and the certificates it issues (`certificate::CERTIFICATE_TYPES`).
+pub const OVERLAP_TYPES: [&str; 2] = ["redis", "internal-ca-certificate"];
 
 /// Short names people write for service types in `svc://<type>/<service>`: (short, type).
 pub const SERVICE_TYPE_ALIASES: [(&str, &str); 3] =

@@ -14,6 +14,7 @@ mod model;
 pub mod notify;
 mod parse;
 pub mod promotion;
+pub mod renewal;
 mod resolve;
 mod settings;
 mod strategy_rules;

@@ -14,10 +14,19 @@ fn is_database(service_type: Option<&ServiceType>) -> bool {
     service_type.and_then(|t| t.metadata.category.as_deref()) == Some("database")
 }
 
+fn is_certificate(service_type: Option<&ServiceType>) -> bool {
+    service_type.and_then(|t| t.metadata.category.as_deref()) == Some("certificate")
+}
+
 /// The `rotation.config` keys a strategy takes, when dsops knows them (for other targets the
 /// adapter defines them).
-fn config_keys(strategy: Strategy, database: bool) -> Option<&'static [&'static str]> {
+fn config_keys(
+    strategy: Strategy,
+    database: bool,
+    certificate: bool,
+) -> Option<&'static [&'static str]> {
     match strategy {
+        Strategy::Overlap if certificate => Some(super::renewal::CERTIFICATE_KEYS),
         Strategy::Random => Some(&["length", "charset"]),
         // `script_path` is how the project's vision spells `command`.
         Strategy::Script => Some(&["command", "script_path", "args", "timeout"]),
@@ -62,9 +71,10 @@ pub(super) fn check(
     diagnostics: &mut Diagnostics,
 ) {
     let database = is_database(service_type);
-    if let (Some(keys), Some(config)) =
-        (config_keys(strategy, database), secret.node.at_pointer("/rotation").get("config"))
-    {
+    if let (Some(keys), Some(config)) = (
+        config_keys(strategy, database, is_certificate(service_type)),
+        secret.node.at_pointer("/rotation").get("config"),
+    ) {
         Fields::read(config, file, &format!("{base}.rotation.config"), keys, diagnostics);
     }
     let mut report = Reporter { file, base, secret, diagnostics };
@@ -149,7 +159,67 @@ pub(super) fn check(
             if database && !users_optional {
                 check_database_users(&mut report, strategy, get("username"), get("usernames"));
             }
+            if is_certificate(service_type) {
+                check_certificate(&mut report, type_name, &get);
+            }
         }
+    }
+}
+
+/// A certificate's `rotation.config`: its names (required where the agent issues it), lifetime,
+/// key type, endpoint and `renew_before`.
+fn check_certificate<'j>(
+    report: &mut Reporter<'_>,
+    type_name: &str,
+    get: &impl Fn(&str) -> Option<&'j Json>,
+) {
+    let names_ok = match get("names") {
+        Some(Json::Array(list)) => {
+            !list.is_empty() && list.iter().all(|n| n.as_str().is_some_and(|n| !n.is_empty()))
+        }
+        Some(Json::String(name)) => !name.is_empty(),
+        Some(_) => false,
+        None => type_name != "internal-ca-certificate",
+    };
+    if !names_ok {
+        let message = "the certificate's names are required: a list of DNS names or IP addresses, e.g. names: [api.internal, 10.0.0.5]";
+        match get("names") {
+            Some(_) => report.at("config.names", message.to_owned()),
+            None => {
+                let pos = report.pos("/rotation");
+                let path = format!("{}.rotation.config.names", report.base);
+                report.diagnostics.error(report.file, pos, &path, message.to_owned());
+            }
+        }
+    }
+    if let Some(lifetime) = get("lifetime")
+        && let Err(e) = lifetime
+            .as_str()
+            .map(crate::time::Duration::parse)
+            .unwrap_or_else(|| crate::time::Duration::parse(&lifetime.to_string()))
+    {
+        report.at("config.lifetime", e.to_string());
+    }
+    if let Some(before) = get("renew_before")
+        && let Err(e) = super::renewal::RenewBefore::parse(before.as_str().unwrap_or_default())
+    {
+        report.at("config.renew_before", e);
+    }
+    if let Some(key_type) = get("key_type")
+        && !key_type.as_str().is_some_and(|k| super::renewal::KEY_TYPES.contains(&k))
+    {
+        report.at(
+            "config.key_type",
+            format!("key_type must be one of: {}", super::renewal::KEY_TYPES.join(", ")),
+        );
+    }
+    if let Some(endpoint) = get("endpoint")
+        && !endpoint.as_str().and_then(|e| e.rsplit_once(':')).is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+    {
+        report
+            .at("config.endpoint", "endpoint must be host:port, e.g. api.internal:443".to_owned());
     }
 }
 

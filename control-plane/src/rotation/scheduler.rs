@@ -105,17 +105,27 @@ pub struct Timing {
     pub blackouts: Vec<Blackout>,
     /// Its start's offset after a firing, ms (`rotation.defaults.jitter`).
     pub jitter_ms: u64,
+    /// A certificate: how long after it last rotated it renews (its lifetime less
+    /// `renew_before`), ms. Its schedule then only says when it may start.
+    pub renew_after_ms: Option<u64>,
 }
 
 impl Timing {
-    /// The timing of a variable that rotates on a schedule.
+    /// The timing of a variable that rotates on a schedule, or a certificate (which renews a
+    /// fraction of its lifetime before it expires, looked at hourly when it has no schedule).
     pub fn of(loaded: &Loaded, item: &ResolvedSecret<'_>) -> Option<Timing> {
         item.strategy.as_ref()?;
-        let (schedule, _) = item.schedule.as_ref()?;
+        let renew_after = dsops_config::config::renewal::renew_after(item);
+        let schedule = match (&item.schedule, renew_after) {
+            (Some((schedule, _)), _) => schedule.clone(),
+            (None, Some(_)) => Schedule::parse("0 * * * *").ok()?,
+            (None, None) => return None,
+        };
         let (env, key) = (&item.secret.env, &item.secret.key);
         let rotation = &loaded.config.rotation;
         Some(Timing {
-            schedule: schedule.clone(),
+            renew_after_ms: renew_after.map(|d| d.as_secs().saturating_mul(1000)),
+            schedule,
             windows: item.windows.to_vec(),
             blackouts: rotation.blackouts.iter().filter(|b| b.covers(env)).cloned().collect(),
             jitter_ms: jitter_ms(rotation.defaults.jitter, env, key),
@@ -125,9 +135,14 @@ impl Timing {
     /// When the secret next starts on its own, ms since the epoch: the first firing of its
     /// schedule, inside its windows and outside every blackout, after it last rotated, after its
     /// last failed run and after it came under dsops — plus its jitter, unless that leaves its
-    /// window or enters a blackout. `None`: no firing within a year fits.
+    /// window or enters a blackout. A certificate that rotated starts no earlier than its
+    /// renewal time. `None`: no firing within a year fits.
     pub fn next_start(&self, seen: &Seen) -> Option<i64> {
-        let base = [seen.last_rotated_ms, seen.last_failed_ms, seen.since_ms]
+        let renewal = self
+            .renew_after_ms
+            .zip(seen.last_rotated_ms)
+            .map(|(after, rotated)| rotated.saturating_add(after));
+        let base = [seen.last_rotated_ms, seen.last_failed_ms, seen.since_ms, renewal]
             .into_iter()
             .flatten()
             .max()

@@ -126,6 +126,7 @@ fn a_failed_run_is_retried_at_the_next_firing_not_in_a_loop() {
         windows: vec![],
         blackouts: vec![],
         jitter_ms: 0,
+        renew_after_ms: None,
     };
     let failed_after_firing =
         Seen { last_failed_ms: Some(at(29, 3, 4) as u64), since_ms: Some(0), ..Seen::default() };
@@ -160,6 +161,7 @@ fn firings_outside_the_maintenance_windows_are_skipped() {
         windows: vec![window],
         blackouts: vec![],
         jitter_ms: 0,
+        renew_after_ms: None,
     };
     let seen = Seen { last_rotated_ms: Some(at(28, 12, 0) as u64), ..Seen::default() };
     let next_saturday = Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap().timestamp_millis();
@@ -208,6 +210,7 @@ fn a_blackout_skips_firings_and_jitter_spreads_starts_but_never_into_one() {
         envs: vec![],
     };
     let daily = |blackouts: Vec<time::Blackout>, jitter_ms: u64| Timing {
+        renew_after_ms: None,
         schedule: time::Schedule::parse("0 3 * * *").unwrap(),
         windows: vec![],
         blackouts,
@@ -254,4 +257,28 @@ fn the_agenda_applies_the_configurations_jitter_and_blackouts() {
     // WEEKLY fires on Sundays at 03:00, all inside the Sunday blackout: no start within a year.
     let seen = Seen { last_rotated_ms: Some(at(28, 12, 0) as u64), ..Seen::default() };
     assert_eq!(timing.next_start(&seen), None);
+}
+
+#[test]
+fn a_certificate_renews_a_fraction_of_its_lifetime_before_expiry_not_at_every_firing() {
+    // Checked hourly; a 30-day certificate with renew_before 33% renews 20.1 days after issue.
+    let renew_after_ms = 30 * 86_400_000 - 30 * 86_400_000 * 33 / 100;
+    let timing = Timing {
+        schedule: time::Schedule::parse("0 * * * *").unwrap(),
+        windows: vec![],
+        blackouts: vec![],
+        jitter_ms: 0,
+        renew_after_ms: Some(renew_after_ms),
+    };
+    let issued = at(1, 10, 30) as u64;
+    let seen = Seen { last_rotated_ms: Some(issued), since_ms: Some(0), ..Seen::default() };
+    let next = timing.next_start(&seen).unwrap();
+    assert!(next as u64 >= issued + renew_after_ms, "not before the renewal time");
+    assert!(
+        next as u64 <= issued + renew_after_ms + 3_600_000,
+        "at the first hourly firing after it"
+    );
+    // Never rotated: the first firing issues it.
+    let new = Seen { since_ms: Some(issued), ..Seen::default() };
+    assert!(timing.next_start(&new).unwrap() as u64 <= issued + 3_600_000);
 }
