@@ -117,7 +117,7 @@ CONF
 start_services() {
     ensure_packages postgresql:'/usr/lib/postgresql/*/bin/initdb' mariadb-server:"$MARIADBD" \
         mariadb-client:mariadb redis-server:/usr/bin/redis-server redis-tools:redis-cli python3:python3 \
-        poppler-utils:pdftotext prometheus:promtool openssl:openssl
+        poppler-utils:pdftotext prometheus:promtool openssl:openssl pebble:pebble
     DSOPS_SERVICES_DIR=$(mktemp -d -t dsops-services.XXXXXX)
     chmod 755 "$DSOPS_SERVICES_DIR"
     ensure_python_tools

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dsops_proto::domain::StoreRef;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -20,7 +20,7 @@ use crate::secret::SecretValue;
 use crate::store::Fields;
 
 /// The service types whose certificates the agent issues.
-pub const CERTIFICATE_TYPES: &[&str] = &["internal-ca-certificate"];
+pub const CERTIFICATE_TYPES: &[&str] = &["internal-ca-certificate", "acme-certificate"];
 
 /// The field that holds the leaf certificate (PEM).
 pub const CERT_FIELD: &str = "cert";
@@ -29,12 +29,31 @@ pub const KEY_FIELD: &str = "key";
 /// The field that holds the issuing chain, up to the root (PEM).
 pub const CHAIN_FIELD: &str = "chain";
 
-/// An `internal-ca-certificate` service as the agent runs it.
+/// Who issues a service's certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issuer {
+    /// The agent itself, from the CA whose `cert` and `key` (PEM) are in this store entry.
+    InternalCa(StoreRef),
+    /// An ACME CA.
+    Acme(crate::acme::AcmeSpec),
+}
+
+impl Issuer {
+    /// The store entry of the agent's own credential for this issuer (the CA, the account).
+    pub fn credential(&self) -> &StoreRef {
+        match self {
+            Issuer::InternalCa(ca) => ca,
+            Issuer::Acme(acme) => &acme.account,
+        }
+    }
+}
+
+/// An `internal-ca-certificate` or `acme-certificate` service as the agent runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateSpec {
-    /// The store entry holding the issuing CA's `cert` and `key` (PEM).
-    pub ca: StoreRef,
-    /// The lifetime of a certificate unless the variable says otherwise.
+    /// Who issues.
+    pub issuer: Issuer,
+    /// The lifetime of a certificate unless the variable says otherwise (internal CA).
     pub validity: Duration,
     /// The key type unless the variable says otherwise.
     pub key_type: String,
@@ -54,7 +73,8 @@ pub struct Request {
 }
 
 impl Request {
-    /// The request of a variable: `names` (required), `key_type`, `lifetime`, `endpoint`.
+    /// The request of a variable: `names` (required for an internal CA; an ACME service's
+    /// `domains` otherwise), `key_type`, `lifetime`, `endpoint`.
     pub fn from_config(
         spec: &CertificateSpec,
         config: &serde_json::Map<String, Json>,
@@ -66,6 +86,12 @@ impl Request {
                 .collect::<Option<_>>()
                 .ok_or("rotation.config.names must be a list of DNS names or IP addresses")?,
             Some(Json::String(name)) if !name.is_empty() => vec![name.clone()],
+            None if matches!(&spec.issuer, Issuer::Acme(acme) if !acme.domains.is_empty()) => {
+                match &spec.issuer {
+                    Issuer::Acme(acme) => acme.domains.clone(),
+                    Issuer::InternalCa(_) => Vec::new(),
+                }
+            }
             _ => return Err(
                 "rotation.config.names is required: the certificate's DNS names or IP addresses"
                     .to_owned(),
@@ -111,7 +137,7 @@ pub fn issue(ca: &Fields, request: &Request, now: time::OffsetDateTime) -> Resul
     let ca_cert = field(CERT_FIELD)?;
     let ca_key = KeyPair::from_pem(field(KEY_FIELD)?.expose())
         .map_err(|e| format!("the CA entry's key is not a PEM private key: {e}"))?;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert.expose(), ca_key)
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert.expose(), ca_key)
         .map_err(|e| format!("the CA entry's cert is not a PEM CA certificate: {e}"))?;
     let key = KeyPair::generate_for(algorithm(&request.key_type)?)
         .map_err(|e| format!("generating a {} key: {e}", request.key_type))?;

@@ -115,18 +115,20 @@ impl AgentConfig {
     /// reach.
     pub fn entry_refusal(&self, store: &StoreRef, service: Option<&str>) -> Option<String> {
         let entry = (store.store.as_str(), store.path.as_str());
-        let own = self
-            .services
-            .iter()
-            .map(|(name, spec)| (name, &spec.admin, "admin credential"))
-            .chain(self.hooks.iter().filter_map(|(name, hook)| match hook {
-                crate::hook::HookSpec::Webhook(webhook) => {
-                    webhook.auth.as_ref().map(|auth| (name, auth, "request-signing key"))
-                }
-                crate::hook::HookSpec::Script(_) => None,
-            }))
-            .chain(self.certificates.iter().map(|(name, spec)| (name, &spec.ca, "issuing CA")))
-            .find(|(_, held, _)| (held.store.as_str(), held.path.as_str()) == entry);
+        let own =
+            self.services
+                .iter()
+                .map(|(name, spec)| (name, &spec.admin, "admin credential"))
+                .chain(self.hooks.iter().filter_map(|(name, hook)| match hook {
+                    crate::hook::HookSpec::Webhook(webhook) => {
+                        webhook.auth.as_ref().map(|auth| (name, auth, "request-signing key"))
+                    }
+                    crate::hook::HookSpec::Script(_) => None,
+                }))
+                .chain(self.certificates.iter().map(|(name, spec)| {
+                    (name, spec.issuer.credential(), "issuing CA or ACME account")
+                }))
+                .find(|(_, held, _)| (held.store.as_str(), held.path.as_str()) == entry);
         if let Some((name, _, what)) = own {
             return Some(format!(
                 "store://{}/{} holds the {what} of service {name}; it is never a rotation target",

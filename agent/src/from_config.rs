@@ -72,7 +72,7 @@ pub fn agent_config(
         }
     }
     for (name, service) in &loaded.config.services {
-        if let Some(spec) = certificate_spec(name, service)? {
+        if let Some(spec) = certificate_spec(name, service, base_dir)? {
             config.certificates.insert(name.clone(), spec);
             continue;
         }
@@ -111,27 +111,67 @@ pub fn agent_config(
     Ok(config)
 }
 
-/// An `internal-ca-certificate` service as the agent runs it; `None` for other types.
+/// An `internal-ca-certificate` or `acme-certificate` service as the agent runs it; `None` for
+/// other types.
 fn certificate_spec(
     name: &str,
     service: &ServiceConfig,
+    base_dir: &Path,
 ) -> anyhow::Result<Option<crate::certificate::CertificateSpec>> {
-    if service.service_type != "internal-ca-certificate" {
-        return Ok(None);
-    }
+    use crate::acme::{AcmeSpec, Challenge};
+    use crate::certificate::{CertificateSpec, Issuer};
     let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
-    let ca = text("ca_store")
-        .map(StoreRef::parse)
-        .transpose()
-        .map_err(|e| anyhow!("services.{name}.ca_store: {e}"))?
-        .ok_or_else(|| anyhow!("services.{name}.ca_store is required"))?;
+    let store_ref = |key: &str| {
+        text(key)
+            .map(StoreRef::parse)
+            .transpose()
+            .map_err(|e| anyhow!("services.{name}.{key}: {e}"))?
+            .ok_or_else(|| anyhow!("services.{name}.{key} is required"))
+    };
+    let issuer = match service.service_type.as_str() {
+        "internal-ca-certificate" => Issuer::InternalCa(store_ref("ca_store")?),
+        "acme-certificate" => {
+            let list = |key: &str| -> Vec<String> {
+                match service.settings.get(key) {
+                    Some(serde_json::Value::Array(items)) => {
+                        items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+                    }
+                    Some(serde_json::Value::String(one)) => vec![one.clone()],
+                    _ => Vec::new(),
+                }
+            };
+            let challenge = match text("challenge").unwrap_or("http-01") {
+                "dns-01" => {
+                    let command = list("dns01_command");
+                    if command.is_empty() {
+                        bail!("services.{name}.dns01_command is required for challenge dns-01");
+                    }
+                    Challenge::Dns01 { command }
+                }
+                _ => Challenge::Http01 {
+                    listen: text("http01_listen").unwrap_or("0.0.0.0:80").to_owned(),
+                },
+            };
+            Issuer::Acme(AcmeSpec {
+                directory: text("directory")
+                    .ok_or_else(|| anyhow!("services.{name}.directory is required"))?
+                    .to_owned(),
+                account: store_ref("account_store")?,
+                domains: list("domains"),
+                contact: text("contact").map(str::to_owned),
+                ca_bundle: text("ca_bundle").map(|f| base_dir.join(f)),
+                challenge,
+            })
+        }
+        _ => return Ok(None),
+    };
     let validity = text("validity")
         .map(dsops_config::time::Duration::parse)
         .transpose()
         .map_err(|e| anyhow!("services.{name}.validity: {e}"))?
         .map_or(Duration::from_secs(30 * 86_400), |d| Duration::from_secs(d.as_secs()));
     let key_type = text("key_type").unwrap_or("ecdsa-p256").to_owned();
-    Ok(Some(crate::certificate::CertificateSpec { ca, validity, key_type }))
+    Ok(Some(CertificateSpec { issuer, validity, key_type }))
 }
 
 /// A `script` or `webhook` service as the agent runs it; `None` for other types.

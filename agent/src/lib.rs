@@ -21,6 +21,7 @@
 //! Secret values live in [`SecretValue`], which prints `***` and is zeroized on drop; outside
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).
 
+pub mod acme;
 pub mod adapter;
 pub mod certificate;
 pub mod config;

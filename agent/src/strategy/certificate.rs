@@ -1,5 +1,5 @@
-//! `overlap` for certificates the agent issues (`internal-ca-certificate`): stage issues a new
-//! leaf and key from the CA in the agent's store and stages them as `cert`, `key` and `chain`;
+//! `overlap` for certificates (`internal-ca-certificate`, `acme-certificate`): stage issues a new
+//! leaf and key (from the CA in the agent's store, or by an ACME order) and stages them as `cert`, `key` and `chain`;
 //! there is nothing to install on a target (apply records that); verify checks the new
 //! certificate by TLS handshakes (in memory for every name, and with the configured endpoint);
 //! after promotion the previous certificate stays valid until it expires, so retire revokes
@@ -11,9 +11,18 @@ use super::{
     Context, Step_, Strategy, discard, new_value, not_in_place, pending, promoted, stage_fields,
     store_stage,
 };
-use crate::certificate::{self, CertificateSpec, Request};
+use crate::certificate::{self, CertificateSpec, Issuer, Request};
 use crate::executor::StepResult;
 use crate::store::{Fields, Label};
+
+/// The longest an ACME order may take (validation and download included).
+const ACME_ORDER_LIMIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// A failed ACME call as a step's result: retryable ones back off in the control plane.
+fn acme_failure(error: crate::acme::AcmeError) -> StepResult {
+    let outcome = if error.retryable { StepOutcome::Retryable } else { StepOutcome::NotApplied };
+    StepResult::failed(outcome, error.message)
+}
 
 /// The certificate strategy of one variable.
 #[derive(Debug)]
@@ -48,13 +57,29 @@ impl Strategy for Certificate<'_> {
         }
         let request = self.request(cx)?;
         let refused = |why: String| StepResult::failed(StepOutcome::Refused, why);
-        let store = cx.executor.store(&self.spec.ca.store).map_err(refused)?;
-        let ca = super::AsyncStore(store).read(&self.spec.ca.path, Label::Current).await?;
-        let ca = ca.ok_or_else(|| {
-            refused(format!("the issuing CA {} is not in the agent's store", self.spec.ca))
-        })?;
-        let fields = certificate::issue(&ca, &request, time::OffsetDateTime::now_utc())
-            .map_err(|why| refused(format!("issuing from {}: {why}", self.spec.ca)))?;
+        let credential = self.spec.issuer.credential();
+        let store = super::AsyncStore(cx.executor.store(&credential.store).map_err(refused)?);
+        let held = store.read(&credential.path, Label::Current).await?;
+        let fields = match &self.spec.issuer {
+            Issuer::InternalCa(ca) => {
+                let held = held.ok_or_else(|| {
+                    refused(format!("the issuing CA {ca} is not in the agent's store"))
+                })?;
+                certificate::issue(&held, &request, time::OffsetDateTime::now_utc())
+                    .map_err(|why| refused(format!("issuing from {ca}: {why}")))?
+            }
+            Issuer::Acme(acme) => {
+                let stored = held.as_ref().and_then(|f| f.get(crate::acme::ACCOUNT_FIELD));
+                let (account, created) =
+                    crate::acme::account(acme, stored).await.map_err(acme_failure)?;
+                if let Some(credentials) = created {
+                    store.put(&acme.account.path, crate::acme::ACCOUNT_FIELD, credentials).await?;
+                }
+                crate::acme::order(acme, &account, &request, ACME_ORDER_LIMIT)
+                    .await
+                    .map_err(acme_failure)?
+            }
+        };
         let staged = store_stage(cx, &fields, None).await?;
         let about = certificate::describe(&fields).map_err(refused)?;
         Ok(StepResult::ok(
@@ -71,9 +96,13 @@ impl Strategy for Certificate<'_> {
 
     async fn apply(&self, cx: &Context<'_>) -> Step_<StepResult> {
         let (_, fingerprint) = new_value(cx).await?;
+        let issuer = match self.spec.issuer {
+            Issuer::InternalCa(_) => "the internal CA",
+            Issuer::Acme(_) => "the ACME CA",
+        };
         Ok(StepResult::ok(
             fingerprint,
-            "issued by the internal CA: valid from issuance, nothing to install on a target",
+            format!("issued by {issuer}: valid from issuance, nothing to install on a target"),
         ))
     }
 

@@ -400,6 +400,18 @@ impl AsyncStore {
         self.run(move |s| s.promote(&entry, &run_id)).await
     }
 
+    /// Sets one field of an entry's current version (an agent-held credential, never a secret
+    /// being rotated).
+    pub(crate) async fn put(
+        &self,
+        entry: &str,
+        field: &str,
+        value: SecretValue,
+    ) -> Result<(), StoreError> {
+        let (entry, field) = (entry.to_owned(), field.to_owned());
+        self.run(move |s| s.put(&entry, &field, &value).map(drop)).await
+    }
+
     async fn discard(&self, entry: &str, run_id: &str) -> Result<(), StoreError> {
         let (entry, run_id) = (entry.to_owned(), run_id.to_owned());
         self.run(move |s| s.discard(&entry, &run_id)).await

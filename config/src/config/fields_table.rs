@@ -107,6 +107,10 @@ const ACME: &[FieldSpec] = &[
     req("domains", FieldKind::TextList),
     opt("contact", FieldKind::Text),
     opt("ca_bundle", FieldKind::Text),
+    opt("challenge", FieldKind::Choice(&["http-01", "dns-01"])),
+    opt("http01_listen", FieldKind::Text),
+    opt("dns01_command", FieldKind::Command),
+    opt("key_type", FieldKind::Choice(&["ecdsa-p256", "ecdsa-p384", "ed25519"])),
 ];
 const INTERNAL_CA: &[FieldSpec] = &[
     req("ca_store", FieldKind::StoreEntry),
@@ -192,7 +196,7 @@ pub const ADAPTER_TYPES: [&str; 3] = ["postgresql", "mysql", "redis"];
 /// The service types an agent of this version rotates with the `overlap` strategy: of
 /// [`ADAPTER_TYPES`], those whose users hold two passwords at once (the agent's
 /// `adapter::OVERLAP_TYPES`), and the certificates it issues (`certificate::CERTIFICATE_TYPES`).
-pub const OVERLAP_TYPES: [&str; 2] = ["redis", "internal-ca-certificate"];
+pub const OVERLAP_TYPES: [&str; 3] = ["redis", "internal-ca-certificate", "acme-certificate"];
 
 /// Short names people write for service types in `svc://<type>/<service>`: (short, type).
 pub const SERVICE_TYPE_ALIASES: [(&str, &str); 3] =
