@@ -360,6 +360,6 @@ mod tests {
         assert!(fields[CERT_FIELD].expose().contains("AAA"));
         assert!(!fields[CERT_FIELD].expose().contains("BBB"));
         assert!(fields[CHAIN_FIELD].expose().starts_with("-----BEGIN CERTIFICATE-----\nBBB"));
-        assert!(split_chain(&pem[..60], String::new()).is_err());
+        assert!(split_chain(&pem[..58], String::new()).is_err());
     }
 }

@@ -81,6 +81,8 @@ pub struct AgentConfig {
     pub hooks: BTreeMap<String, crate::hook::HookSpec>,
     /// Certificate services by name (`internal-ca-certificate`): the CAs the agent issues from.
     pub certificates: BTreeMap<String, crate::certificate::CertificateSpec>,
+    /// Services the agent cannot use as configured, with the reason (a job for one is refused).
+    pub unusable: BTreeMap<String, String>,
     /// Limit on each call to a target.
     pub target_timeout: Duration,
     /// How long retire waits for the old user's sessions to end before disabling it anyway.
@@ -161,6 +163,7 @@ impl AgentConfig {
             services: BTreeMap::new(),
             hooks: BTreeMap::new(),
             certificates: BTreeMap::new(),
+            unusable: BTreeMap::new(),
             target_timeout: Duration::from_secs(15),
             session_wait: Duration::from_secs(30),
             max_concurrent_jobs: 32,

@@ -175,6 +175,11 @@ impl Executor {
                 .map_err(|e| refused(format!("rotation config is not a JSON object: {e}")))?
         };
         let text = |key: &str| config.get(key).and_then(Json::as_str).map(str::to_owned);
+        if let Some(why) =
+            job.service_ref.as_ref().and_then(|s| self.config.unusable.get(&s.service))
+        {
+            return Err(refused(format!("this agent cannot use the service as configured: {why}")));
+        }
         let plan = match job.strategy.as_str() {
             "random" => Plan::StoreOnly,
             strategy @ ("script" | "webhook") => {

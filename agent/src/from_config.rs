@@ -72,9 +72,18 @@ pub fn agent_config(
         }
     }
     for (name, service) in &loaded.config.services {
-        if let Some(spec) = certificate_spec(name, service, base_dir)? {
-            config.certificates.insert(name.clone(), spec);
-            continue;
+        match certificate_spec(name, service, base_dir) {
+            Ok(Some(spec)) => {
+                config.certificates.insert(name.clone(), spec);
+                continue;
+            }
+            Ok(None) => {}
+            // Refused when a run uses it, not for the whole configuration (a catalog instance
+            // such as letsencrypt-acme names its directory but not where the account is kept).
+            Err(why) => {
+                config.unusable.insert(name.clone(), why.to_string());
+                continue;
+            }
         }
         if let Some(hook) = hook_spec(name, service, base_dir)? {
             config.hooks.insert(name.clone(), hook);
@@ -154,6 +163,7 @@ fn certificate_spec(
             };
             Issuer::Acme(AcmeSpec {
                 directory: text("directory")
+                    .or_else(|| text("endpoint"))
                     .ok_or_else(|| anyhow!("services.{name}.directory is required"))?
                     .to_owned(),
                 account: store_ref("account_store")?,
