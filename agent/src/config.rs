@@ -81,6 +81,8 @@ pub struct AgentConfig {
     pub hooks: BTreeMap<String, crate::hook::HookSpec>,
     /// Certificate services by name (`internal-ca-certificate`): the CAs the agent issues from.
     pub certificates: BTreeMap<String, crate::certificate::CertificateSpec>,
+    /// AWS IAM services by name: whose users' access keys the agent rotates.
+    pub aws: BTreeMap<String, crate::aws::AwsSpec>,
     /// Services the agent cannot use as configured, with the reason (a job for one is refused).
     pub unusable: BTreeMap<String, String>,
     /// Limit on each call to a target.
@@ -164,6 +166,7 @@ impl AgentConfig {
             hooks: BTreeMap::new(),
             certificates: BTreeMap::new(),
             unusable: BTreeMap::new(),
+            aws: BTreeMap::new(),
             target_timeout: Duration::from_secs(15),
             session_wait: Duration::from_secs(30),
             max_concurrent_jobs: 32,

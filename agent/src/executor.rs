@@ -211,6 +211,19 @@ impl Executor {
             {
                 Plan::Certificate(spec.clone())
             }
+            "overlap"
+                if let Some(spec) = job
+                    .service_ref
+                    .as_ref()
+                    .and_then(|service| self.config.aws.get(&service.service)) =>
+            {
+                Plan::AwsKeys {
+                    spec: spec.clone(),
+                    user: text("user_name").ok_or_else(|| {
+                        refused("rotation.config.user_name (the IAM user) is required".to_owned())
+                    })?,
+                }
+            }
             "overlap" => Plan::Overlap {
                 user: text("username").ok_or_else(|| {
                     refused("rotation.config.username is required for overlap".to_owned())
@@ -235,15 +248,21 @@ impl Executor {
                 return Err(refused(format!("strategy {other:?} is not supported by this agent")));
             }
         };
-        // A certificate is three fields; with none named, the run's value is the certificate.
+        // A certificate is three fields, an access key two; with none named, the run's value is
+        // the certificate, or the key's secret.
         let field = match &plan {
             Plan::Certificate(_) if job.store_ref.field.is_none() => {
                 crate::certificate::CERT_FIELD.to_owned()
             }
+            Plan::AwsKeys { .. } if job.store_ref.field.is_none() => {
+                crate::aws::SECRET_FIELD.to_owned()
+            }
             _ => field,
         };
         let target = match (&plan, &job.service_ref) {
-            (Plan::StoreOnly | Plan::Hook(_) | Plan::Certificate(_), _) => None,
+            (Plan::StoreOnly | Plan::Hook(_) | Plan::Certificate(_) | Plan::AwsKeys { .. }, _) => {
+                None
+            }
             (_, Some(service)) => Some(self.target(&service.service)?),
             (_, None) => return Err(refused(format!("strategy {} needs a service", job.strategy))),
         };

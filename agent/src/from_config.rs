@@ -85,6 +85,22 @@ pub fn agent_config(
                 continue;
             }
         }
+        if service.service_type == "aws-iam" {
+            let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
+            let admin = text("admin_store")
+                .map(StoreRef::parse)
+                .transpose()
+                .map_err(|e| anyhow!("services.{name}.admin_store: {e}"))?;
+            config.aws.insert(
+                name.clone(),
+                crate::aws::AwsSpec {
+                    region: text("region").unwrap_or("us-east-1").to_owned(),
+                    endpoint: text("endpoint").map(str::to_owned),
+                    admin,
+                },
+            );
+            continue;
+        }
         if let Some(hook) = hook_spec(name, service, base_dir)? {
             config.hooks.insert(name.clone(), hook);
             continue;

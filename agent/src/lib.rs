@@ -23,6 +23,7 @@
 
 pub mod acme;
 pub mod adapter;
+pub mod aws;
 pub mod certificate;
 pub mod config;
 mod envelope;

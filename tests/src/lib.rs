@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod cluster;
 pub mod databases;
+pub mod moto;
 pub mod pebble;
 pub mod processes;
 pub mod promotion;

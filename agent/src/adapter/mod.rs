@@ -420,6 +420,7 @@ mod tests {
         assert_eq!(registered, known);
         let mut overlap: Vec<&str> =
             OVERLAP_TYPES.iter().chain(crate::certificate::CERTIFICATE_TYPES).copied().collect();
+        overlap.push("aws-iam");
         overlap.sort();
         let mut configured = dsops_config::config::OVERLAP_TYPES.to_vec();
         configured.sort();

@@ -9,12 +9,14 @@
 //! | `two_key.rs`    | `two-key`   | two users taking turns; the old one is disabled at retire |
 //! | `overlap.rs`    | `overlap`   | one user holding the old and the new password until retire |
 //! | `certificate.rs` | `overlap`  | certificates the agent issues; the old one stays valid until it expires |
+//! | `aws_keys.rs`   | `overlap`   | an IAM user's two access keys; the old one is deactivated at retire |
 //! | `hook.rs`       | `script`, `webhook` | the user's program or endpoint does the target's part |
 //!
 //! What every strategy shares lives here: staging a value (new or, for a rollback run, the
 //! previous one), promoting, the store facts a check of stage or promote reads, and the rollback
 //! of a first rotation, which keeps the run's value if it works ([`keep_pending`]).
 
+mod aws_keys;
 mod certificate;
 mod hook;
 mod immediate;
@@ -35,6 +37,7 @@ use crate::hook::HookSpec;
 use crate::secret::SecretValue;
 use crate::store::{Fields, FileStore, Label, SecretStore, StoreError, VersionInfo};
 
+pub(crate) use aws_keys::AwsKeys;
 pub(crate) use certificate::Certificate;
 pub(crate) use hook::Hook;
 pub(crate) use immediate::Immediate;
@@ -56,8 +59,10 @@ pub(crate) enum Plan {
     TwoKey { users: [String; 2] },
     /// One user holding two passwords during the grace period.
     Overlap { user: String },
-    /// Certificates the agent issues from an internal CA.
+    /// Certificates the agent issues or orders.
     Certificate(crate::certificate::CertificateSpec),
+    /// An IAM user's access keys.
+    AwsKeys { spec: crate::aws::AwsSpec, user: String },
     /// User code (a program or a webhook) applies, verifies and retires (see [`crate::hook`]).
     Hook(HookSpec),
 }
@@ -120,6 +125,7 @@ pub(crate) async fn perform(cx: &Context<'_>) -> Step_<StepResult> {
         Plan::TwoKey { users } => run(&TwoKey { users }, cx).await,
         Plan::Overlap { user } => run(&Overlap { user }, cx).await,
         Plan::Certificate(spec) => run(&Certificate { spec }, cx).await,
+        Plan::AwsKeys { spec, user } => run(&AwsKeys { spec, user }, cx).await,
         Plan::Hook(spec) => run(&Hook { spec }, cx).await,
     }
 }

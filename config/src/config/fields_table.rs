@@ -97,7 +97,8 @@ const GITHUB: &[FieldSpec] = &[
     opt("endpoint", FieldKind::Url),
 ];
 const AWS_IAM: &[FieldSpec] = &[
-    req("admin_store", FieldKind::StoreEntry),
+    // Without it, the agent uses its host's AWS credential chain.
+    opt("admin_store", FieldKind::StoreEntry),
     req("region", FieldKind::Text),
     opt("endpoint", FieldKind::Url),
 ];
@@ -195,8 +196,10 @@ pub const ADAPTER_TYPES: [&str; 3] = ["postgresql", "mysql", "redis"];
 
 /// The service types an agent of this version rotates with the `overlap` strategy: of
 /// [`ADAPTER_TYPES`], those whose users hold two passwords at once (the agent's
-/// `adapter::OVERLAP_TYPES`), and the certificates it issues (`certificate::CERTIFICATE_TYPES`).
-pub const OVERLAP_TYPES: [&str; 3] = ["redis", "internal-ca-certificate", "acme-certificate"];
+/// `adapter::OVERLAP_TYPES`), the certificates it issues (`certificate::CERTIFICATE_TYPES`) and
+/// AWS IAM access keys (`aws-iam`).
+pub const OVERLAP_TYPES: [&str; 4] =
+    ["redis", "internal-ca-certificate", "acme-certificate", "aws-iam"];
 
 /// Short names people write for service types in `svc://<type>/<service>`: (short, type).
 pub const SERVICE_TYPE_ALIASES: [(&str, &str); 3] =

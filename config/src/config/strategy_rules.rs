@@ -24,9 +24,11 @@ fn config_keys(
     strategy: Strategy,
     database: bool,
     certificate: bool,
+    aws: bool,
 ) -> Option<&'static [&'static str]> {
     match strategy {
         Strategy::Overlap if certificate => Some(super::renewal::CERTIFICATE_KEYS),
+        Strategy::Overlap if aws => Some(&["user_name"]),
         Strategy::Random => Some(&["length", "charset"]),
         // `script_path` is how the project's vision spells `command`.
         Strategy::Script => Some(&["command", "script_path", "args", "timeout"]),
@@ -72,7 +74,12 @@ pub(super) fn check(
 ) {
     let database = is_database(service_type);
     if let (Some(keys), Some(config)) = (
-        config_keys(strategy, database, is_certificate(service_type)),
+        config_keys(
+            strategy,
+            database,
+            is_certificate(service_type),
+            service_type.is_some_and(|t| t.metadata.name == "aws-iam"),
+        ),
         secret.node.at_pointer("/rotation").get("config"),
     ) {
         Fields::read(config, file, &format!("{base}.rotation.config"), keys, diagnostics);
@@ -161,6 +168,19 @@ pub(super) fn check(
             }
             if is_certificate(service_type) {
                 check_certificate(&mut report, type_name, &get);
+            }
+            if type_name == "aws-iam"
+                && strategy == Strategy::Overlap
+                && get("user_name").and_then(Json::as_str).is_none_or(|u| u.is_empty())
+            {
+                let pos = report.pos("/rotation");
+                let path = format!("{base}.rotation.config.user_name");
+                report.diagnostics.error(
+                    file,
+                    pos,
+                    &path,
+                    "is required: the IAM user whose access keys rotate".to_owned(),
+                );
             }
         }
     }
