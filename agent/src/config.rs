@@ -81,6 +81,8 @@ pub struct AgentConfig {
     pub hooks: BTreeMap<String, crate::hook::HookSpec>,
     /// Certificate services by name (`internal-ca-certificate`): the CAs the agent issues from.
     pub certificates: BTreeMap<String, crate::certificate::CertificateSpec>,
+    /// Services whose API keys the generic HTTP adapter rotates, by name.
+    pub http: BTreeMap<String, crate::http_keys::HttpService>,
     /// AWS IAM services by name: whose users' access keys the agent rotates.
     pub aws: BTreeMap<String, crate::aws::AwsSpec>,
     /// Services the agent cannot use as configured, with the reason (a job for one is refused).
@@ -167,6 +169,7 @@ impl AgentConfig {
             certificates: BTreeMap::new(),
             unusable: BTreeMap::new(),
             aws: BTreeMap::new(),
+            http: BTreeMap::new(),
             target_timeout: Duration::from_secs(15),
             session_wait: Duration::from_secs(30),
             max_concurrent_jobs: 32,

@@ -212,6 +212,19 @@ impl Executor {
                 Plan::Certificate(spec.clone())
             }
             "overlap"
+                if let Some((service, api)) = job.service_ref.as_ref().and_then(|service| {
+                    let spec = self.config.http.get(&service.service)?;
+                    let api = match &service.kind {
+                        Some(kind) => spec.kinds.get(kind)?,
+                        None if spec.kinds.len() == 1 => spec.kinds.values().next()?,
+                        None => return None,
+                    };
+                    Some((spec, api))
+                }) =>
+            {
+                Plan::HttpKeys { service: Box::new(service.clone()), api: Box::new(api.clone()) }
+            }
+            "overlap"
                 if let Some(spec) = job
                     .service_ref
                     .as_ref()
@@ -260,9 +273,14 @@ impl Executor {
             _ => field,
         };
         let target = match (&plan, &job.service_ref) {
-            (Plan::StoreOnly | Plan::Hook(_) | Plan::Certificate(_) | Plan::AwsKeys { .. }, _) => {
-                None
-            }
+            (
+                Plan::StoreOnly
+                | Plan::Hook(_)
+                | Plan::Certificate(_)
+                | Plan::AwsKeys { .. }
+                | Plan::HttpKeys { .. },
+                _,
+            ) => None,
             (_, Some(service)) => Some(self.target(&service.service)?),
             (_, None) => return Err(refused(format!("strategy {} needs a service", job.strategy))),
         };

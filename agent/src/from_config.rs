@@ -85,6 +85,10 @@ pub fn agent_config(
                 continue;
             }
         }
+        if let Some(spec) = http_service(loaded, name, service, base_dir)? {
+            config.http.insert(name.clone(), spec);
+            continue;
+        }
         if service.service_type == "aws-iam" {
             let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
             let admin = text("admin_store")
@@ -198,6 +202,58 @@ fn certificate_spec(
         .map_or(Duration::from_secs(30 * 86_400), |d| Duration::from_secs(d.as_secs()));
     let key_type = text("key_type").unwrap_or("ecdsa-p256").to_owned();
     Ok(Some(CertificateSpec { issuer, validity, key_type }))
+}
+
+/// A service whose type has credential kinds with `http` calls in the catalog, as the generic
+/// HTTP adapter runs it; `None` for other types.
+fn http_service(
+    loaded: &Loaded,
+    name: &str,
+    service: &ServiceConfig,
+    base_dir: &Path,
+) -> anyhow::Result<Option<crate::http_keys::HttpService>> {
+    let Some(service_type) = loaded.catalog.service_type(&service.service_type) else {
+        return Ok(None);
+    };
+    let kinds: std::collections::BTreeMap<String, dsops_config::catalog::HttpApi> = service_type
+        .spec
+        .credential_kinds
+        .iter()
+        .filter_map(|kind| kind.http.clone().map(|api| (kind.name.clone(), api)))
+        .collect();
+    if kinds.is_empty() {
+        return Ok(None);
+    }
+    let text = |key: &str| service.settings.get(key).and_then(|v| v.as_str());
+    let admin = text("admin_store")
+        .or_else(|| text("auth"))
+        .map(StoreRef::parse)
+        .transpose()
+        .map_err(|e| anyhow!("services.{name}.admin_store: {e}"))?;
+    let settings = service
+        .settings
+        .iter()
+        .filter_map(|(key, value)| {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((key.clone(), text))
+        })
+        .collect();
+    Ok(Some(crate::http_keys::HttpService {
+        kinds,
+        endpoint: text("endpoint").map(str::to_owned),
+        admin,
+        admin_env: format!(
+            "DSOPS_ADMIN_{}",
+            name.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        ),
+        settings,
+        ca_file: text("ca_file").map(|f| base_dir.join(f)),
+    }))
 }
 
 /// A `script` or `webhook` service as the agent runs it; `None` for other types.

@@ -33,6 +33,7 @@ pub mod generate;
 pub mod health;
 pub mod hook;
 pub mod host;
+pub mod http_keys;
 pub mod identity;
 pub mod in_process;
 mod key_file;

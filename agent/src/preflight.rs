@@ -35,6 +35,57 @@ fn reach_query(service_type: &str) -> &'static str {
     }
 }
 
+/// For a certificate, AWS or HTTP API service: whether the agent's own credential for it (the
+/// CA, the ACME account, the AWS or API credential) is in its store. An ACME account is created
+/// on first use; AWS and API services that name no credential use the agent's environment.
+fn own_credential(executor: &Executor, service: &str) -> Option<Vec<PreflightCheck>> {
+    let config = executor.config();
+    if let Some(why) = config.unusable.get(service) {
+        return Some(vec![check("credential", false, why.clone())]);
+    }
+    let (credential, optional) = if let Some(spec) = config.certificates.get(service) {
+        let acme = matches!(spec.issuer, crate::certificate::Issuer::Acme(_));
+        (Some(spec.issuer.credential().clone()), acme)
+    } else if let Some(spec) = config.aws.get(service) {
+        (spec.admin.clone(), false)
+    } else if let Some(spec) = config.http.get(service) {
+        (spec.admin.clone(), false)
+    } else {
+        return None;
+    };
+    let Some(credential) = credential else {
+        return Some(vec![check(
+            "credential",
+            true,
+            "the agent's own credentials (environment or host)",
+        )]);
+    };
+    let held = executor
+        .store(&credential.store)
+        .ok()
+        .and_then(|store| {
+            crate::store::SecretStore::read(
+                store.as_ref(),
+                &credential.path,
+                crate::store::Label::Current,
+            )
+            .ok()
+            .flatten()
+        })
+        .is_some();
+    Some(vec![match (held, optional) {
+        (true, _) => check("credential", true, format!("{credential} is in the agent's store")),
+        (false, true) => {
+            check("credential", true, format!("{credential} is created or read on first use"))
+        }
+        (false, false) => check(
+            "credential",
+            false,
+            format!("{credential} is not in the agent's store (dsops store put)"),
+        ),
+    }])
+}
+
 /// Runs the checks of `request`.
 pub async fn perform(executor: &Executor, request: &wire::Preflight) -> wire::PreflightResult {
     let checks = checks(executor, request).await;
@@ -44,6 +95,9 @@ pub async fn perform(executor: &Executor, request: &wire::Preflight) -> wire::Pr
 async fn checks(executor: &Executor, request: &wire::Preflight) -> Vec<PreflightCheck> {
     let mut out = Vec::new();
     let service = &request.service;
+    if let Some(checks) = own_credential(executor, service) {
+        return checks;
+    }
     let Some(spec) = executor.config().services.get(service) else {
         out.push(check(
             "credential",

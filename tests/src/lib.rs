@@ -17,6 +17,7 @@ pub mod receivers;
 pub mod redis;
 pub mod rotation;
 pub mod runs;
+pub mod simulators;
 pub mod tls;
 pub mod usage;
 

@@ -10,6 +10,7 @@
 //! | `overlap.rs`    | `overlap`   | one user holding the old and the new password until retire |
 //! | `certificate.rs` | `overlap`  | certificates the agent issues; the old one stays valid until it expires |
 //! | `aws_keys.rs`   | `overlap`   | an IAM user's two access keys; the old one is deactivated at retire |
+//! | `http_keys.rs`  | `overlap`   | API keys whose calls the catalog describes; the old one revoked at retire |
 //! | `hook.rs`       | `script`, `webhook` | the user's program or endpoint does the target's part |
 //!
 //! What every strategy shares lives here: staging a value (new or, for a rollback run, the
@@ -19,6 +20,7 @@
 mod aws_keys;
 mod certificate;
 mod hook;
+mod http_keys;
 mod immediate;
 mod overlap;
 mod random;
@@ -40,6 +42,7 @@ use crate::store::{Fields, FileStore, Label, SecretStore, StoreError, VersionInf
 pub(crate) use aws_keys::AwsKeys;
 pub(crate) use certificate::Certificate;
 pub(crate) use hook::Hook;
+pub(crate) use http_keys::HttpKeys;
 pub(crate) use immediate::Immediate;
 pub(crate) use overlap::Overlap;
 pub(crate) use random::Random;
@@ -49,7 +52,7 @@ pub(crate) use two_key::TwoKey;
 pub(crate) type Step_<T> = Result<T, StepResult>;
 
 /// How the run's strategy uses the target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Plan {
     /// No target (`random`).
     StoreOnly,
@@ -63,6 +66,11 @@ pub(crate) enum Plan {
     Certificate(crate::certificate::CertificateSpec),
     /// An IAM user's access keys.
     AwsKeys { spec: crate::aws::AwsSpec, user: String },
+    /// API keys through the generic HTTP adapter.
+    HttpKeys {
+        service: Box<crate::http_keys::HttpService>,
+        api: Box<dsops_config::catalog::HttpApi>,
+    },
     /// User code (a program or a webhook) applies, verifies and retires (see [`crate::hook`]).
     Hook(HookSpec),
 }
@@ -126,6 +134,7 @@ pub(crate) async fn perform(cx: &Context<'_>) -> Step_<StepResult> {
         Plan::Overlap { user } => run(&Overlap { user }, cx).await,
         Plan::Certificate(spec) => run(&Certificate { spec }, cx).await,
         Plan::AwsKeys { spec, user } => run(&AwsKeys { spec, user }, cx).await,
+        Plan::HttpKeys { service, api } => run(&HttpKeys { service, api }, cx).await,
         Plan::Hook(spec) => run(&Hook { spec }, cx).await,
     }
 }

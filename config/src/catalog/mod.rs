@@ -25,8 +25,8 @@ pub use checks::CHARSETS;
 pub use kind::DocKind;
 pub use layer::{Layer, SourceFile};
 pub use model::{
-    Capability, Constraints, CredentialKind, InstanceCredential, MaxActive, ServiceInstance,
-    ServiceType, Strategy,
+    Capability, Constraints, CredentialKind, HttpApi, HttpCall, InstanceCredential, MaxActive,
+    ServiceInstance, ServiceType, Strategy,
 };
 pub use policy::{Principal, Requirements, RotationPolicy};
 pub use schema::SchemaSet;

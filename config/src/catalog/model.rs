@@ -161,6 +161,59 @@ pub struct CredentialKind {
     /// Its limits.
     #[serde(default)]
     pub constraints: Option<Constraints>,
+    /// How the generic HTTP adapter creates, verifies and revokes it (API keys described as
+    /// data: a new provider needs a catalog file, no code).
+    #[serde(default)]
+    pub http: Option<HttpApi>,
+}
+
+/// An HTTP API that creates, verifies and revokes one kind of credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpApi {
+    /// `https://api.example.com`; a service's `endpoint` replaces it.
+    pub base_url: String,
+    /// Makes a new credential (its response holds the secret and its id).
+    pub create: HttpCall,
+    /// Proves a credential works (sent with the new one).
+    pub verify: HttpCall,
+    /// Revokes a credential (the old one at retire, the run's own at rollback); without it
+    /// the old credential is left to expire.
+    #[serde(default)]
+    pub revoke: Option<HttpCall>,
+}
+
+/// One request of an [`HttpApi`]. Path, headers and body take `{placeholders}`: `{admin}`,
+/// `{current}`, `{current_id}`, `{new}`, `{new_id}`, `{old}`, `{old_id}`, `{setting.<name>}`,
+/// `{config.<name>}`, `{github_app_jwt}`; `{name|default}` gives a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCall {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// Appended to the base URL.
+    pub path: String,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The request body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Statuses that mean done (default 200, 201, 204).
+    #[serde(default)]
+    pub success: Vec<u16>,
+    /// Statuses that mean refused with nothing changed (default: the other 4xx).
+    #[serde(default)]
+    pub not_applied: Vec<u16>,
+    /// Statuses worth retrying later (default 408, 429 and 5xx).
+    #[serde(default)]
+    pub retry: Vec<u16>,
+    /// JSON pointer to the new secret in a create's response.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// JSON pointer to the new credential's id in a create's response.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// Defaults of a service type.

@@ -95,6 +95,9 @@ const GITHUB: &[FieldSpec] = &[
     opt("admin_store", FieldKind::StoreEntry),
     opt("auth", FieldKind::StoreField),
     opt("endpoint", FieldKind::Url),
+    // A GitHub App's installation tokens: the App's id and the installation's.
+    opt("app_id", FieldKind::Text),
+    opt("installation_id", FieldKind::Text),
 ];
 const AWS_IAM: &[FieldSpec] = &[
     // Without it, the agent uses its host's AWS credential chain.
