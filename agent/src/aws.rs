@@ -116,6 +116,24 @@ async fn sdk_config(
     loader.load().await
 }
 
+/// The SDK configuration for `spec` with `credentials` (fields `access_key_id` and
+/// `secret_access_key`), or the host's chain without them.
+pub async fn sdk_config_with(
+    spec: &AwsSpec,
+    credentials: Option<&Fields>,
+) -> Result<aws_config::SdkConfig, String> {
+    let pair = match credentials {
+        Some(fields) => {
+            let get = |name: &str| {
+                fields.get(name).ok_or_else(|| format!("the AWS credential has no field {name:?}"))
+            };
+            Some((get(KEY_ID_FIELD)?.expose().to_owned(), get(SECRET_FIELD)?.clone()))
+        }
+        None => None,
+    };
+    Ok(sdk_config(spec, pair.as_ref().map(|(id, secret)| (id.as_str(), secret))).await)
+}
+
 /// The agent's IAM client for a service.
 #[derive(Debug, Clone)]
 pub struct Iam {

@@ -18,6 +18,8 @@ pub enum StoreSpec {
         /// Its key file.
         key_file: PathBuf,
     },
+    /// AWS Secrets Manager.
+    AwsSecretsManager(crate::store::SecretsManagerOptions),
 }
 
 /// A rotation target the agent reaches.

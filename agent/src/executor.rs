@@ -16,7 +16,9 @@ use crate::adapter::{AdapterError, DatabaseTarget, ErrorClass, Target};
 use crate::config::{AgentConfig, ServiceSpec, StoreSpec};
 use crate::hook::{HookSpec, WebhookSpec};
 use crate::identity::AgentIdentity;
-use crate::store::{FileStore, FileStoreOptions, Label, SecretStore, StoreError};
+use crate::store::{
+    FileStore, FileStoreOptions, Label, SecretStore, SecretsManagerStore, StoreError,
+};
 use crate::strategy::{self, AsyncStore, Context, Plan, Step_};
 
 /// The field of a two-key entry that names the user the password belongs to.
@@ -70,7 +72,7 @@ impl From<StoreError> for StepResult {
 pub struct Executor {
     identity: AgentIdentity,
     config: AgentConfig,
-    stores: Mutex<BTreeMap<String, Arc<FileStore>>>,
+    stores: Mutex<BTreeMap<String, Arc<dyn SecretStore>>>,
     targets: Mutex<BTreeMap<String, Arc<dyn Target>>>,
 }
 
@@ -96,7 +98,7 @@ impl Executor {
     }
 
     /// Opens (once) the store `name`.
-    pub fn store(&self, name: &str) -> Result<Arc<FileStore>, String> {
+    pub fn store(&self, name: &str) -> Result<Arc<dyn SecretStore>, String> {
         let mut stores = self.stores.lock().expect("store cache lock");
         if let Some(store) = stores.get(name) {
             return Ok(store.clone());
@@ -106,14 +108,18 @@ impl Executor {
             .stores
             .get(name)
             .ok_or_else(|| format!("this agent has no store named {name:?}"))?;
-        let store = match spec {
-            StoreSpec::File { dir, key_file } => FileStore::open(
-                name,
-                &FileStoreOptions { dir: dir.clone(), key_file: key_file.clone() },
-            )
-            .map_err(|e| e.to_string())?,
+        let store: Arc<dyn SecretStore> = match spec {
+            StoreSpec::File { dir, key_file } => Arc::new(
+                FileStore::open(
+                    name,
+                    &FileStoreOptions { dir: dir.clone(), key_file: key_file.clone() },
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            StoreSpec::AwsSecretsManager(options) => {
+                Arc::new(SecretsManagerStore::open(name, options).map_err(|e| e.to_string())?)
+            }
         };
-        let store = Arc::new(store);
         stores.insert(name.to_owned(), store.clone());
         Ok(store)
     }

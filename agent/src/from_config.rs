@@ -12,7 +12,9 @@ use dsops_proto::domain::StoreRef;
 
 use crate::config::{AgentConfig, ServiceSpec, StoreSpec};
 use crate::hook::{HookSpec, ScriptSpec, WebhookSpec};
-use crate::store::{FileStore, FileStoreOptions};
+use crate::store::{
+    FileStore, FileStoreOptions, SecretStore, SecretsManagerOptions, SecretsManagerStore,
+};
 
 /// Where a file store keeps its entries and key.
 pub fn file_store_options(
@@ -38,15 +40,65 @@ pub fn file_store_options(
     })
 }
 
-/// Opens a file store of the configuration.
+/// Opens a store of the configuration (the encrypted file store, or AWS Secrets Manager).
 pub fn open_store(
     loaded: &Loaded,
     name: &str,
     state_dir: &Path,
     base_dir: &Path,
-) -> anyhow::Result<FileStore> {
+) -> anyhow::Result<Box<dyn SecretStore>> {
+    let store_type = loaded.config.secret_stores.get(name).map(|s| s.store_type.as_str());
+    if store_type == Some("aws.secretsmanager") {
+        let options = secrets_manager_options(loaded, name, state_dir, base_dir)?;
+        let store =
+            SecretsManagerStore::open(name, &options).map_err(|e| anyhow!("store {name}: {e}"))?;
+        return Ok(Box::new(store));
+    }
     let options = file_store_options(loaded, name, state_dir, base_dir)?;
-    FileStore::open(name, &options).map_err(|e| anyhow!("store {name}: {e}"))
+    Ok(Box::new(FileStore::open(name, &options).map_err(|e| anyhow!("store {name}: {e}"))?))
+}
+
+/// How an AWS Secrets Manager store is reached: its region and endpoint, and the agent's AWS
+/// credentials (`credentials`: an entry of a file store with `access_key_id` and
+/// `secret_access_key`; without it, the host's AWS chain).
+pub fn secrets_manager_options(
+    loaded: &Loaded,
+    name: &str,
+    state_dir: &Path,
+    base_dir: &Path,
+) -> anyhow::Result<SecretsManagerOptions> {
+    let store = loaded
+        .config
+        .secret_stores
+        .get(name)
+        .ok_or_else(|| anyhow!("no secret store {name:?} in {}", loaded.config.file))?;
+    let text = |key: &str| store.settings.get(key).and_then(|v| v.as_str());
+    let credentials = match text("credentials") {
+        Some(reference) => {
+            let reference = StoreRef::parse(reference)
+                .map_err(|e| anyhow!("secretStores.{name}.credentials: {e}"))?;
+            if reference.store == name {
+                bail!(
+                    "secretStores.{name}.credentials: the store's own credentials cannot be kept in it"
+                );
+            }
+            let holder = open_store(loaded, &reference.store, state_dir, base_dir)?;
+            let fields = holder
+                .read(&reference.path, crate::store::Label::Current)
+                .map_err(|e| anyhow!("secretStores.{name}.credentials: {e}"))?
+                .ok_or_else(|| {
+                    anyhow!("secretStores.{name}.credentials: {reference} holds nothing (dsops store put)")
+                })?;
+            Some(fields)
+        }
+        None => None,
+    };
+    Ok(SecretsManagerOptions {
+        region: text("region").unwrap_or("us-east-1").to_owned(),
+        endpoint: text("endpoint").map(str::to_owned),
+        credentials,
+        key_file: state_dir.join("keys").join(format!("{name}.key")),
+    })
 }
 
 /// The in-process agent's view of the configuration: its stores and the services it reaches.
@@ -63,6 +115,16 @@ pub fn agent_config(
                 name.clone(),
                 StoreSpec::File { dir: options.dir, key_file: options.key_file },
             );
+        } else if store.store_type == "aws.secretsmanager" {
+            match secrets_manager_options(loaded, name, state_dir, base_dir) {
+                Ok(options) => {
+                    config.stores.insert(name.clone(), StoreSpec::AwsSecretsManager(options));
+                }
+                // Refused when used (the store is not opened), not for the whole configuration.
+                Err(why) => {
+                    config.unusable.insert(format!("store {name}"), why.to_string());
+                }
+            }
         }
     }
     for item in loaded.resolved() {

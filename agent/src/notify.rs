@@ -400,7 +400,6 @@ async fn perform_inner(
     executor: &crate::executor::Executor,
     delivery: &dsops_proto::wire::agent::Delivery,
 ) -> Delivered {
-    use crate::store::SecretStore;
     if delivery.channel_type == "email" && delivery.credential_ref.is_empty() {
         let none = SecretValue::new(String::new());
         return deliver(&email_spec(delivery), &notification(delivery), &none).await;

@@ -10,7 +10,7 @@ use dsops_agent::config::AgentPolicy;
 use dsops_agent::from_config::open_store;
 use dsops_agent::host::{self, AgentRun, EnrolledState, RunningAgent};
 use dsops_agent::session::SessionState;
-use dsops_agent::store::{FileStore, Label, SecretStore};
+use dsops_agent::store::{Label, SecretStore};
 use dsops_cli::embedded::random_id;
 use dsops_config::config::Loaded;
 use dsops_proto::wire::admin as wire;
@@ -45,7 +45,7 @@ impl AgentProject {
     }
 
     /// The store `store` as agent `name` holds it.
-    pub fn store(&self, name: &str, store: &str) -> FileStore {
+    pub fn store(&self, name: &str, store: &str) -> Box<dyn SecretStore> {
         open_store(&self.loaded(), store, &self.data_dir(name), self.project.dir.path())
             .expect("store")
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dsops_agent::SecretValue;
 use dsops_agent::from_config::open_store;
-use dsops_agent::store::{FileStore, Label, SecretStore};
+use dsops_agent::store::{Label, SecretStore};
 use dsops_cli::embedded::{Embedded, random_id};
 use dsops_config::config::{Loaded, load_file};
 use dsops_proto::wire::admin as wire;
@@ -43,7 +43,7 @@ impl Project {
     }
 
     /// Opens the store `local`.
-    pub fn store(&self) -> FileStore {
+    pub fn store(&self) -> Box<dyn SecretStore> {
         open_store(&self.loaded(), "local", &self.state, self.dir.path()).expect("open store")
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dsops_agent::SecretValue;
 use dsops_agent::adapter::Login;
-use dsops_agent::store::{Label, SecretStore};
+use dsops_agent::store::Label;
 use dsops_cli::embedded::{Embedded, EmbeddedOptions, random_id};
 use dsops_proto::domain::{Job, Step};
 use dsops_proto::wire::admin as wire;

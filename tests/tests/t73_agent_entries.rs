@@ -118,7 +118,6 @@ async fn jobs_for_entries_outside_the_configuration_are_refused() {
 
     // Nothing was staged anywhere; the admin credential is as it was.
     let store = project.store();
-    use dsops_agent::store::SecretStore;
     for entry in ["db/admin", "app/db", "app/other"] {
         assert!(store.read(entry, Label::Pending).unwrap().is_none(), "{entry}");
     }

@@ -143,7 +143,7 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, Sto
 }
 
 /// Derives a sub-key for one purpose from the store key.
-fn derive(key: &[u8; 32], purpose: &str) -> Zeroizing<[u8; 32]> {
+pub(crate) fn derive(key: &[u8; 32], purpose: &str) -> Zeroizing<[u8; 32]> {
     let tag =
         ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), purpose.as_bytes());
     let mut out = Zeroizing::new([0u8; 32]);

@@ -6,6 +6,7 @@
 //! `current` to `previous` and `pending` to `current`. Each operation is idempotent for the same
 //! run id, so a retried step does the same thing again rather than something new.
 
+mod aws_sm;
 mod file;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use dsops_proto::domain::Fingerprint;
 
 use crate::secret::SecretValue;
 
+pub use aws_sm::{SecretsManagerOptions, SecretsManagerStore};
 pub(crate) use file::load_or_create_key;
 pub use file::{FileStore, FileStoreOptions};
 

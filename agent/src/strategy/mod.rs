@@ -37,7 +37,7 @@ use crate::executor::{Executor, StepResult};
 use crate::generate::{Generate, ValueFormat};
 use crate::hook::HookSpec;
 use crate::secret::SecretValue;
-use crate::store::{Fields, FileStore, Label, SecretStore, StoreError, VersionInfo};
+use crate::store::{Fields, Label, SecretStore, StoreError, VersionInfo};
 
 pub(crate) use aws_keys::AwsKeys;
 pub(crate) use certificate::Certificate;
@@ -363,15 +363,15 @@ pub(crate) async fn keep_pending<S: Strategy>(strategy: &S, cx: &Context<'_>) ->
 /// The store, with each call run on the blocking pool: file stores fsync, which must not stall
 /// the async workers that drive the other jobs.
 #[derive(Debug, Clone)]
-pub(crate) struct AsyncStore(pub(crate) Arc<FileStore>);
+pub(crate) struct AsyncStore(pub(crate) Arc<dyn SecretStore>);
 
 impl AsyncStore {
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&FileStore) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&dyn SecretStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.unwrap_or_else(|error| {
+        tokio::task::spawn_blocking(move || f(store.as_ref())).await.unwrap_or_else(|error| {
             Err(StoreError::Io {
                 path: "store".to_owned(),
                 message: format!("store task failed: {error}"),

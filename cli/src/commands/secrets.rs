@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use dsops_agent::SecretValue;
 use dsops_agent::from_config::open_store;
-use dsops_agent::store::{Label, SecretStore};
+use dsops_agent::store::Label;
 use dsops_config::config::{Loaded, SecretConfig};
 
 use crate::args::{Cli, ExecArgs, SecretArgs};

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use dsops_agent::SecretValue;
 use dsops_agent::from_config::open_store;
-use dsops_agent::store::SecretStore;
 use dsops_proto::domain::StoreRef;
 use serde::Serialize;
 

@@ -171,6 +171,8 @@ pub const STORE_TYPES: [(&str, &[FieldSpec]); 6] = [
             req("region", FieldKind::Text),
             opt("endpoint", FieldKind::Url),
             opt("kms_key_id", FieldKind::Text),
+            // The agent's AWS credentials in a file store; without it, the host's AWS chain.
+            opt("credentials", FieldKind::StoreEntry),
         ],
     ),
     (
@@ -189,7 +191,7 @@ pub const STORE_TYPES: [(&str, &[FieldSpec]); 6] = [
 pub const STORE_TYPE_ALIASES: [(&str, &str); 1] = [("aws-secrets-manager", "aws.secretsmanager")];
 
 /// The store types an agent of this version reads and writes.
-pub const RUNNABLE_STORE_TYPES: [&str; 1] = ["file"];
+pub const RUNNABLE_STORE_TYPES: [&str; 2] = ["file", "aws.secretsmanager"];
 
 /// The service types whose passwords an agent of this version changes itself (the `immediate`
 /// and `two-key` strategies); other types rotate through `script` or `webhook` services. The

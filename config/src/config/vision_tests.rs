@@ -36,9 +36,10 @@ fn store_types_as_the_vision_spells_them_validate_and_the_old_spelling_still_doe
 }
 
 #[test]
-fn only_file_stores_run_in_this_version_and_the_others_say_so() {
+fn file_and_aws_stores_run_in_this_version_and_the_others_say_so() {
     assert!(super::store_type_runs("local", "file").is_ok());
-    for store_type in ["vault", "aws.secretsmanager", "onepassword", "gcp.secretmanager"] {
+    assert!(super::store_type_runs("aws", "aws.secretsmanager").is_ok());
+    for store_type in ["vault", "onepassword", "gcp.secretmanager", "azure.keyvault"] {
         let why = super::store_type_runs("s", store_type).unwrap_err();
         assert!(why.contains("not supported in this version"), "{why}");
         assert!(why.contains(store_type), "{why}");

@@ -16,7 +16,6 @@ use dsops_agent::adapter::{Login, PasswordTarget, PostgresAdapter};
 use dsops_agent::config::AgentConfig;
 use dsops_agent::from_config::open_store;
 use dsops_agent::generate::{Generate, ValueFormat};
-use dsops_agent::store::SecretStore;
 use dsops_cli::embedded::{Embedded, EmbeddedOptions, attach_agent, random_id};
 use dsops_config::config::load_file;
 use dsops_proto::wire::admin as wire;
