@@ -1,5 +1,6 @@
 //! No value leaves its segment: rotate and roll back with known canary values (PostgreSQL
-//! `immediate`, `random`, Redis `overlap`), then scan every
+//! `immediate`, `random`, Redis `overlap`), and rotate a certificate (its CA's and its own PEM
+//! keys), a Stripe key (simulator) and an AWS secret access key (moto), then scan every
 //! control-plane file, every log line (all crates, TRACE level) and every API response for them
 //! — and for the values dsops generated. Zero hits.
 
@@ -44,6 +45,24 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
     let user = flavor.create_user("t61_app", canary_db, false).await;
     let redis_user = Flavor::Redis.create_user("t61_cache", canary_redis, false).await;
     let redis = dsops_tests::databases::ServerUrl::parse(&Flavor::Redis.service().url());
+    // The newer value types: a CA's private key (PEM), an API key (Stripe simulator), an AWS
+    // secret access key (moto).
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap().pem();
+    let ca_key = ca_key.serialize_pem();
+    let canary_stripe = "sk_test_CanaryStripeKey0123456789abcd";
+    let stripe_keys = dsops_tests::simulators::Keys::default();
+    stripe_keys.lock().unwrap().insert(canary_stripe.into(), ("apikey_canary".into(), true));
+    let stripe =
+        dsops_tests::simulators::stripe("sk_test_CanaryStripeAdmin0123456", stripe_keys.clone())
+            .await;
+    let moto = dsops_tests::moto::Moto::start();
+    let aws_first = moto.boto3(
+        "iam.create_user(UserName='canary')\nk = iam.create_access_key(UserName='canary')['AccessKey']\nprint(k['AccessKeyId'] + ' ' + k['SecretAccessKey'])",
+    );
+    let (aws_id, canary_aws) = aws_first.split_once(' ').unwrap();
     let logs = Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()
@@ -54,9 +73,18 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
 
     let (service, admin) = database_service(flavor);
     let project = Project::new(&format!(
-        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}  cache:\n    type: redis\n    host: {}\n    port: {}\n    admin_store: store://local/cache/admin\nenvs:\n  dev:\n    DB_PASSWORD:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n    APP_KEY:\n      from: {{ store: \"store://local/app/key#value\" }}\n      rotation: {{ strategy: random, config: {{ length: 48 }} }}\n    REDIS_PASSWORD:\n      from: {{ store: \"store://local/app/cache#password\", service: \"svc://cache?kind=acl_password\" }}\n      rotation: {{ strategy: overlap, config: {{ username: {} }} }}\n",
-        redis.host, redis.port, user.name, redis_user.name
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n{service}  ca:\n    type: internal-ca-certificate\n    ca_store: store://local/ca/root\n  stripe-test:\n    type: stripe\n    endpoint: {}\n    auth: store://local/stripe/admin#key\n  aws:\n    type: aws-iam\n    region: us-east-1\n    endpoint: {}\n    admin_store: store://local/aws/admin\n  cache:\n    type: redis\n    host: {}\n    port: {}\n    admin_store: store://local/cache/admin\nenvs:\n  dev:\n    DB_PASSWORD:\n      from: {{ store: \"store://local/app/db#password\", service: \"svc://db?kind=db_password\" }}\n      rotation: {{ strategy: immediate, config: {{ username: {} }} }}\n    APP_KEY:\n      from: {{ store: \"store://local/app/key#value\" }}\n      rotation: {{ strategy: random, config: {{ length: 48 }} }}\n    REDIS_PASSWORD:\n      from: {{ store: \"store://local/app/cache#password\", service: \"svc://cache?kind=acl_password\" }}\n      rotation: {{ strategy: overlap, config: {{ username: {} }} }}\n    TLS:\n      from: {{ store: \"store://local/tls/api\", service: \"svc://ca?kind=tls_certificate\" }}\n      rotation: {{ strategy: overlap, config: {{ names: [api.internal] }} }}\n    STRIPE_KEY:\n      from: {{ store: \"store://local/app/stripe\", service: \"svc://stripe-test?kind=secret_key\" }}\n      rotation: {{ strategy: overlap }}\n    AWS_KEY:\n      from: {{ store: \"store://local/app/aws\", service: \"svc://aws?kind=access_key\" }}\n      rotation: {{ strategy: overlap, config: {{ user_name: canary }} }}\n",
+        stripe.url, moto.endpoint, redis.host, redis.port, user.name, redis_user.name
     ));
+    project.put("ca/root", "cert", &ca_cert);
+    project.put("ca/root", "key", &ca_key);
+    project.put("stripe/admin", "key", "sk_test_CanaryStripeAdmin0123456");
+    project.put("app/stripe", "value", canary_stripe);
+    project.put("app/stripe", "id", "apikey_canary");
+    project.put("aws/admin", "access_key_id", "AKIAADMINTESTING0001");
+    project.put("aws/admin", "secret_access_key", "CanaryAwsAdminSecret0123456789");
+    project.put("app/aws", "access_key_id", aws_id);
+    project.put("app/aws", "secret_access_key", canary_aws);
     project.put("cache/admin", "user", "default");
     project.put("cache/admin", "password", &redis.password);
     project.put("app/cache", "password", canary_redis);
@@ -96,6 +124,13 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
                 .encode_to_vec(),
         );
     }
+    // The newer kinds rotate once (an API or AWS key cannot be rolled back to: its secret is
+    // shown once).
+    for key in ["TLS", "STRIPE_KEY", "AWS_KEY"] {
+        let run = rotate(&embedded, "dev", key).await;
+        assert_eq!(run.state_name(), "Completed", "{key}: {run:?}");
+        responses.extend(run.encode_to_vec());
+    }
     let status = wire::RotationStatusRequest { env: "dev".into() };
     responses.extend(
         embedded
@@ -125,6 +160,23 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
         Some(canary_redis)
     );
     let generated_redis = project.read("app/cache", "password", Label::Previous).unwrap();
+    let cert_key = project.read("tls/api", "key", Label::Current).unwrap();
+    let generated_stripe = project.read("app/stripe", "value", Label::Current).unwrap();
+    let generated_aws = project.read("app/aws", "secret_access_key", Label::Current).unwrap();
+    // PEM keys are searched by their base64 body lines.
+    let pem_lines = |pem: &str| -> Vec<String> {
+        pem.lines().filter(|l| !l.starts_with("-----") && l.len() > 20).map(str::to_owned).collect()
+    };
+    let mut newer: Vec<String> = pem_lines(&ca_key);
+    newer.extend(pem_lines(&cert_key));
+    newer.extend([
+        canary_stripe.to_owned(),
+        generated_stripe,
+        "sk_test_CanaryStripeAdmin0123456".to_owned(),
+        canary_aws.to_owned(),
+        generated_aws,
+        "CanaryAwsAdminSecret0123456789".to_owned(),
+    ]);
     embedded.close().await;
 
     let log_bytes = logs.0.lock().unwrap().clone();
@@ -139,7 +191,10 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
         generated_redis.as_str(),
         admin.password.as_str(),
         redis.password.as_str(),
-    ] {
+    ]
+    .into_iter()
+    .chain(newer.iter().map(String::as_str))
+    {
         let files = tree_contains(&project.state.join("cluster"), value.as_bytes());
         assert!(files.is_empty(), "a secret value is in control-plane files {files:?}");
         let leaking: Vec<String> = String::from_utf8_lossy(&log_bytes)
