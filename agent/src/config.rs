@@ -35,6 +35,10 @@ pub struct ServiceSpec {
     pub database: Option<String>,
     /// Where the admin credential is: an entry with `user` and `password` fields.
     pub admin: StoreRef,
+    /// PostgreSQL `sslmode` / MySQL `tls` as configured.
+    pub tls_mode: Option<String>,
+    /// The CA file that signs the server's certificate, if not a public CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What the agent's owner allows it to do, whatever the control plane asks: a job outside it is

@@ -161,6 +161,8 @@ impl Executor {
             admin_password: get("password")?,
             timeout: self.config.target_timeout,
             max_connections: self.config.max_target_connections,
+            tls_mode: spec.tls_mode.clone(),
+            ca_file: spec.ca_file.clone(),
         };
         let target = crate::adapter::open(&spec.service_type, target).ok_or_else(|| {
             refused(format!("this agent has no adapter for service type {:?}", spec.service_type))

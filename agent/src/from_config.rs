@@ -181,13 +181,6 @@ pub fn agent_config(
             "redis" => 6379,
             _ => 0,
         };
-        if service.settings.get("tls").and_then(|v| v.as_bool()) == Some(true) {
-            // Refused rather than ignored: the admin password would cross the network in clear.
-            bail!(
-                "services.{name}.tls: TLS connections to {} are not supported in this version (reach it over a trusted network or a local TLS tunnel and set tls: false)",
-                service.service_type
-            );
-        }
         config.services.insert(
             name.clone(),
             ServiceSpec {
@@ -196,6 +189,12 @@ pub fn agent_config(
                 port: port.map_or(default_port, |p| p as u16),
                 database: text("database"),
                 admin,
+                // PostgreSQL `sslmode`, MySQL `tls` (a mode), Redis `tls: true`.
+                tls_mode: text("sslmode").or_else(|| text("tls")).or_else(|| {
+                    (service.settings.get("tls").and_then(|v| v.as_bool()) == Some(true))
+                        .then(|| "tls".to_owned())
+                }),
+                ca_file: text("ca_file").map(|f| base_dir.join(f)),
             },
         );
     }

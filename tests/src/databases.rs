@@ -107,6 +107,8 @@ impl Flavor {
             admin_password: SecretValue::new(url.password),
             timeout: Duration::from_secs(10),
             max_connections: 4,
+            tls_mode: None,
+            ca_file: None,
         }
     }
 

@@ -289,3 +289,103 @@ async fn redis_probes_run_read_only_commands_only() {
     assert!(error.message.contains("not a read-only command"), "{error}");
     assert_eq!(adapter.probe(&format!("EXISTS {key}")).await.unwrap().as_deref(), Some("0"));
 }
+
+/// The TLS mode the configuration names is the one the adapter uses: the test servers speak no
+/// TLS, so a mode that requires it fails to connect (retryable, nothing sent), and `disable`
+/// logs in. (Before, `sslmode`/`tls` validated and the driver's default was used.)
+#[tokio::test]
+async fn the_configured_tls_mode_is_honoured() {
+    for (service_type, flavor, off, required) in [
+        ("postgresql", Flavor::Postgres, "disable", "require"),
+        ("mysql", Flavor::MariaDb, "disabled", "required"),
+    ] {
+        let user = flavor.create_user("t40_tls", "Tls-pass-1", false).await;
+        let with = |mode: &str| {
+            dsops_agent::adapter::open(
+                service_type,
+                DatabaseTarget { tls_mode: Some(mode.to_owned()), ..flavor.target() },
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            with(off).login(&user.name, &value("Tls-pass-1")).await.unwrap(),
+            Login::Accepted
+        );
+        let error = with(required).login(&user.name, &value("Tls-pass-1")).await.unwrap_err();
+        assert_eq!(error.class, ErrorClass::Retryable, "{service_type}: {error}");
+        user.drop_user().await;
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 from it, written to `dir` as `<name>-ca.pem`,
+/// `<name>.pem`, `<name>.key`.
+fn tls_files(dir: &std::path::Path, name: &str) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca.pem(), ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let leaf = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), leaf.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+/// `tls: true` on a Redis service: the adapter speaks TLS to a redis-server that accepts only
+/// TLS, trusting the service's `ca_file`; a server whose certificate another CA signed is not
+/// trusted (retryable: nothing was sent).
+#[tokio::test]
+async fn redis_over_tls_trusts_the_configured_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path(), "server");
+    tls_files(dir.path(), "other");
+    let address = dsops_tests::processes::free_address();
+    let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--tls-cert-file", &path("server.pem"), "--tls-key-file", &path("server.key")])
+        .args(["--tls-ca-cert-file", &path("server-ca.pem"), "--tls-auth-clients", "no"])
+        .args(["--requirepass", "Tls-admin-pass-1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", &dir.path().display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    wait_for("redis-server over TLS", Duration::from_secs(15), || async {
+        std::net::TcpStream::connect(&address).ok()
+    })
+    .await;
+    let target = DatabaseTarget {
+        host: "127.0.0.1".to_owned(),
+        port,
+        database: None,
+        admin_user: "default".to_owned(),
+        admin_password: value("Tls-admin-pass-1"),
+        timeout: Duration::from_secs(10),
+        max_connections: 2,
+        tls_mode: Some("tls".to_owned()),
+        ca_file: Some(dir.path().join("server-ca.pem")),
+    };
+    let adapter = dsops_agent::adapter::open("redis", target.clone()).unwrap();
+    assert!(adapter.user_exists("default").await.unwrap());
+    assert_eq!(
+        adapter.login("default", &value("Tls-admin-pass-1")).await.unwrap(),
+        Login::Accepted
+    );
+    assert_eq!(adapter.login("default", &value("wrong")).await.unwrap(), Login::Refused);
+    let untrusted = dsops_agent::adapter::open(
+        "redis",
+        DatabaseTarget { ca_file: Some(dir.path().join("other-ca.pem")), ..target.clone() },
+    )
+    .unwrap();
+    let error = untrusted.login("default", &value("Tls-admin-pass-1")).await.unwrap_err();
+    assert_eq!(error.class, ErrorClass::Retryable, "{error}");
+    let plain =
+        dsops_agent::adapter::open("redis", DatabaseTarget { tls_mode: None, ..target }).unwrap();
+    assert!(plain.login("default", &value("Tls-admin-pass-1")).await.is_err(), "no plain TCP");
+    let _ = server.kill();
+    let _ = server.wait();
+}

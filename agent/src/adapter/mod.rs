@@ -66,6 +66,11 @@ pub struct DatabaseTarget {
     pub timeout: Duration,
     /// Admin connections kept open at most.
     pub max_connections: u32,
+    /// The TLS mode the configuration asks for (PostgreSQL `sslmode`, MySQL `tls`); `None`: the
+    /// driver's default (TLS when the server offers it).
+    pub tls_mode: Option<String>,
+    /// A PEM file of the CA that signs the server's certificate (instead of the web roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl DatabaseTarget {

@@ -165,10 +165,27 @@ impl MySqlAdapter {
             .port(target.port)
             .username(user)
             .password(password.expose())
-            .disable_statement_logging();
+            .disable_statement_logging()
+            .ssl_mode(Self::ssl_mode(target.tls_mode.as_deref()));
+        let options = match &target.ca_file {
+            Some(file) => options.ssl_ca(file),
+            None => options,
+        };
         match &target.database {
             Some(database) => options.database(database),
             None => options,
+        }
+    }
+
+    /// The configured `tls` mode (validated by the configuration), `preferred` when none.
+    fn ssl_mode(mode: Option<&str>) -> sqlx::mysql::MySqlSslMode {
+        use sqlx::mysql::MySqlSslMode;
+        match mode {
+            Some("disabled") => MySqlSslMode::Disabled,
+            Some("required") => MySqlSslMode::Required,
+            Some("verify-ca") => MySqlSslMode::VerifyCa,
+            Some("verify-identity") => MySqlSslMode::VerifyIdentity,
+            _ => MySqlSslMode::Preferred,
         }
     }
 

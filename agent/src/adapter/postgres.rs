@@ -60,7 +60,7 @@ impl PostgresAdapter {
     }
 
     fn options(target: &DatabaseTarget, user: &str, password: &SecretValue) -> PgConnectOptions {
-        PgConnectOptions::new_without_pgpass()
+        let options = PgConnectOptions::new_without_pgpass()
             .host(&target.host)
             .port(target.port)
             .username(user)
@@ -70,6 +70,23 @@ impl PostgresAdapter {
             .disable_statement_logging()
             // The server cancels a statement (or a lock wait) before the agent gives up on it.
             .options(Self::limits(target.server_limit()))
+            .ssl_mode(Self::ssl_mode(target.tls_mode.as_deref()));
+        match &target.ca_file {
+            Some(file) => options.ssl_root_cert(file),
+            None => options,
+        }
+    }
+
+    /// The configured `sslmode` (validated by the configuration), `prefer` when none.
+    fn ssl_mode(mode: Option<&str>) -> sqlx::postgres::PgSslMode {
+        use sqlx::postgres::PgSslMode;
+        match mode {
+            Some("disable") => PgSslMode::Disable,
+            Some("require") => PgSslMode::Require,
+            Some("verify-ca") => PgSslMode::VerifyCa,
+            Some("verify-full") => PgSslMode::VerifyFull,
+            _ => PgSslMode::Prefer,
+        }
     }
 
     /// The session settings that bound each statement on the server.

@@ -5,6 +5,9 @@
 //! passwords at once, which the `overlap` strategy uses: add the new one (`#<hash>`), later
 //! remove the old one (`!<hash>`).
 //!
+//! With `tls: true` the agent connects over TLS (rustls), trusting the service's `ca_file` or
+//! the system's roots.
+//!
 //! `ACL SETUSER` creates a user that does not exist, so every change first checks that the user
 //! is there: dsops never creates a Redis user.
 
@@ -166,9 +169,15 @@ impl RedisAdapter {
         format!("redis {}:{}", self.target.host, self.target.port)
     }
 
-    /// The connection settings, logging in as `user` with `password` (no login with `None`).
+    /// The connection settings, logging in as `user` with `password` (no login with `None`);
+    /// over TLS when the service says `tls: true`.
     fn info(&self, login: Option<(&str, &SecretValue)>) -> Result<ConnectionInfo, RedisError> {
-        let address = ConnectionAddr::Tcp(self.target.host.clone(), self.target.port);
+        let (host, port) = (self.target.host.clone(), self.target.port);
+        let address = if self.target.tls_mode.is_some() {
+            ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        };
         let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some((user, password)) = login {
             if !user.is_empty() {
@@ -184,7 +193,28 @@ impl RedisAdapter {
         login: Option<(&str, &SecretValue)>,
         timeout: Duration,
     ) -> Result<MultiplexedConnection, RedisError> {
-        let client = Client::open(self.info(login)?)?;
+        let info = self.info(login)?;
+        let client = match (&self.target.tls_mode, &self.target.ca_file) {
+            (Some(_), Some(file)) => {
+                // The crate's TLS takes the process's rustls provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let root = std::fs::read(file).map_err(|e| {
+                    RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "cannot read ca_file",
+                        format!("{}: {e}", file.display()),
+                    ))
+                })?;
+                let certificates =
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(root) };
+                Client::build_with_tls(info, certificates)?
+            }
+            (Some(_), None) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Client::open(info)?
+            }
+            (None, _) => Client::open(info)?,
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));

@@ -64,6 +64,8 @@ const POSTGRES: &[FieldSpec] = &[
         "sslmode",
         FieldKind::Choice(&["disable", "prefer", "require", "verify-ca", "verify-full"]),
     ),
+    // The CA that signs the server's certificate, for verify-ca/verify-full.
+    opt("ca_file", FieldKind::Text),
 ];
 const MYSQL: &[FieldSpec] = &[
     req("host", FieldKind::Host),
@@ -75,12 +77,14 @@ const MYSQL: &[FieldSpec] = &[
         FieldKind::Choice(&["disabled", "preferred", "required", "verify-ca", "verify-identity"]),
     ),
     opt("user_host", FieldKind::Text),
+    opt("ca_file", FieldKind::Text),
 ];
 const REDIS: &[FieldSpec] = &[
     req("host", FieldKind::Host),
     opt("port", FieldKind::Port),
     req("admin_store", FieldKind::StoreEntry),
     opt("tls", FieldKind::Bool),
+    opt("ca_file", FieldKind::Text),
 ];
 // API services: the key dsops rotates with comes from `admin_store` or `auth` (a store field),
 // or, with neither, from the agent's environment (its own process, never the control plane).
