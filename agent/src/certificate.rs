@@ -86,12 +86,7 @@ impl Request {
                 .collect::<Option<_>>()
                 .ok_or("rotation.config.names must be a list of DNS names or IP addresses")?,
             Some(Json::String(name)) if !name.is_empty() => vec![name.clone()],
-            None if matches!(&spec.issuer, Issuer::Acme(acme) if !acme.domains.is_empty()) => {
-                match &spec.issuer {
-                    Issuer::Acme(acme) => acme.domains.clone(),
-                    Issuer::InternalCa(_) => Vec::new(),
-                }
-            }
+            None if let Issuer::Acme(acme) = &spec.issuer => acme.domains.clone(),
             _ => return Err(
                 "rotation.config.names is required: the certificate's DNS names or IP addresses"
                     .to_owned(),

@@ -38,7 +38,7 @@ fn reach_query(service_type: &str) -> &'static str {
 /// For a certificate, AWS or HTTP API service: whether the agent's own credential for it (the
 /// CA, the ACME account, the AWS or API credential) is in its store. An ACME account is created
 /// on first use; AWS and API services that name no credential use the agent's environment.
-fn own_credential(executor: &Executor, service: &str) -> Option<Vec<PreflightCheck>> {
+async fn own_credential(executor: &Executor, service: &str) -> Option<Vec<PreflightCheck>> {
     let config = executor.config();
     if let Some(why) = config.unusable.get(service) {
         return Some(vec![check("credential", false, why.clone())]);
@@ -60,19 +60,16 @@ fn own_credential(executor: &Executor, service: &str) -> Option<Vec<PreflightChe
             "the agent's own credentials (environment or host)",
         )]);
     };
-    let held = executor
-        .store(&credential.store)
-        .ok()
-        .and_then(|store| {
-            crate::store::SecretStore::read(
-                store.as_ref(),
-                &credential.path,
-                crate::store::Label::Current,
-            )
+    // Off the async workers, as every store read.
+    let held = match executor.store(&credential.store) {
+        Ok(store) => crate::strategy::AsyncStore(store)
+            .read(&credential.path, crate::store::Label::Current)
+            .await
             .ok()
             .flatten()
-        })
-        .is_some();
+            .is_some(),
+        Err(_) => false,
+    };
     Some(vec![match (held, optional) {
         (true, _) => check("credential", true, format!("{credential} is in the agent's store")),
         (false, true) => {
@@ -95,7 +92,7 @@ pub async fn perform(executor: &Executor, request: &wire::Preflight) -> wire::Pr
 async fn checks(executor: &Executor, request: &wire::Preflight) -> Vec<PreflightCheck> {
     let mut out = Vec::new();
     let service = &request.service;
-    if let Some(checks) = own_credential(executor, service) {
+    if let Some(checks) = own_credential(executor, service).await {
         return checks;
     }
     let Some(spec) = executor.config().services.get(service) else {

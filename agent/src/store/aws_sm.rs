@@ -451,15 +451,20 @@ impl SecretStore for SecretsManagerStore {
 
     fn promote(&self, entry: &str, run_id: &str) -> Result<VersionInfo, StoreError> {
         let token = token_of(run_id);
-        let current = self.version_under(entry, Label::Current)?;
-        if current.as_deref() != Some(token.as_str()) {
-            if !self.versions_of(entry)?.iter().any(|(id, ..)| *id == token) {
-                return Err(io(&self.name, format!("{entry}: run {run_id} staged nothing")));
-            }
+        // One listing says where the run's version stands.
+        let versions = self.versions_of(entry)?;
+        let Some((_, _, labels, _)) = versions.iter().find(|(id, ..)| *id == token) else {
+            return Err(io(&self.name, format!("{entry}: run {run_id} staged nothing")));
+        };
+        if !labels.contains(&Label::Current) {
+            let current = versions
+                .iter()
+                .find(|(_, _, labels, _)| labels.contains(&Label::Current))
+                .map(|(id, ..)| id.as_str());
             // AWS moves AWSPREVIOUS to the version that loses AWSCURRENT.
-            self.move_stage(entry, "AWSCURRENT", Some(&token), current.as_deref())?;
+            self.move_stage(entry, "AWSCURRENT", Some(&token), current)?;
         }
-        if self.version_under(entry, Label::Pending)?.as_deref() == Some(token.as_str()) {
+        if labels.contains(&Label::Pending) {
             self.move_stage(entry, "AWSPENDING", None, Some(&token))?;
         }
         let (id, created, labels, version) =

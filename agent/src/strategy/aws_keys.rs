@@ -178,10 +178,7 @@ impl Strategy for AwsKeys<'_> {
                     _ => StepResult::ok(None, format!("{old} is inactive or gone")),
                 })
             }
-            Step::Rollback if pending(cx).await?.is_some() => {
-                Ok(not_in_place("this run's pending key is still there"))
-            }
-            Step::Rollback => Ok(StepResult::ok(None, "rolled back")),
+            Step::Rollback => super::check_discarded(cx).await,
             _ => {
                 let Ok((fields, fingerprint)) = new_value(cx).await else {
                     return Ok(not_in_place("nothing staged by this run"));

@@ -148,10 +148,7 @@ impl Strategy for Certificate<'_> {
     async fn check(&self, cx: &Context<'_>, checked: Step) -> Step_<StepResult> {
         match checked {
             Step::Retire => Ok(StepResult::ok(None, "nothing to revoke")),
-            Step::Rollback if pending(cx).await?.is_some() => {
-                Ok(not_in_place("this run's pending certificate is still there"))
-            }
-            Step::Rollback => Ok(StepResult::ok(None, "rolled back")),
+            Step::Rollback => super::check_discarded(cx).await,
             _ => {
                 let found = match pending(cx).await? {
                     Some(found) => Some(found),

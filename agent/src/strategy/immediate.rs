@@ -5,8 +5,8 @@
 use dsops_proto::domain::{Step, StepOutcome};
 
 use super::{
-    Context, Step_, Strategy, check_login, discard, new_value, not_in_place, pending,
-    set_new_password, target_of, value_of, verify_login,
+    Context, Step_, Strategy, check_login, discard, new_value, set_new_password, target_of,
+    value_of, verify_login,
 };
 use crate::adapter::Login;
 use crate::executor::StepResult;
@@ -61,30 +61,12 @@ impl Strategy for Immediate<'_> {
     async fn check(&self, cx: &Context<'_>, checked: Step) -> Step_<StepResult> {
         match checked {
             Step::Retire => Ok(StepResult::ok(None, "nothing to revoke")),
-            Step::Rollback => {
-                if pending(cx).await?.is_some() {
-                    return Ok(not_in_place("this run's pending value is still there"));
-                }
-                if let Some(current) = cx.store.read(&cx.entry, Label::Current).await? {
-                    let value = value_of(cx, &current)?;
-                    if target_of(cx)?.login(self.user, &value).await? == Login::Refused {
-                        return Ok(not_in_place(format!(
-                            "the current value does not log in as {}",
-                            self.user
-                        )));
-                    }
-                }
-                Ok(StepResult::ok(None, "rolled back"))
-            }
+            Step::Rollback => super::check_rolled_back(cx, self.user).await,
             _ => check_login(cx, |_| Some(self.user.to_owned())).await,
         }
     }
 
     async fn value_works(&self, cx: &Context<'_>, fields: &Fields) -> Step_<Result<(), String>> {
-        let value = value_of(cx, fields)?;
-        Ok(match target_of(cx)?.login(self.user, &value).await? {
-            Login::Accepted => Ok(()),
-            Login::Refused => Err(format!("the run's value does not log in as {}", self.user)),
-        })
+        super::logs_in(cx, self.user, fields).await
     }
 }

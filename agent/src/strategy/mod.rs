@@ -320,6 +320,43 @@ pub(crate) async fn check_login(
     })
 }
 
+/// A check of a rollback for one user's password (`immediate`, `overlap`): this run's pending
+/// value is gone and the current value logs in as `user`.
+pub(crate) async fn check_rolled_back(cx: &Context<'_>, user: &str) -> Step_<StepResult> {
+    if pending(cx).await?.is_some() {
+        return Ok(not_in_place("this run's pending value is still there"));
+    }
+    if let Some(current) = cx.store.read(&cx.entry, Label::Current).await? {
+        let value = value_of(cx, &current)?;
+        if target_of(cx)?.login(user, &value).await? == Login::Refused {
+            return Ok(not_in_place(format!("the current value does not log in as {user}")));
+        }
+    }
+    Ok(StepResult::ok(None, "rolled back"))
+}
+
+/// Whether a version's value logs in as `user` (`Err(why)` when it definitely does not).
+pub(crate) async fn logs_in(
+    cx: &Context<'_>,
+    user: &str,
+    fields: &Fields,
+) -> Step_<Result<(), String>> {
+    let value = value_of(cx, fields)?;
+    Ok(match target_of(cx)?.login(user, &value).await? {
+        Login::Accepted => Ok(()),
+        Login::Refused => Err(format!("the run's value does not log in as {user}")),
+    })
+}
+
+/// A check of a rollback that changed nothing on the target: this run's pending value is gone.
+pub(crate) async fn check_discarded(cx: &Context<'_>) -> Step_<StepResult> {
+    Ok(if pending(cx).await?.is_some() {
+        not_in_place("this run's pending value is still there")
+    } else {
+        StepResult::ok(None, "rolled back")
+    })
+}
+
 /// Discards this run's pending value after the target's part of a rollback.
 pub(crate) async fn discard(cx: &Context<'_>) -> Step_<StepResult> {
     cx.store.discard(&cx.entry, cx.job.run_id.as_str()).await?;
