@@ -4,21 +4,25 @@
 //! `http-01`, answered by a listener the agent opens for the order on `http01_listen`, and
 //! `dns-01`, where the agent runs `dns01_command` to set and then clear the TXT record
 //! (environment `DSOPS_ACME_ACTION` = `set`|`clear`, `DSOPS_ACME_NAME`, `DSOPS_ACME_VALUE`).
-//! A rate-limited or unreachable server is a retryable failure (the control plane backs off),
-//! never a tight loop; a failed order changes nothing stored.
+//! A rate-limited or unreachable server is a retryable failure: the control plane backs off, at
+//! least as long as the CA's `Retry-After` asked ([`crate::acme_http`]), never a tight loop; a
+//! failed order changes nothing stored. When the CA offers renewal information (ARI, RFC 9773),
+//! the agent asks it about each new certificate and reports a time picked at random in the
+//! suggested window; the control plane renews then instead of by `renew_before`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use dsops_proto::domain::StoreRef;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::acme_http::Transport;
 use crate::certificate::{CERT_FIELD, CHAIN_FIELD, KEY_FIELD, Request};
 use crate::secret::SecretValue;
 use crate::store::Fields;
@@ -65,10 +69,37 @@ pub struct AcmeError {
     pub retryable: bool,
     /// What happened; never a key.
     pub message: String,
+    /// The wait the CA asked for (`Retry-After`) before trying again.
+    pub retry_after: Option<Duration>,
 }
 
 fn failed(retryable: bool, message: impl Into<String>) -> AcmeError {
-    AcmeError { retryable, message: message.into() }
+    AcmeError { retryable, message: message.into(), retry_after: None }
+}
+
+/// An account and the transport it talks through.
+pub struct Acme {
+    account: Account,
+    transport: Transport,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Acme { .. }")
+    }
+}
+
+/// A library error as [`classify`] sees it, with the wait the CA asked for when retryable.
+fn classify_with(transport: &Transport, what: &str, error: instant_acme::Error) -> AcmeError {
+    let mut failure = classify(what, error);
+    let asked = transport.take_retry_after();
+    if failure.retryable {
+        failure.retry_after = asked;
+        if let Some(wait) = asked {
+            failure.message.push_str(&format!(" (the CA asked to wait {}s)", wait.as_secs()));
+        }
+    }
+    failure
 }
 
 /// A library error, classed: rate limits, server errors and transport failures are retryable.
@@ -89,21 +120,14 @@ fn classify(what: &str, error: instant_acme::Error) -> AcmeError {
             failed(retryable, format!("{what}: {kind}: {detail}{hint}"))
         }
         instant_acme::Error::Timeout(_)
-        | instant_acme::Error::Hyper(_)
         | instant_acme::Error::Http(_)
         | instant_acme::Error::Other(_) => failed(true, format!("{what}: {error}")),
         _ => failed(false, format!("{what}: {error}")),
     }
 }
 
-fn builder(spec: &AcmeSpec) -> Result<instant_acme::AccountBuilder, AcmeError> {
-    // The library's HTTPS client takes the process's rustls provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match &spec.ca_bundle {
-        Some(path) => Account::builder_with_root(path)
-            .map_err(|e| failed(false, format!("ca_bundle {}: {e}", path.display()))),
-        None => Account::builder().map_err(|e| failed(false, format!("HTTP client: {e}"))),
-    }
+fn transport(spec: &AcmeSpec) -> Result<Transport, AcmeError> {
+    Transport::new(spec.ca_bundle.as_deref()).map_err(|why| failed(false, why))
 }
 
 /// The account: from its stored credentials, or created (and the credentials returned to be
@@ -111,17 +135,19 @@ fn builder(spec: &AcmeSpec) -> Result<instant_acme::AccountBuilder, AcmeError> {
 pub async fn account(
     spec: &AcmeSpec,
     stored: Option<&SecretValue>,
-) -> Result<(Account, Option<SecretValue>), AcmeError> {
+) -> Result<(Acme, Option<SecretValue>), AcmeError> {
+    let transport = transport(spec)?;
+    let builder = Account::builder_with_http(Box::new(transport.clone()));
     if let Some(stored) = stored {
         let credentials: AccountCredentials =
             serde_json::from_str(stored.expose()).map_err(|e| {
                 failed(false, format!("{}: not ACME account credentials: {e}", spec.account))
             })?;
-        let account = builder(spec)?
+        let account = builder
             .from_credentials(credentials)
             .await
-            .map_err(|e| classify("loading the ACME account", e))?;
-        return Ok((account, None));
+            .map_err(|e| classify_with(&transport, "loading the ACME account", e))?;
+        return Ok((Acme { account, transport }, None));
     }
     let contact: Vec<&str> = spec.contact.iter().map(String::as_str).collect();
     let new = NewAccount {
@@ -129,13 +155,13 @@ pub async fn account(
         terms_of_service_agreed: true,
         only_return_existing: false,
     };
-    let (account, credentials) = builder(spec)?
+    let (account, credentials) = builder
         .create(&new, spec.directory.clone(), None)
         .await
-        .map_err(|e| classify("creating the ACME account", e))?;
+        .map_err(|e| classify_with(&transport, "creating the ACME account", e))?;
     let text = serde_json::to_string(&credentials)
         .map_err(|e| failed(false, format!("storing the account: {e}")))?;
-    Ok((account, Some(SecretValue::new(text))))
+    Ok((Acme { account, transport }, Some(SecretValue::new(text))))
 }
 
 /// Tokens being answered by an `http-01` listener: token → key authorization.
@@ -212,20 +238,75 @@ async fn dns_command(
 /// `cert`, `key` and `chain` to store. `timeout` bounds the whole order.
 pub async fn order(
     spec: &AcmeSpec,
-    account: &Account,
+    acme: &Acme,
     request: &Request,
     timeout: Duration,
 ) -> Result<Fields, AcmeError> {
-    tokio::time::timeout(timeout, order_within(spec, account, request))
+    tokio::time::timeout(timeout, order_within(spec, acme, request))
         .await
         .unwrap_or_else(|_| Err(failed(true, format!("the ACME order took over {timeout:?}"))))
 }
 
+/// When the CA suggests renewing the certificate in `fields` (ARI, RFC 9773): a time picked
+/// uniformly at random in its suggested window, as the RFC asks, and a note for the receipt.
+/// `None` when the CA offers no renewal information or could not answer; the configured
+/// `renew_before` then applies.
+pub async fn renewal_time(acme: &Acme, fields: &Fields) -> (Option<SystemTime>, String) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let Some(Ok(leaf)) =
+        fields.get(CERT_FIELD).map(|c| CertificateDer::from_pem_slice(c.expose().as_bytes()))
+    else {
+        return (None, "no certificate to ask renewal information about".to_owned());
+    };
+    let id = match CertificateIdentifier::try_from(&leaf) {
+        Ok(id) => id,
+        Err(e) => return (None, format!("no renewal information: {e}")),
+    };
+    let window = match acme.account.renewal_info(&id).await {
+        Ok((info, _)) => info.suggested_window,
+        Err(instant_acme::Error::Unsupported(_)) => {
+            return (
+                None,
+                "the CA offers no renewal information (ARI); renew_before applies".to_owned(),
+            );
+        }
+        Err(e) => {
+            return (None, format!("renewal information unavailable ({e}); renew_before applies"));
+        }
+    };
+    let (start, end) = (window.start.unix_timestamp(), window.end.unix_timestamp());
+    if end < start || start < 0 {
+        return (None, "the CA's renewal window is malformed; renew_before applies".to_owned());
+    }
+    let mut bytes = [0u8; 8];
+    let picked = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+    {
+        Ok(()) => start + (u64::from_le_bytes(bytes) % ((end - start) as u64 + 1)) as i64,
+        Err(_) => start,
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(picked as u64);
+    let format = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    };
+    (
+        Some(at),
+        format!(
+            "renewal window from the CA (ARI): {} to {}",
+            format(window.start),
+            format(window.end)
+        ),
+    )
+}
+
 async fn order_within(
     spec: &AcmeSpec,
-    account: &Account,
+    acme: &Acme,
     request: &Request,
 ) -> Result<Fields, AcmeError> {
+    let (account, classify) = (&acme.account, |what: &str, e: instant_acme::Error| {
+        classify_with(&acme.transport, what, e)
+    });
     let identifiers: Vec<Identifier> = request
         .names
         .iter()

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use dsops_proto::domain::{AgentId, Fingerprint, Job, ReceiptBody, SignedReceipt, StepOutcome};
+use dsops_proto::domain::{
+    AgentId, Fingerprint, Job, MAX_RENEW_AHEAD, MAX_RETRY_AFTER, ReceiptBody, SignedReceipt,
+    StepOutcome,
+};
 use serde_json::Value as Json;
 
 use crate::adapter::{AdapterError, DatabaseTarget, ErrorClass, Target};
@@ -33,15 +36,31 @@ pub struct StepResult {
     pub fingerprint: Option<Fingerprint>,
     /// For people; never a value.
     pub detail: String,
+    /// A failure: how long the target asked not to be called again (its `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
+    /// A certificate's stage: when its issuer suggests renewing it (ACME renewal information).
+    pub renew_at: Option<SystemTime>,
 }
 
 impl StepResult {
     pub(crate) fn ok(fingerprint: Option<Fingerprint>, detail: impl Into<String>) -> StepResult {
-        StepResult { outcome: StepOutcome::Succeeded, fingerprint, detail: detail.into() }
+        StepResult {
+            outcome: StepOutcome::Succeeded,
+            fingerprint,
+            detail: detail.into(),
+            retry_after: None,
+            renew_at: None,
+        }
     }
 
     pub(crate) fn failed(outcome: StepOutcome, detail: impl Into<String>) -> StepResult {
-        StepResult { outcome, fingerprint: None, detail: detail.into() }
+        StepResult {
+            outcome,
+            fingerprint: None,
+            detail: detail.into(),
+            retry_after: None,
+            renew_at: None,
+        }
     }
 }
 
@@ -419,18 +438,24 @@ impl Executor {
     pub fn sign(&self, job: &Job, result: StepResult) -> SignedReceipt {
         let target =
             job.service_ref.as_ref().map_or_else(|| job.store_ref.to_string(), ToString::to_string);
+        let performed_at = SystemTime::now();
         let body = ReceiptBody {
             run_id: job.run_id.clone(),
             generation: job.generation,
             step: job.step,
             target,
             value_fingerprint: result.fingerprint,
-            performed_at: SystemTime::now(),
+            performed_at,
             outcome: result.outcome,
             detail: result.detail,
             agent_id: AgentId::parse(&self.identity.agent_id, "agent_id")
                 .expect("agent ids are validated at start"),
             attempt: job.attempt,
+            retry_after: result.retry_after.map(|wait| wait.min(MAX_RETRY_AFTER)),
+            // Never a time the control plane would refuse the receipt for.
+            renew_at: result.renew_at.filter(|at| {
+                at.duration_since(performed_at).map_or(true, |ahead| ahead <= MAX_RENEW_AHEAD)
+            }),
         };
         SignedReceipt::sign(body, &self.identity.signing_key)
     }

@@ -22,6 +22,7 @@
 //! the agent a value is known only by its keyed [fingerprint](secret::Fingerprinter).
 
 pub mod acme;
+pub(crate) mod acme_http;
 pub mod adapter;
 pub mod aws;
 pub mod certificate;

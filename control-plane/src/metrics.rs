@@ -55,7 +55,7 @@ pub async fn render(control: &ControlPlane, envs: Option<&BTreeSet<String>>) -> 
                 for item in loaded.resolved().into_iter().filter(|r| in_scope(&r.secret.env)) {
                     let record = s.secrets.get(&secret_id(&item.secret.env, &item.secret.key));
                     let last = record.and_then(|r| r.last_rotated_at_ms);
-                    let due = spec::next_due(&item, last, now)
+                    let due = spec::next_due(&item, record, now)
                         .map(|d| d.timestamp_millis().max(0) as u64);
                     let service = item
                         .secret

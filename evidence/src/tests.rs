@@ -106,6 +106,8 @@ fn fixture() -> Fixture {
             detail: String::new(),
             agent_id: AgentId::parse("agent-a", "agent_id").unwrap(),
             attempt: 1,
+            retry_after: None,
+            renew_at: None,
         },
         &agent,
     );

@@ -108,6 +108,7 @@ fn main() {
                 finished_at_ms: Some(at + 1000),
                 approval: None,
                 trace_parent: None,
+                renew_at_ms: None,
             };
             if phase == RunPhase::Completed {
                 record.last_rotated_at_ms = record.last_rotated_at_ms.max(Some(at + 1000));

@@ -90,6 +90,7 @@ fn run(id: &str, key: &str, phase: RunPhase, at: u64, by: &str) -> Run {
         finished_at_ms: Some(at + 3000),
         approval: None,
         trace_parent: None,
+        renew_at_ms: None,
     }
 }
 

@@ -7,8 +7,8 @@ use dsops_proto::domain::{SignedReceipt, StepResult};
 use dsops_proto::wire::common as wire;
 
 use super::receipt_judge::{MALFORMED, ReceiptRefusal, judge_receipt};
-use super::run_steps::advance;
 pub(super) use super::run_steps::enter;
+use super::run_steps::{Waits, advance};
 use super::runs::{
     AgentRecord, Dispatch, RUN_HISTORY, ReceiptRecord, Run, RunPhase, RunSpec, StepKind,
     Transition, secret_id,
@@ -147,6 +147,7 @@ pub(super) fn request_run(
         finished_at_ms: None,
         approval,
         trace_parent: None,
+        renew_at_ms: None,
     };
     let awaiting = run.approval.as_ref().map(|a| {
         let rule = spec.approval.as_ref().expect("set with the approval");
@@ -399,7 +400,29 @@ fn check_receipt(
         .flatten();
     let last_error = (result != StepResult::Succeeded)
         .then(|| format!("{step}: {} {}", result.name(), body.detail).trim().to_owned());
-    let outcome = StepEnd { record, result, audit: detail, last_error, new_fingerprint };
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    // Honoured only where they mean something: a wait after a failure, a renewal time from a
+    // certificate's stage.
+    let retry_after_ms = (result != StepResult::Succeeded)
+        .then_some(body.retry_after)
+        .flatten()
+        .map_or(0, |wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    let renew_at_ms = (step == StepKind::Stage && result == StepResult::Succeeded)
+        .then_some(body.renew_at)
+        .flatten()
+        .map(ms);
+    let outcome = StepEnd {
+        record,
+        result,
+        audit: detail,
+        last_error,
+        new_fingerprint,
+        retry_after_ms,
+        renew_at_ms,
+    };
     conclude(state, request, ctx, &run_id, outcome, jitter_permille)
 }
 
@@ -410,6 +433,10 @@ struct StepEnd {
     audit: String,
     last_error: Option<String>,
     new_fingerprint: Option<String>,
+    /// The agent's target asked not to be called again for this long (0: it did not say).
+    retry_after_ms: u64,
+    /// A certificate's stage: when its issuer suggests renewing it.
+    renew_at_ms: Option<u64>,
 }
 
 /// Records a step's end (receipt or time-out): the audit event, the evidence, then the run's
@@ -433,8 +460,12 @@ fn conclude(
     if let Some(error) = step.last_error {
         run.last_error = error;
     }
+    if step.renew_at_ms.is_some() {
+        run.renew_at_ms = step.renew_at_ms;
+    }
     run.receipts.push(step.record);
-    advance(state, run_id, step.result, now, jitter_permille, ctx, &request.actor);
+    let waits = Waits { jitter_permille, retry_after_ms: step.retry_after_ms };
+    advance(state, run_id, step.result, now, waits, ctx, &request.actor);
     state.index_run(run_id);
     let phase = state.runs.get(run_id).map_or(RunPhase::Completed, |r| r.phase);
     Outcome::RunUpdated { run_id: run_id.to_owned(), phase }
@@ -516,6 +547,8 @@ pub(super) fn time_out(
         audit: format!("{step} attempt {attempt} by {}: {why}", dispatch.agent_id),
         last_error: Some(format!("{step}: {why}")),
         new_fingerprint: None,
+        retry_after_ms: 0,
+        renew_at_ms: None,
     };
     conclude(state, request, ctx, run_id, outcome, jitter_permille)
 }

@@ -88,6 +88,7 @@ pub(crate) fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContex
     let segment = run.spec.segment.clone();
     let started = phase_started(run);
     let (strategy, requested_at_ms) = (run.spec.strategy.clone(), run.requested_at_ms);
+    let renew_at_ms = run.renew_at_ms;
     // A first rotation has nothing to roll back to: its rollback keeps the run's value (see the
     // agent's executor) and says so with the value's fingerprint.
     let kept = (phase == RunPhase::RolledBack)
@@ -112,10 +113,12 @@ pub(crate) fn finish(state: &mut State, run_id: &str, now: u64, ctx: ApplyContex
     if phase == RunPhase::Completed {
         record.last_rotated_at_ms = Some(now);
         record.current_fingerprint = fingerprint;
+        record.renew_at_ms = renew_at_ms;
     }
     if let Some(kept) = &kept {
         record.last_rotated_at_ms = Some(now);
         record.current_fingerprint = Some(kept.clone());
+        record.renew_at_ms = renew_at_ms;
     }
     let detail = match phase {
         RunPhase::Completed => format!("run {run_id} completed"),

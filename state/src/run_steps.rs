@@ -20,13 +20,21 @@ pub(super) fn enter(run: &mut Run, phase: RunPhase, now: u64) {
     run.transitions.push(Transition { phase, at_ms: now });
 }
 
+/// What decides how long a retried step waits: the backoff's jitter (drawn by the proposer),
+/// and the wait the target asked for in the receipt (0: none), whichever is longer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waits {
+    pub(super) jitter_permille: u16,
+    pub(super) retry_after_ms: u64,
+}
+
 /// Moves a run on after `result` of its current step.
 pub(super) fn advance(
     state: &mut State,
     run_id: &str,
     result: StepResult,
     now: u64,
-    jitter: u16,
+    waits: Waits,
     ctx: ApplyContext,
     actor: &str,
 ) {
@@ -36,18 +44,18 @@ pub(super) fn advance(
     let finished = match (step, run.checked_step, result) {
         (StepKind::Check, Some(checked), StepResult::Succeeded) => success(run, checked, now),
         (StepKind::Check, Some(checked), StepResult::NotApplied) => {
-            again(run, checked, None, now, jitter)
+            again(run, checked, None, now, waits)
         }
         (StepKind::Check, Some(checked), StepResult::Refused) => give_up(run, checked, now),
         (StepKind::Check, Some(checked), _) => {
-            again(run, StepKind::Check, Some(checked), now, jitter)
+            again(run, StepKind::Check, Some(checked), now, waits)
         }
         (step, _, StepResult::Succeeded) => success(run, step, now),
         (step, _, StepResult::NotApplied | StepResult::Retryable) => {
-            again(run, step, None, now, jitter)
+            again(run, step, None, now, waits)
         }
         (step, _, StepResult::Indeterminate | StepResult::TimedOut) => {
-            again(run, StepKind::Check, Some(step), now, jitter)
+            again(run, StepKind::Check, Some(step), now, waits)
         }
         (step, _, StepResult::Refused) => give_up(run, step, now),
     };
@@ -87,7 +95,7 @@ fn success(run: &mut Run, step: StepKind, now: u64) -> bool {
 }
 
 /// Tries `step` again (or checks `checked`) after a backoff, unless attempts are exhausted.
-fn again(run: &mut Run, step: StepKind, checked: Option<StepKind>, now: u64, jitter: u16) -> bool {
+fn again(run: &mut Run, step: StepKind, checked: Option<StepKind>, now: u64, waits: Waits) -> bool {
     let logical = checked.unwrap_or(step);
     if run.attempt >= run.spec.max_attempts.max(1) {
         return give_up(run, logical, now);
@@ -95,7 +103,8 @@ fn again(run: &mut Run, step: StepKind, checked: Option<StepKind>, now: u64, jit
     run.attempt += 1;
     run.step = Some(step);
     run.checked_step = checked;
-    run.not_before_ms = now.saturating_add(backoff_ms(run.attempt, jitter));
+    let wait = backoff_ms(run.attempt, waits.jitter_permille).max(waits.retry_after_ms);
+    run.not_before_ms = now.saturating_add(wait);
     false
 }
 

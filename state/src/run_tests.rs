@@ -266,6 +266,49 @@ fn failures_back_off_then_roll_back() {
 }
 
 #[test]
+fn a_wait_the_target_asked_for_is_honoured_and_a_renewal_time_kept() {
+    use std::time::Duration;
+    let mut world = World::new();
+    let id = started(world.request("two-key"));
+    // The stage reports when the issuer suggests renewing (a certificate's ARI window).
+    world.dispatch(&id);
+    let mut body = world.body(&id, Succeeded);
+    let renew_at = world.now + 40 * 86_400_000;
+    body.renew_at = Some(UNIX_EPOCH + Duration::from_millis(renew_at));
+    let key = world.key.clone();
+    world.submit(body, &key);
+    assert_eq!(world.run(&id).renew_at_ms, Some(renew_at));
+    // A rate limit asking for two minutes: the next attempt waits that, not the 1 s backoff.
+    world.dispatch(&id);
+    let mut body = world.body(&id, Retryable);
+    body.retry_after = Some(Duration::from_secs(120));
+    let failed_at = world.now;
+    world.submit(body, &key);
+    let run = world.run(&id);
+    assert_eq!((run.step, run.attempt), (Some(StepKind::Apply), 2));
+    assert_eq!(run.not_before_ms, failed_at + 120_000);
+    // A success carrying a wait waits nothing; a failure without one backs off as before.
+    world.dispatch(&id);
+    let mut body = world.body(&id, Succeeded);
+    body.retry_after = Some(Duration::from_secs(600));
+    body.renew_at = Some(UNIX_EPOCH + Duration::from_millis(1)); // not a stage: ignored
+    world.submit(body, &key);
+    assert_eq!(world.run(&id).not_before_ms, world.now);
+    assert_eq!(world.run(&id).renew_at_ms, Some(renew_at));
+    for _ in 0..3 {
+        world.step(&id, Succeeded);
+    }
+    assert_eq!(world.run(&id).phase, RunPhase::Completed);
+    assert_eq!(world.state.secrets["dev/DB_PASSWORD"].renew_at_ms, Some(renew_at));
+    // The next completed run without a suggestion clears it.
+    let next = started(world.request("two-key"));
+    for _ in 0..5 {
+        world.step(&next, Succeeded);
+    }
+    assert_eq!(world.state.secrets["dev/DB_PASSWORD"].renew_at_ms, None);
+}
+
+#[test]
 fn a_first_rotation_whose_rollback_kept_its_value_records_it_as_current() {
     let mut world = World::new();
     let id = started(world.request("immediate"));
@@ -374,6 +417,8 @@ impl World {
             detail: String::new(),
             agent_id: AgentId::parse("agent-1", "agent_id").unwrap(),
             attempt: dispatch.attempt,
+            retry_after: None,
+            renew_at: None,
         }
     }
 }

@@ -283,6 +283,10 @@ pub struct Run {
     /// The W3C trace context of the request that started it; each dispatch is a span under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// A certificate: when its issuer suggests renewing what this run issued (from the stage's
+    /// receipt), ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at_ms: Option<u64>,
 }
 
 impl Run {
@@ -323,6 +327,10 @@ pub struct SecretRecord {
     /// The last reminder ahead of its due time (`beforeExpiry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_reminded: Option<ReminderMark>,
+    /// A certificate: when its issuer suggests renewing the current one (ACME renewal
+    /// information), ms since the epoch; the scheduler renews then instead of by `renew_before`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at_ms: Option<u64>,
 }
 
 /// A reminder sent about a secret: for which due time, and when (log time).

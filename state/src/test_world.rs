@@ -130,6 +130,8 @@ impl World {
             detail: String::new(),
             agent_id: AgentId::parse("agent-1", "agent_id").unwrap(),
             attempt: dispatch.attempt,
+            retry_after: None,
+            renew_at: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! [`cluster::TestCluster`] runs N control-plane nodes in one process over real mTLS, with link
 //! faults, kills and restarts.
 
+pub mod acme_front;
 pub mod agents;
 pub mod cluster;
 pub mod databases;

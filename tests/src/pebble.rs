@@ -25,6 +25,10 @@ pub struct Pebble {
     pub http_port: u16,
     /// challtestsrv's management API (`/set-txt`, `/clear-txt`).
     pub management: String,
+    /// The certificate (PEM) of pebble's HTTPS listener, for 127.0.0.1, signed by `ca_bundle`.
+    pub listener_cert: PathBuf,
+    /// Its key (PEM).
+    pub listener_key: PathBuf,
 }
 
 fn port(address: &str) -> u16 {
@@ -111,6 +115,8 @@ impl Pebble {
             ca_bundle: path("ca.pem"),
             http_port,
             management: format!("http://{management}"),
+            listener_cert: path("cert.pem"),
+            listener_key: path("key.pem"),
             dir,
         }
     }

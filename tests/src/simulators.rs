@@ -46,7 +46,10 @@ impl Drop for Server {
     }
 }
 
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Request> {
+/// Reads one HTTP/1.1 request (head and `Content-Length` body).
+pub(crate) async fn read_request(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Option<Request> {
     let mut data = Vec::new();
     let mut buffer = [0u8; 4096];
     let head_end = loop {

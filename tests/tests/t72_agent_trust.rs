@@ -202,6 +202,8 @@ fn stage_receipt(agent: &str, generation: u64) -> ReceiptBody {
         detail: String::new(),
         agent_id: AgentId::parse(agent, "agent_id").unwrap(),
         attempt: 1,
+        retry_after: None,
+        renew_at: None,
     }
 }
 

@@ -49,6 +49,8 @@ fn receipt(
         detail,
         agent_id: AgentId::parse(agent, "agent_id").unwrap(),
         attempt: 1,
+        retry_after: None,
+        renew_at: None,
     };
     let signed = SignedReceipt::sign(body, key);
     wire::AgentMessage { kind: Some(wire::agent_message::Kind::Receipt((&signed).into())) }

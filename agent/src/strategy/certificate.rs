@@ -21,7 +21,9 @@ const ACME_ORDER_LIMIT: std::time::Duration = std::time::Duration::from_secs(90)
 /// A failed ACME call as a step's result: retryable ones back off in the control plane.
 fn acme_failure(error: crate::acme::AcmeError) -> StepResult {
     let outcome = if error.retryable { StepOutcome::Retryable } else { StepOutcome::NotApplied };
-    StepResult::failed(outcome, error.message)
+    let mut result = StepResult::failed(outcome, error.message);
+    result.retry_after = error.retry_after;
+    result
 }
 
 /// The certificate strategy of one variable.
@@ -60,6 +62,7 @@ impl Strategy for Certificate<'_> {
         let credential = self.spec.issuer.credential();
         let store = super::AsyncStore(cx.executor.store(&credential.store).map_err(refused)?);
         let held = store.read(&credential.path, Label::Current).await?;
+        let mut renewal = (None, String::new());
         let fields = match &self.spec.issuer {
             Issuer::InternalCa(ca) => {
                 let held = held.ok_or_else(|| {
@@ -75,23 +78,29 @@ impl Strategy for Certificate<'_> {
                 if let Some(credentials) = created {
                     store.put(&acme.account.path, crate::acme::ACCOUNT_FIELD, credentials).await?;
                 }
-                crate::acme::order(acme, &account, &request, ACME_ORDER_LIMIT)
+                let fields = crate::acme::order(acme, &account, &request, ACME_ORDER_LIMIT)
                     .await
-                    .map_err(acme_failure)?
+                    .map_err(acme_failure)?;
+                renewal = crate::acme::renewal_time(&account, &fields).await;
+                fields
             }
         };
         let staged = store_stage(cx, &fields, None).await?;
         let about = certificate::describe(&fields).map_err(refused)?;
-        Ok(StepResult::ok(
+        let (renew_at, renewal_note) = renewal;
+        let mut result = StepResult::ok(
             staged.fingerprint,
             format!(
-                "{}; certificate for {} (serial {}, valid until {})",
+                "{}; certificate for {} (serial {}, valid until {}){}{renewal_note}",
                 staged.detail,
                 request.names.join(", "),
                 about.serial,
-                about.not_after
+                about.not_after,
+                if renewal_note.is_empty() { "" } else { "; " },
             ),
-        ))
+        );
+        result.renew_at = renew_at;
+        Ok(result)
     }
 
     async fn apply(&self, cx: &Context<'_>) -> Step_<StepResult> {

@@ -54,7 +54,7 @@ pub(crate) async fn status(
     for item in loaded.resolved().into_iter().filter(|r| r.secret.env == env) {
         let record = secrets.get(&secret_id(env, &item.secret.key)).cloned().unwrap_or_default();
         let latest = runs.iter().find(|r| r.key == item.secret.key);
-        let next_due = spec::next_due(&item, record.last_rotated_at_ms, now);
+        let next_due = spec::next_due(&item, Some(&record), now);
         let status = match (item.strategy, record.active_run.as_ref(), record.last_phase) {
             (None, _, _) => "not_rotated",
             (_, Some(_), _)

@@ -61,6 +61,9 @@ pub struct Seen {
     pub quarantined: bool,
     /// When the configuration that added it was stored.
     pub since_ms: Option<u64>,
+    /// A certificate: when its issuer suggested renewing the current one (ACME renewal
+    /// information), reported by the agent that issued it.
+    pub renew_at_ms: Option<u64>,
 }
 
 impl Seen {
@@ -85,6 +88,7 @@ impl Seen {
             active: record.active_run.is_some(),
             quarantined: record.last_phase == Some(RunPhase::Quarantined),
             since_ms,
+            renew_at_ms: record.renew_at_ms,
         }
     }
 }
@@ -111,6 +115,17 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// When a certificate that rotated renews, ms since the epoch; `None` for other secrets and
+    /// for a certificate never issued.
+    pub fn renewal_ms(&self, seen: &Seen) -> Option<u64> {
+        self.renew_after_ms?;
+        seen.renew_at_ms.or_else(|| {
+            self.renew_after_ms
+                .zip(seen.last_rotated_ms)
+                .map(|(after, rotated)| rotated.saturating_add(after))
+        })
+    }
+
     /// The timing of a variable that rotates on a schedule, or a certificate (which renews a
     /// fraction of its lifetime before it expires, looked at hourly when it has no schedule).
     pub fn of(loaded: &Loaded, item: &ResolvedSecret<'_>) -> Option<Timing> {
@@ -136,12 +151,10 @@ impl Timing {
     /// schedule, inside its windows and outside every blackout, after it last rotated, after its
     /// last failed run and after it came under dsops — plus its jitter, unless that leaves its
     /// window or enters a blackout. A certificate that rotated starts no earlier than its
-    /// renewal time. `None`: no firing within a year fits.
+    /// renewal time: the one its issuer suggested (ACME renewal information) when it offered
+    /// one, else its lifetime less `renew_before`. `None`: no firing within a year fits.
     pub fn next_start(&self, seen: &Seen) -> Option<i64> {
-        let renewal = self
-            .renew_after_ms
-            .zip(seen.last_rotated_ms)
-            .map(|(after, rotated)| rotated.saturating_add(after));
+        let renewal = self.renewal_ms(seen);
         let base = [seen.last_rotated_ms, seen.last_failed_ms, seen.since_ms, renewal]
             .into_iter()
             .flatten()

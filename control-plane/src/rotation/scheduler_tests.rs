@@ -281,4 +281,14 @@ fn a_certificate_renews_a_fraction_of_its_lifetime_before_expiry_not_at_every_fi
     // Never rotated: the first firing issues it.
     let new = Seen { since_ms: Some(issued), ..Seen::default() };
     assert!(timing.next_start(&new).unwrap() as u64 <= issued + 3_600_000);
+    // The issuer suggested a time (ACME renewal information): that wins, earlier or later.
+    for suggested in [issued + 5 * 86_400_000, issued + 25 * 86_400_000] {
+        let seen = Seen { renew_at_ms: Some(suggested), ..seen };
+        let next = timing.next_start(&seen).unwrap() as u64;
+        assert!((suggested..=suggested + 3_600_000).contains(&next), "{next} vs {suggested}");
+    }
+    // A variable that is not a certificate ignores it.
+    let plain = Timing { renew_after_ms: None, ..timing };
+    let seen = Seen { renew_at_ms: Some(issued + 25 * 86_400_000), ..seen };
+    assert!(plain.next_start(&seen).unwrap() as u64 <= issued + 3_600_000);
 }

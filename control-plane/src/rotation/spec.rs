@@ -174,14 +174,22 @@ pub fn promotion_of(
 }
 
 /// When a secret is next due after its last rotation (`None`: no schedule). A secret that never
-/// rotated is due now.
+/// rotated is due now. A certificate is due at its renewal time: the one its issuer suggested
+/// (ACME renewal information), else its lifetime less `renew_before`.
 pub fn next_due(
     item: &ResolvedSecret<'_>,
-    last_rotated_ms: Option<u64>,
+    record: Option<&dsops_state::SecretRecord>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
+    let last_rotated_ms = record.and_then(|r| r.last_rotated_at_ms);
+    let at = |ms: u64| DateTime::<Utc>::from_timestamp_millis(ms.min(i64::MAX as u64) as i64);
+    if let Some(after) = dsops_config::config::renewal::renew_after(item) {
+        let Some(last) = last_rotated_ms else { return Some(now) };
+        let suggested = record.and_then(|r| r.renew_at_ms);
+        return at(suggested.unwrap_or_else(|| last.saturating_add(after.as_secs() * 1000)));
+    }
     let (schedule, _) = item.schedule.as_ref()?;
-    match last_rotated_ms.and_then(|ms| DateTime::<Utc>::from_timestamp_millis(ms as i64)) {
+    match last_rotated_ms.and_then(at) {
         Some(last) => schedule.next_utc(last),
         None => Some(now),
     }

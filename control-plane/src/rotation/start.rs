@@ -224,10 +224,8 @@ fn select<'a>(
                 .into_iter()
                 .filter(|item| item.secret.env == *env && item.strategy.is_some())
                 .filter(|item| {
-                    let last = secrets
-                        .get(&secret_id(env, &item.secret.key))
-                        .and_then(|s| s.last_rotated_at_ms);
-                    request.force || spec::next_due(item, last, now).is_some_and(|due| due <= now)
+                    let record = secrets.get(&secret_id(env, &item.secret.key));
+                    request.force || spec::next_due(item, record, now).is_some_and(|due| due <= now)
                 })
                 .collect())
         }

@@ -76,8 +76,8 @@ pub use operators::{
 };
 pub use protocol_error::ProtocolError;
 pub use receipt::{
-    Fingerprint, MAX_DETAIL_BYTES, MAX_RECEIPT_BYTES, ReceiptBody, SignatureError, SignedReceipt,
-    truncate_detail,
+    Fingerprint, MAX_DETAIL_BYTES, MAX_RECEIPT_BYTES, MAX_RENEW_AHEAD, MAX_RETRY_AFTER,
+    ReceiptBody, SignatureError, SignedReceipt, truncate_detail,
 };
 pub use refs::{RefError, ServiceRef, StoreRef, WHOLE_VALUE_FIELD};
 pub use run::{MemberRole, RunPhase, RunStatus, StepResult};

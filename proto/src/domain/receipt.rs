@@ -1,5 +1,5 @@
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use prost::Message;
 
@@ -58,7 +58,19 @@ pub struct ReceiptBody {
     pub agent_id: AgentId,
     /// Attempt number, from 1.
     pub attempt: u32,
+    /// A failed step: how long the target asked to be left alone (at most
+    /// [`MAX_RETRY_AFTER`]).
+    pub retry_after: Option<Duration>,
+    /// A certificate's stage: when its issuer suggests renewing it (at most
+    /// [`MAX_RENEW_AHEAD`] after `performed_at`).
+    pub renew_at: Option<SystemTime>,
 }
+
+/// The longest wait a receipt may ask for before the next attempt.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The furthest ahead of its step a receipt may put a renewal (a certificate lives at most 398
+/// days under the CA/Browser Forum's rules).
+pub const MAX_RENEW_AHEAD: Duration = Duration::from_secs(400 * 86_400);
 
 impl TryFrom<wire::ReceiptBody> for ReceiptBody {
     type Error = ProtocolError;
@@ -75,6 +87,8 @@ impl TryFrom<wire::ReceiptBody> for ReceiptBody {
             detail,
             agent_id,
             attempt,
+            retry_after_ms,
+            renew_at,
         } = body;
         if target.is_empty() {
             return Err(ProtocolError::missing("target"));
@@ -91,6 +105,33 @@ impl TryFrom<wire::ReceiptBody> for ReceiptBody {
         if target.len() > 512 {
             return Err(ProtocolError::invalid("target", "longer than 512 bytes"));
         }
+        let retry_after = match Duration::from_millis(retry_after_ms) {
+            wait if wait.is_zero() => None,
+            wait if wait > MAX_RETRY_AFTER => {
+                return Err(ProtocolError::invalid(
+                    "retry_after_ms",
+                    format!(
+                        "is {retry_after_ms}; at most {} (24 h) is accepted",
+                        MAX_RETRY_AFTER.as_millis()
+                    ),
+                ));
+            }
+            wait => Some(wait),
+        };
+        let performed_at = required_time(performed_at, "performed_at")?;
+        let renew_at = match renew_at {
+            None => None,
+            Some(at) => {
+                let at = required_time(Some(at), "renew_at")?;
+                if at.duration_since(performed_at).is_ok_and(|ahead| ahead > MAX_RENEW_AHEAD) {
+                    return Err(ProtocolError::invalid(
+                        "renew_at",
+                        "is more than 400 days after the step; no certificate lives that long",
+                    ));
+                }
+                Some(at)
+            }
+        };
         Ok(ReceiptBody {
             run_id: RunId::parse(&run_id, "run_id")?,
             generation: Generation::parse(generation, "generation")?,
@@ -101,11 +142,13 @@ impl TryFrom<wire::ReceiptBody> for ReceiptBody {
             } else {
                 Some(Fingerprint::from_wire(&value_fingerprint, "value_fingerprint")?)
             },
-            performed_at: required_time(performed_at, "performed_at")?,
+            performed_at,
             outcome: StepOutcome::from_wire(outcome, "outcome")?,
             detail,
             agent_id: AgentId::parse(&agent_id, "agent_id")?,
             attempt,
+            retry_after,
+            renew_at,
         })
     }
 }
@@ -123,6 +166,10 @@ impl From<&ReceiptBody> for wire::ReceiptBody {
             detail: body.detail.clone(),
             agent_id: body.agent_id.to_string(),
             attempt: body.attempt,
+            retry_after_ms: body
+                .retry_after
+                .map_or(0, |wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            renew_at: body.renew_at.map(wire_time),
         }
     }
 }
@@ -241,6 +288,8 @@ mod tests {
             detail: String::new(),
             agent_id: AgentId::parse("agent-a", "agent_id").unwrap(),
             attempt: 1,
+            retry_after: None,
+            renew_at: None,
         }
     }
 
@@ -253,6 +302,37 @@ mod tests {
         assert_eq!(signed.body, body);
         assert_eq!(signed.body_bytes, bytes);
         assert_eq!(wire::Receipt::from(&signed).body, bytes);
+    }
+
+    #[test]
+    fn hints_round_trip_and_out_of_range_ones_are_refused() {
+        let mut body = sample();
+        body.outcome = StepOutcome::Retryable;
+        body.retry_after = Some(Duration::from_secs(120));
+        body.renew_at = Some(body.performed_at + Duration::from_secs(60 * 86_400));
+        let bytes = wire::ReceiptBody::from(&body).encode_to_vec();
+        let signed =
+            SignedReceipt::try_from(wire::Receipt { body: bytes, signature: vec![1; 64] }).unwrap();
+        assert_eq!(signed.body, body);
+
+        let refused = |body: &ReceiptBody| {
+            let bytes = wire::ReceiptBody::from(body).encode_to_vec();
+            SignedReceipt::try_from(wire::Receipt { body: bytes, signature: vec![1; 64] })
+                .unwrap_err()
+        };
+        let mut long_wait = body.clone();
+        long_wait.retry_after = Some(MAX_RETRY_AFTER + Duration::from_millis(1));
+        assert_eq!(refused(&long_wait).field, "body.retry_after_ms");
+        let mut far = body.clone();
+        far.renew_at = Some(far.performed_at + MAX_RENEW_AHEAD + Duration::from_secs(1));
+        assert_eq!(refused(&far).field, "body.renew_at");
+        // A window that already began (renew now) is fine.
+        let mut past = body;
+        past.renew_at = Some(past.performed_at - Duration::from_secs(3600));
+        let bytes = wire::ReceiptBody::from(&past).encode_to_vec();
+        assert!(
+            SignedReceipt::try_from(wire::Receipt { body: bytes, signature: vec![1; 64] }).is_ok()
+        );
     }
 
     #[test]

@@ -1,0 +1,129 @@
+//! The HTTPS transport `instant-acme` talks through: reqwest (the design's HTTP client) with no
+//! redirects, no ambient proxy and time limits, trusting the web's roots or the service's
+//! `ca_bundle`. It remembers the `Retry-After` of the last refused request (a `429` rate limit, a
+//! `503`), which the library's errors do not carry, so the wait the CA asked for reaches the
+//! control plane in the step's receipt.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+
+/// How long one request to the CA may take.
+const REQUEST_LIMIT: Duration = Duration::from_secs(30);
+
+/// reqwest behind `instant-acme`, keeping the last `Retry-After` of a refusal.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    client: reqwest::Client,
+    retry_after: Arc<Mutex<Option<Duration>>>,
+}
+
+impl Transport {
+    /// A client trusting `ca_bundle` (PEM) only, or the web's roots without one.
+    pub(crate) fn new(ca_bundle: Option<&Path>) -> Result<Transport, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_bundle {
+            Some(path) => {
+                use rustls::pki_types::CertificateDer;
+                use rustls::pki_types::pem::PemObject as _;
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect())
+                    .map_err(|e| format!("ca_bundle {}: {e}", path.display()))?;
+                if certs.is_empty() {
+                    return Err(format!("ca_bundle {}: no certificate in it", path.display()));
+                }
+                for cert in certs {
+                    roots.add(cert).map_err(|e| format!("ca_bundle {}: {e}", path.display()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .https_only(true)
+            .timeout(REQUEST_LIMIT)
+            .connect_timeout(Duration::from_secs(10))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Transport { client, retry_after: Arc::default() })
+    }
+
+    /// The wait the CA asked for in its last refusal, forgotten once read.
+    pub(crate) fn take_retry_after(&self) -> Option<Duration> {
+        self.retry_after.lock().ok()?.take()
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), as a wait from `now`.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.timestamp()).ok()?);
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+fn other(error: impl std::error::Error + Send + Sync + 'static) -> instant_acme::Error {
+    instant_acme::Error::Other(Box::new(error))
+}
+
+impl HttpClient for Transport {
+    fn request(
+        &self,
+        request: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let (client, seen) = (self.client.clone(), self.retry_after.clone());
+        Box::pin(async move {
+            let request =
+                reqwest::Request::try_from(request.map(reqwest::Body::wrap)).map_err(other)?;
+            let response = client.execute(request).await.map_err(other)?;
+            let status = response.status();
+            if status.is_client_error() || status.is_server_error() {
+                let wait = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                if let Ok(mut seen) = seen.lock() {
+                    *seen = wait;
+                }
+            }
+            Ok(BytesResponse::from(http::Response::from(response)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_700);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        // 1999-12-31T23:59:59Z is 946684799.
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 1999 23:59:59 GMT", now),
+            Some(Duration::from_secs(99))
+        );
+        assert_eq!(parse_retry_after("Fri, 31 Dec 1999 23:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+}
