@@ -5,7 +5,7 @@
 //! `dns-01`, where the agent runs `dns01_command` to set and then clear the TXT record
 //! (environment `DSOPS_ACME_ACTION` = `set`|`clear`, `DSOPS_ACME_NAME`, `DSOPS_ACME_VALUE`).
 //! A rate-limited or unreachable server is a retryable failure: the control plane backs off, at
-//! least as long as the CA's `Retry-After` asked ([`crate::acme_http`]), never a tight loop; a
+//! least as long as the CA's `Retry-After` asked (`agent/src/acme_http.rs`), never a tight loop; a
 //! failed order changes nothing stored. When the CA offers renewal information (ARI, RFC 9773),
 //! the agent asks it about each new certificate and reports a time picked at random in the
 //! suggested window; the control plane renews then instead of by `renew_before`.
