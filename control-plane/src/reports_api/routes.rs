@@ -22,6 +22,8 @@ type Params = Query<HashMap<String, String>>;
 pub(super) fn router(control: ControlPlane) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
         .route("/v1/audit", get(audit))
@@ -118,6 +120,27 @@ async fn access(
     headers: &HeaderMap,
 ) -> Result<Access, ApiError> {
     authenticate(control, peer, headers).await
+}
+
+/// Liveness: the process serves. No credentials: it says nothing but that.
+async fn healthz() -> Response {
+    body("application/json", br#"{"status":"ok"}"#.to_vec())
+}
+
+/// Readiness: this node knows the cluster's leader (and so can answer reads and forward
+/// writes). No credentials.
+async fn readyz(State(control): State<ControlPlane>) -> Response {
+    match control.leader() {
+        Some((leader, _)) => body(
+            "application/json",
+            serde_json::json!({ "status": "ready", "node": control.node_id(), "leader": leader })
+                .to_string()
+                .into_bytes(),
+        ),
+        None => {
+            ApiError::new(ErrorCode::Unavailable, "this node knows no leader yet").into_response()
+        }
+    }
 }
 
 async fn openapi() -> Response {
