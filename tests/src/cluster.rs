@@ -99,8 +99,10 @@ where
     }
 }
 
-async fn bind() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+/// A listener on `at` (`None`: a free loopback port) and its address.
+async fn bind(at: Option<&str>) -> (TcpListener, String) {
+    let at = at.unwrap_or("127.0.0.1:0");
+    let listener = TcpListener::bind(at).await.unwrap_or_else(|e| panic!("bind {at}: {e}"));
     let address = listener.local_addr().expect("local address").to_string();
     (listener, address)
 }
@@ -116,21 +118,30 @@ impl TestCluster {
     }
 
     /// Starts `n` nodes with the given options.
-    pub async fn start_with(n: usize, mut options: NodeOptions) -> TestCluster {
+    pub async fn start_with(n: usize, options: NodeOptions) -> TestCluster {
+        TestCluster::start_inner(n, options, &[]).await
+    }
+
+    /// Starts one node per address, listening there (fixtures that must record fixed ports).
+    pub async fn start_at(addresses: &[String]) -> TestCluster {
+        TestCluster::start_inner(addresses.len(), fast_options(), addresses).await
+    }
+
+    async fn start_inner(n: usize, mut options: NodeOptions, at: &[String]) -> TestCluster {
         install_provider();
         let faults = Arc::new(Faults::default());
         options.links = faults.clone();
         let root = tempfile::tempdir().expect("temporary directory");
         let first = DataDir::new(&root.path().join("node-1"));
-        let (listener, address) = bind().await;
+        let (listener, address) = bind(at.first().map(String::as_str)).await;
         init(&first, &address, None).await.expect("init the first node");
         let admin = Credentials::read(&first.admin()).expect("admin credentials");
         let running = start(&first, Some(listener), options.clone()).await.expect("start node 1");
         let mut cluster = TestCluster { root, slots: BTreeMap::new(), faults, options, admin };
         cluster.slots.insert(1, Slot { dir: first, address, running: Some(running) });
         cluster.leader().await;
-        for _ in 1..n {
-            cluster.add_node().await;
+        for i in 1..n {
+            cluster.add_node_at(at.get(i).map(String::as_str)).await;
         }
         let expected = dsops_control_plane::node::target_voters(n);
         cluster.wait_voters(expected).await;
@@ -139,6 +150,39 @@ impl TestCluster {
 
     /// Joins one more node through the current leader and starts it; returns its id.
     pub async fn add_node(&mut self) -> u64 {
+        self.add_node_at(None).await
+    }
+
+    /// A cluster of the data directories in `root` (`node-1`, `node-2`, ... as
+    /// [`TestCluster::start`] lays them out, e.g. a copied fixture), none running yet: start
+    /// each with [`TestCluster::restart`], on the address its `node.json` records. The admin
+    /// credentials are node 1's.
+    pub fn from_dirs(root: tempfile::TempDir) -> TestCluster {
+        install_provider();
+        let faults = Arc::new(Faults::default());
+        let mut options = fast_options();
+        options.links = faults.clone();
+        let mut slots = BTreeMap::new();
+        for index in 1.. {
+            let dir = DataDir::new(&root.path().join(format!("node-{index}")));
+            if !dir.is_initialized() {
+                break;
+            }
+            let node = dir.read_node().expect("node.json");
+            slots.insert(node.node_id, Slot { dir, address: node.listen, running: None });
+        }
+        assert!(!slots.is_empty(), "no node-1 in {}", root.path().display());
+        let admin = Credentials::read(&root.path().join("node-1").join("admin"))
+            .expect("node 1's admin credentials");
+        TestCluster { root, slots, faults, options, admin }
+    }
+
+    /// The directory holding the nodes' data directories.
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
+    }
+
+    async fn add_node_at(&mut self, at: Option<&str>) -> u64 {
         let leader = self.leader().await;
         let control = self.control(leader);
         let der = control.pki().peer.cert_der().expect("peer CA DER");
@@ -158,7 +202,7 @@ impl TestCluster {
             .expect("create a join token");
         let index = self.slots.len() + 1;
         let dir = DataDir::new(&self.root.path().join(format!("node-{index}")));
-        let (listener, address) = bind().await;
+        let (listener, address) = bind(at).await;
         let leader_address = self.slots[&leader].address.clone();
         let node_id =
             join(&dir, &address, None, &leader_address, &token.encode()).await.expect("join");
@@ -307,6 +351,17 @@ impl TestCluster {
         let channel =
             dsops_identity::channel(self.address(id), API_SERVER_NAME, tls).expect("channel");
         AdminClient::new(channel)
+    }
+
+    /// Shuts every running node down cleanly and keeps their data directories (the returned
+    /// directory holds `node-1`, `node-2`, ...).
+    pub async fn shutdown_keeping_dirs(mut self) -> tempfile::TempDir {
+        for slot in self.slots.values_mut() {
+            if let Some(running) = slot.running.take() {
+                running.shutdown().await;
+            }
+        }
+        self.root
     }
 
     /// Shuts every running node down cleanly.
