@@ -8,6 +8,7 @@
 #   dsops-evidence bundles verify anywhere, offline: no control plane, no raft, no storage
 #   dsops-reports  reports are pure: no runtime, no gRPC, no storage, no raft
 #   dsops-telemetry every binary links it: no control plane, no raft, no storage
+#   dsops-store    the file store stands alone (the fuzz targets build it): no runtime, no network
 #
 # Prints each rule and fails on the first crate whose normal dependency tree contains a
 # forbidden package.
@@ -38,6 +39,7 @@ check dsops-agent dsops-control-plane dsops-state openraft redb
 check dsops-state tokio tonic hyper redb openraft dsops-control-plane
 check dsops-config tokio tonic redb openraft dsops-control-plane dsops-state
 check dsops-identity dsops-control-plane dsops-state openraft redb
+check dsops-store tokio tonic hyper reqwest redb openraft dsops-control-plane dsops-state
 check dsops-evidence redb openraft dsops-control-plane
 check dsops-telemetry dsops-control-plane dsops-state openraft redb
 check dsops-reports tokio tonic redb openraft dsops-control-plane

@@ -62,7 +62,7 @@ impl AgentIdentity {
                     random_bytes::<32>().map_err(|_| "random source failed".to_owned())?,
                 );
                 let text = Zeroizing::new(dsops_proto::hex(seed.as_slice()));
-                let created = crate::key_file::create_once(path, text.as_bytes())
+                let created = dsops_store::key_file::create_once(path, text.as_bytes())
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 if !created {
                     // Another process created it meanwhile: use theirs.

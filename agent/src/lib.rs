@@ -37,7 +37,6 @@ pub mod host;
 pub mod http_keys;
 pub mod identity;
 pub mod in_process;
-mod key_file;
 pub mod notify;
 pub mod preflight;
 pub mod redact;

@@ -144,11 +144,9 @@ impl SecretsManagerStore {
         name: &str,
         options: &SecretsManagerOptions,
     ) -> Result<SecretsManagerStore, StoreError> {
-        let master = super::file::load_or_create_key(&options.key_file)?;
-        let fingerprinter = Fingerprinter::new(&super::file::derive(
-            &master,
-            "dsops aws secrets manager: fingerprints",
-        ));
+        let master = super::load_or_create_key(&options.key_file)?;
+        let fingerprinter =
+            Fingerprinter::new(&super::derive(&master, "dsops aws secrets manager: fingerprints"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -12,7 +12,7 @@ use crate::secret::random_bytes;
 /// Writes `contents` to `path` (mode 0600) only if `path` does not exist: written and synced
 /// under a temporary name, then hard-linked into place, which fails if another process created
 /// the file first. Returns whether this call created it.
-pub(crate) fn create_once(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+pub fn create_once(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
     let suffix = random_bytes::<8>().map(|b| dsops_proto::hex(&b)).unwrap_or_default();

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Fields, Label, SecretStore, StoreError, VersionInfo};
 use crate::envelope::{self, Unsealed};
 use crate::secret::{Fingerprinter, SecretValue, random_bytes};
+use crate::{Fields, Label, SecretStore, StoreError, VersionInfo};
 
 const MAGIC: &[u8; 8] = b"DSOPSIT1";
 /// Unlabelled versions kept per entry besides the labelled ones.
@@ -106,7 +106,7 @@ fn open_private(path: &Path) -> Result<File, StoreError> {
 }
 
 /// Reads the key file, creating it with a fresh random key (mode 0600) if it does not exist.
-pub(crate) fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+pub fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     match fs::read_to_string(path) {
         Ok(text) => {
             let mode = fs::metadata(path).map_err(|e| io_error(path, e))?.permissions().mode();
@@ -143,7 +143,7 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, Sto
 }
 
 /// Derives a sub-key for one purpose from the store key.
-pub(crate) fn derive(key: &[u8; 32], purpose: &str) -> Zeroizing<[u8; 32]> {
+pub fn derive(key: &[u8; 32], purpose: &str) -> Zeroizing<[u8; 32]> {
     let tag =
         ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), purpose.as_bytes());
     let mut out = Zeroizing::new([0u8; 32]);
@@ -196,6 +196,32 @@ impl FileStore {
 
     fn label(&self, entry: &str) -> String {
         format!("store://{}/{entry}", self.name)
+    }
+
+    /// Puts `data` where `entry`'s file lives (sealed with this store's key first when `seal`,
+    /// so the parsing behind the envelope is reached) and reads it back through [`read_labels`],
+    /// as a reader meeting that file would. The fuzz target of the sealed reader
+    /// (`fuzz/fuzz_targets/sealed_store.rs`); not for anything else.
+    ///
+    /// [`read_labels`]: SecretStore::read_labels
+    #[doc(hidden)]
+    pub fn read_planted(
+        &self,
+        entry: &str,
+        data: &[u8],
+        seal: bool,
+    ) -> Result<BTreeMap<Label, (VersionInfo, Fields)>, StoreError> {
+        let (shard, name) = Self::file_name(entry);
+        let path = self.shard_dir(&shard)?.join(&name);
+        let bytes = if seal {
+            let mut plain = Zeroizing::new(data.to_vec());
+            envelope::seal(&self.key, MAGIC, name.as_bytes(), &mut plain)
+                .map_err(|e| io_error(&path, e))?
+        } else {
+            data.to_vec()
+        };
+        fs::write(&path, bytes).map_err(|e| io_error(&path, e))?;
+        self.read_labels(entry)
     }
 
     /// Runs `f` on the entry under its lock (exclusive to write); writes it back if `f` says so.
