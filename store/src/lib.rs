@@ -1,7 +1,7 @@
 //! dsops-store: where secret values live, with versions and the labels `current`, `pending` and
 //! `previous` that the rotation protocol moves (see `docs/rotation.md`) — the [`SecretStore`]
 //! trait, the encrypted file store ([`FileStore`]), the sealed-file layout every agent file uses
-//! ([`envelope`]) and [`SecretValue`](secret::SecretValue), which never prints its value. No
+//! ([`envelope`]) and [`SecretValue`], which never prints its value. No
 //! async runtime, network or control-plane code: the agent and the CLI use it, and the fuzz
 //! targets build it alone.
 //!
