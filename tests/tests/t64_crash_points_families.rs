@@ -2,8 +2,8 @@
 //! dies right after performing each step (stage, apply, verify, promote, retire) with its
 //! receipt lost, and either the agent restarts or the whole control plane is killed and reopened
 //! from disk. Throughout, a watcher checks that the store's current value (or, mid-run, its
-//! pending one) works against the real peer: a certificate passes the in-memory TLS handshakes
-//! against its chain; an AWS access key is an active key of the user in moto; an API key is
+//! pending one) works against the real peer: a certificate (from the internal CA, or from a
+//! real ACME CA, Debian's pebble) passes the in-memory TLS handshakes against its chain; an AWS access key is an active key of the user in moto; an API key is
 //! valid at the token service **simulator**. Afterwards the run has ended and the current value
 //! works.
 
@@ -158,6 +158,28 @@ async fn internal_ca_certificate_crash_points() {
     let works: Works = Arc::new(|fields| {
         Box::pin(async move {
             dsops_agent::certificate::check(&fields, &["api.internal".to_owned()]).await.is_ok()
+        })
+    });
+    assert!(all_crash_points(project, "TLS", "tls/api", works).await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_certificate_crash_points() {
+    let pebble = dsops_tests::pebble::Pebble::start();
+    let domain = "crash.dsops-test.example";
+    let project = Arc::new(Project::new(&format!(
+        "version: 1\nsecretStores:\n  local: {{ type: file }}\nservices:\n  acme:\n    type: acme-certificate\n    directory: {}\n    account_store: store://local/acme/account\n    domains: [{domain}]\n    ca_bundle: {}\n    challenge: http-01\n    http01_listen: 127.0.0.1:{}\nrotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  dev:\n    TLS:\n      from: {{ store: \"store://local/tls/api\", service: \"svc://acme?kind=tls_certificate\" }}\n      rotation: {{ strategy: overlap }}\n",
+        pebble.directory,
+        pebble.ca_bundle.display(),
+        pebble.http_port
+    )));
+    let embedded = project.open().await;
+    let first = dsops_tests::rotation::rotate(&embedded, "dev", "TLS").await;
+    assert_eq!(first.state_name(), "Completed", "{first:?}\n{}", pebble.log());
+    embedded.close().await;
+    let works: Works = Arc::new(move |fields| {
+        Box::pin(async move {
+            dsops_agent::certificate::check(&fields, &[domain.to_owned()]).await.is_ok()
         })
     });
     assert!(all_crash_points(project, "TLS", "tls/api", works).await > 0);
