@@ -16,7 +16,8 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 /// How long one request to the CA may take.
 const REQUEST_LIMIT: Duration = Duration::from_secs(30);
 
-/// reqwest behind `instant-acme`, keeping the last `Retry-After` of a refusal.
+/// reqwest behind `instant-acme`, keeping the `Retry-After` of the last response if it was a
+/// refusal.
 #[derive(Clone)]
 pub(crate) struct Transport {
     client: reqwest::Client,
@@ -93,16 +94,16 @@ impl HttpClient for Transport {
             let request =
                 reqwest::Request::try_from(request.map(reqwest::Body::wrap)).map_err(other)?;
             let response = client.execute(request).await.map_err(other)?;
+            // The last response decides: a refusal's wait, or none (so a wait asked for earlier
+            // and then answered never sticks to a later, unrelated failure).
             let status = response.status();
-            if status.is_client_error() || status.is_server_error() {
-                let wait = response
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                if let Ok(mut seen) = seen.lock() {
-                    *seen = wait;
-                }
+            let wait = (status.is_client_error() || status.is_server_error())
+                .then(|| response.headers().get(http::header::RETRY_AFTER))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            if let Ok(mut seen) = seen.lock() {
+                *seen = wait;
             }
             Ok(BytesResponse::from(http::Response::from(response)))
         })

@@ -24,24 +24,49 @@ fn python() -> String {
     })
 }
 
+/// Whether `address` answers `GET /moto-api/data.json` with 200, as only moto does.
+fn answers_as_moto(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /moto-api/data.json HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
 impl Moto {
-    /// Starts moto.
+    /// Starts moto, and waits until it answers HTTP as moto (not merely until its port takes a
+    /// connection: the server may accept before it serves, and a port picked as free may have
+    /// been taken by another test's server meanwhile, in which case moto exits and another port
+    /// is tried).
     pub fn start() -> Moto {
-        let address = free_address();
-        let (host, port) = address.rsplit_once(':').expect("host:port");
-        let child = Command::new(python())
-            .args(["-m", "moto.server", "-H", host, "-p", port])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto server");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..3 {
+            let address = free_address();
+            let (host, port) = address.rsplit_once(':').expect("host:port");
+            let mut child = Command::new(python())
+                .args(["-m", "moto.server", "-H", host, "-p", port])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto server");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(30) {
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // it could not listen there: another port
+                }
+                if answers_as_moto(&address) {
+                    return Moto { child, endpoint: format!("http://{address}") };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        Moto { child, endpoint: format!("http://{address}") }
+        panic!("moto did not start (three ports tried)")
     }
 
     /// Runs `code` with `iam` (a boto3 IAM client on this server) and `json` in scope, and
