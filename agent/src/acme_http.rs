@@ -1,5 +1,5 @@
-//! The HTTPS transport `instant-acme` talks through: reqwest (the design's HTTP client) with no
-//! redirects, no ambient proxy and time limits, trusting the web's roots or the service's
+//! The HTTPS transport `instant-acme` talks through: the agent's client for targets (reqwest, no
+//! redirects, no ambient proxy, time limits), trusting the web's roots or the service's
 //! `ca_bundle`. It remembers the `Retry-After` of the last refused request (a `429` rate limit, a
 //! `503`), which the library's errors do not carry, so the wait the CA asked for reaches the
 //! control plane in the step's receipt.
@@ -25,39 +25,11 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    /// A client trusting `ca_bundle` (PEM) only, or the web's roots without one.
+    /// A client trusting `ca_bundle` (PEM) only, or the web's roots without one (the targets'
+    /// HTTPS client, [`crate::http_keys::client_builder`], HTTPS only).
     pub(crate) fn new(ca_bundle: Option<&Path>) -> Result<Transport, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_bundle {
-            Some(path) => {
-                use rustls::pki_types::CertificateDer;
-                use rustls::pki_types::pem::PemObject as _;
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                    .and_then(|it| it.collect())
-                    .map_err(|e| format!("ca_bundle {}: {e}", path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!("ca_bundle {}: no certificate in it", path.display()));
-                }
-                for cert in certs {
-                    roots.add(cert).map_err(|e| format!("ca_bundle {}: {e}", path.display()))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        let client = crate::http_keys::client_builder(ca_bundle, "ca_bundle", REQUEST_LIMIT)?
             .https_only(true)
-            .timeout(REQUEST_LIMIT)
-            .connect_timeout(Duration::from_secs(10))
-            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Transport { client, retry_after: Arc::default() })

@@ -6,7 +6,7 @@
 //! never a request or a response body that may hold a key.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,19 +137,36 @@ pub fn github_app_jwt(app_id: &str, key_pem: &str) -> Result<String, String> {
     Ok(format!("{signing_input}.{}", b64.encode(signature)))
 }
 
-/// The HTTP client of a service: no redirects, no proxy from the environment, a time limit,
-/// the web roots or `ca_file`.
+/// The HTTP client of a service: no redirects, no proxy from the environment, a time limit, the
+/// web roots or `ca_file`.
 pub fn client(service: &HttpService, timeout: Duration) -> Result<reqwest::Client, String> {
+    client_builder(service.ca_file.as_deref(), "ca_file", timeout)?
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// An HTTPS client builder for calls to a target: no redirects, no proxy from the environment,
+/// `timeout` per request (connecting at most 10 s), trusting the web's roots or only the PEM
+/// certificates in `ca_file` (named `setting` in errors). The ACME transport builds on it too.
+pub(crate) fn client_builder(
+    ca_file: Option<&Path>,
+    setting: &str,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, String> {
     let mut roots = rustls::RootCertStore::empty();
-    match &service.ca_file {
+    match ca_file {
         Some(path) => {
             use rustls::pki_types::CertificateDer;
             use rustls::pki_types::pem::PemObject as _;
+            let failed = |e: &dyn std::fmt::Display| format!("{setting} {}: {e}", path.display());
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect())
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                .map_err(|e| failed(&e))?;
+            if certs.is_empty() {
+                return Err(failed(&"no certificate in it"));
+            }
             for cert in certs {
-                roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| failed(&e))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -161,14 +178,12 @@ pub fn client(service: &HttpService, timeout: Duration) -> Result<reqwest::Clien
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .tls_backend_preconfigured(tls)
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .tls_backend_preconfigured(tls))
 }
 
 /// The provider's own error text from a JSON error body (`error.message`, `message`, `error`),
