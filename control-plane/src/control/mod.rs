@@ -100,6 +100,8 @@ struct Inner {
     operators_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Leader changes this process has seen (for `/metrics`).
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// How far this node's clock is stepped from the system clock, ms ([`ControlPlane::step_clock`]).
+    clock_step_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A handle on one node's control plane. Cheap to clone.
@@ -141,6 +143,7 @@ impl ControlPlane {
                 refusals: RefusalTally::default(),
                 operators_seen: Default::default(),
                 leader_changes,
+                clock_step_ms: std::sync::atomic::AtomicI64::new(0),
             }),
         }
     }
@@ -148,6 +151,21 @@ impl ControlPlane {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.node_id
+    }
+
+    /// This node's clock, ms since the epoch: the system clock, stepped by [`Self::step_clock`].
+    /// What the node proposes as a command's time and what its leader-side loops (scheduler,
+    /// dispatcher, approvals, promotions, reminders) compare deadlines with.
+    pub fn now_ms(&self) -> u64 {
+        let step = self.inner.clock_step_ms.load(std::sync::atomic::Ordering::Relaxed);
+        dsops_proto::now_ms().saturating_add_signed(step)
+    }
+
+    /// Steps this node's clock by `delta_ms` (negative: back), as an NTP step or a bad
+    /// hardware clock would, until the node restarts. Fault-injection runs use it to check that
+    /// a node whose clock jumped loses no credential and leaves no run stuck.
+    pub fn step_clock(&self, delta_ms: i64) {
+        self.inner.clock_step_ms.fetch_add(delta_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The raft handle.
@@ -266,7 +284,7 @@ impl ControlPlane {
         let request = Request {
             request_id: request_id.to_owned(),
             actor: actor.to_owned(),
-            proposed_at_ms: dsops_proto::now_ms(),
+            proposed_at_ms: self.now_ms(),
             command,
         };
         // A span only inside a traced request (an admin call, a dispatch): the leader's own

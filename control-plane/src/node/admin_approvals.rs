@@ -79,7 +79,7 @@ impl AdminService {
             .await
             .ok_or_else(|| ErrorCode::NotFound.to_status(format!("no run {run_id}")))?;
         self.allow(&caller, Permission::Approve { env }).await?;
-        let now = dsops_proto::now_ms();
+        let now = control.now_ms();
         if decide.signed_at_ms.abs_diff(now) > MAX_SKEW_MS {
             return Err(ErrorCode::InvalidArgument.to_status(format!(
                 "the decision was signed at {} ms, more than 10 minutes from the cluster's clock ({now} ms)",

@@ -35,7 +35,7 @@ struct Stale {
 }
 
 async fn tick(control: &ControlPlane) -> Result<(), String> {
-    let now = dsops_proto::now_ms();
+    let now = control.now_ms();
     let overdue: Vec<String> = control
         .read_local(|state| {
             state

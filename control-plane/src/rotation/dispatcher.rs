@@ -16,7 +16,6 @@ use tracing::Instrument as _;
 
 use crate::control::AgentRegistry;
 use crate::control::ControlPlane;
-use dsops_proto::now_ms;
 use dsops_state::{Command, Run, RunSpec, State, StepKind};
 
 /// How often the dispatcher looks even when nothing woke it (backoffs and deadlines expire
@@ -258,7 +257,7 @@ pub async fn run(control: ControlPlane, mut shutdown: watch::Receiver<bool>) {
             last_epoch = None;
             continue;
         }
-        let now = now_ms();
+        let now = control.now_ms();
         // Look for steps to resend when agents (re)connected, on becoming leader, and now and
         // then (a send that failed while an agent was away).
         let epoch = control.agents().epoch();
@@ -358,7 +357,7 @@ async fn dispatch(control: &ControlPlane, actor: &str, order: Box<StepOrder>) {
         // No agent of the segment is connected: the run waits (status shows it).
         return;
     };
-    let deadline_ms = now_ms() + order.spec.step_timeout_ms;
+    let deadline_ms = control.now_ms() + order.spec.step_timeout_ms;
     let Some(mut job) = order.job(deadline_ms) else {
         tracing::error!(run_id = %order.run_id, "run has references that do not parse; it will time out");
         return;

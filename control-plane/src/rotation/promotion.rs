@@ -159,7 +159,7 @@ pub async fn run(control: ControlPlane, shutdown: watch::Receiver<bool>) {
 /// Sends a probe of each gate a wave under way watches (the soaking stage's and the next
 /// stage's), once per its `every`, to an agent of its segment connected here.
 async fn probe_gates(control: &ControlPlane, probed: &Probed) -> Result<(), String> {
-    let now = dsops_proto::now_ms();
+    let now = control.now_ms();
     let watched: Vec<(String, u64)> = control
         .read_local(|s| {
             let watched: std::collections::BTreeSet<&String> =
@@ -277,7 +277,7 @@ struct Due {
 
 /// Starts each later stage whose previous stage has soaked, and a queued new wave.
 pub(crate) async fn tick(control: &ControlPlane) -> Result<(), String> {
-    let now = dsops_proto::now_ms();
+    let now = control.now_ms();
     let due: Vec<Due> = control
         .read_local(|s| {
             let mut due = Vec::new();

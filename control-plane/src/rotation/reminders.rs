@@ -152,7 +152,7 @@ pub async fn tick(control: &ControlPlane) -> Result<usize, String> {
     let Some((_, loaded)) = start::applied_config(control).await.map_err(|e| e.to_string())? else {
         return Ok(0);
     };
-    let now = dsops_proto::now_ms();
+    let now = control.now_ms();
     let planned = control.read_local(|state| due(&loaded, state, now)).await;
     let actor = format!("node-{} reminders", control.node_id());
     let mut recorded = 0;

@@ -338,7 +338,7 @@ async fn tick(control: &ControlPlane, agenda: &mut Option<Agenda>) -> Result<(),
         *agenda = Some(built);
     }
     let agenda = agenda.as_mut().expect("built above");
-    let now = dsops_proto::now_ms() as i64;
+    let now = control.now_ms() as i64;
     if !agenda.has_due(now) {
         return Ok(());
     }

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 use dsops_agent::adapter::Login;
 use dsops_agent::host::RunningAgent;
 use dsops_agent::store::Label;
-use dsops_control_plane::raft::LinkAction;
-use dsops_state::{AuditLog, State};
+use dsops_state::{Run, State};
 use dsops_tests::TestCluster;
 use dsops_tests::agents::AgentProject;
 use dsops_tests::cluster::fast_options;
@@ -38,8 +37,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
+mod approver;
+mod check;
+mod faults;
+
+use approver::{Decisions, GATED_ENV};
+use check::{Verdict, judge_approvals, judge_receipts, record};
+use faults::{Tally, addresses, inject};
+
 const INITIAL: &str = "Chaos-initial-password-000000000";
-const AGENTS: [(&str, &str); 3] = [("a1", "seg-a"), ("a2", "seg-a"), ("b1", "seg-b")];
+pub(crate) const AGENTS: [(&str, &str); 3] = [("a1", "seg-a"), ("a2", "seg-a"), ("b1", "seg-b")];
 
 /// One database secret: where it is stored and how to log in with a stored version.
 struct Secret {
@@ -70,16 +77,6 @@ fn options() -> Options {
     options
 }
 
-/// Faults injected, by kind.
-#[derive(Default)]
-struct Tally(std::sync::Mutex<BTreeMap<&'static str, u64>>);
-
-impl Tally {
-    fn add(&self, kind: &'static str) {
-        *self.0.lock().expect("tally").entry(kind).or_default() += 1;
-    }
-}
-
 async fn setup() -> (AgentProject, Vec<Secret>, tempfile::TempDir) {
     let shared = tempfile::tempdir().expect("temp dir");
     let root = shared.path().display().to_string();
@@ -92,15 +89,16 @@ async fn setup() -> (AgentProject, Vec<Secret>, tempfile::TempDir) {
     let (redis, redis_admin) = service(Flavor::Redis, "redis", "seg-a", "vault-a");
     let (my, my_admin) = service(Flavor::MariaDb, "my", "seg-b", "vault-b");
     let mut secrets = Vec::new();
-    let mut envs = String::new();
-    let plan: [(&str, Flavor, &str, &str); 5] = [
-        ("PG_IMMEDIATE", Flavor::Postgres, "vault-a", "immediate"),
-        ("PG_TWO_KEY", Flavor::Postgres, "vault-a", "two-key"),
-        ("MY_IMMEDIATE", Flavor::MariaDb, "vault-b", "immediate"),
-        ("MY_TWO_KEY", Flavor::MariaDb, "vault-b", "two-key"),
-        ("REDIS_OVERLAP", Flavor::Redis, "vault-a", "overlap"),
+    let (mut envs, mut gated) = (String::new(), String::new());
+    let plan: [(&str, &str, Flavor, &str, &str); 6] = [
+        ("prod", "PG_IMMEDIATE", Flavor::Postgres, "vault-a", "immediate"),
+        ("prod", "PG_TWO_KEY", Flavor::Postgres, "vault-a", "two-key"),
+        ("prod", "MY_IMMEDIATE", Flavor::MariaDb, "vault-b", "immediate"),
+        ("prod", "MY_TWO_KEY", Flavor::MariaDb, "vault-b", "two-key"),
+        ("prod", "REDIS_OVERLAP", Flavor::Redis, "vault-a", "overlap"),
+        (GATED_ENV, "PG_GATED", Flavor::Postgres, "vault-a", "immediate"),
     ];
-    for (key, flavor, store, strategy) in plan {
+    for (env, key, flavor, store, strategy) in plan {
         let service = match flavor {
             Flavor::Postgres => "pg",
             Flavor::MariaDb => "my",
@@ -117,7 +115,8 @@ async fn setup() -> (AgentProject, Vec<Secret>, tempfile::TempDir) {
             let config = format!("{{ username: {} }}", user.name);
             (vec![user], config)
         };
-        envs.push_str(&format!(
+        let section = if env == GATED_ENV { &mut gated } else { &mut envs };
+        section.push_str(&format!(
             "    {key}:\n      from: {{ store: \"store://{store}/{entry}#password\", service: \"svc://{service}?kind={kind}\" }}\n      rotation: {{ strategy: {strategy}, schedule: \"* * * * *\", config: {config} }}\n",
             kind = flavor.kind()
         ));
@@ -125,7 +124,7 @@ async fn setup() -> (AgentProject, Vec<Secret>, tempfile::TempDir) {
     }
     envs.push_str("    SESSION_KEY:\n      from: { store: \"store://vault-a/app/session#key\" }\n      rotation: { strategy: random, schedule: \"* * * * *\" }\n");
     let yaml = format!(
-        "version: 1\nsecretStores:\n  vault-a: {{ type: file, segment: seg-a, path: {root}/vault-a, key_file: {root}/vault-a.key }}\n  vault-b: {{ type: file, segment: seg-b, path: {root}/vault-b, key_file: {root}/vault-b.key }}\nservices:\n{pg}{redis}{my}rotation:\n  defaults:\n    grace_period: 1s\nenvs:\n  prod:\n{envs}"
+        "version: 1\nsecretStores:\n  vault-a: {{ type: file, segment: seg-a, path: {root}/vault-a, key_file: {root}/vault-a.key }}\n  vault-b: {{ type: file, segment: seg-b, path: {root}/vault-b, key_file: {root}/vault-b.key }}\nservices:\n{pg}{redis}{my}rotation:\n  defaults:\n    grace_period: 1s\n  approvals:\n    {GATED_ENV}: {{ required: 1, approvers: [\"role:approver\"], expires: 1h }}\nenvs:\n  prod:\n{envs}  {GATED_ENV}:\n{gated}"
     );
     let project = AgentProject::new(&yaml);
     for (store, entry, admin) in [
@@ -179,10 +178,10 @@ async fn some_value_works(project: &AgentProject, secret: &Secret) -> Result<(),
 }
 
 /// Starts a forced rotation of `key` at whichever node leads; `false` if none took it.
-async fn request_rotation(cluster: &Mutex<TestCluster>, key: &str) -> bool {
+async fn request_rotation(cluster: &Mutex<TestCluster>, env: &str, key: &str) -> bool {
     let cluster = cluster.lock().await;
     for id in cluster.running() {
-        let mut request = rotate_request("prod", key);
+        let mut request = rotate_request(env, key);
         request.reason = "chaos".into();
         if let Ok(Ok(_)) =
             tokio::time::timeout(Duration::from_secs(5), cluster.admin_client(id).rotate(request))
@@ -192,151 +191,6 @@ async fn request_rotation(cluster: &Mutex<TestCluster>, key: &str) -> bool {
         }
     }
     false
-}
-
-/// The addresses of every node (agents know them all and follow the leader).
-async fn addresses(cluster: &Mutex<TestCluster>) -> Vec<String> {
-    let cluster = cluster.lock().await;
-    cluster.ids().iter().map(|&id| cluster.address(id).to_owned()).collect()
-}
-
-/// One fault, then the repair after a pause; the kinds are counted in `tally`.
-async fn inject(
-    cluster: &Mutex<TestCluster>,
-    agents: &Mutex<BTreeMap<&'static str, Option<RunningAgent>>>,
-    project: &AgentProject,
-    rng: &mut StdRng,
-    tally: &Tally,
-) {
-    let pause = Duration::from_millis(rng.random_range(1_000..4_000));
-    let ids = cluster.lock().await.ids();
-    let victim = ids[rng.random_range(0..ids.len())];
-    match rng.random_range(0..4) {
-        0 => {
-            {
-                let mut cluster = cluster.lock().await;
-                if cluster.running().len() < ids.len() {
-                    return;
-                }
-                cluster.kill(victim).await;
-            }
-            tally.add("node killed, restarted from disk");
-            tokio::time::sleep(pause).await;
-            cluster.lock().await.restart(victim).await;
-        }
-        1 => {
-            let others: Vec<u64> = ids.iter().copied().filter(|id| *id != victim).collect();
-            cluster.lock().await.partition(&[victim], &others);
-            tally.add("node cut off from its peers");
-            tokio::time::sleep(pause).await;
-            cluster.lock().await.heal();
-        }
-        2 => {
-            let delay = Duration::from_millis(rng.random_range(20..250));
-            {
-                let cluster = cluster.lock().await;
-                for from in &ids {
-                    for to in &ids {
-                        if from != to && rng.random_bool(0.5) {
-                            cluster.set_link(*from, *to, LinkAction::Delay(delay));
-                        }
-                    }
-                }
-            }
-            tally.add("links delayed");
-            tokio::time::sleep(pause).await;
-            cluster.lock().await.heal();
-        }
-        _ => {
-            let (name, _) = AGENTS[rng.random_range(0..AGENTS.len())];
-            let Some(agent) = agents.lock().await.get_mut(name).and_then(Option::take) else {
-                return;
-            };
-            agent.kill();
-            tally.add("agent killed and restarted");
-            tokio::time::sleep(pause).await;
-            let servers = addresses(cluster).await;
-            let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
-            agents.lock().await.insert(name, Some(project.start(name, &servers)));
-        }
-    }
-}
-
-/// What the checker found.
-#[derive(Default)]
-struct Verdict {
-    violations: Vec<String>,
-}
-
-impl Verdict {
-    fn fail(&mut self, why: String) {
-        eprintln!("VIOLATION: {why}");
-        self.violations.push(why);
-    }
-}
-
-/// A receipt's step: (step, the step it checks, attempt).
-type StepKey = (String, Option<String>, u32);
-/// What a receipt says happened: (outcome, value fingerprint).
-type Effect = (String, Option<String>);
-
-/// Receipts: one effect per (run, generation, step, attempt), every signature valid.
-fn judge_receipts(state: &State, verdict: &mut Verdict) -> usize {
-    let mut checked = 0;
-    for run in state.runs.values() {
-        let mut seen: BTreeMap<StepKey, Effect> = BTreeMap::new();
-        for receipt in &run.receipts {
-            if receipt.body_hex.is_empty() {
-                continue; // a time-out the control plane recorded, not a receipt
-            }
-            checked += 1;
-            let key = (
-                receipt.step.to_string(),
-                receipt.checked_step.map(|s| s.to_string()),
-                receipt.attempt,
-            );
-            let effect = (receipt.outcome.name().to_owned(), receipt.fingerprint.clone());
-            if let Some(earlier) = seen.insert(key.clone(), effect.clone())
-                && earlier != effect
-            {
-                verdict.fail(format!(
-                    "run {} (generation {}): {key:?} answered twice: {earlier:?} then {effect:?}",
-                    run.id, run.generation
-                ));
-            }
-            let agent = state.agents.get(&receipt.agent_id);
-            let valid = agent.is_some_and(|agent| {
-                let key = dsops_proto::hex_decode(&agent.public_key)
-                    .and_then(|k| <[u8; 32]>::try_from(k).ok());
-                let body = dsops_proto::hex_decode(&receipt.body_hex);
-                let signature = dsops_proto::hex_decode(&receipt.signature_hex)
-                    .and_then(|s| <[u8; 64]>::try_from(s).ok());
-                match (key, body, signature) {
-                    (Some(key), Some(body), Some(signature)) => {
-                        let signed = dsops_proto::domain::SignedReceipt {
-                            body: match prost::Message::decode(body.as_slice()).ok().and_then(
-                                |w: dsops_proto::wire::common::ReceiptBody| w.try_into().ok(),
-                            ) {
-                                Some(body) => body,
-                                None => return false,
-                            },
-                            body_bytes: body,
-                            signature,
-                        };
-                        signed.verify(&key).is_ok()
-                    }
-                    _ => false,
-                }
-            });
-            if !valid {
-                verdict.fail(format!(
-                    "run {}: the receipt of {} attempt {} by {} does not verify",
-                    run.id, receipt.step, receipt.attempt, receipt.agent_id
-                ));
-            }
-        }
-    }
-    checked
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -352,6 +206,7 @@ async fn main() {
     let cluster = TestCluster::start_with(3, node_options).await;
     project.apply(&cluster).await;
     let started_agents = project.start_agents(&cluster, &AGENTS).await;
+    let approver_key = approver::enrol(&cluster).await;
     let cluster = Arc::new(Mutex::new(cluster));
     let agents: Arc<Mutex<BTreeMap<&'static str, Option<RunningAgent>>>> = Arc::new(Mutex::new(
         AGENTS.iter().map(|(name, _)| *name).zip(started_agents.into_iter().map(Some)).collect(),
@@ -362,15 +217,32 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let (probes, requested) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let lost: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let label_changes = Arc::new(AtomicU64::new(0));
+    let history: Arc<std::sync::Mutex<BTreeMap<String, Run>>> = Arc::default();
 
     // Probes: every ~300 ms, every database secret.
+    // Store label changes are counted as the probes see them.
     let prober = {
-        let (project, secrets, stop, probes, lost) =
-            (project.clone(), secrets.clone(), stop.clone(), probes.clone(), lost.clone());
+        let (project, secrets, stop, probes, lost, label_changes) = (
+            project.clone(),
+            secrets.clone(),
+            stop.clone(),
+            probes.clone(),
+            lost.clone(),
+            label_changes.clone(),
+        );
         tokio::spawn(async move {
+            let mut seen = BTreeMap::new();
             while !stop.load(Ordering::SeqCst) {
                 for secret in secrets.iter() {
                     probes.fetch_add(1, Ordering::SeqCst);
+                    let agent = if secret.store == "vault-a" { "a1" } else { "b1" };
+                    if let Ok(labels) =
+                        project.store(agent, secret.store).read_labels(&secret.entry)
+                        && seen.insert(secret.key, labels.clone()).is_some_and(|old| old != labels)
+                    {
+                        label_changes.fetch_add(1, Ordering::SeqCst);
+                    }
                     if let Err(why) = some_value_works(&project, secret).await {
                         eprintln!("VIOLATION (probe): {why}");
                         lost.lock().expect("lost").push(why);
@@ -387,19 +259,49 @@ async fn main() {
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
             let keys = [
-                "PG_IMMEDIATE",
-                "PG_TWO_KEY",
-                "MY_IMMEDIATE",
-                "MY_TWO_KEY",
-                "REDIS_OVERLAP",
-                "SESSION_KEY",
+                ("prod", "PG_IMMEDIATE"),
+                ("prod", "PG_TWO_KEY"),
+                ("prod", "MY_IMMEDIATE"),
+                ("prod", "MY_TWO_KEY"),
+                ("prod", "REDIS_OVERLAP"),
+                ("prod", "SESSION_KEY"),
+                (GATED_ENV, "PG_GATED"),
             ];
             while !stop.load(Ordering::SeqCst) {
-                let key = keys[rng.random_range(0..keys.len())];
-                if request_rotation(&cluster, key).await {
+                let (env, key) = keys[rng.random_range(0..keys.len())];
+                if request_rotation(&cluster, env, key).await {
                     requested.fetch_add(1, Ordering::SeqCst);
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_500))).await;
+            }
+        })
+    };
+    // The approver decides what waits, after a pause.
+    let approvals = {
+        let (cluster, stop, seed) = (cluster.clone(), stop.clone(), options.seed);
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed ^ 0xa99);
+            let mut decisions = Decisions::default();
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..4_000))).await;
+                approver::round(&cluster, &approver_key, &mut rng, &mut decisions).await;
+            }
+            decisions
+        })
+    };
+    // The history: every run any running node knows, every 2 s (the state keeps the last 20
+    // runs per secret; an hour's run has many more).
+    let recorder = {
+        let (cluster, stop, history) = (cluster.clone(), stop.clone(), history.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let guard = cluster.lock().await;
+                for id in guard.running() {
+                    let runs: Vec<Run> =
+                        guard.control(id).read_local(|s| s.runs.values().cloned().collect()).await;
+                    record(&mut history.lock().expect("history"), runs.into_iter());
+                }
             }
         })
     };
@@ -412,6 +314,8 @@ async fn main() {
     }
     stop.store(true, Ordering::SeqCst);
     let _ = operator.await;
+    let decisions = approvals.await.unwrap_or_default();
+    let _ = recorder.await;
 
     // The faults stop: every node and agent runs, links are whole; every run must end.
     let mut verdict = Verdict::default();
@@ -436,7 +340,7 @@ async fn main() {
         let guard = cluster.lock().await;
         let leader = guard.leader().await;
         let state = guard.control(leader).read_local(State::clone).await;
-        if state.active_runs.is_empty() || settle.elapsed() > Duration::from_secs(120) {
+        if state.active_runs.is_empty() || settle.elapsed() > Duration::from_secs(240) {
             break state;
         }
         drop(guard);
@@ -446,7 +350,9 @@ async fn main() {
     for why in lost.lock().expect("lost").drain(..) {
         verdict.fail(format!("lost credential: {why}"));
     }
-    for run in state.runs.values().filter(|r| r.finished_at_ms.is_none()) {
+    let mut history = std::mem::take(&mut *history.lock().expect("history"));
+    record(&mut history, state.runs.values().cloned());
+    for run in history.values().filter(|r| r.finished_at_ms.is_none()) {
         verdict.fail(format!(
             "run {} of {} still {} after the faults stopped",
             run.id,
@@ -454,13 +360,37 @@ async fn main() {
             run.phase.name()
         ));
     }
-    let receipts = judge_receipts(&state, &mut verdict);
+    let receipts = judge_receipts(&history, &state, &mut verdict);
+    let (gated_performed, gated_denied, gated_expired) =
+        judge_approvals(&history, GATED_ENV, 1, &mut verdict);
+    // Every node's whole stored audit history, from the genesis, and it ends where the node's
+    // state does.
+    let mut audit_events = 0;
     {
         let guard = cluster.lock().await;
         for id in guard.ids() {
-            let events = guard.control(id).read_local(|s| s.audit.events()).await;
-            if let Err(seq) = AuditLog::verify(&events) {
-                verdict.fail(format!("node {id}: the audit chain breaks at event {seq}"));
+            let control = guard.control(id);
+            let head = control.read_local(|s| s.audit.head().seq).await;
+            match control.state().audit(0, usize::MAX) {
+                Ok(stored) => {
+                    if let Err(seq) = stored.verify() {
+                        verdict.fail(format!("node {id}: the audit chain breaks at event {seq}"));
+                    }
+                    if stored.start.seq != 0 {
+                        verdict.fail(format!(
+                            "node {id}: its audit history starts at {}",
+                            stored.start.seq
+                        ));
+                    }
+                    let last = stored.events.last().map_or(0, |e| e.seq);
+                    if last != head {
+                        verdict.fail(format!(
+                            "node {id}: stored audit ends at {last}, state at {head}"
+                        ));
+                    }
+                    audit_events = audit_events.max(stored.events.len());
+                }
+                Err(e) => verdict.fail(format!("node {id}: its audit history does not read: {e}")),
             }
         }
     }
@@ -483,7 +413,7 @@ async fn main() {
     println!("checker self-test (a password changed behind dsops's back is caught): {caught}");
 
     let mut phases: BTreeMap<&str, u64> = BTreeMap::new();
-    for run in state.runs.values() {
+    for run in history.values() {
         *phases.entry(run.phase.name()).or_default() += 1;
     }
     println!("faults injected:");
@@ -491,9 +421,13 @@ async fn main() {
         println!("  {kind}: {count}");
     }
     println!("rotations requested by the operator: {}", requested.load(Ordering::SeqCst));
-    println!("runs by final phase: {phases:?}");
+    println!("runs by final phase: {phases:?} ({} runs)", history.len());
+    println!(
+        "approvals: {} approved, {} denied, {} not taken; gated runs performed {gated_performed}, denied {gated_denied}, expired {gated_expired}",
+        decisions.approved, decisions.denied, decisions.not_taken
+    );
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-    for run in state.runs.values().filter(|r| r.phase.name() != "Completed") {
+    for run in history.values().filter(|r| !matches!(r.phase.name(), "Completed" | "Denied")) {
         let reason: String = run.last_error.chars().take(160).collect();
         *reasons.entry(format!("{}: {reason}", run.phase.name())).or_default() += 1;
     }
@@ -501,6 +435,8 @@ async fn main() {
         println!("  {count} × {reason}");
     }
     println!("receipts checked: {receipts}");
+    println!("audit events verified per node: {audit_events}");
+    println!("store label changes seen: {}", label_changes.load(Ordering::SeqCst));
     println!("probes: {}", probes.load(Ordering::SeqCst));
     println!("violations: {}", verdict.violations.len());
 
