@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The chaos run (tests/src/bin/chaos.rs): a 3-node control plane and 3 agents in 2 segments
-# rotating real PostgreSQL, MariaDB and Redis credentials while nodes are killed and restarted,
-# cut off, their links delayed, and agents killed; a checker judges the history. Starts the
-# database servers itself (scripts/services.sh) and stops them after.
+# The chaos run (tests/src/bin/chaos/): a 3-node control plane and 3 agents in 2 segments
+# rotating real PostgreSQL, MariaDB and Redis credentials, an approver deciding the gated runs,
+# while nodes are killed and restarted, cut off, their links delayed, a node's clock stepped and
+# agent processes SIGKILLed; a checker judges the history (docs/testing.md). Starts the database
+# servers itself (scripts/services.sh) and stops them after.
 #
 #   scripts/chaos.sh --seconds 180          # CI's run
 #   scripts/chaos.sh --seconds 3600         # the documented hour
@@ -17,5 +18,5 @@ cd "$(dirname "$0")/.."
 ensure_build_tools
 trap stop_services EXIT
 start_services
-cargo build --locked -p dsops-tests --bin dsops-chaos >&2
+cargo build --locked -p dsops-tests --bin dsops-chaos -p dsops-agent --bin dsops-agent >&2
 target/debug/dsops-chaos "$@"

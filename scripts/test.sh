@@ -6,7 +6,7 @@
 # whole workspace, and stops and removes the instances again, whatever the outcome. First it
 # validates the deployment artefacts in deploy/ (scripts/check-deploy.sh).
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p dsops-control-plane). Without
-# arguments it then runs the chaos run (tests/src/bin/chaos.rs) for DSOPS_CHAOS_SECONDS (180).
+# arguments it then runs the chaos run (tests/src/bin/chaos/) for DSOPS_CHAOS_SECONDS (180).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
@@ -22,6 +22,6 @@ cargo test --workspace --locked "$@"
 # The whole suite (no arguments): also the chaos run against the same servers, 3 minutes unless
 # DSOPS_CHAOS_SECONDS says otherwise (0 skips it).
 if [ $# -eq 0 ] && [ "${DSOPS_CHAOS_SECONDS:-180}" -gt 0 ]; then
-    cargo build --locked -p dsops-tests --bin dsops-chaos >&2
+    cargo build --locked -p dsops-tests --bin dsops-chaos -p dsops-agent --bin dsops-agent >&2
     target/debug/dsops-chaos --seconds "${DSOPS_CHAOS_SECONDS:-180}"
 fi

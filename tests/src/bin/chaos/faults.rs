@@ -4,15 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dsops_agent::host::RunningAgent;
 use dsops_control_plane::raft::LinkAction;
 use dsops_tests::TestCluster;
-use dsops_tests::agents::AgentProject;
 use rand::Rng;
 use rand::rngs::StdRng;
 use tokio::sync::Mutex;
 
 use crate::AGENTS;
+use crate::agents::Agents;
 
 /// Faults injected, by kind.
 #[derive(Default)]
@@ -33,8 +32,7 @@ pub async fn addresses(cluster: &Mutex<TestCluster>) -> Vec<String> {
 /// One fault, then the repair after a pause; the kinds are counted in `tally`.
 pub async fn inject(
     cluster: &Mutex<TestCluster>,
-    agents: &Mutex<BTreeMap<&'static str, Option<RunningAgent>>>,
-    project: &AgentProject,
+    agents: &Mutex<Agents>,
     rng: &mut StdRng,
     tally: &Tally,
 ) {
@@ -111,15 +109,13 @@ pub async fn inject(
         }
         _ => {
             let (name, _) = AGENTS[rng.random_range(0..AGENTS.len())];
-            let Some(agent) = agents.lock().await.get_mut(name).and_then(Option::take) else {
+            if !agents.lock().await.kill(name) {
                 return;
-            };
-            agent.kill();
-            tally.add("agent killed and restarted");
+            }
+            tally.add("agent SIGKILLed and restarted");
             tokio::time::sleep(pause).await;
             let servers = addresses(cluster).await;
-            let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
-            agents.lock().await.insert(name, Some(project.start(name, &servers)));
+            agents.lock().await.spawn(name, &servers);
         }
     }
 }

@@ -7,17 +7,24 @@
 //! ```
 //!
 //! While the run lasts: rotations started by the cluster's scheduler (every minute) and by an
-//! operator at random; faults at random — a node killed and restarted from its data directory, a
-//! node cut off from its peers, delayed links, an agent killed and restarted. Every ~300 ms every
-//! database secret is probed: its store's current value (or, mid-run, its pending one) must log
-//! in to the real server. When the faults stop the checker requires: no probe found a lost
-//! credential; no run left in flight; no (run, step, attempt) answered twice with different
-//! effects; every receipt's signature verifies with its agent's registered key; every node's
-//! audit chain verifies; the current value of every secret logs in.
+//! operator at random, some in an environment whose runs wait for a signed approval that an
+//! approver gives (or, now and then, refuses) after a pause; faults at random, one at a time — a
+//! node killed and restarted from its data directory, a node cut off from its peers, delayed
+//! links, a node's clock stepped 10 s to 2 min either way (mostly the leader's) and stepped back,
+//! an agent SIGKILLed and restarted. Every ~300 ms every database secret is probed: its store's
+//! current value (or, mid-run, its pending one) must log in to the real server. Every 2 s the
+//! runs every running node knows are recorded (the state keeps only the last 20 per secret).
+//! When the faults stop the checker requires: no probe found a lost credential; no run left in
+//! flight; no (run, step, attempt) answered twice with different effects; every receipt's
+//! signature verifies with its agent's registered key; every gated run that acted carries a
+//! valid signed approval by someone other than its requester, and no denied run acted; no agent
+//! exited by itself; every node's whole stored audit history verifies from the genesis; the
+//! current value of every secret logs in.
 //!
-//! The nodes and agents run in this process (the test harness's kill drops a node's tasks and
-//! its server without a clean shutdown; its data directory stays), and the faults' schedule, not
-//! the thread interleaving, is what a seed replays.
+//! The agents are real `dsops-agent` processes, killed with SIGKILL. The nodes run in this
+//! process, so links can be cut and delayed and a node's clock stepped: the test harness's kill
+//! drops a node's tasks and its server without a clean shutdown, its data directory stays. The
+//! faults' schedule, not the thread interleaving, is what a seed replays.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dsops_agent::adapter::Login;
-use dsops_agent::host::RunningAgent;
 use dsops_agent::store::Label;
 use dsops_state::{Run, State};
 use dsops_tests::TestCluster;
@@ -37,10 +43,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
+mod agents;
 mod approver;
 mod check;
 mod faults;
 
+use agents::Agents;
 use approver::{Decisions, GATED_ENV};
 use check::{Verdict, judge_approvals, judge_receipts, record};
 use faults::{Tally, addresses, inject};
@@ -205,12 +213,10 @@ async fn main() {
     node_options.scheduler = true;
     let cluster = TestCluster::start_with(3, node_options).await;
     project.apply(&cluster).await;
-    let started_agents = project.start_agents(&cluster, &AGENTS).await;
+    let agents = Agents::start(&project, &cluster).await;
     let approver_key = approver::enrol(&cluster).await;
     let cluster = Arc::new(Mutex::new(cluster));
-    let agents: Arc<Mutex<BTreeMap<&'static str, Option<RunningAgent>>>> = Arc::new(Mutex::new(
-        AGENTS.iter().map(|(name, _)| *name).zip(started_agents.into_iter().map(Some)).collect(),
-    ));
+    let agents = Arc::new(Mutex::new(agents));
     let project = Arc::new(project);
     let secrets = Arc::new(secrets);
     let tally = Arc::new(Tally::default());
@@ -308,9 +314,12 @@ async fn main() {
     // Faults until the time is up.
     let deadline = Instant::now() + Duration::from_secs(options.seconds);
     let mut rng = StdRng::seed_from_u64(options.seed);
+    // Agents whose process ended without being killed (a crash).
+    let mut crashed = Vec::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..3_000))).await;
-        inject(&cluster, &agents, &project, &mut rng, &tally).await;
+        inject(&cluster, &agents, &mut rng, &tally).await;
+        crashed.extend(agents.lock().await.exited());
     }
     stop.store(true, Ordering::SeqCst);
     let _ = operator.await;
@@ -329,10 +338,13 @@ async fn main() {
         }
     }
     let servers = addresses(&cluster).await;
-    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
-    for (name, agent) in agents.lock().await.iter_mut() {
-        if agent.is_none() {
-            *agent = Some(project.start(name, &servers));
+    {
+        let mut agents = agents.lock().await;
+        crashed.extend(agents.exited());
+        for (name, _) in AGENTS {
+            if !agents.running(name) {
+                agents.spawn(name, &servers);
+            }
         }
     }
     let settle = Instant::now();
@@ -347,6 +359,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let _ = prober.await;
+    crashed.extend(agents.lock().await.exited());
+    for (name, status) in crashed {
+        verdict.fail(format!("agent {name} exited by itself ({status}); see its log"));
+    }
     for why in lost.lock().expect("lost").drain(..) {
         verdict.fail(format!("lost credential: {why}"));
     }
@@ -440,11 +456,7 @@ async fn main() {
     println!("probes: {}", probes.load(Ordering::SeqCst));
     println!("violations: {}", verdict.violations.len());
 
-    for (_, agent) in agents.lock().await.iter_mut() {
-        if let Some(agent) = agent.take() {
-            agent.stop().await;
-        }
-    }
+    drop(agents); // kills the agent processes
     if let Ok(cluster) = Arc::try_unwrap(cluster) {
         cluster.into_inner().shutdown().await;
     }
