@@ -5,7 +5,8 @@
 #   dsops-state   the state machine is pure: no async runtime, no gRPC, no storage, no raft
 #   dsops-config  configuration reads files only: no server, no gRPC runtime, no storage
 #   dsops-identity client identity: no server code, no raft, no storage
-#   dsops-evidence bundles verify anywhere, offline: no control plane, no raft, no storage
+#   dsops-evidence bundles verify anywhere, offline: no control plane, no raft, no storage, no
+#                  network stack (tonic, hyper, tokio: the fuzz targets build it)
 #   dsops-reports  reports are pure: no runtime, no gRPC, no storage, no raft
 #   dsops-telemetry every binary links it: no control plane, no raft, no storage
 #   dsops-store    the file store stands alone (the fuzz targets build it): no runtime, no network
@@ -40,7 +41,7 @@ check dsops-state tokio tonic hyper redb openraft dsops-control-plane
 check dsops-config tokio tonic redb openraft dsops-control-plane dsops-state
 check dsops-identity dsops-control-plane dsops-state openraft redb
 check dsops-store tokio tonic hyper reqwest redb openraft dsops-control-plane dsops-state
-check dsops-evidence redb openraft dsops-control-plane
+check dsops-evidence redb openraft dsops-control-plane tonic hyper tokio
 check dsops-telemetry dsops-control-plane dsops-state openraft redb
 check dsops-reports tokio tonic redb openraft dsops-control-plane
 exit $status

@@ -23,6 +23,7 @@
 //! | [`files`]       | atomic writes of key material (keys mode 0600)                   |
 
 pub mod certificate;
+#[cfg(feature = "channel")]
 pub mod channel;
 pub mod credentials;
 pub mod files;
@@ -33,6 +34,7 @@ pub use certificate::{
     CertifiedKey, PkiError, certificate_pem, distinguished_name, new_csr, pem_to_der, sign_message,
     verify_message,
 };
+#[cfg(feature = "channel")]
 pub use channel::{ChannelError, channel};
 pub use credentials::Credentials;
 pub use files::{create_private_dir, write_private, write_public};

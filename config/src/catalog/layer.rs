@@ -70,13 +70,19 @@ impl Layer {
         layer
     }
 
-    /// The catalog compiled into dsops (the repository's `dsops-data/`).
+    /// The catalog compiled into dsops (the repository's `dsops-data/`), gathered once per
+    /// process.
     pub fn bundled() -> Layer {
-        let mut files = Vec::new();
-        collect_bundled(&BUNDLED, &mut files);
-        let mut layer = Layer::from_files("bundled", files, &mut Diagnostics::new());
-        layer.bundled = true;
-        layer
+        static LAYER: std::sync::OnceLock<Layer> = std::sync::OnceLock::new();
+        LAYER
+            .get_or_init(|| {
+                let mut files = Vec::new();
+                collect_bundled(&BUNDLED, &mut files);
+                let mut layer = Layer::from_files("bundled", files, &mut Diagnostics::new());
+                layer.bundled = true;
+                layer
+            })
+            .clone()
     }
 
     /// Reads a catalog directory recursively. A missing or unreadable directory or file is an
