@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod databases;
 pub mod moto;
 pub mod pebble;
+pub mod probe;
 pub mod processes;
 pub mod promotion;
 pub mod proxy;

@@ -19,6 +19,7 @@ use dsops_agent::store::{Fields, Label};
 use dsops_cli::embedded::{Embedded, EmbeddedOptions};
 use dsops_proto::domain::{Job, Step};
 use dsops_proto::wire::admin::admin_server::Admin as _;
+use dsops_tests::probe::current_or_pending_works;
 use dsops_tests::rotation::{Project, rotate_request, wait_run};
 use dsops_tests::{RunView, StepView, wait_for};
 
@@ -27,24 +28,13 @@ const STEPS: [Step; 5] = [Step::Stage, Step::Apply, Step::Verify, Step::Promote,
 /// Whether a version's fields work against the peer.
 type Works = Arc<dyn Fn(Fields) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
-/// The current value works, else the pending one, from one snapshot of the store (looked at
-/// again when the store changed meanwhile).
+/// The current value works, else the pending one ([`current_or_pending_works`]).
 async fn some_value_works(project: &Project, entry: &str, works: &Works) -> Result<(), String> {
     let store = project.store();
-    for _ in 0..5 {
-        let snapshot = store.read_labels(entry).map_err(|e| e.to_string())?;
-        for label in [Label::Current, Label::Pending] {
-            if let Some((_, fields)) = snapshot.get(&label)
-                && works(fields.clone()).await
-            {
-                return Ok(());
-            }
-        }
-        if store.read_labels(entry).map_err(|e| e.to_string())? == snapshot {
-            return Err(format!("neither current nor pending works ({} labelled)", snapshot.len()));
-        }
-    }
-    Err("the store kept changing".to_owned())
+    current_or_pending_works(store.as_ref(), entry, |_, fields| async move {
+        if works(fields).await { Ok(()) } else { Err("refused".to_owned()) }
+    })
+    .await
 }
 
 async fn reopen(project: &Project, options: EmbeddedOptions) -> Embedded {

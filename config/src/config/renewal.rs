@@ -137,3 +137,15 @@ envs:
         assert!(unknown.join("\n").contains("sans"), "{unknown:?}");
     }
 }
+
+/// When a certificate that was issued renews, ms since the epoch: the time its issuer suggested
+/// (ACME renewal information) when it did, else `renew_after_ms` after it was issued. `None`
+/// when it was never issued and nothing was suggested. The scheduler and `dsops rotation status`
+/// both ask this.
+pub fn renewal_at_ms(
+    renew_after_ms: u64,
+    issued_ms: Option<u64>,
+    suggested_ms: Option<u64>,
+) -> Option<u64> {
+    suggested_ms.or_else(|| issued_ms.map(|issued| issued.saturating_add(renew_after_ms)))
+}

@@ -118,12 +118,11 @@ impl Timing {
     /// When a certificate that rotated renews, ms since the epoch; `None` for other secrets and
     /// for a certificate never issued.
     pub fn renewal_ms(&self, seen: &Seen) -> Option<u64> {
-        self.renew_after_ms?;
-        seen.renew_at_ms.or_else(|| {
-            self.renew_after_ms
-                .zip(seen.last_rotated_ms)
-                .map(|(after, rotated)| rotated.saturating_add(after))
-        })
+        dsops_config::config::renewal::renewal_at_ms(
+            self.renew_after_ms?,
+            seen.last_rotated_ms,
+            seen.renew_at_ms,
+        )
     }
 
     /// The timing of a variable that rotates on a schedule, or a certificate (which renews a

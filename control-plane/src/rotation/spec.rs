@@ -184,9 +184,13 @@ pub fn next_due(
     let last_rotated_ms = record.and_then(|r| r.last_rotated_at_ms);
     let at = |ms: u64| DateTime::<Utc>::from_timestamp_millis(ms.min(i64::MAX as u64) as i64);
     if let Some(after) = dsops_config::config::renewal::renew_after(item) {
-        let Some(last) = last_rotated_ms else { return Some(now) };
+        if last_rotated_ms.is_none() {
+            return Some(now);
+        }
+        let after_ms = after.as_secs().saturating_mul(1000);
         let suggested = record.and_then(|r| r.renew_at_ms);
-        return at(suggested.unwrap_or_else(|| last.saturating_add(after.as_secs() * 1000)));
+        return dsops_config::config::renewal::renewal_at_ms(after_ms, last_rotated_ms, suggested)
+            .and_then(at);
     }
     let (schedule, _) = item.schedule.as_ref()?;
     match last_rotated_ms.and_then(at) {

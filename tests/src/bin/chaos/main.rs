@@ -32,12 +32,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dsops_agent::adapter::Login;
-use dsops_agent::store::Label;
 use dsops_state::{Run, State};
 use dsops_tests::TestCluster;
 use dsops_tests::agents::AgentProject;
 use dsops_tests::cluster::fast_options;
 use dsops_tests::databases::{Flavor, TestUser};
+use dsops_tests::probe::current_or_pending_works;
 use dsops_tests::rotation::{database_service_at, rotate_request};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -154,35 +154,23 @@ async fn setup() -> (AgentProject, Vec<Secret>, tempfile::TempDir) {
     (project, secrets, shared)
 }
 
-/// The store's current value logs in, else its pending one (from one snapshot of the entry);
-/// a failure counts only if the entry did not change meanwhile.
+/// The store's current value logs in, else its pending one.
 async fn some_value_works(project: &AgentProject, secret: &Secret) -> Result<(), String> {
     let agent = if secret.store == "vault-a" { "a1" } else { "b1" };
     let store = project.store(agent, secret.store);
-    let mut last = String::new();
-    for _ in 0..5 {
-        let snapshot = store.read_labels(&secret.entry).map_err(|e| e.to_string())?;
-        let mut tried = Vec::new();
-        for label in [Label::Current, Label::Pending] {
-            let Some((_, fields)) = snapshot.get(&label) else { continue };
-            let Some(password) = fields.get("password") else { continue };
-            let user = match fields.get("username") {
-                Some(user) if secret.users.len() == 2 => user.expose().to_owned(),
-                _ => secret.users[0].name.clone(),
-            };
-            if secret.flavor.login(&user, password).await.unwrap_or(Login::Refused)
-                == Login::Accepted
-            {
-                return Ok(());
-            }
-            tried.push(format!("{label} as {user}"));
+    let result = current_or_pending_works(store.as_ref(), &secret.entry, |_, fields| async move {
+        let password = fields.get("password").ok_or("no password")?;
+        let user = match fields.get("username") {
+            Some(user) if secret.users.len() == 2 => user.expose().to_owned(),
+            _ => secret.users[0].name.clone(),
+        };
+        match secret.flavor.login(&user, password).await {
+            Ok(Login::Accepted) => Ok(()),
+            _ => Err(format!("refused as {user}")),
         }
-        last = format!("{}: no stored value logs in (tried {tried:?})", secret.key);
-        if store.read_labels(&secret.entry).map_err(|e| e.to_string())? == snapshot {
-            return Err(last);
-        }
-    }
-    Err(last)
+    })
+    .await;
+    result.map_err(|why| format!("{}: {why}", secret.key))
 }
 
 /// Starts a forced rotation of `key` at whichever node leads; `false` if none took it.
