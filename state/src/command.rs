@@ -399,6 +399,12 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether applying it may end an agent's session: it revokes an agent or a certificate.
+    /// Nodes tell their sessions to look at the state after applying one.
+    pub fn may_end_agent_sessions(&self) -> bool {
+        matches!(self, Command::RevokeAgent { .. } | Command::RevokeIdentity { .. })
+    }
+
     /// Roughly how many bytes the command takes in the log (for batching).
     pub fn approx_size(&self) -> usize {
         match self {

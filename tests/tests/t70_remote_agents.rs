@@ -201,6 +201,60 @@ async fn a_revoked_agent_is_cut_off_and_refused_on_every_node() {
     cluster.shutdown().await;
 }
 
+/// A revocation that reaches the session only through the log (no admin call on the node that
+/// holds the session, which closes it directly): the state machine's notice ends it. Sessions
+/// do not poll the state, so without the notice it would stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_in_the_log_ends_the_session() {
+    let project = AgentProject::new("version: 1\nsecretStores:\n  local: { type: file }\n");
+    let cluster = TestCluster::start(1).await;
+    project.apply(&cluster).await;
+    let token = agent_token(&cluster, "default", 600).await;
+    let enrolled = enroll(&project.data_dir("a"), cluster.address(1), &token).await.unwrap();
+    let agent = project.start("a", &[cluster.address(1)]);
+    wait_connected(&agent).await;
+    // An unrelated write changes nothing for the session.
+    cluster
+        .write(
+            "t70-unrelated",
+            Command::AppendAudit { action: "test".into(), subject: "x".into(), detail: String::new() },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        &*agent.state.borrow(),
+        dsops_agent::session::SessionState::Connected { .. }
+    ));
+
+    cluster
+        .write(
+            "t70-revoke-identity",
+            Command::RevokeIdentity {
+                role: "agent".into(),
+                name: enrolled.agent_id.clone(),
+                reason: "key leaked".into(),
+            },
+        )
+        .await;
+    let mut state = agent.state.clone();
+    wait_for("the session to end on the revocation", Duration::from_secs(3), || {
+        let current = state.borrow_and_update().clone();
+        async move {
+            match current {
+                dsops_agent::session::SessionState::Disconnected { reason, .. }
+                    if reason.contains("revoked") =>
+                {
+                    Some(())
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    agent.stop().await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_waits_for_an_agent_of_its_segment_and_says_so() {
     let project = AgentProject::new(

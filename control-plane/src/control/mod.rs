@@ -100,6 +100,8 @@ struct Inner {
     operators_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Leader changes this process has seen (for `/metrics`).
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// The leader this node knows, changed only when it changes (sessions follow it).
+    leader_watch: tokio::sync::watch::Sender<Option<NodeId>>,
     /// How far this node's clock is stepped from the system clock, ms ([`ControlPlane::step_clock`]).
     clock_step_ms: std::sync::atomic::AtomicI64,
 }
@@ -129,7 +131,12 @@ impl ControlPlane {
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(propose(raft.clone(), queue));
         let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(count_leader_changes(raft.clone(), leader_changes.clone()));
+        let leader_watch = tokio::sync::watch::Sender::new(None);
+        tokio::spawn(count_leader_changes(
+            raft.clone(),
+            leader_changes.clone(),
+            leader_watch.clone(),
+        ));
         ControlPlane {
             inner: Arc::new(Inner {
                 node_id,
@@ -143,6 +150,7 @@ impl ControlPlane {
                 refusals: RefusalTally::default(),
                 operators_seen: Default::default(),
                 leader_changes,
+                leader_watch,
                 clock_step_ms: std::sync::atomic::AtomicI64::new(0),
             }),
         }
@@ -244,6 +252,18 @@ impl ControlPlane {
     /// Whether this node leads now (read without copying the metrics: sessions ask often).
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().current_leader == Some(self.inner.node_id)
+    }
+
+    /// Changes when the leader this node knows changes (unlike [`Self::metrics`], which changes
+    /// on every replication step): what a long-lived session waits on to follow the leader.
+    pub fn leader_changes_watch(&self) -> tokio::sync::watch::Receiver<Option<NodeId>> {
+        self.inner.leader_watch.subscribe()
+    }
+
+    /// A notice that changes after something that may end an agent's session was applied
+    /// ([`StateMachineStore::revocations`]).
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.state.revocations()
     }
 
     /// The leader's id and address, if known.
@@ -434,13 +454,20 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Pend
 }
 
 /// Counts changes of the known leader until the node shuts down.
-async fn count_leader_changes(raft: Raft<TypeConfig>, count: Arc<std::sync::atomic::AtomicU64>) {
+async fn count_leader_changes(
+    raft: Raft<TypeConfig>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+    watch: tokio::sync::watch::Sender<Option<NodeId>>,
+) {
     let mut metrics = raft.metrics();
     let mut leader = None;
     loop {
         let now = metrics.borrow_and_update().current_leader;
         if now.is_some() && now != leader {
             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if now != leader {
+            watch.send_replace(now);
         }
         leader = now;
         if metrics.changed().await.is_err() {

@@ -10,8 +10,11 @@
 //! ```
 //!
 //! Sessions live on the leader, where the dispatcher runs: a follower answers `Redirect` with the
-//! leader's address. A session ends when the agent's record is revoked (checked every
-//! [`WATCH`]), when its heartbeats stop for [`SILENCE`], or when this node stops leading.
+//! leader's address. A session ends when the agent or its certificate is revoked (the state
+//! machine notices sessions after applying a revocation: no session polls the state), when its
+//! certificate expires, when its heartbeats stop for [`SILENCE`], or when this node stops
+//! leading (a notice when the leader changes). An idle session costs nothing between its
+//! heartbeats.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -31,8 +34,6 @@ use crate::rotation::ReceiptError;
 use dsops_identity::JoinToken;
 use dsops_state::{AgentRecord, Command};
 
-/// How often a session checks that its agent is still trusted and this node still leads.
-pub const WATCH: Duration = Duration::from_millis(500);
 /// How often agents send heartbeats.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A session without a message for this long is closed.
@@ -306,6 +307,11 @@ struct Session {
     shutdown: watch::Receiver<bool>,
 }
 
+/// How long from now until `at_ms` (ms since the epoch) on the wall clock; zero if past.
+fn until_ms(at_ms: u64) -> Duration {
+    Duration::from_millis(at_ms.saturating_sub(dsops_proto::now_ms()))
+}
+
 /// Why a session ended.
 enum End {
     /// The agent hung up or the stream broke.
@@ -337,53 +343,87 @@ impl Session {
             heartbeat_interval_ms: HEARTBEAT.as_millis() as u32,
         };
         let _ = self.out.send(message(wire::control_message::Kind::Welcome(welcome))).await;
-        let mut watch = tokio::time::interval(WATCH);
+        // What may end the session arrives as notices: revocations applied, the leader changing,
+        // the certificate's expiry, silence. Subscribed before the first look, so nothing
+        // applied since the handshake's look is missed.
+        let mut revocations = self.control.revocations();
+        let mut leader = self.control.leader_changes_watch();
+        let expiry = tokio::time::sleep(until_ms(self.identity.not_after_ms));
+        let silence = tokio::time::sleep(SILENCE);
+        tokio::pin!(expiry, silence);
         let mut bucket = TokenBucket::new(MESSAGES_PER_SECOND, tokio::time::Instant::now());
-        let mut last_heard = tokio::time::Instant::now();
-        let end = loop {
-            tokio::select! {
-                job = queue.recv() => match job {
-                    Some(job) => {
-                        let job = wire::Job::from(&job);
-                        if self.out.send(message(wire::control_message::Kind::Job(job))).await.is_err() {
+        let first_look = self.revoked().await;
+        let end = if let Some(end) = first_look {
+            end
+        } else {
+            loop {
+                tokio::select! {
+                    job = queue.recv() => match job {
+                        Some(job) => {
+                            let job = wire::Job::from(&job);
+                            if self.out.send(message(wire::control_message::Kind::Job(job))).await.is_err() {
+                                break End::Closed;
+                            }
+                        }
+                        None => break End::Closed,
+                    },
+                    Some(task) = delivery_queue.recv() => {
+                        if self.out.send(message(task)).await.is_err() {
                             break End::Closed;
                         }
                     }
-                    None => break End::Closed,
-                },
-                Some(task) = delivery_queue.recv() => {
-                    if self.out.send(message(task)).await.is_err() {
-                        break End::Closed;
-                    }
-                }
-                received = inbound.message() => match received {
-                    Ok(Some(msg)) => {
-                        last_heard = tokio::time::Instant::now();
-                        // Past the session's rate, the next message waits: the agent's stream
-                        // is slowed (flow control), nothing it sent is dropped.
-                        if let Some(wait) = bucket.take(tokio::time::Instant::now()) {
-                            tokio::time::sleep(wait).await;
+                    received = inbound.message() => match received {
+                        Ok(Some(msg)) => {
+                            silence.as_mut().reset(tokio::time::Instant::now() + SILENCE);
+                            // Past the session's rate, the next message waits: the agent's stream
+                            // is slowed (flow control), nothing it sent is dropped.
+                            if let Some(wait) = bucket.take(tokio::time::Instant::now()) {
+                                tokio::time::sleep(wait).await;
+                            }
+                            if let Err(end) = self.handle(msg, session).await {
+                                break end;
+                            }
                         }
-                        if let Err(end) = self.handle(msg, session).await {
+                        Ok(None) => break End::Closed,
+                        Err(status) if status.code() == tonic::Code::OutOfRange => {
+                            // Over the size limit: say so, so the agent drops what it sent.
+                            let why = format!("a message exceeded the {MAX_AGENT_MESSAGE}-byte limit");
+                            self.control.refusals().count("agent.message_refused", &format!("agent {agent_id}"), &why, None, None);
+                            break End::Fail(ErrorCode::InvalidArgument.to_status(why));
+                        }
+                        Err(_) => break End::Closed,
+                    },
+                    _ = self.shutdown.changed() => break End::Fail(ErrorCode::Unavailable.to_status("the node is stopping")),
+                    () = close.notified() => {
+                        break End::Fail(ErrorCode::PermissionDenied.to_status(format!("the session of agent {agent_id} was closed (revoked or replaced)")));
+                    }
+                    changed = revocations.changed() => {
+                        if changed.is_err() {
+                            break End::Fail(ErrorCode::Unavailable.to_status("the node is stopping"));
+                        }
+                        if let Some(end) = self.revoked().await {
                             break end;
                         }
                     }
-                    Ok(None) => break End::Closed,
-                    Err(status) if status.code() == tonic::Code::OutOfRange => {
-                        // Over the size limit: say so, so the agent drops what it sent.
-                        let why = format!("a message exceeded the {MAX_AGENT_MESSAGE}-byte limit");
-                        self.control.refusals().count("agent.message_refused", &format!("agent {agent_id}"), &why, None, None);
-                        break End::Fail(ErrorCode::InvalidArgument.to_status(why));
+                    changed = leader.changed() => {
+                        if changed.is_err() {
+                            break End::Fail(ErrorCode::Unavailable.to_status("the node is stopping"));
+                        }
+                        if !self.control.is_leader() {
+                            break End::Redirect;
+                        }
                     }
-                    Err(_) => break End::Closed,
-                },
-                _ = self.shutdown.changed() => break End::Fail(ErrorCode::Unavailable.to_status("the node is stopping")),
-                () = close.notified() => {
-                    break End::Fail(ErrorCode::PermissionDenied.to_status(format!("the session of agent {agent_id} was closed (revoked or replaced)")));
-                }
-                _ = watch.tick() => {
-                    if let Some(end) = self.check(last_heard).await {
-                        break end;
+                    () = &mut expiry => {
+                        if dsops_proto::now_ms() >= self.identity.not_after_ms {
+                            break End::Fail(ErrorCode::Unavailable.to_status(format!(
+                                "the certificate of agent {agent_id} this session was opened with has expired; reconnect with the renewed one"
+                            )));
+                        }
+                        // The wall clock moved back: wait for the expiry again.
+                        expiry.as_mut().reset(tokio::time::Instant::now() + until_ms(self.identity.not_after_ms));
+                    }
+                    () = &mut silence => {
+                        break End::Fail(ErrorCode::Unavailable.to_status("no heartbeat; reconnect"));
                     }
                 }
             }
@@ -404,9 +444,9 @@ impl Session {
         tracing::info!(%agent_id, session, "agent session closed");
     }
 
-    /// Whether the session must end: revoked, its certificate expired, silent, or no longer on
-    /// the leader.
-    async fn check(&self, last_heard: tokio::time::Instant) -> Option<End> {
+    /// Whether the session must end because its agent or its certificate is revoked, or this
+    /// node no longer leads.
+    async fn revoked(&self) -> Option<End> {
         let agent_id = &self.agent.agent_id;
         let issued = self.identity.issued_ms;
         let revoked = self
@@ -416,18 +456,10 @@ impl Session {
                     || state.is_revoked("agent", agent_id, issued)
             })
             .await;
-        if dsops_proto::now_ms() >= self.identity.not_after_ms {
-            return Some(End::Fail(ErrorCode::Unavailable.to_status(format!(
-                "the certificate of agent {agent_id} this session was opened with has expired; reconnect with the renewed one"
-            ))));
-        }
         if revoked {
             return Some(End::Fail(
                 ErrorCode::PermissionDenied.to_status(format!("agent {agent_id} is revoked")),
             ));
-        }
-        if last_heard.elapsed() > SILENCE {
-            return Some(End::Fail(ErrorCode::Unavailable.to_status("no heartbeat; reconnect")));
         }
         if !self.control.is_leader() {
             return Some(End::Redirect);

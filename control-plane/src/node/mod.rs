@@ -22,7 +22,7 @@ mod refusals;
 mod server;
 
 pub use admin_service::AdminService;
-pub use agent_service::{AGENT_CERT_VALIDITY, AgentService, HEARTBEAT, SILENCE, WATCH};
+pub use agent_service::{AGENT_CERT_VALIDITY, AgentService, HEARTBEAT, SILENCE};
 pub use init::{Initialized, init, join};
 pub use join_service::JoinService;
 pub use layout::{DataDir, NodeFile};

@@ -46,6 +46,9 @@ pub struct StateMachineStore {
     db: Arc<Database>,
     snapshot_seq: Arc<AtomicU64>,
     retention: AuditRetention,
+    /// Bumped after applying what may end an agent's session (a revocation, a snapshot that
+    /// replaced the state): sessions look at the state then, not on a timer.
+    revocations: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn snapshot_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
@@ -53,6 +56,12 @@ fn snapshot_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId
 }
 
 impl StateMachineStore {
+    /// A notice of what may end agent sessions: it changes after a revocation (of an agent or
+    /// of a certificate) was applied, or a snapshot replaced the state.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
     /// Opens the snapshot database at `path` and loads the last snapshot, if any; the audit
     /// history is kept for `retention`.
     pub fn open(
@@ -65,6 +74,7 @@ impl StateMachineStore {
             db: Arc::new(db),
             snapshot_seq: Arc::default(),
             retention,
+            revocations: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         if let Some(stored) = store.read_stored()? {
             let mut state = decode_snapshot(&stored.data)?;
@@ -185,18 +195,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut applied = self.applied.write().await;
         let mut responses = Vec::new();
+        let mut revoked = false;
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let index = entry.log_id.index;
             let response = match entry.payload {
                 EntryPayload::Blank => Applied(Vec::new()),
-                EntryPayload::Normal(proposal) => Applied(
-                    proposal
-                        .0
-                        .iter()
-                        .map(|request| apply(&mut applied.state, request, ApplyContext { index }))
-                        .collect(),
-                ),
+                EntryPayload::Normal(proposal) => {
+                    revoked |= proposal.0.iter().any(|r| r.command.may_end_agent_sessions());
+                    Applied(
+                        proposal
+                            .0
+                            .iter()
+                            .map(|request| {
+                                apply(&mut applied.state, request, ApplyContext { index })
+                            })
+                            .collect(),
+                    )
+                }
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     Applied(Vec::new())
@@ -207,6 +223,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let events = applied.state.audit.take_unsaved();
         audit_store::save(&self.db, &events, None, self.retention, dsops_proto::now_ms())
             .map_err(|e| storage_error(StorageIOError::write_state_machine, BoxedError(e)))?;
+        drop(applied);
+        if revoked {
+            self.revocations.send_modify(|epoch| *epoch += 1);
+        }
         Ok(responses)
     }
 
@@ -242,6 +262,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
         };
+        self.revocations.send_modify(|epoch| *epoch += 1);
         Ok(())
     }
 
