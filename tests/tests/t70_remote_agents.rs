@@ -217,14 +217,15 @@ async fn a_certificate_revoked_in_the_log_ends_the_session() {
     cluster
         .write(
             "t70-unrelated",
-            Command::AppendAudit { action: "test".into(), subject: "x".into(), detail: String::new() },
+            Command::AppendAudit {
+                action: "test".into(),
+                subject: "x".into(),
+                detail: String::new(),
+            },
         )
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(matches!(
-        &*agent.state.borrow(),
-        dsops_agent::session::SessionState::Connected { .. }
-    ));
+    assert!(matches!(&*agent.state.borrow(), dsops_agent::session::SessionState::Connected { .. }));
 
     cluster
         .write(

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::token_bucket::TokenBucket;
 use crate::control::ControlPlane;
 use crate::control::agents::SessionInfo;
 use crate::pki::{CallerIdentity, ConnInfo, Role, caller_of};
@@ -45,29 +46,6 @@ pub const MAX_AGENT_MESSAGE: usize = 64 * 1024;
 /// Messages per second one session may send, sustained (and in one burst): far above what an
 /// agent's receipts and heartbeats need, and a bound on what a hostile one costs.
 pub const MESSAGES_PER_SECOND: u32 = 5_000;
-
-/// A token bucket: `rate` tokens a second, holding at most `rate`.
-#[derive(Debug)]
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    at: tokio::time::Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, now: tokio::time::Instant) -> TokenBucket {
-        TokenBucket { rate: f64::from(rate), tokens: f64::from(rate), at: now }
-    }
-
-    /// Takes a token; returns how long to wait first when there was none.
-    fn take(&mut self, now: tokio::time::Instant) -> Option<Duration> {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.at = now;
-        self.tokens -= 1.0;
-        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
-    }
-}
 
 /// How long agent certificates last unless the operator chose otherwise.
 pub const AGENT_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
@@ -592,26 +570,5 @@ impl Session {
             certificate_pem,
             not_after: Some(dsops_proto::domain::timestamp_ms(ms_of(not_after))),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bucket_lets_a_burst_through_then_paces() {
-        let start = tokio::time::Instant::now();
-        let mut bucket = TokenBucket::new(100, start);
-        for _ in 0..100 {
-            assert_eq!(bucket.take(start), None);
-        }
-        let wait = bucket.take(start).expect("empty");
-        assert!((wait.as_secs_f64() - 0.01).abs() < 1e-6, "{wait:?}");
-        // Half a second later, fifty more.
-        let later = start + Duration::from_millis(510);
-        for _ in 0..50 {
-            assert_eq!(bucket.take(later), None);
-        }
     }
 }

@@ -20,6 +20,7 @@ mod layout;
 mod promote;
 mod refusals;
 mod server;
+mod token_bucket;
 
 pub use admin_service::AdminService;
 pub use agent_service::{AGENT_CERT_VALIDITY, AgentService, HEARTBEAT, SILENCE};
