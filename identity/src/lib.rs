@@ -17,7 +17,7 @@
 //! |-----------------|------------------------------------------------------------------|
 //! | [`certificate`] | [`CertifiedKey`], [`PkiError`], subjects, [`new_csr`]            |
 //! | [`tls`]         | server names, client configurations (trusted CA or pinned)       |
-//! | [`mod@channel`] | a lazily connecting gRPC channel over that TLS configuration    |
+//! | `channel`       | a lazily connecting gRPC channel over that TLS configuration (feature `channel`, default) |
 //! | [`token`]       | join and enrolment tokens                                        |
 //! | [`credentials`] | the operator bundle (`ca.pem`, `operator.pem`, `operator.key`)   |
 //! | [`files`]       | atomic writes of key material (keys mode 0600)                   |

@@ -326,7 +326,11 @@ impl Session {
         // applied since the handshake's look is missed.
         let mut revocations = self.control.revocations();
         let mut leader = self.control.leader_changes_watch();
-        let expiry = tokio::time::sleep(until_ms(self.identity.not_after_ms));
+        // The expiry is wall-clock time and the timer monotonic: a clock stepped forward or a
+        // host resumed from suspend moves the one and not the other, so the timer looks again at
+        // least every SILENCE.
+        let expiry_look = || until_ms(self.identity.not_after_ms).min(SILENCE);
+        let expiry = tokio::time::sleep(expiry_look());
         let silence = tokio::time::sleep(SILENCE);
         tokio::pin!(expiry, silence);
         let mut bucket = TokenBucket::new(MESSAGES_PER_SECOND, tokio::time::Instant::now());
@@ -397,8 +401,7 @@ impl Session {
                                 "the certificate of agent {agent_id} this session was opened with has expired; reconnect with the renewed one"
                             )));
                         }
-                        // The wall clock moved back: wait for the expiry again.
-                        expiry.as_mut().reset(tokio::time::Instant::now() + until_ms(self.identity.not_after_ms));
+                        expiry.as_mut().reset(tokio::time::Instant::now() + expiry_look());
                     }
                     () = &mut silence => {
                         break End::Fail(ErrorCode::Unavailable.to_status("no heartbeat; reconnect"));

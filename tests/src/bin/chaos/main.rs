@@ -271,8 +271,11 @@ async fn main() {
         })
     };
     // The approver decides what waits, after a pause.
+    // It keeps deciding until the runs have settled after the faults: a gated run waiting when
+    // the faults stop (or one the scheduler starts meanwhile) must end too.
+    let approvals_stop = Arc::new(AtomicBool::new(false));
     let approvals = {
-        let (cluster, stop, seed) = (cluster.clone(), stop.clone(), options.seed);
+        let (cluster, stop, seed) = (cluster.clone(), approvals_stop.clone(), options.seed);
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ 0xa99);
             let mut decisions = Decisions::default();
@@ -311,7 +314,6 @@ async fn main() {
     }
     stop.store(true, Ordering::SeqCst);
     let _ = operator.await;
-    let decisions = approvals.await.unwrap_or_default();
     let _ = recorder.await;
 
     // The faults stop: every node and agent runs, links are whole; every run must end.
@@ -346,6 +348,8 @@ async fn main() {
         drop(guard);
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    approvals_stop.store(true, Ordering::SeqCst);
+    let decisions = approvals.await.unwrap_or_default();
     let _ = prober.await;
     crashed.extend(agents.lock().await.exited());
     for (name, status) in crashed {
