@@ -416,10 +416,11 @@ impl Admin for AdminService {
         let agent_id = agent_id.as_str().to_owned();
         let command = Command::RevokeAgent { agent_id: agent_id.clone() };
         let id = request_id.as_str();
+        // Sessions live on the leader, which commits the write here: applying it notices the
+        // session, which may end before the close below; either way it was closed.
+        let had_session = self.control.agents().session_of(&agent_id).is_some();
         self.control.write(&caller.name, id, command).await.map_err(|e| e.to_status())?;
-        // Sessions live on the leader, which just committed the write; any other node's
-        // session watch sees the record within a moment.
-        let closed = self.control.agents().close(&agent_id);
+        let closed = self.control.agents().close(&agent_id) || had_session;
         tracing::info!(%agent_id, by = %caller.name, "agent revoked");
         Ok(Response::new(wire::RevokeAgentResponse { sessions_closed: u32::from(closed) }))
     }
