@@ -35,7 +35,7 @@ async fn write_golden_fixtures() {
     }
     embedded.close().await;
 
-    let mut store = LogStore::open(&project.state.join("cluster").join("raft-log.redb")).unwrap();
+    let mut store = LogStore::open(&project.state.join("cluster").join("raft-log"), None).unwrap();
     let log_state = store.get_log_state().await.unwrap();
     assert!(log_state.last_purged_log_id.is_none(), "the fixture needs the whole log");
     let entries = store.get_log_reader().await.try_get_log_entries(0..).await.unwrap();

@@ -56,7 +56,7 @@ fn refuse_existing(dir: &DataDir) -> Result<(), String> {
 /// Removes what an init that was interrupted (before it wrote `node.json`) left behind: a raft
 /// log already initialized, keys nobody uses. Nothing else in the directory is touched.
 fn remove_unfinished_init(dir: &DataDir) -> Result<(), String> {
-    for file in [dir.log_db(), dir.state_db()] {
+    for file in [dir.legacy_log_db(), dir.state_db()] {
         match std::fs::remove_file(&file) {
             Ok(()) => {
                 tracing::warn!(path = %file.display(), "removed what an interrupted init left")
@@ -65,7 +65,7 @@ fn remove_unfinished_init(dir: &DataDir) -> Result<(), String> {
             Err(e) => return Err(format!("{}: {e}", file.display())),
         }
     }
-    for folder in [dir.tls(), dir.admin()] {
+    for folder in [dir.log_dir(), dir.tls(), dir.admin()] {
         match std::fs::remove_dir_all(&folder) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -3,7 +3,7 @@
 //! ```text
 //! DATA_DIR/
 //!   node.json          node id, addresses, cluster id
-//!   raft-log.redb      the raft log, vote, committed index
+//!   raft-log/          the raft log, vote, committed index (segment files)
 //!   state.redb         state-machine snapshots
 //!   tls/               root-ca.pem, {peer,agent,operator}-ca.{pem,key}, node.{pem,key}, cluster-id
 //!   admin/             ca.pem, operator.pem, operator.key (written by `init` only)
@@ -60,8 +60,14 @@ impl DataDir {
         self.root.join("admin")
     }
 
-    /// `raft-log.redb`.
-    pub fn log_db(&self) -> PathBuf {
+    /// `raft-log/`: the raft log's segment files.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("raft-log")
+    }
+
+    /// `raft-log.redb`: where releases before the segment files kept the log (moved into
+    /// [`DataDir::log_dir`] when a node opens it).
+    pub fn legacy_log_db(&self) -> PathBuf {
         self.root.join("raft-log.redb")
     }
 

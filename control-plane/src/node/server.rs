@@ -171,8 +171,8 @@ pub(crate) async fn open_raft(
 ) -> Result<(Raft<TypeConfig>, StateMachineStore, ClusterPki), String> {
     let pki = ClusterPki::load(&dir.tls()).map_err(|e| e.to_string())?;
     let node_cert = dir.read_node_cert()?;
-    let log =
-        LogStore::open(&dir.log_db()).map_err(|e| format!("{}: {e}", dir.log_db().display()))?;
+    let log = LogStore::open(&dir.log_dir(), Some(&dir.legacy_log_db()))
+        .map_err(|e| format!("{}: {e}", dir.log_dir().display()))?;
     let state = StateMachineStore::open(&dir.state_db(), options.audit_retention)
         .map_err(|e| format!("{}: {e}", dir.state_db().display()))?;
     let tls = client_config(&pki.peer.cert_pem, Some(&node_cert)).map_err(|e| e.to_string())?;

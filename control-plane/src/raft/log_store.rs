@@ -1,14 +1,13 @@
-//! The raft log in redb.
+//! The raft log: openraft's side of the segment files ([`super::segments`], ADR 0004).
 //!
-//! One table holds entries by index, another the metadata (vote, committed index, last purged
-//! id). Writes go to a single writer thread that takes every operation queued at that moment,
-//! applies them in order in **one** write transaction, commits it durably, and only then tells
-//! openraft (through each append's `LogFlushed` callback) that the entries are on disk.
+//! Writes go to a single writer thread that takes every operation queued at that moment, writes
+//! them in order as one batch made durable by one `fdatasync`, and only then tells openraft
+//! (through each append's `LogFlushed` callback) that the entries are on disk.
 //!
 //! openraft 0.9 waits for each append to be flushed before it issues the next one, so appends
-//! rarely share a transaction; what batches requests is the proposer in `node::api`, which puts
-//! every request that arrived meanwhile into one entry. The writer still folds votes, purges
-//! and the committed index into the transaction of the next append.
+//! rarely share a batch; what batches requests is the proposer in `node::api`, which puts every
+//! request that arrived meanwhile into one entry. The writer still folds votes, purges and the
+//! committed index into the batch of the next append.
 //!
 //! The newest entries are kept in memory ([`LogCache`]): those appended but not yet committed,
 //! so readers see the log openraft believes it has, and the most recent durable ones, so
@@ -21,22 +20,16 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use dsops_state::log_format::{LOG_FORMAT, LOG_MAGIC, LogFormatError, unframe};
 
 use super::log_cache::LogCache;
+use super::segments::{Change, Segments, View};
 use super::{NodeId, TypeConfig, storage_error};
-
-const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const LAST_PURGED: &str = "last_purged";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
@@ -78,18 +71,18 @@ fn read_err<E: std::error::Error + 'static>(error: E) -> StorageError<NodeId> {
 enum Op {
     /// Entries (index, id, encoded) and the callback to fire once they are durable.
     Append(Vec<(u64, LogId<NodeId>, Vec<u8>)>, LogFlushed<TypeConfig>),
-    /// A metadata key and value, and who waits for it.
-    Meta(&'static str, Vec<u8>, tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
+    /// A vote, and who waits for it.
+    Vote(Vec<u8>, tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
     /// Delete entries from this index on.
     Truncate(u64, tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
     /// Delete entries up to this index, recording the purged id.
     Purge(u64, Vec<u8>, tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
 }
 
-/// The durable raft log. Cheap to clone (shared database, writer and cache).
+/// The durable raft log. Cheap to clone (shared view, writer and cache).
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    view: Arc<RwLock<View>>,
     writer: mpsc::Sender<Op>,
     /// The newest entries: those the writer has not committed yet, and recent durable ones.
     cache: Arc<Mutex<LogCache>>,
@@ -104,31 +97,33 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> std::result::Result<LogStore, redb::DatabaseError> {
-        let db = Arc::new(super::open_database(path)?);
+    /// Opens (or creates) the log in directory `dir` and starts its writer thread. A log still
+    /// in the redb file of earlier releases (`legacy`) is moved into `dir` first
+    /// ([`super::log_import`]).
+    pub fn open(dir: &Path, legacy: Option<&Path>) -> std::io::Result<LogStore> {
+        if let Some(legacy) = legacy {
+            super::log_import::import(legacy, dir)?;
+        }
+        let segments = Segments::open(dir)?;
+        let view = segments.view();
         let cache: Arc<Mutex<LogCache>> = Arc::default();
         let committed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let (writer, queue) = mpsc::channel();
-        let thread_db = db.clone();
         let thread_cache = cache.clone();
         let thread_committed = committed.clone();
         std::thread::Builder::new()
             .name("dsops-raft-log".into())
-            .spawn(move || write_loop(&thread_db, &thread_cache, &thread_committed, &queue))
-            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        Ok(LogStore { db, writer, cache, committed })
+            .spawn(move || write_loop(segments, &thread_cache, &thread_committed, &queue))?;
+        Ok(LogStore { view, writer, cache, committed })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = match txn.open_table(META) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(read_err(error)),
-        };
-        match table.get(key).map_err(read_err)? {
-            Some(value) => serde_json::from_slice(value.value()).map(Some).map_err(read_err),
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        pick: fn(&View) -> Option<&[u8]>,
+    ) -> Result<Option<T>> {
+        let view = self.view.read().expect("log view lock");
+        match pick(&view) {
+            Some(bytes) => serde_json::from_slice(bytes).map(Some).map_err(read_err),
             None => Ok(None),
         }
     }
@@ -156,16 +151,8 @@ impl LogStore {
             return Ok(cached.into_iter().map(|(_, entry)| entry).collect());
         }
         let mut entries: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
-        let txn = self.db.begin_read().map_err(read_err)?;
-        match txn.open_table(LOGS) {
-            Ok(table) => {
-                for item in table.range::<u64>(range).map_err(read_err)? {
-                    let (index, value) = item.map_err(read_err)?;
-                    entries.insert(index.value(), decode_entry(value.value()).map_err(read_err)?);
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(error) => return Err(read_err(error)),
+        for (index, bytes) in super::segments::read_range(&self.view, range).map_err(read_err)? {
+            entries.insert(index, decode_entry(&bytes).map_err(read_err)?);
         }
         // Cached entries win: a pending one is newer than anything on disk.
         entries.extend(cached);
@@ -173,9 +160,9 @@ impl LogStore {
     }
 }
 
-/// The writer thread: batches every queued operation into one durable transaction.
+/// The writer thread: batches every queued operation into one durable write.
 fn write_loop(
-    db: &Database,
+    mut segments: Segments,
     cache: &Mutex<LogCache>,
     committed: &Mutex<Option<Vec<u8>>>,
     queue: &mpsc::Receiver<Op>,
@@ -186,7 +173,24 @@ fn write_loop(
             batch.push(next);
         }
         let committed = committed.lock().expect("committed lock").take();
-        let result = commit(db, &batch, committed.as_deref()).map_err(|e| e.to_string());
+        let mut changes = Vec::new();
+        if let Some(committed) = &committed {
+            changes.push(Change::Committed(committed));
+        }
+        for op in &batch {
+            match op {
+                Op::Append(entries, _) => {
+                    changes.extend(
+                        entries.iter().map(|(index, _, bytes)| Change::Entry(*index, bytes)),
+                    );
+                }
+                Op::Vote(vote, _) => changes.push(Change::Vote(vote)),
+                Op::Truncate(since, _) => changes.push(Change::Truncate(*since)),
+                Op::Purge(upto, id, _) => changes.push(Change::Purge(*upto, id)),
+            }
+        }
+        let result = segments.write(&changes).map_err(|e| e.to_string());
+        drop(changes);
         let mut appended = Vec::new();
         for op in batch {
             match op {
@@ -194,7 +198,7 @@ fn write_loop(
                     appended.extend(entries.iter().map(|(index, id, _)| (*index, *id)));
                     callback.log_io_completed(result.clone().map_err(std::io::Error::other));
                 }
-                Op::Meta(_, _, done) | Op::Truncate(_, done) | Op::Purge(_, _, done) => {
+                Op::Vote(_, done) | Op::Truncate(_, done) | Op::Purge(_, _, done) => {
                     let _ = done.send(result.clone());
                 }
             }
@@ -208,42 +212,6 @@ fn write_loop(
             }
         }
     }
-}
-
-fn commit(
-    db: &Database,
-    batch: &[Op],
-    committed: Option<&[u8]>,
-) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    {
-        let mut logs = txn.open_table(LOGS)?;
-        let mut meta = txn.open_table(META)?;
-        if let Some(committed) = committed {
-            meta.insert(COMMITTED, committed)?;
-        }
-        for op in batch {
-            match op {
-                Op::Append(entries, _) => {
-                    for (index, _, bytes) in entries {
-                        logs.insert(index, bytes.as_slice())?;
-                    }
-                }
-                Op::Meta(key, value, _) => {
-                    meta.insert(*key, value.as_slice())?;
-                }
-                Op::Truncate(since, _) => {
-                    logs.retain_in(*since.., |_, _| false)?;
-                }
-                Op::Purge(upto, purged, _) => {
-                    meta.insert(LAST_PURGED, purged.as_slice())?;
-                    logs.retain_in(..=*upto, |_, _| false)?;
-                }
-            }
-        }
-    }
-    txn.commit()?;
-    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -262,19 +230,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
-        let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
+        let last_purged: Option<LogId<NodeId>> = self.get_meta(View::purged)?;
         let cached = self.cache.lock().expect("log cache lock").last_log_id();
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let stored = match txn.open_table(LOGS) {
-            Ok(table) => match table.last().map_err(read_err)? {
-                Some((_, value)) => {
-                    let entry = decode_entry(value.value()).map_err(read_err)?;
-                    Some(entry.log_id)
-                }
-                None => None,
-            },
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(error) => return Err(read_err(error)),
+        let last_index = self.view.read().expect("log view lock").last_index();
+        let stored = match last_index {
+            Some(index) => self
+                .read_range((Bound::Included(index), Bound::Included(index)))?
+                .pop()
+                .map(|e| e.log_id),
+            None => None,
         };
         let last = cached.max(stored).or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
@@ -286,11 +250,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
         let bytes = serde_json::to_vec(vote).map_err(write_err)?;
-        self.submit(|done| Op::Meta(VOTE, bytes, done)).await
+        self.submit(|done| Op::Vote(bytes, done)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
-        self.get_meta(VOTE)
+        self.get_meta(View::vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
@@ -303,7 +267,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(View::committed)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>

@@ -1,8 +1,8 @@
-//! The raft layer: openraft's type configuration, durable storage in redb, and (in
-//! `network`/`service`) the gRPC transport between peers.
+//! The raft layer: openraft's type configuration, durable storage (the log in segment files,
+//! snapshots in redb), and (in `network`/`service`) the gRPC transport between peers.
 //!
 //! ```text
-//!  Raft<TypeConfig> ──append/vote/truncate/purge──▶ LogStore        (raft-log.redb)
+//!  Raft<TypeConfig> ──append/vote/truncate/purge──▶ LogStore        (raft-log/*.wal)
 //!        │          ──apply/snapshot──────────────▶ StateMachineStore (state in memory,
 //!        │                                            snapshots in state.redb)
 //!        └── RaftNetworkFactory ──tonic + mTLS──▶ peers' RaftPeer service
@@ -15,8 +15,10 @@
 mod audit_store;
 mod convert;
 mod log_cache;
+mod log_import;
 mod log_store;
 mod network;
+mod segments;
 mod service;
 mod sm_store;
 mod types;
@@ -71,7 +73,7 @@ mod suite {
         ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>>
         {
             let dir = tempfile::tempdir().expect("temporary directory");
-            let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("open log");
+            let log = LogStore::open(&dir.path().join("raft-log"), None).expect("open log");
             let sm = StateMachineStore::open(
                 &dir.path().join("state.redb"),
                 crate::raft::AuditRetention::default(),

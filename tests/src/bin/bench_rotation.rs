@@ -30,6 +30,8 @@ struct Args {
     concurrency: usize,
     modes: Vec<String>,
     trials: usize,
+    /// How the cores are shared, for the summary (`scripts/bench-rotation.sh` pins them).
+    cores: String,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -38,6 +40,7 @@ fn parse_args() -> anyhow::Result<Args> {
         concurrency: 8,
         modes: vec!["baseline".into(), "embedded".into(), "cluster".into()],
         trials: 1,
+        cores: "shared".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,9 +53,10 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.trials = value()?.parse()?;
                 anyhow::ensure!(args.trials > 0, "--trials must be at least 1");
             }
+            "--cores" => args.cores = value()?,
             "--help" | "-h" => {
                 println!(
-                    "dsops-bench-rotation [--roles N] [--concurrency N] [--modes baseline,embedded,cluster] [--trials N]   (needs DSOPS_TEST_PG_URL)"
+                    "dsops-bench-rotation [--roles N] [--concurrency N] [--modes baseline,embedded,cluster] [--trials N] [--cores LABEL]   (needs DSOPS_TEST_PG_URL)"
                 );
                 std::process::exit(0);
             }
@@ -401,6 +405,15 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// One mode's figures over the trials.
+#[derive(Default)]
+struct Figures {
+    rate: Vec<f64>,
+    rate_ratio: Vec<f64>,
+    cpu: Vec<f64>,
+    cpu_ratio: Vec<f64>,
+}
+
 /// CPU time of this process, in ms.
 fn process_cpu_ms() -> u64 {
     usage::cpu_ms("self").unwrap_or(0)
@@ -435,61 +448,73 @@ async fn main() -> anyhow::Result<()> {
         .zip(&initial)
         .map(|(r, v)| format!("alter role \"{r}\" password '{v}'"))
         .collect();
-    // Rates and ratios per mode over the trials; each trial's ratios are to its own baseline,
-    // run just before, so a machine that is slower for a while slows both sides.
-    let mut rates: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut ratios: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    // Per mode over the trials: rotations/s, its ratio to the trial's own baseline (run just
+    // before, so a machine that is slower for a while slows both sides), this process's CPU per
+    // rotation, and that CPU's ratio to the baseline client's.
+    let mut figures: BTreeMap<usize, (&str, Figures)> = BTreeMap::new();
     for trial in 1..=args.trials {
         if args.trials > 1 {
             println!("trial {trial} of {}", args.trials);
         }
-        let mut base_rate = None;
-        for mode in &args.modes {
+        let mut base: Option<(f64, f64)> = None;
+        for (order, mode) in args.modes.iter().enumerate() {
             // Every mode starts from the passwords the stores hold.
             Flavor::Postgres.admin(&reset).await;
             let (label, timing) = match mode.as_str() {
-                "baseline" => (
-                    "baseline ALTER ROLE + login loop",
-                    baseline(&url, &roles, args.concurrency).await?,
-                ),
-                "embedded" => (
-                    "dsops embedded default          ",
-                    embedded(&url, &roles, &initial, args.concurrency).await?,
-                ),
+                "baseline" => ("baseline client", baseline(&url, &roles, args.concurrency).await?),
+                "embedded" => {
+                    ("dsops embedded", embedded(&url, &roles, &initial, args.concurrency).await?)
+                }
                 "cluster" => (
-                    "dsops 3-node cluster + agent    ",
+                    "dsops 3 nodes + agent",
                     cluster(&url, &roles, &initial, args.concurrency).await?,
                 ),
                 other => anyhow::bail!("unknown mode {other}"),
             };
             let time = timing.elapsed;
             let rate = args.roles as f64 / time.as_secs_f64();
-            rates.entry(label.to_owned()).or_default().push(rate);
-            let ratio = match base_rate {
-                Some(base) if mode != "baseline" => {
-                    ratios.entry(label.to_owned()).or_default().push(rate / base);
-                    format!("  ratio {:.2}", rate / base)
+            let machine = timing.machine_ms as f64 / args.roles as f64;
+            let process = timing.process_ms as f64 / args.roles as f64;
+            let entry = &mut figures.entry(order).or_insert((label, Figures::default())).1;
+            entry.rate.push(rate);
+            entry.cpu.push(process);
+            let ratios = match base {
+                Some((base_rate, base_cpu)) if mode != "baseline" => {
+                    entry.rate_ratio.push(rate / base_rate);
+                    entry.cpu_ratio.push(process / base_cpu);
+                    format!(
+                        "  ratio {:.2}, CPU {:.2}x the baseline's",
+                        rate / base_rate,
+                        process / base_cpu
+                    )
                 }
                 _ => String::new(),
             };
             if mode == "baseline" {
-                base_rate = Some(rate);
+                base = Some((rate, process));
             }
-            let machine = timing.machine_ms as f64 / args.roles as f64;
-            let process = timing.process_ms as f64 / args.roles as f64;
             println!(
-                "  {label} : {rate:8.1} rotations/s ({:.2} s){ratio}   CPU/rotation: machine {machine:.1} ms, this process {process:.1} ms",
+                "  {label:<22}: {rate:8.1} rotations/s ({:.2} s)   CPU/rotation: machine {machine:.1} ms, this process {process:.2} ms{ratios}",
                 time.as_secs_f64()
             );
         }
     }
-    if args.trials > 1 {
-        println!("median of {} trials", args.trials);
-        for (label, values) in &rates {
-            let ratio =
-                ratios.get(label).map(|r| format!("  ratio {:.2}", median(r))).unwrap_or_default();
-            println!("  {label} : {:8.1} rotations/s{ratio}", median(values));
-        }
+    println!("summary ({}; median of {} trial(s)):", args.cores, args.trials);
+    for (label, f) in figures.values() {
+        let ratios = if f.rate_ratio.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "   {:.2}x the baseline's rate, {:.2}x its CPU",
+                median(&f.rate_ratio),
+                median(&f.cpu_ratio)
+            )
+        };
+        println!(
+            "  {label:<22}: {:8.1} rotations/s   CPU/rotation {:.2} ms{ratios}",
+            median(&f.rate),
+            median(&f.cpu)
+        );
     }
 
     let drops: Vec<String> = roles.iter().map(|r| format!("drop role if exists \"{r}\"")).collect();
