@@ -57,6 +57,12 @@ impl Loaded {
     pub fn resolved(&self) -> Vec<ResolvedSecret<'_>> {
         resolve(&self.config, &self.catalog, &mut Diagnostics::new())
     }
+
+    /// One variable resolved, by environment and name, without resolving the others (`None`
+    /// when the configuration has no such variable).
+    pub fn resolve_secret(&self, env: &str, key: &str) -> Option<ResolvedSecret<'_>> {
+        resolve::resolve_named(&self.config, &self.catalog, env, key)
+    }
 }
 
 /// Reads and validates a configuration file. On failure, every finding (errors and warnings),

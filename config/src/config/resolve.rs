@@ -86,6 +86,21 @@ pub fn resolve<'a>(
     resolved
 }
 
+/// Resolves one variable by environment and name: `None` when there is no such variable or it
+/// does not resolve. The checks across variables ([`resolve`]'s conflicts) are not repeated:
+/// they held when the configuration validated.
+pub(crate) fn resolve_named<'a>(
+    config: &'a Config,
+    catalog: &'a Catalog,
+    env: &str,
+    key: &str,
+) -> Option<ResolvedSecret<'a>> {
+    let secret = config.envs.get(env)?.secrets.get(key)?;
+    let mut diagnostics = Diagnostics::new();
+    let candidate = resolve_one(config, catalog, secret, &mut diagnostics)?;
+    (diagnostics.error_count() == 0).then_some(candidate)
+}
+
 fn check_services(config: &Config, catalog: &Catalog, diagnostics: &mut Diagnostics) {
     for service in config.services.values() {
         let path = format!("services.{}.type", service.name);

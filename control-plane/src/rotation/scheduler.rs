@@ -345,36 +345,37 @@ async fn tick(control: &ControlPlane, agenda: &mut Option<Agenda>) -> Result<(),
     if due.is_empty() {
         return Ok(());
     }
-    // Resolved once per firing that starts runs (not per tick): a run carries its full spec.
-    let items: HashMap<String, ResolvedSecret<'_>> = loaded
-        .resolved()
-        .into_iter()
-        .map(|item| (secret_id(&item.secret.env, &item.secret.key), item))
-        .collect();
-    let refused = start(control, &loaded, version, &items, due).await?;
+    let refused = start(control, &loaded, version, resolve_due(&loaded, due)).await?;
     agenda.defer(&refused, now);
     Ok(())
+}
+
+/// Resolves the secrets whose time has come (each alone: O(due), however many secrets the
+/// configuration has); a run carries its full spec. One that no longer resolves is left out.
+pub fn resolve_due(loaded: &Loaded, due: Vec<DueSecret>) -> Vec<(DueSecret, ResolvedSecret<'_>)> {
+    due.into_iter()
+        .filter_map(|secret| {
+            let (env, key) = secret.id.split_once('/')?;
+            let item = loaded.resolve_secret(env, key)?;
+            Some((secret, item))
+        })
+        .collect()
 }
 
 async fn start(
     control: &ControlPlane,
     loaded: &Arc<Loaded>,
     version: u64,
-    items: &HashMap<String, ResolvedSecret<'_>>,
-    due: Vec<DueSecret>,
+    due: Vec<(DueSecret, ResolvedSecret<'_>)>,
 ) -> Result<Vec<String>, String> {
     // One run id per secret and firing, whichever node leads when it fires; the reason names
     // the schedule, and one start covers the runs of one reason.
     let mut by_reason: HashMap<String, Vec<(ResolvedSecret<'_>, String)>> = HashMap::new();
-    for secret in &due {
-        let Some(item) = items.get(&secret.id) else { continue };
+    for (secret, item) in due {
         let schedule = item.schedule.as_ref().map(|(s, _)| s.as_str()).unwrap_or_default();
         let request_id = format!("schedule-{}", secret.firing_ms);
         let run_id = start::run_id(&request_id, &item.secret.env, &item.secret.key);
-        by_reason
-            .entry(format!("scheduled ({schedule})"))
-            .or_default()
-            .push((item.clone(), run_id));
+        by_reason.entry(format!("scheduled ({schedule})")).or_default().push((item, run_id));
     }
     let actor = format!("node-{} scheduler", control.node_id());
     let mut refused = Vec::new();

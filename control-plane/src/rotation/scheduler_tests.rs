@@ -292,3 +292,21 @@ fn a_certificate_renews_a_fraction_of_its_lifetime_before_expiry_not_at_every_fi
     let seen = Seen { renew_at_ms: Some(issued + 25 * 86_400_000), ..seen };
     assert!(plain.next_start(&seen).unwrap() as u64 <= issued + 3_600_000);
 }
+
+#[test]
+fn only_the_due_secrets_are_resolved_and_a_vanished_one_is_left_out() {
+    let loaded = loaded();
+    let due = vec![
+        DueSecret { id: "dev/WEEKLY".into(), firing_ms: at(29, 3, 0) },
+        DueSecret { id: "dev/GONE".into(), firing_ms: at(29, 3, 0) },
+        DueSecret { id: "no-slash".into(), firing_ms: at(29, 3, 0) },
+    ];
+    let resolved = resolve_due(&loaded, due);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].0.id, "dev/WEEKLY");
+    assert_eq!(
+        (resolved[0].1.secret.env.as_str(), resolved[0].1.secret.key.as_str()),
+        ("dev", "WEEKLY")
+    );
+    assert!(resolved[0].1.schedule.is_some(), "resolved with its schedule");
+}
