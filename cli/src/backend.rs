@@ -100,8 +100,23 @@ impl Backend {
 
     /// The status of an environment.
     pub async fn status(&self, env: &str) -> Result<wire::RotationStatusResponse, Failure> {
-        let request = wire::RotationStatusRequest { env: env.to_owned() };
-        call!(self, "rotation status", rotation_status, request)
+        // Page after page (the server answers a page at a time, in name order).
+        let mut all = wire::RotationStatusResponse::default();
+        let mut page_token = String::new();
+        loop {
+            let request = wire::RotationStatusRequest {
+                env: env.to_owned(),
+                page_size: dsops_proto::domain::STATUS_PAGE_MAX as u32,
+                page_token,
+            };
+            let page: wire::RotationStatusResponse =
+                call!(self, "rotation status", rotation_status, request)?;
+            all.secrets.extend(page.secrets);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// The history of one secret.

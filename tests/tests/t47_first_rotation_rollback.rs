@@ -81,9 +81,10 @@ async fn a_hook_keeps_the_first_value_when_it_works() {
     assert_eq!(rollback.fingerprint, run.steps[0].fingerprint, "{run:?}");
     let status = embedded
         .admin()
-        .rotation_status(
-            embedded.request(dsops_proto::wire::admin::RotationStatusRequest { env: "dev".into() }),
-        )
+        .rotation_status(embedded.request(dsops_proto::wire::admin::RotationStatusRequest {
+            env: "dev".into(),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner();

@@ -200,7 +200,10 @@ async fn the_cas_renewal_window_sets_when_it_renews_ari_simulator() {
     assert!((ms(start)..=ms(end)).contains(&renew_at), "{renew_at} not in the window");
     let status = embedded
         .admin()
-        .rotation_status(embedded.request(wire::RotationStatusRequest { env: "dev".into() }))
+        .rotation_status(
+            embedded
+                .request(wire::RotationStatusRequest { env: "dev".into(), ..Default::default() }),
+        )
         .await
         .unwrap()
         .into_inner();

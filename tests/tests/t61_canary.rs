@@ -131,7 +131,7 @@ async fn canary_values_appear_nowhere_in_the_control_plane() {
         assert_eq!(run.state_name(), "Completed", "{key}: {run:?}");
         responses.extend(run.encode_to_vec());
     }
-    let status = wire::RotationStatusRequest { env: "dev".into() };
+    let status = wire::RotationStatusRequest { env: "dev".into(), ..Default::default() };
     responses.extend(
         embedded
             .admin()

@@ -271,6 +271,7 @@ async fn a_run_waits_for_an_agent_of_its_segment_and_says_so() {
             admin
                 .rotation_status(dsops_proto::wire::admin::RotationStatusRequest {
                     env: "prod".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

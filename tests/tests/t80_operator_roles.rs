@@ -53,7 +53,9 @@ async fn denied(mut c: AdminClient<Channel>, who: &str) -> BTreeMap<&'static str
     note("get_config", c.get_config(wire::GetConfigRequest {}).await.map(drop));
     note(
         "rotation_status",
-        c.rotation_status(wire::RotationStatusRequest { env: "dev".into() }).await.map(drop),
+        c.rotation_status(wire::RotationStatusRequest { env: "dev".into(), ..Default::default() })
+            .await
+            .map(drop),
     );
     note(
         "rotation_history",

@@ -377,7 +377,7 @@ async fn breaking_glass_skips_approval_and_opens_a_review_another_operator_close
     let review = &reviews[0];
     assert_eq!((review.opened_by.as_str(), review.run_id.as_str()), ("admin", run.run_id.as_str()));
     let status = admin
-        .rotation_status(wire::RotationStatusRequest { env: "prod".into() })
+        .rotation_status(wire::RotationStatusRequest { env: "prod".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -331,7 +331,7 @@ impl Admin for AdminService {
     ) -> Result<Response<wire::RotationStatusResponse>, Status> {
         self.authorize(&request, Permission::Read).await?;
         let request = RotationStatus::try_from(request.into_inner())?;
-        Ok(Response::new(crate::rotation::report::status(&self.control, &request.env).await?))
+        Ok(Response::new(crate::rotation::report::status(&self.control, &request).await?))
     }
 
     async fn rotation_history(

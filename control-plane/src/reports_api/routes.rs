@@ -175,7 +175,7 @@ async fn status(
     let env = required(&q, "env")?;
     access.check_env(env)?;
     let format = format(&q, &["json", "csv"])?;
-    let response = crate::rotation::report::status(&control, env)
+    let response = crate::rotation::report::status_all(&control, env)
         .await
         .map_err(|e| ApiError::from(e.to_status()))?;
     let time = |t: &Option<prost_types::Timestamp>| {

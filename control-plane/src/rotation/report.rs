@@ -1,6 +1,9 @@
 //! Reporting runs and secrets for the admin API: the status of an environment's variables, a
 //! secret's history with its receipts, runs by id.
 
+use std::collections::HashMap;
+use std::ops::Bound;
+
 use chrono::TimeDelta;
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::common as common_wire;
@@ -8,37 +11,56 @@ use dsops_proto::wire::common as common_wire;
 use super::spec;
 use super::start::{RotationError, current_config, failed, now_utc, summary};
 use crate::control::ControlPlane;
+use dsops_proto::domain::RotationStatus;
 use dsops_proto::domain::timestamp_ms as timestamp;
 use dsops_state::{Run, secret_id};
 
 /// A secret is "due soon" when its next due time is this close.
 const DUE_SOON: TimeDelta = TimeDelta::hours(24);
 
-/// The status of every variable of an environment.
+/// The status of a page of an environment's variables, in name order. Only that page is
+/// resolved and read from the state (O(page), however large the environment or the
+/// configuration).
 pub(crate) async fn status(
     control: &ControlPlane,
-    env: &str,
+    request: &RotationStatus,
 ) -> Result<wire::RotationStatusResponse, RotationError> {
+    let env = request.env.as_str();
     let (_, loaded) = current_config(control).await?;
-    if !loaded.config.envs.contains_key(env) {
+    let Some(variables) = loaded.config.envs.get(env).map(|e| &e.secrets) else {
         return Err(failed(spec::unknown_env(&loaded, env)));
-    }
+    };
+    let from = match &request.after {
+        Some(after) => Bound::Excluded(after.clone()),
+        None => Bound::Unbounded,
+    };
+    let mut page: Vec<&String> = variables
+        .range((from, Bound::Unbounded))
+        .map(|(key, _)| key)
+        .take(request.page_size + 1)
+        .collect();
+    let next_page_token = if page.len() > request.page_size {
+        page.truncate(request.page_size);
+        page.last().map(|key| (*key).clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let items: Vec<_> = page.iter().filter_map(|key| loaded.resolve_secret(env, key)).collect();
     let now = now_utc();
-    let (secrets, runs, reviews) = control
+    let (records, runs, reviews) = control
         .read_local(|s| {
-            let runs: Vec<Run> = s
-                .secrets
-                .iter()
-                .filter(|(id, _)| id.starts_with(&format!("{env}/")))
-                .filter_map(|(_, r)| {
-                    r.active_run
-                        .as_ref()
-                        .or(r.last_run.as_ref())
-                        .and_then(|id| s.runs.get(id))
-                        .cloned()
-                })
-                .collect();
-            let reviews: std::collections::HashMap<String, String> = s
+            let mut records = HashMap::new();
+            let mut runs: HashMap<String, Run> = HashMap::new();
+            for item in &items {
+                let key = &item.secret.key;
+                let Some(record) = s.secrets.get(&secret_id(env, key)) else { continue };
+                let latest = record.active_run.as_ref().or(record.last_run.as_ref());
+                if let Some(run) = latest.and_then(|id| s.runs.get(id)) {
+                    runs.insert(key.clone(), run.clone());
+                }
+                records.insert(key.clone(), record.clone());
+            }
+            let reviews: HashMap<String, String> = s
                 .reviews
                 .values()
                 .filter(|r| r.env == env && r.closed_by.is_none())
@@ -47,13 +69,13 @@ pub(crate) async fn status(
                     (r.key.clone(), format!("{}{overdue}", r.id))
                 })
                 .collect();
-            (s.secrets.clone(), runs, reviews)
+            (records, runs, reviews)
         })
         .await;
     let mut rows = Vec::new();
-    for item in loaded.resolved().into_iter().filter(|r| r.secret.env == env) {
-        let record = secrets.get(&secret_id(env, &item.secret.key)).cloned().unwrap_or_default();
-        let latest = runs.iter().find(|r| r.key == item.secret.key);
+    for item in items {
+        let record = records.get(&item.secret.key).cloned().unwrap_or_default();
+        let latest = runs.get(&item.secret.key);
         let next_due = spec::next_due(&item, Some(&record), now);
         let status = match (item.strategy, record.active_run.as_ref(), record.last_phase) {
             (None, _, _) => "not_rotated",
@@ -99,7 +121,28 @@ pub(crate) async fn status(
             review: reviews.get(&item.secret.key).cloned().unwrap_or_default(),
         });
     }
-    Ok(wire::RotationStatusResponse { secrets: rows })
+    Ok(wire::RotationStatusResponse { secrets: rows, next_page_token })
+}
+
+/// The status of every variable of an environment, page after page (the reports API's export).
+pub(crate) async fn status_all(
+    control: &ControlPlane,
+    env: &str,
+) -> Result<wire::RotationStatusResponse, RotationError> {
+    let mut request = RotationStatus {
+        env: env.to_owned(),
+        page_size: dsops_proto::domain::STATUS_PAGE_MAX,
+        after: None,
+    };
+    let mut all = wire::RotationStatusResponse::default();
+    loop {
+        let page = status(control, &request).await?;
+        all.secrets.extend(page.secrets);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        request.after = Some(page.next_page_token);
+    }
 }
 
 /// The runs of one secret, newest first, with their steps and receipts.

@@ -139,21 +139,51 @@ impl TryFrom<wire::GetRunsRequest> for GetRuns {
     }
 }
 
-/// `RotationStatus`: the secrets of one environment and when they are due.
+/// Secrets in a page of `RotationStatus` when the request names no size.
+pub const STATUS_PAGE_DEFAULT: usize = 1_000;
+/// The most secrets a page of `RotationStatus` holds.
+pub const STATUS_PAGE_MAX: usize = 10_000;
+
+/// `RotationStatus`: a page of the secrets of one environment and when they are due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationStatus {
     /// The environment.
     pub env: String,
+    /// At most this many secrets.
+    pub page_size: usize,
+    /// Starting after this variable (the previous page's last).
+    pub after: Option<String>,
 }
 
 impl TryFrom<wire::RotationStatusRequest> for RotationStatus {
     type Error = ProtocolError;
 
     fn try_from(request: wire::RotationStatusRequest) -> Result<RotationStatus, ProtocolError> {
-        let wire::RotationStatusRequest { env } = request;
+        let wire::RotationStatusRequest { env, page_size, page_token } = request;
         super::names::check_config_name(&env, "environment")
             .map_err(|reason| ProtocolError::invalid("env", reason))?;
-        Ok(RotationStatus { env })
+        let page_size = match page_size as usize {
+            0 => STATUS_PAGE_DEFAULT,
+            n if n > STATUS_PAGE_MAX => {
+                return Err(ProtocolError::invalid(
+                    "page_size",
+                    format!("is {n}; a page holds at most {STATUS_PAGE_MAX} secrets"),
+                ));
+            }
+            n => n,
+        };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            super::names::check_variable_name(&page_token).map_err(|reason| {
+                ProtocolError::invalid(
+                    "page_token",
+                    format!("is not a token this API gave: {reason}"),
+                )
+            })?;
+            Some(page_token)
+        };
+        Ok(RotationStatus { env, page_size, after })
     }
 }
 

@@ -65,7 +65,8 @@ pub use admin::{
 };
 pub use admin_requests::{
     CreateAgentToken, CreateJoinToken, DEFAULT_TOKEN_TTL, GetRuns, MAX_HISTORY, MAX_RUN_IDS,
-    RemoveNode, RevokeAgent, Rollback, RotationHistory, RotationStatus, TOKEN_TTL_RANGE,
+    RemoveNode, RevokeAgent, Rollback, RotationHistory, RotationStatus, STATUS_PAGE_DEFAULT,
+    STATUS_PAGE_MAX, TOKEN_TTL_RANGE,
 };
 pub use approvals::{Decide, MAX_REASON, decision_bytes};
 pub use ids::{AgentId, Generation, RequestId, RunId, SegmentName};
