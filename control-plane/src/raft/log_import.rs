@@ -24,6 +24,11 @@ pub(crate) fn import(legacy: &Path, dir: &Path) -> io::Result<()> {
     if !legacy.exists() {
         return Ok(());
     }
+    // One importer at a time (two processes opening the same directory after an upgrade).
+    let _importing = super::segments::lock(&dir.with_extension("import-lock"))?;
+    if !legacy.exists() {
+        return Ok(());
+    }
     let parent = dir.parent().unwrap_or(Path::new("."));
     if !dir.exists() {
         let staging = dir.with_extension("import");

@@ -168,15 +168,17 @@ fn write_loop(
     queue: &mpsc::Receiver<Op>,
 ) {
     while let Ok(first) = queue.recv() {
+        // The committed id is taken before the queue is drained, so the entries it covers were
+        // queued before it was (openraft appends an entry before it can commit it) and are in
+        // this batch or an earlier one; it is written last, so that after a crash a committed
+        // id that survived (recovery keeps whole records from the start only) never names an
+        // entry that did not.
+        let committed = committed.lock().expect("committed lock").take();
         let mut batch = vec![first];
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
         }
-        let committed = committed.lock().expect("committed lock").take();
         let mut changes = Vec::new();
-        if let Some(committed) = &committed {
-            changes.push(Change::Committed(committed));
-        }
         for op in &batch {
             match op {
                 Op::Append(entries, _) => {
@@ -188,6 +190,9 @@ fn write_loop(
                 Op::Truncate(since, _) => changes.push(Change::Truncate(*since)),
                 Op::Purge(upto, id, _) => changes.push(Change::Purge(*upto, id)),
             }
+        }
+        if let Some(committed) = &committed {
+            changes.push(Change::Committed(committed));
         }
         let result = segments.write(&changes).map_err(|e| e.to_string());
         drop(changes);

@@ -109,7 +109,10 @@ impl View {
             Change::Committed(committed) => self.committed = Some(committed.to_vec()),
             Change::Truncate(since) => drop(self.entries.split_off(&since)),
             Change::Purge(upto, id) => {
-                self.entries = self.entries.split_off(&(upto + 1));
+                self.entries = match upto.checked_add(1) {
+                    Some(first_kept) => self.entries.split_off(&first_kept),
+                    None => BTreeMap::new(),
+                };
                 self.purged = Some((upto, id.to_vec()));
             }
         }
@@ -182,7 +185,14 @@ fn parse(record: &[u8]) -> Option<(u64, u8, &[u8])> {
 }
 
 /// Appends one record for `change` to `buf`.
-fn encode(buf: &mut Vec<u8>, seq: u64, change: &Change<'_>) {
+fn encode(buf: &mut Vec<u8>, seq: u64, change: &Change<'_>) -> io::Result<()> {
+    let len = encoded_len(change) - HEADER;
+    if len > MAX_BODY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a raft log record of {len} bytes is larger than {MAX_BODY}"),
+        ));
+    }
     let start = buf.len();
     buf.extend_from_slice(&[0; 8]);
     buf.extend_from_slice(&seq.to_le_bytes());
@@ -210,10 +220,11 @@ fn encode(buf: &mut Vec<u8>, seq: u64, change: &Change<'_>) {
             buf.extend_from_slice(id);
         }
     }
-    let len = (buf.len() - start - HEADER) as u32;
+    debug_assert_eq!(len, buf.len() - start - HEADER);
     let crc = crc32fast::hash(&buf[start + 8..]);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// Turns a record back into the change it stands for.
@@ -227,6 +238,30 @@ fn decode(kind: u8, body: &[u8]) -> Option<Change<'_>> {
         PURGE => Change::Purge(index(body)?, &body[8..]),
         _ => return None,
     })
+}
+
+/// The metadata every segment starts with.
+#[derive(Default)]
+struct Metadata {
+    vote: Option<Vec<u8>>,
+    committed: Option<Vec<u8>>,
+    purged: Option<(u64, Vec<u8>)>,
+}
+
+impl Metadata {
+    fn changes(&self) -> Vec<Change<'_>> {
+        let mut changes = Vec::new();
+        if let Some(vote) = &self.vote {
+            changes.push(Change::Vote(vote));
+        }
+        if let Some(committed) = &self.committed {
+            changes.push(Change::Committed(committed));
+        }
+        if let Some((upto, id)) = &self.purged {
+            changes.push(Change::Purge(*upto, id));
+        }
+        changes
+    }
 }
 
 /// The segment being written.
@@ -248,6 +283,8 @@ pub(crate) struct Segments {
     /// Per segment, the highest entry index recorded in it (`None`: metadata only).
     highest: BTreeMap<u64, Option<u64>>,
     view: Arc<RwLock<View>>,
+    /// Why a write failed, if one did.
+    failed: Option<String>,
 }
 
 impl Segments {
@@ -277,6 +314,13 @@ impl Segments {
             }
         }
         ids.sort_unstable();
+        if ids.first() == Some(&0) {
+            return Err(corrupt(format!(
+                "{} holds {}, but records count from 1",
+                dir.display(),
+                segment_name(0)
+            )));
+        }
         let mut view = View::default();
         let mut highest = BTreeMap::new();
         let mut next_seq = ids.first().copied().unwrap_or(1);
@@ -295,7 +339,6 @@ impl Segments {
             let bytes = std::fs::read(&path)?;
             let mut offset = 0usize;
             let mut top = None;
-            let mut torn = false;
             while offset + HEADER <= bytes.len() {
                 let len =
                     u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap_or_default())
@@ -313,7 +356,6 @@ impl Segments {
                             path.display()
                         )));
                     }
-                    torn = true;
                     break;
                 };
                 let location = Location { segment: id, offset: offset as u64, len: HEADER + len };
@@ -321,7 +363,9 @@ impl Segments {
                     top = top.max(Some(index));
                 }
                 view.apply(&change, Some(location));
-                next_seq += 1;
+                next_seq = next_seq.checked_add(1).ok_or_else(|| {
+                    corrupt(format!("{} numbers its records past the largest", path.display()))
+                })?;
                 offset += HEADER + len;
             }
             let file = Arc::new(file);
@@ -329,9 +373,10 @@ impl Segments {
             highest.insert(id, top);
             if newest {
                 let capacity = bytes.len() as u64;
-                if torn {
-                    // Whatever a crash left after the last whole record goes, so that no part of
-                    // it can ever be read as a record again.
+                if bytes[offset..].iter().any(|b| *b != 0) {
+                    // Whatever a crash left after the last whole record (a torn record, or the
+                    // later pages of a batch whose first page never landed) goes, so that no
+                    // part of it can ever be read as a record again.
                     file.write_all_at(&vec![0; bytes.len() - offset], offset as u64)?;
                     file.sync_data()?;
                 }
@@ -355,6 +400,7 @@ impl Segments {
             next_seq,
             highest,
             view: Arc::new(RwLock::new(view)),
+            failed: None,
         })
     }
 
@@ -365,21 +411,41 @@ impl Segments {
 
     /// Writes `changes` in order and makes them durable with one `fdatasync` (a new segment
     /// first when they do not fit in the current one), then deletes the segments a purge left
-    /// without a live entry.
+    /// without a live entry. A segment's first write starts with the vote, committed id and
+    /// purge point as they stand, so that every segment repeats them. After a failed write the
+    /// log takes no more: what reached the disk of it is unknown until the log is opened again.
     pub(crate) fn write(&mut self, changes: &[Change<'_>]) -> io::Result<()> {
+        if let Some(failed) = &self.failed {
+            return Err(io::Error::other(format!(
+                "an earlier write to the raft log failed ({failed}); restart the node"
+            )));
+        }
+        let result = self.write_now(changes);
+        if let Err(error) = &result {
+            self.failed = Some(error.to_string());
+        }
+        result
+    }
+
+    fn write_now(&mut self, changes: &[Change<'_>]) -> io::Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
+        let metadata = if self.active.end == 0 { self.metadata() } else { Metadata::default() };
+        let mut all = metadata.changes();
+        all.extend_from_slice(changes);
         let mut buf = Vec::new();
-        let mut starts = Vec::with_capacity(changes.len());
+        let mut starts = Vec::with_capacity(all.len());
         let mut seq = self.next_seq;
-        for change in changes {
+        for change in &all {
             starts.push(buf.len());
-            encode(&mut buf, seq, change);
+            encode(&mut buf, seq, change)?;
             seq += 1;
         }
         if self.active.end + buf.len() as u64 > self.active.capacity {
-            return self.write_in_new_segment(changes);
+            let metadata = self.metadata();
+            self.start_segment(&metadata.changes(), changes)?;
+            return self.write_now(changes);
         }
         let base = self.active.end;
         self.active.file.write_all_at(&buf, base)?;
@@ -390,7 +456,7 @@ impl Segments {
         let mut purged = false;
         {
             let mut view = self.view.write().expect("log view lock");
-            for (n, change) in changes.iter().enumerate() {
+            for (n, change) in all.iter().enumerate() {
                 let end = starts.get(n + 1).copied().unwrap_or(buf.len());
                 let location =
                     Location { segment: id, offset: base + starts[n] as u64, len: end - starts[n] };
@@ -408,23 +474,19 @@ impl Segments {
         Ok(())
     }
 
-    /// Starts a new segment with the metadata as it stands, then writes `changes` there.
-    fn write_in_new_segment(&mut self, changes: &[Change<'_>]) -> io::Result<()> {
-        let (vote, committed, purged) = {
-            let view = self.view.read().expect("log view lock");
-            (view.vote.clone(), view.committed.clone(), view.purged.clone())
-        };
-        let mut header = Vec::new();
-        if let Some(vote) = &vote {
-            header.push(Change::Vote(vote));
+    /// The vote, committed id and purge point as they stand.
+    fn metadata(&self) -> Metadata {
+        let view = self.view.read().expect("log view lock");
+        Metadata {
+            vote: view.vote.clone(),
+            committed: view.committed.clone(),
+            purged: view.purged.clone(),
         }
-        if let Some(committed) = &committed {
-            header.push(Change::Committed(committed));
-        }
-        if let Some((upto, id)) = &purged {
-            header.push(Change::Purge(*upto, id));
-        }
-        let needed: usize = header.iter().chain(changes).map(encoded_len).sum();
+    }
+
+    /// Makes a new segment the one being written, large enough for the metadata and `changes`.
+    fn start_segment(&mut self, metadata: &[Change<'_>], changes: &[Change<'_>]) -> io::Result<()> {
+        let needed: usize = metadata.iter().chain(changes).map(encoded_len).sum();
         let capacity = self.segment_bytes.max((needed as u64).div_ceil(4096) * 4096);
         if self.active.end == 0 {
             // The segment being written holds nothing yet (and is too small): it makes way for
@@ -436,8 +498,7 @@ impl Segments {
         self.view.write().expect("log view lock").files.insert(active.id, active.file.clone());
         self.highest.insert(active.id, None);
         self.active = active;
-        header.extend_from_slice(changes);
-        self.write(&header)
+        Ok(())
     }
 
     /// Deletes, oldest first, the segments before the one being written whose entries are all
@@ -490,9 +551,9 @@ fn create_segment(dir: &Path, id: u64, capacity: u64) -> io::Result<Active> {
     Ok(Active { id, file: Arc::new(file), end: 0, capacity })
 }
 
-/// Takes the directory's lock file, waiting up to ten seconds for a process that still holds it
-/// (a node restarting while its previous instance shuts down).
-fn lock(path: &Path) -> io::Result<File> {
+/// Takes a lock file, waiting up to ten seconds for a process that still holds it (a node
+/// restarting while its previous instance shuts down).
+pub(crate) fn lock(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
     let started = Instant::now();
     loop {

@@ -146,18 +146,59 @@ fn a_crash_after_creating_a_segment_leaves_a_log_that_opens() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut segments = Segments::open_sized(dir.path(), 4096).unwrap();
+        segments.write(&[Change::Vote(b"the-vote")]).unwrap();
         append(&mut segments, 1, 3, 100);
     }
     // What a crash between creating the next segment and writing to it leaves: zeros.
-    let next = dir.path().join(segment_name(4));
+    let next = dir.path().join(segment_name(5));
     std::fs::write(&next, vec![0u8; 4096]).unwrap();
     {
         let mut segments = Segments::open_sized(dir.path(), 4096).unwrap();
         assert_eq!(indexes(&segments), vec![1, 2, 3]);
         append(&mut segments, 4, 5, 100);
+        // A purge past the first segment's entries deletes it: the vote it held must have
+        // been repeated at the start of the new one.
+        segments.write(&[Change::Purge(4, b"p-4")]).unwrap();
+        assert_eq!(segment_files(dir.path()), vec![segment_name(5)]);
     }
     let segments = Segments::open_sized(dir.path(), 4096).unwrap();
-    assert_eq!(indexes(&segments), vec![1, 2, 3, 4, 5]);
+    assert_eq!(indexes(&segments), vec![5]);
+    let view = segments.view();
+    let view = view.read().unwrap();
+    assert_eq!(view.vote(), Some(&b"the-vote"[..]), "the vote survives the purge");
+}
+
+#[test]
+fn records_left_after_a_lost_first_page_are_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = (HEADER + 1 + 8 + 100) as u64;
+    {
+        let mut segments = Segments::open(dir.path()).unwrap();
+        append(&mut segments, 1, 5, 100);
+    }
+    // A batch whose first record never landed but whose second did: zeros, then entry 5.
+    let path = dir.path().join(segment_files(dir.path()).pop().unwrap());
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&vec![0u8; record as usize], 3 * record).unwrap();
+    {
+        let mut segments = Segments::open(dir.path()).unwrap();
+        assert_eq!(indexes(&segments), vec![1, 2, 3]);
+        append(&mut segments, 4, 4, 100);
+    }
+    let segments = Segments::open(dir.path()).unwrap();
+    assert_eq!(indexes(&segments), vec![1, 2, 3, 4], "the old entry 5 must not come back");
+}
+
+#[test]
+fn after_a_failed_write_the_log_takes_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segments = Segments::open_sized(dir.path(), 4096).unwrap();
+    append(&mut segments, 1, 1, 10);
+    // A record too large to be read back is refused, and so is everything after it.
+    let huge = vec![0u8; super::MAX_BODY + 1];
+    assert!(segments.write(&[Change::Entry(2, &huge)]).is_err());
+    let error = segments.write(&[Change::Entry(2, b"small")]).unwrap_err();
+    assert!(error.to_string().contains("restart the node"), "{error}");
 }
 
 #[test]

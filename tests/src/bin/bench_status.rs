@@ -47,7 +47,11 @@ fn configuration(n: usize) -> String {
 fn summary(times: &mut [Duration]) -> String {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    format!("median {:7.1} ms, worst {:7.1} ms", ms(times[times.len() / 2]), ms(times[times.len() - 1]))
+    format!(
+        "median {:7.1} ms, worst {:7.1} ms",
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    )
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -97,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let page = admin.rotation_status(request(1_000, String::new())).await?.into_inner();
         first.push(started.elapsed());
-        anyhow::ensure!(page.secrets.len() == secrets.min(1_000), "a page of {}", page.secrets.len());
+        anyhow::ensure!(
+            page.secrets.len() == secrets.min(1_000),
+            "a page of {}",
+            page.secrets.len()
+        );
     }
     println!("  rotation status, every secret (pages of 10,000): {}", summary(&mut whole));
     println!("  rotation status, one page of 1,000:            {}", summary(&mut first));
