@@ -99,7 +99,7 @@ impl Debug for LogStore {
 impl LogStore {
     /// Opens (or creates) the log in directory `dir` and starts its writer thread. A log still
     /// in the redb file of earlier releases (`legacy`) is moved into `dir` first
-    /// ([`super::log_import`]).
+    /// (see `raft/log_import.rs`).
     pub fn open(dir: &Path, legacy: Option<&Path>) -> std::io::Result<LogStore> {
         if let Some(legacy) = legacy {
             super::log_import::import(legacy, dir)?;
