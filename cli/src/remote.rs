@@ -90,7 +90,9 @@ impl Remote {
                 .context("TLS configuration from the token")?,
         };
         let channel = dsops_identity::channel(address, API_SERVER_NAME, tls)?;
-        Ok(AdminClient::new(dsops_telemetry::traced(channel)))
+        Ok(AdminClient::new(dsops_telemetry::traced(channel))
+            .max_decoding_message_size(dsops_proto::domain::MAX_ADMIN_MESSAGE)
+            .max_encoding_message_size(dsops_proto::domain::MAX_ADMIN_MESSAGE))
     }
 
     /// Calls `call` at the leader: follows `not_leader` redirects and waits (with a spinner)

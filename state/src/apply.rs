@@ -29,6 +29,7 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             catalog_files,
             fingerprints,
             expected_version,
+            history_bytes,
         } => {
             let outcome = config_apply::store_config(
                 state,
@@ -40,6 +41,7 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                     catalog_files,
                     fingerprints,
                     expected_version: *expected_version,
+                    history_bytes: *history_bytes,
                 },
             );
             if matches!(outcome, Outcome::ConfigStored { .. }) {
@@ -357,6 +359,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             expected_version: expected,
+            history_bytes: None,
         }
     }
 
@@ -488,14 +491,18 @@ mod tests {
         prop_oneof![
             (
                 proptest::collection::btree_map("[a-c]{1,2}", "[x-z]", 0..4),
-                proptest::option::of(0u64..4)
+                proptest::option::of(0u64..4),
+                proptest::option::of(0u64..64)
             )
-                .prop_map(|(fingerprints, expected_version)| Command::StoreConfig {
-                    config_yaml: "version: 1\n".into(),
-                    config_path: "dsops.yaml".into(),
-                    catalog_files: BTreeMap::new(),
-                    fingerprints,
-                    expected_version,
+                .prop_map(|(fingerprints, expected_version, history_bytes)| {
+                    Command::StoreConfig {
+                        config_yaml: "version: 1\n".into(),
+                        config_path: "dsops.yaml".into(),
+                        catalog_files: BTreeMap::new(),
+                        fingerprints,
+                        expected_version,
+                        history_bytes,
+                    }
                 }),
             (1u64..5, "[a-d]").prop_map(|(node_id, address)| Command::RegisterNode {
                 node_id,

@@ -51,6 +51,7 @@ impl World {
                 catalog_files: Default::default(),
                 fingerprints: Default::default(),
                 expected_version: None,
+                history_bytes: None,
             },
         )
     }

@@ -46,6 +46,11 @@ pub enum Command {
         fingerprints: BTreeMap<String, String>,
         /// Refuse unless the stored version is this one.
         expected_version: Option<u64>,
+        /// Bound the kept history to this many bytes of documents and fingerprints as well as
+        /// to [`crate::CONFIG_HISTORY`] versions (the newest is always kept). Set from log
+        /// format 2 on; commands of older formats carry none and keep the count bound only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history_bytes: Option<u64>,
     },
     /// Record a control-plane node (address and role); raft membership itself changes through
     /// openraft's own membership entries.

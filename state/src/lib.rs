@@ -54,8 +54,9 @@ pub use gate_apply::{
     GATE_HISTORY, GateAction, GateProbe, GateRecord, GateVerdict, MAX_GATES, gates_block,
 };
 pub use model::{
-    CLOSED_REVIEWS_KEPT, CONFIG_HISTORY, MAX_OPERATOR_INVITES, NodeRecord, OperatorInvite,
-    OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State, StoredConfig, StoredToken,
+    CLOSED_REVIEWS_KEPT, CONFIG_HISTORY, CONFIG_HISTORY_BYTES, MAX_OPERATOR_INVITES, NodeRecord,
+    OperatorInvite, OperatorRecord, REVIEW_DEADLINE_MS, Review, RevokedIdentity, State,
+    StoredConfig, StoredToken,
 };
 pub use outbox::{DeliveryStatus, MAX_DELIVERY_ATTEMPTS, MAX_OUTBOX, OutboxEntry};
 pub use outcome::{Outcome, Response};

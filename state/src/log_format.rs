@@ -2,8 +2,12 @@
 //! in front of every encoded entry and command, as snapshots carry one ([`crate::SNAPSHOT_MAGIC`]).
 //!
 //! ```text
-//!   b"DSOPSLG" · format (1 byte) · body (format 1: JSON)
+//!   b"DSOPSLG" · format (1 byte) · body (formats 1 and 2: JSON)
 //! ```
+//!
+//! Format 2 has the body of format 1; what it adds is that a `store_config` command may bound
+//! the configuration history by bytes (`history_bytes`), which a release reading only format 1
+//! would ignore and so keep another history than its peers: it refuses the entry instead.
 //!
 //! A release reads every format up to [`LOG_FORMAT`] and refuses a newer one with a clear error
 //! instead of misreading it. Entries written before the marker existed (a bare JSON body) read as
@@ -14,7 +18,7 @@
 /// The marker in front of every log entry and replicated command.
 pub const LOG_MAGIC: &[u8; 7] = b"DSOPSLG";
 /// The format this release writes.
-pub const LOG_FORMAT: u8 = 1;
+pub const LOG_FORMAT: u8 = 2;
 
 /// Why a stored entry or command cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +45,7 @@ pub fn unframe(bytes: &[u8]) -> Result<(u8, &[u8]), LogFormatError> {
     if let Some(rest) = bytes.strip_prefix(LOG_MAGIC.as_slice()) {
         let (&format, body) = rest.split_first().ok_or(LogFormatError::BadMagic)?;
         return match format {
-            0 | 1 => Ok((format, body)),
+            0..=LOG_FORMAT => Ok((format, body)),
             newer => Err(LogFormatError::TooNew(newer)),
         };
     }

@@ -7,6 +7,9 @@ use super::{AuditLog, ConfigChange, Dedup, NodeRole};
 
 /// How many configuration versions are kept.
 pub const CONFIG_HISTORY: usize = 50;
+/// How many bytes of configuration history (documents and fingerprints, every version kept) a
+/// node proposes to keep: a few versions of a 100,000-secret configuration, 50 of a small one.
+pub const CONFIG_HISTORY_BYTES: u64 = 64 << 20;
 
 /// A stored configuration version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +32,16 @@ pub struct StoredConfig {
     pub applied_by: String,
     /// The log index that stored it.
     pub index: u64,
+}
+
+impl StoredConfig {
+    /// The bytes its documents and fingerprints take, which bound the kept history
+    /// ([`CONFIG_HISTORY_BYTES`]).
+    pub fn bytes(&self) -> u64 {
+        let catalog: usize = self.catalog_files.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let fingerprints: usize = self.fingerprints.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.config_yaml.len() + catalog + fingerprints) as u64
+    }
 }
 
 /// A control-plane node as recorded in the state.

@@ -351,6 +351,8 @@ impl TestCluster {
         let channel =
             dsops_identity::channel(self.address(id), API_SERVER_NAME, tls).expect("channel");
         AdminClient::new(channel)
+            .max_decoding_message_size(dsops_proto::domain::MAX_ADMIN_MESSAGE)
+            .max_encoding_message_size(dsops_proto::domain::MAX_ADMIN_MESSAGE)
     }
 
     /// Shuts every running node down cleanly and keeps their data directories (the returned

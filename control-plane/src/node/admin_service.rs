@@ -129,6 +129,7 @@ impl Admin for AdminService {
             catalog_files: apply.catalog_files,
             fingerprints,
             expected_version: apply.expected_version,
+            history_bytes: Some(dsops_state::CONFIG_HISTORY_BYTES),
         };
         let response = self
             .control

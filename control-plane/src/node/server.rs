@@ -231,7 +231,7 @@ pub async fn start(
         )
         .add_service(
             AdminServer::new(AdminService::new(control.clone()))
-                .max_decoding_message_size(16 << 20),
+                .max_decoding_message_size(dsops_proto::domain::MAX_ADMIN_MESSAGE),
         )
         .add_service(NodeJoinServer::new(JoinService::new(control.clone())))
         .add_service(

@@ -55,10 +55,14 @@ pub struct ApplyConfig {
     pub expected_version: Option<u64>,
 }
 
-/// The largest configuration or catalog file accepted (the raft log carries it).
-pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// The largest configuration or catalog file accepted (the raft log carries it): room for
+/// 100,000 secrets written one per line.
+pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
 /// The largest configuration plus catalog files accepted in one apply.
-pub const MAX_APPLY_BYTES: usize = 4 << 20;
+pub const MAX_APPLY_BYTES: usize = 24 << 20;
+/// The largest admin API message a node or the CLI accepts: an apply at [`MAX_APPLY_BYTES`],
+/// or a stored configuration with its catalog files read back.
+pub const MAX_ADMIN_MESSAGE: usize = 32 << 20;
 
 impl TryFrom<wire::ApplyConfigRequest> for ApplyConfig {
     type Error = ProtocolError;

@@ -61,7 +61,8 @@ mod session;
 mod step;
 
 pub use admin::{
-    ApplyConfig, MAX_APPLY_BYTES, MAX_DOCUMENT_BYTES, RotateRequest, RotateSelector, SecretKey,
+    ApplyConfig, MAX_ADMIN_MESSAGE, MAX_APPLY_BYTES, MAX_DOCUMENT_BYTES, RotateRequest,
+    RotateSelector, SecretKey,
 };
 pub use admin_requests::{
     CreateAgentToken, CreateJoinToken, DEFAULT_TOKEN_TTL, GetRuns, MAX_HISTORY, MAX_RUN_IDS,
