@@ -4,8 +4,8 @@
 
 use super::{Command, Outcome, Request, Response, State};
 use super::{
-    agent_apply, approval_apply, cluster_apply, config_apply, gate_apply, operator_apply,
-    promotion_apply, reminder_apply, run_apply,
+    agent_apply, approval_apply, cluster_apply, config_apply, config_staging, gate_apply,
+    operator_apply, promotion_apply, reminder_apply, run_apply,
 };
 
 /// What the log says about the entry being applied.
@@ -44,6 +44,16 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
                     history_bytes: *history_bytes,
                 },
             );
+            if matches!(outcome, Outcome::ConfigStored { .. }) {
+                approval_apply::configuration_changed(state, request, ctx);
+            }
+            outcome
+        }
+        Command::StageConfigPart { upload, index, text } => {
+            config_staging::stage_part(state, request, upload, *index, text)
+        }
+        Command::StoreStagedConfig { upload, parts, sha256 } => {
+            let outcome = config_staging::store_staged(state, request, ctx, upload, *parts, sha256);
             if matches!(outcome, Outcome::ConfigStored { .. }) {
                 approval_apply::configuration_changed(state, request, ctx);
             }

@@ -52,6 +52,25 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         history_bytes: Option<u64>,
     },
+    /// One part of a configuration too large for one entry (log format 2; see
+    /// [`crate::config_staging`]). Part 0 starts the upload.
+    StageConfigPart {
+        /// The upload (the apply request's id).
+        upload: String,
+        /// 0, 1, 2, ... in order.
+        index: u32,
+        /// A piece of the JSON of a [`crate::ConfigPayload`].
+        text: String,
+    },
+    /// Store the configuration staged under `upload` (log format 2).
+    StoreStagedConfig {
+        /// The upload.
+        upload: String,
+        /// How many parts it has.
+        parts: u32,
+        /// The SHA-256 (hex) of the parts joined.
+        sha256: String,
+    },
     /// Record a control-plane node (address and role); raft membership itself changes through
     /// openraft's own membership entries.
     RegisterNode {
@@ -421,6 +440,7 @@ impl Command {
             Command::RecordReceipt { body_hex, signature_hex, .. } => {
                 64 + body_hex.len() + signature_hex.len()
             }
+            Command::StageConfigPart { upload, text, .. } => 64 + upload.len() + text.len(),
             Command::RequestRun { spec, reason, .. } => {
                 256 + spec.config_json.len() + reason.len() + spec.store_ref.len()
             }
@@ -446,6 +466,8 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::StoreConfig { .. } => "store_config",
+            Command::StageConfigPart { .. } => "stage_config_part",
+            Command::StoreStagedConfig { .. } => "store_staged_config",
             Command::RegisterNode { .. } => "register_node",
             Command::ForgetNode { .. } => "forget_node",
             Command::CreateJoinToken { .. } => "create_join_token",

@@ -9,7 +9,7 @@ use super::{ApplyContext, CONFIG_HISTORY, ConfigChange, Outcome, Request, State,
 
 /// What a `StoreConfig` command carries.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct ConfigInput<'a> {
+pub(crate) struct ConfigInput<'a> {
     pub config_yaml: &'a str,
     pub config_path: &'a str,
     pub catalog_files: &'a BTreeMap<String, String>,
@@ -20,7 +20,7 @@ pub(super) struct ConfigInput<'a> {
 
 /// Stores a configuration as the next version, unless another was stored since the proposer
 /// looked (`expected_version`).
-pub(super) fn store_config(
+pub(crate) fn store_config(
     state: &mut State,
     request: &Request,
     ctx: ApplyContext,

@@ -20,6 +20,7 @@ mod audit;
 mod cluster_apply;
 mod command;
 mod config_apply;
+pub mod config_staging;
 mod dedup;
 pub mod evidence_apply;
 #[cfg(test)]
@@ -48,6 +49,9 @@ pub use apply::{ApplyContext, apply};
 pub use approval_apply::eligible;
 pub use audit::{AuditEvent, AuditLog, Checkpoint, GENESIS_HASH, RECENT};
 pub use command::{Command, ConfigChange, NodeRole, Request};
+pub use config_staging::{
+    CONFIG_PART_BYTES, ConfigPayload, MAX_STAGED_CONFIG_BYTES, StagedConfig, split_payload,
+};
 pub use dedup::{DEDUP_CAPACITY, DEDUP_WINDOW_MS, Dedup};
 pub use evidence_apply::{CHECKPOINT_ACTION, EvidenceKey, SignedCheckpoint};
 pub use gate_apply::{

@@ -259,6 +259,9 @@ pub struct State {
     /// issued up to the revocation is refused on every node.
     #[serde(default)]
     pub revoked: BTreeMap<String, RevokedIdentity>,
+    /// A configuration upload in progress ([`crate::config_staging`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_config: Option<crate::StagedConfig>,
 }
 
 /// A revoked identity: the certificates of `role` naming `name` that were issued at or before

@@ -38,6 +38,13 @@ pub enum Outcome {
         /// What changed.
         changes: Vec<ConfigChange>,
     },
+    /// A part of a configuration upload was staged.
+    ConfigPartStaged {
+        /// Its index.
+        part: u32,
+        /// The upload's bytes so far.
+        bytes: u64,
+    },
     /// A node record was written or removed.
     NodeUpdated {
         /// The node id.

@@ -67,3 +67,76 @@ async fn a_retry_after_the_leader_died_is_not_applied_twice() {
     assert_eq!(count, 1);
     cluster.shutdown().await;
 }
+
+/// A configuration too large for one log entry goes in parts (`stage_config_part`, then
+/// `store_staged_config`); every node stores the whole text, and a retry stores no second
+/// version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_larger_than_one_entry_is_stored_in_parts_once() {
+    use std::fmt::Write as _;
+    let mut yaml =
+        String::from("version: 1\nsecretStores: { local: { type: file } }\nenvs:\n  dev:\n");
+    let mut i = 0;
+    while yaml.len() < 3 * dsops_state::CONFIG_PART_BYTES {
+        let _ = writeln!(
+            yaml,
+            "    K{i:06}: {{ from: {{ store: \"store://local/k{i}#v\" }}, rotation: {{ strategy: random }} }}"
+        );
+        i += 1;
+    }
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let request = ApplyConfigRequest {
+        request_id: "apply-large-0123456789".into(),
+        config_yaml: yaml.clone(),
+        config_path: "dsops.yaml".into(),
+        catalog_files: Default::default(),
+        expected_version: 0,
+    };
+    let first =
+        cluster.admin_client(leader).apply_config(request.clone()).await.unwrap().into_inner();
+    assert_eq!(first.version, 1);
+    assert_eq!(first.changes.len(), i + 1, "one change per secret, and the store");
+    let again = cluster.admin_client(leader).apply_config(request).await.unwrap().into_inner();
+    assert_eq!(again, first, "the retry is answered with the first response");
+
+    // Every node has the whole text, and no upload is left staged.
+    for id in cluster.ids() {
+        let (stored, staged, versions) = dsops_tests::wait_for(
+            "the configuration on every node",
+            std::time::Duration::from_secs(10),
+            || async {
+                cluster
+                    .control(id)
+                    .read_local(|s| {
+                        s.current_config().map(|c| {
+                            (c.config_yaml.clone(), s.staged_config.is_some(), s.configs.len())
+                        })
+                    })
+                    .await
+            },
+        )
+        .await;
+        assert!(stored == yaml, "node {id} stored another text");
+        assert!(!staged, "node {id} still holds the parts");
+        assert_eq!(versions, 1, "node {id}");
+    }
+    let read = cluster
+        .admin_client(leader)
+        .get_config(dsops_proto::wire::admin::GetConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(read.config_yaml == yaml, "get_config returns the text applied");
+    // It went in parts (the dedup table answers their ids).
+    let parts = cluster
+        .control(leader)
+        .read_local(|s| {
+            (0..)
+                .take_while(|n| s.dedup.get(&format!("apply-large-0123456789/part-{n}")).is_some())
+                .count()
+        })
+        .await;
+    assert!(parts >= 3, "{parts} parts");
+    cluster.shutdown().await;
+}

@@ -93,6 +93,8 @@ struct Inner {
     agents: AgentRegistry,
     /// The last stored configuration validated here, by version.
     config_cache: std::sync::Mutex<Option<(u64, Arc<dsops_config::config::Loaded>)>>,
+    /// Held while a configuration is validated into the cache: one load at a time.
+    config_loading: tokio::sync::Mutex<()>,
     /// Refusals counted for the next audit summary.
     refusals: RefusalTally,
     /// When this node last served each operator (by certificate name), ms since the epoch.
@@ -147,6 +149,7 @@ impl ControlPlane {
                 proposals,
                 agents: AgentRegistry::default(),
                 config_cache: std::sync::Mutex::new(None),
+                config_loading: tokio::sync::Mutex::new(()),
                 refusals: RefusalTally::default(),
                 operators_seen: Default::default(),
                 leader_changes,
@@ -222,6 +225,13 @@ impl ControlPlane {
     pub(crate) fn cached_config(&self, version: u64) -> Option<Arc<dsops_config::config::Loaded>> {
         let cache = self.inner.config_cache.lock().expect("config cache lock");
         cache.as_ref().filter(|(v, _)| *v == version).map(|(_, loaded)| loaded.clone())
+    }
+
+    /// Waits until no other task is validating a configuration into the cache. A 100,000-secret
+    /// configuration takes seconds of CPU and hundreds of MB to validate: callers that miss
+    /// the cache at once wait for one load instead of each running their own.
+    pub(crate) async fn config_loading(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.config_loading.lock().await
     }
 
     /// Remembers the validated configuration of stored version `version`.

@@ -11,12 +11,10 @@ use dsops_proto::domain::{
 use dsops_proto::wire::admin as wire;
 use dsops_proto::wire::admin::admin_server::Admin;
 use openraft::{ChangeMembers, ServerState};
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::control::{ControlPlane, WriteError};
 use crate::pki::{CallerIdentity, Role, caller_of};
-use dsops_config::config::{CatalogFiles, load_with};
 use dsops_identity::JoinToken;
 use dsops_state::{Command, Outcome};
 
@@ -107,22 +105,7 @@ impl Admin for AdminService {
         let caller = self.authorize(&request, Permission::Configure).await?;
         let apply = ApplyConfig::try_from(request.into_inner())?;
         // Validate here too: the server never stores a configuration it would refuse to load.
-        let loaded = load_with(
-            &apply.config_yaml,
-            &apply.config_path,
-            CatalogFiles::Given(&apply.catalog_files),
-        )
-        .and_then(|loaded| dsops_config::config::enforce::enforced(&loaded).map(|()| loaded))
-        .map_err(|diagnostics| {
-            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-            ErrorCode::InvalidArgument
-                .to_status(format!("the configuration is invalid:\n{}", lines.join("\n")))
-        })?;
-        let mut fingerprints = loaded.fingerprints;
-        for (path, text) in &apply.catalog_files {
-            let hash: String = dsops_proto::hex(&Sha256::digest(text.as_bytes()));
-            fingerprints.insert(format!("catalog/{path}"), hash);
-        }
+        let (apply, fingerprints) = super::config_upload::validate(&self.control, apply).await?;
         let command = Command::StoreConfig {
             config_yaml: apply.config_yaml,
             config_path: apply.config_path,
@@ -131,9 +114,8 @@ impl Admin for AdminService {
             expected_version: apply.expected_version,
             history_bytes: Some(dsops_state::CONFIG_HISTORY_BYTES),
         };
-        let response = self
-            .control
-            .write(&caller.name, apply.request_id.as_str(), command)
+        let id = apply.request_id.as_str();
+        let response = super::config_upload::write_config(&self.control, &caller.name, id, command)
             .await
             .map_err(|e| e.to_status())?;
         match response.outcome {

@@ -10,6 +10,7 @@ mod admin_reports;
 mod admin_service;
 pub mod admin_tokens;
 mod agent_service;
+mod config_upload;
 pub mod evidence;
 mod fatal;
 pub mod health;

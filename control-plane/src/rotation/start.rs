@@ -111,15 +111,24 @@ pub(crate) async fn config_at(
     if let Some(hit) = control.cached_config(version) {
         return Ok((version, hit));
     }
+    let _loading = control.config_loading().await;
+    if let Some(hit) = control.cached_config(version) {
+        return Ok((version, hit));
+    }
     let stored = control.read_local(|s| s.current_config().cloned()).await.ok_or_else(|| {
         RotationError::new(
             ErrorCode::Unavailable,
             "the stored configuration disappeared; try again",
         )
     })?;
-    let loaded = Arc::new(loaded(&stored)?);
-    control.cache_config(stored.version, loaded.clone());
-    Ok((stored.version, loaded))
+    // Off the async workers: the raft tasks on this node keep their heartbeats meanwhile.
+    let version = stored.version;
+    let loaded = tokio::task::spawn_blocking(move || loaded(&stored)).await.map_err(|e| {
+        RotationError::new(ErrorCode::Internal, format!("loading the configuration: {e}"))
+    })??;
+    let loaded = Arc::new(loaded);
+    control.cache_config(version, loaded.clone());
+    Ok((version, loaded))
 }
 
 /// A run's summary for the API.
