@@ -335,7 +335,8 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
 /// Remembers the outcome for retries of the request, and answers it.
 fn done(state: &mut State, request: &Request, ctx: ApplyContext, outcome: Outcome) -> Response {
     let response = Response { index: ctx.index, outcome, duplicate: false };
-    state.dedup.remember(&request.request_id, response.clone(), request.proposed_at_ms);
+    let kept = config_staging::for_dedup(request, &response);
+    state.dedup.remember(&request.request_id, kept, request.proposed_at_ms);
     response
 }
 

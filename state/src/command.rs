@@ -462,6 +462,19 @@ impl Command {
         }
     }
 
+    /// The oldest log format that carries this command faithfully: 2 for the configuration
+    /// commands format 2 added (a byte-bounded history, staged parts), 1 for the rest. An entry
+    /// is written in the highest format of its commands, so that during a rolling upgrade the
+    /// nodes of the previous release keep applying everything else.
+    pub fn log_format(&self) -> u8 {
+        match self {
+            Command::StoreConfig { history_bytes: Some(_), .. }
+            | Command::StageConfigPart { .. }
+            | Command::StoreStagedConfig { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// A short name for logs and audit events.
     pub fn name(&self) -> &'static str {
         match self {

@@ -131,9 +131,12 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_version_counts_its_documents_and_fingerprints() {
+    fn a_stored_version_counts_its_documents_fingerprints_and_changes() {
         // 100 + "c.yaml" + "yy" + "envs.a.K" + "abcd"
         assert_eq!(version(1, 100).bytes(), 100 + 6 + 2 + 8 + 4);
+        let mut changed = version(1, 100);
+        changed.changes.push(ConfigChange { action: "added".into(), path: "envs.a.K".into() });
+        assert_eq!(changed.bytes(), 120 + 5 + 8);
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub const CONFIG_PART_BYTES: usize = 256 << 10;
 /// its fingerprints, as JSON.
 pub const MAX_STAGED_CONFIG_BYTES: u64 = 64 << 20;
 
+/// How long an upload holds the slot against another operator's (log time, from its part 0):
+/// two operators applying at once get a clear refusal instead of cutting each other off, and an
+/// upload its proposer abandoned does not block the next for long.
+pub const STAGED_UPLOAD_HOLD_MS: u64 = 60_000;
+
 /// What a `store_config` command carries, staged as JSON in parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigPayload {
@@ -58,9 +63,13 @@ pub struct StagedConfig {
 }
 
 /// The JSON of `payload` in parts of at most [`CONFIG_PART_BYTES`] (split on character
-/// boundaries), and the SHA-256 (hex) of the whole.
-pub fn split_payload(payload: &ConfigPayload) -> (Vec<String>, String) {
+/// boundaries), and the SHA-256 (hex) of the whole. `None` when the whole is larger than
+/// [`MAX_STAGED_CONFIG_BYTES`] (nothing is proposed then).
+pub fn split_payload(payload: &ConfigPayload) -> Option<(Vec<String>, String)> {
     let text = serde_json::to_string(payload).expect("a payload of strings and maps serializes");
+    if text.len() as u64 > MAX_STAGED_CONFIG_BYTES {
+        return None;
+    }
     let sha256 = dsops_proto::hex(&Sha256::digest(text.as_bytes()));
     let mut parts = Vec::new();
     let mut rest = text.as_str();
@@ -73,7 +82,28 @@ pub fn split_payload(payload: &ConfigPayload) -> (Vec<String>, String) {
         parts.push(part.to_owned());
         rest = tail;
     }
-    (parts, sha256)
+    Some((parts, sha256))
+}
+
+/// What the dedup table keeps of a response: a configuration stored by a format-2 command
+/// without its change list (one line per changed item: megabytes at 100,000 secrets, kept a
+/// day), which the stored version holds; whoever answers a retry reads it from there.
+pub(super) fn for_dedup(request: &Request, response: &crate::Response) -> crate::Response {
+    match &response.outcome {
+        Outcome::ConfigStored { version, previous_version, changes }
+            if request.command.log_format() >= 2 && !changes.is_empty() =>
+        {
+            crate::Response {
+                outcome: Outcome::ConfigStored {
+                    version: *version,
+                    previous_version: *previous_version,
+                    changes: Vec::new(),
+                },
+                ..response.clone()
+            }
+        }
+        _ => response.clone(),
+    }
 }
 
 /// Applies part `index` of `upload`.
@@ -85,6 +115,19 @@ pub(super) fn stage_part(
     text: &str,
 ) -> Outcome {
     if index == 0 {
+        if let Some(other) = state.staged_config.as_ref() {
+            let age = request.proposed_at_ms.saturating_sub(other.started_at_ms);
+            if other.actor != request.actor && age < STAGED_UPLOAD_HOLD_MS {
+                return Outcome::rejected(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} is applying a configuration (started {} s ago); apply again when it is stored",
+                        other.actor,
+                        age / 1000
+                    ),
+                );
+            }
+        }
         state.staged_config = Some(StagedConfig {
             upload: upload.to_owned(),
             actor: request.actor.clone(),
@@ -216,7 +259,7 @@ mod tests {
 
     /// Applies the parts of `payload` as `actor`, then the store; the store's outcome.
     fn upload(state: &mut State, upload: &str, actor: &str, payload: &ConfigPayload) -> Outcome {
-        let (parts, sha256) = split_payload(payload);
+        let (parts, sha256) = split_payload(payload).unwrap();
         let count = parts.len() as u32;
         for (index, text) in parts.into_iter().enumerate() {
             let command = crate::Command::StageConfigPart {
@@ -234,9 +277,16 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_over_the_staging_bound_is_not_split() {
+        let mut payload = payload(16);
+        payload.config_yaml = "x".repeat(MAX_STAGED_CONFIG_BYTES as usize);
+        assert!(split_payload(&payload).is_none());
+    }
+
+    #[test]
     fn parts_are_cut_on_character_boundaries_and_join_to_the_payload() {
         let payload = payload(3 * CONFIG_PART_BYTES + 17);
-        let (parts, sha256) = split_payload(&payload);
+        let (parts, sha256) = split_payload(&payload).unwrap();
         assert_eq!(parts.len(), 4);
         assert!(parts.iter().all(|p| p.len() <= CONFIG_PART_BYTES && !p.is_empty()));
         let joined = parts.concat();
@@ -292,9 +342,23 @@ mod tests {
         // Out of order, and another operator's part.
         rejected(&stage(&mut state, "u1", "alice", 2, "x"), "part 1 was expected");
         rejected(&stage(&mut state, "u1", "mallory", 1, "x"), "started by alice");
-        // Another upload's part 0 replaces the unfinished one.
-        assert!(matches!(stage(&mut state, "u2", "bob", 0, "{"), Outcome::ConfigPartStaged { .. }));
+        // Another operator cannot cut an upload off while it is young; its own next upload,
+        // or anyone's once it is older than STAGED_UPLOAD_HOLD_MS, replaces it.
+        rejected(&stage(&mut state, "u2", "bob", 0, "{"), "alice is applying a configuration");
+        assert!(matches!(
+            stage(&mut state, "u0", "alice", 0, "{"),
+            Outcome::ConfigPartStaged { .. }
+        ));
         rejected(&stage(&mut state, "u1", "alice", 1, "x"), "another upload replaced it");
+        let later = request(
+            &id(),
+            "bob",
+            crate::Command::StageConfigPart { upload: "u2".into(), index: 0, text: "{".into() },
+        );
+        let later = Request { proposed_at_ms: 1_000 + STAGED_UPLOAD_HOLD_MS, ..later };
+        let outcome = apply(&mut state, &later, ApplyContext { index: 1 }).outcome;
+        assert!(matches!(outcome, Outcome::ConfigPartStaged { .. }), "{outcome:?}");
+        rejected(&stage(&mut state, "u0", "alice", 1, "x"), "another upload replaced it");
         // Storing with a wrong hash or count, or as someone else, stores nothing.
         let store = |state: &mut State, actor: &str, parts: u32, sha256: &str| {
             let command = crate::Command::StoreStagedConfig {

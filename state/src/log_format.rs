@@ -7,7 +7,11 @@
 //!
 //! Format 2 has the body of format 1; what it adds is that a `store_config` command may bound
 //! the configuration history by bytes (`history_bytes`), which a release reading only format 1
-//! would ignore and so keep another history than its peers: it refuses the entry instead.
+//! would ignore and so keep another history than its peers, and configurations sent in parts
+//! (`stage_config_part`, `store_staged_config`): such a release refuses the entry instead. Only
+//! entries that hold such a command are written as format 2 (`Command::log_format`), so during a
+//! rolling upgrade the previous release's nodes keep applying everything else; an `apply` waits
+//! until they are upgraded.
 //!
 //! A release reads every format up to [`LOG_FORMAT`] and refuses a newer one with a clear error
 //! instead of misreading it. Entries written before the marker existed (a bare JSON body) read as
@@ -33,9 +37,15 @@ pub enum LogFormatError {
 
 /// `body` framed as format [`LOG_FORMAT`].
 pub fn frame(body: &[u8]) -> Vec<u8> {
+    frame_as(LOG_FORMAT, body)
+}
+
+/// `body` framed as `format` (an entry is written in the oldest format that carries its
+/// commands: `Command::log_format`).
+pub fn frame_as(format: u8, body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(LOG_MAGIC.len() + 1 + body.len());
     bytes.extend_from_slice(LOG_MAGIC);
-    bytes.push(LOG_FORMAT);
+    bytes.push(format);
     bytes.extend_from_slice(body);
     bytes
 }

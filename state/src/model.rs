@@ -35,12 +35,13 @@ pub struct StoredConfig {
 }
 
 impl StoredConfig {
-    /// The bytes its documents and fingerprints take, which bound the kept history
-    /// ([`CONFIG_HISTORY_BYTES`]).
+    /// The bytes its documents, fingerprints and change list take, which bound the kept
+    /// history ([`CONFIG_HISTORY_BYTES`]).
     pub fn bytes(&self) -> u64 {
         let catalog: usize = self.catalog_files.iter().map(|(k, v)| k.len() + v.len()).sum();
         let fingerprints: usize = self.fingerprints.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.config_yaml.len() + catalog + fingerprints) as u64
+        let changes: usize = self.changes.iter().map(|c| c.action.len() + c.path.len()).sum();
+        (self.config_yaml.len() + catalog + fingerprints + changes) as u64
     }
 }
 

@@ -18,14 +18,17 @@ use crate::pki::ClusterPki;
 use crate::raft::{NodeId, Proposal, StateMachineStore, TypeConfig};
 use dsops_state::{Command, Outcome, Request, Response, State};
 
+/// How many validated configurations a node keeps (each is ~5 KB per secret).
+const CONFIG_CACHE: usize = 2;
 /// The most requests in one raft entry.
 const MAX_BATCH: usize = 512;
 /// The most bytes (roughly) in one raft entry; a larger request goes alone.
-const MAX_BATCH_BYTES: usize = 4 << 20;
-/// The largest single request the proposer puts in the log (a whole configuration with its
-/// catalog is at most 4 MiB): anything larger is refused before raft sees it, so no entry can
-/// grow past what replicates within a raft call's deadline.
-pub const MAX_REQUEST_BYTES: usize = 5 << 20;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// The largest single request the proposer puts in the log (a configuration larger than
+/// [`dsops_state::CONFIG_PART_BYTES`] goes in parts): anything larger is refused before raft
+/// sees it, so no entry can grow past what replicates within a raft call's deadline (openraft
+/// 0.9 gives an AppendEntries one heartbeat interval).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// How long a proposal may take to commit before its requests are answered `unavailable` (the
 /// caller retries with the same request id, so a late commit is not applied twice).
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -91,10 +94,11 @@ struct Inner {
     proposals: mpsc::UnboundedSender<Pending>,
     /// Agents connected to this node.
     agents: AgentRegistry,
-    /// The last stored configuration validated here, by version.
-    config_cache: std::sync::Mutex<Option<(u64, Arc<dsops_config::config::Loaded>)>>,
+    /// The stored configurations validated here, by version, most recently used first (at
+    /// most [`CONFIG_CACHE`]: the current one, and one a report asked for).
+    config_cache: std::sync::Mutex<Vec<(u64, Arc<dsops_config::config::Loaded>)>>,
     /// Held while a configuration is validated into the cache: one load at a time.
-    config_loading: tokio::sync::Mutex<()>,
+    config_loading: Arc<tokio::sync::Mutex<()>>,
     /// Refusals counted for the next audit summary.
     refusals: RefusalTally,
     /// When this node last served each operator (by certificate name), ms since the epoch.
@@ -148,8 +152,8 @@ impl ControlPlane {
                 peer_fingerprint,
                 proposals,
                 agents: AgentRegistry::default(),
-                config_cache: std::sync::Mutex::new(None),
-                config_loading: tokio::sync::Mutex::new(()),
+                config_cache: std::sync::Mutex::new(Vec::new()),
+                config_loading: Arc::new(tokio::sync::Mutex::new(())),
                 refusals: RefusalTally::default(),
                 operators_seen: Default::default(),
                 leader_changes,
@@ -223,20 +227,29 @@ impl ControlPlane {
 
     /// The validated configuration of stored version `version`, if this node has it.
     pub(crate) fn cached_config(&self, version: u64) -> Option<Arc<dsops_config::config::Loaded>> {
-        let cache = self.inner.config_cache.lock().expect("config cache lock");
-        cache.as_ref().filter(|(v, _)| *v == version).map(|(_, loaded)| loaded.clone())
+        let mut cache = self.inner.config_cache.lock().expect("config cache lock");
+        let at = cache.iter().position(|(v, _)| *v == version)?;
+        let hit = cache.remove(at);
+        let loaded = hit.1.clone();
+        cache.insert(0, hit);
+        Some(loaded)
     }
 
     /// Waits until no other task is validating a configuration into the cache. A 100,000-secret
     /// configuration takes seconds of CPU and hundreds of MB to validate: callers that miss
-    /// the cache at once wait for one load instead of each running their own.
-    pub(crate) async fn config_loading(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.config_loading.lock().await
+    /// the cache at once wait for one load instead of each running their own. The guard is
+    /// owned, so the blocking load holds it: a caller that gave up (a dropped request) does not
+    /// let the next load start beside the one still running.
+    pub(crate) async fn config_loading(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.config_loading.clone().lock_owned().await
     }
 
     /// Remembers the validated configuration of stored version `version`.
     pub(crate) fn cache_config(&self, version: u64, loaded: Arc<dsops_config::config::Loaded>) {
-        *self.inner.config_cache.lock().expect("config cache lock") = Some((version, loaded));
+        let mut cache = self.inner.config_cache.lock().expect("config cache lock");
+        cache.retain(|(v, _)| *v != version);
+        cache.insert(0, (version, loaded));
+        cache.truncate(CONFIG_CACHE);
     }
 
     /// The cluster's CAs.

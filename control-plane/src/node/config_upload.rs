@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use dsops_config::config::{CatalogFiles, load_with};
 use dsops_proto::ErrorCode;
 use dsops_proto::domain::ApplyConfig;
-use dsops_state::{CONFIG_PART_BYTES, Command, ConfigPayload, Response, split_payload};
+use dsops_state::{CONFIG_PART_BYTES, Command, ConfigPayload, Outcome, Response, split_payload};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
@@ -21,8 +21,9 @@ pub(super) async fn validate(
     control: &ControlPlane,
     apply: ApplyConfig,
 ) -> Result<(ApplyConfig, BTreeMap<String, String>), Status> {
-    let _loading = control.config_loading().await;
+    let loading = control.config_loading().await;
     let checked = tokio::task::spawn_blocking(move || {
+        let _loading = loading;
         let loaded = load_with(
             &apply.config_yaml,
             &apply.config_path,
@@ -48,8 +49,32 @@ pub(super) async fn validate(
     checked.await.map_err(|e| ErrorCode::Internal.to_status(format!("validating: {e}")))?
 }
 
-/// Proposes `command` (a `store_config`) as `actor`; the response is the store's.
+/// Proposes `command` (a `store_config`) as `actor`; the response is the store's. A retry is
+/// answered with the change list read back from the stored version (the dedup table keeps none).
 pub(super) async fn write_config(
+    control: &ControlPlane,
+    actor: &str,
+    request_id: &str,
+    command: Command,
+) -> Result<Response, WriteError> {
+    let mut response = propose_config(control, actor, request_id, command).await?;
+    let duplicate = response.duplicate;
+    if let Outcome::ConfigStored { version, changes, .. } = &mut response.outcome
+        && duplicate
+        && changes.is_empty()
+    {
+        let version = *version;
+        *changes = control
+            .read_local(|s| {
+                s.configs.iter().find(|c| c.version == version).map(|c| c.changes.clone())
+            })
+            .await
+            .unwrap_or_default();
+    }
+    Ok(response)
+}
+
+async fn propose_config(
     control: &ControlPlane,
     actor: &str,
     request_id: &str,
@@ -77,7 +102,15 @@ pub(super) async fn write_config(
         expected_version,
         history_bytes,
     };
-    let (parts, sha256) = split_payload(&payload);
+    let Some((parts, sha256)) = split_payload(&payload) else {
+        return Err(WriteError::Rejected {
+            code: ErrorCode::InvalidArgument,
+            message: format!(
+                "the configuration with its fingerprints is larger than {} bytes",
+                dsops_state::MAX_STAGED_CONFIG_BYTES
+            ),
+        });
+    };
     drop(payload);
     let count = parts.len() as u32;
     for (index, text) in parts.into_iter().enumerate() {

@@ -85,7 +85,8 @@ impl NodeOptions {
             election_timeout_max: self.election_timeout.1.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
-            // At most 32 entries of at most 4 MiB (the proposer's limit) per AppendEntries.
+            // At most 32 entries per AppendEntries, and at most about 1 MiB of them
+            // (`limited_get_log_entries`), unless one entry alone is larger (1 MiB at most).
             max_payload_entries: 32,
             ..Config::default()
         };

@@ -95,7 +95,8 @@ pub fn entry_to_wire(entry: &Entry<TypeConfig>) -> wire::Entry {
     let payload = match &entry.payload {
         EntryPayload::Blank => wire::entry::Payload::Blank(wire::Blank {}),
         EntryPayload::Normal(request) => {
-            wire::entry::Payload::Command(dsops_state::log_format::frame(
+            wire::entry::Payload::Command(dsops_state::log_format::frame_as(
+                request.log_format(),
                 &serde_json::to_vec(request).expect("a Proposal always serializes"),
             ))
         }

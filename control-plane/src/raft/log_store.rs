@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 
-use dsops_state::log_format::{LOG_FORMAT, LOG_MAGIC, LogFormatError, unframe};
+use dsops_state::log_format::{LOG_MAGIC, LogFormatError, unframe};
 
 use super::log_cache::LogCache;
 use super::segments::{Change, Segments, View};
@@ -44,16 +44,25 @@ pub enum EntryError {
     Body(#[from] serde_json::Error),
 }
 
-/// How the log stores an entry: the log marker and format ([`dsops_state::log_format`]), then
-/// the entry as JSON.
+/// The most bytes (roughly) of entries one AppendEntries carries, unless one entry alone is
+/// larger: 1 MiB crosses a LAN link well within a heartbeat.
+pub const MAX_APPEND_BYTES: usize = 1 << 20;
+
+/// How the log stores an entry: the log marker and format ([`dsops_state::log_format`]: the
+/// oldest that carries its commands), then the entry as JSON.
 pub fn encode_entry(entry: &Entry<TypeConfig>) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let format = match &entry.payload {
+        openraft::EntryPayload::Normal(proposal) => proposal.log_format(),
+        _ => 1,
+    };
     let mut bytes = LOG_MAGIC.to_vec();
-    bytes.push(LOG_FORMAT);
+    bytes.push(format);
     serde_json::to_writer(&mut bytes, entry)?;
     Ok(bytes)
 }
 
-/// Reads a stored entry of any format this release understands (formats 0 and 1 share the body).
+/// Reads a stored entry of any format this release understands (formats 0, 1 and 2 share the
+/// body).
 pub fn decode_entry(bytes: &[u8]) -> std::result::Result<Entry<TypeConfig>, EntryError> {
     let (_format, body) = unframe(bytes)?;
     Ok(serde_json::from_slice(body)?)
@@ -228,6 +237,31 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // or from pages redb has cached; a hop to the blocking pool would cost more than that.
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
         self.read_range(range)
+    }
+
+    /// What replication sends in one AppendEntries: the entries from `start`, as long as they
+    /// stay under [`MAX_APPEND_BYTES`] (at least one). openraft 0.9 gives the whole call one
+    /// heartbeat interval; a follower a few large entries behind would otherwise be sent the
+    /// same too-large batch again and again and never catch up.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        let mut entries = self.read_range((Bound::Included(start), Bound::Excluded(end)))?;
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .take_while(|entry| {
+                bytes += match &entry.payload {
+                    openraft::EntryPayload::Normal(proposal) => proposal.approx_bytes(),
+                    _ => 256,
+                };
+                bytes <= MAX_APPEND_BYTES
+            })
+            .count();
+        entries.truncate(keep.max(1));
+        Ok(entries)
     }
 }
 

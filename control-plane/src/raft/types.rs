@@ -17,6 +17,18 @@ pub struct Proposal(pub Vec<Request>);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied(pub Vec<Response>);
 
+impl Proposal {
+    /// The log format its entry is written in: the highest its commands need.
+    pub fn log_format(&self) -> u8 {
+        self.0.iter().map(|r| r.command.log_format()).max().unwrap_or(1)
+    }
+
+    /// Roughly its bytes in the log and on the wire.
+    pub fn approx_bytes(&self) -> usize {
+        self.0.iter().map(|r| 128 + r.request_id.len() + r.command.approx_size()).sum()
+    }
+}
+
 impl std::fmt::Display for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "proposal of {} request(s)", self.0.len())

@@ -104,6 +104,8 @@ pub(crate) async fn applied_config(
     config_at(control, version).await.map(Some)
 }
 
+/// Stored version `version` validated (the current one when the history no longer holds it),
+/// from the cache or loaded into it.
 pub(crate) async fn config_at(
     control: &ControlPlane,
     version: u64,
@@ -111,23 +113,39 @@ pub(crate) async fn config_at(
     if let Some(hit) = control.cached_config(version) {
         return Ok((version, hit));
     }
-    let _loading = control.config_loading().await;
+    let loading = control.config_loading().await;
     if let Some(hit) = control.cached_config(version) {
         return Ok((version, hit));
     }
-    let stored = control.read_local(|s| s.current_config().cloned()).await.ok_or_else(|| {
-        RotationError::new(
-            ErrorCode::Unavailable,
-            "the stored configuration disappeared; try again",
-        )
-    })?;
-    // Off the async workers: the raft tasks on this node keep their heartbeats meanwhile.
+    // The version asked for while the history still holds it, the current one otherwise.
+    let stored = control
+        .read_local(|s| {
+            s.configs.iter().find(|c| c.version == version).or(s.current_config()).cloned()
+        })
+        .await
+        .ok_or_else(|| {
+            RotationError::new(
+                ErrorCode::Unavailable,
+                "the stored configuration disappeared; try again",
+            )
+        })?;
+    if let Some(hit) = control.cached_config(stored.version) {
+        return Ok((stored.version, hit));
+    }
+    // Off the async workers: the raft tasks on this node keep their heartbeats meanwhile. The
+    // load caches its result before it lets go of the lock, so whoever waited finds it.
     let version = stored.version;
-    let loaded = tokio::task::spawn_blocking(move || loaded(&stored)).await.map_err(|e| {
+    let cache = control.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let _loading = loading;
+        let loaded = Arc::new(loaded(&stored)?);
+        cache.cache_config(version, loaded.clone());
+        Ok::<_, RotationError>(loaded)
+    })
+    .await
+    .map_err(|e| {
         RotationError::new(ErrorCode::Internal, format!("loading the configuration: {e}"))
     })??;
-    let loaded = Arc::new(loaded);
-    control.cache_config(version, loaded.clone());
     Ok((version, loaded))
 }
 
