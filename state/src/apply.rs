@@ -53,11 +53,7 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             config_staging::stage_part(state, request, upload, *index, text)
         }
         Command::StoreStagedConfig { upload, parts, sha256 } => {
-            let outcome = config_staging::store_staged(state, request, ctx, upload, *parts, sha256);
-            if matches!(outcome, Outcome::ConfigStored { .. }) {
-                approval_apply::configuration_changed(state, request, ctx);
-            }
-            outcome
+            config_staging::store_staged(state, request, ctx, upload, *parts, sha256)
         }
         Command::RegisterNode { node_id, address, role } => {
             cluster_apply::register_node(state, request, ctx, *node_id, address, *role)

@@ -173,7 +173,8 @@ pub(super) fn stage_part(
 }
 
 /// Joins the `parts` parts of `upload`, checks them against `sha256` and stores the
-/// configuration they hold. The staged parts are dropped whatever the outcome.
+/// configuration they hold (and, as for `store_config`, lets the runs awaiting approval know).
+/// The staged parts are dropped whatever the outcome.
 pub(super) fn store_staged(
     state: &mut State,
     request: &Request,
@@ -217,7 +218,7 @@ pub(super) fn store_staged(
             );
         }
     };
-    store_config(
+    let outcome = store_config(
         state,
         request,
         ctx,
@@ -229,7 +230,11 @@ pub(super) fn store_staged(
             expected_version: payload.expected_version,
             history_bytes: payload.history_bytes,
         },
-    )
+    );
+    if matches!(outcome, Outcome::ConfigStored { .. }) {
+        super::approval_apply::configuration_changed(state, request, ctx);
+    }
+    outcome
 }
 
 #[cfg(test)]

@@ -240,7 +240,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     /// What replication sends in one AppendEntries: the entries from `start`, as long as they
-    /// stay under [`MAX_APPEND_BYTES`] (at least one). openraft 0.9 gives the whole call one
+    /// stay under `MAX_APPEND_BYTES` (at least one). openraft 0.9 gives the whole call one
     /// heartbeat interval; a follower a few large entries behind would otherwise be sent the
     /// same too-large batch again and again and never catch up.
     async fn limited_get_log_entries(

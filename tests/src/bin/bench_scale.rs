@@ -2,7 +2,7 @@
 //! environments and 200 database services, on a 3-node cluster (in-process, mutual TLS on
 //! loopback) with one agent. Prints, in order:
 //!
-//! - `dsops apply`'s time and the size of the raft entry that carries the configuration;
+//! - `dsops apply`'s time, the size of the `store_config` command and the parts it goes to the log in;
 //! - `rotation status --env` over one environment (a tenth of the secrets), whole and one page;
 //! - resident memory (this process holds the 3 nodes and the agent; with `--server BINARY`, the
 //!   same configuration is also applied to 3 `dsops-server` processes and each one's resident
@@ -96,26 +96,37 @@ fn configuration(secrets: usize) -> String {
     yaml
 }
 
-/// The bytes of the log entry's command: the request as the leader proposes it, framed.
-fn entry_bytes(yaml: &str) -> anyhow::Result<usize> {
+/// The bytes of the `store_config` command the leader would propose, as a log entry frames it,
+/// and how many parts of at most [`dsops_state::CONFIG_PART_BYTES`] it goes to the log in.
+fn entry_bytes(yaml: &str) -> anyhow::Result<(usize, usize)> {
     let catalog = Default::default();
     let loaded = load_with(yaml, "dsops.yaml", CatalogFiles::Given(&catalog)).map_err(|d| {
         anyhow!("the generated configuration is invalid: {:?}", &d[..d.len().min(3)])
     })?;
+    let payload = dsops_state::ConfigPayload {
+        config_yaml: yaml.to_owned(),
+        config_path: "dsops.yaml".into(),
+        catalog_files: Default::default(),
+        fingerprints: loaded.fingerprints,
+        expected_version: Some(0),
+        history_bytes: Some(dsops_state::CONFIG_HISTORY_BYTES),
+    };
+    let parts = dsops_state::split_payload(&payload).map_or(0, |(parts, _)| parts.len());
     let request = Request {
         request_id: random_id(),
         actor: "admin".into(),
         proposed_at_ms: 0,
         command: Command::StoreConfig {
-            config_yaml: yaml.to_owned(),
-            config_path: "dsops.yaml".into(),
-            catalog_files: Default::default(),
-            fingerprints: loaded.fingerprints,
-            expected_version: Some(0),
-            history_bytes: Some(dsops_state::CONFIG_HISTORY_BYTES),
+            config_yaml: payload.config_yaml,
+            config_path: payload.config_path,
+            catalog_files: payload.catalog_files,
+            fingerprints: payload.fingerprints,
+            expected_version: payload.expected_version,
+            history_bytes: payload.history_bytes,
         },
     };
-    Ok(dsops_state::log_format::frame(&serde_json::to_vec(&vec![request])?).len())
+    let bytes = dsops_state::log_format::frame(&serde_json::to_vec(&vec![request])?).len();
+    Ok((bytes, parts))
 }
 
 fn apply_request(yaml: &str) -> wire::ApplyConfigRequest {
@@ -309,9 +320,9 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = parse_args()?;
     let yaml = configuration(args.secrets);
-    let entry = entry_bytes(&yaml)?;
+    let (entry, parts) = entry_bytes(&yaml)?;
     println!(
-        "{} secrets in {ENVS} environments, {SERVICES} services: {:.2} MB of YAML, a raft entry of {:.2} MB",
+        "{} secrets in {ENVS} environments, {SERVICES} services: {:.2} MB of YAML, a store_config of {:.2} MB, proposed in {parts} parts",
         args.secrets,
         yaml.len() as f64 / 1e6,
         entry as f64 / 1e6
