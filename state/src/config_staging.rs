@@ -47,6 +47,50 @@ pub struct ConfigPayload {
     pub history_bytes: Option<u64>,
 }
 
+impl ConfigPayload {
+    /// The payload of a `store_config` command; any other command back as it was.
+    pub fn from_command(command: crate::Command) -> Result<ConfigPayload, Box<crate::Command>> {
+        match command {
+            crate::Command::StoreConfig {
+                config_yaml,
+                config_path,
+                catalog_files,
+                fingerprints,
+                expected_version,
+                history_bytes,
+            } => Ok(ConfigPayload {
+                config_yaml,
+                config_path,
+                catalog_files,
+                fingerprints,
+                expected_version,
+                history_bytes,
+            }),
+            other => Err(Box::new(other)),
+        }
+    }
+
+    /// The `store_config` command that carries it whole.
+    pub fn into_command(self) -> crate::Command {
+        let ConfigPayload {
+            config_yaml,
+            config_path,
+            catalog_files,
+            fingerprints,
+            expected_version,
+            history_bytes,
+        } = self;
+        crate::Command::StoreConfig {
+            config_yaml,
+            config_path,
+            catalog_files,
+            fingerprints,
+            expected_version,
+            history_bytes,
+        }
+    }
+}
+
 /// An upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedConfig {
@@ -308,14 +352,7 @@ mod tests {
         assert!(staged.staged_config.is_none(), "the parts are dropped once stored");
 
         let mut direct = State::default();
-        let command = crate::Command::StoreConfig {
-            config_yaml: payload.config_yaml.clone(),
-            config_path: payload.config_path.clone(),
-            catalog_files: payload.catalog_files.clone(),
-            fingerprints: payload.fingerprints.clone(),
-            expected_version: None,
-            history_bytes: payload.history_bytes,
-        };
+        let command = payload.clone().into_command();
         apply(&mut direct, &request("apply-1", "alice", command), ApplyContext { index: 2 });
         assert_eq!(staged.configs, direct.configs);
     }

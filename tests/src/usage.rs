@@ -19,12 +19,22 @@ pub fn cpu_ms(pid: &str) -> anyhow::Result<u64> {
 
 /// Resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: &str) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The most resident memory process `pid` has had, in KiB.
+pub fn peak_rss_kib(pid: &str) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: &str, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
+        .ok_or_else(|| anyhow!("no {field} for {pid}"))
 }
 
 /// Busy CPU time of the whole machine (all cores), in ms.

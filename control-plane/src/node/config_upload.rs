@@ -83,24 +83,9 @@ async fn propose_config(
     if command.approx_size() <= CONFIG_PART_BYTES {
         return control.write(actor, request_id, command).await;
     }
-    let Command::StoreConfig {
-        config_yaml,
-        config_path,
-        catalog_files,
-        fingerprints,
-        expected_version,
-        history_bytes,
-    } = command
-    else {
-        return control.write(actor, request_id, command).await;
-    };
-    let payload = ConfigPayload {
-        config_yaml,
-        config_path,
-        catalog_files,
-        fingerprints,
-        expected_version,
-        history_bytes,
+    let payload = match ConfigPayload::from_command(command) {
+        Ok(payload) => payload,
+        Err(other) => return control.write(actor, request_id, *other).await,
     };
     let Some((parts, sha256)) = split_payload(&payload) else {
         return Err(WriteError::Rejected {

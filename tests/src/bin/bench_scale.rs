@@ -22,9 +22,10 @@ use anyhow::{Context as _, anyhow};
 use dsops_cli::embedded::{attach_agent, random_id};
 use dsops_config::config::{CatalogFiles, load_with};
 use dsops_proto::wire::admin as wire;
-use dsops_state::{Command, Request};
+use dsops_state::Request;
 use dsops_tests::cluster::fast_options;
 use dsops_tests::processes::ProcessCluster;
+use dsops_tests::usage;
 use dsops_tests::{RunView, TestCluster};
 
 const ENVS: usize = 10;
@@ -116,14 +117,7 @@ fn entry_bytes(yaml: &str) -> anyhow::Result<(usize, usize)> {
         request_id: random_id(),
         actor: "admin".into(),
         proposed_at_ms: 0,
-        command: Command::StoreConfig {
-            config_yaml: payload.config_yaml,
-            config_path: payload.config_path,
-            catalog_files: payload.catalog_files,
-            fingerprints: payload.fingerprints,
-            expected_version: payload.expected_version,
-            history_bytes: payload.history_bytes,
-        },
+        command: payload.into_command(),
     };
     let bytes = dsops_state::log_format::frame(&serde_json::to_vec(&vec![request])?).len();
     Ok((bytes, parts))
@@ -139,17 +133,12 @@ fn apply_request(yaml: &str) -> wire::ApplyConfigRequest {
     }
 }
 
-/// `VmRSS` and `VmHWM` of a process, in MB.
+/// Resident and peak resident memory of a process, in MB.
 fn memory(pid: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or_else(|| "?".to_owned(), |kb| format!("{:.0} MB", kb / 1024.0))
+    let mb = |kib: anyhow::Result<u64>| {
+        kib.map_or_else(|_| "?".to_owned(), |kib| format!("{:.0} MB", kib as f64 / 1024.0))
     };
-    format!("resident {}, peak {}", field("VmRSS:"), field("VmHWM:"))
+    format!("resident {}, peak {}", mb(usage::rss_kib(pid)), mb(usage::peak_rss_kib(pid)))
 }
 
 fn ms(d: Duration) -> f64 {
