@@ -6,6 +6,7 @@
 //! control plane decides what to do about the last kind.
 
 mod mysql;
+mod pg_login;
 mod postgres;
 mod redis;
 mod scram;

@@ -2,6 +2,7 @@
 //! fresh connection, `NOLOGIN` to retire, `pg_stat_activity` for open sessions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{ConnectOptions, Connection, Row};
@@ -11,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::{
     AdapterError, DatabaseTarget, ErrorClass, Login, PasswordTarget, SecretSql, admin_connection,
-    scram, server_message, within,
+    pg_login, scram, server_message, within,
 };
 use crate::secret::{SecretValue, random_bytes};
 
@@ -22,6 +23,10 @@ pub struct PostgresAdapter {
     pool: PgPool,
     /// At most `max_connections` calls on the server at once (statements and fresh logins).
     slots: Arc<Semaphore>,
+    /// The derived keys of the verifiers this adapter set, for the logins that check them.
+    keys: Arc<scram::SaltedKeys>,
+    /// Set once the server turned out to need the driver for logins (TLS, MD5...).
+    driver_logins: Arc<AtomicBool>,
 }
 
 /// Quotes an identifier: `"` doubled, the whole wrapped in `"`.
@@ -56,7 +61,7 @@ impl PostgresAdapter {
         let options = Self::options(&target, &target.admin_user, &target.admin_password);
         let pool = target.admin_pool(options);
         let slots = target.call_slots();
-        PostgresAdapter { target, pool, slots }
+        PostgresAdapter { target, pool, slots, keys: Arc::default(), driver_logins: Arc::default() }
     }
 
     fn options(target: &DatabaseTarget, user: &str, password: &SecretValue) -> PgConnectOptions {
@@ -168,7 +173,7 @@ const PRIVILEGES: &str = "
 impl PasswordTarget for PostgresAdapter {
     async fn set_password(&self, user: &str, value: &SecretValue) -> Result<(), AdapterError> {
         let literal = if scram::supported(value) {
-            let verifier = Zeroizing::new(scram::verifier(value).map_err(|_| {
+            let verifier = Zeroizing::new(scram::verifier(value, &self.keys).map_err(|_| {
                 AdapterError::new(ErrorClass::Retryable, "the system random source failed")
             })?);
             Zeroizing::new(format!("'{}'", verifier.as_str()))
@@ -187,6 +192,22 @@ impl PasswordTarget for PostgresAdapter {
         let label = format!("{}: log in as {user:?}", self.describe());
         let _slot = self.slots.acquire().await;
         within(self.target.timeout, ErrorClass::Retryable, &label, async {
+            if !self.driver_logins.load(Ordering::Relaxed) {
+                match pg_login::login(&self.target, user, value, &self.keys).await {
+                    Ok(pg_login::Exchange::Done(login)) => return Ok(login),
+                    Ok(pg_login::Exchange::UseDriver { server }) => {
+                        if server {
+                            self.driver_logins.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(error) => {
+                        return Err(AdapterError::new(
+                            ErrorClass::Retryable,
+                            format!("{label}: {error}"),
+                        ));
+                    }
+                }
+            }
             let options = Self::options(&self.target, user, value);
             match options.connect().await {
                 Ok(conn) => {
