@@ -208,3 +208,48 @@ async fn operators_are_invited_enrolled_renewed_and_revoked_everywhere() {
         .unwrap();
     cluster.shutdown().await;
 }
+
+/// The admin port reads no request from a client without an operator certificate but an
+/// enrolment, and reads an enrolment only up to 64 KiB: a 33 MiB request is refused as
+/// unauthenticated (before the gate, the node read it and refused it as too large), an oversized
+/// enrolment is cut off without spending the token, and a normal one still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_certificate_get_nothing_read_but_an_enrolment() {
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let mut admin = cluster.admin_client(leader);
+    let token = invite(&mut admin, "gatekeeper", vec![(OperatorRole::Viewer, "")], "gate").await;
+    let mut anonymous = pinned(&cluster, leader, &token).max_encoding_message_size(64 << 20);
+
+    let huge = anonymous
+        .apply_config(wire::ApplyConfigRequest {
+            request_id: "gate-apply-0123456789".into(),
+            config_yaml: "#".repeat(33 << 20),
+            config_path: "dsops.yaml".into(),
+            catalog_files: Default::default(),
+            expected_version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&huge), ErrorCode::Unauthenticated, "{huge:?}");
+    assert!(huge.message().contains("operator certificate"), "{huge:?}");
+    let read = anonymous.get_config(wire::GetConfigRequest::default()).await.unwrap_err();
+    assert_eq!(code(&read), ErrorCode::Unauthenticated, "{read:?}");
+
+    let oversized = anonymous
+        .enroll_operator(wire::EnrollOperatorRequest {
+            token_secret: token.secret.clone(),
+            csr_pem: "x".repeat(100 << 10),
+        })
+        .await
+        .unwrap_err();
+    assert!(oversized.message().contains("length limit"), "{oversized:?}");
+    let (certified, response) = enroll(&cluster, leader, &token).await.unwrap();
+    assert_eq!(response.name, "gatekeeper");
+    // The enrolled operator's requests are read as before.
+    client(&cluster, leader, &certified)
+        .get_config(wire::GetConfigRequest::default())
+        .await
+        .unwrap();
+    cluster.shutdown().await;
+}

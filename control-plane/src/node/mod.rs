@@ -3,6 +3,7 @@
 
 mod admin_approvals;
 pub(crate) mod admin_evidence;
+mod admin_gate;
 mod admin_operators;
 mod admin_promotion;
 mod admin_reads;

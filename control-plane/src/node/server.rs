@@ -230,10 +230,10 @@ pub async fn start(
         .add_service(
             RaftPeerServer::new(RaftPeerService::new(raft)).max_decoding_message_size(160 << 20),
         )
-        .add_service(
+        .add_service(super::admin_gate::OperatorsOnly::new(
             AdminServer::new(AdminService::new(control.clone()))
                 .max_decoding_message_size(dsops_proto::domain::MAX_ADMIN_MESSAGE),
-        )
+        ))
         .add_service(NodeJoinServer::new(JoinService::new(control.clone())))
         .add_service(
             AgentServiceServer::new(agent_service)
