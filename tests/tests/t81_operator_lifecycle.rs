@@ -212,7 +212,8 @@ async fn operators_are_invited_enrolled_renewed_and_revoked_everywhere() {
 /// The admin port reads no request from a client without an operator certificate but an
 /// enrolment, and reads an enrolment only up to 64 KiB: a 33 MiB request is refused as
 /// unauthenticated (before the gate, the node read it and refused it as too large), an oversized
-/// enrolment is cut off without spending the token, and a normal one still works.
+/// enrolment is cut off without spending the token, and a normal one still works. A revoked
+/// operator certificate gets nothing read either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_certificate_get_nothing_read_but_an_enrolment() {
     let cluster = TestCluster::start(1).await;
@@ -247,9 +248,29 @@ async fn clients_without_a_certificate_get_nothing_read_but_an_enrolment() {
     let (certified, response) = enroll(&cluster, leader, &token).await.unwrap();
     assert_eq!(response.name, "gatekeeper");
     // The enrolled operator's requests are read as before.
-    client(&cluster, leader, &certified)
-        .get_config(wire::GetConfigRequest::default())
+    let mut gatekeeper = client(&cluster, leader, &certified).max_encoding_message_size(64 << 20);
+    gatekeeper.get_config(wire::GetConfigRequest::default()).await.unwrap();
+    // Once revoked, its certificate gets nothing read either: a 33 MiB request is refused as
+    // revoked, not read and refused as too large.
+    admin
+        .revoke_operator(wire::RevokeOperatorRequest {
+            request_id: "revoke-gatekeeper-0123456789".into(),
+            name: "gatekeeper".into(),
+            reason: "lost laptop".into(),
+        })
         .await
         .unwrap();
+    let revoked = gatekeeper
+        .apply_config(wire::ApplyConfigRequest {
+            request_id: "gate-apply-9876543210".into(),
+            config_yaml: "#".repeat(33 << 20),
+            config_path: "dsops.yaml".into(),
+            catalog_files: Default::default(),
+            expected_version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&revoked), ErrorCode::PermissionDenied, "{revoked:?}");
+    assert!(revoked.message().contains("revoked"), "{revoked:?}");
     cluster.shutdown().await;
 }

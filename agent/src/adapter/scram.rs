@@ -18,7 +18,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::secret::{SecretValue, random_bytes};
 
 /// PostgreSQL's default iteration count.
-const ITERATIONS: u32 = 4096;
+pub const ITERATIONS: u32 = 4096;
 /// Keys kept: a rotation's login follows its verifier within seconds, so a few hundred cover
 /// every rotation in flight on one target.
 const KEPT_KEYS: usize = 256;

@@ -77,19 +77,8 @@ impl AdminService {
             "use the admin API",
             "an operator certificate is required (see --credentials)",
         )?;
-        if dsops_proto::now_ms() >= identity.not_after_ms {
-            return Err(ErrorCode::Unauthenticated.to_status(format!(
-                "the certificate of operator {} has expired; reconnect with a current one",
-                identity.name
-            )));
-        }
-        let revoked = self
-            .control
-            .read_local(|s| s.is_revoked("operator", &identity.name, identity.issued_ms))
-            .await;
-        if revoked {
-            return Err(ErrorCode::PermissionDenied
-                .to_status(format!("the certificate of operator {} is revoked", identity.name)));
+        if let Some(refusal) = super::admin_gate::operator_refusal(&self.control, &identity).await {
+            return Err(refusal);
         }
         self.control.operator_seen(&identity.name);
         Ok(identity)

@@ -233,6 +233,7 @@ pub async fn start(
         .add_service(super::admin_gate::OperatorsOnly::new(
             AdminServer::new(AdminService::new(control.clone()))
                 .max_decoding_message_size(dsops_proto::domain::MAX_ADMIN_MESSAGE),
+            control.clone(),
         ))
         .add_service(NodeJoinServer::new(JoinService::new(control.clone())))
         .add_service(
