@@ -30,25 +30,19 @@ pub fn apply(state: &mut State, request: &Request, ctx: ApplyContext) -> Respons
             fingerprints,
             expected_version,
             history_bytes,
-        } => {
-            let outcome = config_apply::store_config(
-                state,
-                request,
-                ctx,
-                config_apply::ConfigInput {
-                    config_yaml,
-                    config_path,
-                    catalog_files,
-                    fingerprints,
-                    expected_version: *expected_version,
-                    history_bytes: *history_bytes,
-                },
-            );
-            if matches!(outcome, Outcome::ConfigStored { .. }) {
-                approval_apply::configuration_changed(state, request, ctx);
-            }
-            outcome
-        }
+        } => config_apply::store_config(
+            state,
+            request,
+            ctx,
+            config_apply::ConfigInput {
+                config_yaml,
+                config_path,
+                catalog_files,
+                fingerprints,
+                expected_version: *expected_version,
+                history_bytes: *history_bytes,
+            },
+        ),
         Command::StageConfigPart { upload, index, text } => {
             config_staging::stage_part(state, request, upload, *index, text)
         }

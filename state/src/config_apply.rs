@@ -19,7 +19,7 @@ pub(crate) struct ConfigInput<'a> {
 }
 
 /// Stores a configuration as the next version, unless another was stored since the proposer
-/// looked (`expected_version`).
+/// looked (`expected_version`), and lets the runs awaiting approval know.
 pub(crate) fn store_config(
     state: &mut State,
     request: &Request,
@@ -67,6 +67,7 @@ pub(crate) fn store_config(
                 config_path,
                 &detail,
             );
+            super::approval_apply::configuration_changed(state, request, ctx);
             Outcome::ConfigStored { version, previous_version: current, changes }
         }
     }

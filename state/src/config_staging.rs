@@ -70,6 +70,18 @@ impl ConfigPayload {
         }
     }
 
+    /// What `store_config` stores, borrowed from it.
+    pub(crate) fn input(&self) -> ConfigInput<'_> {
+        ConfigInput {
+            config_yaml: &self.config_yaml,
+            config_path: &self.config_path,
+            catalog_files: &self.catalog_files,
+            fingerprints: &self.fingerprints,
+            expected_version: self.expected_version,
+            history_bytes: self.history_bytes,
+        }
+    }
+
     /// The `store_config` command that carries it whole.
     pub fn into_command(self) -> crate::Command {
         let ConfigPayload {
@@ -217,8 +229,8 @@ pub(super) fn stage_part(
 }
 
 /// Joins the `parts` parts of `upload`, checks them against `sha256` and stores the
-/// configuration they hold (and, as for `store_config`, lets the runs awaiting approval know).
-/// The staged parts are dropped whatever the outcome.
+/// configuration they hold, as `store_config` does. The staged parts are dropped whatever the
+/// outcome.
 pub(super) fn store_staged(
     state: &mut State,
     request: &Request,
@@ -262,23 +274,7 @@ pub(super) fn store_staged(
             );
         }
     };
-    let outcome = store_config(
-        state,
-        request,
-        ctx,
-        ConfigInput {
-            config_yaml: &payload.config_yaml,
-            config_path: &payload.config_path,
-            catalog_files: &payload.catalog_files,
-            fingerprints: &payload.fingerprints,
-            expected_version: payload.expected_version,
-            history_bytes: payload.history_bytes,
-        },
-    );
-    if matches!(outcome, Outcome::ConfigStored { .. }) {
-        super::approval_apply::configuration_changed(state, request, ctx);
-    }
-    outcome
+    store_config(state, request, ctx, payload.input())
 }
 
 #[cfg(test)]

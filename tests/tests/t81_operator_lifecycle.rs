@@ -209,6 +209,17 @@ async fn operators_are_invited_enrolled_renewed_and_revoked_everywhere() {
     cluster.shutdown().await;
 }
 
+/// An apply of 33 MiB, past the largest admin message a node reads.
+fn oversized_apply(request_id: &str) -> wire::ApplyConfigRequest {
+    wire::ApplyConfigRequest {
+        request_id: request_id.into(),
+        config_yaml: "#".repeat(33 << 20),
+        config_path: "dsops.yaml".into(),
+        catalog_files: Default::default(),
+        expected_version: 0,
+    }
+}
+
 /// The admin port reads no request from a client without an operator certificate but an
 /// enrolment, and reads an enrolment only up to 64 KiB: a 33 MiB request is refused as
 /// unauthenticated (before the gate, the node read it and refused it as too large), an oversized
@@ -222,16 +233,7 @@ async fn clients_without_a_certificate_get_nothing_read_but_an_enrolment() {
     let token = invite(&mut admin, "gatekeeper", vec![(OperatorRole::Viewer, "")], "gate").await;
     let mut anonymous = pinned(&cluster, leader, &token).max_encoding_message_size(64 << 20);
 
-    let huge = anonymous
-        .apply_config(wire::ApplyConfigRequest {
-            request_id: "gate-apply-0123456789".into(),
-            config_yaml: "#".repeat(33 << 20),
-            config_path: "dsops.yaml".into(),
-            catalog_files: Default::default(),
-            expected_version: 0,
-        })
-        .await
-        .unwrap_err();
+    let huge = anonymous.apply_config(oversized_apply("gate-apply-0123456789")).await.unwrap_err();
     assert_eq!(code(&huge), ErrorCode::Unauthenticated, "{huge:?}");
     assert!(huge.message().contains("operator certificate"), "{huge:?}");
     let read = anonymous.get_config(wire::GetConfigRequest::default()).await.unwrap_err();
@@ -260,16 +262,8 @@ async fn clients_without_a_certificate_get_nothing_read_but_an_enrolment() {
         })
         .await
         .unwrap();
-    let revoked = gatekeeper
-        .apply_config(wire::ApplyConfigRequest {
-            request_id: "gate-apply-9876543210".into(),
-            config_yaml: "#".repeat(33 << 20),
-            config_path: "dsops.yaml".into(),
-            catalog_files: Default::default(),
-            expected_version: 0,
-        })
-        .await
-        .unwrap_err();
+    let revoked =
+        gatekeeper.apply_config(oversized_apply("gate-apply-9876543210")).await.unwrap_err();
     assert_eq!(code(&revoked), ErrorCode::PermissionDenied, "{revoked:?}");
     assert!(revoked.message().contains("revoked"), "{revoked:?}");
     cluster.shutdown().await;

@@ -270,6 +270,21 @@ mod tests {
     use std::time::Duration;
     use tokio::net::TcpListener;
 
+    /// The scripted peer on `port` as a target, with `sslmode` `mode`.
+    fn scripted(port: u16, mode: Option<&str>) -> DatabaseTarget {
+        DatabaseTarget {
+            host: "127.0.0.1".into(),
+            port,
+            database: None,
+            admin_user: "admin".into(),
+            admin_password: SecretValue::new("x".into()),
+            timeout: Duration::from_secs(5),
+            max_connections: 1,
+            tls_mode: mode.map(str::to_owned),
+            ca_file: None,
+        }
+    }
+
     /// A target at a scripted peer that answers `N` to the TLS request, reads the startup
     /// message, then runs `script`.
     async fn against<F, Fut>(script: F) -> Result<Exchange, String>
@@ -289,17 +304,7 @@ mod tests {
             peer.read_exact(&mut startup).await.unwrap();
             script(peer).await;
         });
-        let target = DatabaseTarget {
-            host: "127.0.0.1".into(),
-            port,
-            database: None,
-            admin_user: "admin".into(),
-            admin_password: SecretValue::new("x".into()),
-            timeout: Duration::from_secs(5),
-            max_connections: 1,
-            tls_mode: None,
-            ca_file: None,
-        };
+        let target = scripted(port, None);
         let value = SecretValue::new("Some-password-1".into());
         login(&target, "app", &value, &Arc::default()).await
     }
@@ -361,17 +366,7 @@ mod tests {
             assert_eq!(request, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
             peer.write_all(b"S").await.unwrap();
         });
-        let target = DatabaseTarget {
-            host: "127.0.0.1".into(),
-            port,
-            database: None,
-            admin_user: "admin".into(),
-            admin_password: SecretValue::new("x".into()),
-            timeout: Duration::from_secs(5),
-            max_connections: 1,
-            tls_mode: Some("prefer".into()),
-            ca_file: None,
-        };
+        let target = scripted(port, Some("prefer"));
         let value = SecretValue::new("Some-password-1".into());
         let keys: Arc<SaltedKeys> = Arc::default();
         assert_eq!(
