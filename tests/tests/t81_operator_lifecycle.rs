@@ -112,7 +112,13 @@ async fn operators_are_invited_enrolled_renewed_and_revoked_everywhere() {
     // bob holds exactly the invited role, on every node.
     let runs = || wire::GetRunsRequest { run_ids: vec![], with_steps: false };
     let mut as_bob = client(&cluster, follower, &bob);
-    as_bob.get_runs(runs()).await.unwrap();
+    // The follower learns the enrolment from the leader (a heartbeat or so; longer on a loaded
+    // machine); until then it refuses bob as holding no role.
+    dsops_tests::wait_for("the follower to know bob's role", Duration::from_secs(10), || {
+        let mut as_bob = as_bob.clone();
+        async move { as_bob.get_runs(runs()).await.ok() }
+    })
+    .await;
     let join = as_bob
         .create_join_token(wire::CreateJoinTokenRequest {
             request_id: "bob-join-0123456789".into(),
