@@ -1,15 +1,14 @@
 //! The encrypted local file store: the embedded default's store.
 //!
-//! One file per entry under the store directory, named by a hash of the entry's address, holding
-//! the entry's versions and labels as JSON sealed with AES-256-GCM. The key is a separate file
-//! (32 random bytes, hex, mode 0600), never inside the store directory's files. Writes go to a
-//! temporary file that is fsynced and renamed over the old one, then the directory is fsynced:
-//! a crash leaves either the old or the new file, never a torn one. A lock file per entry
-//! serialises writers across processes (the agent and `dsops store put` may run at once).
+//! Each entry's versions and labels are JSON sealed with AES-256-GCM, in files named by a hash of
+//! the entry's address. The key is a separate file (32 random bytes, hex, mode 0600), never
+//! inside the store directory's files. An entry has two slot files written in turn, in place, so
+//! a crash tears at most the one being written and the other still holds the newest acknowledged
+//! version ([`file_slots`](self::slots)). A lock file per entry serialises writers across
+//! processes (the agent and `dsops store put` may run at once); readers share it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -19,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::envelope::{self, Unsealed};
 use crate::secret::{Fingerprinter, SecretValue, random_bytes};
 use crate::{Fields, Label, SecretStore, StoreError, VersionInfo};
 
-const MAGIC: &[u8; 8] = b"DSOPSIT1";
+#[path = "file_slots.rs"]
+mod slots;
+
 /// Unlabelled versions kept per entry besides the labelled ones.
 const KEEP_UNLABELLED: usize = 5;
 
@@ -212,19 +212,13 @@ impl FileStore {
         seal: bool,
     ) -> Result<BTreeMap<Label, (VersionInfo, Fields)>, StoreError> {
         let (shard, name) = Self::file_name(entry);
-        let path = self.shard_dir(&shard)?.join(&name);
-        let bytes = if seal {
-            let mut plain = Zeroizing::new(data.to_vec());
-            envelope::seal(&self.key, MAGIC, name.as_bytes(), &mut plain)
-                .map_err(|e| io_error(&path, e))?
-        } else {
-            data.to_vec()
-        };
-        fs::write(&path, bytes).map_err(|e| io_error(&path, e))?;
+        let dir = self.shard_dir(&shard)?;
+        slots::plant(&self.key, &slots::EntryFiles { dir: &dir, name: &name }, data, seal)?;
         self.read_labels(entry)
     }
 
     /// Runs `f` on the entry under its lock (exclusive to write); writes it back if `f` says so.
+    /// The lock is a file of its own, not a slot: releases before the slots lock the same file.
     fn with_entry<T>(
         &self,
         entry: &str,
@@ -233,7 +227,32 @@ impl FileStore {
     ) -> Result<T, StoreError> {
         let (shard, name) = Self::file_name(entry);
         let dir = self.shard_dir(&shard)?;
-        let path = dir.join(&name);
+        let lock = Self::lock(&dir, &name, write)?;
+        let files = slots::EntryFiles { dir: &dir, name: &name };
+        let loaded = slots::load(&self.key, &files, write)?;
+        let mut stored = match Self::parse(&files, loaded.plain.as_ref().map(|p| p.as_slice()))? {
+            Some(stored) => stored,
+            None => {
+                StoredEntry { path: entry.to_owned(), next_version: 1, ..StoredEntry::default() }
+            }
+        };
+        if stored.path != entry {
+            return Err(corrupt(&dir.join(&name), "holds another entry than its name says"));
+        }
+        let (result, changed) = f(&mut stored)?;
+        if changed {
+            let mut plain = Zeroizing::new(
+                serde_json::to_vec(&stored)
+                    .map_err(|e| io_error(&dir.join(&name), format!("encoding: {e}")))?,
+            );
+            slots::save(&self.key, &files, loaded.next, &mut plain)?;
+        }
+        drop(lock);
+        Ok(result)
+    }
+
+    /// Takes the lock of entry file `name` in `dir`: exclusive to write, shared to read.
+    fn lock(dir: &Path, name: &str, write: bool) -> Result<File, StoreError> {
         let lock_path = dir.join(format!("{name}.lock"));
         let lock = OpenOptions::new()
             .create(true)
@@ -244,81 +263,18 @@ impl FileStore {
             .map_err(|e| io_error(&lock_path, e))?;
         if write { lock.lock() } else { lock.lock_shared() }
             .map_err(|e| io_error(&lock_path, e))?;
-        let mut stored = match self.load(&path, &name)? {
-            Some(stored) => stored,
-            None => {
-                StoredEntry { path: entry.to_owned(), next_version: 1, ..StoredEntry::default() }
-            }
-        };
-        if stored.path != entry {
-            return Err(corrupt(&path, "holds another entry than its name says"));
-        }
-        let (result, changed) = f(&mut stored)?;
-        if changed {
-            self.save(&dir, &name, &stored)?;
-        }
-        Ok(result)
+        Ok(lock)
     }
 
-    fn load(&self, path: &Path, name: &str) -> Result<Option<StoredEntry>, StoreError> {
-        let mut data = Vec::new();
-        match File::open(path) {
-            Ok(mut file) => file.read_to_end(&mut data).map_err(|e| io_error(path, e))?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(io_error(path, error)),
-        };
-        let mut data = Zeroizing::new(data);
-        let plain = envelope::open(&self.key, MAGIC, name.as_bytes(), &mut data).map_err(|e| {
-            corrupt(
-                path,
-                match e {
-                    Unsealed::NotOurs => "not a dsops store file",
-                    Unsealed::Altered => "cannot decrypt: wrong key file, or the file was altered",
-                },
-            )
-        })?;
-        let stored: StoredEntry = serde_json::from_slice(plain)
-            .map_err(|e| corrupt(path, format!("bad contents: {e}")))?;
-        Ok(Some(stored))
-    }
-
-    fn save(&self, dir: &Path, name: &str, stored: &StoredEntry) -> Result<(), StoreError> {
-        let path = &dir.join(name);
-        let mut plain = Zeroizing::new(
-            serde_json::to_vec(stored).map_err(|e| io_error(path, format!("encoding: {e}")))?,
-        );
-        let sealed = envelope::seal(&self.key, MAGIC, name.as_bytes(), &mut plain)
-            .map_err(|e| io_error(path, e))?;
-        // Write, fsync, rename — reusing the two inodes an entry has (current and spare), so a
-        // steady stream of writes allocates and frees none: the new version goes into the spare
-        // (`.tmp`), the current file is linked to a second name, the spare is renamed over the
-        // current one, and the old current becomes the next spare. Readers only ever open the
-        // entry's own name, which always names a complete, fsynced file.
-        let temp = dir.join(format!("{name}.tmp"));
-        let keep = dir.join(format!("{name}.old"));
-        let mut file = open_private(&temp)?;
-        file.write_all(&sealed).map_err(|e| io_error(&temp, e))?;
-        file.sync_all().map_err(|e| io_error(&temp, e))?;
-        drop(file);
-        let kept = match fs::hard_link(path, &keep) {
-            Ok(()) => true,
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Left by an interrupted write: it is garbage.
-                fs::remove_file(&keep).map_err(|e| io_error(&keep, e))?;
-                fs::hard_link(path, &keep).map_err(|e| io_error(&keep, e))?;
-                true
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
-            Err(error) => return Err(io_error(&keep, error)),
-        };
-        fs::rename(&temp, path).map_err(|e| io_error(path, e))?;
-        if kept {
-            fs::rename(&keep, &temp).map_err(|e| io_error(&temp, e))?;
-        } else {
-            // A new entry: give it its spare now, so later writes allocate no inode.
-            open_private(&temp)?;
-        }
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
+    /// The entry in an opened file, if there is one.
+    fn parse(
+        files: &slots::EntryFiles<'_>,
+        plain: Option<&[u8]>,
+    ) -> Result<Option<StoredEntry>, StoreError> {
+        let Some(plain) = plain else { return Ok(None) };
+        serde_json::from_slice(plain)
+            .map(Some)
+            .map_err(|e| corrupt(&files.dir.join(files.name), format!("bad contents: {e}")))
     }
 
     fn info(stored: &StoredEntry, version: &StoredVersion) -> Result<VersionInfo, StoreError> {
@@ -536,13 +492,18 @@ impl SecretStore for FileStore {
             if !shard.is_dir() {
                 continue;
             }
+            let mut names = std::collections::BTreeSet::new();
             for file in fs::read_dir(&shard).map_err(|e| io_error(&shard, e))? {
                 let file = file.map_err(|e| io_error(&shard, e))?;
-                let name = file.file_name().to_string_lossy().into_owned();
-                if !name.ends_with(".entry") {
-                    continue;
+                if let Some(name) = slots::entry_of(&file.file_name().to_string_lossy()) {
+                    names.insert(name.to_owned());
                 }
-                if let Some(stored) = self.load(&file.path(), &name)? {
+            }
+            for name in names {
+                let _lock = Self::lock(&shard, &name, false)?;
+                let files = slots::EntryFiles { dir: &shard, name: &name };
+                let loaded = slots::load(&self.key, &files, false)?;
+                if let Some(stored) = Self::parse(&files, loaded.plain.as_ref().map(|p| p.as_slice()))? {
                     let infos = stored
                         .versions
                         .iter()

@@ -1,6 +1,7 @@
 //! The file store on a temporary directory: sealing, labels, permissions and damage.
 
 use super::*;
+use crate::envelope::Unsealed;
 
 fn open(dir: &Path) -> FileStore {
     let options = FileStoreOptions { dir: dir.join("items"), key_file: dir.join("keys/local.key") };
@@ -119,4 +120,142 @@ fn old_versions_are_pruned_but_labels_kept() {
     assert_eq!(versions[0].labels, vec![Label::Current]);
     assert_eq!(versions[1].labels, vec![Label::Previous]);
     assert_eq!(store.list().unwrap().len(), 1);
+}
+
+/// The paths of `entry`'s slot files (A, B).
+fn slot_paths(dir: &Path, entry: &str) -> (PathBuf, PathBuf) {
+    let (shard, name) = FileStore::file_name(entry);
+    let shard = dir.join("items").join(shard);
+    (shard.join(&name), shard.join(format!("{name}.b")))
+}
+
+fn generation(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"DSOPSIT2", "{}", path.display());
+    u64::from_le_bytes(bytes[8..16].try_into().unwrap())
+}
+
+fn put(store: &FileStore, entry: &str, text: &str) {
+    store.put(entry, "f", &SecretValue::new(text.to_owned())).unwrap();
+}
+
+#[test]
+fn writes_alternate_between_two_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = slot_paths(dir.path(), "app/db");
+    put(&store, "app/db", "v1");
+    assert_eq!(generation(&a), 1);
+    assert!(!b.exists(), "a new entry has one slot");
+    put(&store, "app/db", "v2");
+    assert_eq!((generation(&a), generation(&b)), (1, 2));
+    put(&store, "app/db", "v3");
+    assert_eq!((generation(&a), generation(&b)), (3, 2));
+    // A long value grows the slot; shorter ones after it leave a tail the header excludes.
+    put(&store, "app/db", &"x".repeat(20_000));
+    put(&store, "app/db", "v5");
+    put(&store, "app/db", "v6");
+    assert!(fs::metadata(&b).unwrap().len() > 20_000);
+    assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v6"));
+    assert_eq!(store.read("app/db", Label::Previous).unwrap().unwrap()["f"].expose(), "v5");
+    assert_eq!(store.list().unwrap().len(), 1, "two slots, one entry");
+    // Reads change nothing; a store opened again reads the same.
+    store.read_labels("app/db").unwrap();
+    assert_eq!((generation(&a), generation(&b)), (5, 6));
+    assert_eq!(current(&open(dir.path()), "app/db", "f").as_deref(), Some("v6"));
+}
+
+#[test]
+fn a_torn_write_leaves_the_newest_acknowledged_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = slot_paths(dir.path(), "app/db");
+    put(&store, "app/db", "v1");
+    put(&store, "app/db", "v2");
+    // A crash while generation 3 went into slot A: its header written, its body half old.
+    let mut torn = fs::read(&a).unwrap();
+    torn[8..16].copy_from_slice(&3u64.to_le_bytes());
+    let middle = torn.len() / 8;
+    torn[middle..middle + 16].fill(0xA5);
+    fs::write(&a, &torn).unwrap();
+    assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v2"));
+    assert_eq!(store.read("app/db", Label::Previous).unwrap().unwrap()["f"].expose(), "v1");
+    // The next write goes into the torn slot again, never over the newest one.
+    let newest = fs::read(&b).unwrap();
+    put(&store, "app/db", "v3");
+    assert_eq!(fs::read(&b).unwrap(), newest);
+    assert_eq!(generation(&a), 3);
+    assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v3"));
+    // Cut short instead: shorter than its header says, or nothing but zeros yet.
+    let whole = fs::read(&b).unwrap();
+    fs::write(&b, &whole[..40]).unwrap();
+    assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v3"));
+    fs::write(&b, vec![0u8; 4096]).unwrap();
+    assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v3"));
+    put(&store, "app/db", "v4");
+    assert_eq!((generation(&a), generation(&b)), (3, 4));
+    assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v4"));
+}
+
+#[test]
+fn damage_to_every_slot_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = slot_paths(dir.path(), "app/db");
+    put(&store, "app/db", "v1");
+    put(&store, "app/db", "v2");
+    // Swapped slots do not open: each is sealed with its own name.
+    let (bytes_a, bytes_b) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    fs::write(&a, &bytes_b).unwrap();
+    fs::write(&b, &bytes_a).unwrap();
+    let error = store.read("app/db", Label::Current).unwrap_err().to_string();
+    assert!(error.contains(&*a.to_string_lossy()) && error.contains("cannot decrypt"), "{error}");
+    assert!(store.put("app/db", "f", &SecretValue::new("v3".to_owned())).is_err());
+    assert_eq!(fs::read(&a).unwrap(), bytes_b, "a refused write changes nothing");
+    fs::write(&a, b"something else entirely").unwrap();
+    let error = store.read("app/db", Label::Current).unwrap_err().to_string();
+    assert!(error.contains("not a dsops store file"), "{error}");
+}
+
+/// Writes `entry` as the previous layout did: one file, magic `DSOPSIT1`, sealed whole.
+fn plant_previous_layout(dir: &Path, store: &FileStore, entry: &str, json: &str) {
+    let (a, _) = slot_paths(dir, entry);
+    fs::create_dir_all(a.parent().unwrap()).unwrap();
+    let name = a.file_name().unwrap().to_string_lossy().into_owned();
+    let mut plain = Zeroizing::new(json.as_bytes().to_vec());
+    let sealed =
+        crate::envelope::seal(&store.key, b"DSOPSIT1", name.as_bytes(), &mut plain).unwrap();
+    fs::write(&a, sealed).unwrap();
+}
+
+#[test]
+fn entries_of_the_previous_layout_are_read_and_converted_on_their_first_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = slot_paths(dir.path(), "app/old");
+    let fingerprint = store.fingerprinter().fingerprint(&SecretValue::new("kept".to_owned()));
+    let json = format!(
+        r#"{{"path":"app/old","next_version":8,"versions":[{{"version":7,"fields":{{"f":"kept"}},"fingerprints":{{"f":"{fingerprint}"}},"created_at_ms":1,"run_id":""}}],"labels":{{"current":7}}}}"#
+    );
+    plant_previous_layout(dir.path(), &store, "app/old", &json);
+    // A slot B left beside it (restored from an older backup, say) does not outrank it.
+    put(&store, "app/stray", "stray");
+    let (stray, _) = slot_paths(dir.path(), "app/stray");
+    fs::copy(&stray, &b).unwrap();
+    assert_eq!(current(&store, "app/old", "f").as_deref(), Some("kept"));
+    assert_eq!(store.versions("app/old").unwrap()[0].version, 7);
+    assert_eq!(store.list().unwrap()["app/old"].len(), 1);
+    put(&store, "app/old", "new");
+    assert_eq!(generation(&a), 1);
+    assert!(!b.exists(), "the stray slot is gone");
+    assert_eq!(current(&store, "app/old", "f").as_deref(), Some("new"));
+    assert_eq!(store.read("app/old", Label::Previous).unwrap().unwrap()["f"].expose(), "kept");
+    assert_eq!(store.versions("app/old").unwrap()[0].version, 8);
+    // A release before the slots meets a file it refuses, not a missing entry.
+    let mut bytes = fs::read(&a).unwrap();
+    let name = a.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        crate::envelope::open(&store.key, b"DSOPSIT1", name.as_bytes(), &mut bytes).unwrap_err(),
+        Unsealed::NotOurs
+    );
 }

@@ -1,0 +1,324 @@
+//! How one entry of the file store lies on disk: two slot files, written in turn.
+//!
+//! Slot A is `<hash>.entry`, slot B `<hash>.entry.b`. Each holds a header — magic `DSOPSIT2`, a
+//! generation (u64) and the length of what follows (u32), little-endian — then the entry sealed
+//! with the slot's file name and the generation as associated data, then zeros up to a multiple
+//! of 4 KiB. A write seals the entry with the next generation into the slot that does not hold
+//! the newest one, in place, and `fdatasync`s it: one write and one flush of blocks the file
+//! already has, where a rename needs the file, the directory and the journal flushed. A crash
+//! tears at most the slot being written, which then does not open; the other still holds the
+//! newest acknowledged version, and the next write goes into the torn slot again.
+//!
+//! A reader opens the slot with the higher generation; if it does not open, the other one, and
+//! says so in a warning unless the failed slot is the one write after it (a write a crash
+//! interrupted, never acknowledged). Neither opening is an error naming slot A.
+//!
+//! Entries of the previous layout (one file `<hash>.entry` sealed whole with magic `DSOPSIT1`,
+//! replaced by rename) are read as they are; their first write rewrites the file as slot A by the
+//! old rename, so a crash leaves the old or the new file. Releases before the slots read a
+//! converted or new entry as "not a dsops store file" rather than as missing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ring::aead::LessSafeKey;
+use zeroize::Zeroizing;
+
+use super::{corrupt, io_error, open_private};
+use crate::StoreError;
+use crate::envelope::{self, Unsealed};
+
+/// The magic of the previous layout's entry files.
+const LEGACY_MAGIC: &[u8; 8] = b"DSOPSIT1";
+/// The magic of a slot file (its header and its sealed part).
+const MAGIC: &[u8; 8] = b"DSOPSIT2";
+/// Magic, generation, length.
+const HEADER: usize = 8 + 8 + 4;
+/// Slot files grow in steps of this, so most writes overwrite blocks the file already has.
+const BLOCK: usize = 4096;
+/// Larger slot files are refused before they are read (an entry holds a few versions).
+const MAX_SLOT: u64 = 64 << 20;
+
+/// One of an entry's two slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+}
+
+/// The files of one entry: `name` is slot A's file name in directory `dir`.
+pub(super) struct EntryFiles<'a> {
+    pub dir: &'a Path,
+    pub name: &'a str,
+}
+
+impl EntryFiles<'_> {
+    fn file_name(&self, slot: Slot) -> String {
+        match slot {
+            Slot::A => self.name.to_owned(),
+            Slot::B => format!("{}.b", self.name),
+        }
+    }
+
+    fn path(&self, slot: Slot) -> PathBuf {
+        self.dir.join(self.file_name(slot))
+    }
+
+    /// The associated data a slot's contents are sealed with.
+    fn aad(&self, slot: Slot, generation: u64) -> Vec<u8> {
+        let mut aad = self.file_name(slot).into_bytes();
+        aad.push(0);
+        aad.extend_from_slice(&generation.to_le_bytes());
+        aad
+    }
+}
+
+/// Where the next write of an entry goes.
+pub(super) enum Next {
+    /// Into `slot` with `generation`; `file` is the slot's file, open for writing, if it exists.
+    Slot { slot: Slot, generation: u64, file: Option<File> },
+    /// The entry is in the previous layout: rewritten whole as slot A (generation 1).
+    Convert,
+}
+
+/// An entry as read: its sealed contents opened (None: no such entry), and where a write goes.
+pub(super) struct Loaded {
+    pub plain: Option<Zeroizing<Vec<u8>>>,
+    pub next: Next,
+}
+
+/// A slot file's bytes and, when open for writing, the file.
+struct Read1 {
+    bytes: Zeroizing<Vec<u8>>,
+    file: Option<File>,
+}
+
+fn read_slot(path: &Path, write: bool) -> Result<Option<Read1>, StoreError> {
+    let mut file = match OpenOptions::new().read(true).write(write).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(path, error)),
+    };
+    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    if len > MAX_SLOT {
+        return Err(corrupt(path, format!("{len} bytes: larger than any entry ({MAX_SLOT})")));
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(len as usize));
+    file.read_to_end(&mut bytes).map_err(|e| io_error(path, e))?;
+    Ok(Some(Read1 { bytes, file: write.then_some(file) }))
+}
+
+/// A slot's header: its generation and the range of its sealed part. None: the slot is empty
+/// (no bytes, or a header of zeros: a first write a crash cut short). Err: why it is not a
+/// slot, with the generation its header claims if it has one.
+fn header(bytes: &[u8]) -> Result<Option<(u64, Range<usize>)>, (Option<u64>, &'static str)> {
+    let head = &bytes[..bytes.len().min(HEADER)];
+    if head.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err((None, "not a dsops store file"));
+    }
+    let generation = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let len = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes")) as usize;
+    if len > bytes.len() - HEADER {
+        return Err((Some(generation), "shorter than its header says (a write was cut short)"));
+    }
+    Ok(Some((generation, HEADER..HEADER + len)))
+}
+
+fn unsealed_message(error: Unsealed) -> &'static str {
+    match error {
+        Unsealed::NotOurs => "not a dsops store file",
+        Unsealed::Altered => "cannot decrypt: wrong key file, or the file was altered",
+    }
+}
+
+/// Reads the entry: the newest slot that opens, or the previous layout's file.
+pub(super) fn load(
+    key: &LessSafeKey,
+    files: &EntryFiles<'_>,
+    write: bool,
+) -> Result<Loaded, StoreError> {
+    let mut a = read_slot(&files.path(Slot::A), write)?;
+    if let Some(read) = a.as_mut()
+        && read.bytes.starts_with(LEGACY_MAGIC)
+    {
+        let path = files.path(Slot::A);
+        let plain = envelope::open(key, LEGACY_MAGIC, files.name.as_bytes(), &mut read.bytes)
+            .map_err(|e| corrupt(&path, unsealed_message(e)))?;
+        let plain = Zeroizing::new(plain.to_vec());
+        return Ok(Loaded { plain: Some(plain), next: Next::Convert });
+    }
+    let mut b = read_slot(&files.path(Slot::B), write)?;
+    // The slots with a header, newest first; the failures of the others.
+    let mut candidates = Vec::new();
+    let mut failures: Vec<(Slot, Option<u64>, &'static str)> = Vec::new();
+    for (slot, read) in [(Slot::A, &a), (Slot::B, &b)] {
+        let Some(read) = read else { continue };
+        match header(&read.bytes) {
+            Ok(Some((generation, range))) => candidates.push((slot, generation, range)),
+            Ok(None) => {}
+            Err((generation, why)) => failures.push((slot, generation, why)),
+        }
+    }
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+    for (slot, generation, range) in candidates {
+        let read = match slot {
+            Slot::A => a.as_mut(),
+            Slot::B => b.as_mut(),
+        }
+        .expect("a candidate was read");
+        let aad = files.aad(slot, generation);
+        match envelope::open(key, MAGIC, &aad, &mut read.bytes[range]) {
+            Ok(plain) => {
+                let plain = Zeroizing::new(plain.to_vec());
+                // A slot that claims an older generation, or the next one (a write a crash cut
+                // short, never acknowledged), hides nothing newer; any other is reported.
+                for (failed, claimed, why) in &failures {
+                    if claimed.is_none_or(|claimed| claimed > generation + 1) {
+                        tracing::warn!(
+                            file = %files.path(*failed).display(),
+                            generation,
+                            "a slot of this store entry does not open ({why}); using generation {generation} from {} (the entry's newest that opens)",
+                            files.file_name(slot)
+                        );
+                    }
+                }
+                let target = slot.other();
+                let file = match target {
+                    Slot::A => a.and_then(|r| r.file),
+                    Slot::B => b.and_then(|r| r.file),
+                };
+                let next = Next::Slot { slot: target, generation: generation + 1, file };
+                return Ok(Loaded { plain: Some(plain), next });
+            }
+            Err(error) => failures.push((slot, Some(generation), unsealed_message(error))),
+        }
+    }
+    if let Some((slot, _, why)) =
+        failures.iter().min_by_key(|(slot, _, _)| *slot == Slot::B).copied()
+    {
+        return Err(corrupt(&files.path(slot), why));
+    }
+    // No entry yet (or only empty slots): the first write goes into slot A.
+    let file = a.and_then(|r| r.file);
+    Ok(Loaded { plain: None, next: Next::Slot { slot: Slot::A, generation: 1, file } })
+}
+
+/// A slot file's bytes: the header, `plain` sealed, zeros up to the next block.
+fn slot_bytes(
+    key: &LessSafeKey,
+    files: &EntryFiles<'_>,
+    slot: Slot,
+    generation: u64,
+    plain: &mut Zeroizing<Vec<u8>>,
+) -> Result<Vec<u8>, StoreError> {
+    let path = files.path(slot);
+    let sealed = envelope::seal(key, MAGIC, &files.aad(slot, generation), plain)
+        .map_err(|e| io_error(&path, e))?;
+    let len = u32::try_from(sealed.len()).map_err(|_| io_error(&path, "entry too large"))?;
+    let mut bytes = Vec::with_capacity((HEADER + sealed.len()).next_multiple_of(BLOCK));
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&generation.to_le_bytes());
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(&sealed);
+    bytes.resize(bytes.len().next_multiple_of(BLOCK), 0);
+    Ok(bytes)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
+}
+
+/// Writes `plain` where `next` says; returns once it is durable.
+pub(super) fn save(
+    key: &LessSafeKey,
+    files: &EntryFiles<'_>,
+    next: Next,
+    plain: &mut Zeroizing<Vec<u8>>,
+) -> Result<(), StoreError> {
+    match next {
+        Next::Slot { slot, generation, file } => {
+            let path = files.path(slot);
+            let bytes = slot_bytes(key, files, slot, generation, plain)?;
+            let (file, created) = match file {
+                Some(file) => (file, false),
+                None => match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)
+                {
+                    Ok(file) => (file, true),
+                    // Left empty by a crash after its creation, or read before it existed.
+                    Err(error) if error.kind() == ErrorKind::AlreadyExists => (
+                        OpenOptions::new().write(true).open(&path).map_err(|e| io_error(&path, e))?,
+                        false,
+                    ),
+                    Err(error) => return Err(io_error(&path, error)),
+                },
+            };
+            file.write_all_at(&bytes, 0).map_err(|e| io_error(&path, e))?;
+            file.sync_data().map_err(|e| io_error(&path, e))?;
+            if created {
+                sync_dir(files.dir)?;
+            }
+            Ok(())
+        }
+        Next::Convert => {
+            // A slot B beside a file of the previous layout is a leftover (of a restore from
+            // backup, say): it must not outrank the converted entry.
+            let b = files.path(Slot::B);
+            match fs::remove_file(&b) {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(&b, error)),
+            }
+            let bytes = slot_bytes(key, files, Slot::A, 1, plain)?;
+            let temp = files.dir.join(format!("{}.tmp", files.name));
+            let mut file = open_private(&temp)?;
+            file.write_all(&bytes).map_err(|e| io_error(&temp, e))?;
+            file.sync_all().map_err(|e| io_error(&temp, e))?;
+            drop(file);
+            let path = files.path(Slot::A);
+            fs::rename(&temp, &path).map_err(|e| io_error(&path, e))?;
+            sync_dir(files.dir)?;
+            // The previous layout's aside copy, if a crash left one.
+            let _ = fs::remove_file(files.dir.join(format!("{}.old", files.name)));
+            Ok(())
+        }
+    }
+}
+
+/// Puts `data` in slot A as it is, or sealed as generation 1 when `seal`, and removes slot B:
+/// for [`FileStore::read_planted`](super::FileStore::read_planted).
+pub(super) fn plant(
+    key: &LessSafeKey,
+    files: &EntryFiles<'_>,
+    data: &[u8],
+    seal: bool,
+) -> Result<(), StoreError> {
+    let path = files.path(Slot::A);
+    let bytes = if seal {
+        slot_bytes(key, files, Slot::A, 1, &mut Zeroizing::new(data.to_vec()))?
+    } else {
+        data.to_vec()
+    };
+    let _ = fs::remove_file(files.path(Slot::B));
+    fs::write(&path, bytes).map_err(|e| io_error(&path, e))
+}
+
+/// Whether `file_name` is a slot file; its entry's (slot A's) name if so.
+pub(super) fn entry_of(file_name: &str) -> Option<&str> {
+    let entry = file_name.strip_suffix(".b").unwrap_or(file_name);
+    entry.ends_with(".entry").then_some(entry)
+}
