@@ -36,28 +36,67 @@ pub struct StepResult {
     pub fingerprint: Option<Fingerprint>,
     /// For people; never a value.
     pub detail: String,
+    /// Whether [`detail`](Self::detail) is this agent's own text (see [`Detail`]): it is then
+    /// sent as it is, without reading the job's entries to look for values in it.
+    own_detail: bool,
     /// A failure: how long the target asked not to be called again (its `Retry-After`).
     pub retry_after: Option<std::time::Duration>,
     /// A certificate's stage: when its issuer suggests renewing it (ACME renewal information).
     pub renew_at: Option<SystemTime>,
 }
 
+/// A step's detail, and where its text came from. Text from anywhere else than this agent's own
+/// code — a server's error, a program's output, an endpoint's answer, any `String` — may echo
+/// what it was given, so before it is sent every form of every value the job could reach is
+/// looked for in it and replaced (which reads the job's entries). This agent's own text needs no
+/// such search: a literal (`&'static str`), or [`Detail::own`] for text composed here only of
+/// names and numbers.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    text: String,
+    own: bool,
+}
+
+impl Detail {
+    /// Text this agent composed only of literals, numbers and names (users, versions, services):
+    /// never a value, never text from a target. A reviewer checks each call.
+    pub(crate) fn own(text: String) -> Detail {
+        Detail { text, own: true }
+    }
+}
+
+impl From<&'static str> for Detail {
+    fn from(text: &'static str) -> Detail {
+        Detail { text: text.to_owned(), own: true }
+    }
+}
+
+impl From<String> for Detail {
+    fn from(text: String) -> Detail {
+        Detail { text, own: false }
+    }
+}
+
 impl StepResult {
-    pub(crate) fn ok(fingerprint: Option<Fingerprint>, detail: impl Into<String>) -> StepResult {
+    pub(crate) fn ok(fingerprint: Option<Fingerprint>, detail: impl Into<Detail>) -> StepResult {
+        let Detail { text, own } = detail.into();
         StepResult {
             outcome: StepOutcome::Succeeded,
             fingerprint,
-            detail: detail.into(),
+            detail: text,
+            own_detail: own,
             retry_after: None,
             renew_at: None,
         }
     }
 
-    pub(crate) fn failed(outcome: StepOutcome, detail: impl Into<String>) -> StepResult {
+    pub(crate) fn failed(outcome: StepOutcome, detail: impl Into<Detail>) -> StepResult {
+        let Detail { text, own } = detail.into();
         StepResult {
             outcome,
             fingerprint: None,
-            detail: detail.into(),
+            detail: text,
+            own_detail: own,
             retry_after: None,
             renew_at: None,
         }
@@ -357,7 +396,11 @@ impl Executor {
             }
         };
         let mut result = result;
-        result.detail = self.clean_detail(job, &result.detail).await;
+        result.detail = if result.own_detail {
+            dsops_proto::domain::truncate_detail(&result.detail)
+        } else {
+            self.clean_detail(job, &result.detail).await
+        };
         tracing::info!(
             run = %job.run_id,
             step = %job.step,

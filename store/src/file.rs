@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dsops_proto::domain::Fingerprint;
 use ring::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
@@ -42,6 +43,8 @@ pub struct FileStore {
     dir: PathBuf,
     key: LessSafeKey,
     fingerprinter: Fingerprinter,
+    /// Which of the 256 shard directories are known to exist.
+    shards: Box<[AtomicBool; 256]>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -164,7 +167,13 @@ impl FileStore {
                 .map_err(|_| corrupt(&options.key_file, "bad key"))?,
         );
         let fingerprinter = Fingerprinter::new(&derive(&master, "dsops file store: fingerprints"));
-        Ok(FileStore { name: name.to_owned(), dir: options.dir.clone(), key, fingerprinter })
+        Ok(FileStore {
+            name: name.to_owned(),
+            dir: options.dir.clone(),
+            key,
+            fingerprinter,
+            shards: Box::new(std::array::from_fn(|_| AtomicBool::new(false))),
+        })
     }
 
     /// The entry's file name, and the subdirectory (of 256) it lives in: spreading files over
@@ -178,6 +187,11 @@ impl FileStore {
     /// The subdirectory `shard`, created (0700, parent synced) if missing.
     fn shard_dir(&self, shard: &str) -> Result<PathBuf, StoreError> {
         let dir = self.dir.join(shard);
+        // Shard directories are never removed: one found once needs no `stat` again.
+        let known = usize::from_str_radix(shard, 16).ok().and_then(|i| self.shards.get(i));
+        if known.is_some_and(|k| k.load(Ordering::Relaxed)) {
+            return Ok(dir);
+        }
         if !dir.is_dir() {
             match fs::create_dir(&dir) {
                 Ok(()) => {
@@ -190,6 +204,9 @@ impl FileStore {
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(io_error(&dir, error)),
             }
+        }
+        if let Some(known) = known {
+            known.store(true, Ordering::Relaxed);
         }
         Ok(dir)
     }
@@ -503,7 +520,9 @@ impl SecretStore for FileStore {
                 let _lock = Self::lock(&shard, &name, false)?;
                 let files = slots::EntryFiles { dir: &shard, name: &name };
                 let loaded = slots::load(&self.key, &files, false)?;
-                if let Some(stored) = Self::parse(&files, loaded.plain.as_ref().map(|p| p.as_slice()))? {
+                if let Some(stored) =
+                    Self::parse(&files, loaded.plain.as_ref().map(|p| p.as_slice()))?
+                {
                     let infos = stored
                         .versions
                         .iter()

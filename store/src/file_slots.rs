@@ -20,8 +20,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::aead::LessSafeKey;
@@ -87,8 +87,10 @@ impl EntryFiles<'_> {
 
 /// Where the next write of an entry goes.
 pub(super) enum Next {
-    /// Into `slot` with `generation`; `file` is the slot's file, open for writing, if it exists.
-    Slot { slot: Slot, generation: u64, file: Option<File> },
+    /// Into `slot` with `generation`; `file` is the slot's file, open for writing, if it exists;
+    /// `fresh` if it held no slot yet (missing, or empty: a crash may have cut its creation short,
+    /// so its directory entry must be synced with the first write into it).
+    Slot { slot: Slot, generation: u64, file: Option<File>, fresh: bool },
     /// The entry is in the previous layout: rewritten whole as slot A (generation 1).
     Convert,
 }
@@ -115,15 +117,19 @@ fn read_slot(path: &Path, write: bool) -> Result<Option<Read1>, StoreError> {
     if len > MAX_SLOT {
         return Err(corrupt(path, format!("{len} bytes: larger than any entry ({MAX_SLOT})")));
     }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(len as usize));
-    file.read_to_end(&mut bytes).map_err(|e| io_error(path, e))?;
+    // Exactly its length: no second read to find the end (writers are kept out by the lock).
+    let mut bytes = Zeroizing::new(vec![0; len as usize]);
+    file.read_exact(&mut bytes).map_err(|e| io_error(path, e))?;
     Ok(Some(Read1 { bytes, file: write.then_some(file) }))
 }
+
+/// Why a slot file is not a slot: the generation its header claims, if it has one, and why.
+type NotASlot = (Option<u64>, &'static str);
 
 /// A slot's header: its generation and the range of its sealed part. None: the slot is empty
 /// (no bytes, or a header of zeros: a first write a crash cut short). Err: why it is not a
 /// slot, with the generation its header claims if it has one.
-fn header(bytes: &[u8]) -> Result<Option<(u64, Range<usize>)>, (Option<u64>, &'static str)> {
+fn header(bytes: &[u8]) -> Result<Option<(u64, Range<usize>)>, NotASlot> {
     let head = &bytes[..bytes.len().min(HEADER)];
     if head.iter().all(|b| *b == 0) {
         return Ok(None);
@@ -188,7 +194,7 @@ pub(super) fn load(
                 // A slot that claims an older generation, or the next one (a write a crash cut
                 // short, never acknowledged), hides nothing newer; any other is reported.
                 for (failed, claimed, why) in &failures {
-                    if claimed.is_none_or(|claimed| claimed > generation + 1) {
+                    if claimed.is_none_or(|claimed| claimed > generation.saturating_add(1)) {
                         tracing::warn!(
                             file = %files.path(*failed).display(),
                             generation,
@@ -198,11 +204,14 @@ pub(super) fn load(
                     }
                 }
                 let target = slot.other();
-                let file = match target {
-                    Slot::A => a.and_then(|r| r.file),
-                    Slot::B => b.and_then(|r| r.file),
+                let read = match target {
+                    Slot::A => a,
+                    Slot::B => b,
                 };
-                let next = Next::Slot { slot: target, generation: generation + 1, file };
+                let fresh = is_fresh(read.as_ref());
+                let file = read.and_then(|r| r.file);
+                let generation = generation.saturating_add(1);
+                let next = Next::Slot { slot: target, generation, file, fresh };
                 return Ok(Loaded { plain: Some(plain), next });
             }
             Err(error) => failures.push((slot, Some(generation), unsealed_message(error))),
@@ -214,8 +223,14 @@ pub(super) fn load(
         return Err(corrupt(&files.path(slot), why));
     }
     // No entry yet (or only empty slots): the first write goes into slot A.
+    let fresh = is_fresh(a.as_ref());
     let file = a.and_then(|r| r.file);
-    Ok(Loaded { plain: None, next: Next::Slot { slot: Slot::A, generation: 1, file } })
+    Ok(Loaded { plain: None, next: Next::Slot { slot: Slot::A, generation: 1, file, fresh } })
+}
+
+/// Whether a slot file is missing or holds nothing yet.
+fn is_fresh(read: Option<&Read1>) -> bool {
+    read.is_none_or(|r| matches!(header(&r.bytes), Ok(None)))
 }
 
 /// A slot file's bytes: the header, `plain` sealed, zeros up to the next block.
@@ -236,6 +251,15 @@ fn slot_bytes(
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(&sealed);
     bytes.resize(bytes.len().next_multiple_of(BLOCK), 0);
+    if bytes.len() as u64 > MAX_SLOT {
+        return Err(io_error(
+            &path,
+            format!(
+                "the entry would take {} bytes; a store entry takes at most {MAX_SLOT}",
+                bytes.len()
+            ),
+        ));
+    }
     Ok(bytes)
 }
 
@@ -251,25 +275,22 @@ pub(super) fn save(
     plain: &mut Zeroizing<Vec<u8>>,
 ) -> Result<(), StoreError> {
     match next {
-        Next::Slot { slot, generation, file } => {
+        Next::Slot { slot, generation, file, fresh } => {
             let path = files.path(slot);
             let bytes = slot_bytes(key, files, slot, generation, plain)?;
-            let (file, created) = match file {
-                Some(file) => (file, false),
-                None => match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)
-                {
-                    Ok(file) => (file, true),
-                    // Left empty by a crash after its creation, or read before it existed.
-                    Err(error) if error.kind() == ErrorKind::AlreadyExists => (
-                        OpenOptions::new().write(true).open(&path).map_err(|e| io_error(&path, e))?,
-                        false,
-                    ),
-                    Err(error) => return Err(io_error(&path, error)),
-                },
+            let file = match file {
+                Some(file) => file,
+                None => OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| io_error(&path, e))?,
             };
             file.write_all_at(&bytes, 0).map_err(|e| io_error(&path, e))?;
             file.sync_data().map_err(|e| io_error(&path, e))?;
-            if created {
+            if fresh {
                 sync_dir(files.dir)?;
             }
             Ok(())

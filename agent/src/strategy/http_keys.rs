@@ -19,7 +19,7 @@ pub(crate) struct HttpKeys<'a> {
     pub(crate) api: &'a HttpApi,
 }
 
-fn refused(why: impl Into<String>) -> StepResult {
+fn refused(why: impl Into<crate::executor::Detail>) -> StepResult {
     StepResult::failed(StepOutcome::Refused, why)
 }
 

@@ -33,7 +33,7 @@ use dsops_proto::domain::{Fingerprint, Job, Step, StepOutcome};
 use serde_json::Value as Json;
 
 use crate::adapter::{Login, Target};
-use crate::executor::{Executor, StepResult};
+use crate::executor::{Detail, Executor, StepResult};
 use crate::generate::{Generate, ValueFormat};
 use crate::hook::HookSpec;
 use crate::secret::SecretValue;
@@ -107,7 +107,7 @@ pub(crate) trait Strategy {
         let info = cx.store.promote(&cx.entry, cx.job.run_id.as_str()).await?;
         Ok(StepResult::ok(
             info.fingerprints.get(&cx.field).copied(),
-            format!("version {} is current", info.version),
+            Detail::own(format!("version {} is current", info.version)),
         ))
     }
 
@@ -173,7 +173,7 @@ async fn run<S: Strategy>(strategy: &S, cx: &Context<'_>) -> Step_<StepResult> {
 }
 
 /// A check's answer: the checked step's effect is not in place.
-pub(crate) fn not_in_place(what: impl Into<String>) -> StepResult {
+pub(crate) fn not_in_place(what: impl Into<Detail>) -> StepResult {
     StepResult::failed(StepOutcome::NotApplied, what)
 }
 
@@ -214,7 +214,7 @@ pub(crate) async fn store_stage(
     let user = user.map(|u| format!(" for user {u}")).unwrap_or_default();
     Ok(StepResult::ok(
         info.fingerprints.get(&cx.field).copied(),
-        format!("staged version {}{user}", info.version),
+        Detail::own(format!("staged version {}{user}", info.version)),
     ))
 }
 
@@ -281,7 +281,7 @@ pub(crate) async fn set_new_password(
     if enable {
         target.set_login_enabled(user, true).await?;
     }
-    Ok(StepResult::ok(fingerprint, format!("password of {user} set")))
+    Ok(StepResult::ok(fingerprint, Detail::own(format!("password of {user} set"))))
 }
 
 /// A fresh login as `user` with the run's new value.
@@ -294,7 +294,7 @@ pub(crate) async fn verify_login(
     match target_of(cx)?.login(user, value).await? {
         Login::Accepted => Ok(StepResult::ok(
             fingerprint,
-            format!("fresh login as {user} with the new value worked"),
+            Detail::own(format!("fresh login as {user} with the new value worked")),
         )),
         Login::Refused => Err(StepResult::failed(
             StepOutcome::NotApplied,
@@ -315,7 +315,9 @@ pub(crate) async fn check_login(
     let target = target_of(cx)?;
     let user = user_of(&fields).unwrap_or_default();
     Ok(match target.login(&user, &value_of(cx, &fields)?).await? {
-        Login::Accepted => StepResult::ok(fingerprint, format!("the new value logs in as {user}")),
+        Login::Accepted => {
+            StepResult::ok(fingerprint, Detail::own(format!("the new value logs in as {user}")))
+        }
         Login::Refused => not_in_place(format!("the new value does not log in as {user}")),
     })
 }

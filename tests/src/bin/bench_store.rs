@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use dsops_store::{FileStore, FileStoreOptions};
 use dsops_store::secret::SecretValue;
 use dsops_store::{Fields, Label, SecretStore as _};
+use dsops_store::{FileStore, FileStoreOptions};
 use dsops_tests::usage::cpu_ms;
 
 struct Args {
