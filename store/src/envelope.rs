@@ -1,6 +1,7 @@
 //! The layout of every file the agent seals (its state, the file store's entries): an 8-byte
 //! magic naming the kind of file, a random 96-bit nonce, then the AES-256-GCM ciphertext and
-//! tag, with the file's name as associated data so a file copied over another does not open.
+//! tag, with associated data naming the file (its name; a file-store slot adds its generation)
+//! so a file copied over another does not open.
 
 use ring::aead::{Aad, LessSafeKey, Nonce};
 use zeroize::Zeroizing;
