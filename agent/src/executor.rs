@@ -49,7 +49,7 @@ pub struct StepResult {
 /// code — a server's error, a program's output, an endpoint's answer, any `String` — may echo
 /// what it was given, so before it is sent every form of every value the job could reach is
 /// looked for in it and replaced (which reads the job's entries). This agent's own text needs no
-/// such search: a literal (`&'static str`), or [`Detail::own`] for text composed here only of
+/// such search: a literal (`&'static str`), or `Detail::own` for text composed here only of
 /// names and numbers.
 #[derive(Debug, Clone)]
 pub struct Detail {
