@@ -87,10 +87,13 @@ impl EntryFiles<'_> {
 
 /// Where the next write of an entry goes.
 pub(super) enum Next {
-    /// Into `slot` with `generation`; `file` is the slot's file, open for writing, if it exists;
-    /// `fresh` if it held no slot yet (missing, or empty: a crash may have cut its creation short,
-    /// so its directory entry must be synced with the first write into it).
-    Slot { slot: Slot, generation: u64, file: Option<File>, fresh: bool },
+    /// Into `slot` with `generation`; `file` is the slot's file, open for writing, if it exists.
+    /// `first`: the entry has no version yet — both slot files are created (slot B empty) and the
+    /// directory is synced before the write is acknowledged, so a later write into an existing
+    /// slot never needs the directory synced (a crash before that sync leaves no entry, and the
+    /// next write is a first write again). A slot file missing later (removed by hand) is created
+    /// and its directory synced.
+    Slot { slot: Slot, generation: u64, file: Option<File>, first: bool },
     /// The entry is in the previous layout: rewritten whole as slot A (generation 1).
     Convert,
 }
@@ -208,10 +211,9 @@ pub(super) fn load(
                     Slot::A => a,
                     Slot::B => b,
                 };
-                let fresh = is_fresh(read.as_ref());
                 let file = read.and_then(|r| r.file);
                 let generation = generation.saturating_add(1);
-                let next = Next::Slot { slot: target, generation, file, fresh };
+                let next = Next::Slot { slot: target, generation, file, first: false };
                 return Ok(Loaded { plain: Some(plain), next });
             }
             Err(error) => failures.push((slot, Some(generation), unsealed_message(error))),
@@ -223,14 +225,19 @@ pub(super) fn load(
         return Err(corrupt(&files.path(slot), why));
     }
     // No entry yet (or only empty slots): the first write goes into slot A.
-    let fresh = is_fresh(a.as_ref());
     let file = a.and_then(|r| r.file);
-    Ok(Loaded { plain: None, next: Next::Slot { slot: Slot::A, generation: 1, file, fresh } })
+    Ok(Loaded { plain: None, next: Next::Slot { slot: Slot::A, generation: 1, file, first: true } })
 }
 
-/// Whether a slot file is missing or holds nothing yet.
-fn is_fresh(read: Option<&Read1>) -> bool {
-    read.is_none_or(|r| matches!(header(&r.bytes), Ok(None)))
+/// Opens (creating it 0600 if missing) slot file `path` for writing.
+fn open_slot(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))
 }
 
 /// A slot file's bytes: the header, `plain` sealed, zeros up to the next block.
@@ -275,35 +282,29 @@ pub(super) fn save(
     plain: &mut Zeroizing<Vec<u8>>,
 ) -> Result<(), StoreError> {
     match next {
-        Next::Slot { slot, generation, file, fresh } => {
+        Next::Slot { slot, generation, file, first } => {
             let path = files.path(slot);
             let bytes = slot_bytes(key, files, slot, generation, plain)?;
+            let created = file.is_none();
             let file = match file {
                 Some(file) => file,
-                None => OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| io_error(&path, e))?,
+                None => open_slot(&path)?,
             };
+            if first {
+                open_slot(&files.path(slot.other()))?;
+            }
             file.write_all_at(&bytes, 0).map_err(|e| io_error(&path, e))?;
             file.sync_data().map_err(|e| io_error(&path, e))?;
-            if fresh {
+            if first || created {
                 sync_dir(files.dir)?;
             }
             Ok(())
         }
         Next::Convert => {
             // A slot B beside a file of the previous layout is a leftover (of a restore from
-            // backup, say): it must not outrank the converted entry.
-            let b = files.path(Slot::B);
-            match fs::remove_file(&b) {
-                Ok(()) => {}
-                Err(error) if error.kind() == ErrorKind::NotFound => {}
-                Err(error) => return Err(io_error(&b, error)),
-            }
+            // backup, say): it must not outrank the converted entry. Emptied (or created empty,
+            // synced with the rename below) for the next write.
+            open_private(&files.path(Slot::B))?;
             let bytes = slot_bytes(key, files, Slot::A, 1, plain)?;
             let temp = files.dir.join(format!("{}.tmp", files.name));
             let mut file = open_private(&temp)?;

@@ -146,7 +146,8 @@ fn writes_alternate_between_two_slots() {
     let (a, b) = slot_paths(dir.path(), "app/db");
     put(&store, "app/db", "v1");
     assert_eq!(generation(&a), 1);
-    assert!(!b.exists(), "a new entry has one slot");
+    assert_eq!(fs::metadata(&b).unwrap().len(), 0, "slot B is created empty with the entry");
+    assert_eq!(fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o600);
     put(&store, "app/db", "v2");
     assert_eq!((generation(&a), generation(&b)), (1, 2));
     put(&store, "app/db", "v3");
@@ -163,6 +164,11 @@ fn writes_alternate_between_two_slots() {
     store.read_labels("app/db").unwrap();
     assert_eq!((generation(&a), generation(&b)), (5, 6));
     assert_eq!(current(&open(dir.path()), "app/db", "f").as_deref(), Some("v6"));
+    // The older slot removed by hand: the next write creates it again.
+    fs::remove_file(&a).unwrap();
+    put(&store, "app/db", "v7");
+    assert_eq!(generation(&a), 7);
+    assert_eq!(store.read("app/db", Label::Previous).unwrap().unwrap()["f"].expose(), "v6");
 }
 
 #[test]
@@ -247,7 +253,7 @@ fn entries_of_the_previous_layout_are_read_and_converted_on_their_first_write() 
     assert_eq!(store.list().unwrap()["app/old"].len(), 1);
     put(&store, "app/old", "new");
     assert_eq!(generation(&a), 1);
-    assert!(!b.exists(), "the stray slot is gone");
+    assert_eq!(fs::metadata(&b).unwrap().len(), 0, "the stray slot is emptied");
     assert_eq!(current(&store, "app/old", "f").as_deref(), Some("new"));
     assert_eq!(store.read("app/old", Label::Previous).unwrap().unwrap()["f"].expose(), "kept");
     assert_eq!(store.versions("app/old").unwrap()[0].version, 8);
