@@ -1,7 +1,7 @@
 //! A receipt's detail never carries a value: text from anywhere but the agent's own code (here
 //! an error quoting the job's configuration) is searched for the values the job could reach, and
 //! they are replaced by `***`; the agent's own texts (literals, names and numbers) go out as
-//! they are, without that search.
+//! they are. (That the search is skipped for them shows in the profile, not here.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 

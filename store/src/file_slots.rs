@@ -5,18 +5,23 @@
 //! with the slot's file name and the generation as associated data, then zeros up to a multiple
 //! of 4 KiB. A write seals the entry with the next generation into the slot that does not hold
 //! the newest one, in place, and `fdatasync`s it: one write and one flush of blocks the file
-//! already has, where a rename needs the file, the directory and the journal flushed. A crash
-//! tears at most the slot being written, which then does not open; the other still holds the
-//! newest acknowledged version, and the next write goes into the torn slot again.
+//! already has, where a rename needs the file and then the directory flushed. A crash tears at
+//! most the slot being written, which then does not open; the other still holds the newest
+//! acknowledged version, and the next write goes into the torn slot again. An entry's first
+//! write, which has no other slot to fall back on, is a rename (see [`Next::Slot`]).
 //!
-//! A reader opens the slot with the higher generation; if it does not open, the other one, and
-//! says so in a warning unless the failed slot is the one write after it (a write a crash
-//! interrupted, never acknowledged). Neither opening is an error naming slot A.
+//! A reader opens the slot with the higher generation; if it does not open, the other one, with
+//! a warning naming the failed slot (after a crash, the write it interrupted was never
+//! acknowledged). Neither opening is an error naming slot A.
 //!
 //! Entries of the previous layout (one file `<hash>.entry` sealed whole with magic `DSOPSIT1`,
-//! replaced by rename) are read as they are; their first write rewrites the file as slot A by the
-//! old rename, so a crash leaves the old or the new file. Releases before the slots read a
-//! converted or new entry as "not a dsops store file" rather than as missing.
+//! replaced by rename) are read as they are; their first write rewrites the file as slot A by
+//! rename, so a crash leaves the old or the new file. Releases before the slots read a converted
+//! or new entry as "not a dsops store file" rather than as missing.
+//!
+//! Shared storage: a reader must see another host's in-place write once it holds the entry's
+//! lock — a local filesystem, or NFSv4 (close-to-open consistency by change attribute); not
+//! NFSv3, whose cached attributes may hide a write made within the same timestamp tick.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -88,11 +93,12 @@ impl EntryFiles<'_> {
 /// Where the next write of an entry goes.
 pub(super) enum Next {
     /// Into `slot` with `generation`; `file` is the slot's file, open for writing, if it exists.
-    /// `first`: the entry has no version yet — both slot files are created (slot B empty) and the
-    /// directory is synced before the write is acknowledged, so a later write into an existing
-    /// slot never needs the directory synced (a crash before that sync leaves no entry, and the
-    /// next write is a first write again). A slot file missing later (removed by hand) is created
-    /// and its directory synced.
+    /// `first`: the entry has no version yet — slot A is written whole beside it and renamed into
+    /// place (so it is complete or absent: a torn first write cannot leave a slot that never
+    /// opens and no other), slot B is created empty, and the directory is synced before the
+    /// write is acknowledged, so a later write into an existing slot never needs the directory
+    /// synced (a crash before that sync leaves no entry, and the next write is a first write
+    /// again). A slot file missing later (removed by hand) is created and its directory synced.
     Slot { slot: Slot, generation: u64, file: Option<File>, first: bool },
     /// The entry is in the previous layout: rewritten whole as slot A (generation 1).
     Convert,
@@ -194,14 +200,15 @@ pub(super) fn load(
         match envelope::open(key, MAGIC, &aad, &mut read.bytes[range]) {
             Ok(plain) => {
                 let plain = Zeroizing::new(plain.to_vec());
-                // A slot that claims an older generation, or the next one (a write a crash cut
-                // short, never acknowledged), hides nothing newer; any other is reported.
+                // A slot that claims an older generation hides nothing newer. One that claims the
+                // next is most likely a write a crash cut short (never acknowledged) — or damage
+                // to the newest version: reported either way, as is any other.
                 for (failed, claimed, why) in &failures {
-                    if claimed.is_none_or(|claimed| claimed > generation.saturating_add(1)) {
+                    if claimed.is_none_or(|claimed| claimed > generation) {
                         tracing::warn!(
                             file = %files.path(*failed).display(),
                             generation,
-                            "a slot of this store entry does not open ({why}); using generation {generation} from {} (the entry's newest that opens)",
+                            "a slot of this store entry does not open ({why}); using generation {generation} from {}, the entry's newest that opens (after a crash: the write it interrupted was never acknowledged)",
                             files.file_name(slot)
                         );
                     }
@@ -282,7 +289,12 @@ pub(super) fn save(
     plain: &mut Zeroizing<Vec<u8>>,
 ) -> Result<(), StoreError> {
     match next {
-        Next::Slot { slot, generation, file, first } => {
+        Next::Slot { slot, generation, first: true, .. } => {
+            let bytes = slot_bytes(key, files, slot, generation, plain)?;
+            open_slot(&files.path(slot.other()))?;
+            replace(files, slot, &bytes)
+        }
+        Next::Slot { slot, generation, file, first: false } => {
             let path = files.path(slot);
             let bytes = slot_bytes(key, files, slot, generation, plain)?;
             let created = file.is_none();
@@ -290,35 +302,39 @@ pub(super) fn save(
                 Some(file) => file,
                 None => open_slot(&path)?,
             };
-            if first {
-                open_slot(&files.path(slot.other()))?;
-            }
             file.write_all_at(&bytes, 0).map_err(|e| io_error(&path, e))?;
             file.sync_data().map_err(|e| io_error(&path, e))?;
-            if first || created {
+            if created {
                 sync_dir(files.dir)?;
             }
             Ok(())
         }
         Next::Convert => {
             // A slot B beside a file of the previous layout is a leftover (of a restore from
-            // backup, say): it must not outrank the converted entry. Emptied (or created empty,
-            // synced with the rename below) for the next write.
-            open_private(&files.path(Slot::B))?;
+            // backup, say): it must not outrank the converted entry, so it is emptied — and
+            // synced, before the conversion can be acknowledged — for the next write.
+            let b = files.path(Slot::B);
+            open_private(&b)?.sync_all().map_err(|e| io_error(&b, e))?;
             let bytes = slot_bytes(key, files, Slot::A, 1, plain)?;
-            let temp = files.dir.join(format!("{}.tmp", files.name));
-            let mut file = open_private(&temp)?;
-            file.write_all(&bytes).map_err(|e| io_error(&temp, e))?;
-            file.sync_all().map_err(|e| io_error(&temp, e))?;
-            drop(file);
-            let path = files.path(Slot::A);
-            fs::rename(&temp, &path).map_err(|e| io_error(&path, e))?;
-            sync_dir(files.dir)?;
+            replace(files, Slot::A, &bytes)?;
             // The previous layout's aside copy, if a crash left one.
             let _ = fs::remove_file(files.dir.join(format!("{}.old", files.name)));
             Ok(())
         }
     }
+}
+
+/// Writes `slot` whole beside it, syncs it, renames it into place and syncs the directory: the
+/// slot is then the new one or the old one, never a torn one.
+fn replace(files: &EntryFiles<'_>, slot: Slot, bytes: &[u8]) -> Result<(), StoreError> {
+    let temp = files.dir.join(format!("{}.tmp", files.file_name(slot)));
+    let mut file = open_private(&temp)?;
+    file.write_all(bytes).map_err(|e| io_error(&temp, e))?;
+    file.sync_all().map_err(|e| io_error(&temp, e))?;
+    drop(file);
+    let path = files.path(slot);
+    fs::rename(&temp, &path).map_err(|e| io_error(&path, e))?;
+    sync_dir(files.dir)
 }
 
 /// Puts `data` in slot A as it is, or sealed as generation 1 when `seal`, and removes slot B:

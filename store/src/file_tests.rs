@@ -181,8 +181,8 @@ fn a_torn_write_leaves_the_newest_acknowledged_version() {
     // A crash while generation 3 went into slot A: its header written, its body half old.
     let mut torn = fs::read(&a).unwrap();
     torn[8..16].copy_from_slice(&3u64.to_le_bytes());
-    let middle = torn.len() / 8;
-    torn[middle..middle + 16].fill(0xA5);
+    // The sealed part starts after the header (20 bytes), its magic and nonce (20 more).
+    torn[48..64].fill(0xA5);
     fs::write(&a, &torn).unwrap();
     assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v2"));
     assert_eq!(store.read("app/db", Label::Previous).unwrap().unwrap()["f"].expose(), "v1");
@@ -244,10 +244,18 @@ fn entries_of_the_previous_layout_are_read_and_converted_on_their_first_write() 
         r#"{{"path":"app/old","next_version":8,"versions":[{{"version":7,"fields":{{"f":"kept"}},"fingerprints":{{"f":"{fingerprint}"}},"created_at_ms":1,"run_id":""}}],"labels":{{"current":7}}}}"#
     );
     plant_previous_layout(dir.path(), &store, "app/old", &json);
-    // A slot B left beside it (restored from an older backup, say) does not outrank it.
-    put(&store, "app/stray", "stray");
-    let (stray, _) = slot_paths(dir.path(), "app/stray");
-    fs::copy(&stray, &b).unwrap();
+    // A slot B of this entry left beside it (restored with an older backup, say), claiming a
+    // later generation than the converted file will have, does not outrank it.
+    let newer = tempfile::tempdir().unwrap();
+    fs::create_dir_all(newer.path().join("keys")).unwrap();
+    fs::copy(dir.path().join("keys/local.key"), newer.path().join("keys/local.key")).unwrap();
+    let other = open(newer.path());
+    for n in 0..4 {
+        put(&other, "app/old", &format!("stray {n}"));
+    }
+    let (_, other_b) = slot_paths(newer.path(), "app/old");
+    assert_eq!(generation(&other_b), 4);
+    fs::copy(&other_b, &b).unwrap();
     assert_eq!(current(&store, "app/old", "f").as_deref(), Some("kept"));
     assert_eq!(store.versions("app/old").unwrap()[0].version, 7);
     assert_eq!(store.list().unwrap()["app/old"].len(), 1);
@@ -264,4 +272,24 @@ fn entries_of_the_previous_layout_are_read_and_converted_on_their_first_write() 
         crate::envelope::open(&store.key, b"DSOPSIT1", name.as_bytes(), &mut bytes).unwrap_err(),
         Unsealed::NotOurs
     );
+}
+
+#[test]
+fn a_first_write_cut_short_leaves_no_entry_and_the_next_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = slot_paths(dir.path(), "app/new");
+    // Left by crashes before the first write was acknowledged: an empty slot A, and a
+    // half-written copy beside it that was never renamed into place.
+    fs::create_dir_all(a.parent().unwrap()).unwrap();
+    fs::write(&a, b"").unwrap();
+    let mut temp = a.clone().into_os_string();
+    temp.push(".tmp");
+    fs::write(&temp, b"DSOPSIT2\x01\0\0\0\0\0\0\0\xff\xff").unwrap();
+    assert!(store.read("app/new", Label::Current).unwrap().is_none());
+    put(&store, "app/new", "v1");
+    assert_eq!(current(&store, "app/new", "f").as_deref(), Some("v1"));
+    assert_eq!(generation(&a), 1);
+    assert_eq!(fs::metadata(&b).unwrap().len(), 0);
+    assert!(!Path::new(&temp).exists(), "the copy was renamed into place");
 }
