@@ -5,52 +5,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failure is the report.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
-use dsops_agent::config::{AgentConfig, StoreSpec};
-use dsops_agent::executor::Executor;
-use dsops_agent::identity::AgentIdentity;
 use dsops_agent::secret::SecretValue;
-use dsops_agent::store::{FileStore, FileStoreOptions, SecretStore};
-use dsops_proto::domain::{Generation, Job, RunId, Step, StepOutcome, StoreRef};
+use dsops_agent::store::SecretStore;
+use dsops_proto::domain::{Job, StepOutcome};
 
 const CANARY: &str = "canary-value-0123456789";
 
 fn job(run: &str, config_json: &str) -> Job {
-    Job {
-        run_id: RunId::parse(run, "run_id").unwrap(),
-        generation: Generation::parse(1, "generation").unwrap(),
-        step: Step::Stage,
-        attempt: 1,
-        env: "dev".into(),
-        key: "APP_KEY".into(),
-        store_ref: StoreRef::parse("store://local/app/key#value").unwrap(),
-        service_ref: None,
-        strategy: "random".into(),
-        config_json: config_json.into(),
-        deadline: SystemTime::now() + Duration::from_secs(120),
-        checked_step: None,
-        restore_previous: false,
-        value_format: None,
-        trace_parent: None,
-    }
+    common::stage_job(run, config_json, SystemTime::now() + Duration::from_secs(120))
 }
 
 #[tokio::test]
 async fn foreign_text_is_searched_for_values_and_own_text_is_sent_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let options =
-        FileStoreOptions { dir: dir.path().join("store"), key_file: dir.path().join("store.key") };
-    let mut config = AgentConfig::new();
-    config.stores.insert(
-        "local".into(),
-        StoreSpec::File { dir: options.dir.clone(), key_file: options.key_file.clone() },
-    );
-    config.add_secret(&StoreRef::parse("store://local/app/key#value").unwrap(), None);
-    let identity =
-        AgentIdentity::load_or_create("agent-1", "default", &dir.path().join("agent.key")).unwrap();
-    let executor = Executor::new(identity, config);
-    let store = FileStore::open("local", &options).unwrap();
+    let common::Local { executor, store, dir: _dir } = common::local_agent();
     store.put("app/key", "value", &SecretValue::new(CANARY.to_owned())).unwrap();
 
     // The error quotes the configuration, which (as a hostile or careless one may) holds the

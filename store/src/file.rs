@@ -197,9 +197,7 @@ impl FileStore {
                 Ok(()) => {
                     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
                         .map_err(|e| io_error(&dir, e))?;
-                    File::open(&self.dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(|e| io_error(&self.dir, e))?;
+                    slots::sync_dir(&self.dir)?;
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(io_error(&dir, error)),
@@ -244,10 +242,9 @@ impl FileStore {
     ) -> Result<T, StoreError> {
         let (shard, name) = Self::file_name(entry);
         let dir = self.shard_dir(&shard)?;
-        let lock = Self::lock(&dir, &name, write)?;
         let files = slots::EntryFiles { dir: &dir, name: &name };
-        let loaded = slots::load(&self.key, &files, write)?;
-        let mut stored = match Self::parse(&files, loaded.plain.as_ref().map(|p| p.as_slice()))? {
+        let (lock, stored, next) = self.open_entry(&files, write)?;
+        let mut stored = match stored {
             Some(stored) => stored,
             None => {
                 StoredEntry { path: entry.to_owned(), next_version: 1, ..StoredEntry::default() }
@@ -262,15 +259,33 @@ impl FileStore {
                 serde_json::to_vec(&stored)
                     .map_err(|e| io_error(&dir.join(&name), format!("encoding: {e}")))?,
             );
-            slots::save(&self.key, &files, loaded.next, &mut plain)?;
+            slots::save(&self.key, &files, next, &mut plain)?;
         }
         drop(lock);
         Ok(result)
     }
 
-    /// Takes the lock of entry file `name` in `dir`: exclusive to write, shared to read.
-    fn lock(dir: &Path, name: &str, write: bool) -> Result<File, StoreError> {
-        let lock_path = dir.join(format!("{name}.lock"));
+    /// Takes the entry's lock (exclusive to write, shared to read) and reads it: the held lock,
+    /// the entry if it has a version, and where its next write goes.
+    fn open_entry(
+        &self,
+        files: &slots::EntryFiles<'_>,
+        write: bool,
+    ) -> Result<(File, Option<StoredEntry>, slots::Next), StoreError> {
+        let lock = Self::lock(files, write)?;
+        let loaded = slots::load(&self.key, files, write)?;
+        let stored =
+            match &loaded.plain {
+                Some(plain) => Some(serde_json::from_slice(plain).map_err(|e| {
+                    corrupt(&files.dir.join(files.name), format!("bad contents: {e}"))
+                })?),
+                None => None,
+            };
+        Ok((lock, stored, loaded.next))
+    }
+
+    fn lock(files: &slots::EntryFiles<'_>, write: bool) -> Result<File, StoreError> {
+        let lock_path = files.dir.join(format!("{}.lock", files.name));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -281,17 +296,6 @@ impl FileStore {
         if write { lock.lock() } else { lock.lock_shared() }
             .map_err(|e| io_error(&lock_path, e))?;
         Ok(lock)
-    }
-
-    /// The entry in an opened file, if there is one.
-    fn parse(
-        files: &slots::EntryFiles<'_>,
-        plain: Option<&[u8]>,
-    ) -> Result<Option<StoredEntry>, StoreError> {
-        let Some(plain) = plain else { return Ok(None) };
-        serde_json::from_slice(plain)
-            .map(Some)
-            .map_err(|e| corrupt(&files.dir.join(files.name), format!("bad contents: {e}")))
     }
 
     fn info(stored: &StoredEntry, version: &StoredVersion) -> Result<VersionInfo, StoreError> {
@@ -517,12 +521,8 @@ impl SecretStore for FileStore {
                 }
             }
             for name in names {
-                let _lock = Self::lock(&shard, &name, false)?;
                 let files = slots::EntryFiles { dir: &shard, name: &name };
-                let loaded = slots::load(&self.key, &files, false)?;
-                if let Some(stored) =
-                    Self::parse(&files, loaded.plain.as_ref().map(|p| p.as_slice()))?
-                {
+                if let (_lock, Some(stored), _) = self.open_entry(&files, false)? {
                     let infos = stored
                         .versions
                         .iter()

@@ -277,7 +277,8 @@ fn slot_bytes(
     Ok(bytes)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+/// Syncs directory `dir` (a file created or renamed in it is then durable).
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
 }
 
