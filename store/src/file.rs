@@ -7,10 +7,11 @@
 //! version ([`file_slots`](self::slots)). A lock file per entry serialises writers across
 //! processes (the agent and `dsops store put` may run at once); readers share it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dsops_proto::domain::Fingerprint;
@@ -45,6 +46,9 @@ pub struct FileStore {
     fingerprinter: Fingerprinter,
     /// Which of the 256 shard directories are known to exist.
     shards: Box<[AtomicBool; 256]>,
+    /// Entries (slot A's path) whose last in-place write failed, and the slot it went into: not
+    /// read, and written again first (see the slots module).
+    unsure: Mutex<HashMap<PathBuf, slots::Slot>>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -173,6 +177,7 @@ impl FileStore {
             key,
             fingerprinter,
             shards: Box::new(std::array::from_fn(|_| AtomicBool::new(false))),
+            unsure: Mutex::default(),
         })
     }
 
@@ -259,7 +264,16 @@ impl FileStore {
                 serde_json::to_vec(&stored)
                     .map_err(|e| io_error(&dir.join(&name), format!("encoding: {e}")))?,
             );
-            slots::save(&self.key, &files, next, &mut plain)?;
+            let in_place = next.in_place();
+            let saved = slots::save(&self.key, &files, next, &mut plain);
+            if let Some(slot) = in_place {
+                let mut unsure = self.unsure.lock().expect("unsure slots lock");
+                match &saved {
+                    Ok(()) => unsure.remove(&files.path_a()),
+                    Err(_) => unsure.insert(files.path_a(), slot),
+                };
+            }
+            saved?;
         }
         drop(lock);
         Ok(result)
@@ -273,7 +287,8 @@ impl FileStore {
         write: bool,
     ) -> Result<(File, Option<StoredEntry>, slots::Next), StoreError> {
         let lock = Self::lock(files, write)?;
-        let loaded = slots::load(&self.key, files, write)?;
+        let unsure = self.unsure.lock().expect("unsure slots lock").get(&files.path_a()).copied();
+        let loaded = slots::load(&self.key, files, write, unsure)?;
         let stored =
             match &loaded.plain {
                 Some(plain) => Some(serde_json::from_slice(plain).map_err(|e| {

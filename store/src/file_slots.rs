@@ -19,6 +19,13 @@
 //! rename, so a crash leaves the old or the new file. Releases before the slots read a converted
 //! or new entry as "not a dsops store file" rather than as missing.
 //!
+//! A write into a slot that fails (an `fdatasync` that reports EIO, a full disk) leaves that slot
+//! uncertain: the page cache may show the new generation while the disk holds something else. The
+//! store then reads the entry from the other slot, the newest it knows to be durable, and writes
+//! into the uncertain slot again until a write there succeeds ([`load`]'s `unsure`); it never
+//! overwrites the durable copy on the strength of an unacknowledged one. Only the process that saw
+//! the error knows: another process sharing the store may read the uncertain slot.
+//!
 //! Shared storage: a reader must see another host's in-place write once it holds the entry's
 //! lock — a local filesystem, or NFSv4 (close-to-open consistency by change attribute); not
 //! NFSv3, whose cached attributes may hide a write made within the same timestamp tick.
@@ -79,6 +86,11 @@ impl EntryFiles<'_> {
 
     fn path(&self, slot: Slot) -> PathBuf {
         self.dir.join(self.file_name(slot))
+    }
+
+    /// Slot A's path: the entry's name on disk.
+    pub(super) fn path_a(&self) -> PathBuf {
+        self.path(Slot::A)
     }
 
     /// The associated data a slot's contents are sealed with.
@@ -161,11 +173,13 @@ fn unsealed_message(error: Unsealed) -> &'static str {
     }
 }
 
-/// Reads the entry: the newest slot that opens, or the previous layout's file.
+/// Reads the entry: the newest slot that opens, or the previous layout's file. `unsure` is a
+/// slot whose last write in this process failed: it is not read, and the next write goes into it.
 pub(super) fn load(
     key: &LessSafeKey,
     files: &EntryFiles<'_>,
     write: bool,
+    unsure: Option<Slot>,
 ) -> Result<Loaded, StoreError> {
     let mut a = read_slot(&files.path(Slot::A), write)?;
     if let Some(read) = a.as_mut()
@@ -183,6 +197,9 @@ pub(super) fn load(
     let mut failures: Vec<(Slot, Option<u64>, &'static str)> = Vec::new();
     for (slot, read) in [(Slot::A, &a), (Slot::B, &b)] {
         let Some(read) = read else { continue };
+        if unsure == Some(slot) {
+            continue;
+        }
         match header(&read.bytes) {
             Ok(Some((generation, range))) => candidates.push((slot, generation, range)),
             Ok(None) => {}
@@ -230,6 +247,16 @@ pub(super) fn load(
         failures.iter().min_by_key(|(slot, _, _)| *slot == Slot::B).copied()
     {
         return Err(corrupt(&files.path(slot), why));
+    }
+    if let Some(slot) = unsure {
+        // The failed write was into the only slot left: nothing is known to be durable.
+        return Err(io_error(
+            &files.path(slot.other()),
+            format!(
+                "an earlier write of {} failed and this slot holds no version; check the disk and restart the agent",
+                files.file_name(slot)
+            ),
+        ));
     }
     // No entry yet (or only empty slots): the first write goes into slot A.
     let file = a.and_then(|r| r.file);
@@ -282,6 +309,23 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
 }
 
+impl Next {
+    /// The slot this write goes into in place (an existing entry's), if it does.
+    pub(super) fn in_place(&self) -> Option<Slot> {
+        match self {
+            Next::Slot { slot, first: false, .. } => Some(*slot),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the next in-place write on this thread reaches the file and then fails, as an
+    /// `fdatasync` reporting EIO would leave it.
+    pub(super) static FAIL_NEXT_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Writes `plain` where `next` says; returns once it is durable.
 pub(super) fn save(
     key: &LessSafeKey,
@@ -304,6 +348,10 @@ pub(super) fn save(
                 None => open_slot(&path)?,
             };
             file.write_all_at(&bytes, 0).map_err(|e| io_error(&path, e))?;
+            #[cfg(test)]
+            if FAIL_NEXT_SYNC.with(|fail| fail.replace(false)) {
+                return Err(io_error(&path, "Input/output error (os error 5), injected"));
+            }
             file.sync_data().map_err(|e| io_error(&path, e))?;
             if created {
                 sync_dir(files.dir)?;

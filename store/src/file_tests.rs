@@ -293,3 +293,50 @@ fn a_first_write_cut_short_leaves_no_entry_and_the_next_one_succeeds() {
     assert_eq!(fs::metadata(&b).unwrap().len(), 0);
     assert!(!Path::new(&temp).exists(), "the copy was renamed into place");
 }
+
+#[test]
+fn after_a_failed_write_the_durable_slot_is_read_and_kept_until_a_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = slot_paths(dir.path(), "app/db");
+    put(&store, "app/db", "v1");
+    put(&store, "app/db", "v2");
+    let durable = fs::read(&b).unwrap();
+    // Generation 3 reaches slot A (the page cache, here the file) and its flush fails.
+    slots::FAIL_NEXT_SYNC.with(|fail| fail.set(true));
+    let error = store.stage("app/db", "run-1", &one("f", "v3")).unwrap_err();
+    assert!(error.to_string().contains("Input/output error"), "{error}");
+    assert_eq!(generation(&a), 3, "the failed write is visible in the file");
+    // This process reads slot B, the newest it knows to be durable: no pending value.
+    assert!(store.read("app/db", Label::Pending).unwrap().is_none());
+    assert_eq!(current(&store, "app/db", "f").as_deref(), Some("v2"));
+    assert_eq!(store.list().unwrap().len(), 1);
+    // The retried write goes into slot A again; slot B, the only durable copy, is untouched.
+    let (_, staged) = store.stage("app/db", "run-1", &one("f", "v3 again")).unwrap();
+    assert_eq!(staged["f"].expose(), "v3 again");
+    assert_eq!(fs::read(&b).unwrap(), durable);
+    assert_eq!(generation(&a), 3);
+    // Once a write succeeded the slots alternate again, and another process reads the same.
+    store.promote("app/db", "run-1").unwrap();
+    assert_eq!((generation(&a), generation(&b)), (3, 4));
+    assert_eq!(current(&open(dir.path()), "app/db", "f").as_deref(), Some("v3 again"));
+}
+
+#[test]
+fn a_failed_write_into_the_only_slot_left_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = slot_paths(dir.path(), "app/db");
+    put(&store, "app/db", "v1");
+    put(&store, "app/db", "v2");
+    slots::FAIL_NEXT_SYNC.with(|fail| fail.set(true));
+    store.stage("app/db", "run-1", &one("f", "v3")).unwrap_err();
+    // Slot B, the durable one, is then damaged: nothing this process trusts is left, and the
+    // entry is not taken for a new one (whose first write would replace slot A).
+    fs::write(&b, vec![0u8; 4096]).unwrap();
+    let error = store.read("app/db", Label::Current).unwrap_err().to_string();
+    assert!(error.starts_with(&b.display().to_string()), "{error}");
+    assert!(error.contains("an earlier write of"), "{error}");
+    assert!(store.put("app/db", "f", &SecretValue::new("x".to_owned())).is_err());
+    assert_eq!(generation(&a), 3, "slot A is not replaced");
+}
