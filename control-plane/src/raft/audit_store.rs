@@ -1,9 +1,10 @@
 //! The audit log's retained history, in the state-machine database beside the snapshots: events
 //! by sequence number, and the checkpoint of the chain before the first of them.
 //!
-//! Events are written after each applied batch, without waiting for the disk (a crash loses
-//! only what the raft log replays anyway); the snapshot's own commit, which is durable, makes
-//! them durable before the log behind it can be purged. Past the retention (an age, a count)
+//! Events are written a few hundred at a time as they are applied (and before any read of the
+//! history, see `sm_store`), without waiting for the disk (a crash loses only what the raft log
+//! replays anyway); the snapshot's own commit, which is durable, comes after the events it covers
+//! are written and makes them durable before the log behind it can be purged. Past the retention (an age, a count)
 //! the oldest events are dropped and the checkpoint moves to the last one dropped, so the chain
 //! that remains verifies from it.
 //!
