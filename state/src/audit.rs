@@ -1,8 +1,8 @@
 //! The hash-chained audit log, as the replicated state holds it: the chain head and a bounded
 //! window of recent events. The whole retained history lives in the node's state-machine
-//! database (`raft::sm_store`), which takes the events as they are appended (writing them in batches) and drops the oldest
-//! past its retention, keeping a checkpoint of the chain at the cut so what remains still
-//! verifies.
+//! database (`raft::sm_store`), which takes the events as they are appended (writing them in
+//! batches) and drops the oldest past its retention, keeping a checkpoint of the chain at the
+//! cut so what remains still verifies.
 //!
 //! ```text
 //!   apply ─ append ─▶ AuditLog { head, recent (≤ RECENT), unsaved } ─ take_unsaved ─▶ redb
