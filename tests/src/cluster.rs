@@ -231,6 +231,11 @@ impl TestCluster {
             .control
     }
 
+    /// How many TLS handshakes a running node's listener completed.
+    pub fn tls_handshakes(&self, id: u64) -> u64 {
+        self.slots[&id].running.as_ref().map_or(0, |node| node.tls_handshakes())
+    }
+
     /// Where a running node's reports API listens, if it serves one.
     pub fn reports_address(&self, id: u64) -> Option<std::net::SocketAddr> {
         self.slots[&id].running.as_ref().and_then(|node| node.reports_address)

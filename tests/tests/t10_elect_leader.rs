@@ -45,3 +45,25 @@ async fn a_follower_redirects_status_to_the_leader() {
     assert_eq!(dsops_proto::error::leader_hint(&status).as_deref(), Some(cluster.address(leader)));
     cluster.shutdown().await;
 }
+
+/// A linearizable read asks every follower over the connection the leader already keeps to it:
+/// twenty reads make no new TLS handshakes on the followers (each made one per read before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_reads_reuse_the_connections_to_followers() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let control = cluster.control(leader);
+    control.read_current(|s| s.config_version()).await.unwrap();
+    let followers: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
+    let before: Vec<u64> = followers.iter().map(|id| cluster.tls_handshakes(*id)).collect();
+    assert!(before.iter().all(|n| *n >= 1), "the leader is connected to its followers: {before:?}");
+    for _ in 0..20 {
+        control.read_current(|s| s.config_version()).await.unwrap();
+    }
+    for (id, before) in followers.iter().zip(before) {
+        let made = cluster.tls_handshakes(*id) - before;
+        // One reconnection is not a fault (a connection may drop); twenty would be one per read.
+        assert!(made <= 1, "node {id}: {made} handshakes during twenty reads");
+    }
+    cluster.shutdown().await;
+}

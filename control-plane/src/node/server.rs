@@ -108,9 +108,16 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     failed: watch::Receiver<Option<String>>,
+    /// The listener's TLS (none for the embedded default).
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl RunningNode {
+    /// How many TLS handshakes completed on this node's listener (peers, agents, operators).
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls.as_ref().map_or(0, |tls| tls.handshakes())
+    }
+
     /// Stops serving and shuts raft down (a clean stop; for a crash, drop the runtime instead).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -271,7 +278,16 @@ pub async fn start(
     }
     let failed = watch_fatal(&control, &shutdown);
     tracing::info!(node_id = node.node_id, %address, "node serving");
-    Ok(RunningNode { control, address, notifier, reports_address, shutdown, server, failed })
+    Ok(RunningNode {
+        control,
+        address,
+        notifier,
+        reports_address,
+        shutdown,
+        server,
+        failed,
+        tls: Some(tls),
+    })
 }
 
 /// Starts the node in `dir` without a listener: the embedded default, a one-node cluster the
@@ -300,5 +316,14 @@ pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningN
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     let failed = watch_fatal(&control, &shutdown);
     let reports_address = None;
-    Ok(RunningNode { control, address, notifier, reports_address, shutdown, server, failed })
+    Ok(RunningNode {
+        control,
+        address,
+        notifier,
+        reports_address,
+        shutdown,
+        server,
+        failed,
+        tls: None,
+    })
 }

@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use rustls::ServerConfig;
@@ -38,6 +39,8 @@ pub struct ServerTls {
     api: Arc<ServerConfig>,
     roles: RoleNames,
     refused: Option<RefusalHook>,
+    /// TLS handshakes completed on this listener.
+    handshakes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -87,6 +90,7 @@ impl ServerTls {
             api: Arc::new(api),
             roles: RoleNames::new(pki)?,
             refused: None,
+            handshakes: Arc::default(),
         })
     }
 
@@ -109,7 +113,13 @@ impl ServerTls {
             api,
             roles: self.roles.clone(),
             refused: self.refused.clone(),
+            handshakes: Arc::default(),
         }
+    }
+
+    /// How many TLS handshakes completed on the listeners this configuration served.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
     }
 
     fn for_server_name(&self, name: Option<&str>) -> Arc<ServerConfig> {
@@ -207,6 +217,7 @@ impl ServerTls {
                     );
                     match handshake.await {
                         Ok(Ok(conn)) => {
+                            tls.handshakes.fetch_add(1, Ordering::Relaxed);
                             let _ = conn_tx.send(Ok(conn)).await;
                         }
                         Ok(Err(error)) => {

@@ -1,8 +1,14 @@
 //! The raft transport, client side: one gRPC channel per peer over mutual TLS, with an optional
 //! link filter through which tests drop, delay or partition traffic.
+//!
+//! openraft asks for a client per peer for every replication task, every election and every
+//! linearizable read (one per voter, each time): the clients of one peer share its channel, so a
+//! read costs a call on an open HTTP/2 connection, not a new TCP connection and TLS handshake to
+//! every follower.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dsops_proto::wire::raft as wire;
@@ -58,12 +64,29 @@ pub struct Network {
     me: NodeId,
     tls: Arc<ClientConfig>,
     filter: Arc<dyn LinkFilter>,
+    /// Each peer's channel and the address it was made for (a peer that moved gets a new one).
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
 }
 
 impl Network {
     /// A network for node `me`, presenting the identity in `tls`.
     pub fn new(me: NodeId, tls: Arc<ClientConfig>, filter: Arc<dyn LinkFilter>) -> Network {
-        Network { me, tls, filter }
+        Network { me, tls, filter, channels: Arc::default() }
+    }
+
+    /// The channel to `target` at `addr`: the one already made for that address, or a new one
+    /// (connected on first use, and again after the connection fails).
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().expect("channels lock");
+        if let Some((known, channel)) = channels.get(&target)
+            && known == addr
+        {
+            return Ok(channel.clone());
+        }
+        let channel = dsops_identity::channel(addr, RAFT_SERVER_NAME, self.tls.clone())
+            .map_err(|e| e.to_string())?;
+        channels.insert(target, (addr.to_owned(), channel.clone()));
+        Ok(channel)
     }
 }
 
@@ -71,11 +94,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let channel = dsops_identity::channel(&node.addr, RAFT_SERVER_NAME, self.tls.clone());
         PeerClient {
             me: self.me,
             target,
-            channel: channel.map_err(|e| e.to_string()),
+            channel: self.channel(target, &node.addr),
             filter: self.filter.clone(),
         }
     }
