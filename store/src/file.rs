@@ -269,6 +269,7 @@ impl FileStore {
             if let Some(slot) = in_place {
                 let mut unsure = self.unsure.lock().expect("unsure slots lock");
                 match &saved {
+                    Ok(()) if unsure.is_empty() => None,
                     Ok(()) => unsure.remove(&files.path_a()),
                     Err(_) => unsure.insert(files.path_a(), slot),
                 };
@@ -287,7 +288,11 @@ impl FileStore {
         write: bool,
     ) -> Result<(File, Option<StoredEntry>, slots::Next), StoreError> {
         let lock = Self::lock(files, write)?;
-        let unsure = self.unsure.lock().expect("unsure slots lock").get(&files.path_a()).copied();
+        let unsure = {
+            // Almost always empty: then no path is built for the lookup.
+            let unsure = self.unsure.lock().expect("unsure slots lock");
+            if unsure.is_empty() { None } else { unsure.get(&files.path_a()).copied() }
+        };
         let loaded = slots::load(&self.key, files, write, unsure)?;
         let stored =
             match &loaded.plain {

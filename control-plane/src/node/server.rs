@@ -278,16 +278,8 @@ pub async fn start(
     }
     let failed = watch_fatal(&control, &shutdown);
     tracing::info!(node_id = node.node_id, %address, "node serving");
-    Ok(RunningNode {
-        control,
-        address,
-        notifier,
-        reports_address,
-        shutdown,
-        server,
-        failed,
-        tls: Some(tls),
-    })
+    let tls = Some(tls);
+    Ok(RunningNode { control, address, notifier, reports_address, shutdown, server, failed, tls })
 }
 
 /// Starts the node in `dir` without a listener: the embedded default, a one-node cluster the
@@ -316,14 +308,6 @@ pub async fn start_local(dir: &DataDir, options: NodeOptions) -> Result<RunningN
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     let failed = watch_fatal(&control, &shutdown);
     let reports_address = None;
-    Ok(RunningNode {
-        control,
-        address,
-        notifier,
-        reports_address,
-        shutdown,
-        server,
-        failed,
-        tls: None,
-    })
+    let tls = None;
+    Ok(RunningNode { control, address, notifier, reports_address, shutdown, server, failed, tls })
 }

@@ -154,13 +154,13 @@ impl StateMachineStore {
         after: u64,
         limit: usize,
     ) -> std::result::Result<AuditHistory, Box<dyn std::error::Error + Send + Sync>> {
-        self.write_pending_audit(0)?;
+        self.write_pending_audit()?;
         audit_store::read(&self.db, after, limit)
     }
 
     /// How many audit events this node keeps.
     pub fn audit_len(&self) -> std::result::Result<u64, Box<dyn std::error::Error + Send + Sync>> {
-        self.write_pending_audit(0)?;
+        self.write_pending_audit()?;
         audit_store::count(&self.db)
     }
 
@@ -182,12 +182,11 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Writes whatever audit events are pending once at least `batch` are (0: any).
+    /// Writes whatever audit events are pending.
     fn write_pending_audit(
         &self,
-        batch: usize,
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.keep_audit(Vec::new(), batch)
+        self.keep_audit(Vec::new(), 0)
     }
 
     /// The last applied log id.
@@ -203,7 +202,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             // Every event up to the snapshot into the store before the snapshot's durable
             // commit: the log behind the snapshot may be purged after it. Applying waits for
             // this lock, so what is pending is exactly what the snapshot covers.
-            self.write_pending_audit(0).map_err(|e| snapshot_err(BoxedError(e)))?;
+            self.write_pending_audit().map_err(|e| snapshot_err(BoxedError(e)))?;
             (encode_snapshot(&applied.state), applied.last_applied, applied.last_membership.clone())
         };
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -291,7 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Hold the state while storing, so a snapshot being built cannot interleave.
         let mut applied = self.applied.write().await;
         // What was applied before it first, so the stored history has no gap before the window.
-        self.write_pending_audit(0).map_err(|e| {
+        self.write_pending_audit().map_err(|e| {
             storage_error(|e| StorageIOError::write_snapshot(None, e), BoxedError(e))
         })?;
         // The snapshot's window of recent events joins (or restarts) the stored history.
