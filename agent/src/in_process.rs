@@ -36,7 +36,10 @@ where
     tokio::spawn(async move {
         loop {
             let job = tokio::select! {
-                job = jobs.recv() => match job { Some(job) => job, None => return },
+                job = jobs.recv() => match job {
+                    Some(job) => job.arrived(std::time::SystemTime::now()),
+                    None => return,
+                },
                 _ = death.recv() => return,
             };
             let Ok(permit) = limit.clone().acquire_owned().await else { return };

@@ -326,7 +326,7 @@ async fn one_session(
         tokio::select! {
             received = inbound.message() => match received {
                 Ok(Some(message)) => match message.kind {
-                    Some(wire::control_message::Kind::Job(job)) => match Job::try_from(job) {
+                    Some(wire::control_message::Kind::Job(job)) => match Job::try_from(job).map(|job| job.arrived(SystemTime::now())) {
                         Ok(job) => start_job(job, executor, shared, limit),
                         Err(error) => tracing::error!(%error, "the control plane sent a job this agent cannot read"),
                     },

@@ -394,3 +394,30 @@ async fn certificates_are_renewed_over_the_session_before_they_expire() {
     again.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_clock_is_behind_the_agents_still_gives_steps_their_time() {
+    let project = AgentProject::new(
+        "version: 1\nsecretStores:\n  local: { type: file }\nenvs:\n  prod:\n    SIGNING_KEY:\n      from: { store: \"store://local/app/jwt#key\" }\n      rotation: { strategy: random }\n",
+    );
+    project.put("a", "local", "app/jwt", "key", "first-key-0000000000000000000000000");
+    let cluster = TestCluster::start(1).await;
+    project.apply(&cluster).await;
+    let leader = cluster.leader().await;
+    let token = agent_token(&cluster, "default", 600).await;
+    enroll(&project.data_dir("a"), cluster.address(leader), &token).await.unwrap();
+    let agent = project.start("a", &[cluster.address(leader)]);
+    wait_connected(&agent).await;
+
+    // An NTP step puts the leader two minutes behind the agent: every deadline it sets (a minute
+    // from its now) has passed on the agent's clock. The agent goes by the time the leader says
+    // is left, so the steps are performed and the run completes.
+    cluster.control(leader).step_clock(-120_000);
+    let run = rotate(&cluster, "prod", "SIGNING_KEY").await;
+    assert_eq!(run.state_name(), "Completed", "{run:?}");
+    assert!(run.steps.iter().all(|s| s.outcome_name() == "succeeded"), "{run:?}");
+    let key = project.read("a", "local", "app/jwt", "key").unwrap();
+    assert_ne!(key, "first-key-0000000000000000000000000", "rotated");
+    agent.stop().await;
+    cluster.shutdown().await;
+}

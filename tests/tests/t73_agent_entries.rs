@@ -33,6 +33,7 @@ fn job(strategy: &str, store: &str, service: Option<&str>, config: &str) -> Job 
         restore_previous: false,
         value_format: None,
         trace_parent: None,
+        time_left: None,
     }
 }
 

@@ -57,5 +57,6 @@ pub fn stage_job(run: &str, config_json: &str, deadline: SystemTime) -> Job {
         restore_previous: false,
         value_format: None,
         trace_parent: None,
+        time_left: None,
     }
 }

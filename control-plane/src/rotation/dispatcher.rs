@@ -86,6 +86,7 @@ impl StepOrder {
             strategy: spec.strategy.clone(),
             config_json: spec.config_json.clone(),
             deadline: UNIX_EPOCH + Duration::from_millis(deadline_ms),
+            time_left: None,
             checked_step: self.checked_step,
             restore_previous: self.restore_previous,
             value_format: spec.value_format.clone(),
@@ -351,6 +352,13 @@ fn step_span(order: &StepOrder, resend: bool) -> tracing::Span {
     span
 }
 
+/// What is left of a step's time as its job goes out, on this node's clock: the one that
+/// decides when the step has timed out. The agent measures it from the job's arrival
+/// ([`Job::arrived`]), so the two hosts' clocks need not agree.
+fn time_left(control: &ControlPlane, deadline_ms: u64) -> Option<Duration> {
+    Some(Duration::from_millis(deadline_ms.saturating_sub(control.now_ms())))
+}
+
 /// Sends `order`'s step to an agent of its segment, once the log records the dispatch.
 async fn dispatch(control: &ControlPlane, actor: &str, order: Box<StepOrder>) {
     let Some(agent_id) = control.agents().pick(&order.spec) else {
@@ -385,6 +393,7 @@ async fn dispatch(control: &ControlPlane, actor: &str, order: Box<StepOrder>) {
                 );
             } else {
                 // A resend decided meanwhile may have sent it already.
+                job.time_left = time_left(control, deadline_ms);
                 control.agents().send_step(&agent_id, key, job);
             }
         }
@@ -403,6 +412,7 @@ pub(super) fn send(
     resend: bool,
 ) {
     let Some(mut job) = order.job(deadline_ms) else { return };
+    job.time_left = time_left(control, deadline_ms);
     let span = step_span(order, resend);
     let _inside = span.enter();
     job.trace_parent = dsops_telemetry::traceparent().or(job.trace_parent);

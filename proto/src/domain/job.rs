@@ -1,4 +1,4 @@
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{
     Generation, ProtocolError, RunId, ServiceRef, Step, StoreRef, required_time, wire_time,
@@ -28,8 +28,14 @@ pub struct Job {
     pub strategy: String,
     /// Strategy configuration (JSON text, validated by the control plane before dispatch).
     pub config_json: String,
-    /// When the control plane stops waiting for the receipt.
+    /// When the control plane stops waiting for the receipt: on the sender's clock as sent, on
+    /// the agent's once [`Job::arrived`] has measured [`Job::time_left`] from the job's arrival.
     pub deadline: SystemTime,
+    /// How long the control plane will still wait for the receipt, as it sent the job (its
+    /// deadline less its own clock). Hosts' clocks disagree, and a control plane's clock can be
+    /// stepped; a length of time does not depend on either. `None` from a control plane that
+    /// predates it: the agent goes by [`Job::deadline`].
+    pub time_left: Option<Duration>,
     /// For [`Step::Check`]: the step being checked (never `Check` itself).
     pub checked_step: Option<Step>,
     /// Stage the store's previous version instead of a new value (a rollback run).
@@ -38,6 +44,24 @@ pub struct Job {
     pub value_format: Option<String>,
     /// The dispatch's trace context (see [`crate::trace`]); `None` when not traced or malformed.
     pub trace_parent: Option<String>,
+}
+
+/// The longest a control plane may say a step has left: far beyond any step timeout, short
+/// enough that adding it to a clock cannot overflow.
+const MAX_TIME_LEFT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Job {
+    /// The job as it arrived at `now` on this host's clock: its deadline is `now` plus the time
+    /// the control plane said was left, so that it does not depend on the two clocks agreeing
+    /// (a control plane whose clock is behind the agent's would otherwise send deadlines that
+    /// look already passed, and one ahead would give the agent time the control plane does not
+    /// wait for). A job without [`Job::time_left`] keeps its deadline.
+    pub fn arrived(mut self, now: SystemTime) -> Job {
+        if let Some(deadline) = self.time_left.and_then(|left| now.checked_add(left)) {
+            self.deadline = deadline;
+        }
+        self
+    }
 }
 
 impl TryFrom<wire::Job> for Job {
@@ -60,6 +84,7 @@ impl TryFrom<wire::Job> for Job {
             restore_previous,
             value_format,
             traceparent,
+            time_left_ms,
         } = job;
         if attempt == 0 {
             return Err(ProtocolError::missing("attempt"));
@@ -79,6 +104,15 @@ impl TryFrom<wire::Job> for Job {
             )
         };
         let step = Step::from_wire(step, "step")?;
+        let time_left = match time_left_ms {
+            Some(ms) if ms > MAX_TIME_LEFT.as_millis() as u64 => {
+                return Err(ProtocolError::invalid(
+                    "time_left_ms",
+                    format!("{ms} ms is more than a step may take ({MAX_TIME_LEFT:?})"),
+                ));
+            }
+            ms => ms.map(Duration::from_millis),
+        };
         let checked_step = match (step, checked_step) {
             (Step::Check, value) => match Step::from_wire(value, "checked_step")? {
                 Step::Check => {
@@ -103,6 +137,7 @@ impl TryFrom<wire::Job> for Job {
             strategy,
             config_json,
             deadline: required_time(deadline, "deadline")?,
+            time_left,
             checked_step,
             restore_previous,
             value_format: (!value_format.is_empty()).then_some(value_format),
@@ -130,6 +165,9 @@ impl From<&Job> for wire::Job {
             restore_previous: job.restore_previous,
             value_format: job.value_format.clone().unwrap_or_default(),
             traceparent: job.trace_parent.clone().unwrap_or_default(),
+            time_left_ms: job
+                .time_left
+                .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -157,7 +195,24 @@ mod tests {
             restore_previous: false,
             value_format: "^[A-Za-z0-9_-]{32,64}$".into(),
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            time_left_ms: Some(45_000),
         }
+    }
+
+    #[test]
+    fn the_deadline_is_measured_from_arrival_on_the_agents_clock() {
+        // The control plane's clock is far behind: its absolute deadline has long passed here.
+        let mut wire = wire_job();
+        wire.deadline = Some(wire_time(UNIX_EPOCH + Duration::from_secs(1_000)));
+        let arrival = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let job = Job::try_from(wire.clone()).unwrap().arrived(arrival);
+        assert_eq!(job.deadline, arrival + Duration::from_secs(45));
+        assert_eq!(job.time_left, Some(Duration::from_secs(45)));
+
+        // A control plane that predates the field: its deadline stands.
+        wire.time_left_ms = None;
+        let job = Job::try_from(wire).unwrap().arrived(arrival);
+        assert_eq!(job.deadline, UNIX_EPOCH + Duration::from_secs(1_000));
     }
 
     #[test]
@@ -187,6 +242,8 @@ mod tests {
             (|j| j.store_ref = "vault://x".into(), "store_ref"),
             (|j| j.service_ref = "svc://pg/x/y".into(), "service_ref"),
             (|j| j.deadline = None, "deadline"),
+            (|j| j.time_left_ms = Some(u64::MAX), "time_left_ms"),
+            (|j| j.time_left_ms = Some(MAX_TIME_LEFT.as_millis() as u64 + 1), "time_left_ms"),
             (|j| j.checked_step = Step::Apply.to_wire(), "checked_step"),
             (
                 |j| {
