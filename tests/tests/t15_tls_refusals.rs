@@ -10,8 +10,11 @@ use dsops_proto::ErrorCode;
 use dsops_proto::wire::admin::ClusterStatusRequest;
 use dsops_proto::wire::admin::admin_client::AdminClient;
 use dsops_proto::wire::raft::raft_peer_client::RaftPeerClient;
-use dsops_proto::wire::raft::{Vote, VoteRequest};
+use dsops_proto::wire::raft::{
+    AppendEntriesRequest, AppendFrame, AppendReply, Vote, VoteRequest, append_reply,
+};
 use dsops_tests::TestCluster;
+use futures::StreamExt;
 use time::{Duration, OffsetDateTime};
 
 fn vote() -> VoteRequest {
@@ -121,4 +124,70 @@ async fn the_admin_api_needs_an_operator_certificate() {
         admin(Some(&foreign_operator)).cluster_status(ClusterStatusRequest {}).await.map(|_| ());
     refused_in_handshake(result, "an operator certificate from another cluster");
     cluster.shutdown().await;
+}
+
+/// An AppendStream frame with the given number and request.
+fn frame(seq: u64, request: Option<AppendEntriesRequest>) -> AppendFrame {
+    AppendFrame { seq, request }
+}
+
+/// Opens an AppendStream to node 1 with `identity` and sends it `frames`.
+async fn append_stream(
+    cluster: &TestCluster,
+    identity: &CertifiedKey,
+    frames: Vec<AppendFrame>,
+) -> Result<tonic::Streaming<AppendReply>, tonic::Status> {
+    let tls = client_config(&cluster.admin().ca_pem, Some(identity)).unwrap();
+    let channel = dsops_identity::channel(cluster.address(1), RAFT_SERVER_NAME, tls).unwrap();
+    let outgoing = futures::stream::iter(frames).chain(futures::stream::pending());
+    Ok(RaftPeerClient::new(channel).append_stream(outgoing).await?.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_streams_take_members_only_frames_in_order_and_end_with_the_node() {
+    let cluster = TestCluster::start(1).await;
+    let pki = ClusterPki::load(&cluster.data_dir(1).tls()).unwrap();
+    let member = pki.issue_node(1, &["127.0.0.1".into()]).unwrap();
+    // A heartbeat from a stale term: answered (the node's vote is higher), not applied.
+    let stale = || AppendEntriesRequest {
+        vote: Some(Vote { term: 0, node_id: 1, committed: true }),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+
+    let stranger = pki.issue_node(42, &["127.0.0.1".into()]).unwrap();
+    let status = append_stream(&cluster, &stranger, vec![]).await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&status), ErrorCode::PermissionDenied, "{status:?}");
+
+    // Frames are answered in order, each with its number.
+    let mut replies =
+        append_stream(&cluster, &member, vec![frame(1, Some(stale())), frame(2, Some(stale()))])
+            .await
+            .unwrap();
+    for seq in [1, 2] {
+        let reply = replies.message().await.unwrap().unwrap();
+        assert_eq!(reply.seq, seq);
+        assert!(matches!(reply.result, Some(append_reply::Result::Response(_))), "{reply:?}");
+    }
+
+    // A frame out of order ends the stream with the reason.
+    let mut skipped =
+        append_stream(&cluster, &member, vec![frame(2, Some(stale()))]).await.unwrap();
+    let status = skipped.message().await.unwrap_err();
+    assert_eq!(ErrorCode::from_status(&status), ErrorCode::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("out of order"), "{status:?}");
+
+    // A frame without a request is answered as invalid, and the stream ends.
+    let mut empty = append_stream(&cluster, &member, vec![frame(1, None)]).await.unwrap();
+    let reply = empty.message().await.unwrap().unwrap();
+    assert!(matches!(reply.result, Some(append_reply::Result::Invalid(_))), "{reply:?}");
+    assert!(empty.message().await.unwrap().is_none());
+
+    // The first stream is still open (its sender sends nothing more): the node's shutdown, which
+    // waits for open calls, ends it instead of waiting for ever.
+    tokio::time::timeout(std::time::Duration::from_secs(20), cluster.shutdown())
+        .await
+        .expect("the node stops with an append stream open");
+    assert!(!matches!(replies.message().await, Ok(Some(_))), "the stream ended");
 }

@@ -235,7 +235,8 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .trace_fn(dsops_telemetry::server_span)
         .add_service(
-            RaftPeerServer::new(RaftPeerService::new(raft)).max_decoding_message_size(160 << 20),
+            RaftPeerServer::new(RaftPeerService::new(raft, shutdown.subscribe()))
+                .max_decoding_message_size(160 << 20),
         )
         .add_service(super::admin_gate::OperatorsOnly::new(
             AdminServer::new(AdminService::new(control.clone()))

@@ -5,6 +5,15 @@
 //! linearizable read (one per voter, each time): the clients of one peer share its channel, so a
 //! read costs a call on an open HTTP/2 connection, not a new TCP connection and TLS handshake to
 //! every follower.
+//!
+//! A client that calls AppendEntries more than once (a replication task's, which openraft keeps
+//! for as long as it replicates to that peer) moves to an `AppendStream`: one HTTP/2 stream that
+//! carries each call as a numbered frame and each answer as a numbered reply, instead of a new
+//! stream with its own headers and trailers per call. openraft sends one call at a time per
+//! follower and may give up on one (its timer), so a reply numbered lower than the frame just
+//! sent is the late answer to a call given up on, and skipped; anything else out of order ends
+//! the stream, and the next call opens another. A peer of an older release answers
+//! UNIMPLEMENTED, and that client stays with unary calls.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -22,6 +31,8 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Snapshot, Vote};
 use rustls::ClientConfig;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::convert;
@@ -99,6 +110,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             channel: self.channel(target, &node.addr),
             filter: self.filter.clone(),
+            appends: 0,
+            stream: None,
+            unary_only: false,
         }
     }
 }
@@ -110,6 +124,78 @@ pub struct PeerClient {
     target: NodeId,
     channel: Result<Channel, String>,
     filter: Arc<dyn LinkFilter>,
+    /// AppendEntries calls made: the first is unary (openraft makes a client for each
+    /// linearizable read and calls it once), later ones go on [`PeerClient::stream`].
+    appends: u64,
+    /// The open AppendStream, if any.
+    stream: Option<AppendStream>,
+    /// The peer does not serve AppendStream (an older release).
+    unary_only: bool,
+}
+
+/// One AppendStream to a peer.
+#[derive(Debug)]
+struct AppendStream {
+    frames: mpsc::Sender<wire::AppendFrame>,
+    replies: tonic::Streaming<wire::AppendReply>,
+    /// The number of the last frame sent.
+    sent: u64,
+}
+
+/// Why a call on an AppendStream failed; the stream is dropped either way.
+enum StreamFault {
+    /// The stream or its connection ended, or the reply did not come in time.
+    Gone(String),
+    /// The peer answered with a status.
+    Status(tonic::Status),
+    /// The peer broke the protocol.
+    Protocol(String),
+}
+
+impl AppendStream {
+    /// Opens a stream on `client`.
+    async fn open(client: &mut RaftPeerClient<Channel>) -> Result<AppendStream, tonic::Status> {
+        let (frames, outgoing) = mpsc::channel(1);
+        let replies = client.append_stream(ReceiverStream::new(outgoing)).await?.into_inner();
+        Ok(AppendStream { frames, replies, sent: 0 })
+    }
+
+    /// Sends `request` as the next frame and waits up to `ttl` for its reply.
+    async fn call(
+        &mut self,
+        request: wire::AppendEntriesRequest,
+        ttl: Duration,
+    ) -> Result<wire::append_reply::Result, StreamFault> {
+        let seq = self.sent + 1;
+        let frame = wire::AppendFrame { seq, request: Some(request) };
+        if self.frames.send(frame).await.is_err() {
+            return Err(StreamFault::Gone("the append stream closed".to_owned()));
+        }
+        self.sent = seq;
+        loop {
+            let reply = match tokio::time::timeout(ttl, self.replies.message()).await {
+                Err(_) => return Err(StreamFault::Gone(format!("no reply within {ttl:?}"))),
+                Ok(Err(status)) => return Err(StreamFault::Status(status)),
+                Ok(Ok(None)) => return Err(StreamFault::Gone("the append stream ended".into())),
+                Ok(Ok(Some(reply))) => reply,
+            };
+            match reply.seq.cmp(&seq) {
+                // The answer to a call openraft gave up on.
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => {
+                    return reply
+                        .result
+                        .ok_or_else(|| StreamFault::Protocol(format!("reply {seq} is empty")));
+                }
+                std::cmp::Ordering::Greater => {
+                    return Err(StreamFault::Protocol(format!(
+                        "reply {} to frame {seq}: no such frame was sent",
+                        reply.seq
+                    )));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +240,23 @@ fn protocol<E: std::error::Error>(
     RPCError::Network(NetworkError::new(&error))
 }
 
+/// What a call on an AppendStream comes to, as the unary call's result would.
+fn stream_answer(
+    result: Result<wire::append_reply::Result, StreamFault>,
+) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    use wire::append_reply::Result as R;
+    match result {
+        Ok(R::Response(response)) => convert::append_response_from_wire(response).map_err(protocol),
+        Ok(R::Unavailable(reason)) | Err(StreamFault::Gone(reason)) => {
+            Err(RPCError::Unreachable(Unreachable::new(&LinkError(reason))))
+        }
+        Ok(R::Invalid(reason)) | Err(StreamFault::Protocol(reason)) => {
+            Err(RPCError::Network(NetworkError::new(&LinkError(reason))))
+        }
+        Err(StreamFault::Status(status)) => Err(rpc_error(status)),
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
@@ -161,7 +264,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let mut client = self.client().await?;
-        let mut request = tonic::Request::new(convert::append_request_to_wire(&rpc));
+        let request = convert::append_request_to_wire(&rpc);
+        self.appends += 1;
+        if self.appends > 1 && !self.unary_only {
+            if self.stream.is_none() {
+                match tokio::time::timeout(option.hard_ttl(), AppendStream::open(&mut client)).await
+                {
+                    Ok(Ok(stream)) => self.stream = Some(stream),
+                    Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                        self.unary_only = true;
+                    }
+                    Ok(Err(status)) => return Err(rpc_error(status)),
+                    Err(_) => {
+                        return Err(RPCError::Unreachable(Unreachable::new(&LinkError(format!(
+                            "no append stream within {:?}",
+                            option.hard_ttl()
+                        )))));
+                    }
+                }
+            }
+            if let Some(stream) = self.stream.as_mut() {
+                let result = stream.call(request, option.hard_ttl()).await;
+                // The peer ends a stream after any answer but a response; so does this side.
+                if !matches!(result, Ok(wire::append_reply::Result::Response(_))) {
+                    self.stream = None;
+                }
+                return stream_answer(result);
+            }
+        }
+        let mut request = tonic::Request::new(request);
         request.set_timeout(option.hard_ttl());
         let response = client.append_entries(request).await.map_err(rpc_error)?;
         convert::append_response_from_wire(response.into_inner()).map_err(protocol)
@@ -217,3 +348,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         Ok(SnapshotResponse { vote })
     }
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;
