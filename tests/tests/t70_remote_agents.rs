@@ -11,7 +11,8 @@ use dsops_agent::SecretValue;
 use dsops_agent::adapter::Login;
 use dsops_state::Command;
 use dsops_tests::agents::{
-    AgentProject, agent_token, enroll, list_agents, rotate, wait_audit, wait_connected,
+    AgentProject, agent_token, enroll, enrolled_agent, list_agents, rotate, wait_audit,
+    wait_connected,
 };
 use dsops_tests::databases::{Flavor, ServerUrl};
 use dsops_tests::rotation::database_service_at;
@@ -403,11 +404,8 @@ async fn a_leader_whose_clock_is_behind_the_agents_still_gives_steps_their_time(
     project.put("a", "local", "app/jwt", "key", "first-key-0000000000000000000000000");
     let cluster = TestCluster::start(1).await;
     project.apply(&cluster).await;
+    let agent = enrolled_agent(&project, &cluster, "a", "default").await;
     let leader = cluster.leader().await;
-    let token = agent_token(&cluster, "default", 600).await;
-    enroll(&project.data_dir("a"), cluster.address(leader), &token).await.unwrap();
-    let agent = project.start("a", &[cluster.address(leader)]);
-    wait_connected(&agent).await;
 
     // An NTP step puts the leader two minutes behind the agent: every deadline it sets (a minute
     // from its now) has passed on the agent's clock. The agent goes by the time the leader says

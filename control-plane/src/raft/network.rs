@@ -203,6 +203,27 @@ impl AppendStream {
 struct LinkError(String);
 
 impl PeerClient {
+    /// Opens [`PeerClient::stream`], or learns that the peer has none to open
+    /// ([`PeerClient::unary_only`]).
+    async fn open_stream<E: std::error::Error>(
+        &mut self,
+        client: &mut RaftPeerClient<Channel>,
+        ttl: Duration,
+    ) -> Result<(), RPCError<NodeId, BasicNode, E>> {
+        match tokio::time::timeout(ttl, AppendStream::open(client)).await {
+            Ok(Ok(stream)) => self.stream = Some(stream),
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                self.unary_only = true;
+            }
+            Ok(Err(status)) => return Err(rpc_error(status)),
+            Err(_) => {
+                let reason = format!("no append stream within {ttl:?}");
+                return Err(RPCError::Unreachable(Unreachable::new(&LinkError(reason))));
+            }
+        }
+        Ok(())
+    }
+
     /// Applies the link filter, then returns a client with the RPC's deadline.
     async fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable> {
         match self.filter.check(self.me, self.target) {
@@ -268,20 +289,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.appends += 1;
         if self.appends > 1 && !self.unary_only {
             if self.stream.is_none() {
-                match tokio::time::timeout(option.hard_ttl(), AppendStream::open(&mut client)).await
-                {
-                    Ok(Ok(stream)) => self.stream = Some(stream),
-                    Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-                        self.unary_only = true;
-                    }
-                    Ok(Err(status)) => return Err(rpc_error(status)),
-                    Err(_) => {
-                        return Err(RPCError::Unreachable(Unreachable::new(&LinkError(format!(
-                            "no append stream within {:?}",
-                            option.hard_ttl()
-                        )))));
-                    }
-                }
+                self.open_stream(&mut client, option.hard_ttl()).await?;
             }
             if let Some(stream) = self.stream.as_mut() {
                 let result = stream.call(request, option.hard_ttl()).await;
